@@ -1,0 +1,3 @@
+"""Command line: argument parsing only."""
+def main() -> int:
+    return 0
