@@ -1,3 +1,103 @@
-"""Command line: argument parsing only."""
-def main() -> int:
+"""Command line: ``amlops run | emulator | demo | crdgen | version``. Argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from amlops import __version__
+
+
+def _run(args: argparse.Namespace) -> int:
+    from amlops.handlers.app import run
+
+    return run(
+        namespaces=args.namespace,
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        verbose=args.verbose,
+        metrics_port=args.metrics_port,
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import signal
+
+    from amlops import demo
+
+    # Ctrl-C is awaited with sigwait in the demo, so the default handlers must not fire first.
+    if not args.exit:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    return demo.run(exit_when_done=args.exit, timeout=args.timeout)
+
+
+def _crdgen(args: argparse.Namespace) -> int:
+    from amlops.api import crdgen
+
+    if args.check:
+        stale = [
+            target / name
+            for target in args.out
+            for name, text in crdgen.render().items()
+            if not (target / name).is_file() or (target / name).read_text() != text
+        ]
+        for path in stale:
+            print(f"out of date: {path}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in crdgen.write(*args.out):
+        print(path)
     return 0
+
+
+def _version(_: argparse.Namespace) -> int:
+    print(f"amlops {__version__}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amlops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable); default: all",
+    )
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL, or 'off'")
+    run.add_argument("--metrics-port", type=int, default=9090, help="port of /metrics (0: off)")
+    run.add_argument("--peering", default=None, help="kopf peering name for HA (default: standalone)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_run)
+
+    demo = sub.add_parser("demo", help="run the local demo: test bed, operator, samples")
+    demo.add_argument("--exit", action="store_true", help="exit once the samples are reconciled")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the samples")
+    demo.set_defaults(func=_demo)
+
+    crd = sub.add_parser("crdgen", help="write the CRDs generated from the typed models")
+    crd.add_argument(
+        "--out",
+        type=Path,
+        action="append",
+        help="target folder (repeatable); default: crds/ and charts/amlops/crds/",
+    )
+    crd.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
+    crd.set_defaults(func=_crdgen)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "out", None) is None and args.command == "crdgen":
+        args.out = [Path("crds"), Path("charts/amlops/crds")]
+    result: int = args.func(args)
+    return result

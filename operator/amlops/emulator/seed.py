@@ -73,17 +73,10 @@ class Seed(_Strict):
         return self
 
     def workspaces(self) -> list[tuple[str, SeedResourceGroup, SeedWorkspace]]:
-        return [
-            (s.id, rg, ws) for s in self.subscriptions for rg in s.resource_groups for ws in rg.workspaces
-        ]
+        return [(s.id, rg, ws) for s in self.subscriptions for rg in s.resource_groups for ws in rg.workspaces]
 
     def batch_accounts(self) -> list[tuple[str, SeedResourceGroup, SeedBatchAccount]]:
-        return [
-            (s.id, rg, acct)
-            for s in self.subscriptions
-            for rg in s.resource_groups
-            for acct in rg.batch_accounts
-        ]
+        return [(s.id, rg, acct) for s in self.subscriptions for rg in s.resource_groups for acct in rg.batch_accounts]
 
     @classmethod
     def default(cls) -> Seed:

@@ -1,0 +1,186 @@
+"""AmlCompute: an Azure ML compute cluster (azureml-core ``AmlCompute.provisioning_configuration``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pydantic.config import JsonDict
+
+from amlops.api.common import ApiModel, Credentials, ManagementPolicy, SecretRef, StatusBase, WorkspaceRef
+from amlops.api.kind import (
+    AGE_COLUMN,
+    READY_COLUMN,
+    REASON_COLUMN,
+    CustomResource,
+    Definition,
+    Names,
+    PrinterColumn,
+    Rule,
+    ScaleSubresource,
+)
+
+COMPUTE_NAME = r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$"
+IdentityType = Literal["SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned", "None"]
+
+
+def _immutable(what: str, instead: str) -> JsonDict:
+    """A CEL transition rule: the apiserver refuses a change and says what to do instead."""
+    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": f"{what} is immutable: {instead}"}]}
+
+
+class ScaleSettings(ApiModel):
+    min_node_count: int = Field(
+        default=0, ge=0, le=10000, description="Seed: min_nodes. Nodes kept even when idle. Default 0."
+    )
+    max_node_count: int = Field(
+        default=4, ge=0, le=10000, description="Seed: max_nodes. Upper bound of the cluster. Default 4."
+    )
+    node_idle_time_before_scale_down: int = Field(
+        default=1800,
+        ge=0,
+        le=31536000,
+        description="Seed: idle_seconds_before_scaledown. Seconds a node stays idle before removal. Default 1800.",
+    )
+
+
+class SecretKeyRef(SecretRef):
+    key: str = Field(default="password", description="Key in the Secret.")
+
+
+class AdminUser(ApiModel):
+    username: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Seed: admin_username. Admin account on the nodes (immutable).",
+        json_schema_extra=_immutable(
+            "adminUser.username", "create a new AmlCompute with the other username and delete this one"
+        ),
+    )
+    password_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Seed: admin_user_password, read from a Secret; never logged."
+    )
+    ssh_public_key: str | None = Field(default=None, description="Seed: admin_user_ssh_key.")
+
+
+class Subnet(ApiModel):
+    vnet_resource_group: str | None = Field(default=None, description="Seed: vnet_resourcegroup_name.")
+    vnet_name: str | None = Field(default=None, description="Seed: vnet_name.")
+    subnet_name: str | None = Field(default=None, description="Seed: subnet_name.")
+    subnet_id: str | None = Field(default=None, description="Full ARM id of the subnet, instead of the three names.")
+
+
+class Identity(ApiModel):
+    type: IdentityType = Field(default="None", description="Seed: identity_type.")
+    user_assigned_identities: list[str] = Field(
+        default_factory=list,
+        description="Seed: identity_id. ARM ids of user-assigned identities (only with UserAssigned).",
+    )
+
+
+class AmlComputeSpec(ApiModel):
+    workspace: WorkspaceRef = Field(description="Seed: workspace. The Azure ML workspace that owns the cluster.")
+    credentials: Credentials | None = Field(default=None, description="Azure credential for this resource.")
+    compute_name: str | None = Field(
+        default=None,
+        pattern=COMPUTE_NAME,
+        description="Seed: name. Name of the compute in the workspace (2-16 chars); defaults to metadata.name.",
+    )
+    vm_size: str = Field(
+        default="STANDARD_DS3_V2",
+        min_length=1,
+        description="Seed: vm_size. Azure VM size of the nodes (immutable: Azure silently ignores a change).",
+        json_schema_extra=_immutable("vmSize", "create a new AmlCompute with the new size and delete this one"),
+    )
+    vm_priority: Literal["Dedicated", "LowPriority"] = Field(
+        default="Dedicated",
+        description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (immutable).",
+        json_schema_extra=_immutable(
+            "vmPriority", "create a new AmlCompute with the other priority and delete this one"
+        ),
+    )
+    scale_settings: ScaleSettings = Field(default_factory=ScaleSettings, description="Seed: min/max nodes.")
+    admin_user: AdminUser | None = Field(default=None, description="Seed: admin_username/password/ssh key.")
+    subnet: Subnet | None = Field(
+        default=None,
+        description="Seed: vnet_resourcegroup_name, vnet_name, subnet_name (immutable).",
+        json_schema_extra=_immutable("subnet", "create a new AmlCompute in the other subnet"),
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Seed: tags. Azure tags of the compute.")
+    description: str | None = Field(default=None, max_length=256, description="Seed: description.")
+    remote_login_port_public_access: Literal["Enabled", "Disabled", "NotSpecified"] = Field(
+        default="NotSpecified", description="Seed: remote_login_port_public_access. Public SSH port state."
+    )
+    identity: Identity | None = Field(default=None, description="Seed: identity_type / identity_id.")
+    location: str | None = Field(
+        default=None,
+        description="Seed: location. Azure region of the nodes; defaults to the workspace's (immutable).",
+        json_schema_extra=_immutable("location", "create a new AmlCompute in the other region"),
+    )
+    enable_node_public_ip: bool = Field(default=True, description="Seed: enable_node_public_ip.")
+    management_policy: ManagementPolicy = Field(
+        default="Manage", description="Manage writes to Azure; ObserveOnly only reads and reports."
+    )
+    deletion_policy: Literal["Delete", "Orphan"] = Field(
+        default="Delete", description="Delete removes the cluster from Azure with the CR; Orphan leaves it."
+    )
+    adopt: bool = Field(
+        default=False, description="Take over an existing cluster of this name that amlops did not create."
+    )
+    deletion_protection: bool = Field(
+        default=False, description="When true, the chart's admission policy refuses to delete this resource."
+    )
+    report_nodes: bool = Field(default=False, description="Seed: list_nodes. Report nodes in status.nodes.")
+
+
+class NodeStateCounts(ApiModel):
+    idle_node_count: int = 0
+    running_node_count: int = 0
+    preparing_node_count: int = 0
+    unusable_node_count: int = 0
+    leaving_node_count: int = 0
+    preempted_node_count: int = 0
+
+
+class ProvisioningError(ApiModel):
+    code: str
+    message: str = ""
+
+
+class AmlComputeStatus(StatusBase):
+    resource_id: str | None = Field(default=None, description="ARM id of the compute.")
+    provisioning_state: str | None = Field(default=None, description="Creating, Succeeded, Failed, ...")
+    provisioning_errors: list[ProvisioningError] = Field(default_factory=list)
+    allocation_state: str | None = Field(default=None, description="Steady or Resizing.")
+    current_node_count: int | None = None
+    target_node_count: int | None = None
+    node_state_counts: NodeStateCounts | None = None
+    last_sync_time: datetime | None = None
+
+
+class AmlCompute(CustomResource):
+    spec_model: ClassVar = AmlComputeSpec
+    status_model: ClassVar = AmlComputeStatus
+    definition: ClassVar = Definition(
+        names=Names("AmlCompute", "amlcomputes", "amlcompute", ("amlc",)),
+        description="An Azure Machine Learning compute cluster (azureml-core AmlCompute).",
+        printer_columns=(
+            PrinterColumn("VM Size", ".spec.vmSize"),
+            PrinterColumn("State", ".status.provisioningState", description="Azure provisioningState"),
+            PrinterColumn("Allocation", ".status.allocationState"),
+            PrinterColumn("Nodes", ".status.currentNodeCount", type="integer"),
+            PrinterColumn("Target", ".status.targetNodeCount", type="integer"),
+            READY_COLUMN,
+            REASON_COLUMN,
+            AGE_COLUMN,
+        ),
+        rules=(
+            Rule(
+                "has(self.spec.computeName) || self.metadata.name.matches('^[a-zA-Z][a-zA-Z0-9-]{1,15}$')",
+                "metadata.name is not a valid Azure compute name (2-16 letters, digits or hyphens, starting "
+                "with a letter): set spec.computeName",
+            ),
+        ),
+        scale=ScaleSubresource(".spec.scaleSettings.maxNodeCount", ".status.targetNodeCount"),
+    )

@@ -1,0 +1,128 @@
+"""BatchCompute: an existing Azure Batch account attached to a workspace (azureml-core ``BatchCompute``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from amlops.api.common import ApiModel, Credentials, ManagementPolicy, SecretRef, StatusBase, WorkspaceRef
+from amlops.api.kind import (
+    AGE_COLUMN,
+    READY_COLUMN,
+    REASON_COLUMN,
+    CustomResource,
+    Definition,
+    Names,
+    PrinterColumn,
+    Rule,
+)
+
+BATCH_ACCOUNT_ID = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Batch/batchAccounts/[^/]+$"
+
+
+class BatchAccountRef(ApiModel):
+    resource_group: str = Field(min_length=1, description="Seed: resource_group. Resource group of the account.")
+    account_name: str = Field(pattern=r"^[a-z0-9]{3,24}$", description="Seed: account_name. Name of the Batch account.")
+
+
+class SharedKeySecretRef(SecretRef):
+    key: str = Field(default="key", description="Key in the Secret that holds the account's shared key.")
+
+
+class BatchCredentials(ApiModel):
+    shared_key_secret_ref: SharedKeySecretRef | None = Field(
+        default=None, description="Batch shared-key authentication; absent: Microsoft Entra ID (AAD) tokens."
+    )
+
+
+class ManagedPool(ApiModel):
+    id: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="Batch pool id.")
+    vm_size: str = Field(min_length=1, description="VM size of the pool's nodes.")
+    target_dedicated_nodes: int = Field(default=0, ge=0, description="Dedicated nodes wanted.")
+    target_low_priority_nodes: int = Field(default=0, ge=0, description="Low-priority (Spot) nodes wanted.")
+    task_slots_per_node: int = Field(default=1, ge=1, le=256, description="Concurrent tasks per node.")
+
+
+class BatchComputeSpec(ApiModel):
+    workspace: WorkspaceRef = Field(description="The Azure ML workspace the account is attached to.")
+    credentials: Credentials | None = Field(default=None, description="Azure credential for ARM calls.")
+    compute_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$",
+        description="Seed: name. Compute target name in the workspace; defaults to metadata.name.",
+    )
+    batch_account: BatchAccountRef | None = Field(
+        default=None, description="Seed: attach_configuration(resource_group, account_name)."
+    )
+    resource_id: str | None = Field(
+        default=None,
+        pattern=BATCH_ACCOUNT_ID,
+        description="Seed: attach_configuration(resource_id). ARM id of the Batch account.",
+    )
+    endpoint: str | None = Field(
+        default=None, description="Batch account URL; derived from the account name and location when absent."
+    )
+    batch_credentials: BatchCredentials | None = Field(default=None, description="Data-plane credential.")
+    description: str | None = Field(default=None, max_length=256, description="Description of the compute.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Azure tags of the compute target.")
+    management_policy: ManagementPolicy = Field(
+        default="Manage", description="Manage writes to Azure; ObserveOnly only reads and reports."
+    )
+    deletion_policy: Literal["Detach", "Orphan"] = Field(
+        default="Detach",
+        description="Detach the account on delete (never deletes it), or Orphan: leave attached.",
+    )
+    pools: list[ManagedPool] = Field(
+        default_factory=list,
+        description="Pools amlops manages in the account; other pools are only reported.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
+    )
+
+
+class PoolStatus(ApiModel):
+    id: str
+    vm_size: str | None = None
+    allocation_state: str | None = None
+    current_dedicated_nodes: int = 0
+    current_low_priority_nodes: int = 0
+    target_dedicated_nodes: int = 0
+    target_low_priority_nodes: int = 0
+    task_slots_per_node: int = 1
+    managed: bool = False
+    node_counts: dict[str, int] = Field(default_factory=dict, description="Nodes per Batch node state.")
+
+
+class BatchComputeStatus(StatusBase):
+    resource_id: str | None = None
+    provisioning_state: str | None = None
+    is_attached_compute: bool | None = None
+    cluster_location: str | None = None
+    pools: list[PoolStatus] = Field(default_factory=list)
+    pool_count: int | None = None
+    dedicated_nodes: int | None = None
+    low_priority_nodes: int | None = None
+
+
+class BatchCompute(CustomResource):
+    spec_model: ClassVar = BatchComputeSpec
+    status_model: ClassVar = BatchComputeStatus
+    definition: ClassVar = Definition(
+        names=Names("BatchCompute", "batchcomputes", "batchcompute", ("batchc",)),
+        description="An Azure Batch account attached to an Azure ML workspace (azureml-core BatchCompute).",
+        printer_columns=(
+            PrinterColumn("Account", ".spec.batchAccount.accountName"),
+            PrinterColumn("Pools", ".status.poolCount", type="integer"),
+            PrinterColumn("Dedicated", ".status.dedicatedNodes", type="integer"),
+            PrinterColumn("LowPriority", ".status.lowPriorityNodes", type="integer"),
+            READY_COLUMN,
+            REASON_COLUMN,
+            AGE_COLUMN,
+        ),
+        rules=(
+            Rule(
+                "has(self.spec.batchAccount) != has(self.spec.resourceId)",
+                "set exactly one of spec.batchAccount and spec.resourceId",
+            ),
+        ),
+    )

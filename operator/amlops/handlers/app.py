@@ -1,0 +1,60 @@
+"""Operator process: kopf settings at start-up and ``run()``, which ``amlops run`` calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from amlops import metrics
+from amlops.api.kind import GROUP
+
+FINALIZER = f"{GROUP}/finalizer"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and the diff base in annotations under our own prefix: the CRDs' structural schemas would
+    # prune kopf's default status.kopf field, and our status belongs to the kstatus contract alone.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    # Reconnect watches well before the apiserver's own timeout so a dead connection is noticed quickly.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+
+
+def run(
+    *,
+    namespaces: Sequence[str] = (),
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz",
+    standalone: bool = True,
+    peering_name: str | None = None,
+    verbose: bool = False,
+    metrics_port: int = 9090,
+) -> int:
+    """Run the operator until SIGINT/SIGTERM; watch ``namespaces``, or every namespace when empty."""
+    # Importing the kinds registers their handlers with kopf's default registry.
+    from amlops.handlers import kinds  # noqa: F401
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if metrics_port:
+        metrics.serve(metrics_port)
+    kopf.run(
+        standalone=standalone,
+        peering_name=peering_name,
+        namespaces=list(namespaces),
+        clusterwide=not namespaces,
+        liveness_endpoint=liveness_endpoint,
+    )
+    return 0

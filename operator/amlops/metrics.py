@@ -1,0 +1,58 @@
+"""Every Prometheus metric amlops exports, declared in one place (design.md §5).
+
+Served on ``/metrics`` by ``amlops run --metrics-port``. A resource's labelled series are removed when the
+resource is deleted (:func:`forget`), so dashboards do not show ghosts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILE_TOTAL = Counter(
+    "amlops_reconcile_total", "Reconcile passes by kind and result (ok, retry, stalled, error).", ["kind", "result"]
+)
+RECONCILE_DURATION = Histogram(
+    "amlops_reconcile_duration_seconds",
+    "Duration of one reconcile pass.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+AZURE_REQUESTS = Counter(
+    "amlops_azure_requests_total", "Azure requests by service, operation and HTTP code.", ["service", "operation", "code"]
+)
+AZURE_REQUEST_DURATION = Histogram(
+    "amlops_azure_request_duration_seconds", "Azure request latency.", ["service", "operation"]
+)
+AZURE_THROTTLED = Counter("amlops_azure_throttled_total", "Azure 429 answers by service.", ["service"])
+AZURE_RATELIMIT_REMAINING = Gauge(
+    "amlops_azure_ratelimit_remaining",
+    "Last x-ms-ratelimit-remaining-subscription-* value by subscription and kind (reads, writes, deletes).",
+    ["subscription", "kind"],
+)
+RESOURCE_READY = Gauge("amlops_resource_ready", "1 when the resource is Ready, else 0.", ["kind", "namespace", "name"])
+COMPUTE_NODES = Gauge("amlops_compute_nodes", "Nodes of a compute by node state.", ["namespace", "name", "state"])
+COMPUTE_TARGET_NODES = Gauge("amlops_compute_target_nodes", "Target node count of a compute.", ["namespace", "name"])
+QUOTA_HEADROOM_CORES = Gauge(
+    "amlops_quota_headroom_cores",
+    "Family vCPU quota minus usage, by subscription, location and VM family.",
+    ["subscription", "location", "family"],
+)
+PARALLELJOB_MINIBATCHES = Gauge(
+    "amlops_paralleljob_minibatches", "Mini-batches of a ParallelJob by state.", ["namespace", "name", "state"]
+)
+PARALLELJOB_ITEMS = Gauge(
+    "amlops_paralleljob_items", "Items of a ParallelJob by state (processed, failed).", ["namespace", "name", "state"]
+)
+
+_PER_RESOURCE = (RESOURCE_READY, COMPUTE_NODES, COMPUTE_TARGET_NODES, PARALLELJOB_MINIBATCHES, PARALLELJOB_ITEMS)
+
+
+def forget(kind: str, namespace: str, name: str) -> None:
+    """Drop every series of one resource (called once it is gone from the cluster)."""
+    RESOURCE_READY.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+    for metric in _PER_RESOURCE[1:]:
+        metric.remove_by_labels({"namespace": namespace, "name": name})
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    start_http_server(port, addr)

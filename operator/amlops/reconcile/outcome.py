@@ -1,0 +1,23 @@
+"""What one reconcile pass decided: status to publish, conditions to set, when to look again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from amlops.status import ConditionUpdate
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Every engine branch ends in one of these; the handlers' bridge turns it into a status patch.
+
+    ``status`` holds kind-specific fields (Azure's names, camelCase) merged into ``.status``; ``conditions``
+    are applied with :func:`amlops.status.set_conditions`. ``requeue_after`` is seconds until the next pass
+    (None: the steady timer decides).
+    """
+
+    conditions: tuple[ConditionUpdate, ...] = ()
+    status: Mapping[str, Any] = field(default_factory=dict)
+    requeue_after: float | None = None

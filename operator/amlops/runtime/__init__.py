@@ -1,0 +1,3 @@
+"""Code that runs on compute nodes (the ParallelJob driver). Standard library and blob client only:
+no kopf, no reconcile engine.
+"""

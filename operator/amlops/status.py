@@ -1,0 +1,134 @@
+"""Conditions, observedGeneration and event records: pure functions over status dicts.
+
+The kstatus / Argo CD contract (design.md §3): ``Ready``, ``Reconciling`` and ``Stalled`` conditions with
+PascalCase reasons and ``observedGeneration``; a condition's ``lastTransitionTime`` changes only when its
+status does. Every condition change yields an :class:`EventRecord` (Warning for Stalled and Failed) that the
+handlers' bridge posts. Imports only the standard library and ``amlops.api``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+RUNNING = "Running"
+COMPLETE = "Complete"
+FAILED = "Failed"
+SUSPENDED = "Suspended"
+
+# Reasons of our own; Azure's error codes are used verbatim where Azure gave one.
+REASON_CREATING = "Creating"
+REASON_UPDATING = "Updating"
+REASON_DELETING = "Deleting"
+REASON_WAITING_FOR_AZURE = "WaitingForAzure"
+REASON_THROTTLED = "Throttled"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_IMMUTABLE = "ImmutableFieldChanged"
+REASON_CREDENTIALS_MISSING = "CredentialsMissing"
+REASON_SUCCEEDED = "Succeeded"
+REASON_OBSERVED = "Observed"
+REASON_PAUSED = "Paused"
+
+Status = Literal["True", "False", "Unknown"]
+# Conditions whose True is bad news: their events are Warnings.
+_WARNING_WHEN_TRUE = frozenset({STALLED, FAILED})
+
+
+@dataclass(frozen=True)
+class ConditionUpdate:
+    type: str
+    status: Status
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def now_iso(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_conditions(
+    current: Sequence[Mapping[str, Any]],
+    updates: Iterable[ConditionUpdate],
+    generation: int | None,
+    now: datetime | None = None,
+) -> tuple[list[dict[str, Any]], list[EventRecord]]:
+    """Apply ``updates`` to ``current``; return the new list (order kept, new types appended) and events.
+
+    ``lastTransitionTime`` moves only when a condition's status changes; an event is recorded when status,
+    reason or message changes, so a steady resource produces no event noise.
+    """
+    by_type = {str(c["type"]): dict(c) for c in current}
+    order = [str(c["type"]) for c in current]
+    events: list[EventRecord] = []
+    stamp = now_iso(now)
+    for u in updates:
+        old = by_type.get(u.type)
+        changed_status = old is None or old.get("status") != u.status
+        new = {
+            "type": u.type,
+            "status": u.status,
+            "reason": u.reason,
+            "message": u.message,
+            "lastTransitionTime": stamp if changed_status or old is None else old["lastTransitionTime"],
+            "observedGeneration": generation,
+        }
+        if old is None:
+            order.append(u.type)
+        if old is None or any(old.get(k) != new[k] for k in ("status", "reason", "message")):
+            events.append(_event_for(u))
+        by_type[u.type] = new
+    return [by_type[t] for t in order], events
+
+
+def _event_for(u: ConditionUpdate) -> EventRecord:
+    warning = u.status == "True" and u.type in _WARNING_WHEN_TRUE
+    text = f"{u.type}={u.status}" + (f": {u.message}" if u.message else "")
+    return EventRecord("Warning" if warning else "Normal", u.reason, text)
+
+
+def find(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def is_true(conditions: Sequence[Mapping[str, Any]], type_: str) -> bool:
+    c = find(conditions, type_)
+    return c is not None and c.get("status") == "True"
+
+
+def progressing(reason: str, message: str) -> list[ConditionUpdate]:
+    """Converging: Reconciling=True, Stalled=False, Ready=False (kstatus: InProgress)."""
+    return [
+        ConditionUpdate(RECONCILING, "True", reason, message),
+        ConditionUpdate(STALLED, "False", reason, ""),
+        ConditionUpdate(READY, "False", reason, message),
+    ]
+
+
+def ready(reason: str = REASON_SUCCEEDED, message: str = "") -> list[ConditionUpdate]:
+    """Matches the spec and is usable (kstatus: Current)."""
+    return [
+        ConditionUpdate(READY, "True", reason, message),
+        ConditionUpdate(RECONCILING, "False", reason, ""),
+        ConditionUpdate(STALLED, "False", reason, ""),
+    ]
+
+
+def stalled(reason: str, message: str) -> list[ConditionUpdate]:
+    """Needs a human (kstatus: Failed)."""
+    return [
+        ConditionUpdate(STALLED, "True", reason, message),
+        ConditionUpdate(RECONCILING, "False", reason, ""),
+        ConditionUpdate(READY, "False", reason, message),
+    ]

@@ -1,0 +1,421 @@
+"""A real Kubernetes control plane on loopback: etcd + kube-apiserver built by ``tools/testbed/build``.
+
+Used by the test suite (one per session) and by ``amlops demo``. Both binaries come from a cache outside the
+repository (``~/.cache/amlops-testbed/<version>``; ``AMLOPS_TESTBED_DIR`` overrides it). The apiserver runs with
+RBAC and client-certificate authentication; the admin certificate is in ``system:masters``. No
+kube-controller-manager runs, so namespaces are never deleted and ownerReference GC does not happen: callers
+must not rely on either.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+T = TypeVar("T")
+
+K8S_VERSION = os.environ.get("AMLOPS_K8S_VERSION", "v1.37.2")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def cache_dir() -> Path:
+    if explicit := os.environ.get("AMLOPS_TESTBED_DIR"):
+        return Path(explicit)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "amlops-testbed" / K8S_VERSION
+
+
+def ensure_built(build_script: Path | None = None) -> Path:
+    """Run the build script (a no-op when the cache is complete) and return the binaries' folder."""
+    script = build_script or REPO_ROOT / "tools" / "testbed" / "build"
+    out = subprocess.run([str(script), "all"], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class _Pki:
+    ca_pem: bytes
+    serving_cert: bytes
+    serving_key: bytes
+    admin_cert: bytes
+    admin_key: bytes
+    sa_public: bytes
+    sa_private: bytes
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _issue(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    subject: x509.Name,
+    *,
+    server: bool,
+) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName("kubernetes.default.svc"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _make_pki() -> _Pki:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "amlops-testbed-ca")])
+    now = dt.datetime.now(dt.UTC)
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    serving_cert, serving_key = _issue(
+        ca_key, ca_name, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), server=True
+    )
+    admin_cert, admin_key = _issue(
+        ca_key,
+        ca_name,
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "amlops-admin"),
+            ]
+        ),
+        server=False,
+    )
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _Pki(
+        ca_pem=ca.public_bytes(serialization.Encoding.PEM),
+        serving_cert=serving_cert,
+        serving_key=serving_key,
+        admin_cert=admin_cert,
+        admin_key=admin_key,
+        sa_public=sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        sa_private=_key_pem(sa_key),
+    )
+
+
+@dataclass
+class Testbed:
+    """A running etcd + kube-apiserver; ``kubeconfig`` grants cluster-admin."""
+
+    workdir: Path
+    server: str
+    kubeconfig: Path
+    ca_file: Path
+    client_cert: Path
+    client_key: Path
+    etcd_data: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            ["kubectl", *args],
+            env=self.env(),
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+        return result.stdout
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return ctx
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.server + path, context=self.ssl_context(), timeout=5) as response:
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read()
+        except OSError:  # not listening yet (URLError is an OSError)
+            return 0, b""
+
+    def stop(self) -> None:
+        # apiserver first, so it does not log etcd connection errors while shutting down.
+        for proc in reversed(self.processes):
+            _terminate(proc)
+        self.processes.clear()
+        shutil.rmtree(self.etcd_data, ignore_errors=True)
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _spawn(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        # Own process group: teardown kills the whole group, so nothing outlives the test session.
+        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(what: str, ok: object, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        if callable(ok) and ok():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start(bin_dir: Path, workdir: Path | None = None, timeout: float = 120.0) -> Testbed:
+    """Start etcd and kube-apiserver on free loopback ports; return once ``/readyz`` answers ok."""
+    work = workdir or Path(tempfile.mkdtemp(prefix="amlops-testbed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pki = _make_pki()
+    files = {
+        "ca.crt": pki.ca_pem,
+        "serving.crt": pki.serving_cert,
+        "serving.key": pki.serving_key,
+        "admin.crt": pki.admin_cert,
+        "admin.key": pki.admin_key,
+        "sa.pub": pki.sa_public,
+        "sa.key": pki.sa_private,
+    }
+    for name, data in files.items():
+        (work / name).write_bytes(data)
+        (work / name).chmod(0o600)
+
+    # etcd's data on tmpfs when available: the apiserver fsyncs a lot and the tests do not need durability.
+    shm = Path("/dev/shm")
+    etcd_data = Path(tempfile.mkdtemp(prefix="amlops-etcd-", dir=shm if shm.is_dir() else work))
+    client_port, peer_port, api_port = free_port(), free_port(), free_port()
+    bed = Testbed(
+        workdir=work,
+        server=f"https://127.0.0.1:{api_port}",
+        kubeconfig=work / "kubeconfig",
+        ca_file=work / "ca.crt",
+        client_cert=work / "admin.crt",
+        client_key=work / "admin.key",
+        etcd_data=etcd_data,
+    )
+    try:
+        etcd_log = work / "etcd.log"
+        etcd = _spawn(
+            [
+                str(bin_dir / "etcd"),
+                "--name=default",
+                f"--data-dir={etcd_data}",
+                f"--listen-client-urls=http://127.0.0.1:{client_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{client_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            etcd_log,
+        )
+        bed.processes.append(etcd)
+        _wait("etcd", lambda: _port_open(client_port), etcd, etcd_log, timeout)
+
+        api_log = work / "kube-apiserver.log"
+        api = _spawn(
+            [
+                str(bin_dir / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{client_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={work / 'serving.crt'}",
+                f"--tls-private-key-file={work / 'serving.key'}",
+                f"--client-ca-file={work / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={work / 'sa.pub'}",
+                f"--service-account-signing-key-file={work / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                # No controller-manager mints ServiceAccount tokens, so the admission plugin would reject pods.
+                "--disable-admission-plugins=ServiceAccount",
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+                f"--cert-dir={work / 'certs'}",
+                "--v=1",
+            ],
+            api_log,
+        )
+        bed.processes.append(api)
+        _write_kubeconfig(bed, pki)
+        _wait("kube-apiserver", lambda: bed.get("/readyz")[0] == 200, api, api_log, timeout)
+    except BaseException:
+        bed.stop()
+        raise
+    return bed
+
+
+def _write_kubeconfig(bed: Testbed, pki: _Pki) -> None:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "amlops-testbed",
+                "cluster": {"server": bed.server, "certificate-authority-data": b64(pki.ca_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": "amlops-admin",
+                "user": {
+                    "client-certificate-data": b64(pki.admin_cert),
+                    "client-key-data": b64(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": "amlops-testbed", "context": {"cluster": "amlops-testbed", "user": "amlops-admin"}}],
+        "current-context": "amlops-testbed",
+    }
+    bed.kubeconfig.write_text(yaml.safe_dump(config))
+    bed.kubeconfig.chmod(0o600)
+
+
+def install_crds(bed: Testbed, crd_dir: Path, timeout: float = 60.0) -> list[str]:
+    """``kubectl apply`` the CRDs and wait until each is Established."""
+    bed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
+    names = [str(yaml.safe_load(p.read_text())["metadata"]["name"]) for p in sorted(crd_dir.glob("*.yaml"))]
+    bed.kubectl("wait", "--for=condition=Established", f"--timeout={int(timeout)}s", *(f"crd/{n}" for n in names))
+    return names
+
+
+@contextlib.contextmanager
+def running(bin_dir: Path | None = None, workdir: Path | None = None) -> Iterator[Testbed]:
+    bed = start(bin_dir or ensure_built(), workdir)
+    try:
+        yield bed
+    finally:
+        bed.stop()
+
+
+def discovery_has(bed: Testbed, group_version: str, plural: str) -> bool:
+    status, body = bed.get(f"/apis/{group_version}")
+    return status == 200 and any(r["name"] == plural for r in json.loads(body).get("resources", []))
+
+
+def get_object(bed: Testbed, resource: str, name: str, namespace: str) -> dict[str, Any] | None:
+    out = bed.kubectl("get", resource, name, "-n", namespace, "-o", "json", "--ignore-not-found")
+    return json.loads(out) if out.strip() else None
+
+
+def eventually(
+    probe: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; a deadline, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met within {timeout:.0f}s (last: {last!r})")

@@ -1,0 +1,50 @@
+"""Conditions: transition times move only on status changes; events only on changes; warnings for Stalled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from amlops import status as st
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+
+
+def test_new_conditions_are_appended_with_generation_and_one_event_each() -> None:
+    conditions, events = st.set_conditions([], st.progressing("Creating", "creating cluster"), 3, T0)
+    assert [c["type"] for c in conditions] == ["Reconciling", "Stalled", "Ready"]
+    assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2026-01-01T00:00:00Z" for c in conditions)
+    assert len(events) == 3
+    assert all(e.type == "Normal" for e in events)
+
+
+def test_same_status_keeps_transition_time_and_emits_nothing() -> None:
+    first, _ = st.set_conditions([], st.ready(), 1, T0)
+    second, events = st.set_conditions(first, st.ready(), 2, T1)
+    assert [c["lastTransitionTime"] for c in second] == [c["lastTransitionTime"] for c in first]
+    assert [c["observedGeneration"] for c in second] == [2, 2, 2]
+    assert events == []
+
+
+def test_status_change_moves_transition_time_and_stalled_true_is_a_warning() -> None:
+    first, _ = st.set_conditions([], st.ready(), 1, T0)
+    second, events = st.set_conditions(first, st.stalled("QuotaExceeded", "needs 32 cores, 8 left"), 1, T1)
+    stalled = st.find(second, "Stalled")
+    assert stalled is not None
+    assert stalled["lastTransitionTime"] == "2026-01-01T00:05:00Z"
+    assert st.is_true(second, "Stalled")
+    assert not st.is_true(second, "Ready")
+    warnings = [e for e in events if e.type == "Warning"]
+    assert [(e.reason, e.message) for e in warnings] == [("QuotaExceeded", "Stalled=True: needs 32 cores, 8 left")]
+
+
+def test_message_change_alone_emits_an_event_but_keeps_transition_time() -> None:
+    first, _ = st.set_conditions([], [st.ConditionUpdate("Reconciling", "True", "Creating", "1/4 nodes")], 1, T0)
+    second, events = st.set_conditions(
+        first, [st.ConditionUpdate("Reconciling", "True", "Creating", "2/4 nodes")], 1, T1
+    )
+    assert second[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert len(events) == 1
