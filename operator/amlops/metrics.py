@@ -18,7 +18,9 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 AZURE_REQUESTS = Counter(
-    "amlops_azure_requests_total", "Azure requests by service, operation and HTTP code.", ["service", "operation", "code"]
+    "amlops_azure_requests_total",
+    "Azure requests by service, operation and HTTP code.",
+    ["service", "operation", "code"],
 )
 AZURE_REQUEST_DURATION = Histogram(
     "amlops_azure_request_duration_seconds", "Azure request latency.", ["service", "operation"]
