@@ -34,6 +34,12 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(exit_when_done=args.exit, timeout=args.timeout)
 
 
+def _emulator(args: argparse.Namespace) -> int:
+    from amlops.emulator import cli as emulator_cli
+
+    return emulator_cli.run(args)
+
+
 def _crdgen(args: argparse.Namespace) -> int:
     from amlops.api import crdgen
 
@@ -79,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--exit", action="store_true", help="exit once the samples are reconciled")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the samples")
     demo.set_defaults(func=_demo)
+
+    emulator = sub.add_parser("emulator", help="serve the local Azure emulator (ARM ML over HTTPS, Batch)")
+    from amlops.emulator import cli as emulator_cli
+
+    emulator_cli.add_arguments(emulator)
+    emulator.set_defaults(func=_emulator)
 
     crd = sub.add_parser("crdgen", help="write the CRDs generated from the typed models")
     crd.add_argument(
