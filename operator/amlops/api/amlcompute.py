@@ -8,7 +8,15 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic.config import JsonDict
 
-from amlops.api.common import ApiModel, Credentials, ManagementPolicy, SecretRef, StatusBase, WorkspaceRef
+from amlops.api.common import (
+    ApiModel,
+    Credentials,
+    ManagementPolicy,
+    SecretRef,
+    StatusBase,
+    WorkspaceRef,
+    deletion_protection_field,
+)
 from amlops.api.kind import (
     AGE_COLUMN,
     READY_COLUMN,
@@ -128,9 +136,7 @@ class AmlComputeSpec(ApiModel):
     adopt: bool = Field(
         default=False, description="Take over an existing cluster of this name that amlops did not create."
     )
-    deletion_protection: bool = Field(
-        default=False, description="When true, the chart's admission policy refuses to delete this resource."
-    )
+    deletion_protection: bool = deletion_protection_field()
     report_nodes: bool = Field(default=False, description="Seed: list_nodes. Report nodes in status.nodes.")
 
 

@@ -6,7 +6,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from amlops.api.common import ApiModel, Credentials, ManagementPolicy, SecretRef, StatusBase, WorkspaceRef
+from amlops.api.common import (
+    ApiModel,
+    Credentials,
+    ManagementPolicy,
+    SecretRef,
+    StatusBase,
+    WorkspaceRef,
+    deletion_protection_field,
+)
 from amlops.api.kind import (
     AGE_COLUMN,
     READY_COLUMN,
@@ -73,6 +81,7 @@ class BatchComputeSpec(ApiModel):
         default="Detach",
         description="Detach the account on delete (never deletes it), or Orphan: leave attached.",
     )
+    deletion_protection: bool = deletion_protection_field()
     pools: list[ManagedPool] = Field(
         default_factory=list,
         description="Pools amlops manages in the account; other pools are only reported.",

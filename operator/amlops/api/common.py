@@ -75,3 +75,10 @@ class StatusBase(ApiModel):
     last_handled_reconcile_at: str | None = Field(
         default=None, description="Last value of the amlops.io/reconcile-requested-at annotation acted on."
     )
+
+
+def deletion_protection_field() -> bool:
+    return Field(
+        default=False,
+        description="When true, the chart's admission policy refuses to delete this resource; set false first.",
+    )

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from amlops.api.common import ApiModel, StatusBase
+from amlops.api.common import ApiModel, StatusBase, deletion_protection_field
 from amlops.api.kind import (
     AGE_COLUMN,
     READY_COLUMN,
@@ -59,6 +59,7 @@ class ParallelJobSpec(ApiModel):
         default="INFO", description="Seed: logging_level."
     )
     task: TaskSpec = Field(description="Seed: task (RunFunction).")
+    deletion_protection: bool = deletion_protection_field()
     suspend: bool = Field(default=False, description="Stop adding and running mini-batches; resume with false.")
 
 
