@@ -1,0 +1,104 @@
+"""Shared-key authentication verified both ways, bearer tokens accepted, errors as the service sends them."""
+
+from __future__ import annotations
+
+import base64
+
+import aiohttp
+import pytest
+from azure.batch._patch import BatchSharedKeyAuthPolicy
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError
+from azure.core.pipeline import PipelineContext, PipelineRequest
+from azure.core.rest import HttpRequest
+from tests.emulator.batch.conftest import BatchEmulator
+
+from amlops.emulator.batch.auth import authenticate
+from amlops.emulator.batch.wire import BatchError
+from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+
+pytestmark = pytest.mark.emulator
+
+WRONG_KEY = base64.b64encode(b"not the account key").decode()
+
+
+def sdk_signed(method: str, url: str, body: bytes | None = None) -> HttpRequest:
+    """A request signed by the SDK's own policy, exactly as the client would send it."""
+    headers = {"Content-Type": "application/json; odata=minimalmetadata"} if body is not None else {}
+    request = HttpRequest(method, url, headers=headers, content=body)
+    policy = BatchSharedKeyAuthPolicy(AzureNamedKeyCredential(DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY))
+    policy.on_request(PipelineRequest(request, PipelineContext(None)))
+    return request
+
+
+def verify(request: HttpRequest, path: str, query: str) -> None:
+    authenticate(
+        request.headers.get("Authorization"),
+        DEFAULT_BATCH_ACCOUNT,
+        DEFAULT_BATCH_KEY,
+        request.method,
+        path,
+        query,
+        list(request.headers.items()),
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body"),
+    [
+        pytest.param("GET", "/amlopsbatch/pools/p1", "api-version=2025-06-01&timeOut=30", None, id="GetWithQuery"),
+        pytest.param("POST", "/amlopsbatch/jobs", "api-version=2025-06-01", b'{"id":"j"}', id="PostWithBody"),
+        pytest.param("POST", "/amlopsbatch/pools/p1/stopresize", "api-version=2025-06-01", None, id="PostNoBody"),
+        pytest.param(
+            "GET",
+            "/amlopsbatch/jobs/j/tasks",
+            "api-version=2025-06-01&%24filter=state%20eq%20%27active%27",
+            None,
+            id="EncodedFilter",
+        ),
+    ],
+)
+def test_sdk_signature_verifies_and_tampering_does_not(method: str, path: str, query: str, body: bytes | None) -> None:
+    request = sdk_signed(method, f"http://127.0.0.1:1{path}?{query}", body)
+
+    verify(request, path, query)
+    with pytest.raises(BatchError) as tampered:
+        verify(request, path, query + "&maxresults=1")
+
+    assert tampered.value.status == 403
+    assert tampered.value.code == "AuthenticationFailed"
+
+
+async def test_sdk_client_with_right_key_is_accepted(emulator: BatchEmulator) -> None:
+    async with emulator.client() as client:
+        assert [p async for p in client.list_pools()] == []
+
+
+async def test_wrong_key_is_403_authentication_failed(emulator: BatchEmulator) -> None:
+    async with emulator.client(key=WRONG_KEY) as client:
+        with pytest.raises(HttpResponseError) as raised:
+            await client.get_pool("any")
+
+    assert raised.value.status_code == 403
+    assert raised.value.error is not None
+    assert raised.value.error.code == "AuthenticationFailed"
+    assert raised.value.response is not None
+    assert "Retry-After" not in raised.value.response.headers
+    body = raised.value.response.json()
+    assert body["values"][0]["key"] == "AuthenticationErrorDetail"
+
+
+async def test_bearer_token_is_accepted_and_missing_auth_is_401(emulator: BatchEmulator) -> None:
+    url = f"{emulator.endpoint}/pools?api-version=2025-06-01"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers={"Authorization": "Bearer eyJ0eXAiOiJKV1QifQ.e30.sig"}) as bearer:
+            bearer_status = bearer.status
+            listed = await bearer.json()
+        async with http.get(url) as anonymous:
+            anonymous_status = anonymous.status
+            error = await anonymous.json()
+
+    assert bearer_status == 200
+    assert listed["value"] == []
+    assert anonymous_status == 401
+    assert error["code"] == "MissingRequiredHeader"
