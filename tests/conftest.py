@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,10 +49,11 @@ def namespace(k8s: testbed.Testbed, request: pytest.FixtureRequest) -> str:
 class OperatorProcess:
     """``amlops run`` as a child process against the test bed, watching one namespace."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path, liveness: str) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, liveness: str, metrics_url: str) -> None:
         self.proc = proc
         self.log = log
         self.liveness = liveness
+        self.metrics_url = metrics_url
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -68,10 +74,11 @@ def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..
     started: list[OperatorProcess] = []
 
     def start(*namespaces: str, extra_env: dict[str, str] | None = None) -> OperatorProcess:
-        port = testbed.free_port()
+        port, metrics_port = testbed.free_port(), testbed.free_port()
         liveness = f"http://127.0.0.1:{port}/healthz"
         log = tmp_path / f"operator-{len(started)}.log"
         args = [sys.executable, "-m", "amlops", "run", "--liveness", liveness, "--verbose"]
+        args += ["--metrics-port", str(metrics_port)]
         for ns in namespaces:
             args += ["--namespace", ns]
         with log.open("wb") as out:
@@ -82,7 +89,7 @@ def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        op = OperatorProcess(proc, log, liveness)
+        op = OperatorProcess(proc, log, liveness, f"http://127.0.0.1:{metrics_port}/metrics")
         started.append(op)
         _wait_live(op)
         return op
@@ -107,3 +114,113 @@ def _wait_live(op: OperatorProcess, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"operator not live after {timeout}s:\n{op.output()[-3000:]}")
+
+
+class EmulatorProcess:
+    """``amlops emulator`` as a child process; raw HTTPS helpers for assertions and fault injection."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], state_dir: Path, log: Path) -> None:
+        self.proc = proc
+        self.state_dir = state_dir
+        self.log = log
+        endpoints = json.loads((state_dir / "endpoints.json").read_text())
+        self.arm_url: str = endpoints["armUrl"]
+        self.batch_url: str | None = endpoints.get("batchUrl")
+        self.control_url: str = endpoints["controlUrl"]
+        self.ca_file: str = endpoints["caFile"]
+        self.token: str = endpoints["token"]
+
+    def operator_env(self) -> dict[str, str]:
+        return {
+            "AMLOPS_ARM_ENDPOINT": self.arm_url,
+            "AMLOPS_CA_BUNDLE": self.ca_file,
+            "AMLOPS_STATIC_TOKEN": self.token,
+            "AMLOPS_POLL_FLOOR_SECONDS": "0.5",
+            "AMLOPS_POLL_CEILING_SECONDS": "5",
+            "AMLOPS_REQUEUE_SECONDS": "1",
+            "AMLOPS_STALLED_RECHECK_SECONDS": "5",
+        }
+
+    def request(self, method: str, url: str, body: Any = None, *, auth: bool = True) -> tuple[int, Any]:
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as response:
+                text = response.read()
+                return response.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            return e.code, json.loads(text) if text else None
+
+    def arm(self, method: str, path: str, body: Any = None, api_version: str = "2020-08-01") -> tuple[int, Any]:
+        sep = "&" if "?" in path else "?"
+        return self.request(method, f"{self.arm_url}{path}{sep}api-version={api_version}", body)
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        status, answer = self.request(method, f"{self.control_url}{path}", body, auth=False)
+        assert status < 300, (status, answer)
+        return answer
+
+    def operations(self) -> dict[str, int]:
+        """Calls per SDK operation id since the last reset of the statistics."""
+        stats = self.control("GET", "/stats")
+        return {name: op["count"] for name, op in stats["operations"].items()}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+WORKSPACE_PATH = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-amlops"
+    "/providers/Microsoft.MachineLearningServices/workspaces/ws-amlops"
+)
+
+
+@pytest.fixture
+def azure(tmp_path: Path) -> Iterator[EmulatorProcess]:
+    """A fresh emulator per test (ARM over HTTPS + Batch), its clock 60x real time."""
+    state = tmp_path / "emulator"
+    log = tmp_path / "emulator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "amlops",
+                "emulator",
+                "--arm-port",
+                "0",
+                "--batch-port",
+                "0",
+                "--state-dir",
+                str(state),
+                "--speed",
+                "60",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        testbed.eventually(
+            lambda: (state / "endpoints.json").exists() or proc.poll() is not None, timeout=30, what="emulator up"
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"emulator exited: {log.read_text()[-2000:]}")
+        emulator = EmulatorProcess(proc, state, log)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    yield emulator
+    emulator.stop()

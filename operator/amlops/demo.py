@@ -1,12 +1,14 @@
 """``amlops demo``: the whole stack on this machine, one command.
 
-Starts the real Kubernetes test bed, installs the CRDs, starts the operator, applies ``samples/``, shows the
-resources converging, prints the final ``kubectl get amlops`` table and how to reach the cluster, then keeps
-running until Ctrl-C (or exits at once with ``--exit``, which the test of this command uses).
+Starts the real Kubernetes test bed and the Azure emulator, installs the CRDs, starts the operator against
+both, applies ``samples/``, shows the resources converging, prints the final ``kubectl get amlops`` table and
+how to reach the cluster, then keeps running until Ctrl-C (or exits at once with ``--exit``, which the test
+of this command uses).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,11 +25,46 @@ CRDS = testbed.REPO_ROOT / "crds"
 
 def _observed(bed: testbed.Testbed, namespace: str) -> tuple[int, int]:
     """(resources whose current generation the operator has written status for, all resources)."""
-    import json
-
     items = json.loads(bed.kubectl("get", "amlops", "-n", namespace, "-o", "json"))["items"]
     done = sum(1 for i in items if (i.get("status") or {}).get("observedGeneration") == i["metadata"]["generation"])
     return done, len(items)
+
+
+def _start_emulator(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    state = work / "emulator"
+    log = (work / "emulator.log").open("wb")
+    args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0"]
+    args += ["--state-dir", str(state), "--speed", "30"]
+    proc = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoints = testbed.eventually(
+        lambda: json.loads((state / "endpoints.json").read_text()) if (state / "endpoints.json").exists() else None,
+        timeout=30,
+        what="the emulator",
+    )
+    env = {
+        "AMLOPS_ARM_ENDPOINT": endpoints["armUrl"],
+        "AMLOPS_CA_BUNDLE": endpoints["caFile"],
+        "AMLOPS_STATIC_TOKEN": endpoints["token"],
+        "AMLOPS_POLL_FLOOR_SECONDS": "1",
+        "AMLOPS_REQUEUE_SECONDS": "2",
+    }
+    return proc, env
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) -> int:
@@ -36,16 +73,19 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
     bin_dir = testbed.ensure_built()
     bed = testbed.start(bin_dir, work / "testbed")
     operator: subprocess.Popen[bytes] | None = None
+    emulator: subprocess.Popen[bytes] | None = None
     try:
         print(f"==> kube-apiserver ready at {bed.server}", flush=True)
         testbed.install_crds(bed, CRDS)
         print("==> CRDs installed and Established", flush=True)
+        emulator, azure_env = _start_emulator(work)
+        print(f"==> Azure emulator started (ARM {azure_env['AMLOPS_ARM_ENDPOINT']})", flush=True)
         namespace = "amlops-demo"
         bed.kubectl("create", "namespace", namespace)
         log = (work / "operator.log").open("wb")
         operator = subprocess.Popen(
             [sys.executable, "-m", "amlops", "run", "--namespace", namespace, "--liveness", "off"],
-            env=bed.env(),
+            env={**bed.env(), **azure_env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -76,11 +116,6 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0
     finally:
-        if operator is not None and operator.poll() is None:
-            os.killpg(operator.pid, signal.SIGTERM)
-            try:
-                operator.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(operator.pid, signal.SIGKILL)
-                operator.wait()
+        _stop(operator)
+        _stop(emulator)
         bed.stop()

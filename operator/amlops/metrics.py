@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from amlops.reconcile.outcome import Outcome
+from amlops.status import READY
+
 RECONCILE_TOTAL = Counter(
     "amlops_reconcile_total", "Reconcile passes by kind and result (ok, retry, stalled, error).", ["kind", "result"]
 )
@@ -54,6 +57,20 @@ def forget(kind: str, namespace: str, name: str) -> None:
     RESOURCE_READY.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
     for metric in _PER_RESOURCE[1:]:
         metric.remove_by_labels({"namespace": namespace, "name": name})
+
+
+def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
+    """Per-resource gauges from one reconcile pass's outcome."""
+    ready = next((c for c in outcome.conditions if c.type == READY), None)
+    if ready is not None:
+        RESOURCE_READY.labels(kind, namespace, name).set(1 if ready.status == "True" else 0)
+    status = outcome.status
+    counts = status.get("nodeStateCounts")
+    if isinstance(counts, dict):
+        for key, value in counts.items():
+            COMPUTE_NODES.labels(namespace, name, key.removesuffix("NodeCount")).set(int(value or 0))
+    if isinstance(status.get("targetNodeCount"), int):
+        COMPUTE_TARGET_NODES.labels(namespace, name).set(status["targetNodeCount"])
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

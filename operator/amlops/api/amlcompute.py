@@ -154,6 +154,27 @@ class ProvisioningError(ApiModel):
     message: str = ""
 
 
+class Quota(ApiModel):
+    family: str | None = Field(default=None, description="VM family of vmSize, e.g. standardDSv3Family.")
+    limit: int | None = Field(default=None, description="vCPU quota of the family in the location.")
+    usage: int | None = Field(default=None, description="vCPUs of the family in use.")
+    cores_per_node: int | None = Field(default=None, description="vCPUs of one node of vmSize.")
+
+
+class ComputeIdentityStatus(ApiModel):
+    principal_id: str | None = None
+    tenant_id: str | None = None
+
+
+class NodeStatus(ApiModel):
+    node_id: str | None = None
+    private_ip_address: str | None = None
+    public_ip_address: str | None = None
+    port: int | None = None
+    node_state: str | None = None
+    run_id: str | None = None
+
+
 class AmlComputeStatus(StatusBase):
     resource_id: str | None = Field(default=None, description="ARM id of the compute.")
     provisioning_state: str | None = Field(default=None, description="Creating, Succeeded, Failed, ...")
@@ -162,7 +183,13 @@ class AmlComputeStatus(StatusBase):
     current_node_count: int | None = None
     target_node_count: int | None = None
     node_state_counts: NodeStateCounts | None = None
-    last_sync_time: datetime | None = None
+    identity: ComputeIdentityStatus | None = Field(default=None, description="The cluster's managed identity.")
+    quota: Quota | None = Field(default=None, description="Family quota and usage for vmSize (pre-flight).")
+    nodes: list[NodeStatus] | None = Field(
+        default=None, description="Seed: list_nodes. Up to AMLOPS_NODES_REPORT_LIMIT nodes, when spec.reportNodes."
+    )
+    node_count: int | None = Field(default=None, description="Total nodes listNodes returned (status.nodes is capped).")
+    last_sync_time: datetime | None = Field(default=None, description="When amlops last read the cluster from Azure.")
 
 
 class AmlCompute(CustomResource):

@@ -61,6 +61,14 @@ class Condition(ApiModel):
     observed_generation: int | None = None
 
 
+class PendingOperation(ApiModel):
+    """A long-running Azure operation in flight; a restarted operator resumes it instead of writing again."""
+
+    name: str = Field(description="create, update or delete.")
+    token: str | None = Field(default=None, description="azure-core LRO continuation token.")
+    started_at: str | None = Field(default=None, description="When the operation started.")
+
+
 class StatusBase(ApiModel):
     """Fields every kind's status carries (the Argo CD / Flux contract, design.md §3)."""
 
@@ -72,6 +80,7 @@ class StatusBase(ApiModel):
         description="Ready, Reconciling and Stalled (kstatus), plus the job kinds' own.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    pending_operation: PendingOperation | None = Field(default=None, description="Azure operation in flight.")
     last_handled_reconcile_at: str | None = Field(
         default=None, description="Last value of the amlops.io/reconcile-requested-at annotation acted on."
     )

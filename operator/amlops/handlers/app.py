@@ -10,8 +10,32 @@ import kopf
 
 from amlops import metrics
 from amlops.api.kind import GROUP
+from amlops.azure.clients import AzureClients
+from amlops.external.amlcompute import AmlComputeClient
+from amlops.handlers.bridge import FINALIZER
+from amlops.handlers.kube_secrets import KubernetesSecretReader, load_kube_config
+from amlops.reconcile.engine import Timing
+from amlops.settings import Settings
 
-FINALIZER = f"{GROUP}/finalizer"
+
+@kopf.on.startup()
+async def connect(memo: kopf.Memo, **_: Any) -> None:
+    """Shared clients live in the operator memo (kopf copies a reference into every object's memo)."""
+    settings = Settings()
+    load_kube_config()
+    clients = AzureClients(settings)
+    secrets = KubernetesSecretReader()
+    memo["settings"] = settings
+    memo["clients"] = clients
+    memo["timing"] = Timing(short=settings.requeue_seconds, stalled=settings.stalled_recheck_seconds)
+    memo["amlcompute_client"] = AmlComputeClient(clients, secrets)
+
+
+@kopf.on.cleanup()
+async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    clients: AzureClients | None = memo.get("clients")
+    if clients is not None:
+        await clients.close()
 
 
 @kopf.on.startup()

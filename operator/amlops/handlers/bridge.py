@@ -7,9 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
+from amlops.api.kind import GROUP, CustomResource
+from amlops.reconcile.errors import TerminalError
+from amlops.reconcile.managed import RECONCILE_REQUESTED_ANNOTATION, Managed
 from amlops.reconcile.outcome import Outcome
-from amlops.status import set_conditions
+from amlops.status import REASON_INVALID_SPEC, set_conditions
+
+FINALIZER = f"{GROUP}/finalizer"
 
 
 def object_lock(memo: kopf.Memo) -> asyncio.Lock:
@@ -23,6 +29,28 @@ def object_lock(memo: kopf.Memo) -> asyncio.Lock:
         lock = memo["lock"] = asyncio.Lock()
     assert isinstance(lock, asyncio.Lock)
     return lock
+
+
+def managed_from(kind: type[CustomResource], body: kopf.Body, *, deleting: bool) -> Managed[Any]:
+    """The engine's view of the object; the spec is parsed with the kind's typed model."""
+    try:
+        spec = kind.spec_model.model_validate(dict(body.spec))
+    except ValidationError as e:
+        # The CRD schema should have refused this; say so plainly instead of crashing the handler.
+        raise TerminalError(REASON_INVALID_SPEC, str(e).replace("\n", "; ")) from e
+    meta = body.metadata
+    return Managed(
+        kind=kind.kind(),
+        namespace=meta.namespace or "",
+        name=meta.name or "",
+        uid=meta.uid or "",
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+        status=dict(body.get("status") or {}),
+        annotations=dict(meta.annotations),
+        deleting=deleting,
+        has_finalizer=FINALIZER in (meta.get("finalizers") or []),
+    )
 
 
 def apply_outcome(
@@ -40,5 +68,8 @@ def apply_outcome(
         patch.status[key] = value
     patch.status["conditions"] = conditions
     patch.status["observedGeneration"] = generation
+    requested = body.metadata.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
+    if requested and status.get("lastHandledReconcileAt") != requested:
+        patch.status["lastHandledReconcileAt"] = requested
     for record in events:
         kopf.event(body, type=record.type, reason=record.reason, message=record.message)

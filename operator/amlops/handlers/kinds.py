@@ -1,4 +1,9 @@
-"""Handlers for the three kinds: create, update, resume and a timer all call one level-based reconcile."""
+"""Handlers for the three kinds: create, update, resume, a timer and delete all call the one engine.
+
+kopf supplies events, retries and the finalizer; the engine decides. A pass that is still converging
+raises ``kopf.TemporaryError`` so kopf calls it again after ``requeue_after``; a Stalled pass returns (the
+timer rechecks slowly, so a fix made outside the cluster is seen). Status goes through ``patch.status``.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +13,78 @@ from typing import Any
 import kopf
 
 from amlops import metrics
-from amlops.api import KINDS
+from amlops.api import KINDS, AmlCompute
 from amlops.api.kind import GROUP, VERSION, CustomResource
-from amlops.handlers.bridge import apply_outcome, object_lock
+from amlops.handlers.bridge import apply_outcome, managed_from, object_lock
+from amlops.reconcile.engine import Timing, reconcile
+from amlops.reconcile.errors import TerminalError
+from amlops.reconcile.external import ExternalClient
 from amlops.reconcile.outcome import Outcome
-from amlops.status import REASON_WAITING_FOR_AZURE, progressing
-
-Reconciler = Callable[[kopf.Body], Awaitable[Outcome]]
+from amlops.status import REASON_WAITING_FOR_AZURE, progressing, stalled
 
 STEADY_INTERVAL = 60.0
+ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
 
 
-async def _not_connected(body: kopf.Body) -> Outcome:
+async def _not_connected(body: kopf.Body, memo: kopf.Memo, deleting: bool) -> Outcome:
     # Until a kind's Azure client exists, say so truthfully: seen and waiting, never Ready.
     return Outcome(
         conditions=tuple(
             progressing(REASON_WAITING_FOR_AZURE, "amlops has seen this generation; no Azure client is set up")
-        )
+        ),
+        release_finalizer=deleting,
     )
 
 
-RECONCILERS: dict[str, Reconciler] = {kind.kind(): _not_connected for kind in KINDS}
+def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[..., Awaitable[Outcome]]:
+    async def run(body: kopf.Body, memo: kopf.Memo, deleting: bool) -> Outcome:
+        timing: Timing = memo["timing"]
+        try:
+            mr = managed_from(kind, body, deleting=deleting)
+        except TerminalError as e:
+            return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=timing.stalled, terminal=True)
+        return await reconcile(mr, factory(memo), timing)
+
+    return run
+
+
+FACTORIES: dict[str, ClientFactory] = {
+    AmlCompute.kind(): lambda memo: memo["amlcompute_client"],
+}
 
 
 def _register(kind: type[CustomResource]) -> None:
-    reconcile = RECONCILERS[kind.kind()]
+    factory = FACTORIES.get(kind.kind())
+    reconcile_kind = _engine(kind, factory) if factory else _not_connected
     resource = (GROUP, VERSION, kind.plural())
+    name = kind.kind()
 
-    async def handle(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    async def handle(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, deleting: bool = False) -> Outcome:
         async with object_lock(memo):
-            with metrics.RECONCILE_DURATION.labels(kind.kind()).time():
-                outcome = await reconcile(body)
+            with metrics.RECONCILE_DURATION.labels(name).time():
+                outcome = await reconcile_kind(body, memo, deleting)
             apply_outcome(outcome, body=body, patch=patch)
-            metrics.RECONCILE_TOTAL.labels(kind.kind(), "ok").inc()
+        result = "stalled" if outcome.terminal else "retry" if outcome.retry else "ok"
+        metrics.RECONCILE_TOTAL.labels(name, result).inc()
+        metrics.record(name, body.metadata.namespace or "", body.metadata.name or "", outcome)
+        return outcome
 
-    kopf.on.resume(*resource, id="reconcile")(handle)
-    kopf.on.create(*resource, id="reconcile")(handle)
-    kopf.on.update(*resource, id="reconcile")(handle)
-    kopf.timer(*resource, id="poll", interval=STEADY_INTERVAL, initial_delay=STEADY_INTERVAL, idle=5)(handle)
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        outcome = await handle(body, patch, memo)
+        if outcome.retry and outcome.requeue_after is not None:
+            raise kopf.TemporaryError("converging", delay=outcome.requeue_after)
+
+    async def on_delete(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        outcome = await handle(body, patch, memo, deleting=True)
+        if not outcome.release_finalizer:
+            raise kopf.TemporaryError("deleting", delay=outcome.requeue_after or 5)
+        metrics.forget(name, body.metadata.namespace or "", body.metadata.name or "")
+
+    kopf.on.resume(*resource, id="reconcile")(on_change)
+    kopf.on.create(*resource, id="reconcile")(on_change)
+    kopf.on.update(*resource, id="reconcile")(on_change)
+    kopf.timer(*resource, id="poll", interval=STEADY_INTERVAL, initial_delay=STEADY_INTERVAL, idle=5)(on_change)
+    kopf.on.delete(*resource, id="finalize")(on_delete)
 
 
 for _kind in KINDS:

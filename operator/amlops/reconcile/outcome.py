@@ -13,11 +13,16 @@ from amlops.status import ConditionUpdate
 class Outcome:
     """Every engine branch ends in one of these; the handlers' bridge turns it into a status patch.
 
-    ``status`` holds kind-specific fields (Azure's names, camelCase) merged into ``.status``; ``conditions``
-    are applied with :func:`amlops.status.set_conditions`. ``requeue_after`` is seconds until the next pass
-    (None: the steady timer decides).
+    ``status`` holds kind-specific fields (Azure's names, camelCase) merged into ``.status`` (a None value
+    removes the field). ``conditions`` are applied with :func:`amlops.status.set_conditions`.
+    ``requeue_after`` is seconds until the next pass (None: the steady timer decides). ``retry`` asks the
+    handler to run again after ``requeue_after`` (still converging); ``terminal`` marks a Stalled pass.
+    ``release_finalizer`` is set once a deleted object may go.
     """
 
     conditions: tuple[ConditionUpdate, ...] = ()
     status: Mapping[str, Any] = field(default_factory=dict)
     requeue_after: float | None = None
+    retry: bool = False
+    terminal: bool = False
+    release_finalizer: bool = False

@@ -224,3 +224,16 @@ async def test_c16_attach_an_unknown_batch_account_is_400(arm: Arm) -> None:
     status, headers, error = await arm.call("PUT", f"{BASE}/computes/batch1", body)
     assert (status, error["error"]["code"]) == (400, "InvalidResourceId")
     assert "Retry-After" not in headers
+
+
+async def test_workspace_get_answers_its_location(ml_client: Any) -> None:
+    """Workspaces_Get: the operator reads a workspace's location as a compute's default location."""
+    ws = await ml_client.workspaces.get(RG, WS)
+    assert ws.name == WS
+    assert ws.location == "westeurope"
+
+
+async def test_workspace_get_of_a_missing_workspace_is_resource_not_found(ml_client: Any) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        await ml_client.workspaces.get(RG, "no-such-workspace")
+    assert info.value.status_code == 404

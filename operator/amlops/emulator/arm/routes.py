@@ -67,6 +67,7 @@ class Dispatcher:
     def __init__(self, state: ArmState) -> None:
         self.state = state
         self.routes: list[Route] = [
+            self._route(_WS, GET=("Workspaces_Get", self.get_workspace)),
             self._route(_WS + r"/computes", GET=("MachineLearningCompute_ListByWorkspace", self.list_computes)),
             self._route(
                 _WS + r"/computes/(?P<name>[^/]+)",
@@ -237,6 +238,21 @@ class Dispatcher:
         size = self.state.settings.page_size
         end = offset + size
         return items[offset:end], (self._next_link(request, end) if end < len(items) else None)
+
+    # -- workspaces ------------------------------------------------------------------------------------------
+    async def get_workspace(self, request: web.Request, p: Params) -> web.Response:
+        ws = self._workspace(p)
+        return web.json_response(
+            {
+                "id": ws.arm_id,
+                "name": ws.name,
+                "type": f"{PROVIDER}/workspaces",
+                "location": ws.location,
+                "identity": {"type": "SystemAssigned"},
+                "sku": {"name": "Basic", "tier": "Basic"},
+                "properties": {"provisioningState": "Succeeded", "friendlyName": ws.name},
+            }
+        )
 
     # -- computes --------------------------------------------------------------------------------------------
     async def list_computes(self, request: web.Request, p: Params) -> web.Response:

@@ -1,0 +1,110 @@
+"""ARM error classification: one table (after ASO's error_classifier.go), one function.
+
+Turns an ``azure.core`` exception into the engine's vocabulary: :class:`RetryableError` (look again after
+Retry-After or a backoff) or :class:`TerminalError` (Stalled, reason = Azure's code).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from amlops.reconcile.errors import ReconcileError, RetryableError, TerminalError
+
+Class = Literal["retryable", "terminal"]
+
+ARM_CODES: dict[str, Class] = {
+    # Transient: Azure will get there without us.
+    "TooManyRequests": "retryable",
+    "AnotherOperationInProgress": "retryable",
+    "Conflict": "retryable",
+    "AllocationFailed": "retryable",
+    "InternalServerError": "retryable",
+    "ServerBusy": "retryable",
+    "ServiceUnavailable": "retryable",
+    "GatewayTimeout": "retryable",
+    # Until a human acts (quota raised, role granted, parent created): the timer rechecks slowly.
+    "QuotaExceeded": "terminal",
+    "ResourceQuotaExceeded": "terminal",
+    "ClusterMinNodesExceedCoreQuota": "terminal",
+    "AuthorizationFailed": "terminal",
+    "AuthenticationFailed": "terminal",
+    "InvalidAuthenticationToken": "terminal",
+    "ParentResourceNotFound": "terminal",
+    "ResourceGroupNotFound": "terminal",
+    "SubscriptionNotFound": "terminal",
+    "MissingSubscriptionRegistration": "terminal",
+    "ScopeLocked": "terminal",
+    "RequestDisallowedByPolicy": "terminal",
+    # Until the spec changes.
+    "BadRequest": "terminal",
+    "InvalidParameter": "terminal",
+    "InvalidParameterValue": "terminal",
+    "MissingRequiredParameter": "terminal",
+    "PropertyChangeNotAllowed": "terminal",
+    "SkuNotAvailable": "terminal",
+    "InvalidRequestContent": "terminal",
+    "UserError": "terminal",
+    "ValidationError": "terminal",
+}
+
+DEFAULT_RETRY = 10.0
+THROTTLED = "Throttled"
+
+
+def classify(code: str | None, status: int | None) -> Class:
+    if code and code in ARM_CODES:
+        return ARM_CODES[code]
+    if status == 429 or status is None or status >= 500:
+        return "retryable"
+    return "terminal" if status in (400, 401, 403, 404, 409, 422) else "retryable"
+
+
+def retry_after(error: HttpResponseError) -> float | None:
+    response = error.response
+    headers: Any = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for header in ("retry-after-ms", "x-ms-retry-after-ms"):
+        if value := headers.get(header):
+            try:
+                return float(value) / 1000
+            except ValueError:
+                pass
+    value = headers.get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def error_code(error: HttpResponseError) -> str | None:
+    inner = getattr(error, "error", None)
+    code = getattr(inner, "code", None)
+    if code:
+        return str(code)
+    return None
+
+
+def translate(error: Exception) -> ReconcileError:
+    """Any exception from an Azure call → the engine's error vocabulary."""
+    if isinstance(error, ClientAuthenticationError) and error.status_code is None:
+        return TerminalError("AuthenticationFailed", str(error).splitlines()[0])
+    if isinstance(error, ServiceRequestError | ServiceResponseError):
+        return RetryableError("WaitingForAzure", f"Azure unreachable: {error}", DEFAULT_RETRY)
+    if isinstance(error, HttpResponseError):
+        status = error.status_code
+        code = error_code(error) or (THROTTLED if status == 429 else f"Http{status}")
+        message = getattr(getattr(error, "error", None), "message", None) or error.message or str(error)
+        if status == 429:
+            return RetryableError(THROTTLED, message, retry_after(error) or DEFAULT_RETRY)
+        if classify(code, status) == "retryable":
+            return RetryableError(code, message, retry_after(error) or DEFAULT_RETRY)
+        return TerminalError(code, message)
+    return RetryableError("WaitingForAzure", f"{type(error).__name__}: {error}", DEFAULT_RETRY)

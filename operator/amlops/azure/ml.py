@@ -1,0 +1,233 @@
+"""The Azure ML management adapter: the aio ``MachineLearningServicesMgmtClient``, raw JSON in and out.
+
+Bodies are plain dicts in ARM's wire format: the external clients build and read them with pure functions,
+and attached ``computeType: Batch`` (which no SDK model knows) goes through the same SDK pipeline as raw bytes.
+Every error leaves this module as the engine's RetryableError / TerminalError.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any, TypeVar
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ResourceNotFoundError
+from azure.core.polling import AsyncLROPoller
+from azure.core.rest import HttpRequest
+from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
+
+from amlops.azure.errors import translate
+from amlops.azure.pipeline import ArmAccounting, ThrottleBudget
+from amlops.reconcile.external import Pending
+from amlops.settings import Settings
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+API_VERSION = "2020-08-01"
+
+
+@dataclass(frozen=True)
+class WorkspaceId:
+    subscription_id: str
+    resource_group: str
+    name: str
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.name}"
+        )
+
+
+def _raw(pipeline_response: Any, deserialized: Any, headers: Any) -> JSON:
+    body = pipeline_response.http_response.text()
+    return json.loads(body) if body else {}
+
+
+@dataclass(frozen=True)
+class OperationState:
+    done: bool
+    failed: bool = False
+    error_code: str = ""
+    error_message: str = ""
+
+
+class MlClient:
+    """One aio management client per (credential, subscription); shared by every resource using them."""
+
+    def __init__(
+        self, credential: AsyncTokenCredential, subscription_id: str, settings: Settings, budget: ThrottleBudget
+    ):
+        self._settings = settings
+        kwargs: dict[str, Any] = {}
+        if settings.ca_bundle:
+            kwargs["connection_verify"] = str(settings.ca_bundle)
+        self._client = MachineLearningServicesMgmtClient(
+            credential,
+            subscription_id,
+            base_url=settings.arm_endpoint,
+            polling_interval=settings.lro_polling_interval,
+            per_retry_policies=[ArmAccounting(budget)],
+            **kwargs,
+        )
+        self.subscription_id = subscription_id
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except Exception as e:  # every Azure error becomes Retryable or Terminal
+            raise translate(e) from e
+
+    # -- workspaces -----------------------------------------------------------------------------------
+    async def workspace_location(self, ws: WorkspaceId) -> str:
+        async def call() -> str:
+            workspace = await self._client.workspaces.get(ws.resource_group, ws.name)
+            return str(workspace.location)
+
+        return await self._call(call)
+
+    # -- computes ---------------------------------------------------------------------------------------
+    async def get_compute(self, ws: WorkspaceId, name: str) -> JSON | None:
+        ops = self._client.machine_learning_compute
+        try:
+            body: JSON = await ops.get(ws.resource_group, ws.name, name, cls=_raw)  # type: ignore[assignment]
+            return body
+        except ResourceNotFoundError:
+            return None
+        except Exception as e:
+            raise translate(e) from e
+
+    async def list_computes(self, ws: WorkspaceId) -> list[JSON]:
+        async def collect() -> list[JSON]:
+            pager = self._client.machine_learning_compute.list_by_workspace(ws.resource_group, ws.name)
+            return [dict(item.serialize(keep_readonly=True)) async for item in pager]
+
+        return await self._call(collect)
+
+    async def begin_put_compute(self, ws: WorkspaceId, name: str, body: JSON) -> Pending:
+        ops = self._client.machine_learning_compute
+        return await self._begin(
+            "create",
+            lambda: ops.begin_create_or_update(
+                ws.resource_group, ws.name, name, _bytes(body), content_type="application/json", cls=_raw
+            ),
+        )
+
+    async def begin_patch_compute(self, ws: WorkspaceId, name: str, body: JSON) -> Pending:
+        ops = self._client.machine_learning_compute
+        return await self._begin(
+            "update",
+            lambda: ops.begin_update(
+                ws.resource_group, ws.name, name, _bytes(body), content_type="application/json", cls=_raw
+            ),
+        )
+
+    async def begin_delete_compute(self, ws: WorkspaceId, name: str, action: str) -> Pending:
+        ops = self._client.machine_learning_compute
+        return await self._begin("delete", lambda: ops.begin_delete(ws.resource_group, ws.name, name, action))
+
+    async def _begin(self, operation: str, begin: Callable[[], Awaitable[AsyncLROPoller[Any]]]) -> Pending:
+        poller = await self._call(begin)
+        # Never await the result: the engine looks again later, and a restarted operator resumes from the
+        # saved token instead of writing a second time.
+        token = poller.continuation_token()
+        return Pending(operation, token, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    async def operation_state(self, ws: WorkspaceId, name: str, pending: Pending) -> OperationState | None:
+        """Check a saved operation once, without waiting; None when the token cannot be used any more."""
+        if not pending.continuation_token:
+            return None
+        ops = self._client.machine_learning_compute
+        resume: dict[str, Callable[[], Awaitable[AsyncLROPoller[Any]]]] = {
+            "create": lambda: ops.begin_create_or_update(
+                ws.resource_group, ws.name, name, io.BytesIO(), continuation_token=pending.continuation_token
+            ),
+            "update": lambda: ops.begin_update(
+                ws.resource_group, ws.name, name, io.BytesIO(), continuation_token=pending.continuation_token
+            ),
+            "delete": lambda: ops.begin_delete(
+                ws.resource_group, ws.name, name, "Delete", continuation_token=pending.continuation_token
+            ),
+        }
+        if pending.operation not in resume:
+            return None
+        try:
+            poller = await resume[pending.operation]()
+            method = poller.polling_method()
+            await method.update_status()  # type: ignore[attr-defined]
+            status = str(method.status()).lower()
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # an unreadable token is dropped; observe falls back to GET
+        except Exception as e:
+            raise translate(e) from e
+        if status in ("succeeded", "canceled", "cancelled"):
+            return OperationState(done=True)
+        if status == "failed":
+            code, message = _operation_error(method)
+            return OperationState(done=True, failed=True, error_code=code, error_message=message)
+        return OperationState(done=False)
+
+    async def list_nodes(self, ws: WorkspaceId, name: str, limit: int) -> tuple[list[JSON], int]:
+        async def collect() -> tuple[list[JSON], int]:
+            nodes: list[JSON] = []
+            total = 0
+            async for node in self._client.machine_learning_compute.list_nodes(ws.resource_group, ws.name, name):
+                total += 1
+                if len(nodes) < limit:
+                    nodes.append(dict(node.serialize(keep_readonly=True)))
+            return nodes, total
+
+        return await self._call(collect)
+
+    # -- location -----------------------------------------------------------------------------------------
+    async def vm_sizes(self, location: str) -> list[JSON]:
+        async def call() -> list[JSON]:
+            result = await self._client.virtual_machine_sizes.list(location)
+            return [dict(s.serialize(keep_readonly=True)) for s in (result.aml_compute or [])]
+
+        return await self._call(call)
+
+    async def usages(self, location: str) -> list[JSON]:
+        async def call() -> list[JSON]:
+            return [dict(u.serialize(keep_readonly=True)) async for u in self._client.usages.list(location)]
+
+        return await self._call(call)
+
+    async def quotas(self, location: str) -> list[JSON]:
+        async def call() -> list[JSON]:
+            return [dict(q.serialize(keep_readonly=True)) async for q in self._client.quotas.list(location)]
+
+        return await self._call(call)
+
+    async def send_raw(self, method: str, url: str, body: JSON | None = None) -> JSON:
+        """A request through the SDK's own pipeline (auth, retries, accounting) for what no model covers."""
+
+        async def call() -> JSON:
+            request = HttpRequest(method, url, json=body, params={"api-version": API_VERSION})
+            response = await self._client._send_request(request)
+            response.raise_for_status()
+            text = response.text()
+            return json.loads(text) if text else {}
+
+        return await self._call(call)
+
+
+def _bytes(body: JSON) -> IO[bytes]:
+    return io.BytesIO(json.dumps(body).encode())
+
+
+def _operation_error(method: Any) -> tuple[str, str]:
+    try:
+        body = method._pipeline_response.http_response.json()  # the last status body the poller read
+    except Exception:
+        return "OperationFailed", "the Azure operation failed"
+    error = body.get("error") or {}
+    return str(error.get("code") or "OperationFailed"), str(error.get("message") or "the Azure operation failed")

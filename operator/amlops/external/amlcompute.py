@@ -1,0 +1,221 @@
+"""AmlCompute's ExternalClient: observe through the shared workspace poller, PUT to create, PATCH to scale,
+DELETE with ``underlyingResourceAction=Delete``. The mappings are pure (``amlcompute_map``)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from amlops import metrics
+from amlops.api.amlcompute import AmlComputeSpec
+from amlops.azure.clients import DEFAULT_CREDENTIAL, AzureClients, credential_key
+from amlops.azure.ml import MlClient, WorkspaceId
+from amlops.external import amlcompute_map as m
+from amlops.external.ports import SecretReader
+from amlops.reconcile.errors import TerminalError
+from amlops.reconcile.external import Observation, Pending
+from amlops.reconcile.managed import Managed
+from amlops.status import REASON_CREDENTIALS_MISSING, REASON_IMMUTABLE, ConditionUpdate
+
+QUOTA_SUFFICIENT = "QuotaSufficient"
+MIN_NODES_AVAILABLE = "MinNodesAvailable"
+REASON_VM_SIZE_NOT_AVAILABLE = "VmSizeNotAvailable"
+REASON_SECRET_MISSING = "SecretNotFound"
+
+Mr = Managed[AmlComputeSpec]
+
+
+def compute_name(mr: Mr) -> str:
+    return mr.spec.compute_name or mr.name
+
+
+def workspace_of(spec: Any) -> WorkspaceId:
+    return WorkspaceId(spec.workspace.subscription_id, spec.workspace.resource_group, spec.workspace.name)
+
+
+class _TtlCache:
+    """Per-location answers that change rarely (VM sizes) or slowly (usages)."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._items: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any | None:
+        hit = self._items.get(key)
+        return hit[1] if hit and time.monotonic() - hit[0] < self._ttl else None
+
+    def put(self, key: str, value: Any) -> Any:
+        self._items[key] = (time.monotonic(), value)
+        return value
+
+
+async def connect(clients: AzureClients, secrets: SecretReader, namespace: str, spec: Any) -> tuple[str, MlClient]:
+    """The ML client for a resource's credentials (a Secret in its namespace, or the operator's own)."""
+    ref = spec.credentials.secret_ref if spec.credentials else None
+    name = ref.name if ref else clients.settings.default_credentials_secret
+    if name is None:
+        key = DEFAULT_CREDENTIAL
+        return key, clients.ml(key, spec.workspace.subscription_id)
+    data = await secrets.read(namespace, name)
+    if data is None:
+        if ref is None:  # the per-namespace default is optional
+            return DEFAULT_CREDENTIAL, clients.ml(DEFAULT_CREDENTIAL, spec.workspace.subscription_id)
+        raise TerminalError(REASON_CREDENTIALS_MISSING, f"Secret {namespace}/{name} (spec.credentials) not found")
+    key = credential_key(namespace, name, data)
+    return key, clients.ml(key, spec.workspace.subscription_id, data)
+
+
+class AmlComputeClient:
+    def __init__(self, clients: AzureClients, secrets: SecretReader) -> None:
+        self._clients = clients
+        self._secrets = secrets
+        settings = clients.settings
+        self._sizes = _TtlCache(settings.vm_size_cache_seconds)
+        self._usages = _TtlCache(settings.poll_ceiling_seconds)
+        self._locations = _TtlCache(settings.vm_size_cache_seconds)
+
+    async def _location(self, ml: MlClient, mr: Mr) -> str:
+        if mr.spec.location:
+            return mr.spec.location
+        ws = workspace_of(mr.spec)
+        cached = self._locations.get(ws.arm_id)
+        return str(cached or self._locations.put(ws.arm_id, await ml.workspace_location(ws)))
+
+    async def _preflight(
+        self, ml: MlClient, mr: Mr, location: str
+    ) -> tuple[dict[str, Any] | None, ConditionUpdate | None]:
+        sizes = self._sizes.get(location) or self._sizes.put(location, await ml.vm_sizes(location))
+        usages = self._usages.get(location) or self._usages.put(location, await ml.usages(location))
+        quota, size_error, sufficient = m.quota_check(mr.spec, sizes, usages)
+        if size_error:
+            raise TerminalError(REASON_VM_SIZE_NOT_AVAILABLE, size_error)
+        if quota and "limit" in quota:
+            metrics.QUOTA_HEADROOM_CORES.labels(ml.subscription_id, location, quota["family"]).set(
+                quota["limit"] - quota["usage"]
+            )
+        if sufficient is None:
+            return quota, None
+        ok, message = sufficient
+        return quota, ConditionUpdate(
+            QUOTA_SUFFICIENT, "True" if ok else "False", "QuotaAvailable" if ok else "QuotaExceeded", message
+        )
+
+    def _poller_max_age(self, mr: Mr) -> float:
+        s = self._clients.settings
+        state = str(mr.status.get("provisioningState") or "").lower()
+        converging = mr.status.get("pendingOperation") or state in m.TRANSITIONAL_PROVISIONING or state == ""
+        resizing = str(mr.status.get("allocationState") or "").lower() == "resizing"
+        return s.poll_floor_seconds if converging or resizing else s.poll_ceiling_seconds
+
+    async def observe(self, mr: Mr) -> Observation:
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        ws = workspace_of(mr.spec)
+        name = compute_name(mr)
+        poller = self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws))
+        _, body = await poller.get(name, self._poller_max_age(mr))
+        if body is None:
+            # The listing may be a poll interval old: confirm with a GET before anything is created.
+            body = await ml.get_compute(ws, name)
+        location = (body or {}).get("location") or await self._location(ml, mr)
+        quota, quota_condition = await self._preflight(ml, mr, location)
+        conditions = (quota_condition,) if quota_condition else ()
+        sync = {"lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "quota": quota}
+        pending = _pending_from(mr.status)
+        if body is None:
+            return Observation(resource_exists=False, at_provider=sync, conditions=conditions)
+
+        failure = m.failure(body)
+        transitional = m.is_transitional(body)
+        if pending is not None:
+            state = await ml.operation_state(ws, name, pending)
+            if state is not None and not state.done:
+                transitional = True
+            elif state is not None and state.failed and failure is None:
+                failure = (state.error_code, state.error_message)
+                pending = None
+            else:
+                pending = None
+        status = {**m.from_arm(body), **sync}
+        if mr.spec.report_nodes and not transitional:
+            nodes, total = await ml.list_nodes(ws, name, self._clients.settings.nodes_report_limit)
+            status["nodes"] = [m.node_to_status(n) for n in nodes]
+            status["nodeCount"] = total
+        else:
+            status["nodes"] = None
+            status["nodeCount"] = None
+        patch, changes = m.diff(mr.spec, body)
+        if failure is None and (mismatch := m.vm_size_mismatch(mr.spec, body)):
+            failure = (REASON_IMMUTABLE, mismatch)
+        current = int(status.get("currentNodeCount") or 0)
+        wanted = mr.spec.scale_settings.min_node_count
+        min_nodes = ConditionUpdate(
+            MIN_NODES_AVAILABLE,
+            "True" if current >= wanted else "False",
+            "MinNodesAvailable" if current >= wanted else "WaitingForNodes",
+            f"{current} of minNodeCount {wanted} nodes allocated",
+        )
+        resizing = m.is_resizing(body)
+        return Observation(
+            resource_exists=True,
+            resource_up_to_date=not patch,
+            transitional=transitional,
+            transitional_reason=m.provisioning_state(body) or "WaitingForAzure",
+            settling=resizing,
+            message=(
+                f"{m.provisioning_state(body)}; allocation {status.get('allocationState')}: "
+                f"{status.get('currentNodeCount')} → {status.get('targetNodeCount')} nodes"
+            ),
+            failure=failure,
+            owner=m.owner_of(body),
+            at_provider=status,
+            conditions=(*conditions, min_nodes),
+            diff="; ".join(changes),
+            pending=pending if transitional else None,
+        )
+
+    async def create(self, mr: Mr) -> Pending | None:
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        ws = workspace_of(mr.spec)
+        password = await self._admin_password(mr)
+        body = m.to_arm(mr.spec, owner=mr.owner, location=await self._location(ml, mr), admin_password=password)
+        pending = await ml.begin_put_compute(ws, compute_name(mr), body)
+        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        return pending
+
+    async def update(self, mr: Mr, observation: Observation) -> Pending | None:
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        ws = workspace_of(mr.spec)
+        body = await ml.get_compute(ws, compute_name(mr))
+        if body is None:
+            return None
+        patch, _ = m.diff(mr.spec, body)
+        if not patch:
+            return None
+        pending = await ml.begin_patch_compute(ws, compute_name(mr), patch)
+        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        return pending
+
+    async def delete(self, mr: Mr) -> Pending | None:
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        ws = workspace_of(mr.spec)
+        pending = await ml.begin_delete_compute(ws, compute_name(mr), "Delete")
+        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        return pending
+
+    async def _admin_password(self, mr: Mr) -> str | None:
+        user = mr.spec.admin_user
+        if user is None or user.password_secret_ref is None:
+            return None
+        ref = user.password_secret_ref
+        data = await self._secrets.read(mr.namespace, ref.name)
+        if data is None or ref.key not in data:
+            raise TerminalError(REASON_SECRET_MISSING, f"Secret {mr.namespace}/{ref.name} has no key {ref.key!r}")
+        return data[ref.key]
+
+
+def _pending_from(status: Any) -> Pending | None:
+    raw = status.get("pendingOperation") if status else None
+    if not raw or not raw.get("name"):
+        return None
+    return Pending(str(raw["name"]), raw.get("token"), raw.get("startedAt"))

@@ -1,0 +1,234 @@
+"""AmlCompute: pure mappings between the spec, ARM's wire format and the CR status. No I/O.
+
+Wire format: api-version 2020-08-01 ``ComputeResource`` with ``properties.computeType: AmlCompute`` and the
+cluster's own settings one level deeper under ``properties.properties``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from amlops.api.amlcompute import AmlComputeSpec, Identity
+from amlops.reconcile.managed import OWNER_TAG
+
+JSON = dict[str, Any]
+TRANSITIONAL_PROVISIONING = frozenset({"creating", "updating", "deleting"})
+NODE_STATES = ("idle", "running", "preparing", "unusable", "leaving", "preempted")
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def iso_duration(seconds: int) -> str:
+    return f"PT{seconds}S"
+
+
+def parse_duration(value: str | None) -> int | None:
+    if not value:
+        return None
+    m = _DURATION.match(value.upper())
+    if not m:
+        return None
+    days, hours, minutes, secs = (float(g) if g else 0.0 for g in m.groups())
+    return int(days * 86400 + hours * 3600 + minutes * 60 + secs)
+
+
+def subnet_id(spec: AmlComputeSpec) -> str | None:
+    s = spec.subnet
+    if s is None:
+        return None
+    if s.subnet_id:
+        return s.subnet_id
+    if s.vnet_name and s.subnet_name:
+        rg = s.vnet_resource_group or spec.workspace.resource_group
+        return (
+            f"/subscriptions/{spec.workspace.subscription_id}/resourceGroups/{rg}/providers/"
+            f"Microsoft.Network/virtualNetworks/{s.vnet_name}/subnets/{s.subnet_name}"
+        )
+    return None
+
+
+def identity_to_arm(identity: Identity | None) -> JSON | None:
+    if identity is None or identity.type == "None":
+        return None
+    out: JSON = {"type": identity.type}
+    if "UserAssigned" in identity.type:
+        out["userAssignedIdentities"] = {i: {} for i in identity.user_assigned_identities}
+    return out
+
+
+def scale_settings_to_arm(spec: AmlComputeSpec) -> JSON:
+    s = spec.scale_settings
+    return {
+        "maxNodeCount": s.max_node_count,
+        "minNodeCount": s.min_node_count,
+        "nodeIdleTimeBeforeScaleDown": iso_duration(s.node_idle_time_before_scale_down),
+    }
+
+
+def to_arm(spec: AmlComputeSpec, *, owner: str, location: str, admin_password: str | None = None) -> JSON:
+    """The PUT body for a new cluster (azureml-core ``provisioning_configuration`` → ARM)."""
+    props: JSON = {
+        "vmSize": spec.vm_size,
+        "vmPriority": spec.vm_priority,
+        "scaleSettings": scale_settings_to_arm(spec),
+        "remoteLoginPortPublicAccess": spec.remote_login_port_public_access,
+        "enableNodePublicIp": spec.enable_node_public_ip,
+    }
+    if spec.admin_user is not None:
+        creds: JSON = {"adminUserName": spec.admin_user.username}
+        if spec.admin_user.ssh_public_key:
+            creds["adminUserSshPublicKey"] = spec.admin_user.ssh_public_key
+        if admin_password:
+            creds["adminUserPassword"] = admin_password
+        props["userAccountCredentials"] = creds
+    if sid := subnet_id(spec):
+        props["subnet"] = {"id": sid}
+    compute: JSON = {"computeType": "AmlCompute", "properties": props}
+    if spec.description:
+        compute["description"] = spec.description
+    body: JSON = {"location": location, "tags": {**spec.tags, OWNER_TAG: owner}, "properties": compute}
+    if identity := identity_to_arm(spec.identity):
+        body["identity"] = identity
+    return body
+
+
+def _props(body: JSON) -> tuple[JSON, JSON]:
+    compute = body.get("properties") or {}
+    return compute, compute.get("properties") or {}
+
+
+def provisioning_state(body: JSON) -> str:
+    return str(_props(body)[0].get("provisioningState") or "")
+
+
+def is_transitional(body: JSON) -> bool:
+    return provisioning_state(body).lower() in TRANSITIONAL_PROVISIONING
+
+
+def is_resizing(body: JSON) -> bool:
+    return str(_props(body)[1].get("allocationState") or "").lower() == "resizing"
+
+
+def failure(body: JSON) -> tuple[str, str] | None:
+    """(code, message) when Azure reports the cluster as Failed."""
+    compute, _ = _props(body)
+    if provisioning_state(body).lower() != "failed":
+        return None
+    for item in compute.get("provisioningErrors") or []:
+        error = item.get("error") or {}
+        if error.get("code"):
+            return str(error["code"]), str(error.get("message") or "")
+    return "ProvisioningFailed", "Azure reports provisioningState Failed without an error"
+
+
+def from_arm(body: JSON) -> JSON:
+    """Status fields in Azure's names from a GET/list body."""
+    compute, props = _props(body)
+    counts = props.get("nodeStateCounts") or {}
+    identity = body.get("identity") or {}
+    status: JSON = {
+        "resourceId": body.get("id"),
+        "provisioningState": compute.get("provisioningState"),
+        "provisioningErrors": [
+            {
+                "code": str((e.get("error") or {}).get("code", "")),
+                "message": str((e.get("error") or {}).get("message", "")),
+            }
+            for e in compute.get("provisioningErrors") or []
+        ],
+        "allocationState": props.get("allocationState"),
+        "currentNodeCount": props.get("currentNodeCount"),
+        "targetNodeCount": props.get("targetNodeCount"),
+        "nodeStateCounts": {f"{s}NodeCount": int(counts.get(f"{s}NodeCount") or 0) for s in NODE_STATES},
+        "identity": {"principalId": identity.get("principalId"), "tenantId": identity.get("tenantId")}
+        if identity.get("principalId")
+        else None,
+    }
+    return status
+
+
+def owner_of(body: JSON) -> str | None:
+    tags = body.get("tags") or {}
+    value = tags.get(OWNER_TAG)
+    return str(value) if value is not None else None
+
+
+def diff(spec: AmlComputeSpec, body: JSON) -> tuple[JSON, list[str]]:
+    """The PATCH body that makes Azure match the spec (empty when up to date) and what differs, for humans.
+
+    Only scale settings and identity can change on an existing cluster; the CRD makes the rest immutable.
+    """
+    _, props = _props(body)
+    observed = props.get("scaleSettings") or {}
+    wanted = scale_settings_to_arm(spec)
+    changes: list[str] = []
+    for key in ("minNodeCount", "maxNodeCount"):
+        if observed.get(key) != wanted[key]:
+            changes.append(f"scaleSettings.{key} {observed.get(key)} → {wanted[key]}")
+    idle = spec.scale_settings.node_idle_time_before_scale_down
+    if parse_duration(observed.get("nodeIdleTimeBeforeScaleDown")) != idle:
+        changes.append(
+            f"scaleSettings.nodeIdleTimeBeforeScaleDown {observed.get('nodeIdleTimeBeforeScaleDown')} → {idle}s"
+        )
+    patch: JSON = {}
+    if changes:
+        patch["properties"] = {"scaleSettings": wanted}
+    wanted_identity = identity_to_arm(spec.identity)
+    if _identity_key(body.get("identity")) != _identity_key(wanted_identity):
+        patch["identity"] = wanted_identity or {"type": "None"}
+        changes.append(f"identity {_identity_key(body.get('identity'))} → {_identity_key(wanted_identity)}")
+    return patch, changes
+
+
+def _identity_key(identity: JSON | None) -> tuple[str, tuple[str, ...]]:
+    if not identity or str(identity.get("type", "None")) == "None":
+        return ("None", ())
+    ids = tuple(sorted(k.lower() for k in (identity.get("userAssignedIdentities") or {})))
+    return (str(identity.get("type")).replace(" ", ""), ids)
+
+
+def vm_size_mismatch(spec: AmlComputeSpec, body: JSON) -> str | None:
+    """Azure ignores a vmSize change on an existing cluster; say so instead of pretending to converge."""
+    _, props = _props(body)
+    actual = str(props.get("vmSize") or "")
+    if actual and actual.lower() != spec.vm_size.lower():
+        return f"the cluster in Azure has vmSize {actual}, the spec asks for {spec.vm_size}: Azure cannot change it"
+    return None
+
+
+def node_to_status(node: JSON) -> JSON:
+    return {
+        "nodeId": node.get("nodeId"),
+        "privateIpAddress": node.get("privateIpAddress"),
+        "publicIpAddress": node.get("publicIpAddress"),
+        "port": node.get("port"),
+        "nodeState": node.get("nodeState"),
+        "runId": node.get("runId"),
+    }
+
+
+def quota_check(
+    spec: AmlComputeSpec, sizes: list[JSON], usages: list[JSON]
+) -> tuple[JSON | None, str | None, tuple[bool, str] | None]:
+    """(quota status, error when the VM size does not exist, (sufficient, message) for QuotaSufficient)."""
+    size = next((s for s in sizes if str(s.get("name", "")).lower() == spec.vm_size.lower()), None)
+    if size is None:
+        return None, f"VM size {spec.vm_size} is not available for AmlCompute in this location", None
+    family = str(size.get("family") or "")
+    cores = int(size.get("vCPUs") or 0)
+    if spec.vm_priority == "LowPriority":
+        usage = next((u for u in usages if "lowpriority" in str((u.get("name") or {}).get("value", "")).lower()), None)
+    else:
+        usage = next((u for u in usages if str((u.get("name") or {}).get("value", "")).lower() == family.lower()), None)
+    if usage is None:
+        return {"family": family}, None, None
+    limit = int(usage.get("limit") or 0)
+    used = int(usage.get("currentValue") or 0)
+    needed = cores * spec.scale_settings.max_node_count
+    quota = {"family": family, "limit": limit, "usage": used, "coresPerNode": cores}
+    headroom = limit - used
+    message = (
+        f"maxNodeCount {spec.scale_settings.max_node_count} x {cores} vCPUs = {needed} vCPUs; "
+        f"{family} quota {limit}, in use {used}, free {headroom}"
+    )
+    return quota, None, (needed <= headroom, message)

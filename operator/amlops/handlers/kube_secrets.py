@@ -1,0 +1,36 @@
+"""Reads Secrets for the external clients (credentials, admin passwords) with the kubernetes client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+
+def load_kube_config() -> None:
+    """The same cluster kopf talks to: in-cluster when running in a pod, else the kubeconfig."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class KubernetesSecretReader:
+    def __init__(self) -> None:
+        self._api = client.CoreV1Api()
+
+    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
+        def read_sync() -> Any:
+            return self._api.read_namespaced_secret(name, namespace)
+
+        try:
+            secret = await asyncio.to_thread(read_sync)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        data = secret.data or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}

@@ -1,0 +1,146 @@
+"""The one reconcile function for every kind (after crossplane-runtime's managed reconciler).
+
+Linear, and every branch ends alike: an :class:`Outcome` with conditions, status and when to look again.
+
+1. Paused: stop before any Azure call.
+2. ``observe()``.
+3. Deleting: with a deleting policy, ``delete()`` while the resource exists; once gone, release the finalizer.
+   Orphan (or ObserveOnly): release without touching Azure.
+4. ObserveOnly: publish what Azure has and stop.
+5. No Azure write without our finalizer (a timer can run before kopf has added it): look again shortly.
+6. Missing: ``create()``. Present but not ours and no ``adopt``: Stalled.
+7. Failed in Azure: Stalled with Azure's error code.
+8. Up to date: Ready, or Reconciling while Azure converges on its own.
+9. Otherwise: ``update()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amlops.reconcile import policy
+from amlops.reconcile.errors import RetryableError, TerminalError
+from amlops.reconcile.external import ExternalClient, Observation, Pending
+from amlops.reconcile.managed import Managed
+from amlops.reconcile.outcome import Outcome
+from amlops.status import (
+    REASON_CREATING,
+    REASON_DELETING,
+    REASON_OBSERVED,
+    REASON_PAUSED,
+    REASON_SUCCEEDED,
+    REASON_UPDATING,
+    RECONCILING,
+    ConditionUpdate,
+    progressing,
+    ready,
+    stalled,
+)
+
+REASON_NOT_OWNED = "NotOwned"
+REASON_NOT_FOUND = "ResourceNotFound"
+REASON_WAITING_FOR_FINALIZER = "WaitingForFinalizer"
+
+
+class Timing:
+    """How soon to look again; the handlers' settings fill it (tests use small numbers)."""
+
+    def __init__(self, short: float = 5.0, stalled: float = 300.0) -> None:
+        self.short = short
+        self.stalled = stalled
+
+
+async def reconcile(mr: Managed[Any], client: ExternalClient[Any], timing: Timing | None = None) -> Outcome:
+    t = timing or Timing()
+    if mr.paused:
+        return Outcome(
+            conditions=(ConditionUpdate(RECONCILING, "False", REASON_PAUSED, "amlops.io/paused is set"),),
+            release_finalizer=mr.deleting,
+        )
+    try:
+        return await _reconcile(mr, client, t)
+    except RetryableError as e:
+        return Outcome(conditions=tuple(progressing(e.reason, e.message)), requeue_after=e.delay, retry=True)
+    except TerminalError as e:
+        return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=t.stalled, terminal=True)
+
+
+async def _reconcile(mr: Managed[Any], client: ExternalClient[Any], t: Timing) -> Outcome:
+    obs = await client.observe(mr)
+    status = _published(obs)
+
+    if mr.deleting:
+        if not obs.resource_exists or not policy.deletes_in_azure(mr):
+            return Outcome(status=status, release_finalizer=True)
+        if not policy.may_adopt(mr, obs.owner):
+            # Never delete what we do not own; let the object go and leave Azure alone.
+            return Outcome(status=status, release_finalizer=True)
+        pending = obs.pending if obs.transitional else await client.delete(mr)
+        return _converging(REASON_DELETING, "deleting in Azure", status, pending, t)
+
+    if policy.observe_only(mr):
+        if not obs.resource_exists:
+            return Outcome(
+                conditions=tuple(stalled(REASON_NOT_FOUND, "ObserveOnly: the resource does not exist in Azure")),
+                status=status,
+                requeue_after=t.stalled,
+            )
+        return _steady(obs, status, t)
+
+    if not mr.has_finalizer:
+        return Outcome(
+            conditions=tuple(progressing(REASON_WAITING_FOR_FINALIZER, "waiting for the amlops.io finalizer")),
+            status=status,
+            requeue_after=t.short,
+            retry=True,
+        )
+
+    if not obs.resource_exists:
+        pending = await client.create(mr)
+        return _converging(REASON_CREATING, "creating in Azure", status, pending, t)
+
+    if not policy.may_adopt(mr, obs.owner):
+        message = (
+            f"an Azure resource with this name exists but is not owned by this object (owner tag: "
+            f"{obs.owner or 'none'}); set spec.adopt: true to take it over"
+        )
+        return Outcome(conditions=tuple(stalled(REASON_NOT_OWNED, message)), status=status, requeue_after=t.stalled)
+
+    if obs.failure is not None:
+        code, message = obs.failure
+        return Outcome(conditions=(*stalled(code, message), *obs.conditions), status=status, requeue_after=t.stalled)
+
+    if obs.resource_up_to_date:
+        return _steady(obs, status, t)
+
+    pending = await client.update(mr, obs)
+    return _converging(REASON_UPDATING, obs.diff or "updating in Azure", status, pending, t)
+
+
+def _published(obs: Observation) -> dict[str, Any]:
+    status = dict(obs.at_provider)
+    status["pendingOperation"] = obs.pending.to_status() if obs.pending else None
+    return status
+
+
+def _steady(obs: Observation, status: dict[str, Any], t: Timing) -> Outcome:
+    if obs.transitional:
+        return Outcome(
+            conditions=(*progressing(obs.transitional_reason, obs.message), *obs.conditions),
+            status=status,
+            requeue_after=t.short,
+            retry=True,
+        )
+    reason = REASON_SUCCEEDED if obs.resource_exists else REASON_OBSERVED
+    return Outcome(
+        conditions=(*ready(reason, obs.message), *obs.conditions),
+        status=status,
+        requeue_after=t.short if obs.settling else None,
+        retry=obs.settling,
+    )
+
+
+def _converging(reason: str, message: str, status: dict[str, Any], pending: Pending | None, t: Timing) -> Outcome:
+    if pending is not None:
+        status = {**status, "pendingOperation": pending.to_status()}
+    return Outcome(conditions=tuple(progressing(reason, message)), status=status, requeue_after=t.short, retry=True)

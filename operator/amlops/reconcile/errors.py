@@ -1,0 +1,27 @@
+"""The only error vocabulary above the Azure adapters.
+
+Adapters classify Azure's answers (azure/errors.py) into one of these two; the engine turns them into
+conditions: retryable → ``Reconciling`` (reason ``WaitingForAzure``/``Throttled``), terminal → ``Stalled`` with
+Azure's error code as the reason.
+"""
+
+from __future__ import annotations
+
+
+class ReconcileError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class RetryableError(ReconcileError):
+    """Transient: 429, 5xx, timeouts, another operation in progress. Try again after ``delay`` seconds."""
+
+    def __init__(self, reason: str, message: str, delay: float = 10.0) -> None:
+        super().__init__(reason, message)
+        self.delay = delay
+
+
+class TerminalError(ReconcileError):
+    """Needs a human: invalid spec, quota, authorization, a missing parent. ``reason`` is Azure's code."""

@@ -1,0 +1,73 @@
+"""The contract between the engine and each kind's Azure client (after crossplane-runtime's ExternalClient).
+
+- **Idempotent**: creating what exists, or deleting what is missing or already going, is not an error. Every
+  method may be called again after a crash at any point.
+- **Non-blocking**: writes start the Azure operation and return at once (never ``await poller.result()``),
+  optionally with a :class:`Pending` so a restarted operator resumes polling instead of writing twice.
+- ``observe`` never writes. It reports facts in an :class:`Observation`; the engine decides.
+- Errors are raised only as :class:`~amlops.reconcile.errors.RetryableError` or
+  :class:`~amlops.reconcile.errors.TerminalError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from amlops.reconcile.managed import Managed
+from amlops.status import ConditionUpdate
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A long-running Azure operation in flight, saved in ``status.pendingOperation``."""
+
+    operation: str
+    continuation_token: str | None = None
+    started_at: str | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.operation}
+        if self.continuation_token:
+            out["token"] = self.continuation_token
+        if self.started_at:
+            out["startedAt"] = self.started_at
+        return out
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What Azure says now. ``at_provider`` holds status fields in Azure's names (camelCase)."""
+
+    resource_exists: bool
+    resource_up_to_date: bool = True
+    # Azure is still converging on its own (Creating, Resizing, Deleting): look again soon.
+    transitional: bool = False
+    transitional_reason: str = "WaitingForAzure"
+    # Usable, but moving (an autoscaling cluster resizing): Ready, and look again soon for fresh numbers.
+    settling: bool = False
+    message: str = ""
+    # Azure reports the resource as failed (e.g. provisioningState Failed): (error code, message).
+    failure: tuple[str, str] | None = None
+    # Value of the owner tag on the Azure resource; None when the resource has none.
+    owner: str | None = None
+    at_provider: Mapping[str, Any] = field(default_factory=dict)
+    # Kind-specific extra conditions (QuotaSufficient, MinNodesAvailable, ...).
+    conditions: tuple[ConditionUpdate, ...] = ()
+    diff: str = ""
+    pending: Pending | None = None
+
+
+class ExternalClient(Protocol[SpecT]):
+    async def observe(self, mr: Managed[SpecT]) -> Observation: ...
+
+    async def create(self, mr: Managed[SpecT]) -> Pending | None: ...
+
+    async def update(self, mr: Managed[SpecT], observation: Observation) -> Pending | None: ...
+
+    async def delete(self, mr: Managed[SpecT]) -> Pending | None: ...

@@ -1,0 +1,47 @@
+"""The engine's view of one custom resource: identity, typed spec, last status, policies' inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from amlops.api.kind import GROUP
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+RECONCILE_REQUESTED_ANNOTATION = f"{GROUP}/reconcile-requested-at"
+OWNER_TAG = f"{GROUP}-owner"
+
+
+@dataclass(frozen=True)
+class Managed(Generic[SpecT]):
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: SpecT
+    status: Mapping[str, Any] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    deleting: bool = False
+    has_finalizer: bool = True
+
+    @property
+    def owner(self) -> str:
+        """The value of the ``amlops.io-owner`` tag on every Azure resource amlops creates for this object."""
+        return f"{self.namespace}.{self.name}.{self.uid}"
+
+    @property
+    def paused(self) -> bool:
+        return self.annotations.get(PAUSED_ANNOTATION, "").lower() == "true"
+
+    @property
+    def reconcile_requested_at(self) -> str | None:
+        return self.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
+
+    def spec_value(self, name: str, default: Any = None) -> Any:
+        return getattr(self.spec, name, default)

@@ -1,0 +1,36 @@
+"""Operator settings from the environment (``AMLOPS_*``), so one image runs against Azure or the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AMLOPS_", extra="ignore")
+
+    arm_endpoint: str = Field(default="https://management.azure.com", description="ARM base URL.")
+    ca_bundle: Path | None = Field(default=None, description="CA file to trust for Azure endpoints (emulator).")
+    static_token: str | None = Field(
+        default=None,
+        description="A fixed bearer token instead of DefaultAzureCredential: local emulators only.",
+        repr=False,
+    )
+    batch_endpoint_template: str = Field(
+        default="https://{account}.{location}.batch.azure.com",
+        description="Batch account URL when a BatchCompute does not set spec.endpoint.",
+    )
+    blob_endpoint: str | None = Field(default=None, description="Blob service URL override (Azurite).")
+    # Shared per-workspace poller: fast while anything converges, slow when steady.
+    poll_floor_seconds: float = 2.0
+    poll_ceiling_seconds: float = 60.0
+    requeue_seconds: float = 5.0
+    stalled_recheck_seconds: float = 300.0
+    lro_polling_interval: float = 0.0
+    vm_size_cache_seconds: float = 3600.0
+    nodes_report_limit: int = 50
+    default_credentials_secret: str | None = Field(
+        default=None, description="Secret name used when a resource sets no spec.credentials (per namespace)."
+    )

@@ -1,0 +1,212 @@
+"""AmlCompute end to end: real apiserver, the operator process, the ARM emulator through the real SDK."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+import yaml
+
+from amlops import testbed
+
+pytestmark = pytest.mark.e2e
+WORKSPACE = {
+    "subscriptionId": "00000000-0000-0000-0000-000000000001",
+    "resourceGroup": "rg-amlops",
+    "name": "ws-amlops",
+}
+WS_PATH = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-amlops"
+    "/providers/Microsoft.MachineLearningServices/workspaces/ws-amlops"
+)
+
+
+def manifest(name: str, compute: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "amlops.io/v1alpha1",
+        "kind": "AmlCompute",
+        "metadata": {"name": name},
+        "spec": {"workspace": WORKSPACE, "computeName": compute, "vmSize": "STANDARD_DS3_V2", **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def apply(k8s: testbed.Testbed, namespace: str, text: str) -> None:
+    subprocess.run(
+        ["kubectl", "apply", "-n", namespace, "-f", "-"],
+        input=text,
+        env=k8s.env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    if not obj:
+        return None
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"]["generation"]:
+        return None
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+
+
+def wait_condition(
+    k8s: testbed.Testbed, ns: str, name: str, type_: str, status: str = "True", timeout: float = 60
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = testbed.get_object(k8s, "amlcompute", name, ns)
+        c = condition(obj, type_)
+        return obj if c and c["status"] == status else None
+
+    return testbed.eventually(probe, timeout=timeout, what=f"amlcompute/{name} {type_}={status}")
+
+
+def compute_name() -> str:
+    return "c" + uuid.uuid4().hex[:8]
+
+
+def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_deletes(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("cpu", cname, scaleSettings={"minNodeCount": 1, "maxNodeCount": 3}))
+    obj = wait_condition(k8s, namespace, "cpu", "Ready")
+    wait_condition(k8s, namespace, "cpu", "MinNodesAvailable")
+    status_code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert status_code == 200
+    assert body["tags"]["amlops.io-owner"] == f"{namespace}.cpu.{obj['metadata']['uid']}"
+    obj = testbed.get_object(k8s, "amlcompute", "cpu", namespace)
+    assert obj is not None
+    status = obj["status"]
+    assert status["resourceId"].endswith(f"/computes/{cname}")
+    assert status["provisioningState"] == "Succeeded"
+    assert status["currentNodeCount"] >= 1
+    assert status["quota"]["family"] == "standardDSv2Family"
+
+    # kubectl scale goes through the scale subresource to maxNodeCount: exactly one PATCH.
+    azure.control("DELETE", "/stats")
+    k8s.kubectl("scale", "amlcompute/cpu", "-n", namespace, "--replicas=5")
+    testbed.eventually(
+        lambda: (
+            azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]["properties"]["properties"]["scaleSettings"][
+                "maxNodeCount"
+            ]
+            == 5
+        ),
+        what="maxNodeCount 5 in Azure",
+    )
+    wait_condition(k8s, namespace, "cpu", "Ready")
+    assert azure.operations().get("MachineLearningCompute_Update") == 1
+    assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") is None
+
+    # kubectl patch of the idle time: one more PATCH, never a PUT.
+    k8s.kubectl(
+        "patch",
+        "amlcompute/cpu",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"scaleSettings": {"nodeIdleTimeBeforeScaleDown": 300}}}),
+    )
+    testbed.eventually(
+        lambda: (
+            azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]["properties"]["properties"]["scaleSettings"][
+                "nodeIdleTimeBeforeScaleDown"
+            ]
+            in ("PT300S", "PT5M")
+        ),
+        what="idle time in Azure",
+    )
+    assert azure.operations().get("MachineLearningCompute_Update") == 2
+    assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") is None
+
+    k8s.kubectl("delete", "amlcompute/cpu", "-n", namespace, "--wait=false")
+    testbed.eventually(lambda: testbed.get_object(k8s, "amlcompute", "cpu", namespace) is None, what="CR gone")
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
+
+
+def test_orphan_leaves_the_cluster_in_azure(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("keep", cname, deletionPolicy="Orphan"))
+    wait_condition(k8s, namespace, "keep", "Ready")
+    k8s.kubectl("delete", "amlcompute/keep", "-n", namespace, "--wait=false")
+    testbed.eventually(lambda: testbed.get_object(k8s, "amlcompute", "keep", namespace) is None, what="CR gone")
+    code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert code == 200
+    assert body["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_an_untagged_cluster_is_adopted_only_with_adopt_true(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    cname = compute_name()
+    put = {
+        "location": "westeurope",
+        "properties": {
+            "computeType": "AmlCompute",
+            "properties": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 2}},
+        },
+    }
+    assert azure.arm("PUT", f"{WS_PATH}/computes/{cname}", put)[0] == 201
+    start_operator(namespace, extra_env=azure.operator_env())
+    apply(k8s, namespace, manifest("theirs", cname, scaleSettings={"minNodeCount": 0, "maxNodeCount": 4}))
+    obj = wait_condition(k8s, namespace, "theirs", "Stalled")
+    stalled = condition(obj, "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "NotOwned"
+    assert "spec.adopt" in stalled["message"]
+    k8s.kubectl("delete", "amlcompute/theirs", "-n", namespace)
+    # Deleting the refused object must leave the foreign cluster alone.
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 200
+
+    apply(k8s, namespace, manifest("adopted", cname, adopt=True, scaleSettings={"minNodeCount": 0, "maxNodeCount": 4}))
+    wait_condition(k8s, namespace, "adopted", "Ready")
+    _, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert body["properties"]["properties"]["scaleSettings"]["maxNodeCount"] == 4
+
+
+def test_missing_workspace_is_stalled_with_azures_code(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    start_operator(namespace, extra_env=azure.operator_env())
+    text = manifest("nows", compute_name()).replace("ws-amlops", "ws-missing")
+    apply(k8s, namespace, text)
+    obj = wait_condition(k8s, namespace, "nows", "Stalled")
+    stalled = condition(obj, "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "ParentResourceNotFound"
+    events = k8s.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=ParentResourceNotFound", "-o", "json"
+    )
+    assert any(e["type"] == "Warning" for e in json.loads(events)["items"])
+
+
+def test_quota_numbers_are_in_the_condition_message(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    start_operator(namespace, extra_env=azure.operator_env())
+    apply(k8s, namespace, manifest("big", compute_name(), scaleSettings={"minNodeCount": 0, "maxNodeCount": 50}))
+    obj = wait_condition(k8s, namespace, "big", "QuotaSufficient", status="False")
+    quota = condition(obj, "QuotaSufficient")
+    assert quota is not None
+    assert "maxNodeCount 50 x 4 vCPUs = 200 vCPUs" in quota["message"]
+    assert "standardDSv2Family quota 24" in quota["message"]
+
+
+def test_unknown_vm_size_is_stalled(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+    start_operator(namespace, extra_env=azure.operator_env())
+    apply(k8s, namespace, manifest("odd", compute_name(), vmSize="STANDARD_NOPE_V9"))
+    obj = wait_condition(k8s, namespace, "odd", "Stalled")
+    stalled = condition(obj, "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "VmSizeNotAvailable"
+    assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") is None

@@ -1,0 +1,254 @@
+"""The generic engine with scripted ExternalClients (as crossplane-runtime tests its managed reconciler)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from amlops.reconcile.engine import Timing, reconcile
+from amlops.reconcile.errors import RetryableError, TerminalError
+from amlops.reconcile.external import Observation, Pending
+from amlops.reconcile.managed import Managed
+from amlops.status import ConditionUpdate
+
+pytestmark = pytest.mark.unit
+
+
+class Spec(BaseModel):
+    management_policy: str = "Manage"
+    deletion_policy: str = "Delete"
+    adopt: bool = False
+
+
+OWNER = "ns.obj.uid-1"
+
+
+def managed(**overrides: Any) -> Managed[Spec]:
+    spec = Spec(**overrides.pop("spec", {}))
+    base: dict[str, Any] = dict(
+        kind="AmlCompute", namespace="ns", name="obj", uid="uid-1", generation=2, spec=spec, has_finalizer=True
+    )
+    return Managed(**{**base, **overrides})
+
+
+@dataclass
+class Scripted:
+    """Answers observe with ``observation`` (or raises ``observe_error``) and records every write."""
+
+    observation: Observation = field(default_factory=lambda: Observation(resource_exists=False))
+    observe_error: Exception | None = None
+    write_error: Exception | None = None
+    pending: Pending | None = None
+    calls: list[str] = field(default_factory=list)
+
+    async def observe(self, mr: Managed[Spec]) -> Observation:
+        self.calls.append("observe")
+        if self.observe_error:
+            raise self.observe_error
+        return self.observation
+
+    async def _write(self, name: str) -> Pending | None:
+        self.calls.append(name)
+        if self.write_error:
+            raise self.write_error
+        return self.pending
+
+    async def create(self, mr: Managed[Spec]) -> Pending | None:
+        return await self._write("create")
+
+    async def update(self, mr: Managed[Spec], observation: Observation) -> Pending | None:
+        return await self._write("update")
+
+    async def delete(self, mr: Managed[Spec]) -> Pending | None:
+        return await self._write("delete")
+
+
+@dataclass(frozen=True)
+class Case:
+    reason: str
+    mr: Managed[Spec]
+    client: Scripted
+    calls: list[str]
+    conditions: dict[str, tuple[str, str]]  # type -> (status, reason)
+    release: bool = False
+    retry: bool = False
+
+
+EXISTS_OURS = Observation(resource_exists=True, owner=OWNER, at_provider={"provisioningState": "Succeeded"})
+CASES = [
+    Case(
+        "Paused: no Azure call at all",
+        managed(annotations={"amlops.io/paused": "true"}),
+        Scripted(),
+        [],
+        {"Reconciling": ("False", "Paused")},
+    ),
+    Case(
+        "Missing: create, then Reconciling/Creating and look again soon",
+        managed(),
+        Scripted(),
+        ["observe", "create"],
+        {"Reconciling": ("True", "Creating"), "Ready": ("False", "Creating"), "Stalled": ("False", "Creating")},
+        retry=True,
+    ),
+    Case(
+        "No finalizer yet (a timer came first): no create",
+        managed(has_finalizer=False),
+        Scripted(),
+        ["observe"],
+        {"Reconciling": ("True", "WaitingForFinalizer")},
+        retry=True,
+    ),
+    Case(
+        "Up to date and steady: Ready, no write",
+        managed(),
+        Scripted(observation=EXISTS_OURS),
+        ["observe"],
+        {"Ready": ("True", "Succeeded"), "Reconciling": ("False", "Succeeded")},
+    ),
+    Case(
+        "Up to date but Azure converging (Resizing): Reconciling, no write",
+        managed(),
+        Scripted(observation=Observation(True, owner=OWNER, transitional=True, transitional_reason="Resizing")),
+        ["observe"],
+        {"Reconciling": ("True", "Resizing"), "Ready": ("False", "Resizing")},
+        retry=True,
+    ),
+    Case(
+        "Drifted: update, Reconciling/Updating",
+        managed(),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner=OWNER, diff="maxNodeCount 4 → 8")),
+        ["observe", "update"],
+        {"Reconciling": ("True", "Updating"), "Ready": ("False", "Updating")},
+        retry=True,
+    ),
+    Case(
+        "Exists without our owner tag and no adopt: Stalled NotOwned, no write",
+        managed(),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner=None)),
+        ["observe"],
+        {"Stalled": ("True", "NotOwned"), "Ready": ("False", "NotOwned")},
+    ),
+    Case(
+        "Exists without our tag but adopt: true: treated as ours",
+        managed(spec={"adopt": True}),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner="other")),
+        ["observe", "update"],
+        {"Reconciling": ("True", "Updating")},
+        retry=True,
+    ),
+    Case(
+        "Failed in Azure: Stalled with Azure's code",
+        managed(),
+        Scripted(observation=Observation(True, owner=OWNER, failure=("QuotaExceeded", "needs 32 cores"))),
+        ["observe"],
+        {"Stalled": ("True", "QuotaExceeded"), "Ready": ("False", "QuotaExceeded")},
+    ),
+    Case(
+        "ObserveOnly and present: Ready from Azure, never a write",
+        managed(spec={"management_policy": "ObserveOnly"}),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner=None)),
+        ["observe"],
+        {"Ready": ("True", "Succeeded")},
+    ),
+    Case(
+        "ObserveOnly and missing: Stalled ResourceNotFound, never a create",
+        managed(spec={"management_policy": "ObserveOnly"}),
+        Scripted(),
+        ["observe"],
+        {"Stalled": ("True", "ResourceNotFound")},
+    ),
+    Case(
+        "Deleting and present: delete, keep the finalizer",
+        managed(deleting=True),
+        Scripted(observation=EXISTS_OURS),
+        ["observe", "delete"],
+        {"Reconciling": ("True", "Deleting")},
+        retry=True,
+    ),
+    Case(
+        "Deleting while Azure is already deleting: no second delete",
+        managed(deleting=True),
+        Scripted(observation=Observation(True, owner=OWNER, transitional=True)),
+        ["observe"],
+        {"Reconciling": ("True", "Deleting")},
+        retry=True,
+    ),
+    Case(
+        "Deleting and gone: release the finalizer",
+        managed(deleting=True),
+        Scripted(),
+        ["observe"],
+        {},
+        release=True,
+    ),
+    Case(
+        "Deleting with Orphan: release without touching Azure",
+        managed(deleting=True, spec={"deletion_policy": "Orphan"}),
+        Scripted(observation=EXISTS_OURS),
+        ["observe"],
+        {},
+        release=True,
+    ),
+    Case(
+        "Deleting what we do not own: release, never delete it",
+        managed(deleting=True),
+        Scripted(observation=Observation(True, owner="someone-else")),
+        ["observe"],
+        {},
+        release=True,
+    ),
+    Case(
+        "Observe throttled: Reconciling/Throttled, retry after Retry-After",
+        managed(),
+        Scripted(observe_error=RetryableError("Throttled", "429 from ARM", delay=7)),
+        ["observe"],
+        {"Reconciling": ("True", "Throttled")},
+        retry=True,
+    ),
+    Case(
+        "Create refused terminally: Stalled with Azure's code",
+        managed(),
+        Scripted(write_error=TerminalError("ParentResourceNotFound", "workspace ws not found")),
+        ["observe", "create"],
+        {"Stalled": ("True", "ParentResourceNotFound"), "Reconciling": ("False", "ParentResourceNotFound")},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.reason) for c in CASES])
+async def test_engine(case: Case) -> None:
+    outcome = await reconcile(case.mr, case.client, Timing(short=1, stalled=60))
+    assert case.client.calls == case.calls, case.reason
+    got = {c.type: (c.status, c.reason) for c in outcome.conditions}
+    for type_, expected in case.conditions.items():
+        assert got.get(type_) == expected, f"{case.reason}: {type_} {got.get(type_)} != {expected}"
+    assert outcome.release_finalizer == case.release, case.reason
+    assert outcome.retry == case.retry, case.reason
+
+
+async def test_pending_operation_is_published_and_cleared() -> None:
+    client = Scripted(pending=Pending("create", "token-1", "2026-01-01T00:00:00Z"))
+    created = await reconcile(managed(), client)
+    assert created.status["pendingOperation"] == {
+        "name": "create",
+        "token": "token-1",
+        "startedAt": "2026-01-01T00:00:00Z",
+    }
+    steady = await reconcile(managed(), Scripted(observation=EXISTS_OURS))
+    assert steady.status["pendingOperation"] is None
+    assert steady.status["provisioningState"] == "Succeeded"
+
+
+async def test_retry_delay_comes_from_the_error() -> None:
+    outcome = await reconcile(managed(), Scripted(observe_error=RetryableError("Throttled", "429", delay=7)))
+    assert outcome.requeue_after == 7
+
+
+async def test_kind_conditions_ride_along_with_ready() -> None:
+    extra = ConditionUpdate("MinNodesAvailable", "True", "Succeeded", "2 of 2 nodes")
+    outcome = await reconcile(managed(), Scripted(observation=Observation(True, owner=OWNER, conditions=(extra,))))
+    assert extra in outcome.conditions
