@@ -187,40 +187,37 @@ WORKSPACE_PATH = (
 
 
 @pytest.fixture
-def azure(tmp_path: Path) -> Iterator[EmulatorProcess]:
-    """A fresh emulator per test (ARM over HTTPS + Batch), its clock 60x real time."""
-    state = tmp_path / "emulator"
-    log = tmp_path / "emulator.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "amlops",
-                "emulator",
-                "--arm-port",
-                "0",
-                "--batch-port",
-                "0",
-                "--state-dir",
-                str(state),
-                "--speed",
-                "60",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        testbed.eventually(
-            lambda: (state / "endpoints.json").exists() or proc.poll() is not None, timeout=30, what="emulator up"
-        )
-        if proc.poll() is not None:
-            raise RuntimeError(f"emulator exited: {log.read_text()[-2000:]}")
-        emulator = EmulatorProcess(proc, state, log)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    yield emulator
-    emulator.stop()
+def start_azure(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
+    """Start ``amlops emulator`` processes (ARM over HTTPS + Batch); all are stopped after the test."""
+    started: list[EmulatorProcess] = []
+
+    def start(speed: float = 60.0) -> EmulatorProcess:
+        state = tmp_path / f"emulator-{len(started)}"
+        log = tmp_path / f"emulator-{len(started)}.log"
+        args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0"]
+        args += ["--state-dir", str(state), "--speed", str(speed)]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            testbed.eventually(
+                lambda: (state / "endpoints.json").exists() or proc.poll() is not None, timeout=30, what="emulator up"
+            )
+            if proc.poll() is not None:
+                raise RuntimeError(f"emulator exited: {log.read_text()[-2000:]}")
+            emulator = EmulatorProcess(proc, state, log)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def azure(start_azure: Callable[..., EmulatorProcess]) -> EmulatorProcess:
+    """A fresh emulator per test, its clock 60x real time."""
+    return start_azure(60.0)

@@ -34,6 +34,11 @@ AZURE_RATELIMIT_REMAINING = Gauge(
     "Last x-ms-ratelimit-remaining-subscription-* value by subscription and kind (reads, writes, deletes).",
     ["subscription", "kind"],
 )
+RESOURCE_CONDITION = Gauge(
+    "amlops_resource_condition",
+    "1 while the resource's condition of this type is True, else 0 (Ready, Reconciling, Stalled, job conditions).",
+    ["kind", "namespace", "name", "type"],
+)
 RESOURCE_READY = Gauge("amlops_resource_ready", "1 when the resource is Ready, else 0.", ["kind", "namespace", "name"])
 COMPUTE_NODES = Gauge("amlops_compute_nodes", "Nodes of a compute by node state.", ["namespace", "name", "state"])
 COMPUTE_TARGET_NODES = Gauge("amlops_compute_target_nodes", "Target node count of a compute.", ["namespace", "name"])
@@ -55,15 +60,17 @@ _PER_RESOURCE = (RESOURCE_READY, COMPUTE_NODES, COMPUTE_TARGET_NODES, PARALLELJO
 def forget(kind: str, namespace: str, name: str) -> None:
     """Drop every series of one resource (called once it is gone from the cluster)."""
     RESOURCE_READY.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+    RESOURCE_CONDITION.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
     for metric in _PER_RESOURCE[1:]:
         metric.remove_by_labels({"namespace": namespace, "name": name})
 
 
 def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
     """Per-resource gauges from one reconcile pass's outcome."""
-    ready = next((c for c in outcome.conditions if c.type == READY), None)
-    if ready is not None:
-        RESOURCE_READY.labels(kind, namespace, name).set(1 if ready.status == "True" else 0)
+    for condition in outcome.conditions:
+        RESOURCE_CONDITION.labels(kind, namespace, name, condition.type).set(1 if condition.status == "True" else 0)
+        if condition.type == READY:
+            RESOURCE_READY.labels(kind, namespace, name).set(1 if condition.status == "True" else 0)
     status = outcome.status
     counts = status.get("nodeStateCounts")
     if isinstance(counts, dict):

@@ -76,6 +76,20 @@ def test_samples_apply_and_show_in_kubectl_get_amlops(k8s: testbed.Testbed, name
             id="NegativeNodeCount",
         ),
         pytest.param(
+            "kind: AmlCompute\nmetadata: {name: minmax}\nspec:\n"
+            + WORKSPACE
+            + "  scaleSettings: {minNodeCount: 5, maxNodeCount: 2}\n",
+            "minNodeCount must be <= maxNodeCount",
+            id="MinAboveMax",
+        ),
+        pytest.param(
+            "kind: AmlCompute\nmetadata: {name: ids}\nspec:\n"
+            + WORKSPACE
+            + "  identity: {type: SystemAssigned, userAssignedIdentities: [/subscriptions/s/id]}\n",
+            "userAssignedIdentities are only allowed with type UserAssigned",
+            id="IdentityIdsWithoutUserAssigned",
+        ),
+        pytest.param(
             "kind: AmlCompute\nmetadata: {name: a-very-long-cluster-name}\nspec:\n" + WORKSPACE,
             "set spec.computeName",
             id="NameNotAnAzureComputeName",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
 from amlops.api.common import (
@@ -39,6 +39,14 @@ def _immutable(what: str, instead: str) -> JsonDict:
 
 
 class ScaleSettings(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.minNodeCount <= self.maxNodeCount", "message": "minNodeCount must be <= maxNodeCount"}
+            ]
+        }
+    )
+
     min_node_count: int = Field(
         default=0, ge=0, le=10000, description="Seed: min_nodes. Nodes kept even when idle. Default 0."
     )
@@ -80,6 +88,23 @@ class Subnet(ApiModel):
 
 
 class Identity(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.type.contains('UserAssigned') || !has(self.userAssignedIdentities) "
+                    "|| size(self.userAssignedIdentities) == 0",
+                    "message": "userAssignedIdentities are only allowed with type UserAssigned",
+                },
+                {
+                    "rule": "!self.type.contains('UserAssigned') || (has(self.userAssignedIdentities) "
+                    "&& size(self.userAssignedIdentities) > 0)",
+                    "message": "type UserAssigned needs at least one entry in userAssignedIdentities",
+                },
+            ]
+        }
+    )
+
     type: IdentityType = Field(default="None", description="Seed: identity_type.")
     user_assigned_identities: list[str] = Field(
         default_factory=list,

@@ -17,6 +17,8 @@ from amlops.handlers.kube_secrets import KubernetesSecretReader, load_kube_confi
 from amlops.reconcile.engine import Timing
 from amlops.settings import Settings
 
+KOPF_PREFIX = f"kopf.{GROUP}"
+
 
 @kopf.on.startup()
 async def connect(memo: kopf.Memo, **_: Any) -> None:
@@ -40,12 +42,14 @@ async def disconnect(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Progress and the diff base in annotations under our own prefix: the CRDs' structural schemas would
-    # prune kopf's default status.kopf field, and our status belongs to the kstatus contract alone.
+    # Progress and the diff base in annotations: the CRDs' structural schemas would prune kopf's default
+    # status.kopf field, and our status belongs to the kstatus contract alone. kopf hides every annotation
+    # under its storage prefix from change detection, so that prefix must not be amlops.io itself: users'
+    # amlops.io/paused and amlops.io/reconcile-requested-at must trigger a reconcile.
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     # Reconnect watches well before the apiserver's own timeout so a dead connection is noticed quickly.
