@@ -1,22 +1,49 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: build the locked environment with uv, run it from a slim image as a non-root user.
+# The amlops operator image. Two stages: uv builds the locked runtime environment (no dev or test groups, the
+# project installed as a wheel, not editable), and the final stage copies only that environment onto the
+# same slim Python base, so no compiler, uv or source tree ships. It runs as the non-root uid 10001 with a
+# read-only root filesystem in mind (the chart mounts an emptyDir on /tmp).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-RUN pip install --no-cache-dir uv==0.13.8
+ARG UV_VERSION=0.13.8
+# Behind a TLS-inspecting proxy, mount its CA bundle for the build only and name it here (build stage only, so
+# it never reaches the image): --volume /etc/ssl/certs/ca-certificates.crt:/run/build-ca.crt:ro
+# --build-arg SSL_CERT_FILE=/run/build-ca.crt --build-arg PIP_CERT=/run/build-ca.crt
+ARG SSL_CERT_FILE
+ARG PIP_CERT
+ENV UV_PROJECT_ENVIRONMENT=/opt/amlops \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
+# Dependencies first: this layer is reused until uv.lock changes, whatever happens to the code.
 COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-dev --no-install-project --no-editable --no-cache
 COPY operator ./operator
-RUN UV_PROJECT_ENVIRONMENT=/opt/amlops uv sync --locked --no-dev --no-editable --compile-bytecode
+RUN uv sync --locked --no-dev --no-editable --no-cache
 
 FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="amlops" \
       org.opencontainers.image.description="Kubernetes operator for Azure ML compute and parallel jobs" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="MIT"
+RUN groupadd --gid 10001 amlops \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin amlops
 COPY --from=build /opt/amlops /opt/amlops
-RUN useradd --system --uid 10001 --no-create-home amlops
-USER 10001
-ENV PATH=/opt/amlops/bin:$PATH PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1
+USER 10001:10001
+# PYTHONSAFEPATH: never import from the working directory. Bytecode was compiled at build time, and the root
+# filesystem may be read-only, so Python must not try to write more.
+ENV PATH=/opt/amlops/bin:$PATH \
+    PYTHONSAFEPATH=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /tmp
 EXPOSE 8080 9090
 ENTRYPOINT ["amlops"]
 CMD ["run"]

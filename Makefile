@@ -41,4 +41,19 @@ crds: ## Regenerate crds/ and the chart's copy from the typed models
 crds-check: ## Fail if the committed CRDs are stale
 	uv run amlops crdgen --check
 
-.PHONY: help demo test sync testbed fmt lint typecheck unit crds crds-check
+##@ Release
+chart-lint: ## helm lint the chart and check its renders against the Kubernetes schemas (no cluster)
+	"$$(tools/testbed/build helm | tail -n 1)/helm" lint --strict charts/amlops --kube-version 1.37.2
+	uv run pytest tests/chart -m "not e2e" -q
+
+IMAGE ?= localhost/amlops:dev
+PYTHON_IMAGE ?=
+image: ## Build the operator image with buildah (IMAGE=name; PYTHON_IMAGE=base, default: a local Debian stand-in)
+	base="$(PYTHON_IMAGE)"; [ -n "$$base" ] || base=$$(tools/image/base-image); \
+	ca=(); if [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
+	  ca=(--volume /etc/ssl/certs/ca-certificates.crt:/run/build-ca.crt:ro \
+	      --build-arg SSL_CERT_FILE=/run/build-ca.crt --build-arg PIP_CERT=/run/build-ca.crt); fi; \
+	buildah bud --isolation chroot --layers "$${ca[@]}" --build-arg PYTHON_IMAGE="$$base" \
+	  --build-arg REVISION="$$(git rev-parse HEAD)" --tag "$(IMAGE)" .
+
+.PHONY: help demo test sync testbed fmt lint typecheck unit crds crds-check chart-lint image

@@ -84,7 +84,7 @@ def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 args,
-                env={**k8s.env(), **(extra_env or {})},
+                env={**k8s.env(), **testbed.offline_azure_env(), **(extra_env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -135,6 +135,7 @@ class EmulatorProcess:
             "AMLOPS_ARM_ENDPOINT": self.arm_url,
             "AMLOPS_CA_BUNDLE": self.ca_file,
             "AMLOPS_STATIC_TOKEN": self.token,
+            "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{self.batch_url}/{{account}}",
             "AMLOPS_POLL_FLOOR_SECONDS": "0.5",
             "AMLOPS_POLL_CEILING_SECONDS": "5",
             "AMLOPS_REQUEUE_SECONDS": "1",

@@ -419,3 +419,16 @@ def eventually(
             return last
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {timeout:.0f}s (last: {last!r})")
+
+
+def offline_azure_env() -> dict[str, str]:
+    """Azure endpoints on a closed loopback port and a static token: an operator started for a test never
+    leaves this machine. Unconfigured, it would use DefaultAzureCredential, which probes the instance
+    metadata address, and the public Azure endpoints."""
+    closed = f"https://127.0.0.1:{free_port()}"
+    return {
+        "AMLOPS_ARM_ENDPOINT": closed,
+        "AMLOPS_BATCH_ENDPOINT_TEMPLATE": closed,
+        "AMLOPS_BLOB_ENDPOINT": closed,
+        "AMLOPS_STATIC_TOKEN": "offline",
+    }

@@ -44,12 +44,28 @@ class BatchCredentials(ApiModel):
     )
 
 
+class ImageReference(ApiModel):
+    publisher: str = Field(default="canonical", description="Marketplace image publisher.")
+    offer: str = Field(default="0001-com-ubuntu-server-jammy", description="Marketplace image offer.")
+    sku: str = Field(default="22_04-lts", description="Marketplace image SKU.")
+    version: str = Field(default="latest", description="Image version.")
+
+
+class StartTask(ApiModel):
+    command_line: str = Field(min_length=1, description="Runs on every node as it joins the pool.")
+    wait_for_success: bool = Field(default=True, description="Node is usable only after the start task succeeded.")
+    environment: dict[str, str] = Field(default_factory=dict, description="Environment variables of the start task.")
+
+
 class ManagedPool(ApiModel):
     id: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="Batch pool id.")
     vm_size: str = Field(min_length=1, description="VM size of the pool's nodes.")
     target_dedicated_nodes: int = Field(default=0, ge=0, description="Dedicated nodes wanted.")
     target_low_priority_nodes: int = Field(default=0, ge=0, description="Low-priority (Spot) nodes wanted.")
     task_slots_per_node: int = Field(default=1, ge=1, le=256, description="Concurrent tasks per node.")
+    image_reference: ImageReference = Field(default_factory=ImageReference, description="Node OS image.")
+    node_agent_sku_id: str = Field(default="batch.node.ubuntu 22.04", description="Batch node agent SKU.")
+    start_task: StartTask | None = Field(default=None, description="Task every node runs when it joins.")
 
 
 class BatchComputeSpec(ApiModel):
@@ -90,7 +106,7 @@ class BatchComputeSpec(ApiModel):
 
 
 class PoolStatus(ApiModel):
-    id: str
+    id: str = Field(description="Batch pool id.")
     vm_size: str | None = None
     allocation_state: str | None = None
     current_dedicated_nodes: int = 0

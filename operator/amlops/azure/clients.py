@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
+from azure.batch.aio import BatchClient
+from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
 
 from amlops.azure import credentials
@@ -29,6 +31,7 @@ class AzureClients:
         self.pollers = Pollers(settings.poll_floor_seconds)
         self._credentials: dict[str, AsyncTokenCredential] = {}
         self._ml: dict[tuple[str, str], MlClient] = {}
+        self._batch: dict[tuple[str, str], BatchClient] = {}
 
     def credential(self, key: str, secret: Mapping[str, str] | None = None) -> AsyncTokenCredential:
         cred = self._credentials.get(key)
@@ -47,7 +50,25 @@ class AzureClients:
             self._ml[(key, subscription_id)] = client
         return client
 
+    def batch(self, endpoint: str, account: str, shared_key: str | None, credential_key: str) -> BatchClient:
+        """A Batch data-plane client: shared key when the BatchCompute names a key Secret, else AAD."""
+        key_id = hashlib.sha256((shared_key or "").encode()).hexdigest()[:16] if shared_key else credential_key
+        client = self._batch.get((endpoint, key_id))
+        if client is None:
+            kwargs: dict[str, object] = {}
+            if self.settings.ca_bundle and endpoint.startswith("https://"):
+                kwargs["connection_verify"] = str(self.settings.ca_bundle)
+            credential: AzureNamedKeyCredential | AsyncTokenCredential = (
+                AzureNamedKeyCredential(account, shared_key) if shared_key else self.credential(credential_key)
+            )
+            client = BatchClient(endpoint, credential, **kwargs)
+            self._batch[(endpoint, key_id)] = client
+        return client
+
     async def close(self) -> None:
+        for batch in self._batch.values():
+            await batch.close()
+        self._batch.clear()
         for client in self._ml.values():
             await client.close()
         for cred in self._credentials.values():

@@ -29,12 +29,16 @@ ARM_CODES: dict[str, Class] = {
     "ServerBusy": "retryable",
     "ServiceUnavailable": "retryable",
     "GatewayTimeout": "retryable",
+    "OperationTimedOut": "retryable",
+    "PoolNotSteady": "retryable",
     # Until a human acts (quota raised, role granted, parent created): the timer rechecks slowly.
     "QuotaExceeded": "terminal",
     "ResourceQuotaExceeded": "terminal",
     "ClusterMinNodesExceedCoreQuota": "terminal",
     "AuthorizationFailed": "terminal",
     "AuthenticationFailed": "terminal",
+    "AccountNotFound": "terminal",
+    "InsufficientAccountPermissions": "terminal",
     "InvalidAuthenticationToken": "terminal",
     "ParentResourceNotFound": "terminal",
     "ResourceGroupNotFound": "terminal",
@@ -85,11 +89,22 @@ def retry_after(error: HttpResponseError) -> float | None:
 
 
 def error_code(error: HttpResponseError) -> str | None:
-    inner = getattr(error, "error", None)
-    code = getattr(inner, "code", None)
-    if code:
-        return str(code)
+    """ARM puts the code under ``error``; the Batch data plane answers OData (``BatchError`` in ``model``)."""
+    for inner in (getattr(error, "error", None), getattr(error, "model", None)):
+        code = getattr(inner, "code", None)
+        if code:
+            return str(code)
     return None
+
+
+def error_message(error: HttpResponseError) -> str:
+    inner = getattr(error, "error", None)
+    if message := getattr(inner, "message", None):
+        return str(message)
+    model_message = getattr(getattr(error, "model", None), "message", None)
+    if value := getattr(model_message, "value", None):
+        return str(value).split("\nRequestId:", 1)[0]
+    return error.message or str(error)
 
 
 def translate(error: Exception) -> ReconcileError:
@@ -101,7 +116,7 @@ def translate(error: Exception) -> ReconcileError:
     if isinstance(error, HttpResponseError):
         status = error.status_code
         code = error_code(error) or (THROTTLED if status == 429 else f"Http{status}")
-        message = getattr(getattr(error, "error", None), "message", None) or error.message or str(error)
+        message = error_message(error)
         if status == 429:
             return RetryableError(THROTTLED, message, retry_after(error) or DEFAULT_RETRY)
         if classify(code, status) == "retryable":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +13,9 @@ from amlops import metrics
 from amlops.api.kind import GROUP
 from amlops.azure.clients import AzureClients
 from amlops.external.amlcompute import AmlComputeClient
+from amlops.external.batchcompute import BatchComputeClient
 from amlops.handlers.bridge import FINALIZER
-from amlops.handlers.kube_secrets import KubernetesSecretReader, load_kube_config
+from amlops.handlers.kube_secrets import KubernetesObjectReader, KubernetesSecretReader, load_kube_config
 from amlops.reconcile.engine import Timing
 from amlops.settings import Settings
 
@@ -31,6 +33,8 @@ async def connect(memo: kopf.Memo, **_: Any) -> None:
     memo["clients"] = clients
     memo["timing"] = Timing(short=settings.requeue_seconds, stalled=settings.stalled_recheck_seconds)
     memo["amlcompute_client"] = AmlComputeClient(clients, secrets)
+    memo["batchcompute_client"] = BatchComputeClient(clients, secrets)
+    memo["objects"] = KubernetesObjectReader()
 
 
 @kopf.on.cleanup()
@@ -81,6 +85,11 @@ def run(
     kopf.run(
         standalone=standalone,
         peering_name=peering_name,
+        # With peering (replicas >= 2), kopf pauses every operator that sees a peer of equal priority, so
+        # replicas with the default priority would freeze each other. A random priority makes exactly one
+        # replica the active one; the others stand by until it goes away. (It must be given here: kopf
+        # advertises the priority before startup handlers run.)
+        priority=random.randint(1, 2**31 - 1) if peering_name else None,
         namespaces=list(namespaces),
         clusterwide=not namespaces,
         liveness_endpoint=liveness_endpoint,

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from amlops import metrics
-from amlops.api import KINDS, AmlCompute
+from amlops.api import KINDS, AmlCompute, BatchCompute
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.handlers.bridge import apply_outcome, managed_from, object_lock
 from amlops.reconcile.engine import Timing, reconcile
@@ -50,6 +50,7 @@ def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[...,
 
 FACTORIES: dict[str, ClientFactory] = {
     AmlCompute.kind(): lambda memo: memo["amlcompute_client"],
+    BatchCompute.kind(): lambda memo: memo["batchcompute_client"],
 }
 
 

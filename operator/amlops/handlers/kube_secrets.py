@@ -9,6 +9,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from amlops.api.kind import GROUP, VERSION
+
 
 def load_kube_config() -> None:
     """The same cluster kopf talks to: in-cluster when running in a pod, else the kubeconfig."""
@@ -34,3 +36,22 @@ class KubernetesSecretReader:
             raise
         data = secret.data or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+class KubernetesObjectReader:
+    """Reads amlops custom resources (a ParallelJob reads the BatchCompute it runs on)."""
+
+    def __init__(self) -> None:
+        self._api = client.CustomObjectsApi()
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        def read_sync() -> Any:
+            return self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+
+        try:
+            obj = await asyncio.to_thread(read_sync)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(obj)

@@ -1,0 +1,3 @@
+-- Continue a suspended ParallelJob where it stopped.
+obj.spec.suspend = false
+return obj

@@ -1,0 +1,3 @@
+-- Stop adding and running mini-batches (the operator sets Suspended=True once Azure has stopped).
+obj.spec.suspend = true
+return obj

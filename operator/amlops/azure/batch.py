@@ -1,0 +1,73 @@
+"""The Azure Batch data-plane adapter for pools: the aio ``BatchClient``, plain dicts out.
+
+Every error leaves this module as the engine's RetryableError / TerminalError (Batch answers OData errors:
+``PoolExists``, ``PoolNotFound``, ``AuthenticationFailed``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from azure.batch import models
+from azure.batch.aio import BatchClient
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from amlops.azure.errors import error_code, translate
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+
+
+async def _call(call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except Exception as e:
+        raise translate(e) from e
+
+
+async def list_pools(client: BatchClient) -> list[JSON]:
+    async def collect() -> list[JSON]:
+        return [dict(pool.as_dict()) async for pool in client.list_pools()]
+
+    return await _call(collect)
+
+
+async def pool_node_counts(client: BatchClient) -> dict[str, JSON]:
+    """Per-pool node counts by state: one ``list_pool_node_counts`` call for the whole account."""
+
+    async def collect() -> dict[str, JSON]:
+        return {str(c.pool_id): dict(c.as_dict()) async for c in client.list_pool_node_counts()}
+
+    return await _call(collect)
+
+
+async def create_pool(client: BatchClient, pool: JSON) -> bool:
+    """Create the pool; False when a pool of that id exists already (idempotent by id)."""
+    options = models.BatchPoolCreateOptions(pool)
+    try:
+        await client.create_pool(options)
+    except ResourceExistsError:
+        return False
+    except HttpResponseError as e:
+        if error_code(e) == "PoolExists":
+            return False
+        raise translate(e) from e
+    except Exception as e:
+        raise translate(e) from e
+    return True
+
+
+async def resize_pool(client: BatchClient, pool_id: str, dedicated: int, low_priority: int) -> None:
+    options = models.BatchPoolResizeOptions(target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority)
+    # Start the resize and return: the pool's allocationState tells the rest on the next poll.
+    await _call(lambda: client.begin_resize_pool(pool_id, options, polling_interval=0))
+
+
+async def delete_pool(client: BatchClient, pool_id: str) -> None:
+    try:
+        await client.begin_delete_pool(pool_id, polling_interval=0)
+    except ResourceNotFoundError:
+        return
+    except Exception as e:
+        raise translate(e) from e

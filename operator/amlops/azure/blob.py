@@ -1,0 +1,308 @@
+"""Blob storage adapter (``azure.storage.blob.aio``) for the ParallelJob data plane.
+
+Listing a folder as a stream, ranged reads, small JSON/text writes (plain or exactly-once), block staging for
+the aggregated output, account-key SAS URLs for the node driver, and code-folder uploads. Every Azure error
+leaves through :func:`amlops.azure.errors.translate`, except the answers that are facts here ("not found",
+"already exists"), which become return values.
+
+A folder is ``(container, prefix)``; folder URIs name the account's endpoint, as Azure and Azurite print them
+(``https://acct.blob.core.windows.net/c/p`` or, path-style, ``http://127.0.0.1:10000/devstoreaccount1/c/p``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import (
+    BlobBlock,
+    BlobSasPermissions,
+    ContainerSasPermissions,
+    ContentSettings,
+    generate_blob_sas,
+    generate_container_sas,
+)
+from azure.storage.blob.aio import BlobServiceClient
+
+from amlops.azure.errors import translate
+from amlops.reconcile.errors import TerminalError
+
+NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
+UPLOAD_CONCURRENCY = 8
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobFolder:
+    container: str
+    prefix: str = ""  # "" or ending in "/"
+
+    def blob(self, name: str) -> str:
+        return f"{self.prefix}{name.lstrip('/')}"
+
+    def sub(self, path: str) -> BlobFolder:
+        path = path.strip("/")
+        return BlobFolder(self.container, f"{self.prefix}{path}/" if path else self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedBlob:
+    """A blob of a listed folder; ``name`` is relative to the folder (the planner's ``InputItem`` fields)."""
+
+    name: str
+    size: int
+    etag: str
+
+
+class BlobStore:
+    """One storage account. Create with :meth:`from_connection_string`; close with :meth:`close`."""
+
+    def __init__(self, service: BlobServiceClient) -> None:
+        self._service = service
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> BlobStore:
+        return cls(BlobServiceClient.from_connection_string(connection_string))
+
+    async def close(self) -> None:
+        await self._service.close()
+
+    async def __aenter__(self) -> BlobStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        return str(self._service.url).rstrip("/")
+
+    def folder(self, uri: str) -> BlobFolder:
+        """The folder a blob URI names on this account (``InvalidSpec`` for another account or no container)."""
+        base = urlsplit(self.url)
+        parts = urlsplit(uri)
+        base_path = base.path.rstrip("/")
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc) or not parts.path.startswith(f"{base_path}/"):
+            raise TerminalError("InvalidSpec", f"{uri!r} is not on the storage account {self.url}")
+        container, _, prefix = parts.path[len(base_path) + 1 :].partition("/")
+        if not container:
+            raise TerminalError("InvalidSpec", f"{uri!r} names no container")
+        prefix = prefix.strip("/")
+        return BlobFolder(container, f"{prefix}/" if prefix else "")
+
+    def file(self, uri: str) -> tuple[BlobFolder, str]:
+        """A ``uri_file`` input as (its parent folder, its name): list the parent, keep that one name."""
+        folder = self.folder(uri)
+        parent, _, name = folder.prefix.rstrip("/").rpartition("/")
+        if not name:
+            raise TerminalError("InvalidSpec", f"{uri!r} names a container, not a file")
+        return BlobFolder(folder.container, f"{parent}/" if parent else ""), name
+
+    def folder_url(self, folder: BlobFolder) -> str:
+        return f"{self.url}/{folder.container}/{quote(folder.prefix)}"
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    async def list_folder(self, folder: BlobFolder) -> AsyncIterator[ListedBlob]:
+        """Every blob under the folder, in name order, page by page (never the whole listing in memory)."""
+        container = self._service.get_container_client(folder.container)
+        try:
+            async for blob in container.list_blobs(name_starts_with=folder.prefix or None):
+                yield ListedBlob(str(blob.name)[len(folder.prefix) :], int(blob.size), str(blob.etag).strip('"'))
+        except AzureError as error:
+            raise translate(error) from error
+
+    async def read(self, folder: BlobFolder, name: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """The blob's bytes (a range when ``length`` is given), or None when it does not exist."""
+        blob = self._service.get_blob_client(folder.container, folder.blob(name))
+        try:
+            stream = await blob.download_blob(offset=offset, length=length)
+            data: bytes = await stream.readall()
+            return data
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            if getattr(error, "status_code", None) == 416:  # a range starting at or past the end: nothing there
+                return b""
+            raise translate(error) from error
+
+    async def exists(self, folder: BlobFolder, name: str) -> bool:
+        try:
+            return bool(await self._service.get_blob_client(folder.container, folder.blob(name)).exists())
+        except AzureError as error:
+            raise translate(error) from error
+
+    async def size(self, folder: BlobFolder, name: str) -> int | None:
+        try:
+            properties = await self._service.get_blob_client(folder.container, folder.blob(name)).get_blob_properties()
+            return int(properties.size)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise translate(error) from error
+
+    # ------------------------------------------------------------------------------------------- writes
+
+    async def create_container(self, container: str) -> None:
+        try:
+            await self._service.create_container(container)
+        except ResourceExistsError:
+            pass
+        except AzureError as error:
+            raise translate(error) from error
+
+    async def write(self, folder: BlobFolder, name: str, data: bytes, content_type: str = TEXT_TYPE) -> None:
+        blob = self._service.get_blob_client(folder.container, folder.blob(name))
+        try:
+            await blob.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+        except AzureError as error:
+            raise translate(error) from error
+
+    async def write_if_absent(self, folder: BlobFolder, name: str, data: bytes, content_type: str = TEXT_TYPE) -> bool:
+        """Exactly-once write (``If-None-Match: *``): True when written, False when the blob already existed."""
+        blob = self._service.get_blob_client(folder.container, folder.blob(name))
+        try:
+            await blob.upload_blob(data, overwrite=False, content_settings=ContentSettings(content_type=content_type))
+            return True
+        except ResourceExistsError:
+            return False
+        except AzureError as error:
+            if getattr(error, "status_code", None) == 412:  # the condition failed: someone wrote it first
+                return False
+            raise translate(error) from error
+
+    async def stage_block(self, folder: BlobFolder, name: str, block_id: str, data: bytes) -> None:
+        """An uncommitted block; staging the same id again replaces it, so a retry is harmless."""
+        blob = self._service.get_blob_client(folder.container, folder.blob(name))
+        try:
+            await blob.stage_block(block_id, data)
+        except AzureError as error:
+            raise translate(error) from error
+
+    async def commit_blocks_if_absent(
+        self, folder: BlobFolder, name: str, block_ids: Iterable[str], content_type: str = TEXT_TYPE
+    ) -> bool:
+        """Commit staged blocks as a new blob; False (and nothing changed) when the blob already exists."""
+        blob = self._service.get_blob_client(folder.container, folder.blob(name))
+        try:
+            await blob.commit_block_list(
+                [BlobBlock(block_id) for block_id in block_ids],
+                content_settings=ContentSettings(content_type=content_type),
+                match_condition=MatchConditions.IfMissing,
+            )
+            return True
+        except ResourceExistsError:
+            return False
+        except AzureError as error:
+            if getattr(error, "status_code", None) in (409, 412):
+                return False
+            raise translate(error) from error
+
+    async def upload_directory(self, local: Path, folder: BlobFolder) -> int:
+        """Every file under ``local`` (relative names kept), e.g. ``task.code`` as the job's code folder."""
+        files = await asyncio.to_thread(_read_tree, local)
+        await self._upload_all(folder, files)
+        return len(files)
+
+    async def upload_files(self, folder: BlobFolder, files: Mapping[str, bytes | str]) -> int:
+        """Named contents, e.g. a ConfigMap's ``data``/``binaryData`` as the job's code folder."""
+        await self._upload_all(folder, ((n, v.encode() if isinstance(v, str) else v) for n, v in files.items()))
+        return len(files)
+
+    async def _upload_all(self, folder: BlobFolder, files: Iterable[tuple[str, bytes]]) -> None:
+        gate = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+
+        async def one(name: str, data: bytes) -> None:
+            async with gate:
+                await self.write(folder, name, data, "application/octet-stream")
+
+        await asyncio.gather(*(one(name, data) for name, data in files))
+
+    # ------------------------------------------------------------------------------------------- SAS
+
+    def blob_sas_url(self, folder: BlobFolder, name: str, lifetime: timedelta, *, write: bool = False) -> str:
+        account, key = self._shared_key()
+        blob_name = folder.blob(name)
+        token = generate_blob_sas(
+            account,
+            folder.container,
+            blob_name,
+            account_key=key,
+            permission=BlobSasPermissions(read=True, write=write, create=write),
+            expiry=datetime.now(UTC) + lifetime,
+        )
+        return f"{self.url}/{folder.container}/{quote(blob_name)}?{token}"
+
+    def folder_sas_url(self, folder: BlobFolder, lifetime: timedelta, *, write: bool = False) -> str:
+        """A container SAS pointing at the folder: read (and list), plus create/write for a results folder.
+
+        Account-key SAS cannot be narrowed to a prefix of a flat-namespace container; scope by container."""
+        account, key = self._shared_key()
+        token = generate_container_sas(
+            account,
+            folder.container,
+            account_key=key,
+            permission=ContainerSasPermissions(read=True, list=True, write=write, create=write),
+            expiry=datetime.now(UTC) + lifetime,
+        )
+        return f"{self.folder_url(folder)}?{token}"
+
+    def _shared_key(self) -> tuple[str, str]:
+        credential: Any = self._service.credential
+        key = getattr(credential, "account_key", None)
+        if not key:
+            raise TerminalError("SasUnavailable", "SAS URLs need the storage account key (a connection string)")
+        return str(credential.account_name), str(key)
+
+
+class JsonFolder:
+    """A folder of JSON documents: the planner's ``ManifestStore`` port."""
+
+    def __init__(self, store: BlobStore, folder: BlobFolder) -> None:
+        self.store, self.folder = store, folder
+
+    async def get_json(self, name: str) -> dict[str, Any] | None:
+        data = await self.store.read(self.folder, name)
+        return None if data is None else dict(json.loads(data))
+
+    async def put_json(self, name: str, doc: dict[str, Any]) -> None:
+        await self.store.write(self.folder, name, json.dumps(doc, separators=(",", ":")).encode(), JSON_TYPE)
+
+
+class BlobRangeReader:
+    """The planner's ``RangeReader`` port: finds line starts with small ranged reads."""
+
+    def __init__(self, store: BlobStore, folder: BlobFolder, probe: int = NEWLINE_PROBE) -> None:
+        self.store, self.folder, self.probe = store, folder, probe
+
+    async def find_newline(self, name: str, offset: int) -> int | None:
+        while True:
+            chunk = await self.store.read(self.folder, name, offset, self.probe)
+            if not chunk:
+                return None
+            found = chunk.find(b"\n")
+            if found >= 0:
+                return offset + found
+            if len(chunk) < self.probe:
+                return None
+            offset += len(chunk)
+
+
+def _read_tree(local: Path) -> list[tuple[str, bytes]]:
+    # Code folders are small: read whole, off the event loop.
+    return [(p.relative_to(local).as_posix(), p.read_bytes()) for p in sorted(local.rglob("*")) if p.is_file()]
+
+
+def block_id(number: int) -> str:
+    """Block ids of one blob must all have the same length: a fixed-width number, base64-encoded."""
+    return base64.b64encode(f"{number:012d}".encode()).decode()

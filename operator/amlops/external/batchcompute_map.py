@@ -1,0 +1,189 @@
+"""BatchCompute: pure mappings between the spec, ARM's attach body, Batch pools and the CR status. No I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from amlops.api.batchcompute import BatchComputeSpec, ManagedPool
+from amlops.reconcile.managed import OWNER_TAG
+
+JSON = dict[str, Any]
+_ACCOUNT_ID = re.compile(
+    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Batch/batchAccounts/([^/]+)$", re.I
+)
+NODE_COUNT_STATES = (
+    "creating", "idle", "offline", "preempted", "rebooting", "reimaging", "running", "starting",
+    "startTaskFailed", "leavingPool", "unknown", "unusable", "waitingForStartTask",
+)  # fmt: skip
+
+
+def account_id(spec: BatchComputeSpec) -> str:
+    if spec.resource_id:
+        return spec.resource_id
+    assert spec.batch_account is not None  # the CRD's CEL rule guarantees exactly one of the two
+    return (
+        f"/subscriptions/{spec.workspace.subscription_id}/resourceGroups/{spec.batch_account.resource_group}"
+        f"/providers/Microsoft.Batch/batchAccounts/{spec.batch_account.account_name}"
+    )
+
+
+def account_name(spec: BatchComputeSpec) -> str:
+    match = _ACCOUNT_ID.match(account_id(spec))
+    return match.group(3) if match else ""
+
+
+def endpoint(spec: BatchComputeSpec, template: str, location: str | None) -> str:
+    if spec.endpoint:
+        return spec.endpoint.rstrip("/")
+    return template.format(account=account_name(spec), location=location or "").rstrip("/")
+
+
+def attach_body(spec: BatchComputeSpec, *, owner: str, location: str) -> JSON:
+    """azureml-core ``BatchCompute.attach_configuration`` → the ARM PUT body (computeType Batch, no SDK model)."""
+    compute: JSON = {"computeType": "Batch", "resourceId": account_id(spec)}
+    if spec.description:
+        compute["description"] = spec.description
+    return {"location": location, "tags": {**spec.tags, OWNER_TAG: owner}, "properties": compute}
+
+
+def attached_status(body: JSON) -> JSON:
+    compute = body.get("properties") or {}
+    return {
+        "resourceId": body.get("id"),
+        "provisioningState": compute.get("provisioningState"),
+        "isAttachedCompute": compute.get("isAttachedCompute"),
+        "clusterLocation": compute.get("computeLocation") or body.get("location"),
+        "provisioningErrors": [
+            {
+                "code": str((e.get("error") or {}).get("code", "")),
+                "message": str((e.get("error") or {}).get("message", "")),
+            }
+            for e in compute.get("provisioningErrors") or []
+        ],
+    }
+
+
+def attached_account(body: JSON) -> str:
+    return str((body.get("properties") or {}).get("resourceId") or "")
+
+
+def pool_body(pool: ManagedPool, owner: str) -> JSON:
+    body: JSON = {
+        "id": pool.id,
+        "vmSize": pool.vm_size,
+        "targetDedicatedNodes": pool.target_dedicated_nodes,
+        "targetLowPriorityNodes": pool.target_low_priority_nodes,
+        "taskSlotsPerNode": pool.task_slots_per_node,
+        "virtualMachineConfiguration": {
+            "imageReference": {
+                "publisher": pool.image_reference.publisher,
+                "offer": pool.image_reference.offer,
+                "sku": pool.image_reference.sku,
+                "version": pool.image_reference.version,
+            },
+            "nodeAgentSKUId": pool.node_agent_sku_id,
+        },
+        "metadata": [{"name": OWNER_TAG, "value": owner}],
+    }
+    if pool.start_task:
+        body["startTask"] = {
+            "commandLine": pool.start_task.command_line,
+            "waitForSuccess": pool.start_task.wait_for_success,
+            "environmentSettings": [{"name": k, "value": v} for k, v in pool.start_task.environment.items()],
+        }
+    return body
+
+
+def pool_owner(pool: JSON) -> str | None:
+    for item in pool.get("metadata") or []:
+        if item.get("name") == OWNER_TAG:
+            return str(item.get("value"))
+    return None
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    create: tuple[ManagedPool, ...] = ()
+    resize: tuple[ManagedPool, ...] = ()
+    delete: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()  # resizing already: look again later
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.resize or self.delete)
+
+    def describe(self) -> str:
+        parts = [f"create pool {p.id}" for p in self.create]
+        parts += [
+            f"resize pool {p.id} to {p.target_dedicated_nodes}+{p.target_low_priority_nodes}" for p in self.resize
+        ]
+        parts += [f"delete pool {pid}" for pid in self.delete]
+        return "; ".join(parts)
+
+
+def plan_pools(spec: BatchComputeSpec, pools: list[JSON], owner: str) -> PoolPlan:
+    """What to do so the account's pools match ``spec.pools``; only pools carrying our owner are deleted."""
+    by_id = {str(p.get("id")): p for p in pools}
+    wanted = {p.id for p in spec.pools}
+    create: list[ManagedPool] = []
+    resize: list[ManagedPool] = []
+    waiting: list[str] = []
+    for pool in spec.pools:
+        observed = by_id.get(pool.id)
+        if observed is None:
+            create.append(pool)
+            continue
+        if str(observed.get("state", "active")).lower() == "deleting":
+            waiting.append(pool.id)
+            continue
+        targets = (int(observed.get("targetDedicatedNodes") or 0), int(observed.get("targetLowPriorityNodes") or 0))
+        if targets != (pool.target_dedicated_nodes, pool.target_low_priority_nodes):
+            if str(observed.get("allocationState", "steady")).lower() == "steady":
+                resize.append(pool)
+            else:
+                waiting.append(pool.id)
+    delete = tuple(
+        pid
+        for pid, p in by_id.items()
+        if pid not in wanted and pool_owner(p) == owner and str(p.get("state")) != "deleting"
+    )
+    return PoolPlan(tuple(create), tuple(resize), delete, tuple(waiting))
+
+
+def pools_status(spec: BatchComputeSpec, pools: list[JSON], counts: dict[str, JSON]) -> JSON:
+    managed = {p.id for p in spec.pools}
+    out: list[JSON] = []
+    for pool in sorted(pools, key=lambda p: str(p.get("id"))):
+        pid = str(pool.get("id"))
+        node_counts: dict[str, int] = {}
+        entry = counts.get(pid) or {}
+        for priority in ("dedicated", "lowPriority"):
+            for state, n in (entry.get(priority) or {}).items():
+                if state in NODE_COUNT_STATES and isinstance(n, int):
+                    node_counts[state] = node_counts.get(state, 0) + n
+        out.append(
+            {
+                "id": pid,
+                "vmSize": pool.get("vmSize"),
+                "allocationState": pool.get("allocationState"),
+                "currentDedicatedNodes": int(pool.get("currentDedicatedNodes") or 0),
+                "currentLowPriorityNodes": int(pool.get("currentLowPriorityNodes") or 0),
+                "targetDedicatedNodes": int(pool.get("targetDedicatedNodes") or 0),
+                "targetLowPriorityNodes": int(pool.get("targetLowPriorityNodes") or 0),
+                "taskSlotsPerNode": int(pool.get("taskSlotsPerNode") or 1),
+                "managed": pid in managed,
+                "nodeCounts": node_counts,
+            }
+        )
+    return {
+        "pools": out,
+        "poolCount": len(out),
+        "dedicatedNodes": sum(p["currentDedicatedNodes"] for p in out),
+        "lowPriorityNodes": sum(p["currentLowPriorityNodes"] for p in out),
+    }
+
+
+def any_resizing(pools: list[JSON]) -> bool:
+    return any(str(p.get("allocationState", "steady")).lower() != "steady" for p in pools)

@@ -1,0 +1,425 @@
+"""ParallelJob planning: an input listing → mini-batches, streamed, and the manifest that lets a restart resume.
+
+Pure: no I/O of its own. The listing arrives as an (async) iterator; the few reads planning needs (where the
+next line starts in a tabular file) go through the :class:`RangeReader` port; the manifest is written through
+the :class:`ManifestStore` port. ``amlops.azure.blob`` implements both over Blob storage.
+
+Memory stays bounded by the mini-batch size: a mini-batch is yielded as soon as it is full, and only the open
+one is held (with ``partition_keys``, one open mini-batch per key group).
+
+Deliberate differences from Azure ML ``parallel_run_function``:
+
+- ``mini_batch_size`` units (``KB``, ``MB``, ``GB``) are binary (1 KB = 1024 bytes); a bare number is bytes
+  for tabular inputs and a file count for file inputs.
+- With ``partition_keys`` Azure ML ignores ``mini_batch_size`` (one mini-batch per key group). Here a group is
+  still cut into mini-batches of ``mini_batch_size`` files, so memory stays bounded; a group never mixes
+  key values. Set a large ``mini_batch_size`` for Azure ML's behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from amlops.reconcile.errors import TerminalError
+
+Kind = Literal["files", "tabular"]
+TabularFormat = Literal["csv", "jsonl"]
+JsonDoc = dict[str, Any]
+
+INVALID_SPEC = "InvalidSpec"
+INVALID_INPUT = "InvalidInput"
+INPUT_CHANGED = "InputChanged"
+PLAN_CHANGED = "PlanChanged"
+
+MANIFEST_VERSION = 1
+INDEX_NAME = "index.json"
+# An index checkpoint every this many mini-batches: a restart redoes at most one chunk of uploads.
+DEFAULT_CHUNK = 500
+DEFAULT_WRITE_CONCURRENCY = 16
+
+_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "K": 1 << 10, "MB": 1 << 20, "M": 1 << 20, "GB": 1 << 30, "G": 1 << 30}
+_SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+_FORMATS: dict[str, TabularFormat] = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+# Files an MLTable folder carries beside its data; never data themselves.
+_TABULAR_IGNORED = ("MLTable",)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, slots=True)
+class InputItem:
+    """One blob of the input folder; ``name`` is relative to that folder."""
+
+    name: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """Whole lines ``[start, end)`` of a tabular file; for CSV, ``[0, header_end)`` is the header line."""
+
+    name: str
+    start: int
+    end: int
+    format: TabularFormat
+    header_end: int = 0
+
+    def to_json(self) -> JsonDoc:
+        return {
+            "name": self.name,
+            "start": self.start,
+            "end": self.end,
+            "format": self.format,
+            "headerEnd": self.header_end,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ByteRange:
+        return cls(doc["name"], int(doc["start"]), int(doc["end"]), doc["format"], int(doc.get("headerEnd", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class MiniBatch:
+    index: int
+    kind: Kind
+    files: tuple[str, ...] = ()
+    ranges: tuple[ByteRange, ...] = ()
+    partition: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> JsonDoc:
+        """The manifest document the node driver reads (``runtime/driver.py`` parses exactly this)."""
+        doc: JsonDoc = {"version": MANIFEST_VERSION, "index": self.index, "kind": self.kind}
+        if self.kind == "files":
+            doc["files"] = list(self.files)
+        else:
+            doc["ranges"] = [r.to_json() for r in self.ranges]
+        if self.partition:
+            doc["partition"] = dict(self.partition)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> MiniBatch:
+        return cls(
+            index=int(doc["index"]),
+            kind=doc["kind"],
+            files=tuple(doc.get("files", ())),
+            ranges=tuple(ByteRange.from_json(r) for r in doc.get("ranges", ())),
+            partition=tuple(dict(doc.get("partition", {})).items()),
+        )
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """The spec fields planning depends on. ``fingerprint`` adds what else makes two runs the same run for
+    ``isDeterministic`` reuse (code, entry script, program arguments, ...): it only feeds the hash."""
+
+    kind: Kind
+    mini_batch_size: str
+    partition_keys: tuple[str, ...] = ()
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)
+
+    def limit(self) -> int:
+        return parse_mini_batch_size(self.mini_batch_size, self.kind)
+
+
+@dataclass(frozen=True)
+class PlanIndex:
+    """``index.json``: how far the manifest got. ``checkpoint`` is the input hash when mini-batch ``count - 1``
+    was planned; a resumed plan must reach the same value there, or the input changed under it."""
+
+    count: int
+    done: bool
+    spec_hash: str
+    checkpoint: str
+    hash: str | None = None  # of spec + full listing, once done
+
+    def to_json(self) -> JsonDoc:
+        return {
+            "version": MANIFEST_VERSION,
+            "count": self.count,
+            "done": self.done,
+            "specHash": self.spec_hash,
+            "checkpoint": self.checkpoint,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> PlanIndex:
+        return cls(
+            count=int(doc["count"]),
+            done=bool(doc["done"]),
+            spec_hash=str(doc["specHash"]),
+            checkpoint=str(doc["checkpoint"]),
+            hash=doc.get("hash"),
+        )
+
+
+# ----------------------------------------------------------------------------------------------- ports
+
+
+class RangeReader(Protocol):
+    async def find_newline(self, name: str, offset: int) -> int | None:
+        """Position of the first ``\\n`` at or after ``offset`` in blob ``name``, or None before its end."""
+        ...
+
+
+class ManifestStore(Protocol):
+    """A folder of JSON documents (the job's ``_amlops/<job>/plan/``)."""
+
+    async def get_json(self, name: str) -> JsonDoc | None: ...
+
+    async def put_json(self, name: str, doc: JsonDoc) -> None: ...
+
+
+Items = Iterable[InputItem] | AsyncIterable[InputItem]
+
+
+# ----------------------------------------------------------------------------------------------- pure helpers
+
+
+def parse_mini_batch_size(value: str, kind: Kind) -> int:
+    """Files per mini-batch (``"10"``), or bytes per mini-batch for tabular input (``"10MB"``, ``"512 KB"``)."""
+    match = _SIZE.match(value)
+    unit = match.group(2).upper() if match else ""
+    if match is None or unit not in _UNITS or (kind == "files" and unit):
+        expected = "a file count like 10" if kind == "files" else "a size like 1024, 512KB, 10MB or 1GB"
+        raise TerminalError(INVALID_SPEC, f"miniBatchSize {value!r} is not {expected}")
+    size = int(match.group(1)) * _UNITS[unit]
+    if size < 1:
+        raise TerminalError(INVALID_SPEC, f"miniBatchSize {value!r} must be at least 1")
+    return size
+
+
+def mini_batch_name(index: int) -> str:
+    return f"minibatches/{index}.json"
+
+
+def manifest_prefix(output_prefix: str, job_id: str) -> str:
+    """``<output>/_amlops/<job-id>/plan/`` inside the output container."""
+    return f"{_folder(output_prefix)}_amlops/{job_id}/plan/"
+
+
+def results_prefix(output_prefix: str, job_id: str) -> str:
+    """Where drivers write ``<index>.txt`` and ``<index>.summary.json``."""
+    return f"{_folder(output_prefix)}_amlops/{job_id}/results/"
+
+
+def partition_values(name: str, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The ``key=value`` folder segments of ``name`` for ``keys``, in the order of ``keys``."""
+    found: dict[str, str] = {}
+    for segment in name.split("/")[:-1]:
+        key, sep, value = segment.partition("=")
+        if sep and key in keys:
+            found.setdefault(key, value)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise TerminalError(INVALID_INPUT, f"{name!r} has no folder segment for partition key(s) {missing}")
+    return tuple((k, found[k]) for k in keys)
+
+
+def tabular_format(name: str) -> TabularFormat | None:
+    """CSV or JSON Lines by extension; None for files an MLTable folder carries beside the data."""
+    base = name.rsplit("/", 1)[-1]
+    if base in _TABULAR_IGNORED:
+        return None
+    suffix = "." + base.rsplit(".", 1)[-1].lower() if "." in base else ""
+    if suffix not in _FORMATS:
+        raise TerminalError(INVALID_INPUT, f"{name!r} is neither CSV (.csv) nor JSON Lines (.jsonl) tabular input")
+    return _FORMATS[suffix]
+
+
+class PlanHash:
+    """sha256 over the spec fields that matter and, in listing order, every input's name and etag."""
+
+    def __init__(self, spec: PlanSpec) -> None:
+        relevant = {
+            "kind": spec.kind,
+            "miniBatchSize": spec.mini_batch_size,
+            "partitionKeys": list(spec.partition_keys),
+            "fingerprint": spec.fingerprint,
+        }
+        canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
+        self.spec_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        self._digest = hashlib.sha256(self.spec_hash.encode())
+
+    def update(self, item: InputItem) -> None:
+        # NUL cannot occur in blob names or etags, so the encoding is unambiguous.
+        self._digest.update(f"\0{item.name}\0{item.etag}".encode())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- planning
+
+
+async def plan(
+    items: Items, spec: PlanSpec, reader: RangeReader | None = None, digest: PlanHash | None = None
+) -> AsyncIterator[MiniBatch]:
+    """Mini-batches in a deterministic order for a given listing, each yielded as soon as it is complete."""
+    limit = spec.limit()
+    digest = digest or PlanHash(spec)
+    if spec.kind == "files":
+        batches = _plan_files(_hashed(items, digest), limit, spec.partition_keys)
+    else:
+        if spec.partition_keys:
+            raise TerminalError(INVALID_SPEC, "partitionKeys are supported for file inputs only")
+        if reader is None:
+            raise ValueError("tabular planning needs a RangeReader")
+        batches = _plan_tabular(_hashed(items, digest), limit, reader)
+    async for batch in batches:
+        yield batch
+
+
+async def _hashed(items: Items, digest: PlanHash) -> AsyncIterator[InputItem]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            digest.update(item)
+            yield item
+    else:
+        for item in items:
+            digest.update(item)
+            yield item
+
+
+async def _plan_files(items: AsyncIterator[InputItem], limit: int, keys: tuple[str, ...]) -> AsyncIterator[MiniBatch]:
+    index = 0
+    open_batches: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    async for item in items:
+        group = partition_values(item.name, keys) if keys else ()
+        files = open_batches.setdefault(group, [])
+        files.append(item.name)
+        if len(files) >= limit:
+            yield MiniBatch(index, "files", tuple(files), partition=group)
+            index += 1
+            del open_batches[group]
+    # The partial mini-batches left over, in a stable order (by key values) so a replay matches.
+    for group in sorted(open_batches):
+        yield MiniBatch(index, "files", tuple(open_batches[group]), partition=group)
+        index += 1
+
+
+async def _plan_tabular(items: AsyncIterator[InputItem], limit: int, reader: RangeReader) -> AsyncIterator[MiniBatch]:
+    """Cut files into line-aligned byte ranges and pack them, across files, into mini-batches of ~``limit``
+    bytes (a mini-batch may exceed it by the rest of one line)."""
+    index = 0
+    ranges: list[ByteRange] = []
+    room = limit
+    async for item in items:
+        file_format = tabular_format(item.name)
+        if file_format is None or item.size == 0:
+            continue
+        start = header_end = 0
+        if file_format == "csv":
+            newline = await reader.find_newline(item.name, 0)
+            if newline is None:
+                continue  # a header and no row
+            start = header_end = newline + 1
+        while start < item.size:
+            newline = await reader.find_newline(item.name, start + room - 1) if start + room < item.size else None
+            end = item.size if newline is None else newline + 1
+            ranges.append(ByteRange(item.name, start, end, file_format, header_end))
+            room -= end - start
+            start = end
+            if room <= 0:
+                yield MiniBatch(index, "tabular", ranges=tuple(ranges))
+                index, ranges, room = index + 1, [], limit
+    if ranges:
+        yield MiniBatch(index, "tabular", ranges=tuple(ranges))
+
+
+# ----------------------------------------------------------------------------------------------- manifest
+
+
+async def read_index(store: ManifestStore) -> PlanIndex | None:
+    doc = await store.get_json(INDEX_NAME)
+    return None if doc is None else PlanIndex.from_json(doc)
+
+
+async def write_manifest(
+    items: Items,
+    spec: PlanSpec,
+    store: ManifestStore,
+    reader: RangeReader | None = None,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    concurrency: int = DEFAULT_WRITE_CONCURRENCY,
+) -> PlanIndex:
+    """Plan and write every mini-batch document, then the final index; resumable at any point.
+
+    A complete index is returned as is (nothing is listed). An incomplete one is continued: planning is
+    deterministic for a given listing, so the plan is replayed, mini-batches already written are skipped, and
+    the input hash at the last checkpoint must match (else ``InputChanged``: the listing changed under a plan
+    whose first mini-batches may already run).
+    """
+    previous = await read_index(store)
+    if previous is not None and previous.done:
+        return previous
+    digest = PlanHash(spec)
+    if previous is not None and previous.spec_hash != digest.spec_hash:
+        raise TerminalError(PLAN_CHANGED, "the job's planning fields changed after planning started")
+    resume_at = previous.count if previous is not None else 0
+    writer = _BoundedWriter(store, concurrency)
+    count = 0
+    try:
+        async for batch in plan(items, spec, reader, digest):
+            count = batch.index + 1
+            if batch.index < resume_at:
+                if count == resume_at and previous is not None and digest.hexdigest() != previous.checkpoint:
+                    raise TerminalError(INPUT_CHANGED, "the input folder changed while the job was being planned")
+                continue
+            await writer.put(mini_batch_name(batch.index), batch.to_json())
+            if count % chunk == 0:
+                await writer.drain()
+                checkpoint = PlanIndex(count, False, digest.spec_hash, digest.hexdigest())
+                await store.put_json(INDEX_NAME, checkpoint.to_json())
+        await writer.drain()
+    finally:
+        writer.cancel()  # after an error: no upload outlives the call
+    if count < resume_at:
+        raise TerminalError(INPUT_CHANGED, "the input folder shrank while the job was being planned")
+    final = PlanIndex(count, True, digest.spec_hash, digest.hexdigest(), digest.hexdigest())
+    await store.put_json(INDEX_NAME, final.to_json())
+    return final
+
+
+class _BoundedWriter:
+    """At most ``limit`` document uploads in flight; ``drain`` waits for all and re-raises the first error."""
+
+    def __init__(self, store: ManifestStore, limit: int) -> None:
+        self._store = store
+        self._limit = limit
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def put(self, name: str, doc: JsonDoc) -> None:
+        if len(self._pending) >= self._limit:
+            done, self._pending = await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        self._pending.add(asyncio.ensure_future(self._store.put_json(name, doc)))
+
+    def cancel(self) -> None:
+        for task in self._pending:
+            task.cancel()
+        self._pending = set()
+
+    async def drain(self) -> None:
+        pending, self._pending = self._pending, set()
+        if pending:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+
+def _folder(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""

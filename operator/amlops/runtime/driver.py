@@ -1,0 +1,332 @@
+"""ParallelJob node driver: runs the user's entry script over one mini-batch on an Azure Batch node.
+
+Standard library only: the operator uploads this file as a resource file, and the node has no amlops (and
+perhaps no pip packages at all). The command line (built by ``amlops.runtime.command``)::
+
+    python3 driver.py --mini-batch <manifest URL or path> --inputs <input folder SAS URL>
+        --code-dir <dir> --entry-script score.py --results <results folder SAS URL>
+        --timeout 60 --logging-level INFO [--append-row] -- <program arguments>
+
+The entry-script contract is Azure ML's ParallelRunStep one: ``init()`` once per process, then
+``run(mini_batch)``. ``mini_batch`` is a list of local file paths for file inputs; for tabular inputs a pandas
+DataFrame when pandas is importable, else a list of dicts (CSV) or of decoded JSON values (JSON Lines).
+``run()`` returns a list (or DataFrame): each element counts as one successfully processed item, so a result
+shorter than the input counts the missing ones as failed, as Azure ML does.
+
+Outputs, under the results folder: ``<index>.txt`` (only with ``--append-row``, written only when ``run()``
+returned) and always ``<index>.summary.json``. Rows follow what Azure ML's ``parallel_run_step.txt`` holds:
+one line per returned element; a string as is, a list/tuple or dict (values) space-joined, a DataFrame row's
+values space-joined without header or index, anything else ``str()``.
+
+Exit codes: 0 when ``run()`` returned (item failures included), 1 when it raised, 3 when it exceeded
+``--timeout``, 2 when the mini-batch could not be set up (so Batch retries per ``maxTaskRetryCount``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_SETUP_FAILED = 2
+EXIT_TIMEOUT = 3
+
+HTTP_ATTEMPTS = 4
+HTTP_TIMEOUT = 60.0
+BLOB_API_VERSION = "2021-08-06"
+TRACEBACK_LINES = 20
+
+log = logging.getLogger("amlops.driver")
+
+
+class RunTimeout(BaseException):
+    """Raised inside ``run()`` by SIGALRM. A BaseException so a user's ``except Exception`` cannot swallow it."""
+
+
+# ----------------------------------------------------------------------------------------------- blob access
+
+
+def blob_url(folder_url: str, name: str) -> str:
+    """``name`` inside the folder a (SAS) URL points at, keeping the URL's query (the SAS token)."""
+    parts = urllib.parse.urlsplit(folder_url)
+    path = parts.path.rstrip("/") + "/" + urllib.parse.quote(name.lstrip("/"))
+    return urllib.parse.urlunsplit(parts._replace(path=path))
+
+
+def http_get(url: str, start: int | None = None, end: int | None = None) -> bytes | None:
+    """The blob's bytes (``[start, end)`` when given), or None when it does not exist."""
+    headers = {"x-ms-version": BLOB_API_VERSION}
+    if start is not None and end is not None:
+        if end <= start:
+            return b""
+        headers["x-ms-range"] = f"bytes={start}-{end - 1}"
+    return _request(urllib.request.Request(url, headers=headers, method="GET"))
+
+
+def http_put(url: str, data: bytes, content_type: str) -> None:
+    headers = {
+        "x-ms-version": BLOB_API_VERSION,
+        "x-ms-blob-type": "BlockBlob",
+        "Content-Type": content_type,
+        "Content-Length": str(len(data)),
+    }
+    _request(urllib.request.Request(url, data=data, headers=headers, method="PUT"))
+
+
+def _request(request: urllib.request.Request) -> bytes | None:
+    for attempt in range(1, HTTP_ATTEMPTS + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+                body: bytes = response.read()
+                return body
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and request.get_method() == "GET":
+                return None
+            if (error.code < 500 and error.code != 429) or attempt == HTTP_ATTEMPTS:
+                raise
+        except OSError:
+            if attempt == HTTP_ATTEMPTS:
+                raise
+        time.sleep(0.5 * 2**attempt)  # transient: back off and try again
+    raise AssertionError("unreachable")
+
+
+def read_location(location: str) -> bytes:
+    """A URL is downloaded; anything else is a local path (e.g. a Batch resource file)."""
+    if location.startswith(("http://", "https://")):
+        data = http_get(location)
+        if data is None:
+            raise FileNotFoundError(location)
+        return data
+    return Path(location).read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def local_input_path(root: Path, name: str) -> Path:
+    target = (root / name).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ValueError(f"input name {name!r} leaves the inputs folder")
+    return target
+
+
+def download_files(names: Sequence[str], inputs_url: str, root: Path) -> list[str]:
+    paths = []
+    for name in names:
+        target = local_input_path(root, name)
+        data = http_get(blob_url(inputs_url, name))
+        if data is None:
+            raise FileNotFoundError(f"input {name!r} is missing")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        paths.append(str(target))
+    return paths
+
+
+def range_text(inputs_url: str, spec: Mapping[str, Any]) -> tuple[str, str]:
+    """(header, rows) text of one byte range; the header is empty for JSON Lines."""
+    url = blob_url(inputs_url, str(spec["name"]))
+    header_end = int(spec.get("headerEnd", 0))
+    header = http_get(url, 0, header_end) if header_end else b""
+    rows = http_get(url, int(spec["start"]), int(spec["end"]))
+    if header is None or rows is None:
+        raise FileNotFoundError(f"input {spec['name']!r} is missing")
+    return header.decode("utf-8-sig"), rows.decode("utf-8")
+
+
+def parse_rows(file_format: str, header: str, text: str) -> list[Any]:
+    if file_format == "csv":
+        return list(csv.DictReader(io.StringIO(header + text)))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def tabular_mini_batch(ranges: Sequence[Mapping[str, Any]], inputs_url: str) -> tuple[Any, int]:
+    """(mini_batch, row count): a DataFrame when pandas is importable, else a list of rows."""
+    texts = [(str(r["format"]), *range_text(inputs_url, r)) for r in ranges]
+    try:
+        import pandas  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        rows = [row for file_format, header, text in texts for row in parse_rows(file_format, header, text)]
+        return rows, len(rows)
+    frames = [
+        pandas.read_csv(io.StringIO(header + text)) if fmt == "csv" else pandas.read_json(io.StringIO(text), lines=True)
+        for fmt, header, text in texts
+    ]
+    frame = pandas.concat(frames, ignore_index=True) if frames else pandas.DataFrame()
+    return frame, len(frame)
+
+
+def materialise(manifest: Mapping[str, Any], inputs_url: str, workdir: Path) -> tuple[Any, int]:
+    """The ``run()`` argument for a manifest, and how many items it holds."""
+    if manifest["kind"] == "files":
+        paths = download_files(manifest["files"], inputs_url, workdir / "inputs")
+        return paths, len(paths)
+    return tabular_mini_batch(manifest["ranges"], inputs_url)
+
+
+# ----------------------------------------------------------------------------------------------- entry script
+
+
+def load_entry_script(code_dir: Path, entry_script: str, program_arguments: Sequence[str]) -> ModuleType:
+    path = (code_dir / entry_script).resolve()
+    # As on Azure ML: the code folder is importable and the script sees its program arguments in sys.argv.
+    sys.path.insert(0, str(code_dir.resolve()))
+    sys.argv = [str(path), *program_arguments]
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load entry script {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "run", None)):
+        raise AttributeError(f"entry script {entry_script} defines no run(mini_batch)")
+    return module
+
+
+def call_with_timeout(function: Callable[[Any], Any], argument: Any, seconds: float) -> Any:
+    def expired(signum: int, frame: FrameType | None) -> None:
+        raise RunTimeout(f"run() exceeded the timeout of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return function(argument)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+def format_row(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return " ".join(str(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def result_rows(result: Any) -> list[str]:
+    """``run()``'s return value as output lines. None counts as an empty result (every item failed)."""
+    if result is None:
+        return []
+    if hasattr(result, "itertuples"):  # a pandas DataFrame, without importing pandas
+        return [" ".join(str(v) for v in row) for row in result.itertuples(index=False, name=None)]
+    if isinstance(result, str | bytes) or not hasattr(result, "__iter__"):
+        return [format_row(result)]
+    return [format_row(v) for v in result]
+
+
+def error_text(error: BaseException) -> dict[str, str]:
+    lines = traceback.format_exception(error)
+    tail = "".join(lines).splitlines()[-TRACEBACK_LINES:]
+    return {"type": type(error).__name__, "message": str(error), "traceback": "\n".join(tail)}
+
+
+def previous_attempt(results_url: str, index: int) -> int:
+    """Attempts are counted through the summaries: a retry may run on another node."""
+    try:
+        data = http_get(blob_url(results_url, f"{index}.summary.json"))
+        return int(json.loads(data)["attempt"]) if data else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="driver.py", description="Run an entry script over one mini-batch.")
+    parser.add_argument("--mini-batch", required=True, help="manifest document: SAS URL or local path")
+    parser.add_argument("--inputs", required=True, help="SAS URL of the input folder")
+    parser.add_argument("--code-dir", required=True, type=Path)
+    parser.add_argument("--entry-script", required=True)
+    parser.add_argument("--results", required=True, help="SAS URL of the results folder")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run() call")
+    parser.add_argument("--logging-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    parser.add_argument("--append-row", action="store_true", help="write run()'s rows to <index>.txt")
+    parser.add_argument("program_arguments", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.program_arguments[:1] == ["--"]:
+        args.program_arguments = args.program_arguments[1:]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.logging_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        manifest = json.loads(read_location(args.mini_batch))
+        index = int(manifest["index"])
+    except Exception:
+        # Without the manifest there is no index to report under: log (never the SAS token) and let Batch retry.
+        log.exception("cannot read the mini-batch manifest %s", args.mini_batch.split("?", 1)[0])
+        return EXIT_SETUP_FAILED
+    attempt = previous_attempt(args.results, index) + 1
+    started = time.monotonic()
+    items = 0
+    rows: list[str] = []
+    error: dict[str, str] | None = None
+    code = failure_code = EXIT_SETUP_FAILED
+    try:
+        mini_batch, items = materialise(manifest, args.inputs, Path.cwd())
+        module = load_entry_script(args.code_dir, args.entry_script, args.program_arguments)
+        log.info("mini-batch %d: %d item(s), attempt %d", index, items, attempt)
+        init = getattr(module, "init", None)
+        if callable(init):
+            init()
+        failure_code = EXIT_RUN_FAILED
+        rows = result_rows(call_with_timeout(module.run, mini_batch, args.timeout))
+        code = EXIT_OK
+    except RunTimeout as timeout:
+        error, code = error_text(timeout), EXIT_TIMEOUT
+    except KeyboardInterrupt:
+        raise
+    except BaseException as failure:  # SystemExit from the user's script is a failure too
+        error, code = error_text(failure), failure_code
+    if error is not None:
+        log.error("mini-batch %d failed: %s", index, error["message"])
+    processed = min(len(rows), items) if error is None else 0
+    summary = {
+        "index": index,
+        "items": items,
+        "processed": processed,
+        "failed": items - processed,
+        "durationSeconds": round(time.monotonic() - started, 3),
+        "error": error,
+        "attempt": attempt,
+        "node": os.environ.get("AZ_BATCH_NODE_ID"),
+    }
+    # The rows first: a summary without error promises its rows are there (the aggregation relies on it).
+    if error is None and args.append_row:
+        text = "".join(f"{row}\n" for row in rows)
+        http_put(blob_url(args.results, f"{index}.txt"), text.encode(), "text/plain; charset=utf-8")
+    http_put(blob_url(args.results, f"{index}.summary.json"), json.dumps(summary).encode(), "application/json")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Two replicas as the chart runs them (``--peering``, the chart's peering CRD and object): exactly one works.
+
+kopf pauses every operator when it sees a live peer with the same priority ("Possibly conflicting operators
+with the same priority ... Pausing all operators, including self"), so ``amlops run`` gives every replica a
+random priority: the highest is active, the other stands by.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from amlops import testbed
+
+from .conftest import Release, offline_azure_env
+
+pytestmark = pytest.mark.e2e
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+FROZEN = "Pausing all operators, including self"
+
+
+@pytest.fixture
+def replicas(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[list[tuple[subprocess.Popen[bytes], Path]]]:
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    yield started
+    for proc, _ in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+
+def test_two_replicas_elect_one_active_operator(
+    k8s: testbed.Testbed,
+    namespace: str,
+    install_chart: Callable[..., Release],
+    replicas: list[tuple[subprocess.Popen[bytes], Path]],
+    tmp_path: Path,
+) -> None:
+    install_chart(namespace, "replicas=2", f"watchNamespaces={{{namespace}}}")
+    # The arguments the chart's Deployment passes, and the pod name kopf takes as its identity.
+    args = [sys.executable, "-m", "amlops", "run", f"--namespace={namespace}", "--peering=amlops", "--liveness=off"]
+    for pod in ("amlops-0", "amlops-1"):
+        log = tmp_path / f"{pod}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [*args, "--metrics-port=0"],
+                env={**k8s.env(), **offline_azure_env(), "POD_ID": pod},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        replicas.append((proc, log))
+
+    def peers() -> set[str]:
+        out = k8s.kubectl("get", "kopfpeering", "amlops", "-n", namespace, "-o", "jsonpath={.status}")
+        return set(json.loads(out or "{}"))
+
+    testbed.eventually(lambda: peers() == {"amlops-0", "amlops-1"}, timeout=90, what="both replicas peered")
+    k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "amlcompute.yaml"))
+
+    def reconciled_or_frozen() -> str | None:
+        if any(FROZEN in log.read_text(errors="replace") for _, log in replicas):
+            return "frozen"
+        obj = testbed.get_object(k8s, "amlcompute", "cpu-cluster", namespace)
+        return "reconciled" if obj and (obj.get("status") or {}).get("observedGeneration") else None
+
+    assert testbed.eventually(reconciled_or_frozen, timeout=60, what="a replica acts") == "reconciled"
+
+    def standing_by() -> list[Path] | None:
+        logs = [log for _, log in replicas if "Pausing operations in favour of" in log.read_text(errors="replace")]
+        return logs or None
+
+    # Both replicas start active; the one that sees a higher-priority peer pauses within a keepalive.
+    paused = testbed.eventually(standing_by, timeout=60, what="one replica stands by")
+    assert len(paused) == 1, "exactly one replica stands by"

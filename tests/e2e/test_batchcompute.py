@@ -1,0 +1,217 @@
+"""BatchCompute end to end: attach through ARM, pools through the real azure-batch client, detach."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+from azure.batch import models
+from azure.batch.aio import BatchClient
+from azure.core.credentials import AzureNamedKeyCredential
+
+from amlops import testbed
+from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+
+from .test_amlcompute import WORKSPACE, WS_PATH, compute_name, condition
+
+pytestmark = pytest.mark.e2e
+
+
+def manifest(name: str, compute: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "amlops.io/v1alpha1",
+        "kind": "BatchCompute",
+        "metadata": {"name": name},
+        "spec": {
+            "workspace": WORKSPACE,
+            "computeName": compute,
+            "batchAccount": {"resourceGroup": "rg-amlops", "accountName": DEFAULT_BATCH_ACCOUNT},
+            "batchCredentials": {"sharedKeySecretRef": {"name": "batch-key"}},
+            **spec,
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def apply(k8s: testbed.Testbed, namespace: str, text: str) -> None:
+    subprocess.run(
+        ["kubectl", "apply", "-n", namespace, "-f", "-"],
+        input=text,
+        env=k8s.env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def key_secret(k8s: testbed.Testbed, namespace: str, key: str = DEFAULT_BATCH_KEY) -> None:
+    k8s.kubectl("create", "secret", "generic", "batch-key", "-n", namespace, f"--from-literal=key={key}")
+
+
+def wait(
+    k8s: testbed.Testbed, ns: str, name: str, type_: str, status: str = "True", timeout: float = 90
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = testbed.get_object(k8s, "batchcompute", name, ns)
+        c = condition(obj, type_)
+        return obj if c and c["status"] == status else None
+
+    return testbed.eventually(probe, timeout=timeout, what=f"batchcompute/{name} {type_}={status}")
+
+
+def batch(azure: Any, call: Any) -> Any:
+    async def run() -> Any:
+        async with BatchClient(
+            f"{azure.batch_url}/{DEFAULT_BATCH_ACCOUNT}",
+            AzureNamedKeyCredential(DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY),
+        ) as client:
+            return await call(client)
+
+    return asyncio.run(run())
+
+
+def pools(azure: Any) -> dict[str, Any]:
+    async def collect(client: BatchClient) -> dict[str, Any]:
+        return {p.id: p async for p in client.list_pools()}
+
+    return batch(azure, collect)  # type: ignore[no-any-return]
+
+
+def resizes(azure: Any) -> int:
+    return sum(n for op, n in azure.operations().items() if op.endswith("/resize"))
+
+
+def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+    key_secret(k8s, namespace)
+    # A pool somebody else made: reported, never touched.
+    batch(
+        azure,
+        lambda c: c.create_pool(
+            models.BatchPoolCreateOptions(
+                {"id": "theirs", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1,
+                 "virtualMachineConfiguration": {"imageReference": {"publisher": "canonical", "offer": "x", "sku": "y"},
+                                                 "nodeAgentSKUId": "batch.node.ubuntu 22.04"}}
+            )
+        ),
+    )  # fmt: skip
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 4}
+    apply(k8s, namespace, manifest("batch", cname, pools=[pool]))
+    wait(k8s, namespace, "batch", "Ready")
+    code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert code == 200
+    assert body["properties"]["computeType"] == "Batch"
+    assert body["properties"]["isAttachedCompute"] is True
+
+    def idle_nodes() -> dict[str, Any] | None:
+        obj = testbed.get_object(k8s, "batchcompute", "batch", namespace) or {}
+        by_id = {p["id"]: p for p in (obj.get("status") or {}).get("pools", [])}
+        scoring = by_id.get("scoring")
+        return obj if scoring and scoring["nodeCounts"].get("idle") == 2 and "theirs" in by_id else None
+
+    obj = testbed.eventually(idle_nodes, timeout=90, what="two idle nodes reported")
+    by_id = {p["id"]: p for p in obj["status"]["pools"]}
+    assert by_id["scoring"]["managed"] is True
+    assert by_id["theirs"]["managed"] is False
+    assert by_id["scoring"]["taskSlotsPerNode"] == 4
+    assert obj["status"]["poolCount"] == 2
+    table = k8s.kubectl("get", "batchcomputes", "-n", namespace)
+    assert "ACCOUNT" in table
+    assert DEFAULT_BATCH_ACCOUNT in table
+
+    before = resizes(azure)
+    k8s.kubectl(
+        "patch", "batchcompute/batch", "-n", namespace, "--type=json",
+        "-p", '[{"op":"replace","path":"/spec/pools/0/targetDedicatedNodes","value":3}]',
+    )  # fmt: skip
+    testbed.eventually(lambda: pools(azure)["scoring"].target_dedicated_nodes == 3, what="resized in Batch")
+    wait(k8s, namespace, "batch", "Ready")
+    assert resizes(azure) - before == 1
+
+    k8s.kubectl("delete", "batchcompute/batch", "-n", namespace, "--wait=false")
+    testbed.eventually(lambda: testbed.get_object(k8s, "batchcompute", "batch", namespace) is None, what="released")
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
+    remaining = pools(azure)
+    assert "theirs" in remaining
+    assert remaining["theirs"].target_dedicated_nodes == 1
+    assert "scoring" not in remaining or remaining["scoring"].state == "deleting"
+
+
+def test_orphan_stays_attached(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+    key_secret(k8s, namespace)
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("kept", cname, deletionPolicy="Orphan"))
+    wait(k8s, namespace, "kept", "Ready")
+    k8s.kubectl("delete", "batchcompute/kept", "-n", namespace)
+    code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert code == 200
+    assert body["properties"]["isAttachedCompute"] is True
+
+
+def test_wrong_batch_key_is_stalled_authentication_failed(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    key_secret(k8s, namespace, key="d3Jvbmcta2V5")
+    start_operator(namespace, extra_env=azure.operator_env())
+    apply(k8s, namespace, manifest("badkey", compute_name()))
+    obj = wait(k8s, namespace, "badkey", "Stalled")
+    assert condition(obj, "Stalled")["reason"] == "AuthenticationFailed"  # type: ignore[index]
+
+
+def test_missing_account_is_stalled_with_azures_code(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    key_secret(k8s, namespace)
+    start_operator(namespace, extra_env=azure.operator_env())
+    text = manifest("noacct", compute_name()).replace(
+        f"accountName: {DEFAULT_BATCH_ACCOUNT}", "accountName: nosuchaccount"
+    )
+    apply(k8s, namespace, text)
+    obj = wait(k8s, namespace, "noacct", "Stalled")
+    stalled = condition(obj, "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] not in ("", "WaitingForAzure")
+
+
+def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, start_azure: Any
+) -> None:
+    azure = start_azure(speed=0)
+    key_secret(k8s, namespace)
+    env = azure.operator_env()
+    first = start_operator(namespace, extra_env=env)
+    cname = compute_name()
+    apply(
+        k8s,
+        namespace,
+        manifest("crash", cname, pools=[{"id": "p1", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1}]),
+    )
+
+    def attach_state() -> str | None:
+        code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+        return body["properties"].get("provisioningState") if code == 200 else None
+
+    testbed.eventually(lambda: attach_state() is not None, what="attach reached Azure")
+    first.stop(signal.SIGKILL)
+    second = start_operator(namespace, extra_env=env)
+    azure.control("POST", "/clock/advance", {"seconds": 600})
+    testbed.eventually(lambda: "p1" in pools(azure), what="managed pool created")
+    azure.control("POST", "/clock/advance", {"seconds": 600})
+    wait(k8s, namespace, "crash", "Ready")
+    assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1
+    assert list(pools(azure)) == ["p1"]
+
+    k8s.kubectl("delete", "batchcompute/crash", "-n", namespace, "--wait=false")
+    testbed.eventually(lambda: azure.operations().get("MachineLearningCompute_Delete"), what="detach reached Azure")
+    second.stop(signal.SIGKILL)
+    start_operator(namespace, extra_env=env)
+    azure.control("POST", "/clock/advance", {"seconds": 600})
+    testbed.eventually(lambda: testbed.get_object(k8s, "batchcompute", "crash", namespace) is None, what="released")
+    assert attach_state() is None
+    assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1

@@ -1,0 +1,165 @@
+"""The ParallelJob data plane on Azurite + the Batch emulator: plan, driver tasks, aggregation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.batch import models
+from tests.emulator.paralleljob.conftest import ParallelRun, script
+
+from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate
+from amlops.external.paralleljob_plan import PlanSpec
+
+pytestmark = pytest.mark.emulator
+
+FILE_SCRIPT = script(
+    """
+    import os
+    import sys
+
+    state = {}
+
+    def init():
+        state["suffix"] = sys.argv[sys.argv.index("--suffix") + 1]
+        state["inits"] = state.get("inits", 0) + 1
+
+    def run(mini_batch):
+        assert state["inits"] == 1
+        return [
+            f"{os.path.basename(path)}: {open(path).read().strip().upper()}{state['suffix']}"
+            for path in mini_batch
+        ]
+    """
+)
+
+
+async def test_file_inputs_give_one_row_per_item_in_order_exactly_once(parallel: ParallelRun) -> None:
+    words = [f"word{i:02d}" for i in range(12)]
+    inputs = await parallel.upload_inputs({f"sub/item-{i:02d}.txt": f"{w}\n".encode() for i, w in enumerate(words)})
+
+    outcome = await parallel.run(inputs, FILE_SCRIPT, PlanSpec("files", "5"), program_arguments="--suffix '!'")
+
+    assert outcome.plan.count == 3
+    assert outcome.output.splitlines() == [f"item-{i:02d}.txt: {w.upper()}!" for i, w in enumerate(words)]
+    assert (outcome.totals.processed_items, outcome.totals.failed_items) == (12, 0)
+    assert outcome.totals.failed_indexes == ""
+    assert outcome.totals.output_written
+    assert {t.execution_info.exit_code for t in outcome.tasks.values() if t.execution_info} == {0}
+
+    again = await aggregate(parallel.store, outcome.results, outcome.output_folder, 3)
+
+    assert not again.output_written
+    assert again.processed_items == 12
+    assert (await parallel.store.read(outcome.output_folder, OUTPUT_FILE) or b"").decode() == (outcome.output)
+
+
+FAILING_SCRIPT = script(
+    """
+    import time
+
+    def run(mini_batch):
+        rows = []
+        for path in mini_batch:
+            word = open(path).read().strip()
+            if word == "boom":
+                raise ValueError("boom on purpose")
+            if word == "slow":
+                try:
+                    time.sleep(60)
+                except Exception:
+                    pass  # a broad except must not swallow the driver's timeout
+            if word != "skip":
+                rows.append(word)
+        return rows
+    """
+)
+
+
+async def test_item_failures_exceptions_and_timeouts_are_counted_and_retried(parallel: ParallelRun) -> None:
+    words = ["ok1", "skip", "boom", "slow", "ok2"]
+    inputs = await parallel.upload_inputs({f"{i}.txt": w.encode() for i, w in enumerate(words)})
+
+    outcome = await parallel.run(inputs, FAILING_SCRIPT, PlanSpec("files", "1"), run_timeout=1, max_retries=1)
+
+    assert outcome.output.splitlines() == ["ok1", "ok2"]
+    totals = outcome.totals
+    assert (totals.processed_items, totals.failed_items) == (2, 3)
+    assert totals.failed_mini_batches == (2, 3)
+    assert totals.failed_indexes == "2-3"
+    assert totals.attempts == {2: 2, 3: 2}
+    info = {task_id: task.execution_info for task_id, task in outcome.tasks.items()}
+    assert all(i is not None for i in info.values())
+    assert {k: (i.exit_code, i.retry_count) for k, i in info.items() if i} == {
+        "mb-0": (0, 0),
+        "mb-1": (0, 0),  # run() returned, one item short: a failed item, not a failed task
+        "mb-2": (1, 1),
+        "mb-3": (3, 1),
+        "mb-4": (0, 0),
+    }
+    summaries = {
+        i: json.loads(await parallel.store.read(outcome.results, f"{i}.summary.json") or b"{}") for i in (1, 2, 3)
+    }
+    assert (summaries[1]["processed"], summaries[1]["failed"], summaries[1]["error"]) == (0, 1, None)
+    assert summaries[2]["error"]["type"] == "ValueError"
+    assert "boom on purpose" in summaries[2]["error"]["traceback"]
+    assert summaries[3]["error"]["type"] == "RunTimeout"
+    assert summaries[3]["durationSeconds"] < 30
+
+
+TABULAR_SCRIPT = script(
+    """
+    def run(mini_batch):
+        # Without pandas (python3 -S), rows are dicts keyed by the CSV header.
+        assert isinstance(mini_batch, list)
+        return [[row["id"], row["name"]] for row in mini_batch]
+    """
+)
+
+
+async def test_tabular_csv_is_split_by_size_on_line_boundaries_with_the_header(parallel: ParallelRun) -> None:
+    first = "id,name\n" + "".join(f"{i},name-{i:03d}\n" for i in range(40))
+    second = "id,name\n" + "".join(f"{i},other-{i}\n" for i in range(40, 45))
+    inputs = await parallel.upload_inputs({"a.csv": first.encode(), "b.csv": second.encode(), "MLTable": b"paths: []"})
+
+    outcome = await parallel.run(inputs, TABULAR_SCRIPT, PlanSpec("tabular", "150"))
+
+    assert outcome.plan.count == 4  # 40 * 13 + 5 * 12 bytes of rows in ~150-byte mini-batches
+    expected = [f"{i} name-{i:03d}" for i in range(40)] + [f"{i} other-{i}" for i in range(40, 45)]
+    assert outcome.output.splitlines() == expected
+    assert (outcome.totals.processed_items, outcome.totals.failed_items) == (45, 0)
+
+
+PARTITION_SCRIPT = script(
+    """
+    def run(mini_batch):
+        return [path.split("/inputs/", 1)[1] for path in mini_batch]
+    """
+)
+
+
+async def test_partition_keys_keep_each_key_in_one_mini_batch(parallel: ParallelRun) -> None:
+    names = [f"region={r}/day={d}/{i}.txt" for r in ("eu", "us") for d in ("1", "2") for i in range(2)]
+    inputs = await parallel.upload_inputs({name: b"x" for name in names})
+
+    outcome = await parallel.run(inputs, PARTITION_SCRIPT, PlanSpec("files", "100", partition_keys=("region", "day")))
+
+    assert outcome.plan.count == 4
+    groups = []
+    for i in range(outcome.plan.count):
+        rows = (await parallel.store.read(outcome.results, f"{i}.txt") or b"").decode().splitlines()
+        groups.append(sorted(rows))
+    assert sorted(groups) == [sorted(names[k : k + 2]) for k in range(0, len(names), 2)]
+    assert sorted(outcome.output.splitlines()) == sorted(names)
+
+
+async def test_run_returning_none_counts_every_item_as_failed(parallel: ParallelRun) -> None:
+    inputs = await parallel.upload_inputs({"only.txt": b"x"})
+
+    outcome = await parallel.run(inputs, "def run(mini_batch):\n    return None\n", PlanSpec("files", "1"))
+
+    # run() returning None: nothing processed, the item counts as failed, the task still succeeds.
+    assert (outcome.totals.processed_items, outcome.totals.failed_items) == (0, 1)
+    assert outcome.totals.failed_mini_batches == ()
+    assert outcome.output == ""
+    assert outcome.tasks["mb-0"].state == models.BatchTaskState.COMPLETED

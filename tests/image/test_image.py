@@ -1,0 +1,198 @@
+"""The operator image, built for real from the Dockerfile with buildah, and the operator run from it.
+
+No container registry is reachable here, so the Dockerfile's base (python:3.11-slim-bookworm) is replaced by a
+local stand-in that ``tools/image/base-image`` builds once from Debian's archive (bookworm's python3.11) and keeps
+in buildah's storage. The build itself installs the locked dependencies from PyPI. Build time and image size
+are printed and written to ``<test bed cache>/image/build.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amlops import __version__, testbed
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples"
+IMAGE = "localhost/amlops:test"
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["buildah", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"buildah {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+
+def _require_buildah() -> None:
+    if shutil.which("buildah") is None:
+        pytest.fail("buildah is not installed: run tools/bootstrap (tools/debian-packages lists it)")
+    # A working container from an empty image shows that storage and mounts work in this environment
+    # (nested containers without privileges often cannot mount an overlay).
+    probe = buildah("from", "scratch", check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"buildah cannot create containers here: {probe.stderr.strip()[-500:]}")
+    buildah("rm", probe.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    _require_buildah()
+    base = subprocess.run(
+        [str(REPO / "tools" / "image" / "base-image")], capture_output=True, text=True, timeout=1200, check=False
+    )
+    assert base.returncode == 0, base.stderr[-4000:]
+    args = [
+        "bud",
+        "--isolation=chroot",
+        "--pull=never",
+        # Reuse the dependency layer between runs: it only changes with uv.lock.
+        "--layers",
+        f"--build-arg=PYTHON_IMAGE={base.stdout.strip()}",
+        f"--build-arg=VERSION={__version__}",
+        f"--tag={IMAGE}",
+    ]
+    if HOST_CA.is_file():
+        # This machine's trust store (it may include a TLS-inspecting proxy's CA), for the build's pip and uv
+        # only: mounted for the RUN steps, never copied into a layer.
+        args += [
+            f"--volume={HOST_CA}:/run/build-ca.crt:ro",
+            "--build-arg=SSL_CERT_FILE=/run/build-ca.crt",
+            "--build-arg=PIP_CERT=/run/build-ca.crt",
+        ]
+    started = time.monotonic()
+    buildah(*args, str(REPO), timeout=1800)
+    seconds = round(time.monotonic() - started, 1)
+
+    images = json.loads(buildah("images", "--json", IMAGE).stdout)
+    record = {"image": IMAGE, "build_seconds": seconds, "size": images[0]["size"], "base": base.stdout.strip()}
+    out = testbed.cache_dir() / "image" / "build.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record))
+    return IMAGE
+
+
+@pytest.fixture
+def container(image: str) -> Iterator[str]:
+    name = buildah("from", "--pull=never", image).stdout.strip()
+    yield name
+    buildah("rm", name, check=False)
+
+
+def run_in(container: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return buildah("run", "--isolation=chroot", container, "--", *command, check=False, timeout=120)
+
+
+def test_image_prints_its_version(container: str) -> None:
+    result = run_in(container, "amlops", "version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"amlops {__version__}"
+
+
+def test_image_runs_as_non_root_without_build_tools(image: str, container: str) -> None:
+    config: dict[str, Any] = json.loads(buildah("inspect", "--type=image", image).stdout)["OCIv1"]["config"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["amlops"]
+    assert config["Cmd"] == ["run"]
+    assert "PYTHONSAFEPATH=1" in config["Env"]
+    assert config["Labels"]["org.opencontainers.image.title"] == "amlops"
+    assert config["Labels"]["org.opencontainers.image.version"] == __version__
+
+    assert run_in(container, "id", "-u").stdout.strip() == "10001"
+    for tool in ("uv", "gcc", "cc", "make"):
+        assert run_in(container, "sh", "-c", f"command -v {tool}").returncode != 0, f"{tool} in the final image"
+    # The project is installed as a wheel into the environment: no source tree, no editable path.
+    assert run_in(container, "test", "-e", "/src").returncode != 0
+    where = run_in(container, "python", "-c", "import amlops; print(amlops.__file__)")
+    assert where.stdout.startswith("/opt/amlops/lib/python3.11/site-packages/amlops/"), where.stderr
+
+
+def _reconciling(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not obj or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
+        return None
+    return next((c for c in obj["status"].get("conditions", []) if c["type"] == "Reconciling"), None)
+
+
+def test_operator_from_the_image_reconciles_against_the_test_bed(
+    k8s: testbed.Testbed, namespace: str, container: str, tmp_path: Path
+) -> None:
+    # The image's user (uid 10001) must be able to read the admin kubeconfig mounted into the container.
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copyfile(k8s.kubeconfig, kubeconfig)
+    kubeconfig.chmod(0o644)
+    health_port, metrics_port, closed_port = testbed.free_port(), testbed.free_port(), testbed.free_port()
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                "buildah",
+                "run",
+                "--isolation=chroot",
+                "--network=host",
+                f"--volume={kubeconfig}:/etc/amlops/kubeconfig:ro",
+                "--env=KUBECONFIG=/etc/amlops/kubeconfig",
+                # Azure on a closed loopback port with a static token: the operator never leaves this machine
+                # (unconfigured, DefaultAzureCredential would probe the instance metadata address).
+                f"--env=AMLOPS_ARM_ENDPOINT=https://127.0.0.1:{closed_port}",
+                f"--env=AMLOPS_BATCH_ENDPOINT_TEMPLATE=https://127.0.0.1:{closed_port}",
+                f"--env=AMLOPS_BLOB_ENDPOINT=https://127.0.0.1:{closed_port}",
+                "--env=AMLOPS_STATIC_TOKEN=offline",
+                container,
+                "--",
+                "amlops",
+                "run",
+                f"--namespace={namespace}",
+                f"--liveness=http://127.0.0.1:{health_port}/healthz",
+                f"--metrics-port={metrics_port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        testbed.eventually(
+            lambda: _healthy(proc, health_port, log), timeout=60, what="the operator in the image is live"
+        )
+        k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "amlcompute.yaml"))
+        try:
+            testbed.eventually(
+                lambda: _reconciling(testbed.get_object(k8s, "amlcompute", "cpu-cluster", namespace)),
+                timeout=60,
+                what="amlcompute/cpu-cluster reconciled by the operator in the image",
+            )
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n--- operator log ---\n{log.read_text(errors='replace')[-4000:]}") from e
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            assert b"amlops_reconcile_total" in response.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"the operator exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -1,0 +1,352 @@
+"""ParallelJob planning without I/O: sizes, partition keys, line-aligned ranges, hashing, streaming, manifest."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from amlops.external.paralleljob_output import compress_ranges
+from amlops.external.paralleljob_plan import (
+    INDEX_NAME,
+    ByteRange,
+    InputItem,
+    MiniBatch,
+    PlanHash,
+    PlanSpec,
+    mini_batch_name,
+    parse_mini_batch_size,
+    plan,
+    read_index,
+    write_manifest,
+)
+from amlops.reconcile.errors import TerminalError
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass(frozen=True)
+class SizeCase:
+    reason: str
+    value: str
+    kind: str
+    expected: int | None  # None: rejected as InvalidSpec
+
+
+SIZE_CASES = [
+    SizeCase("a file count is a plain number", "10", "files", 10),
+    SizeCase("a bare tabular size is bytes", "100", "tabular", 100),
+    SizeCase("units are binary", "512KB", "tabular", 512 * 1024),
+    SizeCase("spaces and case do not matter", "10 mb", "tabular", 10 << 20),
+    SizeCase("gigabytes", "1GB", "tabular", 1 << 30),
+    SizeCase("a size is no file count", "10MB", "files", None),
+    SizeCase("zero makes no progress", "0", "files", None),
+    SizeCase("negative numbers are not sizes", "-1", "tabular", None),
+    SizeCase("unknown unit", "3TB", "tabular", None),
+    SizeCase("not a number", "ten", "files", None),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.reason) for c in SIZE_CASES])
+def test_parse_mini_batch_size(case: SizeCase) -> None:
+    kind: Any = case.kind
+    if case.expected is None:
+        with pytest.raises(TerminalError) as caught:
+            parse_mini_batch_size(case.value, kind)
+        assert caught.value.reason == "InvalidSpec", case.reason
+    else:
+        assert parse_mini_batch_size(case.value, kind) == case.expected, case.reason
+
+
+def files(*names: str) -> list[InputItem]:
+    return [InputItem(name, 10, f"etag-{name}") for name in names]
+
+
+async def collect(batches: AsyncIterator[MiniBatch]) -> list[MiniBatch]:
+    return [batch async for batch in batches]
+
+
+async def test_files_are_cut_in_listing_order() -> None:
+    names = [f"f{i:02d}.txt" for i in range(25)]
+
+    batches = await collect(plan(files(*names), PlanSpec("files", "10")))
+
+    assert [b.index for b in batches] == [0, 1, 2]
+    assert [len(b.files) for b in batches] == [10, 10, 5]
+    assert [f for b in batches for f in b.files] == names
+
+
+async def test_an_async_listing_plans_like_a_sync_one() -> None:
+    items = files(*(f"f{i}" for i in range(7)))
+
+    async def listing() -> AsyncIterator[InputItem]:
+        for item in items:
+            yield item
+
+    assert await collect(plan(listing(), PlanSpec("files", "3"))) == await collect(plan(items, PlanSpec("files", "3")))
+
+
+async def test_partition_keys_never_mix_key_values_and_keep_each_group_together() -> None:
+    names = [
+        f"data/region={region}/day={day}/part-{i}.csv"
+        for i in range(3)
+        for region in ("eu", "us")
+        for day in ("1", "2")
+    ]
+
+    batches = await collect(plan(files(*names), PlanSpec("files", "2", partition_keys=("region", "day"))))
+
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for batch in batches:
+        assert len(batch.files) <= 2
+        for name in batch.files:
+            assert f"region={dict(batch.partition)['region']}/day={dict(batch.partition)['day']}/" in name
+        groups.setdefault(batch.partition, []).extend(batch.files)
+    assert sorted(n for names_ in groups.values() for n in names_) == sorted(names)
+    assert len(groups) == 4
+    assert [b.index for b in batches] == list(range(len(batches)))
+    # 3 files per group, 2 per mini-batch: one full and one partial mini-batch each.
+    assert sorted(len(b.files) for b in batches) == [1, 1, 1, 1, 2, 2, 2, 2]
+
+
+async def test_a_file_without_a_partition_key_is_invalid_input() -> None:
+    with pytest.raises(TerminalError) as caught:
+        await collect(plan(files("region=eu/a.csv", "b.csv"), PlanSpec("files", "5", partition_keys=("region",))))
+    assert caught.value.reason == "InvalidInput"
+
+
+class MemoryReader:
+    """The RangeReader port over in-memory files, counting the bytes it was asked to look at."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.calls = 0
+
+    async def find_newline(self, name: str, offset: int) -> int | None:
+        self.calls += 1
+        found = self.blobs[name].find(b"\n", offset)
+        return None if found < 0 else found
+
+    def items(self) -> list[InputItem]:
+        return [InputItem(name, len(data), f"e-{name}") for name, data in self.blobs.items()]
+
+
+def csv_file(rows: int, width: int = 20) -> bytes:
+    return b"id,value\n" + b"".join(f"{i},{'x' * (width - len(str(i)))}\n".encode() for i in range(rows))
+
+
+def rows_of(reader: MemoryReader, ranges: list[ByteRange]) -> list[bytes]:
+    return [line for r in ranges for line in reader.blobs[r.name][r.start : r.end].splitlines(keepends=True)]
+
+
+async def test_tabular_ranges_are_line_aligned_cover_every_row_once_and_keep_the_header() -> None:
+    reader = MemoryReader({"a.csv": csv_file(100), "b.csv": csv_file(7)})
+
+    batches = await collect(plan(reader.items(), PlanSpec("tabular", "300"), reader))
+
+    ranges = [r for b in batches for r in b.ranges]
+    for r in ranges:
+        data = reader.blobs[r.name]
+        assert r.header_end == len(b"id,value\n")
+        assert data[r.end - 1 : r.end] == b"\n", "a range ends at a line end"
+        assert data[r.start - 1 : r.start] == b"\n", "a range starts at a line start"
+    expected = [line for data in reader.blobs.values() for line in data.splitlines(keepends=True)[1:]]
+    assert rows_of(reader, ranges) == expected
+    for batch in batches[:-1]:
+        size = sum(r.end - r.start for r in batch.ranges)
+        assert 300 <= size < 300 + 22, "a mini-batch overshoots by less than one line"
+
+
+async def test_small_tabular_files_are_packed_into_one_mini_batch_and_empty_ones_skipped() -> None:
+    reader = MemoryReader(
+        {
+            "part-1.jsonl": b'{"a": 1}\n{"a": 2}\n',
+            "part-2.jsonl": b'{"a": 3}',  # no final newline
+            "header-only.csv": b"id,value\n",
+            "MLTable": b"paths: []\n",
+        }
+    )
+
+    batches = await collect(plan(reader.items(), PlanSpec("tabular", "1MB"), reader))
+
+    assert len(batches) == 1
+    assert [(r.name, r.start, r.end, r.format, r.header_end) for r in batches[0].ranges] == [
+        ("part-1.jsonl", 0, 18, "jsonl", 0),
+        ("part-2.jsonl", 0, 8, "jsonl", 0),
+    ]
+
+
+async def test_tabular_input_of_another_format_is_invalid() -> None:
+    reader = MemoryReader({"data.parquet": b"PAR1"})
+    with pytest.raises(TerminalError) as caught:
+        await collect(plan(reader.items(), PlanSpec("tabular", "1MB"), reader))
+    assert caught.value.reason == "InvalidInput"
+
+
+async def test_a_long_line_is_kept_whole() -> None:
+    reader = MemoryReader({"wide.jsonl": b'{"v": "' + b"x" * 1000 + b'"}\n{"v": 1}\n'})
+
+    batches = await collect(plan(reader.items(), PlanSpec("tabular", "10"), reader))
+
+    assert [[(r.start, r.end) for r in b.ranges] for b in batches] == [[(0, 1010)], [(1010, 1019)]]
+
+
+def digest_of(items: list[InputItem], spec: PlanSpec) -> str:
+    digest = PlanHash(spec)
+    for item in items:
+        digest.update(item)
+    return digest.hexdigest()
+
+
+def test_the_plan_hash_covers_spec_names_and_etags_only() -> None:
+    spec = PlanSpec("files", "10", fingerprint={"entryScript": "score.py"})
+    listing = files("a", "b")
+
+    assert digest_of(listing, spec) == digest_of(files("a", "b"), PlanSpec("files", "10", fingerprint=spec.fingerprint))
+    assert digest_of(listing, spec) != digest_of([listing[0], InputItem("b", 10, "changed")], spec)
+    assert digest_of(listing, spec) != digest_of(files("a", "c"), spec)
+    assert digest_of(listing, spec) != digest_of(listing, PlanSpec("files", "5", fingerprint=spec.fingerprint))
+    assert digest_of(listing, spec) != digest_of(listing, PlanSpec("files", "10", fingerprint={"entryScript": "x"}))
+    # Size is not an identity: a blob's content change shows in its etag.
+    assert digest_of(listing, spec) == digest_of([InputItem("a", 99, "etag-a"), listing[1]], spec)
+
+
+async def test_planning_streams_with_bounded_memory() -> None:
+    consumed = 0
+
+    def listing(count: int) -> Iterator[InputItem]:
+        nonlocal consumed
+        for i in range(count):
+            consumed += 1
+            yield InputItem(f"inputs/shard-{i:07d}.bin", 1024, f"0x8D{i:012X}")
+
+    batches = plan(listing(100_000), PlanSpec("files", "10"))
+    first = await anext(batches)
+    assert consumed == 10, "the first mini-batch is yielded as soon as it is full"
+
+    tracemalloc.start()
+    try:
+        count = 1
+        async for batch in batches:
+            count += 1
+            assert len(batch.files) == 10
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert first.index == 0
+    assert count == 10_000
+    # Holding the listing would take tens of MB; the planner holds one mini-batch at a time.
+    assert peak < 1 << 20, f"peak {peak} bytes"
+
+
+class MemoryStore:
+    """The ManifestStore port as a dict; ``fail_after`` simulates the operator dying mid-plan."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.puts = 0
+        self.fail_after = fail_after
+
+    async def get_json(self, name: str) -> dict[str, Any] | None:
+        return self.docs.get(name)
+
+    async def put_json(self, name: str, doc: dict[str, Any]) -> None:
+        if self.fail_after is not None and self.puts >= self.fail_after:
+            raise ConnectionError("operator died")
+        self.puts += 1
+        self.docs[name] = doc
+
+
+async def test_manifest_has_every_mini_batch_and_a_done_index() -> None:
+    store = MemoryStore()
+    listing = files(*(f"f{i}" for i in range(23)))
+
+    index = await write_manifest(listing, PlanSpec("files", "5"), store, chunk=2)
+
+    assert (index.count, index.done) == (5, True)
+    assert index.hash == digest_of(listing, PlanSpec("files", "5"))
+    assert store.docs[INDEX_NAME]["done"] is True
+    assert MiniBatch.from_json(store.docs[mini_batch_name(4)]) == MiniBatch(4, "files", ("f20", "f21", "f22"))
+    assert await read_index(store) == index
+
+
+async def test_a_restarted_plan_resumes_after_the_last_checkpoint_and_ends_identical() -> None:
+    listing = files(*(f"f{i:03d}" for i in range(100)))
+    spec = PlanSpec("files", "3")
+    clean = MemoryStore()
+    await write_manifest(listing, spec, clean, chunk=4, concurrency=1)
+    crashed = MemoryStore(fail_after=20)
+
+    with pytest.raises(ConnectionError):
+        await write_manifest(listing, spec, crashed, chunk=4, concurrency=1)
+    checkpoint = await read_index(crashed)
+    assert checkpoint is not None
+    assert not checkpoint.done
+    assert checkpoint.count > 0
+    crashed.fail_after, puts_before = None, crashed.puts
+    resumed = await write_manifest(listing, spec, crashed, chunk=4, concurrency=1)
+
+    assert crashed.docs == clean.docs
+    assert resumed.done
+    # Only what came after the checkpoint was written again (plus index updates).
+    assert crashed.puts - puts_before < clean.puts - checkpoint.count
+
+
+async def test_a_listing_that_changed_before_the_checkpoint_stops_the_resume() -> None:
+    spec = PlanSpec("files", "2")
+    store = MemoryStore(fail_after=9)
+    with pytest.raises(ConnectionError):
+        await write_manifest(files(*(f"f{i}" for i in range(20))), spec, store, chunk=2, concurrency=1)
+    store.fail_after = None
+
+    with pytest.raises(TerminalError) as caught:
+        await write_manifest(files("new", *(f"f{i}" for i in range(20))), spec, store, chunk=2, concurrency=1)
+
+    assert caught.value.reason == "InputChanged"
+
+
+async def test_a_complete_manifest_is_not_planned_again() -> None:
+    store = MemoryStore()
+    first = await write_manifest(files("a", "b"), PlanSpec("files", "1"), store)
+
+    def must_not_list() -> Iterator[InputItem]:
+        raise AssertionError("listed again")
+        yield  # pragma: no cover
+
+    assert await write_manifest(must_not_list(), PlanSpec("files", "1"), store) == first
+
+
+async def test_a_changed_planning_spec_cannot_resume_an_incomplete_plan() -> None:
+    store = MemoryStore(fail_after=5)
+    with pytest.raises(ConnectionError):
+        await write_manifest(files(*(f"f{i}" for i in range(20))), PlanSpec("files", "2"), store, chunk=2)
+    store.fail_after = None
+
+    with pytest.raises(TerminalError) as caught:
+        await write_manifest(files(*(f"f{i}" for i in range(20))), PlanSpec("files", "3"), store, chunk=2)
+
+    assert caught.value.reason == "PlanChanged"
+
+
+def test_manifest_documents_round_trip() -> None:
+    batch = MiniBatch(7, "tabular", ranges=(ByteRange("a.csv", 9, 40, "csv", 9),))
+    assert MiniBatch.from_json(batch.to_json()) == batch
+    grouped = MiniBatch(1, "files", ("region=eu/a",), partition=(("region", "eu"),))
+    assert MiniBatch.from_json(grouped.to_json()) == grouped
+
+
+@pytest.mark.parametrize(
+    ("indexes", "expected"),
+    [
+        pytest.param([], "", id="nothing"),
+        pytest.param([3], "3", id="one"),
+        pytest.param([3, 7, 8, 9], "3,7-9", id="a run after a single"),
+        pytest.param([0, 1, 2, 5, 6, 9], "0-2,5-6,9", id="several runs"),
+        pytest.param([4, 4, 5], "4-5", id="duplicates ignored"),
+    ],
+)
+def test_compress_ranges(indexes: list[int], expected: str) -> None:
+    assert compress_ranges(indexes) == expected
