@@ -78,6 +78,14 @@ def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
             COMPUTE_NODES.labels(namespace, name, key.removesuffix("NodeCount")).set(int(value or 0))
     if isinstance(status.get("targetNodeCount"), int):
         COMPUTE_TARGET_NODES.labels(namespace, name).set(status["targetNodeCount"])
+    mini_batches = status.get("miniBatches")
+    if isinstance(mini_batches, dict):
+        for state in ("pending", "running", "succeeded", "failed"):
+            PARALLELJOB_MINIBATCHES.labels(namespace, name, state).set(int(mini_batches.get(state) or 0))
+    items = status.get("items")
+    if isinstance(items, dict):
+        for state in ("processed", "failed"):
+            PARALLELJOB_ITEMS.labels(namespace, name, state).set(int(items.get(state) or 0))
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
         description="Batch account URL when a BatchCompute does not set spec.endpoint.",
     )
     blob_endpoint: str | None = Field(default=None, description="Blob service URL override (Azurite).")
+    blob_connection_string: str | None = Field(
+        default=None,
+        description="Storage connection string for ParallelJobs without spec.storageCredentials (its account key "
+        "signs the SAS URLs the nodes use).",
+        repr=False,
+    )
     # Shared per-workspace poller: fast while anything converges, slow when steady.
     poll_floor_seconds: float = 2.0
     poll_ceiling_seconds: float = 60.0

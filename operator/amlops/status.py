@@ -66,8 +66,9 @@ def set_conditions(
 ) -> tuple[list[dict[str, Any]], list[EventRecord]]:
     """Apply ``updates`` to ``current``; return the new list (order kept, new types appended) and events.
 
-    ``lastTransitionTime`` moves only when a condition's status changes; an event is recorded when status,
-    reason or message changes, so a steady resource produces no event noise.
+    ``lastTransitionTime`` moves only when a condition's status changes; an event is recorded when its status
+    or reason changes. A message alone (node counts, progress) changes on nearly every pass: posting an Event
+    for each would flood the namespace and cost the operator more than the reconcile itself.
     """
     by_type = {str(c["type"]): dict(c) for c in current}
     order = [str(c["type"]) for c in current]
@@ -86,7 +87,7 @@ def set_conditions(
         }
         if old is None:
             order.append(u.type)
-        if old is None or any(old.get(k) != new[k] for k in ("status", "reason", "message")):
+        if old is None or any(old.get(k) != new[k] for k in ("status", "reason")):
             events.append(_event_for(u))
         by_type[u.type] = new
     return [by_type[t] for t in order], events

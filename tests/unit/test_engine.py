@@ -210,6 +210,13 @@ CASES = [
         retry=True,
     ),
     Case(
+        "Settled but not Ready (a suspended job): Ready=False with its reason, neither Reconciling nor Stalled",
+        managed(),
+        Scripted(observation=Observation(True, owner=OWNER, ready=False, reason="Suspended", message="suspended")),
+        ["observe"],
+        {"Ready": ("False", "Suspended"), "Reconciling": ("False", "Suspended"), "Stalled": ("False", "Suspended")},
+    ),
+    Case(
         "Create refused terminally: Stalled with Azure's code",
         managed(),
         Scripted(write_error=TerminalError("ParentResourceNotFound", "workspace ws not found")),

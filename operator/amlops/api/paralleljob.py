@@ -1,83 +1,251 @@
-"""ParallelJob: azure-ai-ml ``parallel_run_function`` run on a BatchCompute's account."""
+"""ParallelJob: azure-ai-ml ``parallel_run_function`` run on a BatchCompute's account.
+
+Field descriptions name the seed parameter of ``azure.ai.ml.parallel.parallel_run_function`` each maps to.
+The spec cannot change once the job exists, except ``suspend`` (a CEL transition rule on the spec).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
 from amlops.api.common import ApiModel, StatusBase, deletion_protection_field
 from amlops.api.kind import (
     AGE_COLUMN,
     READY_COLUMN,
+    REASON_COLUMN,
     CustomResource,
     Definition,
     Names,
     PrinterColumn,
 )
 
+# Bounds keep the CEL immutability rule's estimated cost within the apiserver's budget (an equality over an
+# unbounded map of unbounded strings is priced as if it filled the whole request).
+SHORT = 256
+URI = 2048
+TEXT = 4096
+MAP_ENTRIES = 64
+REFERENCE = r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$"
+NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _strings(description: str) -> JsonDict:
+    return {
+        "description": description,
+        "maxProperties": MAP_ENTRIES,
+        "additionalProperties": {"type": "string", "maxLength": TEXT},
+    }
+
 
 class ComputeRef(ApiModel):
-    name: str = Field(min_length=1, description="Seed: compute. Name of a BatchCompute in this namespace.")
-    pool_id: str | None = Field(default=None, description="Existing pool of that account to run on.")
+    name: str = Field(
+        min_length=1, max_length=SHORT, description="Seed: compute. Name of a BatchCompute in this namespace."
+    )
+    pool_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z0-9_-]{1,64}$",
+        description="An existing pool of that account to run on. Absent: amlops creates a pool for this job "
+        "(instanceType, instanceCount, lowPriority) and deletes it when the job ends or is deleted.",
+    )
+    instance_type: str = Field(
+        default="STANDARD_D2S_V3",
+        max_length=SHORT,
+        description="Seed: instance_type (resources). vmSize of the pool amlops creates when poolId is absent.",
+    )
+    low_priority: bool = Field(
+        default=False, description="The pool amlops creates uses low-priority (Spot) nodes instead of dedicated ones."
+    )
 
 
 class JobInput(ApiModel):
-    uri: str = Field(min_length=1, description="Blob folder or file URI.")
-    type: Literal["uri_folder", "uri_file", "mltable"] = Field(default="uri_folder")
+    uri: str = Field(min_length=1, max_length=URI, description="Seed: Input(path). Blob folder or file URI.")
+    type: Literal["uri_folder", "uri_file", "mltable"] = Field(
+        default="uri_folder",
+        description="Seed: Input(type). uri_folder: every file is an item; mltable (a folder of CSV / JSON Lines) "
+        "and uri_file of a .csv/.jsonl: rows are items, split by size.",
+    )
+
+
+class JobOutput(ApiModel):
+    uri: str = Field(min_length=1, max_length=URI, description="Seed: Output(path). Blob folder URI.")
+    type: Literal["uri_folder"] = Field(default="uri_folder", description="Seed: Output(type).")
 
 
 class RetrySettings(ApiModel):
-    max_retries: int = Field(default=3, ge=0, description="Seed: retry_settings.max_retries.")
-    timeout: int = Field(default=60, ge=1, description="Seed: retry_settings.timeout, seconds per run() call.")
+    max_retries: int = Field(
+        default=3, ge=0, le=100, description="Seed: retry_settings.max_retries. Batch maxTaskRetryCount."
+    )
+    timeout: int = Field(
+        default=60, ge=1, le=604800, description="Seed: retry_settings.timeout, seconds per run() call."
+    )
+
+
+class Environment(ApiModel):
+    image: str | None = Field(default=None, max_length=URI, description="Seed: environment.image.")
+    conda_file: str | None = Field(default=None, max_length=TEXT, description="Seed: environment.conda_file.")
+    pip_requirements: list[str] = Field(
+        default_factory=list,
+        max_length=MAP_ENTRIES,
+        description="pip requirements of the environment (a conda file's pip section).",
+        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
+    )
 
 
 class TaskSpec(ApiModel):
-    code: str = Field(min_length=1, description="Seed: task.code. Blob URI of the code folder.")
-    entry_script: str = Field(min_length=1, description="Seed: task.entry_script, relative to code.")
-    program_arguments: str | None = Field(default=None, description="Seed: task.program_arguments.")
-    append_row_to: str | None = Field(default=None, description="Seed: task.append_row_to, e.g. ${{outputs.out}}.")
+    code: str = Field(
+        min_length=1, max_length=URI, description="Seed: task.code. Blob URI of the folder holding the scripts."
+    )
+    entry_script: str = Field(min_length=1, max_length=SHORT, description="Seed: task.entry_script, relative to code.")
+    program_arguments: str | None = Field(
+        default=None, max_length=TEXT, description="Seed: task.program_arguments, split like a shell would."
+    )
+    environment: Environment | None = Field(
+        default=None,
+        description="Seed: task.environment. Part of the job's identity; nodes run the driver with the pool's "
+        "python3 (amlops does not build images or conda environments).",
+    )
+    append_row_to: str | None = Field(
+        default=None,
+        pattern=r"^\$\{\{outputs\.[A-Za-z_][A-Za-z0-9_]*\}\}$",
+        description="Seed: task.append_row_to, e.g. ${{outputs.scores}}: run() results go to "
+        "<output>/parallel_run_step.txt in mini-batch order.",
+    )
+
+
+class StorageSecretRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253, description="Name of a Secret in this namespace.")
+    key: str = Field(default="connectionString", max_length=SHORT, description="Key holding the connection string.")
+
+
+class StorageCredentials(ApiModel):
+    secret_ref: StorageSecretRef = Field(
+        description="A Secret holding the storage account's connection string (its key signs the SAS URLs the "
+        "nodes use). Absent: the operator's AMLOPS_BLOB_CONNECTION_STRING."
+    )
+
+
+def _immutable_except_suspend(schema: JsonDict) -> None:
+    """One transition rule over every field but suspend and deletionProtection: present in both old and new
+    with the same value, or in neither (a per-field ``self == oldSelf`` misses a field added or removed)."""
+    properties = schema.get("properties")
+    assert isinstance(properties, dict)
+    frozen = [name for name in properties if name not in MUTABLE]
+    rule = " && ".join(
+        f"(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))" for f in frozen
+    )
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": rule,
+            "message": "a ParallelJob's spec is immutable except suspend and deletionProtection: "
+            "create a new ParallelJob instead",
+        }
+    ]
+
+
+MUTABLE = ("suspend", "deletionProtection")
 
 
 class ParallelJobSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=_immutable_except_suspend)
+
     compute: ComputeRef = Field(description="Seed: compute.")
-    display_name: str | None = Field(default=None, description="Seed: display_name.")
-    description: str | None = Field(default=None, description="Seed: description.")
-    inputs: dict[str, JobInput] = Field(default_factory=dict, description="Seed: inputs.")
-    outputs: dict[str, JobInput] = Field(default_factory=dict, description="Seed: outputs.")
-    input_data: str = Field(min_length=1, description="Seed: input_data, e.g. ${{inputs.data}}.")
-    mini_batch_size: str = Field(default="1", description="Seed: mini_batch_size (files, or a size like 10MB).")
-    max_concurrency_per_instance: int = Field(default=1, ge=1, description="Seed: max_concurrency_per_instance.")
-    instance_count: int = Field(default=1, ge=1, description="Seed: instance_count.")
-    error_threshold: int = Field(default=-1, ge=-1, description="Seed: error_threshold; -1 ignores failures.")
+    display_name: str | None = Field(default=None, max_length=SHORT, description="Seed: display_name.")
+    description: str | None = Field(default=None, max_length=TEXT, description="Seed: description.")
+    tags: dict[str, str] = Field(default_factory=dict, json_schema_extra=_strings("Seed: tags."))
+    properties: dict[str, str] = Field(default_factory=dict, json_schema_extra=_strings("Seed: properties."))
+    experiment_name: str | None = Field(default=None, max_length=SHORT, description="Seed: experiment_name.")
+    inputs: dict[str, JobInput] = Field(
+        default_factory=dict, json_schema_extra={"description": "Seed: inputs.", "maxProperties": MAP_ENTRIES}
+    )
+    outputs: dict[str, JobOutput] = Field(
+        default_factory=dict, json_schema_extra={"description": "Seed: outputs.", "maxProperties": MAP_ENTRIES}
+    )
+    input_data: str = Field(
+        pattern=r"^\$\{\{inputs\.[A-Za-z_][A-Za-z0-9_]*\}\}$",
+        description="Seed: input_data, e.g. ${{inputs.data}}: the input that is split into mini-batches.",
+    )
+    mini_batch_size: str = Field(
+        default="1",
+        pattern=r"^\s*[0-9]+\s*([KkMmGg][Bb]?|[Bb])?\s*$",
+        description="Seed: mini_batch_size. Files per mini-batch (10), or for tabular input a size (10MB).",
+    )
+    partition_keys: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Seed: partition_keys. key=value folder segments; a mini-batch never mixes key values.",
+        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
+    )
+    max_concurrency_per_instance: int = Field(
+        default=1, ge=1, le=256, description="Seed: max_concurrency_per_instance. taskSlotsPerNode of the pool."
+    )
+    instance_count: int = Field(default=1, ge=1, le=1000, description="Seed: instance_count. Nodes of the pool.")
+    error_threshold: int = Field(
+        default=-1, ge=-1, description="Seed: error_threshold. Failed items tolerated; -1 ignores failures."
+    )
     mini_batch_error_threshold: int = Field(
-        default=-1, ge=-1, description="Seed: mini_batch_error_threshold; -1 ignores failures."
+        default=-1, ge=-1, description="Seed: mini_batch_error_threshold. Failed mini-batches tolerated; -1 ignores."
     )
     retry_settings: RetrySettings = Field(default_factory=RetrySettings, description="Seed: retry_settings.")
+    environment_variables: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra=_strings("Seed: environment_variables. Set for every mini-batch.")
+    )
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Seed: logging_level."
     )
     task: TaskSpec = Field(description="Seed: task (RunFunction).")
+    is_deterministic: bool = Field(
+        default=False,
+        description="Seed: is_deterministic. Accepted; reusing an identical completed job's output is not "
+        "implemented yet (every job runs).",
+    )
+    suspend: bool = Field(
+        default=False, description="Stop adding mini-batches and stop running ones; false resumes from the plan."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Seconds from startTime after which the job is terminated and Failed."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Accepted for Job parity; amlops does not delete finished ParallelJobs yet."
+    )
+    storage_credentials: StorageCredentials | None = Field(
+        default=None, description="Storage account access for inputs, code and outputs."
+    )
     deletion_protection: bool = deletion_protection_field()
-    suspend: bool = Field(default=False, description="Stop adding and running mini-batches; resume with false.")
 
 
 class MiniBatchCounts(ApiModel):
     total: int = 0
-    pending: int = 0
+    pending: int = Field(default=0, description="Planned, not running yet (not added, or waiting for a slot).")
     running: int = 0
-    succeeded: int = 0
+    succeeded: int = Field(default=0, description="run() returned (some items may still have failed).")
+    failed: int = Field(default=0, description="run() raised or timed out on the last attempt.")
+    retried: int = Field(default=0, description="Retries used across all mini-batches.")
+
+
+class ItemCounts(ApiModel):
+    processed: int = 0
     failed: int = 0
-    retried: int = 0
 
 
 class ParallelJobStatus(StatusBase):
-    phase: str | None = Field(default=None, description="Pending, Running, Suspended, Complete, Failed.")
+    phase: Literal["Pending", "Running", "Suspended", "Complete", "Failed"] | None = Field(
+        default=None, description="Pending, Running, Suspended, Complete, Failed (the last two never change)."
+    )
     start_time: datetime | None = None
     completion_time: datetime | None = None
+    job_id: str | None = Field(default=None, description="Azure Batch job id.")
+    pool_id: str | None = Field(default=None, description="Azure Batch pool the job runs on.")
     mini_batches: MiniBatchCounts | None = None
-    progress: str | None = Field(default=None, description="Completed/total mini-batches, N/M.")
+    items: ItemCounts | None = None
+    progress: str | None = Field(default=None, description="Finished/total mini-batches, N/M.")
+    progress_percentage: int | None = Field(default=None, description="Finished mini-batches, percent.")
+    estimated_remaining_seconds: int | None = Field(default=None, description="From the rate so far.")
+    failed_mini_batches: str | None = Field(default=None, description="Indexes of failed mini-batches: 3,7-9.")
+    output: str | None = Field(default=None, description="URI of parallel_run_step.txt (appendRowTo).")
 
 
 class ParallelJob(CustomResource):
@@ -91,6 +259,7 @@ class ParallelJob(CustomResource):
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Progress", ".status.progress"),
             READY_COLUMN,
+            REASON_COLUMN,
             AGE_COLUMN,
         ),
     )

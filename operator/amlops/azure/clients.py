@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Mapping
 
+import aiohttp
 from azure.batch.aio import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.pipeline.transport import AioHttpTransport
 
 from amlops.azure import credentials
 from amlops.azure.ml import MlClient
@@ -32,6 +35,8 @@ class AzureClients:
         self._credentials: dict[str, AsyncTokenCredential] = {}
         self._ml: dict[tuple[str, str], MlClient] = {}
         self._batch: dict[tuple[str, str], BatchClient] = {}
+        self._shared_transport: AioHttpTransport | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     def credential(self, key: str, secret: Mapping[str, str] | None = None) -> AsyncTokenCredential:
         cred = self._credentials.get(key)
@@ -43,10 +48,28 @@ class AzureClients:
             self._credentials[key] = cred
         return cred
 
+    def _transport(self) -> AioHttpTransport | None:
+        """One transport trusting ``AMLOPS_CA_BUNDLE``, built once.
+
+        Given ``connection_verify=<path>``, azure-core would build a new SSLContext (and read the CA file)
+        for every request; a session whose connector holds one context avoids that. Without a CA bundle the
+        SDK's default transport (system trust store) is right.
+        """
+        if not self.settings.ca_bundle:
+            return None
+        if self._shared_transport is None:
+            context = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=100))
+            self._shared_transport = AioHttpTransport(session=session, session_owner=False)
+            self._session = session
+        return self._shared_transport
+
     def ml(self, key: str, subscription_id: str, secret: Mapping[str, str] | None = None) -> MlClient:
         client = self._ml.get((key, subscription_id))
         if client is None:
-            client = MlClient(self.credential(key, secret), subscription_id, self.settings, self.budget)
+            client = MlClient(
+                self.credential(key, secret), subscription_id, self.settings, self.budget, transport=self._transport()
+            )
             self._ml[(key, subscription_id)] = client
         return client
 
@@ -75,3 +98,7 @@ class AzureClients:
             await cred.close()
         self._ml.clear()
         self._credentials.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._shared_transport = None

@@ -3,7 +3,9 @@ DELETE with ``underlyingResourceAction=Delete``. The mappings are pure (``amlcom
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,19 +37,27 @@ def workspace_of(spec: Any) -> WorkspaceId:
 
 
 class _TtlCache:
-    """Per-location answers that change rarely (VM sizes) or slowly (usages)."""
+    """Per-location answers that change rarely (VM sizes) or slowly (usages), loaded once for all askers:
+    a thousand resources created at once make one vmSizes call, not a thousand."""
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
         self._items: dict[str, tuple[float, Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    def get(self, key: str) -> Any | None:
+    def _fresh(self, key: str) -> Any | None:
         hit = self._items.get(key)
         return hit[1] if hit and time.monotonic() - hit[0] < self._ttl else None
 
-    def put(self, key: str, value: Any) -> Any:
-        self._items[key] = (time.monotonic(), value)
-        return value
+    async def get(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        if (value := self._fresh(key)) is not None:
+            return value
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if (value := self._fresh(key)) is not None:
+                return value
+            value = await load()
+            self._items[key] = (time.monotonic(), value)
+            return value
 
 
 async def connect(clients: AzureClients, secrets: SecretReader, namespace: str, spec: Any) -> tuple[str, MlClient]:
@@ -79,14 +89,13 @@ class AmlComputeClient:
         if mr.spec.location:
             return mr.spec.location
         ws = workspace_of(mr.spec)
-        cached = self._locations.get(ws.arm_id)
-        return str(cached or self._locations.put(ws.arm_id, await ml.workspace_location(ws)))
+        return str(await self._locations.get(ws.arm_id, lambda: ml.workspace_location(ws)))
 
     async def _preflight(
         self, ml: MlClient, mr: Mr, location: str
     ) -> tuple[dict[str, Any] | None, ConditionUpdate | None]:
-        sizes = self._sizes.get(location) or self._sizes.put(location, await ml.vm_sizes(location))
-        usages = self._usages.get(location) or self._usages.put(location, await ml.usages(location))
+        sizes = await self._sizes.get(location, lambda: ml.vm_sizes(location))
+        usages = await self._usages.get(f"{ml.subscription_id}/{location}", lambda: ml.usages(location))
         quota, size_error, sufficient = m.quota_check(mr.spec, sizes, usages)
         if size_error:
             raise TerminalError(REASON_VM_SIZE_NOT_AVAILABLE, size_error)
@@ -127,7 +136,9 @@ class AmlComputeClient:
 
         failure = m.failure(body)
         transitional = m.is_transitional(body)
-        if pending is not None:
+        if pending is not None and not transitional:
+            # Azure's GET says the operation has finished: one look at the operation itself catches what only
+            # it reports (a failed update); while Azure still converges the GET alone is enough.
             state = await ml.operation_state(ws, name, pending)
             if state is not None and not state.done:
                 transitional = True

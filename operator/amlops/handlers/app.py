@@ -14,6 +14,7 @@ from amlops.api.kind import GROUP
 from amlops.azure.clients import AzureClients
 from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
+from amlops.external.paralleljob import ParallelJobClient
 from amlops.handlers.bridge import FINALIZER
 from amlops.handlers.kube_secrets import KubernetesObjectReader, KubernetesSecretReader, load_kube_config
 from amlops.reconcile.engine import Timing
@@ -35,10 +36,14 @@ async def connect(memo: kopf.Memo, **_: Any) -> None:
     memo["amlcompute_client"] = AmlComputeClient(clients, secrets)
     memo["batchcompute_client"] = BatchComputeClient(clients, secrets)
     memo["objects"] = KubernetesObjectReader()
+    memo["paralleljob_client"] = ParallelJobClient(clients, secrets, memo["objects"])
 
 
 @kopf.on.cleanup()
 async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    paralleljobs: ParallelJobClient | None = memo.get("paralleljob_client")
+    if paralleljobs is not None:
+        await paralleljobs.close()
     clients: AzureClients | None = memo.get("clients")
     if clients is not None:
         await clients.close()

@@ -13,16 +13,19 @@ from typing import Any
 import kopf
 
 from amlops import metrics
-from amlops.api import KINDS, AmlCompute, BatchCompute
+from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.handlers.bridge import apply_outcome, managed_from, object_lock
 from amlops.reconcile.engine import Timing, reconcile
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
 from amlops.reconcile.outcome import Outcome
+from amlops.settings import Settings
 from amlops.status import REASON_WAITING_FOR_AZURE, progressing, stalled
 
-STEADY_INTERVAL = 60.0
+# Steady resources are looked at once per poll ceiling; the shared workspace poller makes that one list
+# call per workspace, however many resources it holds.
+STEADY_INTERVAL = Settings().poll_ceiling_seconds
 ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
 
 
@@ -51,6 +54,7 @@ def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[...,
 FACTORIES: dict[str, ClientFactory] = {
     AmlCompute.kind(): lambda memo: memo["amlcompute_client"],
     BatchCompute.kind(): lambda memo: memo["batchcompute_client"],
+    ParallelJob.kind(): lambda memo: memo["paralleljob_client"],
 }
 
 

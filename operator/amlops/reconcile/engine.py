@@ -24,6 +24,7 @@ from amlops.reconcile.external import ExternalClient, Observation, Pending
 from amlops.reconcile.managed import Managed
 from amlops.reconcile.outcome import Outcome
 from amlops.status import (
+    READY,
     REASON_CREATING,
     REASON_DELETING,
     REASON_OBSERVED,
@@ -31,6 +32,7 @@ from amlops.status import (
     REASON_SUCCEEDED,
     REASON_UPDATING,
     RECONCILING,
+    STALLED,
     ConditionUpdate,
     progressing,
     ready,
@@ -131,6 +133,13 @@ def _steady(obs: Observation, status: dict[str, Any], t: Timing) -> Outcome:
             requeue_after=t.short,
             retry=True,
         )
+    if not obs.ready:
+        idle = (
+            ConditionUpdate(READY, "False", obs.reason, obs.message),
+            ConditionUpdate(RECONCILING, "False", obs.reason, ""),
+            ConditionUpdate(STALLED, "False", obs.reason, ""),
+        )
+        return Outcome(conditions=(*idle, *obs.conditions), status=status)
     reason = REASON_SUCCEEDED if obs.resource_exists else REASON_OBSERVED
     return Outcome(
         conditions=(*ready(reason, obs.message), *obs.conditions),

@@ -51,6 +51,10 @@ class Observation:
     transitional_reason: str = "WaitingForAzure"
     # Usable, but moving (an autoscaling cluster resizing): Ready, and look again soon for fresh numbers.
     settling: bool = False
+    # Settled but not usable, and nothing to converge on (a suspended job): Ready=False with ``reason``,
+    # Reconciling=False, Stalled=False.
+    ready: bool = True
+    reason: str = ""
     message: str = ""
     # Azure reports the resource as failed (e.g. provisioningState Failed): (error code, message).
     failure: tuple[str, str] | None = None

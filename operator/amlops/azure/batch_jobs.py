@@ -1,0 +1,149 @@
+"""The Azure Batch data-plane adapter for jobs and tasks (a ParallelJob's Batch job and its mini-batch tasks).
+
+Plain dicts in and out; every error leaves as the engine's RetryableError / TerminalError through
+:func:`amlops.azure.errors.translate`, except the answers that are facts here (``JobExists``, ``JobNotFound``,
+``TaskExists``, a job already completed), which become return values. Writes start the operation and return
+(``polling_interval=0``, never awaiting the poller): the next observation shows where it got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from azure.batch import models
+from azure.batch.aio import BatchClient
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from amlops.azure.errors import error_code, translate
+from amlops.reconcile.errors import TerminalError
+
+JSON = dict[str, Any]
+TASKS_PER_REQUEST = 100  # the addtaskcollection limit
+TASK_FIELDS = ["id", "state", "executionInfo"]
+# Conflicts that mean "already where you want it": the job has ended, or is going away.
+_ENDED = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
+
+
+async def create_job(client: BatchClient, job: JSON) -> bool:
+    """Create the job; False when a job of that id exists already (idempotent by id)."""
+    try:
+        await client.create_job(models.BatchJobCreateOptions(job))
+    except ResourceExistsError:
+        return False
+    except HttpResponseError as e:
+        if error_code(e) == "JobExists":
+            return False
+        raise translate(e) from e
+    except Exception as e:
+        raise translate(e) from e
+    return True
+
+
+async def get_job(client: BatchClient, job_id: str) -> JSON | None:
+    try:
+        return dict((await client.get_job(job_id)).as_dict())
+    except ResourceNotFoundError:
+        return None
+    except Exception as e:
+        raise translate(e) from e
+
+
+async def list_tasks(client: BatchClient, job_id: str) -> list[JSON]:
+    """Every task of the job with its state and execution info (pages of up to 1000)."""
+    try:
+        return [dict(t.as_dict()) async for t in client.list_tasks(job_id, select=TASK_FIELDS, max_results=1000)]
+    except ResourceNotFoundError:
+        return []
+    except Exception as e:
+        raise translate(e) from e
+
+
+async def list_failed_tasks(client: BatchClient, job_id: str) -> list[JSON]:
+    """Completed tasks whose last attempt failed."""
+    query = "state eq 'completed' and executionInfo/result eq 'failure'"
+    try:
+        return [dict(t.as_dict()) async for t in client.list_tasks(job_id, filter=query, select=TASK_FIELDS)]
+    except ResourceNotFoundError:
+        return []
+    except Exception as e:
+        raise translate(e) from e
+
+
+async def task_counts(client: BatchClient, job_id: str) -> JSON:
+    """``{active, running, completed, succeeded, failed}`` for the job (one call)."""
+    try:
+        result = await client.get_job_task_counts(job_id)
+    except Exception as e:
+        raise translate(e) from e
+    return dict(result.task_counts.as_dict())
+
+
+async def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[JSON]) -> int:
+    """Add ``tasks`` in collections of at most 100; tasks that exist already are skipped (``TaskExists``).
+
+    Returns how many were submitted. Callers pass only the ids the job does not list yet, so a restarted
+    operator resumes where the job's task list ends instead of resubmitting everything.
+    """
+    for chunk in _chunks(tasks, TASKS_PER_REQUEST):
+        options = [models.BatchTaskCreateOptions(task) for task in chunk]
+        try:
+            await client.create_tasks(job_id, options)
+        except models.CreateTasksError as e:
+            raise _create_tasks_error(e) from e
+        except Exception as e:
+            raise translate(e) from e
+    return len(tasks)
+
+
+async def terminate_job(client: BatchClient, job_id: str, reason: str) -> None:
+    """Running tasks end; active ones are never scheduled. A job already ended or gone is fine."""
+    # azure-batch 15.1.0 cannot send a terminate without a body: the options go as a plain mapping.
+    options: Any = {"terminateReason": reason}
+    await _ignoring_ended(lambda: client.begin_terminate_job(job_id, options, polling_interval=0))
+
+
+async def disable_job(client: BatchClient, job_id: str) -> None:
+    """Stop scheduling; running tasks go back to the queue (``requeue``) and run again on enable."""
+    options = models.BatchJobDisableOptions(disable_tasks="requeue")
+    await _ignoring_ended(lambda: client.begin_disable_job(job_id, options, polling_interval=0))
+
+
+async def enable_job(client: BatchClient, job_id: str) -> None:
+    await _ignoring_ended(lambda: client.begin_enable_job(job_id, polling_interval=0))
+
+
+async def delete_job(client: BatchClient, job_id: str) -> None:
+    """Delete the job (its running tasks end with it); missing or already deleting is fine."""
+    await _ignoring_ended(lambda: client.begin_delete_job(job_id, polling_interval=0))
+
+
+async def _ignoring_ended(call: Callable[[], Awaitable[object]]) -> None:
+    try:
+        await call()
+    except ResourceNotFoundError:
+        return
+    except HttpResponseError as e:
+        if error_code(e) in _ENDED or error_code(e) == "JobNotFound":
+            return
+        raise translate(e) from e
+    except Exception as e:
+        raise translate(e) from e
+
+
+def _chunks(items: Sequence[JSON], size: int) -> Iterable[Sequence[JSON]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _create_tasks_error(error: Any) -> Exception:
+    """The first underlying failure of a ``CreateTasksError``: a request error, or a task the service refused."""
+    for failure in list(getattr(error, "errors", ()) or ()):
+        if isinstance(failure, Exception):
+            return translate(failure)
+    for result in list(getattr(error, "failure_tasks", ()) or ()):
+        inner = getattr(result, "error", None)
+        code = str(getattr(inner, "code", None) or "InvalidTask")
+        message = getattr(getattr(inner, "message", None), "value", None) or str(inner)
+        return TerminalError(code, f"task {getattr(result, 'task_id', '?')}: {message}")
+    return translate(error)

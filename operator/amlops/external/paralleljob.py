@@ -1,0 +1,413 @@
+"""ParallelJob's ExternalClient: one Azure Batch job per ParallelJob, one task per mini-batch.
+
+- ``create``: plan the input into the manifest (resumable: a restarted operator continues the plan), upload the
+  node driver, create the pool amlops owns for the job (when ``compute.poolId`` is absent) and the Batch job
+  (id from the object's uid: creating it twice is harmless).
+- ``observe``: the job's tasks and the final summaries of finished mini-batches → one decision
+  (``paralleljob_map.decide``); Complete and Failed are answered from the status, with no Azure call.
+- ``update``: carries out that decision's one action: add the tasks the job does not list yet, suspend
+  (disable with requeue), resume, fail (terminate), finish (write ``parallel_run_step.txt`` exactly once,
+  end the job, release the pool).
+- ``delete``: delete the Batch job (its running tasks end) and the pool amlops created for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.batch.aio import BatchClient
+
+from amlops.api.batchcompute import ManagedPool
+from amlops.api.paralleljob import ParallelJobSpec
+from amlops.azure import batch, batch_jobs
+from amlops.azure.blob import BlobFolder, BlobRangeReader, BlobStore, JsonFolder
+from amlops.azure.clients import AzureClients
+from amlops.external import paralleljob_map as m
+from amlops.external.batchcompute import account_access
+from amlops.external.batchcompute_map import pool_body, pool_owner
+from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate, ordered, read_summary
+from amlops.external.paralleljob_plan import (
+    InputItem,
+    Kind,
+    PlanSpec,
+    manifest_prefix,
+    mini_batch_name,
+    read_index,
+    results_prefix,
+    write_manifest,
+)
+from amlops.external.ports import ObjectReader, SecretReader
+from amlops.reconcile.errors import RetryableError, TerminalError
+from amlops.reconcile.external import Observation, Pending
+from amlops.reconcile.managed import OWNER_TAG, Managed
+from amlops.runtime.command import DRIVER_FILE, MANIFEST_FILE, code_dir_for_prefix, driver_command_line, driver_source
+from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC
+
+Mr = Managed[ParallelJobSpec]
+
+REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
+REASON_UNSUPPORTED_COMPUTE = "UnsupportedCompute"
+# Nodes fetch inputs, code and the manifest with these; a mini-batch may wait long in the queue.
+SAS_LIFETIME = timedelta(days=7)
+SUMMARY_WINDOW = 16
+WAIT_FOR_COMPUTE_SECONDS = 5.0
+TABULAR_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def job_id(mr: Mr) -> str:
+    """Batch job id (≤ 64 characters): from the uid, so a recreated object with the same name is a new job."""
+    return f"pj-{mr.uid}"
+
+
+def pool_id(mr: Mr) -> str:
+    return mr.spec.compute.pool_id or job_id(mr)
+
+
+def owns_pool(mr: Mr) -> bool:
+    return mr.spec.compute.pool_id is None
+
+
+def reference(value: str, names: dict[str, Any], kind: str) -> str:
+    """``${{inputs.data}}`` → ``data``, which must name one of ``names``."""
+    name = value.strip().removeprefix("${{").removesuffix("}}").strip().removeprefix(f"{kind}.")
+    if name not in names:
+        raise TerminalError(REASON_INVALID_SPEC, f"{value} names no entry of spec.{kind} ({sorted(names)})")
+    return name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything of one job lives in blob storage."""
+
+    store: BlobStore
+    inputs: BlobFolder
+    only: str | None  # uri_file: the one blob of ``inputs`` that is the input
+    kind: Kind
+    output: BlobFolder
+    plan: BlobFolder
+    results: BlobFolder
+    code: BlobFolder
+
+    @property
+    def output_uri(self) -> str:
+        return f"{self.store.folder_url(self.output)}{OUTPUT_FILE}"
+
+
+class ParallelJobClient:
+    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ObjectReader) -> None:
+        self._clients = clients
+        self._secrets = secrets
+        self._objects = objects
+        self._stores: dict[str, BlobStore] = {}
+        # Final (processed, failed) counts of finished mini-batches, by job: a finished summary never changes.
+        self._items: dict[str, dict[int, tuple[int, int]]] = {}
+        # The decision of the last observe, by uid, for the update() of the same pass (under the object lock).
+        self._decisions: dict[str, tuple[m.Decision, tuple[m.TaskFact, ...]]] = {}
+
+    async def close(self) -> None:
+        for store in self._stores.values():
+            await store.close()
+        self._stores.clear()
+
+    # ------------------------------------------------------------------------------------------- observe
+
+    async def observe(self, mr: Mr) -> Observation:
+        if not mr.deleting and (finished := m.sticky(mr.status, mr.owner)) is not None:
+            return finished
+        client = await self._batch(mr)
+        if client is None:  # deleting, and the compute is gone: nothing of ours can be reached any more
+            return Observation(False)
+        job = await batch_jobs.get_job(client, job_id(mr))
+        if mr.deleting:
+            return await self._observe_deleting(mr, client, job)
+        if job is None:
+            return Observation(False, at_provider={"phase": m.PENDING, "jobId": job_id(mr), "poolId": pool_id(mr)})
+        layout = await self._layout(mr)
+        index = await read_index(JsonFolder(layout.store, layout.plan))
+        if index is None or not index.done:
+            raise RetryableError("Planning", "the Batch job exists but its plan is incomplete", 1.0)
+        facts = tuple(m.task_facts(await batch_jobs.list_tasks(client, job_id(mr))))
+        items = await self._finished_items(mr, layout, facts)
+        started = mr.status.get("startTime") or job.get("creationTime")
+        elapsed = _seconds_since(started)
+        all_finished = sum(1 for t in facts if t.state == "completed") == index.count
+        output_ready = not mr.spec.task.append_row_to or (
+            all_finished and await layout.store.exists(layout.output, OUTPUT_FILE)
+        )
+        decision = m.decide(
+            m.Facts(
+                total=index.count,
+                tasks=facts,
+                items=items,
+                job_state=str(job.get("state") or ""),
+                suspend=mr.spec.suspend,
+                error_threshold=mr.spec.error_threshold,
+                mini_batch_error_threshold=mr.spec.mini_batch_error_threshold,
+                output_ready=output_ready,
+                elapsed=elapsed,
+                deadline=mr.spec.active_deadline_seconds,
+                terminate_reason=(job.get("executionInfo") or {}).get("terminateReason"),
+            )
+        )
+        self._decisions[mr.uid] = (decision, facts)
+        status = {
+            **m.status_fields(decision, elapsed),
+            "jobId": job_id(mr),
+            "poolId": pool_id(mr),
+            "startTime": started,
+            "output": layout.output_uri if mr.spec.task.append_row_to else None,
+        }
+        if decision.phase in m.TERMINAL:
+            status["completionTime"] = _now()
+            self._items.pop(job_id(mr), None)
+        return m.observation(decision, status, mr.owner)
+
+    async def _observe_deleting(self, mr: Mr, client: BatchClient, job: dict[str, Any] | None) -> Observation:
+        pool_left = False
+        if owns_pool(mr):
+            pools = {str(p.get("id")): p for p in await batch.list_pools(client)}
+            pool = pools.get(pool_id(mr))
+            pool_left = pool is not None and pool.get("state") != "deleting" and pool_owner(pool) == mr.owner
+        if job is None and not pool_left:
+            return Observation(False)
+        going = job is not None and job.get("state") == "deleting"
+        return Observation(True, transitional=going and not pool_left, transitional_reason="Deleting", owner=mr.owner)
+
+    async def _finished_items(
+        self, mr: Mr, layout: Layout, facts: tuple[m.TaskFact, ...]
+    ) -> dict[int, tuple[int, int]]:
+        known = self._items.setdefault(job_id(mr), {})
+        new = [t.index for t in facts if t.state == "completed" and t.index not in known]
+
+        async def fetch(index: int) -> tuple[int, int]:
+            summary = await read_summary(layout.store, layout.results, index)
+            # No summary: the driver could not even start (setup failure); its items are unknown.
+            return (summary.processed, summary.failed) if summary else (0, 0)
+
+        async for index, counts in ordered(new, fetch, SUMMARY_WINDOW):
+            known[index] = counts
+        return known
+
+    # ------------------------------------------------------------------------------------------- writes
+
+    async def create(self, mr: Mr) -> Pending | None:
+        client = await self._batch(mr)
+        if client is None:
+            raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
+        layout = await self._layout(mr)
+        await write_manifest(
+            self._listing(layout), self._plan_spec(mr, layout), JsonFolder(layout.store, layout.plan),
+            BlobRangeReader(layout.store, layout.inputs),
+        )  # fmt: skip
+        await layout.store.write(layout.plan, DRIVER_FILE, driver_source(), "text/x-python")
+        if owns_pool(mr):
+            await batch.create_pool(client, self._pool_body(mr))
+        await batch_jobs.create_job(
+            client,
+            {
+                "id": job_id(mr),
+                "displayName": (mr.spec.display_name or f"{mr.namespace}/{mr.name}")[:1024],
+                "poolInfo": {"poolId": pool_id(mr)},
+                "metadata": [{"name": OWNER_TAG, "value": mr.owner}],
+            },
+        )
+        return None
+
+    async def update(self, mr: Mr, observation: Observation) -> Pending | None:
+        remembered = self._decisions.pop(mr.uid, None)
+        if remembered is None:  # not observed in this pass (cannot happen through the engine): look first
+            await self.observe(mr)
+            remembered = self._decisions.pop(mr.uid, None)
+            if remembered is None:
+                return None
+        decision, facts = remembered
+        client = await self._batch(mr)
+        if client is None:
+            raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
+        jid = job_id(mr)
+        if decision.action == "add":
+            layout = await self._layout(mr)
+            present = {t.index for t in facts}
+            missing = [i for i in range(decision.counts.total) if i not in present]
+            await batch_jobs.add_tasks(client, jid, self._tasks(mr, layout, missing))
+        elif decision.action == "suspend":
+            await batch_jobs.disable_job(client, jid)
+        elif decision.action == "resume":
+            await batch_jobs.enable_job(client, jid)
+        elif decision.action == "fail":
+            await batch_jobs.terminate_job(client, jid, decision.reason)
+            await self._release_pool(mr, client)
+        elif decision.action == "finish":
+            if mr.spec.task.append_row_to:
+                layout = await self._layout(mr)
+                await aggregate(layout.store, layout.results, layout.output, decision.counts.total)
+            await batch_jobs.terminate_job(client, jid, "AllTasksComplete")
+            await self._release_pool(mr, client)
+        return None
+
+    async def delete(self, mr: Mr) -> Pending | None:
+        client = await self._batch(mr)
+        if client is None:
+            return None
+        await batch_jobs.delete_job(client, job_id(mr))
+        await self._release_pool(mr, client)
+        self._items.pop(job_id(mr), None)
+        self._decisions.pop(mr.uid, None)
+        return None
+
+    async def _release_pool(self, mr: Mr, client: BatchClient) -> None:
+        if owns_pool(mr):
+            await batch.delete_pool(client, pool_id(mr))
+
+    # ------------------------------------------------------------------------------------------- building
+
+    def _pool_body(self, mr: Mr) -> dict[str, Any]:
+        nodes = mr.spec.instance_count
+        pool = ManagedPool(
+            id=pool_id(mr),
+            vm_size=mr.spec.compute.instance_type,
+            target_dedicated_nodes=0 if mr.spec.compute.low_priority else nodes,
+            target_low_priority_nodes=nodes if mr.spec.compute.low_priority else 0,
+            task_slots_per_node=mr.spec.max_concurrency_per_instance,
+        )
+        return pool_body(pool, mr.owner)
+
+    def _plan_spec(self, mr: Mr, layout: Layout) -> PlanSpec:
+        # What else makes two runs the same run (isDeterministic): it only feeds the plan's hash.
+        fingerprint = {
+            "task": mr.spec.task.model_dump(mode="json", by_alias=True),
+            "environmentVariables": mr.spec.environment_variables,
+            "only": layout.only,
+        }
+        return PlanSpec(layout.kind, mr.spec.mini_batch_size, tuple(mr.spec.partition_keys), fingerprint)
+
+    async def _listing(self, layout: Layout) -> AsyncIterator[InputItem]:
+        async for blob in layout.store.list_folder(layout.inputs):
+            if layout.only is None or blob.name == layout.only:
+                yield InputItem(blob.name, blob.size, blob.etag)
+
+    def _tasks(self, mr: Mr, layout: Layout, indexes: list[int]) -> list[dict[str, Any]]:
+        store, spec = layout.store, mr.spec
+        command = driver_command_line(
+            mini_batch=MANIFEST_FILE,
+            inputs=store.folder_sas_url(layout.inputs, SAS_LIFETIME),
+            results=store.folder_sas_url(layout.results, SAS_LIFETIME, write=True),
+            entry_script=spec.task.entry_script,
+            code_dir=code_dir_for_prefix(layout.code.prefix),
+            timeout=spec.retry_settings.timeout,
+            logging_level=spec.logging_level,
+            append_row=spec.task.append_row_to is not None,
+            program_arguments=spec.task.program_arguments,
+        )
+        driver_url = store.blob_sas_url(layout.plan, DRIVER_FILE, SAS_LIFETIME)
+        code_url = store.folder_sas_url(BlobFolder(layout.code.container), SAS_LIFETIME)
+        # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
+        wall_clock = spec.retry_settings.timeout * 2 + 600
+        environment = [{"name": k, "value": v} for k, v in sorted(spec.environment_variables.items())]
+        return [
+            {
+                "id": m.task_id(i),
+                "commandLine": command,
+                "resourceFiles": [
+                    {"httpUrl": driver_url, "filePath": DRIVER_FILE},
+                    {
+                        "httpUrl": store.blob_sas_url(layout.plan, mini_batch_name(i), SAS_LIFETIME),
+                        "filePath": MANIFEST_FILE,
+                    },
+                    {"storageContainerUrl": code_url, "blobPrefix": layout.code.prefix, "filePath": "code"},
+                ],
+                "constraints": {
+                    "maxTaskRetryCount": spec.retry_settings.max_retries,
+                    "maxWallClockTime": f"PT{wall_clock}S",
+                },
+                "environmentSettings": environment,
+            }
+            for i in indexes
+        ]
+
+    # ------------------------------------------------------------------------------------------- access
+
+    async def _batch(self, mr: Mr) -> BatchClient | None:
+        """The account's client. Not Ready: wait (Reconciling), or when deleting, None (nothing to clean)."""
+        name = mr.spec.compute.name
+        access = await account_access(self._clients, self._secrets, self._objects, mr.namespace, name)
+        if access.ready and access.client is not None:
+            return access.client
+        if mr.deleting:
+            return None
+        missing = await self._objects.get("batchcomputes", mr.namespace, name) is None
+        if missing and await self._objects.get("amlcomputes", mr.namespace, name) is not None:
+            raise TerminalError(
+                REASON_UNSUPPORTED_COMPUTE,
+                f"{name} is an AmlCompute; ParallelJobs run on a BatchCompute's Azure Batch account",
+            )
+        raise RetryableError(REASON_WAITING_FOR_COMPUTE, access.message, WAIT_FOR_COMPUTE_SECONDS)
+
+    async def _store(self, mr: Mr) -> BlobStore:
+        ref = mr.spec.storage_credentials.secret_ref if mr.spec.storage_credentials else None
+        if ref is not None:
+            data = await self._secrets.read(mr.namespace, ref.name)
+            if data is None or ref.key not in data:
+                raise TerminalError(
+                    REASON_CREDENTIALS_MISSING, f"Secret {mr.namespace}/{ref.name} has no key {ref.key!r}"
+                )
+            connection = data[ref.key]
+        else:
+            connection = self._clients.settings.blob_connection_string or ""
+            if not connection:
+                raise TerminalError(
+                    REASON_CREDENTIALS_MISSING,
+                    "set spec.storageCredentials (or the operator's AMLOPS_BLOB_CONNECTION_STRING)",
+                )
+        store = self._stores.get(connection)
+        if store is None:
+            store = self._stores[connection] = BlobStore.from_connection_string(connection)
+        return store
+
+    async def _layout(self, mr: Mr) -> Layout:
+        store, spec = await self._store(mr), mr.spec
+        source = spec.inputs[reference(spec.input_data, spec.inputs, "inputs")]
+        only: str | None = None
+        if source.type == "uri_file":
+            inputs, only = store.file(source.uri)
+        else:
+            inputs = store.folder(source.uri)
+        tabular = source.type == "mltable" or (only is not None and only.lower().endswith(TABULAR_SUFFIXES))
+        if not spec.outputs:
+            raise TerminalError(REASON_INVALID_SPEC, "spec.outputs needs an entry: results are written there")
+        out_name = (
+            reference(spec.task.append_row_to, spec.outputs, "outputs")
+            if spec.task.append_row_to
+            else sorted(spec.outputs)[0]
+        )
+        output = store.folder(spec.outputs[out_name].uri)
+        jid = job_id(mr)
+        return Layout(
+            store=store,
+            inputs=inputs,
+            only=only,
+            kind="tabular" if tabular else "files",
+            output=output,
+            plan=BlobFolder(output.container, manifest_prefix(output.prefix, jid)),
+            results=BlobFolder(output.container, results_prefix(output.prefix, jid)),
+            code=store.folder(spec.task.code),
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds_since(stamp: Any) -> float | None:
+    if not stamp:
+        return None
+    try:
+        started = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - started).total_seconds())

@@ -1,0 +1,299 @@
+"""ParallelJob decisions, pure: Batch task facts and driver summaries → counts, phase, next action, status.
+
+No I/O. ``external/paralleljob.py`` gathers the facts (the job's task list, the final summaries of finished
+mini-batches, whether the output is written) and carries out the one action decided here; the engine turns
+the :class:`~amlops.reconcile.external.Observation` built here into conditions.
+
+Thresholds follow Azure ML: a job fails when failures go strictly above ``errorThreshold`` (failed items) or
+``miniBatchErrorThreshold`` (failed mini-batches); -1 ignores failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from amlops.external.paralleljob_output import compress_ranges
+from amlops.reconcile.external import Observation
+from amlops.status import COMPLETE, FAILED, RUNNING, SUSPENDED, ConditionUpdate, find
+
+Phase = Literal["Pending", "Running", "Suspended", "Complete", "Failed"]
+Action = Literal["add", "suspend", "resume", "fail", "finish"]
+
+PENDING: Phase = "Pending"
+TERMINAL: frozenset[str] = frozenset({"Complete", "Failed"})
+
+TASK_PREFIX = "mb-"
+
+REASON_RUNNING = "Running"
+REASON_SUSPENDED = "Suspended"
+REASON_SUCCEEDED = "Succeeded"
+REASON_ERROR_THRESHOLD = "ErrorThresholdExceeded"
+REASON_MINI_BATCH_ERROR_THRESHOLD = "MiniBatchErrorThresholdExceeded"
+REASON_DEADLINE = "DeadlineExceeded"
+REASON_JOB_TERMINATED = "JobTerminated"
+SUSPENDED_MESSAGE = "Suspended by spec.suspend"
+
+# Batch job states in which the job can still run tasks (and so can be terminated, disabled or enabled).
+_LIVE = frozenset({"active", "disabling", "disabled", "enabling"})
+
+
+def task_id(index: int) -> str:
+    return f"{TASK_PREFIX}{index}"
+
+
+def task_index(task_id_: str) -> int | None:
+    head, _, number = task_id_.partition(TASK_PREFIX)
+    return int(number) if not head and number.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFact:
+    """One mini-batch's Batch task: ``state`` active/preparing/running/completed, ``result`` success/failure."""
+
+    index: int
+    state: str
+    result: str | None = None
+    retries: int = 0
+
+
+def task_facts(tasks: Iterable[Mapping[str, Any]]) -> list[TaskFact]:
+    """Batch task dicts (camelCase, as ``as_dict`` gives) → facts; tasks amlops did not add are ignored."""
+    facts = []
+    for task in tasks:
+        index = task_index(str(task.get("id") or ""))
+        if index is None:
+            continue
+        info = task.get("executionInfo") or {}
+        facts.append(
+            TaskFact(index, str(task.get("state") or ""), info.get("result"), int(info.get("retryCount") or 0))
+        )
+    return facts
+
+
+@dataclass(frozen=True)
+class Facts:
+    total: int  # mini-batches planned
+    tasks: tuple[TaskFact, ...]
+    items: Mapping[int, tuple[int, int]]  # index → (processed, failed) from finished mini-batches' summaries
+    job_state: str  # the Batch job's state
+    suspend: bool = False
+    error_threshold: int = -1
+    mini_batch_error_threshold: int = -1
+    output_ready: bool = False  # parallel_run_step.txt written (or none asked for)
+    elapsed: float | None = None  # seconds since startTime
+    deadline: int | None = None  # activeDeadlineSeconds
+    terminate_reason: str | None = None  # the job's, when it ended
+
+
+@dataclass(frozen=True)
+class Counts:
+    total: int
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    items_processed: int = 0
+    items_failed: int = 0
+    failed_indexes: tuple[int, ...] = ()
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: Phase
+    counts: Counts
+    action: Action | None = None
+    reason: str = ""
+    message: str = ""
+
+
+def count(facts: Facts) -> Counts:
+    running = succeeded = failed = retried = 0
+    failed_indexes = []
+    for task in facts.tasks:
+        retried += task.retries
+        if task.state in ("running", "preparing"):
+            running += 1
+        elif task.state == "completed" and task.result == "success":
+            succeeded += 1
+        elif task.state == "completed":
+            failed += 1
+            failed_indexes.append(task.index)
+    processed = sum(p for p, _ in facts.items.values())
+    items_failed = sum(f for _, f in facts.items.values())
+    return Counts(
+        total=facts.total,
+        pending=facts.total - running - succeeded - failed,
+        running=running,
+        succeeded=succeeded,
+        failed=failed,
+        retried=retried,
+        items_processed=processed,
+        items_failed=items_failed,
+        failed_indexes=tuple(sorted(failed_indexes)),
+    )
+
+
+def threshold_failure(counts: Counts, error_threshold: int, mini_batch_error_threshold: int) -> tuple[str, str] | None:
+    """(reason, message) once failures are strictly above a threshold; -1 never fails."""
+    detail = f"{counts.items_failed} items and {counts.failed} mini-batches failed"
+    if error_threshold >= 0 and counts.items_failed > error_threshold:
+        return REASON_ERROR_THRESHOLD, f"{detail}; errorThreshold is {error_threshold}"
+    if mini_batch_error_threshold >= 0 and counts.failed > mini_batch_error_threshold:
+        return REASON_MINI_BATCH_ERROR_THRESHOLD, f"{detail}; miniBatchErrorThreshold is {mini_batch_error_threshold}"
+    return None
+
+
+def decide(facts: Facts) -> Decision:
+    """The phase, and the one write that moves the job on (None: wait for Batch)."""
+    counts = count(facts)
+    live = facts.job_state in _LIVE
+    failure = threshold_failure(counts, facts.error_threshold, facts.mini_batch_error_threshold)
+    if failure is None and facts.deadline is not None and facts.elapsed is not None and facts.elapsed > facts.deadline:
+        failure = REASON_DEADLINE, f"the job ran longer than activeDeadlineSeconds ({facts.deadline})"
+    all_finished = counts.finished == facts.total
+    if failure is None and not live and not all_finished:
+        why = facts.terminate_reason or "unknown"
+        failure = REASON_JOB_TERMINATED, f"the Batch job ended before its mini-batches did (reason: {why})"
+    if failure is not None:
+        reason, message = failure
+        if live:
+            return Decision("Running", counts, "fail", reason, message)
+        return Decision("Failed", counts, None, reason, message)
+    if all_finished:
+        if facts.output_ready and not live:
+            return Decision("Complete", counts, None, REASON_SUCCEEDED, _finished_message(counts))
+        return Decision("Running", counts, "finish", REASON_RUNNING, "writing the output and releasing compute")
+    if facts.suspend:
+        if facts.job_state in ("active", "enabling"):
+            return Decision("Running", counts, "suspend", REASON_RUNNING, "stopping mini-batches")
+        if facts.job_state == "disabling":
+            return Decision("Running", counts, None, REASON_RUNNING, "stopping mini-batches")
+        return Decision("Suspended", counts, None, REASON_SUSPENDED, SUSPENDED_MESSAGE)
+    if facts.job_state in ("disabled", "disabling"):
+        return Decision("Running", counts, "resume", REASON_RUNNING, "resuming mini-batches")
+    if len(facts.tasks) < facts.total:
+        return Decision(
+            "Running", counts, "add", REASON_RUNNING, f"adding {facts.total - len(facts.tasks)} mini-batches"
+        )
+    return Decision("Running", counts, None, REASON_RUNNING, f"{counts.running} running mini-batches")
+
+
+def _finished_message(counts: Counts) -> str:
+    text = f"{counts.succeeded} of {counts.total} mini-batches succeeded"
+    return text + (f", {counts.failed} failed" if counts.failed else "")
+
+
+def progress(counts: Counts, elapsed: float | None) -> dict[str, Any]:
+    """``progress`` "N/M", ``progressPercentage`` and ``estimatedRemainingSeconds`` (from the rate so far)."""
+    done, total = counts.finished, counts.total
+    remaining: int | None = None
+    if done >= total:
+        remaining = 0
+    elif done > 0 and elapsed is not None:
+        remaining = round(elapsed / done * (total - done))
+    return {
+        "progress": f"{done}/{total}",
+        "progressPercentage": 100 if total == 0 else done * 100 // total,
+        "estimatedRemainingSeconds": remaining,
+    }
+
+
+def status_fields(decision: Decision, elapsed: float | None) -> dict[str, Any]:
+    c = decision.counts
+    return {
+        "phase": decision.phase,
+        "miniBatches": {
+            "total": c.total,
+            "pending": c.pending,
+            "running": c.running,
+            "succeeded": c.succeeded,
+            "failed": c.failed,
+            "retried": c.retried,
+        },
+        "items": {"processed": c.items_processed, "failed": c.items_failed},
+        "failedMiniBatches": compress_ranges(c.failed_indexes) or None,
+        **progress(c, elapsed),
+    }
+
+
+def observation(decision: Decision, at_provider: Mapping[str, Any], owner: str) -> Observation:
+    """The engine's view of a decision: an action → not up to date (the engine calls ``update``); Running →
+    transitional; Suspended → settled but not Ready; Complete → Ready; Failed → failure (Stalled)."""
+    reason, message = decision.reason, decision.message
+    if decision.action is not None:
+        return Observation(True, resource_up_to_date=False, owner=owner, at_provider=at_provider, diff=message)
+    if decision.phase == "Running":
+        return Observation(
+            True,
+            transitional=True,
+            transitional_reason=reason,
+            message=message,
+            owner=owner,
+            at_provider=at_provider,
+            conditions=(
+                ConditionUpdate(RUNNING, "True", reason, message),
+                ConditionUpdate(SUSPENDED, "False", reason, ""),
+            ),
+        )
+    if decision.phase == "Suspended":
+        return Observation(
+            True,
+            ready=False,
+            reason=reason,
+            message=message,
+            owner=owner,
+            at_provider=at_provider,
+            conditions=(
+                ConditionUpdate(RUNNING, "False", reason, ""),
+                ConditionUpdate(SUSPENDED, "True", reason, message),
+            ),
+        )
+    if decision.phase == "Complete":
+        return complete(message, at_provider, owner, reason)
+    return failed(reason, message, at_provider, owner)
+
+
+def complete(message: str, at_provider: Mapping[str, Any], owner: str, reason: str = REASON_SUCCEEDED) -> Observation:
+    return Observation(
+        True,
+        message=message,
+        owner=owner,
+        at_provider=at_provider,
+        conditions=(
+            ConditionUpdate(COMPLETE, "True", reason, message),
+            ConditionUpdate(RUNNING, "False", reason, ""),
+        ),
+    )
+
+
+def failed(reason: str, message: str, at_provider: Mapping[str, Any], owner: str) -> Observation:
+    return Observation(
+        True,
+        failure=(reason, message),
+        owner=owner,
+        at_provider=at_provider,
+        conditions=(
+            ConditionUpdate(FAILED, "True", reason, message),
+            ConditionUpdate(RUNNING, "False", reason, ""),
+        ),
+    )
+
+
+def sticky(status: Mapping[str, Any], owner: str) -> Observation | None:
+    """A finished job's observation from its own status: Complete and Failed never change, and cost no call."""
+    phase = status.get("phase")
+    if phase not in TERMINAL:
+        return None
+    conditions = status.get("conditions") or []
+    condition = find(conditions, COMPLETE if phase == "Complete" else FAILED) or {}
+    reason, message = str(condition.get("reason") or phase), str(condition.get("message") or "")
+    if phase == "Complete":
+        return complete(message, {}, owner, reason)
+    return failed(reason, message, {}, owner)

@@ -1,0 +1,382 @@
+"""ParallelJob end to end: the real apiserver, the operator process, the Batch emulator whose node agent really
+runs the driver and the entry script, and Azurite for inputs, code and outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import textwrap
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from amlops import testbed
+from amlops.azure.blob import BlobFolder, BlobStore
+from amlops.emulator.azurite import Azurite
+
+from .test_amlcompute import compute_name
+from .test_amlcompute import manifest as aml_manifest
+from .test_batchcompute import batch, key_secret, manifest, wait
+
+pytestmark = pytest.mark.e2e
+T = TypeVar("T")
+
+SCORE = """
+import os, time
+
+def init():
+    global delay
+    delay = float(os.environ.get("DELAY", "0"))
+
+def run(mini_batch):
+    rows = []
+    for path in mini_batch:
+        text = open(path).read().strip()
+        if text.startswith("bad"):
+            raise ValueError(f"cannot score {os.path.basename(path)}")
+        time.sleep(delay)
+        rows.append(f"{os.path.basename(path)} {text.upper()}")
+    return rows
+"""
+
+TABULAR = """
+def run(mini_batch):
+    return [f"{row['id']} {int(row['x']) * 2}" for row in mini_batch]
+"""
+
+
+def blobs(azurite: Azurite, work: Callable[[BlobStore], Coroutine[Any, Any, T]]) -> T:
+    async def go() -> T:
+        async with BlobStore.from_connection_string(azurite.connection_string) as store:
+            return await work(store)
+
+    return asyncio.run(go())
+
+
+@dataclass
+class Bed:
+    k8s: testbed.Testbed
+    ns: str
+    azure: Any
+    azurite: Azurite
+    container: str
+    start_operator: Callable[..., Any]
+    operator: Any = None
+
+    def uri(self, path: str) -> str:
+        return f"{self.azurite.blob_endpoint}/{self.container}/{path}"
+
+    def upload(self, folder: str, files: Mapping[str, str]) -> None:
+        async def put(store: BlobStore) -> None:
+            await store.create_container(self.container)
+            await store.upload_files(BlobFolder(self.container, f"{folder}/"), dict(files))
+
+        blobs(self.azurite, put)
+
+    def read(self, path: str) -> str | None:
+        async def get(store: BlobStore) -> bytes | None:
+            return await store.read(BlobFolder(self.container), path)
+
+        data = blobs(self.azurite, get)
+        return None if data is None else data.decode()
+
+    def listing(self, folder: str) -> list[str]:
+        async def names(store: BlobStore) -> list[str]:
+            return [b.name async for b in store.list_folder(BlobFolder(self.container, f"{folder}/"))]
+
+        return blobs(self.azurite, names)
+
+    def job(self, name: str, **spec: Any) -> None:
+        body = {
+            "apiVersion": "amlops.io/v1alpha1",
+            "kind": "ParallelJob",
+            "metadata": {"name": name},
+            "spec": {
+                "compute": {"name": "batch", "poolId": "scoring"},
+                "inputs": {"data": {"uri": self.uri("inputs")}},
+                "outputs": {"scores": {"uri": self.uri(f"out/{name}")}},
+                "inputData": "${{inputs.data}}",
+                "miniBatchSize": "10",
+                "retrySettings": {"maxRetries": 0, "timeout": 60},
+                "task": {"code": self.uri("code"), "entryScript": "score.py", "appendRowTo": "${{outputs.scores}}"},
+                "storageCredentials": {"secretRef": {"name": "storage"}},
+                **spec,
+            },
+        }
+        kubectl_apply(self.k8s, self.ns, yaml.safe_dump(body))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return testbed.get_object(self.k8s, "paralleljob", name, self.ns) or {}
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            obj = self.get(name)
+            return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+        try:
+            return testbed.eventually(probe, timeout=timeout, what=f"paralleljob/{name} {phases}")
+        except Exception:
+            print(json.dumps(self.get(name).get("status"), indent=1))
+            if self.operator is not None:
+                print(self.operator.output()[-6000:])
+            raise
+
+    def output_rows(self, name: str) -> list[str]:
+        text = self.read(f"out/{name}/parallel_run_step.txt")
+        assert text is not None, "parallel_run_step.txt is missing"
+        return text.splitlines()
+
+    def summaries(self, name: str) -> list[dict[str, Any]]:
+        uid = self.get(name)["metadata"]["uid"]
+        folder = f"out/{name}/_amlops/pj-{uid}/results"
+        return [json.loads(self.read(f"{folder}/{n}") or "{}") for n in self.listing(folder) if n.endswith(".json")]
+
+
+def kubectl_apply(k8s: testbed.Testbed, namespace: str, text: str) -> None:
+    subprocess.run(
+        ["kubectl", "apply", "-n", namespace, "-f", "-"], input=text, env=k8s.env(), check=True, capture_output=True,
+        text=True,
+    )  # fmt: skip
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+@pytest.fixture
+def bed(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, azurite: Azurite) -> Bed:
+    """A Ready BatchCompute ``batch`` with a pool ``scoring`` (2 nodes, 4 slots each), the storage Secret, code."""
+    key_secret(k8s, namespace)
+    k8s.kubectl(
+        "create", "secret", "generic", "storage", "-n", namespace,
+        f"--from-literal=connectionString={azurite.connection_string}",
+    )  # fmt: skip
+    b = Bed(k8s, namespace, azure, azurite, f"t{uuid.uuid4().hex[:12]}", start_operator)
+    b.upload("code", {"score.py": textwrap.dedent(SCORE).lstrip(), "tabular.py": textwrap.dedent(TABULAR).lstrip()})
+    b.operator = start_operator(namespace, extra_env=azure.operator_env())
+    pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 4}
+    kubectl_apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
+    wait(k8s, namespace, "batch", "Ready")
+    return b
+
+
+def files(count: int, bad: frozenset[int] = frozenset()) -> dict[str, str]:
+    return {f"f{i:04d}.txt": ("bad" if i in bad else f"item{i}") for i in range(count)}
+
+
+class Watcher:
+    """Records every distinct status.progress while a job runs (a thread polling the apiserver)."""
+
+    def __init__(self, b: Bed, name: str) -> None:
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(b, name), daemon=True)
+        self._thread.start()
+
+    def _run(self, b: Bed, name: str) -> None:
+        while not self._stop.wait(0.2):
+            progress = (b.get(name).get("status") or {}).get("progress")
+            if progress and (not self.seen or self.seen[-1] != progress):
+                self.seen.append(progress)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def test_files_run_to_complete_with_rows_in_order_and_progress(bed: Bed) -> None:
+    bed.upload("inputs", files(200))
+    bed.job("score", environmentVariables={"DELAY": "0.05"})
+    watcher = Watcher(bed, "score")
+    obj = bed.wait_phase("score", "Complete", "Failed", timeout=120)
+    seen = watcher.stop()
+
+    status = obj["status"]
+    assert status["phase"] == "Complete", status
+    assert bed.output_rows("score") == [f"f{i:04d}.txt ITEM{i}" for i in range(200)]
+    assert status["miniBatches"] == {
+        "total": 20,
+        "pending": 0,
+        "running": 0,
+        "succeeded": 20,
+        "failed": 0,
+        "retried": 0,
+    }
+    assert status["items"] == {"processed": 200, "failed": 0}
+    assert status["progress"] == "20/20"
+    assert status["progressPercentage"] == 100
+    assert status["output"].endswith(f"/{bed.container}/out/score/parallel_run_step.txt")
+    assert status["startTime"]
+    assert status["completionTime"]
+    intermediate = [p for p in seen if p not in ("0/20", "20/20")]
+    assert intermediate, f"no intermediate progress among {seen}"
+    assert condition(obj, "Complete")["status"] == "True"
+    assert condition(obj, "Ready")["status"] == "True"
+    assert condition(obj, "Running")["status"] == "False"
+    # The Batch job has ended; every mini-batch ran exactly once.
+    assert all(s["attempt"] == 1 for s in bed.summaries("score"))
+
+
+def test_thresholds_at_the_boundary_and_retries(bed: Bed) -> None:
+    bed.upload("inputs", files(6, bad=frozenset({1, 3, 4})))  # three items fail, one per mini-batch
+    one = {"miniBatchSize": "1"}
+    bed.job("items-2", errorThreshold=2, **one)
+    bed.job("items-3", errorThreshold=3, **one)
+    bed.job("items-4", errorThreshold=4, **one)
+    bed.job("batches-2", miniBatchErrorThreshold=2, **one)
+    bed.job("ignored", retrySettings={"maxRetries": 2, "timeout": 60}, **one)
+
+    failed = bed.wait_phase("items-2", "Complete", "Failed")
+    assert failed["status"]["phase"] == "Failed"
+    assert condition(failed, "Failed")["reason"] == "ErrorThresholdExceeded"
+    assert condition(failed, "Failed")["message"] == "3 items and 3 mini-batches failed; errorThreshold is 2"
+    assert condition(failed, "Stalled")["status"] == "True"
+    assert condition(failed, "Ready")["status"] == "False"
+
+    for name in ("items-3", "items-4"):
+        done = bed.wait_phase(name, "Complete", "Failed")
+        assert done["status"]["phase"] == "Complete", name
+        assert done["status"]["items"] == {"processed": 3, "failed": 3}
+        assert done["status"]["failedMiniBatches"] == "1,3-4"
+        assert bed.output_rows(name) == ["f0000.txt ITEM0", "f0002.txt ITEM2", "f0005.txt ITEM5"]
+
+    batches = bed.wait_phase("batches-2", "Complete", "Failed")
+    assert batches["status"]["phase"] == "Failed"
+    assert condition(batches, "Failed")["reason"] == "MiniBatchErrorThresholdExceeded"
+    assert "3 mini-batches failed; miniBatchErrorThreshold is 2" in condition(batches, "Failed")["message"]
+
+    ignored = bed.wait_phase("ignored", "Complete", "Failed")
+    assert ignored["status"]["phase"] == "Complete"
+    assert ignored["status"]["miniBatches"]["failed"] == 3
+    assert ignored["status"]["miniBatches"]["retried"] == 6  # maxRetries 2 for each of the three
+    attempts = {s["index"]: s["attempt"] for s in bed.summaries("ignored")}
+    assert attempts == {0: 1, 1: 3, 2: 1, 3: 3, 4: 3, 5: 1}
+
+    # Terminal states are sticky: a later pass (forced by the annotation) changes nothing.
+    before = bed.get("items-2")["status"]
+    bed.k8s.kubectl(
+        "annotate", "paralleljob/items-2", "-n", bed.ns, "amlops.io/reconcile-requested-at=now", "--overwrite"
+    )
+    testbed.eventually(
+        lambda: (bed.get("items-2").get("status") or {}).get("lastHandledReconcileAt") == "now", what="handled"
+    )
+    after = bed.get("items-2")["status"]
+    assert after["phase"] == before["phase"]
+    assert after["completionTime"] == before["completionTime"]
+
+
+def test_operator_killed_mid_run_resumes_without_rerunning(bed: Bed) -> None:
+    bed.upload("inputs", files(60))
+    bed.job("resume", miniBatchSize="2", environmentVariables={"DELAY": "0.3"})
+
+    def midway() -> bool:
+        progress = (bed.get("resume").get("status") or {}).get("progress") or "0/0"
+        done, total = (int(n) for n in progress.split("/"))
+        return 0 < done < total
+
+    testbed.eventually(midway, timeout=90, what="some mini-batches finished")
+    bed.operator.stop(signal.SIGKILL)
+    bed.operator = bed.start_operator(bed.ns, extra_env=bed.azure.operator_env())
+
+    obj = bed.wait_phase("resume", "Complete", "Failed", timeout=120)
+    assert obj["status"]["phase"] == "Complete"
+    assert bed.output_rows("resume") == [f"f{i:04d}.txt ITEM{i}" for i in range(60)]
+    summaries = bed.summaries("resume")
+    assert sorted(s["index"] for s in summaries) == list(range(30))
+    assert all(s["attempt"] == 1 for s in summaries), "a mini-batch ran twice"
+
+
+def test_suspend_resume_and_delete(bed: Bed) -> None:
+    bed.upload("inputs", files(40))
+    bed.job("pause", miniBatchSize="1", environmentVariables={"DELAY": "0.4"})
+    testbed.eventually(
+        lambda: (bed.get("pause").get("status") or {}).get("miniBatches", {}).get("succeeded", 0) >= 2,
+        timeout=90,
+        what="running",
+    )
+    bed.k8s.kubectl("patch", "paralleljob/pause", "-n", bed.ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    suspended = bed.wait_phase("pause", "Suspended")
+    assert condition(suspended, "Suspended")["status"] == "True"
+    assert condition(suspended, "Ready")["status"] == "False"
+    assert condition(suspended, "Reconciling")["status"] == "False"
+    job_id = suspended["status"]["jobId"]
+    assert batch(bed.azure, lambda c: c.get_job(job_id)).state == "disabled"
+    counts = batch(bed.azure, lambda c: c.get_job_task_counts(job_id)).task_counts
+    assert counts.running == 0
+    assert counts.completed < 40
+
+    # Only suspend may change.
+    refused = subprocess.run(
+        ["kubectl", "patch", "paralleljob/pause", "-n", bed.ns, "--type=merge", "-p", '{"spec":{"miniBatchSize":"2"}}'],
+        env=bed.k8s.env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "immutable except suspend" in refused.stderr
+
+    bed.k8s.kubectl("patch", "paralleljob/pause", "-n", bed.ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    obj = bed.wait_phase("pause", "Complete", "Failed", timeout=120)
+    assert obj["status"]["phase"] == "Complete"
+    assert condition(obj, "Suspended")["status"] == "False"
+    assert bed.output_rows("pause") == [f"f{i:04d}.txt ITEM{i}" for i in range(40)]
+
+    # A job on a pool of its own: deleting the object deletes the Batch job and that pool.
+    bed.job("own", compute={"name": "batch"}, instanceCount=1, miniBatchSize="1", environmentVariables={"DELAY": "1"})
+    running = testbed.eventually(
+        lambda: bed.get("own") if (bed.get("own").get("status") or {}).get("miniBatches", {}).get("running") else None,
+        timeout=90,
+        what="own pool running",
+    )
+    own_job, own_pool = running["status"]["jobId"], running["status"]["poolId"]
+    assert own_pool == own_job
+    bed.k8s.kubectl("delete", "paralleljob/own", "-n", bed.ns, "--wait=false")
+    testbed.eventually(lambda: not bed.get("own"), timeout=60, what="paralleljob/own released")
+
+    async def gone(client: Any) -> tuple[list[str], dict[str, str]]:
+        jobs = [j.id async for j in client.list_jobs()]
+        pools = {p.id: p.state async for p in client.list_pools()}
+        return jobs, pools
+
+    jobs, pools = batch(bed.azure, gone)
+    assert own_job not in jobs
+    assert own_pool not in pools or pools[own_pool] == "deleting"
+    assert "scoring" in pools  # the BatchCompute's pool is not ours to delete
+
+
+def test_tabular_input_is_split_by_size(bed: Bed) -> None:
+    parts = {f"part{p}.csv": "id,x\n" + "".join(f"r{p}{i:03d},{i}\n" for i in range(100)) for p in range(2)}
+    bed.upload("table", {**parts, "MLTable": "paths:\n  - pattern: ./*.csv\n"})
+    bed.job(
+        "table",
+        inputs={"data": {"uri": bed.uri("table"), "type": "mltable"}},
+        miniBatchSize="256",
+        task={"code": bed.uri("code"), "entryScript": "tabular.py", "appendRowTo": "${{outputs.scores}}"},
+    )
+    obj = bed.wait_phase("table", "Complete", "Failed")
+    status = obj["status"]
+    assert status["phase"] == "Complete", status
+    # About 100 rows of ~8 bytes a file in ranges of ~256 bytes: several mini-batches per file, cut at lines.
+    assert status["miniBatches"]["total"] >= 6
+    assert status["items"] == {"processed": 200, "failed": 0}
+    assert bed.output_rows("table") == [f"r{p}{i:03d} {i * 2}" for p in range(2) for i in range(100)]
+
+
+def test_compute_not_ready_waits_and_amlcompute_is_refused(bed: Bed) -> None:
+    bed.upload("inputs", files(2))
+    bed.job("nowhere", compute={"name": "later", "poolId": "scoring"})
+    kubectl_apply(bed.k8s, bed.ns, aml_manifest("cpu", compute_name()))
+    bed.job("on-aml", compute={"name": "cpu"})
+
+    def reason(name: str, type_: str) -> str | None:
+        return condition(bed.get(name), type_).get("reason")
+
+    testbed.eventually(lambda: reason("nowhere", "Reconciling") == "WaitingForCompute", what="waiting for compute")
+    testbed.eventually(lambda: reason("on-aml", "Stalled") == "UnsupportedCompute", what="AmlCompute refused")
+    assert (bed.get("nowhere").get("status") or {}).get("phase") in (None, "Pending")

@@ -1,0 +1,222 @@
+"""ParallelJob decisions: task facts and summaries → phase, action, counts, progress (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from amlops.external import paralleljob_map as m
+
+pytestmark = pytest.mark.unit
+
+
+def ok(index: int, retries: int = 0) -> m.TaskFact:
+    return m.TaskFact(index, "completed", "success", retries)
+
+
+def bad(index: int, retries: int = 0) -> m.TaskFact:
+    return m.TaskFact(index, "completed", "failure", retries)
+
+
+def running(index: int) -> m.TaskFact:
+    return m.TaskFact(index, "running")
+
+
+def queued(index: int) -> m.TaskFact:
+    return m.TaskFact(index, "active")
+
+
+def facts(tasks: list[m.TaskFact], total: int | None = None, **kw: object) -> m.Facts:
+    # One item per mini-batch: a failed task failed its item, a succeeded one processed it.
+    items = {t.index: ((0, 1) if t.result == "failure" else (1, 0)) for t in tasks if t.state == "completed"}
+    base = m.Facts(total=len(tasks) if total is None else total, tasks=tuple(tasks), items=items, job_state="active")
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+THREE_FAILED = [ok(0), bad(1), ok(2), bad(3), bad(4), ok(5)]
+
+
+@dataclass(frozen=True)
+class Case:
+    reason: str
+    facts: m.Facts
+    phase: str
+    action: str | None
+    why: str = ""
+
+
+CASES = [
+    Case("Tasks not all added yet: add the rest", facts([ok(0), running(1)], total=5), "Running", "add"),
+    Case("All added, some running: wait for Batch", facts([ok(0), running(1), queued(2)]), "Running", None),
+    Case(
+        "errorThreshold N-1: strictly above, fail (terminate the live job)",
+        facts(THREE_FAILED, error_threshold=2),
+        "Running",
+        "fail",
+        m.REASON_ERROR_THRESHOLD,
+    ),
+    Case(
+        "errorThreshold N: not above, finish",
+        facts(THREE_FAILED, error_threshold=3),
+        "Running",
+        "finish",
+    ),
+    Case("errorThreshold N+1: finish", facts(THREE_FAILED, error_threshold=4), "Running", "finish"),
+    Case(
+        "miniBatchErrorThreshold N-1: fail",
+        facts(THREE_FAILED, mini_batch_error_threshold=2),
+        "Running",
+        "fail",
+        m.REASON_MINI_BATCH_ERROR_THRESHOLD,
+    ),
+    Case("miniBatchErrorThreshold N: finish", facts(THREE_FAILED, mini_batch_error_threshold=3), "Running", "finish"),
+    Case("-1 ignores every failure", facts(THREE_FAILED), "Running", "finish"),
+    Case(
+        "Threshold exceeded and the job already ended: Failed",
+        facts(THREE_FAILED, error_threshold=0, job_state="completed"),
+        "Failed",
+        None,
+        m.REASON_ERROR_THRESHOLD,
+    ),
+    Case(
+        "Threshold exceeded before the end: fail at once, not after the rest",
+        facts([bad(0), running(1), queued(2)], total=10, error_threshold=0),
+        "Running",
+        "fail",
+        m.REASON_ERROR_THRESHOLD,
+    ),
+    Case(
+        "All finished, output written, job ended: Complete",
+        facts([ok(0), ok(1)], output_ready=True, job_state="completed"),
+        "Complete",
+        None,
+        m.REASON_SUCCEEDED,
+    ),
+    Case(
+        "All finished, output written, job still live (crash before terminate): finish again",
+        facts([ok(0), ok(1)], output_ready=True),
+        "Running",
+        "finish",
+    ),
+    Case("Empty input: finish at once", facts([], total=0), "Running", "finish"),
+    Case("Suspend requested on a live job: suspend", facts([ok(0), running(1)], suspend=True), "Running", "suspend"),
+    Case(
+        "Suspend requested, Batch still disabling: wait",
+        facts([ok(0), running(1)], suspend=True, job_state="disabling"),
+        "Running",
+        None,
+    ),
+    Case(
+        "Suspended in Batch: Suspended",
+        facts([ok(0), queued(1)], suspend=True, job_state="disabled"),
+        "Suspended",
+        None,
+        m.REASON_SUSPENDED,
+    ),
+    Case("Suspend lifted: resume", facts([ok(0), queued(1)], job_state="disabled"), "Running", "resume"),
+    Case(
+        "Suspended before every task was added: stays suspended, adds nothing",
+        facts([ok(0)], total=5, suspend=True, job_state="disabled"),
+        "Suspended",
+        None,
+    ),
+    Case(
+        "Deadline passed: fail",
+        facts([ok(0), running(1)], deadline=60, elapsed=61.0),
+        "Running",
+        "fail",
+        m.REASON_DEADLINE,
+    ),
+    Case("Deadline not yet: wait", facts([ok(0), running(1)], deadline=60, elapsed=60.0), "Running", None),
+    Case(
+        "Job ended by someone else before its mini-batches: Failed",
+        facts([ok(0), queued(1)], job_state="completed", terminate_reason="UserTerminate"),
+        "Failed",
+        None,
+        m.REASON_JOB_TERMINATED,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.reason) for c in CASES])
+def test_decide(case: Case) -> None:
+    decision = m.decide(case.facts)
+    assert decision.phase == case.phase, case.reason
+    assert decision.action == case.action, case.reason
+    if case.why:
+        assert decision.reason == case.why, case.reason
+
+
+def test_counts_and_status_fields() -> None:
+    tasks = [ok(0, retries=1), bad(3, retries=2), bad(4, retries=2), running(5), queued(6)]
+    decision = m.decide(facts(tasks, total=9))
+    fields = m.status_fields(decision, elapsed=30.0)
+    assert fields["miniBatches"] == {"total": 9, "pending": 5, "running": 1, "succeeded": 1, "failed": 2, "retried": 5}
+    assert fields["items"] == {"processed": 1, "failed": 2}
+    assert fields["failedMiniBatches"] == "3-4"
+    assert fields["progress"] == "3/9"
+    assert fields["progressPercentage"] == 33
+    assert fields["estimatedRemainingSeconds"] == 60  # 3 done in 30 s, 6 to go
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "elapsed", "expected"),
+    [
+        pytest.param(0, 4, 10.0, {"progress": "0/4", "progressPercentage": 0, "estimatedRemainingSeconds": None},
+                     id="NothingDoneNoEstimate"),
+        pytest.param(4, 4, 10.0, {"progress": "4/4", "progressPercentage": 100, "estimatedRemainingSeconds": 0},
+                     id="AllDone"),
+        pytest.param(0, 0, None, {"progress": "0/0", "progressPercentage": 100, "estimatedRemainingSeconds": 0},
+                     id="EmptyJobIsDone"),
+        pytest.param(1, 4, None, {"progress": "1/4", "progressPercentage": 25, "estimatedRemainingSeconds": None},
+                     id="NoStartTimeNoEstimate"),
+    ],
+)  # fmt: skip
+def test_progress(done: int, total: int, elapsed: float | None, expected: dict[str, object]) -> None:
+    assert m.progress(m.Counts(total=total, succeeded=done), elapsed) == expected
+
+
+def test_observation_per_phase() -> None:
+    owner = "ns.job.uid"
+    running_ = m.observation(m.decide(facts([ok(0), running(1)])), {}, owner)
+    assert running_.transitional
+    assert ("Running", "True") in {(c.type, c.status) for c in running_.conditions}
+
+    acting = m.observation(m.decide(facts([ok(0)], total=3)), {}, owner)
+    assert not acting.resource_up_to_date
+    assert acting.diff == "adding 2 mini-batches"
+
+    suspended = m.observation(m.decide(facts([queued(0)], suspend=True, job_state="disabled")), {}, owner)
+    assert not suspended.ready
+    assert suspended.reason == m.REASON_SUSPENDED
+    assert ("Suspended", "True") in {(c.type, c.status) for c in suspended.conditions}
+
+    failed = m.observation(m.decide(facts([bad(0)], error_threshold=0, job_state="completed")), {}, owner)
+    assert failed.failure is not None
+    assert failed.failure[0] == m.REASON_ERROR_THRESHOLD
+    assert ("Failed", "True") in {(c.type, c.status) for c in failed.conditions}
+
+
+def test_terminal_states_are_sticky() -> None:
+    status = {
+        "phase": "Failed",
+        "conditions": [{"type": "Failed", "status": "True", "reason": "ErrorThresholdExceeded", "message": "3 failed"}],
+    }
+    obs = m.sticky(status, "o")
+    assert obs is not None
+    assert obs.failure == ("ErrorThresholdExceeded", "3 failed")
+    assert obs.at_provider == {}  # the stored status stays as it is
+    complete = m.sticky({"phase": "Complete", "conditions": []}, "o")
+    assert complete is not None
+    assert complete.failure is None
+    assert m.sticky({"phase": "Running"}, "o") is None
+
+
+def test_task_ids_round_trip_and_foreign_tasks_are_ignored() -> None:
+    tasks = [
+        {"id": m.task_id(7), "state": "completed", "executionInfo": {"result": "failure", "retryCount": 2}},
+        {"id": "someone-elses", "state": "running"},
+        {"id": "mb-x", "state": "running"},
+    ]
+    assert m.task_facts(tasks) == [m.TaskFact(7, "completed", "failure", 2)]
