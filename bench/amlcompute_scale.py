@@ -88,6 +88,7 @@ def main() -> int:
         )
         env = {
             **bed.env(),
+            **testbed.offline_azure_env(),
             "AMLOPS_ARM_ENDPOINT": endpoints["armUrl"],
             "AMLOPS_CA_BUNDLE": endpoints["caFile"],
             "AMLOPS_STATIC_TOKEN": endpoints["token"],

@@ -16,18 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from amlops import testbed
+from amlops.emulator.seed import DEFAULT_BATCH_KEY
 
 SAMPLES = testbed.REPO_ROOT / "samples"
-CRDS = testbed.REPO_ROOT / "crds"
-
-
-def _observed(bed: testbed.Testbed, namespace: str) -> tuple[int, int]:
-    """(resources whose current generation the operator has written status for, all resources)."""
-    items = json.loads(bed.kubectl("get", "amlops", "-n", namespace, "-o", "json"))["items"]
-    done = sum(1 for i in items if (i.get("status") or {}).get("observedGeneration") == i["metadata"]["generation"])
-    return done, len(items)
+CRDS = testbed.REPO_ROOT / "charts" / "amlops" / "crds"
 
 
 def _start_emulator(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
@@ -46,8 +41,12 @@ def _start_emulator(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]
         timeout=30,
         what="the emulator",
     )
+    # Start from endpoints that go nowhere, so nothing the demo forgets to point at the emulator leaves
+    # this machine; then the emulator's own.
     env = {
+        **testbed.offline_azure_env(),
         "AMLOPS_ARM_ENDPOINT": endpoints["armUrl"],
+        "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{endpoints['batchUrl']}/{{account}}",
         "AMLOPS_CA_BUNDLE": endpoints["caFile"],
         "AMLOPS_STATIC_TOKEN": endpoints["token"],
         "AMLOPS_POLL_FLOOR_SECONDS": "1",
@@ -67,7 +66,53 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
+OPERATOR_ARGS = (sys.executable, "-m", "amlops", "run", "--liveness", "off")
+SAMPLE_CONTAINER = "amlops"
+SAMPLE_FILES = 100
+SAMPLE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"  # what samples/*.yaml say; replaced by Azurite's URL
+
+
+def _upload_sample_data(connection_string: str) -> None:
+    """The ParallelJob sample's inputs (small text files) and entry script, into Azurite."""
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(connection_string)
+    container = service.get_container_client(SAMPLE_CONTAINER)
+    if not container.exists():
+        container.create_container()
+    words = ["azure", "batch", "cluster", "node", "queue", "score", "input", "output", "mini", "batch"]
+    for i in range(SAMPLE_FILES):
+        text = " ".join(words[(i + j) % len(words)] for j in range(5 + i % 7))
+        container.upload_blob(f"inputs/data/item-{i:03d}.txt", text.encode(), overwrite=True)
+    script = (SAMPLES / "paralleljob-code" / "score.py").read_bytes()
+    container.upload_blob("code/score.py", script, overwrite=True)
+
+
+def _summary_line(item: dict[str, Any]) -> str:
+    kind, name = item["kind"], item["metadata"]["name"]
+    status = item.get("status") or {}
+    ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+    detail = ""
+    if kind == "AmlCompute":
+        detail = f"{status.get('provisioningState', '-')}, nodes {status.get('currentNodeCount', '-')}"
+    elif kind == "BatchCompute":
+        detail = f"pools {status.get('poolCount', '-')}, dedicated nodes {status.get('dedicatedNodes', '-')}"
+    elif kind == "ParallelJob":
+        detail = f"{status.get('phase', '-')}, mini-batches {status.get('progress', '-')}"
+    return f"{kind}/{name}: Ready={ready.get('status', '-')} ({ready.get('reason', '-')}) {detail}"
+
+
+def _done(items: list[dict[str, Any]]) -> bool:
+    def true(item: dict[str, Any], type_: str) -> bool:
+        conditions = (item.get("status") or {}).get("conditions", [])
+        return any(c["type"] == type_ and c["status"] == "True" for c in conditions)
+
+    return len(items) == 3 and all(true(i, "Complete" if i["kind"] == "ParallelJob" else "Ready") for i in items)
+
+
 def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) -> int:
+    from amlops.emulator.azurite import azurite_blob
+
     work = workdir or Path(tempfile.mkdtemp(prefix="amlops-demo-"))
     print(f"==> building or reusing the Kubernetes test bed (cache: {testbed.cache_dir()})", flush=True)
     bin_dir = testbed.ensure_built()
@@ -75,47 +120,75 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
     operator: subprocess.Popen[bytes] | None = None
     emulator: subprocess.Popen[bytes] | None = None
     try:
-        print(f"==> kube-apiserver ready at {bed.server}", flush=True)
-        testbed.install_crds(bed, CRDS)
-        print("==> CRDs installed and Established", flush=True)
-        emulator, azure_env = _start_emulator(work)
-        print(f"==> Azure emulator started (ARM {azure_env['AMLOPS_ARM_ENDPOINT']})", flush=True)
-        namespace = "amlops-demo"
-        bed.kubectl("create", "namespace", namespace)
-        log = (work / "operator.log").open("wb")
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "amlops", "run", "--namespace", namespace, "--liveness", "off"],
-            env={**bed.env(), **azure_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        print(f"==> operator started (pid {operator.pid}, log {work / 'operator.log'})", flush=True)
-        print(bed.kubectl("apply", "-n", namespace, "-f", str(SAMPLES)), end="", flush=True)
-        deadline = time.monotonic() + timeout
-        last = (-1, -1)
-        while time.monotonic() < deadline:
-            current = _observed(bed, namespace)
-            if current != last:
-                print(f"    observed {current[0]}/{current[1]} resources", flush=True)
-                last = current
-            if current[0] == current[1] > 0:
-                break
-            if operator.poll() is not None:
-                print(f"operator exited with {operator.returncode}; see {work / 'operator.log'}", file=sys.stderr)
+        with azurite_blob(work / "azurite") as azurite:
+            print(f"==> kube-apiserver ready at {bed.server}", flush=True)
+            testbed.install_crds(bed, CRDS)
+            print("==> the chart's CRDs installed and Established", flush=True)
+            emulator, azure_env = _start_emulator(work)
+            print(f"==> Azure emulator: ARM {azure_env['AMLOPS_ARM_ENDPOINT']}, Batch data plane", flush=True)
+            _upload_sample_data(azurite.connection_string)
+            print(f"==> Azurite at {azurite.blob_endpoint}: {SAMPLE_FILES} input files and score.py", flush=True)
+            namespace = "amlops-demo"
+            bed.kubectl("create", "namespace", namespace)
+            # The emulator's well-known account key (not a secret: the seed's default), as samples/ expects.
+            key = f"--from-literal=key={DEFAULT_BATCH_KEY}"
+            bed.kubectl("create", "secret", "generic", "amlopsbatch-key", "-n", namespace, key)
+            log = (work / "operator.log").open("wb")
+            operator = subprocess.Popen(
+                [*OPERATOR_ARGS, "--namespace", namespace, "--metrics-port", str(testbed.free_port())],
+                env={**bed.env(), **azure_env, "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            print(f"==> operator started (pid {operator.pid}, log {work / 'operator.log'})", flush=True)
+            for sample in sorted(SAMPLES.glob("*.yaml")):
+                text = sample.read_text().replace(SAMPLE_BLOB, azurite.blob_endpoint)
+                print(bed.kubectl("apply", "-n", namespace, "-f", "-", input_text=text), end="", flush=True)
+            deadline = time.monotonic() + timeout
+            shown: dict[str, str] = {}
+            while time.monotonic() < deadline:
+                items = json.loads(bed.kubectl("get", "amlops", "-n", namespace, "-o", "json"))["items"]
+                for item in items:
+                    line = _summary_line(item)
+                    if shown.get(item["kind"]) != line:
+                        print(f"    {line}", flush=True)
+                        shown[item["kind"]] = line
+                if _done(items):
+                    break
+                if operator.poll() is not None:
+                    print(f"operator exited with {operator.returncode}; see {work / 'operator.log'}", file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+            else:
+                print("timed out waiting for the samples; see the operator log", file=sys.stderr)
+                print(bed.kubectl("get", "amlops", "-n", namespace), file=sys.stderr)
                 return 1
-            time.sleep(0.5)
-        else:
-            print("timed out waiting for the operator", file=sys.stderr)
-            return 1
-        print(bed.kubectl("get", "amlops", "-n", namespace), flush=True)
-        print(f"KUBECONFIG={bed.kubeconfig} kubectl get amlops -n {namespace}    # to look around", flush=True)
-        if exit_when_done:
+            print(bed.kubectl("get", "amlops", "-n", namespace), flush=True)
+            job = json.loads(bed.kubectl("get", "paralleljob", "score", "-n", namespace, "-o", "json"))
+            output = (job.get("status") or {}).get("output")
+            print(f"ParallelJob output: {output}", flush=True)
+            _print_head(azurite.connection_string, output)
+            print(f"KUBECONFIG={bed.kubeconfig} kubectl get amlops -n {namespace}    # to look around", flush=True)
+            if exit_when_done:
+                return 0
+            print("Press Ctrl-C to stop the demo (everything it started stops with it).", flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
             return 0
-        print("Press Ctrl-C to stop the demo (everything it started stops with it).", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        return 0
     finally:
         _stop(operator)
         _stop(emulator)
         bed.stop()
+
+
+def _print_head(connection_string: str, output: str | None, lines: int = 5) -> None:
+    if not output or SAMPLE_CONTAINER not in output:
+        return
+    from azure.storage.blob import BlobServiceClient
+
+    blob = output.split(f"/{SAMPLE_CONTAINER}/", 1)[1]
+    client = BlobServiceClient.from_connection_string(connection_string).get_blob_client(SAMPLE_CONTAINER, blob)
+    text = client.download_blob().readall().decode()
+    print(f"first {lines} of {len(text.splitlines())} rows:", flush=True)
+    for row in text.splitlines()[:lines]:
+        print(f"    {row}", flush=True)

@@ -1,4 +1,5 @@
-"""The README's main command, run non-interactively: the demo reaches its final table and cleans up."""
+"""The README's main command, run non-interactively: all three samples converge (the ParallelJob scores the
+sample data on the emulator's Batch node agent), the final table and the output are printed, nothing is left."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ def test_demo_runs_to_the_final_table_and_exits(tmp_path: object) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "observed 3/3 resources" in result.stdout
+    assert "ParallelJob/score: Ready=True (Succeeded) Complete, mini-batches 10/10" in result.stdout
+    assert "BatchCompute/batch: Ready=True" in result.stdout
+    assert "AmlCompute/cpu-cluster: Ready=True" in result.stdout
+    assert "parallel_run_step.txt" in result.stdout
+    assert "first 5 of 100 rows:" in result.stdout
+    assert "item-000.txt" in result.stdout
     for name in ("amlcompute.amlops.io/cpu-cluster", "batchcompute.amlops.io/batch", "paralleljob.amlops.io/score"):
         assert name in result.stdout
     leftovers = subprocess.run(["pgrep", "-f", "amlops-demo-"], capture_output=True, text=True, check=False)

@@ -85,6 +85,9 @@ def run(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # azure-core logs every request and its headers at INFO: at scale that is most of the log, and most of
+    # the time spent logging. Our own accounting (metrics) already counts every call.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     if metrics_port:
         metrics.serve(metrics_port)
     kopf.run(
