@@ -72,29 +72,18 @@ def main() -> int:
     try:
         testbed.install_crds(bed, REPO / "crds")
         bed.kubectl("create", "namespace", "bench")
-        state = work / "emulator"
-        emulator_args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0"]
-        emulator_args += ["--state-dir", str(state), "--speed", "600", "--no-batch"]
-        for kind in ("reads", "writes", "deletes"):
-            emulator_args += [f"--{kind}-bucket", "100000", f"--{kind}-refill", "10000"]
-        procs.append(
-            subprocess.Popen(
-                emulator_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-            )
-        )
-        endpoints = testbed.eventually(
-            lambda: json.loads((state / "endpoints.json").read_text()) if (state / "endpoints.json").exists() else None,
-            timeout=30,
-        )
+        buckets = [f"--{kind}-{what}" for kind in ("reads", "writes", "deletes") for what in ("bucket", "refill")]
+        extra = [arg for flag in buckets for arg in (flag, "100000")]
+        emulator = testbed.start_emulator(work / "emulator", "--no-batch", *extra, speed=600)
+        procs.append(emulator.proc)
+        endpoints = emulator.endpoints
         env = {
             **bed.env(),
-            **testbed.offline_azure_env(),
-            "AMLOPS_ARM_ENDPOINT": endpoints["armUrl"],
-            "AMLOPS_CA_BUNDLE": endpoints["caFile"],
-            "AMLOPS_STATIC_TOKEN": endpoints["token"],
-            "AMLOPS_POLL_FLOOR_SECONDS": "1",
-            "AMLOPS_POLL_CEILING_SECONDS": str(args.poll_interval),
-            "AMLOPS_REQUEUE_SECONDS": "1",
+            **emulator.operator_env(
+                AMLOPS_POLL_FLOOR_SECONDS="1",
+                AMLOPS_POLL_CEILING_SECONDS=str(args.poll_interval),
+                AMLOPS_REQUEUE_SECONDS="2",
+            ),
         }
         op_log = (work / "operator.log").open("wb")
         operator = subprocess.Popen(

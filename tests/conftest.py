@@ -117,13 +117,13 @@ def _wait_live(op: OperatorProcess, timeout: float = 60.0) -> None:
 
 
 class EmulatorProcess:
-    """``amlops emulator`` as a child process; raw HTTPS helpers for assertions and fault injection."""
+    """An emulator process (``amlops.testbed.start_emulator``) with raw HTTPS helpers for assertions and faults."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], state_dir: Path, log: Path) -> None:
-        self.proc = proc
-        self.state_dir = state_dir
-        self.log = log
-        endpoints = json.loads((state_dir / "endpoints.json").read_text())
+    def __init__(self, run: testbed.EmulatorRun) -> None:
+        self.run = run
+        self.proc = run.proc
+        self.log = run.log
+        endpoints = run.endpoints
         self.arm_url: str = endpoints["armUrl"]
         self.batch_url: str | None = endpoints.get("batchUrl")
         self.control_url: str = endpoints["controlUrl"]
@@ -131,16 +131,12 @@ class EmulatorProcess:
         self.token: str = endpoints["token"]
 
     def operator_env(self) -> dict[str, str]:
-        return {
-            "AMLOPS_ARM_ENDPOINT": self.arm_url,
-            "AMLOPS_CA_BUNDLE": self.ca_file,
-            "AMLOPS_STATIC_TOKEN": self.token,
-            "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{self.batch_url}/{{account}}",
-            "AMLOPS_POLL_FLOOR_SECONDS": "0.5",
-            "AMLOPS_POLL_CEILING_SECONDS": "5",
-            "AMLOPS_REQUEUE_SECONDS": "1",
-            "AMLOPS_STALLED_RECHECK_SECONDS": "5",
-        }
+        return self.run.operator_env(
+            AMLOPS_POLL_FLOOR_SECONDS="0.5",
+            AMLOPS_POLL_CEILING_SECONDS="5",
+            AMLOPS_REQUEUE_SECONDS="1",
+            AMLOPS_STALLED_RECHECK_SECONDS="5",
+        )
 
     def request(self, method: str, url: str, body: Any = None, *, auth: bool = True) -> tuple[int, Any]:
         ctx = ssl.create_default_context(cafile=self.ca_file)
@@ -172,19 +168,7 @@ class EmulatorProcess:
         return {name: op["count"] for name, op in stats["operations"].items()}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-WORKSPACE_PATH = (
-    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-amlops"
-    "/providers/Microsoft.MachineLearningServices/workspaces/ws-amlops"
-)
+        self.run.stop()
 
 
 @pytest.fixture
@@ -193,23 +177,7 @@ def start_azure(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
     started: list[EmulatorProcess] = []
 
     def start(speed: float = 60.0) -> EmulatorProcess:
-        state = tmp_path / f"emulator-{len(started)}"
-        log = tmp_path / f"emulator-{len(started)}.log"
-        args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0"]
-        args += ["--state-dir", str(state), "--speed", str(speed)]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            testbed.eventually(
-                lambda: (state / "endpoints.json").exists() or proc.poll() is not None, timeout=30, what="emulator up"
-            )
-            if proc.poll() is not None:
-                raise RuntimeError(f"emulator exited: {log.read_text()[-2000:]}")
-            emulator = EmulatorProcess(proc, state, log)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
+        emulator = EmulatorProcess(testbed.start_emulator(tmp_path / f"emulator-{len(started)}", speed=speed))
         started.append(emulator)
         return emulator
 

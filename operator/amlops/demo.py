@@ -25,36 +25,6 @@ SAMPLES = testbed.REPO_ROOT / "samples"
 CRDS = testbed.REPO_ROOT / "charts" / "amlops" / "crds"
 
 
-def _start_emulator(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    state = work / "emulator"
-    log = (work / "emulator.log").open("wb")
-    args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0"]
-    args += ["--state-dir", str(state), "--speed", "30"]
-    proc = subprocess.Popen(
-        args,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    endpoints = testbed.eventually(
-        lambda: json.loads((state / "endpoints.json").read_text()) if (state / "endpoints.json").exists() else None,
-        timeout=30,
-        what="the emulator",
-    )
-    # Start from endpoints that go nowhere, so nothing the demo forgets to point at the emulator leaves
-    # this machine; then the emulator's own.
-    env = {
-        **testbed.offline_azure_env(),
-        "AMLOPS_ARM_ENDPOINT": endpoints["armUrl"],
-        "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{endpoints['batchUrl']}/{{account}}",
-        "AMLOPS_CA_BUNDLE": endpoints["caFile"],
-        "AMLOPS_STATIC_TOKEN": endpoints["token"],
-        "AMLOPS_POLL_FLOOR_SECONDS": "1",
-        "AMLOPS_REQUEUE_SECONDS": "2",
-    }
-    return proc, env
-
-
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -118,13 +88,14 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
     bin_dir = testbed.ensure_built()
     bed = testbed.start(bin_dir, work / "testbed")
     operator: subprocess.Popen[bytes] | None = None
-    emulator: subprocess.Popen[bytes] | None = None
+    emulator: testbed.EmulatorRun | None = None
     try:
         with azurite_blob(work / "azurite") as azurite:
             print(f"==> kube-apiserver ready at {bed.server}", flush=True)
             testbed.install_crds(bed, CRDS)
             print("==> the chart's CRDs installed and Established", flush=True)
-            emulator, azure_env = _start_emulator(work)
+            emulator = testbed.start_emulator(work / "emulator", speed=30)
+            azure_env = emulator.operator_env(AMLOPS_POLL_FLOOR_SECONDS="1", AMLOPS_REQUEUE_SECONDS="2")
             print(f"==> Azure emulator: ARM {azure_env['AMLOPS_ARM_ENDPOINT']}, Batch data plane", flush=True)
             _upload_sample_data(azurite.connection_string)
             print(f"==> Azurite at {azurite.blob_endpoint}: {SAMPLE_FILES} input files and score.py", flush=True)
@@ -177,7 +148,8 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             return 0
     finally:
         _stop(operator)
-        _stop(emulator)
+        if emulator is not None:
+            emulator.stop()
         bed.stop()
 
 

@@ -432,3 +432,46 @@ def offline_azure_env() -> dict[str, str]:
         "AMLOPS_BLOB_ENDPOINT": closed,
         "AMLOPS_STATIC_TOKEN": "offline",
     }
+
+
+@dataclass
+class EmulatorRun:
+    """``amlops emulator`` as a child process (ARM over HTTPS + Batch), as tests, the demo and benches use it."""
+
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    log: Path
+    endpoints: dict[str, Any]
+
+    def operator_env(self, **overrides: str) -> dict[str, str]:
+        """Everything an operator needs to use this emulator, on top of endpoints that lead nowhere, so nothing
+        left unset reaches the network."""
+        return {
+            **offline_azure_env(),
+            "AMLOPS_ARM_ENDPOINT": self.endpoints["armUrl"],
+            "AMLOPS_CA_BUNDLE": self.endpoints["caFile"],
+            "AMLOPS_STATIC_TOKEN": self.endpoints["token"],
+            "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{self.endpoints['batchUrl']}/{{account}}",
+            **overrides,
+        }
+
+    def stop(self) -> None:
+        _terminate(self.proc, grace=15)
+
+
+def start_emulator(state_dir: Path, *extra_args: str, speed: float = 60.0, timeout: float = 30.0) -> EmulatorRun:
+    """Start the emulator on free ports; return once ``endpoints.json`` says it listens."""
+    import sys
+
+    log = state_dir.with_suffix(".log")
+    args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0"]
+    args += ["--state-dir", str(state_dir), "--speed", str(speed), *extra_args]
+    proc = _spawn(args, log)
+    endpoints_file = state_dir / "endpoints.json"
+    try:
+        _wait("the emulator", endpoints_file.exists, proc, log, timeout)
+        endpoints = json.loads(endpoints_file.read_text())
+    except BaseException:
+        _terminate(proc)
+        raise
+    return EmulatorRun(proc, state_dir, log, endpoints)

@@ -251,7 +251,9 @@ class Operator:
 
 
 @contextlib.contextmanager
-def running_operator(k8s: testbed.Testbed, namespace: str, workdir: Path) -> Iterator[Operator]:
+def running_operator(
+    k8s: testbed.Testbed, namespace: str, workdir: Path, azure_env: dict[str, str] | None = None
+) -> Iterator[Operator]:
     """``amlops run`` for one namespace with /metrics on a free port, Azure pointed at a closed loopback port."""
     port, liveness_port = testbed.free_port(), testbed.free_port()
     log = workdir / f"operator-{namespace}.log"
@@ -261,7 +263,7 @@ def running_operator(k8s: testbed.Testbed, namespace: str, workdir: Path) -> Ite
         "--metrics-port", str(port),
         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
     ]  # fmt: skip
-    proc = _spawn(args, log, {**k8s.env(), **testbed.offline_azure_env()})
+    proc = _spawn(args, log, {**k8s.env(), **(azure_env or testbed.offline_azure_env())})
     try:
         _wait_up("operator", proc, log, f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{liveness_port}/healthz")
         yield Operator(proc, log, port)

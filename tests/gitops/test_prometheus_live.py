@@ -35,11 +35,16 @@ def prom(k8s: testbed.Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iter
     k8s.kubectl("create", "namespace", namespace)
     k8s.kubectl("apply", "-n", namespace, "-f", str(gs.REPO / "samples"))
     workdir = tmp_path_factory.mktemp("prometheus")
-    with (
-        running_operator(k8s, namespace, workdir) as operator,
-        running_prometheus([operator.metrics_target], workdir, [RULES]) as prometheus,
-    ):
-        yield prometheus
+    # The emulator answers the AmlCompute sample, so its node-state gauges are real series.
+    emulator = testbed.start_emulator(workdir / "emulator")
+    try:
+        with (
+            running_operator(k8s, namespace, workdir, emulator.operator_env()) as operator,
+            running_prometheus([operator.metrics_target], workdir, [RULES]) as prometheus,
+        ):
+            yield prometheus
+    finally:
+        emulator.stop()
 
 
 def test_scrapes_reconcile_total(prom: Prometheus) -> None:
@@ -78,7 +83,9 @@ def test_compute_nodes_scraped(prom: Prometheus) -> None:
     testbed.eventually(
         lambda: "amlops_reconcile_total" in _api(prom, "label/__name__/values"), timeout=60, what="first scrape"
     )
-    if "amlops_compute_nodes" not in _api(prom, "label/__name__/values"):
-        pytest.skip("amlops_compute_nodes has no samples until AmlCompute reports node counts")
-    result = _api(prom, "query", query='amlops_compute_nodes{name="cpu-cluster"}')["result"]
-    assert {r["metric"]["state"] for r in result} >= {"idle", "running"}
+    result = testbed.eventually(
+        lambda: _api(prom, "query", query='amlops_compute_nodes{name="cpu-cluster"}')["result"],
+        timeout=90,
+        what="amlops_compute_nodes scraped",
+    )
+    assert {r["metric"]["state"] for r in result} >= {"idle", "running", "preparing", "leaving"}
