@@ -31,7 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
     # Ctrl-C is awaited with sigwait in the demo, so the default handlers must not fire first.
     if not args.exit:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    return demo.run(exit_when_done=args.exit, timeout=args.timeout)
+    return demo.run(exit_when_done=args.exit, timeout=args.timeout, workdir=args.workdir)
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the local demo: test bed, operator, samples")
     demo.add_argument("--exit", action="store_true", help="exit once the samples are reconciled")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the samples")
+    demo.add_argument("--workdir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
     demo.set_defaults(func=_demo)
 
     emulator = sub.add_parser("emulator", help="serve the local Azure emulator (ARM ML over HTTPS, Batch)")

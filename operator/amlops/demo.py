@@ -42,7 +42,7 @@ SAMPLE_FILES = 100
 SAMPLE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"  # what samples/*.yaml say; replaced by Azurite's URL
 
 
-def _upload_sample_data(connection_string: str) -> None:
+def upload_sample_data(connection_string: str) -> None:
     """The ParallelJob sample's inputs (small text files) and entry script, into Azurite."""
     from azure.storage.blob import BlobServiceClient
 
@@ -72,6 +72,11 @@ def _summary_line(item: dict[str, Any]) -> str:
     return f"{kind}/{name}: Ready={ready.get('status', '-')} ({ready.get('reason', '-')}) {detail}"
 
 
+def sample_manifests(blob_endpoint: str) -> list[str]:
+    """samples/*.yaml with their blob URLs pointed at this Azurite."""
+    return [p.read_text().replace(SAMPLE_BLOB, blob_endpoint) for p in sorted(SAMPLES.glob("*.yaml"))]
+
+
 def _done(items: list[dict[str, Any]]) -> bool:
     def true(item: dict[str, Any], type_: str) -> bool:
         conditions = (item.get("status") or {}).get("conditions", [])
@@ -97,7 +102,7 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             emulator = testbed.start_emulator(work / "emulator", speed=30)
             azure_env = emulator.operator_env(AMLOPS_POLL_FLOOR_SECONDS="1", AMLOPS_REQUEUE_SECONDS="2")
             print(f"==> Azure emulator: ARM {azure_env['AMLOPS_ARM_ENDPOINT']}, Batch data plane", flush=True)
-            _upload_sample_data(azurite.connection_string)
+            upload_sample_data(azurite.connection_string)
             print(f"==> Azurite at {azurite.blob_endpoint}: {SAMPLE_FILES} input files and score.py", flush=True)
             namespace = "amlops-demo"
             bed.kubectl("create", "namespace", namespace)
@@ -113,8 +118,7 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
                 start_new_session=True,
             )
             print(f"==> operator started (pid {operator.pid}, log {work / 'operator.log'})", flush=True)
-            for sample in sorted(SAMPLES.glob("*.yaml")):
-                text = sample.read_text().replace(SAMPLE_BLOB, azurite.blob_endpoint)
+            for text in sample_manifests(azurite.blob_endpoint):
                 print(bed.kubectl("apply", "-n", namespace, "-f", "-", input_text=text), end="", flush=True)
             deadline = time.monotonic() + timeout
             shown: dict[str, str] = {}

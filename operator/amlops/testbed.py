@@ -236,10 +236,32 @@ def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         proc.wait()
 
 
+WORKDIR_TAG = "AMLOPS_TESTBED_WORKDIR"
+
+
 def _spawn(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    # Own process group: teardown kills the whole group, so nothing outlives the test session. The work
+    # directory in the environment tags every process, so a leak check can find them all.
+    env = {**os.environ, WORKDIR_TAG: str(log.parent)}
     with log.open("ab") as out:
-        # Own process group: teardown kills the whole group, so nothing outlives the test session.
-        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment contains ``text`` (a work directory): leak checks."""
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if "zombie" in (proc / "status").read_text().lower():
+                continue
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in blob:
+            found.append(int(proc.name))
+    return found
 
 
 def _wait(what: str, ok: object, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

@@ -77,6 +77,7 @@ def test_two_replicas_elect_one_active_operator(
         logs = [log for _, log in replicas if "Pausing operations in favour of" in log.read_text(errors="replace")]
         return logs or None
 
-    # Both replicas start active; the one that sees a higher-priority peer pauses within a keepalive.
-    paused = testbed.eventually(standing_by, timeout=60, what="one replica stands by")
+    # Both replicas start active; the one that sees a higher-priority peer pauses when it next reads the
+    # peering object, at the latest on the other's next keepalive (kopf's peering lifetime is 60 s).
+    paused = testbed.eventually(standing_by, timeout=150, what="one replica stands by")
     assert len(paused) == 1, "exactly one replica stands by"

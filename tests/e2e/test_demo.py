@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from amlops import testbed
 
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_runs_to_the_final_table_and_exits(tmp_path: object) -> None:
+def test_demo_runs_to_the_final_table_and_exits(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo-run"
     result = subprocess.run(
-        [sys.executable, "-m", "amlops", "demo", "--exit", "--timeout", "180"],
+        [sys.executable, "-m", "amlops", "demo", "--exit", "--timeout", "180", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=400,
@@ -28,5 +32,5 @@ def test_demo_runs_to_the_final_table_and_exits(tmp_path: object) -> None:
     assert "item-000.txt" in result.stdout
     for name in ("amlcompute.amlops.io/cpu-cluster", "batchcompute.amlops.io/batch", "paralleljob.amlops.io/score"):
         assert name in result.stdout
-    leftovers = subprocess.run(["pgrep", "-f", "amlops-demo-"], capture_output=True, text=True, check=False)
-    assert leftovers.stdout == ""
+    # Every process the demo started names its work directory in its command line or environment.
+    assert testbed.processes_mentioning(str(workdir)) == []
