@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import os
 import shutil
@@ -30,10 +28,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from amlops.pki import Authority, cert_pem, key_pem
 
 T = TypeVar("T")
 
@@ -72,94 +70,14 @@ class _Pki:
     sa_private: bytes
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _issue(
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_name: x509.Name,
-    subject: x509.Name,
-    *,
-    server: bool,
-) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.DNSName("kubernetes.default.svc"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    else:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-
-
 def _make_pki() -> _Pki:
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "amlops-testbed-ca")])
-    now = dt.datetime.now(dt.UTC)
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    serving_cert, serving_key = _issue(
-        ca_key, ca_name, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), server=True
-    )
-    admin_cert, admin_key = _issue(
-        ca_key,
-        ca_name,
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "amlops-admin"),
-            ]
-        ),
-        server=False,
-    )
+    authority = Authority.create("amlops-testbed-ca", days=2)
+    serving_cert, serving_key = authority.issue("kube-apiserver", server_hosts=["kubernetes.default.svc"])
+    # system:masters: the apiserver authorizes this client for everything (RBAC's built-in superuser group).
+    admin_cert, admin_key = authority.issue("amlops-admin", organization="system:masters")
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return _Pki(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM),
+        ca_pem=cert_pem(authority.cert),
         serving_cert=serving_cert,
         serving_key=serving_key,
         admin_cert=admin_cert,
@@ -167,7 +85,7 @@ def _make_pki() -> _Pki:
         sa_public=sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
-        sa_private=_key_pem(sa_key),
+        sa_private=key_pem(sa_key),
     )
 
 

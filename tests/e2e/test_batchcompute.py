@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from amlops import testbed
 from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
 
-from .test_amlcompute import WORKSPACE, WS_PATH, compute_name, condition
+from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition
 
 pytestmark = pytest.mark.e2e
 
@@ -35,17 +34,6 @@ def manifest(name: str, compute: str, **spec: Any) -> str:
         },
     }
     return yaml.safe_dump(body)
-
-
-def apply(k8s: testbed.Testbed, namespace: str, text: str) -> None:
-    subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"],
-        input=text,
-        env=k8s.env(),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
 
 
 def key_secret(k8s: testbed.Testbed, namespace: str, key: str = DEFAULT_BATCH_KEY) -> None:

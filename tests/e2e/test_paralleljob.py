@@ -380,3 +380,31 @@ def test_compute_not_ready_waits_and_amlcompute_is_refused(bed: Bed) -> None:
     testbed.eventually(lambda: reason("nowhere", "Reconciling") == "WaitingForCompute", what="waiting for compute")
     testbed.eventually(lambda: reason("on-aml", "Stalled") == "UnsupportedCompute", what="AmlCompute refused")
     assert (bed.get("nowhere").get("status") or {}).get("phase") in (None, "Pending")
+
+
+def test_is_deterministic_reuses_an_identical_completed_job_and_new_code_runs_again(bed: Bed) -> None:
+    bed.upload("inputs", files(20))
+    bed.job("first", isDeterministic=True)
+    first = bed.wait_phase("first", "Complete", "Failed", timeout=120)
+    assert first["status"]["phase"] == "Complete", first["status"]
+    assert first["status"]["contentHash"]
+    tasks_before = sum(n for op, n in bed.azure.operations().items() if op.endswith("/addtaskcollection"))
+
+    # Same spec, inputs and code, another output folder: nothing runs, the first job's output is the answer.
+    bed.job("second", isDeterministic=True)
+    second = bed.wait_phase("second", "Complete", "Failed", timeout=60)
+    assert second["status"]["reusedFrom"] == "first"
+    assert second["status"]["output"] == first["status"]["output"]
+    assert second["status"]["contentHash"] == first["status"]["contentHash"]
+    assert condition(second, "Complete")["reason"] == "Reused"
+    assert sum(n for op, n in bed.azure.operations().items() if op.endswith("/addtaskcollection")) == tasks_before
+
+    # Not deterministic: runs although identical. New code at the same URI: a new hash, so it runs too.
+    bed.job("third")
+    assert "reusedFrom" not in bed.wait_phase("third", "Complete", "Failed", timeout=120)["status"]
+    bed.upload("code", {"score.py": textwrap.dedent(SCORE).lstrip() + "\n# changed\n"})
+    bed.job("fourth", isDeterministic=True)
+    fourth = bed.wait_phase("fourth", "Complete", "Failed", timeout=120)
+    assert "reusedFrom" not in fourth["status"]
+    assert fourth["status"]["contentHash"] != first["status"]["contentHash"]
+    assert bed.output_rows("fourth") == bed.output_rows("first")

@@ -199,8 +199,9 @@ class ParallelJobSpec(ApiModel):
     task: TaskSpec = Field(description="Seed: task (RunFunction).")
     is_deterministic: bool = Field(
         default=False,
-        description="Seed: is_deterministic. Accepted; reusing an identical completed job's output is not "
-        "implemented yet (every job runs).",
+        description="Seed: is_deterministic. When true and a completed deterministic ParallelJob in this namespace "
+        "has the same content hash (spec, input listing etags, code etags), its output is reused and no compute "
+        "runs (status.reusedFrom).",
     )
     suspend: bool = Field(
         default=False, description="Stop adding mini-batches and stop running ones; false resumes from the plan."
@@ -246,6 +247,12 @@ class ParallelJobStatus(StatusBase):
     estimated_remaining_seconds: int | None = Field(default=None, description="From the rate so far.")
     failed_mini_batches: str | None = Field(default=None, description="Indexes of failed mini-batches: 3,7-9.")
     output: str | None = Field(default=None, description="URI of parallel_run_step.txt (appendRowTo).")
+    content_hash: str | None = Field(
+        default=None, description="Hash of what decides the result: spec, input and code listings (isDeterministic)."
+    )
+    reused_from: str | None = Field(
+        default=None, description="The completed ParallelJob whose output this one reuses (isDeterministic)."
+    )
 
 
 class ParallelJob(CustomResource):

@@ -42,20 +42,24 @@ async def pool_node_counts(client: BatchClient) -> dict[str, JSON]:
     return await _call(collect)
 
 
-async def create_pool(client: BatchClient, pool: JSON) -> bool:
-    """Create the pool; False when a pool of that id exists already (idempotent by id)."""
-    options = models.BatchPoolCreateOptions(pool)
+async def create_if_absent(create: Callable[[], Awaitable[None]], exists_code: str) -> bool:
+    """Run a Batch create; False when the entity exists already (Batch creates are idempotent by id for us)."""
     try:
-        await client.create_pool(options)
+        await create()
     except ResourceExistsError:
         return False
     except HttpResponseError as e:
-        if error_code(e) == "PoolExists":
+        if error_code(e) == exists_code:
             return False
         raise translate(e) from e
     except Exception as e:
         raise translate(e) from e
     return True
+
+
+async def create_pool(client: BatchClient, pool: JSON) -> bool:
+    """Create the pool; False when a pool of that id exists already."""
+    return await create_if_absent(lambda: client.create_pool(models.BatchPoolCreateOptions(pool)), "PoolExists")
 
 
 async def resize_pool(client: BatchClient, pool_id: str, dedicated: int, low_priority: int) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 from azure.batch import models
 from azure.batch.aio import BatchClient
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from amlops.azure.batch import create_if_absent
 from amlops.azure.errors import error_code, translate
 from amlops.reconcile.errors import TerminalError
 
@@ -26,18 +27,8 @@ _ENDED = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
 
 
 async def create_job(client: BatchClient, job: JSON) -> bool:
-    """Create the job; False when a job of that id exists already (idempotent by id)."""
-    try:
-        await client.create_job(models.BatchJobCreateOptions(job))
-    except ResourceExistsError:
-        return False
-    except HttpResponseError as e:
-        if error_code(e) == "JobExists":
-            return False
-        raise translate(e) from e
-    except Exception as e:
-        raise translate(e) from e
-    return True
+    """Create the job; False when a job of that id exists already."""
+    return await create_if_absent(lambda: client.create_job(models.BatchJobCreateOptions(job)), "JobExists")
 
 
 async def get_job(client: BatchClient, job_id: str) -> JSON | None:

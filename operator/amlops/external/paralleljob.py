@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,8 @@ REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
 REASON_UNSUPPORTED_COMPUTE = "UnsupportedCompute"
 # Nodes fetch inputs, code and the manifest with these; a mini-batch may wait long in the queue.
 SAS_LIFETIME = timedelta(days=7)
+# Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
+REUSE_MARKER = "reused.json"
 SUMMARY_WINDOW = 16
 WAIT_FOR_COMPUTE_SECONDS = 5.0
 TABULAR_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -124,6 +127,8 @@ class ParallelJobClient:
         if mr.deleting:
             return await self._observe_deleting(mr, client, job)
         if job is None:
+            if mr.spec.is_deterministic and (reused := await self._reused(mr)) is not None:
+                return reused
             return Observation(False, at_provider={"phase": m.PENDING, "jobId": job_id(mr), "poolId": pool_id(mr)})
         layout = await self._layout(mr)
         index = await read_index(JsonFolder(layout.store, layout.plan))
@@ -159,6 +164,7 @@ class ParallelJobClient:
             "poolId": pool_id(mr),
             "startTime": started,
             "output": layout.output_uri if mr.spec.task.append_row_to else None,
+            "contentHash": index.hash,
         }
         if decision.phase in m.TERMINAL:
             status["completionTime"] = _now()
@@ -198,10 +204,12 @@ class ParallelJobClient:
         if client is None:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
         layout = await self._layout(mr)
-        await write_manifest(
-            self._listing(layout), self._plan_spec(mr, layout), JsonFolder(layout.store, layout.plan),
+        index = await write_manifest(
+            self._listing(layout), await self._plan_spec(mr, layout), JsonFolder(layout.store, layout.plan),
             BlobRangeReader(layout.store, layout.inputs),
         )  # fmt: skip
+        if mr.spec.is_deterministic and index.hash and await self._reuse(mr, layout, index.hash):
+            return None  # an identical job's output is reused: no Batch job, no compute
         await layout.store.write(layout.plan, DRIVER_FILE, driver_source(), "text/x-python")
         if owns_pool(mr):
             await batch.create_pool(client, self._pool_body(mr))
@@ -258,6 +266,41 @@ class ParallelJobClient:
         self._decisions.pop(mr.uid, None)
         return None
 
+    async def _reuse(self, mr: Mr, layout: Layout, content_hash: str) -> bool:
+        """Find a completed deterministic job with the same content hash; record the reuse in a marker blob
+        beside the plan (restart-safe: observe reads it) and say whether there was one."""
+        for other in await self._objects.list("paralleljobs", mr.namespace):
+            status, spec = other.get("status") or {}, other.get("spec") or {}
+            if (
+                other["metadata"].get("uid") != mr.uid
+                and spec.get("isDeterministic")
+                and status.get("phase") == "Complete"
+                and status.get("contentHash") == content_hash
+                and not status.get("reusedFrom")
+            ):
+                marker = {
+                    "from": other["metadata"]["name"],
+                    "contentHash": content_hash,
+                    **{k: status.get(k) for k in ("output", "miniBatches", "items", "progress", "progressPercentage")},
+                }
+                await layout.store.write_if_absent(layout.plan, REUSE_MARKER, json.dumps(marker).encode())
+                return True
+        return False
+
+    async def _reused(self, mr: Mr) -> Observation | None:
+        layout = await self._layout(mr)
+        data = await layout.store.read(layout.plan, REUSE_MARKER)
+        if data is None:
+            return None
+        marker = json.loads(data)
+        status = {k: marker.get(k) for k in ("output", "miniBatches", "items", "progress", "progressPercentage")}
+        now = _now()
+        status.update(
+            {"phase": "Complete", "reusedFrom": marker["from"], "contentHash": marker["contentHash"],
+             "startTime": mr.status.get("startTime") or now, "completionTime": now}
+        )  # fmt: skip
+        return m.complete(f"reused the output of {marker['from']} (isDeterministic)", status, mr.owner, "Reused")
+
     async def _release_pool(self, mr: Mr, client: BatchClient) -> None:
         if owns_pool(mr):
             await batch.delete_pool(client, pool_id(mr))
@@ -275,12 +318,15 @@ class ParallelJobClient:
         )
         return pool_body(pool, mr.owner)
 
-    def _plan_spec(self, mr: Mr, layout: Layout) -> PlanSpec:
-        # What else makes two runs the same run (isDeterministic): it only feeds the plan's hash.
+    async def _plan_spec(self, mr: Mr, layout: Layout) -> PlanSpec:
+        # What else makes two runs the same run (isDeterministic): it only feeds the plan's hash. The code's
+        # etags are in it, so new code at the same URI is a new run.
+        code = [[b.name, b.etag] async for b in layout.store.list_folder(layout.code)]
         fingerprint = {
             "task": mr.spec.task.model_dump(mode="json", by_alias=True),
             "environmentVariables": mr.spec.environment_variables,
             "only": layout.only,
+            "code": sorted(code),
         }
         return PlanSpec(layout.kind, mr.spec.mini_batch_size, tuple(mr.spec.partition_keys), fingerprint)
 

@@ -15,3 +15,7 @@ class ObjectReader(Protocol):
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """An amlops.io/v1alpha1 custom resource as a dict, or None when it does not exist."""
         ...
+
+    async def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """Every amlops.io/v1alpha1 custom resource of a kind in a namespace."""
+        ...

@@ -55,3 +55,10 @@ class KubernetesObjectReader:
                 return None
             raise
         return dict(obj)
+
+    async def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        def list_sync() -> Any:
+            return self._api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+
+        result = await asyncio.to_thread(list_sync)
+        return [dict(item) for item in result.get("items", [])]
