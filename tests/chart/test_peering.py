@@ -73,11 +73,18 @@ def test_two_replicas_elect_one_active_operator(
 
     assert testbed.eventually(reconciled_or_frozen, timeout=60, what="a replica acts") == "reconciled"
 
-    def standing_by() -> list[Path] | None:
-        logs = [log for _, log in replicas if "Pausing operations in favour of" in log.read_text(errors="replace")]
-        return logs or None
+    def handled() -> list[int]:
+        # Handler activity per replica: kopf logs every handler run under kopf.objects.
+        return [log.read_text(errors="replace").count("kopf.objects") for _, log in replicas]
 
-    # Both replicas start active; the one that sees a higher-priority peer pauses when it next reads the
-    # peering object, at the latest on the other's next keepalive (kopf's peering lifetime is 60 s).
-    paused = testbed.eventually(standing_by, timeout=150, what="one replica stands by")
-    assert len(paused) == 1, "exactly one replica stands by"
+    # kopf pauses a replica when it sees a higher-priority peer, but a watch stream already open may still
+    # deliver an event or two to it (harmless: every pass is idempotent). What must hold is the steady state:
+    # one replica keeps reconciling (the sample retries every few seconds), the other does nothing more.
+    testbed.eventually(lambda: max(handled()) >= 2, timeout=90, what="the active replica handled the sample")
+    before = handled()
+    active = before.index(max(before))
+    testbed.eventually(lambda: handled()[active] >= before[active] + 2, timeout=90, what="the active replica goes on")
+    after = handled()
+    assert [a - b for i, (a, b) in enumerate(zip(after, before, strict=True)) if i != active] == [0], (
+        f"the standby replica kept reconciling: {before} -> {after}"
+    )

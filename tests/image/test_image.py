@@ -121,20 +121,26 @@ def test_image_runs_as_non_root_without_build_tools(image: str, container: str) 
     assert where.stdout.startswith("/opt/amlops/lib/python3.11/site-packages/amlops/"), where.stderr
 
 
-def _reconciling(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+def _ready(obj: dict[str, Any] | None) -> bool:
     if not obj or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-        return None
-    return next((c for c in obj["status"].get("conditions", []) if c["type"] == "Reconciling"), None)
+        return False
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", []))
 
 
-def test_operator_from_the_image_reconciles_against_the_test_bed(
-    k8s: testbed.Testbed, namespace: str, container: str, tmp_path: Path
+def test_operator_from_the_image_takes_an_amlcompute_to_ready(
+    k8s: testbed.Testbed, namespace: str, container: str, azure: Any, tmp_path: Path
 ) -> None:
+    """The operator as the image runs it, against the real apiserver and the ARM emulator (its CA mounted):
+    the AmlCompute sample is created in Azure and becomes Ready."""
     # The image's user (uid 10001) must be able to read the admin kubeconfig mounted into the container.
     kubeconfig = tmp_path / "kubeconfig"
     shutil.copyfile(k8s.kubeconfig, kubeconfig)
     kubeconfig.chmod(0o644)
-    health_port, metrics_port, closed_port = testbed.free_port(), testbed.free_port(), testbed.free_port()
+    health_port, metrics_port = testbed.free_port(), testbed.free_port()
+    ca = tmp_path / "emulator-ca.pem"
+    shutil.copyfile(azure.ca_file, ca)
+    ca.chmod(0o644)
+    env = {**azure.operator_env(), "AMLOPS_CA_BUNDLE": "/etc/amlops/ca.pem"}
     log = tmp_path / "operator.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -144,13 +150,10 @@ def test_operator_from_the_image_reconciles_against_the_test_bed(
                 "--isolation=chroot",
                 "--network=host",
                 f"--volume={kubeconfig}:/etc/amlops/kubeconfig:ro",
+                f"--volume={ca}:/etc/amlops/ca.pem:ro",
                 "--env=KUBECONFIG=/etc/amlops/kubeconfig",
-                # Azure on a closed loopback port with a static token: the operator never leaves this machine
-                # (unconfigured, DefaultAzureCredential would probe the instance metadata address).
-                f"--env=AMLOPS_ARM_ENDPOINT=https://127.0.0.1:{closed_port}",
-                f"--env=AMLOPS_BATCH_ENDPOINT_TEMPLATE=https://127.0.0.1:{closed_port}",
-                f"--env=AMLOPS_BLOB_ENDPOINT=https://127.0.0.1:{closed_port}",
-                "--env=AMLOPS_STATIC_TOKEN=offline",
+                # Every Azure endpoint is the emulator's (or a closed loopback port): nothing leaves this machine.
+                *(f"--env={k}={v}" for k, v in sorted(env.items())),
                 container,
                 "--",
                 "amlops",
@@ -170,12 +173,13 @@ def test_operator_from_the_image_reconciles_against_the_test_bed(
         k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "amlcompute.yaml"))
         try:
             testbed.eventually(
-                lambda: _reconciling(testbed.get_object(k8s, "amlcompute", "cpu-cluster", namespace)),
-                timeout=60,
-                what="amlcompute/cpu-cluster reconciled by the operator in the image",
+                lambda: _ready(testbed.get_object(k8s, "amlcompute", "cpu-cluster", namespace)),
+                timeout=90,
+                what="amlcompute/cpu-cluster Ready, reconciled by the operator in the image",
             )
         except TimeoutError as e:
             raise AssertionError(f"{e}\n--- operator log ---\n{log.read_text(errors='replace')[-4000:]}") from e
+        assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
             assert b"amlops_reconcile_total" in response.read()
     finally:
