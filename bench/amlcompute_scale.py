@@ -107,7 +107,7 @@ def main() -> int:
         manifest.write_text(yaml.safe_dump_all(docs))
         api_before = _apiserver_requests(bed)
         started = time.monotonic()
-        bed.kubectl("apply", "--server-side", "-n", "bench", "-f", str(manifest))
+        bed.kubectl("apply", "--server-side", "-n", "bench", "-f", str(manifest), timeout=args.timeout)
         applied = time.monotonic() - started
 
         def ready_count() -> int:

@@ -105,14 +105,14 @@ class Testbed:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True, timeout: float = 120) -> str:
         result = subprocess.run(
             ["kubectl", *args],
             env=self.env(),
             input=input_text,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             check=False,
         )
         if check and result.returncode != 0:
