@@ -9,7 +9,6 @@ of this command uses).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,17 +22,6 @@ from amlops.emulator.seed import DEFAULT_BATCH_KEY
 
 SAMPLES = testbed.REPO_ROOT / "samples"
 CRDS = testbed.REPO_ROOT / "charts" / "amlops" / "crds"
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 OPERATOR_ARGS = (sys.executable, "-m", "amlops", "run", "--liveness", "off")
@@ -151,7 +139,8 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
             return 0
     finally:
-        _stop(operator)
+        if operator is not None:
+            testbed.terminate(operator, grace=20)
         if emulator is not None:
             emulator.stop()
         bed.stop()

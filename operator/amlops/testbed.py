@@ -136,12 +136,12 @@ class Testbed:
     def stop(self) -> None:
         # apiserver first, so it does not log etcd connection errors while shutting down.
         for proc in reversed(self.processes):
-            _terminate(proc)
+            terminate(proc)
         self.processes.clear()
         shutil.rmtree(self.etcd_data, ignore_errors=True)
 
 
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -396,7 +396,7 @@ class EmulatorRun:
         }
 
     def stop(self) -> None:
-        _terminate(self.proc, grace=15)
+        terminate(self.proc, grace=15)
 
 
 def start_emulator(state_dir: Path, *extra_args: str, speed: float = 60.0, timeout: float = 30.0) -> EmulatorRun:
@@ -412,6 +412,6 @@ def start_emulator(state_dir: Path, *extra_args: str, speed: float = 60.0, timeo
         _wait("the emulator", endpoints_file.exists, proc, log, timeout)
         endpoints = json.loads(endpoints_file.read_text())
     except BaseException:
-        _terminate(proc)
+        terminate(proc)
         raise
     return EmulatorRun(proc, state_dir, log, endpoints)

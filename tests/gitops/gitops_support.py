@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -204,18 +203,6 @@ def dashboard_exprs() -> list[str]:
 # --- processes: the operator with a metrics port, Prometheus ----------------------------------------------
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """SIGTERM the child's process group, SIGKILL after ``timeout``: nothing outlives the test."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
@@ -226,7 +213,7 @@ def _http_ok(url: str) -> bool:
 
 def _spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        # Own process group, so _stop() ends it together with anything it started.
+        # Own process group, so testbed.terminate() ends it together with anything it started.
         return subprocess.Popen(list(args), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -268,7 +255,7 @@ def running_operator(
         _wait_up("operator", proc, log, f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{liveness_port}/healthz")
         yield Operator(proc, log, port)
     finally:
-        _stop(proc)
+        testbed.terminate(proc, grace=20)
 
 
 @dataclass
@@ -305,7 +292,7 @@ def running_prometheus(targets: Sequence[str], workdir: Path, rule_files: Sequen
         _wait_up("prometheus", proc, log, url + "/-/ready")
         yield Prometheus(proc, url, log)
     finally:
-        _stop(proc)
+        testbed.terminate(proc, grace=20)
 
 
 # --- command line ---------------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline.transport import AioHttpTransport
 
 from amlops.azure import credentials
-from amlops.azure.ml import MlClient
+from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.azure.pipeline import ThrottleBudget
-from amlops.azure.pollers import Pollers
+from amlops.azure.pollers import Pollers, WorkspacePoller
 from amlops.settings import Settings
 
 DEFAULT_CREDENTIAL = "default"
@@ -72,6 +72,10 @@ class AzureClients:
             )
             self._ml[(key, subscription_id)] = client
         return client
+
+    def workspace_poller(self, key: str, ml: MlClient, ws: WorkspaceId) -> WorkspacePoller:
+        """The shared poller of one workspace, as seen with one credential."""
+        return self.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws))
 
     def batch(self, endpoint: str, account: str, shared_key: str | None, credential_key: str) -> BatchClient:
         """A Batch data-plane client: shared key when the BatchCompute names a key Secret, else AAD."""

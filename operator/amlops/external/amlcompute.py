@@ -14,6 +14,7 @@ from amlops.api.amlcompute import AmlComputeSpec
 from amlops.azure.clients import DEFAULT_CREDENTIAL, AzureClients, credential_key
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
+from amlops.external.compute_arm import owner_of
 from amlops.external.ports import SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
@@ -121,7 +122,7 @@ class AmlComputeClient:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         name = compute_name(mr)
-        poller = self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws))
+        poller = self._clients.workspace_poller(key, ml, ws)
         _, body = await poller.get(name, self._poller_max_age(mr))
         if body is None:
             # The listing may be a poll interval old: confirm with a GET before anything is created.
@@ -178,7 +179,7 @@ class AmlComputeClient:
                 f"{status.get('currentNodeCount')} → {status.get('targetNodeCount')} nodes"
             ),
             failure=failure,
-            owner=m.owner_of(body),
+            owner=owner_of(body),
             at_provider=status,
             conditions=(*conditions, min_nodes),
             diff="; ".join(changes),
@@ -191,7 +192,7 @@ class AmlComputeClient:
         password = await self._admin_password(mr)
         body = m.to_arm(mr.spec, owner=mr.owner, location=await self._location(ml, mr), admin_password=password)
         pending = await ml.begin_put_compute(ws, compute_name(mr), body)
-        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate()
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
@@ -204,14 +205,14 @@ class AmlComputeClient:
         if not patch:
             return None
         pending = await ml.begin_patch_compute(ws, compute_name(mr), patch)
-        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate()
         return pending
 
     async def delete(self, mr: Mr) -> Pending | None:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Delete")
-        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate()
         return pending
 
     async def _admin_password(self, mr: Mr) -> str | None:

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from amlops.api.amlcompute import AmlComputeSpec, Identity
+from amlops.external.compute_arm import provisioning_errors
 from amlops.reconcile.managed import OWNER_TAG
 
 JSON = dict[str, Any]
@@ -129,13 +130,7 @@ def from_arm(body: JSON) -> JSON:
     status: JSON = {
         "resourceId": body.get("id"),
         "provisioningState": compute.get("provisioningState"),
-        "provisioningErrors": [
-            {
-                "code": str((e.get("error") or {}).get("code", "")),
-                "message": str((e.get("error") or {}).get("message", "")),
-            }
-            for e in compute.get("provisioningErrors") or []
-        ],
+        "provisioningErrors": provisioning_errors(compute),
         "allocationState": props.get("allocationState"),
         "currentNodeCount": props.get("currentNodeCount"),
         "targetNodeCount": props.get("targetNodeCount"),
@@ -145,12 +140,6 @@ def from_arm(body: JSON) -> JSON:
         else None,
     }
     return status
-
-
-def owner_of(body: JSON) -> str | None:
-    tags = body.get("tags") or {}
-    value = tags.get(OWNER_TAG)
-    return str(value) if value is not None else None
 
 
 def diff(spec: AmlComputeSpec, body: JSON) -> tuple[JSON, list[str]]:

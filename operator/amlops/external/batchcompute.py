@@ -7,7 +7,6 @@ manage the pools ``spec.pools`` names, report every pool's nodes. Detach on dele
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from azure.batch.aio import BatchClient
 
@@ -16,6 +15,7 @@ from amlops.azure import batch
 from amlops.azure.clients import AzureClients
 from amlops.external import batchcompute_map as m
 from amlops.external.amlcompute import connect, workspace_of
+from amlops.external.compute_arm import owner_of
 from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
@@ -77,7 +77,7 @@ class BatchComputeClient:
     async def observe(self, mr: Mr) -> Observation:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
-        poller = self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws))
+        poller = self._clients.workspace_poller(key, ml, ws)
         _, body = await poller.get(compute_name(mr), self._clients.settings.poll_floor_seconds)
         if body is None:
             body = await ml.get_compute(ws, compute_name(mr))
@@ -86,10 +86,12 @@ class BatchComputeClient:
         status = m.attached_status(body)
         if m.attached_account(body).lower() != m.account_id(mr.spec).lower():
             message = f"{compute_name(mr)} is attached to {m.attached_account(body)}, not {m.account_id(mr.spec)}"
-            return Observation(True, owner=_owner(body), failure=(REASON_ACCOUNT_MISMATCH, message), at_provider=status)
+            return Observation(
+                True, owner=owner_of(body), failure=(REASON_ACCOUNT_MISMATCH, message), at_provider=status
+            )
         transitional = str(status.get("provisioningState") or "").lower() in ("creating", "updating", "deleting")
         if transitional or mr.deleting:
-            return Observation(True, transitional=transitional, owner=_owner(body), at_provider=status)
+            return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
         client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"))
         pools = await batch.list_pools(client)
         counts = await batch.pool_node_counts(client)
@@ -104,7 +106,7 @@ class BatchComputeClient:
             settling=resizing,
             message=f"{status['poolCount']} pools, {status['dedicatedNodes']} dedicated and "
             f"{status['lowPriorityNodes']} low-priority nodes",
-            owner=_owner(body),
+            owner=owner_of(body),
             at_provider=status,
             diff=plan.describe(),
         )
@@ -116,7 +118,7 @@ class BatchComputeClient:
         pending = await ml.begin_put_compute(
             ws, compute_name(mr), m.attach_body(mr.spec, owner=mr.owner, location=location)
         )
-        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate()
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
@@ -141,10 +143,5 @@ class BatchComputeClient:
             if m.pool_owner(pool) == mr.owner and str(pool.get("state")) != "deleting":
                 await batch.delete_pool(client, str(pool["id"]))
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Detach")
-        self._clients.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws)).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate()
         return pending
-
-
-def _owner(body: dict[str, Any]) -> str | None:
-    value = (body.get("tags") or {}).get("amlops.io-owner")
-    return str(value) if value is not None else None

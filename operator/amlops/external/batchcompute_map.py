@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amlops.api.batchcompute import BatchComputeSpec, ManagedPool
+from amlops.external.compute_arm import provisioning_errors
 from amlops.reconcile.managed import OWNER_TAG
 
 JSON = dict[str, Any]
@@ -55,13 +56,7 @@ def attached_status(body: JSON) -> JSON:
         "provisioningState": compute.get("provisioningState"),
         "isAttachedCompute": compute.get("isAttachedCompute"),
         "clusterLocation": compute.get("computeLocation") or body.get("location"),
-        "provisioningErrors": [
-            {
-                "code": str((e.get("error") or {}).get("code", "")),
-                "message": str((e.get("error") or {}).get("message", "")),
-            }
-            for e in compute.get("provisioningErrors") or []
-        ],
+        "provisioningErrors": provisioning_errors(compute),
     }
 
 
