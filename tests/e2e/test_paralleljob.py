@@ -51,6 +51,14 @@ def run(mini_batch):
     return [f"{row['id']} {int(row['x']) * 2}" for row in mini_batch]
 """
 
+# Each row with every region its mini-batch held (DataFrame or list of rows alike).
+REGIONS = """
+def run(mini_batch):
+    rows = mini_batch.to_dict("records") if hasattr(mini_batch, "to_dict") else mini_batch
+    regions = "+".join(sorted({row["region"] for row in rows}))
+    return [f"{row['id']} {regions}" for row in rows]
+"""
+
 
 def blobs(azurite: Azurite, work: Callable[[BlobStore], Coroutine[Any, Any, T]]) -> T:
     async def go() -> T:
@@ -159,7 +167,8 @@ def bed(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, a
         f"--from-literal=connectionString={azurite.connection_string}",
     )  # fmt: skip
     b = Bed(k8s, namespace, azure, azurite, f"t{uuid.uuid4().hex[:12]}", start_operator)
-    b.upload("code", {"score.py": textwrap.dedent(SCORE).lstrip(), "tabular.py": textwrap.dedent(TABULAR).lstrip()})
+    scripts = {"score.py": SCORE, "tabular.py": TABULAR, "regions.py": REGIONS}
+    b.upload("code", {name: textwrap.dedent(text).lstrip() for name, text in scripts.items()})
     b.operator = start_operator(namespace, extra_env=azure.operator_env())
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 4}
     kubectl_apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
@@ -366,6 +375,24 @@ def test_tabular_input_is_split_by_size(bed: Bed) -> None:
     assert status["miniBatches"]["total"] >= 6
     assert status["items"] == {"processed": 200, "failed": 0}
     assert bed.output_rows("table") == [f"r{p}{i:03d} {i * 2}" for p in range(2) for i in range(100)]
+
+    # Partition keys on a column: regions interleaved row by row; no mini-batch mixes them.
+    regions = ("eu", "us", "asia")
+    rows = [f"r{i:03d},{regions[i % 3]},{i}\n" for i in range(150)]
+    header = "id,region,x\n"
+    bed.upload("regions", {"a.csv": header + "".join(rows[:90]), "b.csv": header + "".join(rows[90:])})
+    bed.job(
+        "by-region",
+        inputs={"data": {"uri": bed.uri("regions"), "type": "mltable"}},
+        miniBatchSize="1KB",
+        partitionKeys=["region"],
+        task={"code": bed.uri("code"), "entryScript": "regions.py", "appendRowTo": "${{outputs.scores}}"},
+    )
+    obj = bed.wait_phase("by-region", "Complete", "Failed")
+    assert obj["status"]["phase"] == "Complete", obj["status"]
+    assert obj["status"]["items"] == {"processed": 150, "failed": 0}
+    output = dict(line.split() for line in bed.output_rows("by-region"))
+    assert output == {f"r{i:03d}": regions[i % 3] for i in range(150)}, "each mini-batch holds one region"
 
 
 def test_compute_not_ready_waits_and_amlcompute_is_refused(bed: Bed) -> None:

@@ -133,6 +133,13 @@ class MemoryReader:
     def items(self) -> list[InputItem]:
         return [InputItem(name, len(data), f"e-{name}") for name, data in self.blobs.items()]
 
+    async def chunks(self, name: str) -> AsyncIterator[bytes]:
+        # Tiny pieces, so lines straddle chunk boundaries.
+        data = self.blobs[name]
+        for start in range(0, len(data), 7):
+            self.calls += 1
+            yield data[start : start + 7]
+
 
 def csv_file(rows: int, width: int = 20) -> bytes:
     return b"id,value\n" + b"".join(f"{i},{'x' * (width - len(str(i)))}\n".encode() for i in range(rows))
@@ -192,6 +199,69 @@ async def test_a_long_line_is_kept_whole() -> None:
     batches = await collect(plan(reader.items(), PlanSpec("tabular", "10"), reader))
 
     assert [[(r.start, r.end) for r in b.ranges] for b in batches] == [[(0, 1010)], [(1010, 1019)]]
+
+
+def rows_by_partition(reader: MemoryReader, batches: list[MiniBatch]) -> dict[Any, list[bytes]]:
+    grouped: dict[Any, list[bytes]] = {}
+    for batch in batches:
+        grouped.setdefault(batch.partition, []).extend(rows_of(reader, list(batch.ranges)))
+    return grouped
+
+
+async def test_tabular_partition_keys_group_rows_by_column_values() -> None:
+    # Interleaved regions in one CSV, clustered days in a second one; the header is not a row.
+    rows_a = [f"{i},{'eu' if i % 3 else 'us'},d1,{i * 10}\n".encode() for i in range(30)]
+    rows_b = [f"{100 + i},eu,d{1 + i // 10},{i}\n".encode() for i in range(20)]
+    reader = MemoryReader(
+        {"a.csv": b"id,region,day,v\n" + b"".join(rows_a), "b.csv": b"id,region,day,v\r\n" + b"".join(rows_b)}
+    )
+
+    batches = await collect(plan(reader.items(), PlanSpec("tabular", "1MB", ("region", "day")), reader))
+
+    grouped = rows_by_partition(reader, batches)
+    assert set(grouped) == {(("region", "eu"), ("day", "d1")), (("region", "us"), ("day", "d1")),
+                            (("region", "eu"), ("day", "d2"))}  # fmt: skip
+    for key, rows in grouped.items():
+        values = dict(key)
+        assert rows
+        assert all(f",{values['region']},{values['day']},".encode() in row for row in rows)
+    every_row = sorted(row for rows in grouped.values() for row in rows)
+    assert every_row == sorted(rows_a + rows_b), "every row exactly once"
+    # Adjacent rows of a group are one range: b.csv's eu/d2 rows are consecutive.
+    eu_d2 = next(b for b in batches if b.partition == (("region", "eu"), ("day", "d2")))
+    assert len(eu_d2.ranges) == 1
+    assert all(r.header_end == len(reader.blobs[r.name].split(b"\n", 1)[0]) + 1 for b in batches for r in b.ranges)
+    assert [b.index for b in batches] == list(range(len(batches)))
+
+
+async def test_a_tabular_partition_group_is_cut_at_the_size_limit_and_json_lines_work() -> None:
+    lines = [f'{{"k": {i % 2}, "v": "{"x" * 10}"}}\n'.encode() for i in range(40)]
+    reader = MemoryReader({"part.jsonl": b"".join(lines)})
+
+    batches = await collect(plan(reader.items(), PlanSpec("tabular", "100", ("k",)), reader))
+
+    assert {b.partition for b in batches} == {(("k", "0"),), (("k", "1"),)}
+    for batch in batches:
+        rows = rows_of(reader, list(batch.ranges))
+        assert all(f'"k": {dict(batch.partition)["k"]},'.encode() in row for row in rows)
+        assert sum(len(r) for r in rows) < 100 + len(lines[0])
+    assert sorted(r for b in batches for r in rows_of(reader, list(b.ranges))) == sorted(lines)
+
+
+@pytest.mark.parametrize(
+    ("blob", "reason"),
+    [
+        (b"id,v\n1,2\n", "a CSV without the key column"),
+        (b'{"region": "eu"}\n{"v": 1}\n', "a JSON line without the key"),
+        (b'{"region": "eu"}\nnot json\n', "a line that is not JSON"),
+    ],
+)
+async def test_tabular_rows_without_the_partition_key_are_invalid_input(blob: bytes, reason: str) -> None:
+    name = "data.csv" if blob.startswith(b"id") else "data.jsonl"
+    reader = MemoryReader({name: blob})
+    with pytest.raises(TerminalError) as caught:
+        await collect(plan(reader.items(), PlanSpec("tabular", "1MB", ("region",)), reader))
+    assert caught.value.reason == "InvalidInput", reason
 
 
 def digest_of(items: list[InputItem], spec: PlanSpec) -> str:

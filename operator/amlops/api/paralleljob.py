@@ -176,7 +176,8 @@ class ParallelJobSpec(ApiModel):
     partition_keys: list[str] = Field(
         default_factory=list,
         max_length=16,
-        description="Seed: partition_keys. key=value folder segments; a mini-batch never mixes key values.",
+        description="Seed: partition_keys. File inputs: keys of key=value folder segments; tabular inputs: column "
+        "names. A mini-batch never mixes key values; a key group larger than miniBatchSize is cut into several.",
         json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
     )
     max_concurrency_per_instance: int = Field(

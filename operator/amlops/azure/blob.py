@@ -37,6 +37,7 @@ from amlops.azure.errors import translate
 from amlops.reconcile.errors import TerminalError
 
 NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
+READ_CHUNK = 4 << 20  # bytes per ranged read when a whole blob is streamed
 UPLOAD_CONCURRENCY = 8
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
@@ -295,6 +296,14 @@ class BlobRangeReader:
                 return offset + found
             if len(chunk) < self.probe:
                 return None
+            offset += len(chunk)
+
+    async def chunks(self, name: str) -> AsyncIterator[bytes]:
+        offset = 0
+        while chunk := await self.store.read(self.folder, name, offset, READ_CHUNK):
+            yield chunk
+            if len(chunk) < READ_CHUNK:
+                return
             offset += len(chunk)
 
 

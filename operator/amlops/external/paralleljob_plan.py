@@ -12,13 +12,17 @@ Deliberate differences from Azure ML ``parallel_run_function``:
 - ``mini_batch_size`` units (``KB``, ``MB``, ``GB``) are binary (1 KB = 1024 bytes); a bare number is bytes
   for tabular inputs and a file count for file inputs.
 - With ``partition_keys`` Azure ML ignores ``mini_batch_size`` (one mini-batch per key group). Here a group is
-  still cut into mini-batches of ``mini_batch_size`` files, so memory stays bounded; a group never mixes
-  key values. Set a large ``mini_batch_size`` for Azure ML's behaviour.
+  still cut into mini-batches of ``mini_batch_size`` (files, or bytes of rows), so memory stays bounded; a
+  group never mixes key values. Set a large ``mini_batch_size`` for Azure ML's behaviour.
+- Tabular ``partition_keys`` are column names (CSV header, JSON Lines keys). Planning reads every row once to
+  learn its key values; a mini-batch lists the byte ranges of its rows, adjacent rows merged into one range,
+  so key-clustered data (the usual case) needs few ranges.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import json
 import re
@@ -170,6 +174,10 @@ class RangeReader(Protocol):
         """Position of the first ``\\n`` at or after ``offset`` in blob ``name``, or None before its end."""
         ...
 
+    def chunks(self, name: str) -> AsyncIterator[bytes]:
+        """Blob ``name`` from start to end in pieces of bounded size (partitioning tabular rows reads them)."""
+        ...
+
 
 class ManifestStore(Protocol):
     """A folder of JSON documents (the job's ``_amlops/<job>/plan/``)."""
@@ -269,11 +277,11 @@ async def plan(
     digest = digest or PlanHash(spec)
     if spec.kind == "files":
         batches = _plan_files(_hashed(items, digest), limit, spec.partition_keys)
+    elif reader is None:
+        raise ValueError("tabular planning needs a RangeReader")
+    elif spec.partition_keys:
+        batches = _plan_tabular_partitioned(_hashed(items, digest), limit, spec.partition_keys, reader)
     else:
-        if spec.partition_keys:
-            raise TerminalError(INVALID_SPEC, "partitionKeys are supported for file inputs only")
-        if reader is None:
-            raise ValueError("tabular planning needs a RangeReader")
         batches = _plan_tabular(_hashed(items, digest), limit, reader)
     async for batch in batches:
         yield batch
@@ -334,6 +342,93 @@ async def _plan_tabular(items: AsyncIterator[InputItem], limit: int, reader: Ran
                 index, ranges, room = index + 1, [], limit
     if ranges:
         yield MiniBatch(index, "tabular", ranges=tuple(ranges))
+
+
+async def _plan_tabular_partitioned(
+    items: AsyncIterator[InputItem], limit: int, keys: tuple[str, ...], reader: RangeReader
+) -> AsyncIterator[MiniBatch]:
+    """Group rows by the values of the ``keys`` columns; one open mini-batch per group, yielded once it holds
+    ``limit`` bytes of rows, the partial ones at the end in key order (like file partitions)."""
+    index = 0
+    open_batches: dict[tuple[tuple[str, str], ...], _OpenRanges] = {}
+    async for item in items:
+        file_format = tabular_format(item.name)
+        if file_format is None or item.size == 0:
+            continue
+        columns: list[str] | None = None
+        header_end = 0
+        async for start, end, line in _lines(reader.chunks(item.name)):
+            if file_format == "csv" and columns is None:
+                columns, header_end = _csv_row(line.decode("utf-8-sig")), end
+                missing = [k for k in keys if k not in columns]
+                if missing:
+                    raise TerminalError(INVALID_INPUT, f"{item.name!r} has no column(s) {missing} (partitionKeys)")
+                continue
+            if not line.strip():
+                continue
+            group = _row_partition(item.name, line, file_format, columns, keys)
+            batch = open_batches.setdefault(group, _OpenRanges())
+            batch.add(ByteRange(item.name, start, end, file_format, header_end))
+            if batch.size >= limit:
+                yield MiniBatch(index, "tabular", ranges=tuple(batch.ranges), partition=group)
+                index += 1
+                del open_batches[group]
+    for group in sorted(open_batches):
+        yield MiniBatch(index, "tabular", ranges=tuple(open_batches[group].ranges), partition=group)
+        index += 1
+
+
+@dataclass
+class _OpenRanges:
+    ranges: list[ByteRange] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, row: ByteRange) -> None:
+        last = self.ranges[-1] if self.ranges else None
+        if last is not None and last.name == row.name and last.end == row.start:
+            self.ranges[-1] = ByteRange(last.name, last.start, row.end, last.format, last.header_end)
+        else:
+            self.ranges.append(row)
+        self.size += row.end - row.start
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, int, bytes]]:
+    """``(start, end, line)`` of every line; ``end`` is past its ``\\n`` (or the end of a last, unended line)."""
+    buffer, offset = b"", 0
+    async for chunk in chunks:
+        buffer += chunk
+        cut = 0
+        while (newline := buffer.find(b"\n", cut)) >= 0:
+            yield offset + cut, offset + newline + 1, buffer[cut : newline + 1]
+            cut = newline + 1
+        buffer, offset = buffer[cut:], offset + cut
+    if buffer:
+        yield offset, offset + len(buffer), buffer
+
+
+def _csv_row(text: str) -> list[str]:
+    return next(csv.reader([text.rstrip("\r\n")]), [])
+
+
+def _row_partition(
+    name: str, line: bytes, file_format: TabularFormat, columns: list[str] | None, keys: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    if file_format == "csv":
+        assert columns is not None
+        values = dict(zip(columns, _csv_row(line.decode("utf-8")), strict=False))
+        missing = [k for k in keys if k not in values]
+    else:
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise TerminalError(INVALID_INPUT, f"{name!r} has a line that is not JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise TerminalError(INVALID_INPUT, f"{name!r} has a JSON line that is not an object")
+        values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items() if k in keys}
+        missing = [k for k in keys if k not in values]
+    if missing:
+        raise TerminalError(INVALID_INPUT, f"{name!r} has a row without partition key(s) {missing}")
+    return tuple((k, values[k]) for k in keys)
 
 
 # ----------------------------------------------------------------------------------------------- manifest

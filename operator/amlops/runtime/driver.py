@@ -141,11 +141,15 @@ def download_files(names: Sequence[str], inputs_url: str, root: Path) -> list[st
     return paths
 
 
-def range_text(inputs_url: str, spec: Mapping[str, Any]) -> tuple[str, str]:
-    """(header, rows) text of one byte range; the header is empty for JSON Lines."""
-    url = blob_url(inputs_url, str(spec["name"]))
+def range_text(inputs_url: str, spec: Mapping[str, Any], headers: dict[str, bytes | None]) -> tuple[str, str]:
+    """(header, rows) text of one byte range; the header is empty for JSON Lines. ``headers`` caches each
+    file's header: a partitioned mini-batch may hold many ranges of one file."""
+    name = str(spec["name"])
+    url = blob_url(inputs_url, name)
     header_end = int(spec.get("headerEnd", 0))
-    header = http_get(url, 0, header_end) if header_end else b""
+    if name not in headers:
+        headers[name] = http_get(url, 0, header_end) if header_end else b""
+    header = headers[name]
     rows = http_get(url, int(spec["start"]), int(spec["end"]))
     if header is None or rows is None:
         raise FileNotFoundError(f"input {spec['name']!r} is missing")
@@ -160,7 +164,8 @@ def parse_rows(file_format: str, header: str, text: str) -> list[Any]:
 
 def tabular_mini_batch(ranges: Sequence[Mapping[str, Any]], inputs_url: str) -> tuple[Any, int]:
     """(mini_batch, row count): a DataFrame when pandas is importable, else a list of rows."""
-    texts = [(str(r["format"]), *range_text(inputs_url, r)) for r in ranges]
+    headers: dict[str, bytes | None] = {}
+    texts = [(str(r["format"]), *range_text(inputs_url, r, headers)) for r in ranges]
     try:
         import pandas  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
