@@ -4,12 +4,14 @@ runs the driver and the entry script, and Azurite for inputs, code and outputs."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import subprocess
 import textwrap
 import threading
 import uuid
+import zipfile
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,7 +83,7 @@ class Bed:
     def uri(self, path: str) -> str:
         return f"{self.azurite.blob_endpoint}/{self.container}/{path}"
 
-    def upload(self, folder: str, files: Mapping[str, str]) -> None:
+    def upload(self, folder: str, files: Mapping[str, str | bytes]) -> None:
         async def put(store: BlobStore) -> None:
             await store.create_container(self.container)
             await store.upload_files(BlobFolder(self.container, f"{folder}/"), dict(files))
@@ -435,3 +437,72 @@ def test_is_deterministic_reuses_an_identical_completed_job_and_new_code_runs_ag
     assert "reusedFrom" not in fourth["status"]
     assert fourth["status"]["contentHash"] != first["status"]["contentHash"]
     assert bed.output_rows("fourth") == bed.output_rows("first")
+
+
+GREET = """
+import os
+import amlops_fixture
+
+def run(mini_batch):
+    site = os.path.dirname(amlops_fixture.__file__)
+    return [f"{amlops_fixture.greet(os.path.basename(p))} {site}" for p in mini_batch]
+"""
+
+
+def fixture_wheel() -> tuple[str, bytes]:
+    """A pure-Python wheel made on the spot: pip installs it from task.code with no index (no network here)."""
+    info = "amlops_fixture-1.0.dist-info"
+    members = {
+        "amlops_fixture/__init__.py": "def greet(name):\n    return f'hi {name}'\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: amlops-fixture\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: amlops-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    members[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*members, f"{info}/RECORD"])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for name, text in members.items():
+            wheel.writestr(name, text)
+    return "amlops_fixture-1.0-py3-none-any.whl", buffer.getvalue()
+
+
+def test_environment_requirements_are_installed_once_per_node_and_failures_are_clear(bed: Bed) -> None:
+    wheel_name, wheel = fixture_wheel()
+    conda = {
+        "bad-pip.yml": "dependencies:\n  - python=3.11\n  - pip\n  - pip:\n      - no-such-package-amlops==9.9\n",
+        "conda-only.yml": "name: scoring\ndependencies:\n  - numpy=2.1\n",
+    }
+    bed.upload("code", {"greet.py": textwrap.dedent(GREET).lstrip(), wheel_name: wheel, **conda})
+    bed.upload("inputs", files(24))
+    offline = {"PIP_NO_INDEX": "1"}  # fail fast instead of retrying an index this machine cannot reach
+
+    def task(**environment: Any) -> dict[str, Any]:
+        return {"code": bed.uri("code"), "entryScript": "greet.py", "appendRowTo": "${{outputs.scores}}",
+                "environment": environment}  # fmt: skip
+
+    bed.job("env", task=task(pipRequirements=[f"./{wheel_name}"]), environmentVariables=offline, miniBatchSize="2")
+    bed.job("bad-pip", task=task(condaFile="bad-pip.yml"), environmentVariables=offline, miniBatchErrorThreshold=0)
+    bed.job("conda-only", task=task(condaFile="conda-only.yml"))
+
+    obj = bed.wait_phase("env", "Complete", "Failed", timeout=180)
+    assert obj["status"]["phase"] == "Complete", obj["status"]
+    rows = [line.split(" ", 2) for line in bed.output_rows("env")]
+    assert [f"{hi} {name}" for hi, name, _ in rows] == [f"hi f{i:04d}.txt" for i in range(24)]
+    # Installed into the node's shared folder, once per node (the pool has 2 nodes), reused by every mini-batch.
+    sites = {site for _, _, site in rows}
+    assert 1 <= len(sites) <= 2
+    assert all("/amlops-envs/" in site for site in sites)
+
+    failed = bed.wait_phase("bad-pip", "Failed", "Complete", timeout=120)
+    assert failed["status"]["phase"] == "Failed", failed["status"]
+    errors = [s["error"]["message"] for s in bed.summaries("bad-pip") if s.get("error")]
+    assert errors
+    assert all("pip install -r requirements.txt failed" in e and "no-such-package-amlops" in e for e in errors)
+
+    def stalled() -> dict[str, Any] | None:
+        found = condition(bed.get("conda-only"), "Stalled")
+        return found if found.get("status") == "True" else None
+
+    refused = testbed.eventually(stalled, timeout=60, what="conda-only Stalled")
+    assert refused["reason"] == "InvalidSpec"
+    assert "numpy=2.1" in refused["message"]
+    assert "pip: section" in refused["message"]

@@ -86,11 +86,18 @@ class RetrySettings(ApiModel):
 
 class Environment(ApiModel):
     image: str | None = Field(default=None, max_length=URI, description="Seed: environment.image.")
-    conda_file: str | None = Field(default=None, max_length=TEXT, description="Seed: environment.conda_file.")
+    conda_file: str | None = Field(
+        default=None,
+        max_length=SHORT,
+        description="Seed: environment.conda_file. Path of a conda environment YAML inside task.code. Its pip: "
+        "section is installed on each node; python and pip entries are the node's own; other conda packages "
+        "are refused (InvalidSpec): Batch nodes have no conda.",
+    )
     pip_requirements: list[str] = Field(
         default_factory=list,
         max_length=MAP_ENTRIES,
-        description="pip requirements of the environment (a conda file's pip section).",
+        description="pip requirement lines (as in requirements.txt; relative paths are relative to task.code). "
+        "Installed once per node with the node's python3 -m pip into a folder shared by its mini-batches.",
         json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
     )
 
@@ -105,8 +112,8 @@ class TaskSpec(ApiModel):
     )
     environment: Environment | None = Field(
         default=None,
-        description="Seed: task.environment. Part of the job's identity; nodes run the driver with the pool's "
-        "python3 (amlops does not build images or conda environments).",
+        description="Seed: task.environment. pipRequirements and the condaFile's pip section are installed on "
+        "each node before the first mini-batch there runs; part of the job's identity (isDeterministic).",
     )
     append_row_to: str | None = Field(
         default=None,

@@ -29,6 +29,7 @@ from amlops.azure.clients import AzureClients
 from amlops.external import paralleljob_map as m
 from amlops.external.batchcompute import account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
+from amlops.external.paralleljob_env import requirements
 from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate, ordered, read_summary
 from amlops.external.paralleljob_plan import (
     InputItem,
@@ -44,7 +45,14 @@ from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import OWNER_TAG, Managed
-from amlops.runtime.command import DRIVER_FILE, MANIFEST_FILE, code_dir_for_prefix, driver_command_line, driver_source
+from amlops.runtime.command import (
+    DRIVER_FILE,
+    MANIFEST_FILE,
+    REQUIREMENTS_FILE,
+    code_dir_for_prefix,
+    driver_command_line,
+    driver_source,
+)
 from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC
 
 Mr = Managed[ParallelJobSpec]
@@ -211,6 +219,8 @@ class ParallelJobClient:
         if mr.spec.is_deterministic and index.hash and await self._reuse(mr, layout, index.hash):
             return None  # an identical job's output is reused: no Batch job, no compute
         await layout.store.write(layout.plan, DRIVER_FILE, driver_source(), "text/x-python")
+        if (text := await self._requirements(mr, layout)) is not None:
+            await layout.store.write(layout.plan, REQUIREMENTS_FILE, text.encode())
         if owns_pool(mr):
             await batch.create_pool(client, self._pool_body(mr))
         await batch_jobs.create_job(
@@ -330,6 +340,16 @@ class ParallelJobClient:
         }
         return PlanSpec(layout.kind, mr.spec.mini_batch_size, tuple(mr.spec.partition_keys), fingerprint)
 
+    async def _requirements(self, mr: Mr, layout: Layout) -> str | None:
+        environment = mr.spec.task.environment
+        if environment is None:
+            return None
+        conda = None
+        if environment.conda_file is not None:
+            data = await layout.store.read(layout.code, environment.conda_file)
+            conda = None if data is None else data.decode("utf-8", "replace")
+        return requirements(environment.pip_requirements, environment.conda_file, conda)
+
     async def _listing(self, layout: Layout) -> AsyncIterator[InputItem]:
         async for blob in layout.store.list_folder(layout.inputs):
             if layout.only is None or blob.name == layout.only:
@@ -347,8 +367,19 @@ class ParallelJobClient:
             logging_level=spec.logging_level,
             append_row=spec.task.append_row_to is not None,
             program_arguments=spec.task.program_arguments,
+            requirements=REQUIREMENTS_FILE if _installs_packages(spec) else None,
         )
         driver_url = store.blob_sas_url(layout.plan, DRIVER_FILE, SAS_LIFETIME)
+        extra_files = (
+            [
+                {
+                    "httpUrl": store.blob_sas_url(layout.plan, REQUIREMENTS_FILE, SAS_LIFETIME),
+                    "filePath": REQUIREMENTS_FILE,
+                }
+            ]
+            if _installs_packages(spec)
+            else []
+        )
         code_url = store.folder_sas_url(BlobFolder(layout.code.container), SAS_LIFETIME)
         # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
         wall_clock = spec.retry_settings.timeout * 2 + 600
@@ -364,6 +395,7 @@ class ParallelJobClient:
                         "filePath": MANIFEST_FILE,
                     },
                     {"storageContainerUrl": code_url, "blobPrefix": layout.code.prefix, "filePath": "code"},
+                    *extra_files,
                 ],
                 "constraints": {
                     "maxTaskRetryCount": spec.retry_settings.max_retries,
@@ -441,6 +473,11 @@ class ParallelJobClient:
             results=BlobFolder(output.container, results_prefix(output.prefix, jid)),
             code=store.folder(spec.task.code),
         )
+
+
+def _installs_packages(spec: ParallelJobSpec) -> bool:
+    environment = spec.task.environment
+    return environment is not None and bool(environment.pip_requirements or environment.conda_file)
 
 
 def _now() -> str:

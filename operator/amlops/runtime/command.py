@@ -11,6 +11,7 @@ from pathlib import Path
 
 DRIVER_FILE = "driver.py"
 MANIFEST_FILE = "minibatch.json"
+REQUIREMENTS_FILE = "requirements.txt"
 CODE_DIR = "code"
 DRIVER_SOURCE = Path(__file__).with_name(DRIVER_FILE)
 
@@ -26,12 +27,14 @@ def driver_command_line(
     logging_level: str = "INFO",
     append_row: bool = False,
     program_arguments: str | Sequence[str] | None = None,
+    requirements: str | None = None,
     python: Sequence[str] = ("python3",),
 ) -> str:
     """``python3 driver.py ...`` quoted for ``/bin/sh -c`` (how Batch runs a Linux task's command line).
 
     ``mini_batch`` is the manifest's SAS URL or, when it is a resource file, its path (``MANIFEST_FILE``).
-    ``program_arguments`` as a string is split like a shell would (``task.program_arguments``). ``python`` is
+    ``program_arguments`` as a string is split like a shell would (``task.program_arguments``).
+    ``requirements`` is the local path of ``task.environment``'s pip requirements file. ``python`` is
     the interpreter's argv, e.g. ``("python3", "-S")`` to keep site-packages out of the driver's process.
     """
     extra = shlex.split(program_arguments) if isinstance(program_arguments, str) else list(program_arguments or ())
@@ -46,6 +49,7 @@ def driver_command_line(
         *("--timeout", str(timeout)),
         *("--logging-level", logging_level),
         *(["--append-row"] if append_row else []),
+        *(["--requirements", requirements] if requirements else []),
         "--",
         *extra,
     ]

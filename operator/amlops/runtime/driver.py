@@ -5,7 +5,7 @@ perhaps no pip packages at all). The command line (built by ``amlops.runtime.com
 
     python3 driver.py --mini-batch <manifest URL or path> --inputs <input folder SAS URL>
         --code-dir <dir> --entry-script score.py --results <results folder SAS URL>
-        --timeout 60 --logging-level INFO [--append-row] -- <program arguments>
+        --timeout 60 --logging-level INFO [--append-row] [--requirements requirements.txt] -- <program arguments>
 
 The entry-script contract is Azure ML's ParallelRunStep one: ``init()`` once per process, then
 ``run(mini_batch)``. ``mini_batch`` is a list of local file paths for file inputs; for tabular inputs a pandas
@@ -18,6 +18,12 @@ returned) and always ``<index>.summary.json``. Rows follow what Azure ML's ``par
 one line per returned element; a string as is, a list/tuple or dict (values) space-joined, a DataFrame row's
 values space-joined without header or index, anything else ``str()``.
 
+``--requirements`` (``task.environment``'s pip requirements): installed once per node with the node's
+``python3 -m pip install --target`` into ``$AZ_BATCH_NODE_SHARED_DIR/amlops-envs/<hash>`` under a file lock, so
+concurrent mini-batches on one node build it once and later ones reuse it; that folder goes first on
+``sys.path`` (and ``PYTHONPATH`` for the script's own subprocesses). A failed install fails the mini-batch
+as a setup failure, with pip's last lines as the error.
+
 Exit codes: 0 when ``run()`` returned (item failures included), 1 when it raised, 3 when it exceeded
 ``--timeout``, 2 when the mini-batch could not be set up (so Batch retries per ``maxTaskRetryCount``).
 """
@@ -26,13 +32,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
+import hashlib
 import importlib.util
 import io
 import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import urllib.error
@@ -52,6 +63,9 @@ HTTP_ATTEMPTS = 4
 HTTP_TIMEOUT = 60.0
 BLOB_API_VERSION = "2021-08-06"
 TRACEBACK_LINES = 20
+PIP_TIMEOUT = 3600.0
+ENVIRONMENTS = "amlops-envs"
+COMPLETE_MARK = ".amlops-complete"
 
 log = logging.getLogger("amlops.driver")
 
@@ -187,6 +201,48 @@ def materialise(manifest: Mapping[str, Any], inputs_url: str, workdir: Path) -> 
     return tabular_mini_batch(manifest["ranges"], inputs_url)
 
 
+# ----------------------------------------------------------------------------------------------- environment
+
+
+class EnvironmentBuildError(Exception):
+    """pip could not install ``task.environment``'s requirements on this node."""
+
+
+def prepare_environment(requirements: Path, cwd: Path) -> Path:
+    """The node's folder of installed requirements, built on first use (see the module docstring)."""
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    root = Path(os.environ.get("AZ_BATCH_NODE_SHARED_DIR") or tempfile.gettempdir()) / ENVIRONMENTS
+    target = root / digest
+    if (target / COMPLETE_MARK).exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / f"{digest}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this process dies
+        if (target / COMPLETE_MARK).exists():
+            return target
+        staging = root / f"{digest}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("installing the environment's requirements into %s", target)
+        argv = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+                "--target", str(staging), "-r", str(requirements.resolve())]  # fmt: skip
+        try:
+            done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=PIP_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            raise EnvironmentBuildError(f"pip install did not finish within {PIP_TIMEOUT:g} s") from None
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-TRACEBACK_LINES:])
+            raise EnvironmentBuildError(f"pip install -r requirements.txt failed (exit {done.returncode}):\n{tail}")
+        (staging / COMPLETE_MARK).touch()
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def activate(site: Path) -> None:
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+
+
 # ----------------------------------------------------------------------------------------------- entry script
 
 
@@ -273,6 +329,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run() call")
     parser.add_argument("--logging-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     parser.add_argument("--append-row", action="store_true", help="write run()'s rows to <index>.txt")
+    parser.add_argument("--requirements", type=Path, help="pip requirements file of task.environment")
     parser.add_argument("program_arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.program_arguments[:1] == ["--"]:
@@ -298,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = failure_code = EXIT_SETUP_FAILED
     try:
         mini_batch, items = materialise(manifest, args.inputs, Path.cwd())
+        if args.requirements is not None:
+            activate(prepare_environment(args.requirements, args.code_dir))
         module = load_entry_script(args.code_dir, args.entry_script, args.program_arguments)
         log.info("mini-batch %d: %d item(s), attempt %d", index, items, attempt)
         init = getattr(module, "init", None)

@@ -1,0 +1,59 @@
+"""``task.environment`` → the pip requirements file the node driver installs (pure).
+
+Batch nodes have no Azure ML image builder: amlops installs pip requirements on each node (once, shared by
+the node's mini-batches; see ``runtime/driver.py``). A conda file contributes its ``pip:`` section; ``python``
+and ``pip`` entries name the node's own interpreter and are skipped; any other conda package cannot be
+installed without conda, so it is refused up front with what to do instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from amlops.reconcile.errors import TerminalError
+from amlops.status import REASON_INVALID_SPEC
+
+# Conda entries that describe the interpreter itself, which on a Batch node is the pool's python3.
+_INTERPRETER = ("python", "pip")
+
+
+def requirements(pip: Sequence[str], conda_file: str | None = None, conda_text: str | None = None) -> str | None:
+    """The requirements file's text, or None when the environment asks for no package."""
+    lines = [line.strip() for line in pip if line.strip()]
+    if conda_file is not None:
+        lines += _conda_pip_section(conda_file, conda_text)
+    return "".join(f"{line}\n" for line in lines) or None
+
+
+def _conda_pip_section(name: str, text: str | None) -> list[str]:
+    if text is None:
+        raise TerminalError(REASON_INVALID_SPEC, f"task.environment.condaFile {name!r} is not in task.code")
+    try:
+        doc: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} is not YAML: {e}") from None
+    dependencies = doc.get("dependencies", []) if isinstance(doc, dict) else None
+    if not isinstance(dependencies, list):
+        raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} has no dependencies list")
+    pip: list[str] = []
+    conda: list[str] = []
+    for entry in dependencies:
+        if isinstance(entry, dict) and isinstance(entry.get("pip"), list):
+            pip += [str(p) for p in entry["pip"]]
+        elif isinstance(entry, str | int | float):
+            package = str(entry).split("::")[-1]
+            base = package.split("=")[0].split("<")[0].split(">")[0].split(" ")[0].strip()
+            if base not in _INTERPRETER:
+                conda.append(package)
+        else:
+            raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} has an unknown dependency entry {entry!r}")
+    if conda:
+        raise TerminalError(
+            REASON_INVALID_SPEC,
+            f"condaFile {name!r} asks for conda packages {conda}: Batch nodes install pip packages only. "
+            "Move them under the file's pip: section, or use environment.image with them preinstalled",
+        )
+    return pip
