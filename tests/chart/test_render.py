@@ -292,9 +292,11 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
     assert rules >= NAMESPACED_GRANTS
     assert ("", "namespaces", "watch") in rules
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in rules
-    # Read one Secret by name, never enumerate them; never delete or create what users own.
+    # Read one Secret by name, never enumerate them; never delete or create what users own, except a finished
+    # ParallelJob that asked for it (ttlSecondsAfterFinished).
     assert {verb for group, resource, verb in rules if resource == "secrets"} == {"get"}
-    assert not {verb for _, _, verb in rules} & {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
+    assert {(group, resource) for group, resource, verb in rules if verb == "delete"} == {("amlops.io", "paralleljobs")}
+    assert not {verb for _, _, verb in rules} & {"deletecollection", "escalate", "bind", "impersonate", "*"}
     assert not any(resource.endswith("kopfpeerings") for _, resource, _ in rules), "standalone: no peering"
 
 

@@ -506,3 +506,38 @@ def test_environment_requirements_are_installed_once_per_node_and_failures_are_c
     assert refused["reason"] == "InvalidSpec"
     assert "numpy=2.1" in refused["message"]
     assert "pip: section" in refused["message"]
+
+
+def test_code_from_a_configmap_and_ttl_after_finished_deletes_the_job(bed: Bed) -> None:
+    bed.upload("inputs", files(12))
+    code = {"code": None, "codeConfigMap": "scoring-code", "entryScript": "score.py",
+            "appendRowTo": "${{outputs.scores}}"}  # fmt: skip
+    # Both code sources, or neither: refused by the apiserver (CEL), nothing reaches the operator.
+    for task in ({**code, "code": bed.uri("code")}, {"entryScript": "score.py"}):
+        with pytest.raises(subprocess.CalledProcessError) as refused:
+            bed.job("both", task=task)
+        assert "set exactly one of task.code" in refused.value.stderr
+
+    # The ConfigMap comes after the job (GitOps applies in any order): Stalled, then it runs once it exists.
+    bed.job("from-cm", task={k: v for k, v in code.items() if v is not None}, ttlSecondsAfterFinished=4)
+    testbed.eventually(
+        lambda: condition(bed.get("from-cm"), "Stalled").get("reason") == "ConfigMapNotFound", what="Stalled"
+    )
+    bed.k8s.kubectl(
+        "create", "configmap", "scoring-code", "-n", bed.ns, f"--from-literal=score.py={textwrap.dedent(SCORE)}"
+    )  # fmt: skip
+    done = bed.wait_phase("from-cm", "Complete", "Failed", timeout=120)
+    assert done["status"]["phase"] == "Complete", done["status"]
+    uid = done["metadata"]["uid"]
+    assert bed.output_rows("from-cm") == [f"f{i:04d}.txt ITEM{i}" for i in range(12)]
+
+    # ttlSecondsAfterFinished: gone a few seconds after completionTime, with its Batch job; the output stays.
+    testbed.eventually(lambda: not bed.get("from-cm"), timeout=60, what="paralleljob/from-cm deleted by its TTL")
+    events = bed.k8s.kubectl("get", "events", "-n", bed.ns, "-o", "json")
+    assert any(e["reason"] == "TTLExpired" and e["involvedObject"]["uid"] == uid for e in json.loads(events)["items"])
+
+    async def job_ids(client: Any) -> list[str]:
+        return [j.id async for j in client.list_jobs()]
+
+    testbed.eventually(lambda: f"pj-{uid}" not in batch(bed.azure, job_ids), timeout=60, what="Batch job deleted")
+    assert bed.output_rows("from-cm")

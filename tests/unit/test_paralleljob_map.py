@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -220,3 +222,24 @@ def test_task_ids_round_trip_and_foreign_tasks_are_ignored() -> None:
         {"id": "mb-x", "state": "running"},
     ]
     assert m.task_facts(tasks) == [m.TaskFact(7, "completed", "failure", 2)]
+
+
+NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "status", "expected"),
+    [
+        (60, {"phase": "Complete", "completionTime": "2026-11-24T11:59:30Z"}, 30.0),
+        (60, {"phase": "Failed", "completionTime": "2026-11-24T11:58:00Z"}, -60.0),
+        (0, {"phase": "Complete", "completionTime": "2026-11-24T12:00:00Z"}, 0.0),
+        (None, {"phase": "Complete", "completionTime": "2026-11-24T11:00:00Z"}, None),
+        (60, {"phase": "Running", "completionTime": "2026-11-24T11:00:00Z"}, None),
+        (60, {"phase": "Complete"}, None),
+        (60, {"phase": "Complete", "completionTime": "yesterday"}, None),
+    ],
+)
+def test_ttl_counts_from_completion_time_of_finished_jobs_only(
+    ttl: int | None, status: dict[str, Any], expected: float | None
+) -> None:
+    assert m.ttl_remaining(ttl, status, NOW) == expected

@@ -42,6 +42,10 @@ RBAC rules for the namespaced objects the operator works on. The same list goes 
 - apiGroups: ["amlops.io"]
   resources: ["amlcomputes", "batchcomputes", "paralleljobs"]
   verbs: ["get", "list", "watch", "patch", "update"]
+# A finished ParallelJob with ttlSecondsAfterFinished deletes itself; nothing else is ever deleted.
+- apiGroups: ["amlops.io"]
+  resources: ["paralleljobs"]
+  verbs: ["delete"]
 - apiGroups: ["amlops.io"]
   resources: ["amlcomputes/status", "batchcomputes/status", "paralleljobs/status"]
   verbs: ["get", "patch", "update"]

@@ -103,8 +103,30 @@ class Environment(ApiModel):
 
 
 class TaskSpec(ApiModel):
-    code: str = Field(
-        min_length=1, max_length=URI, description="Seed: task.code. Blob URI of the folder holding the scripts."
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.code) != has(self.codeConfigMap)",
+                    "message": "set exactly one of task.code (a blob folder URI) and task.codeConfigMap "
+                    "(a ConfigMap in this namespace)",
+                }
+            ]
+        }
+    )
+
+    code: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI,
+        description="Seed: task.code. Blob URI of the folder holding the scripts. Or use codeConfigMap.",
+    )
+    code_config_map: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Seed: task.code, kept in Git: name of a ConfigMap in this namespace whose keys are the code "
+        "folder's files (data and binaryData). Copied next to the job's plan when the job starts.",
     )
     entry_script: str = Field(min_length=1, max_length=SHORT, description="Seed: task.entry_script, relative to code.")
     program_arguments: str | None = Field(
@@ -218,7 +240,11 @@ class ParallelJobSpec(ApiModel):
         default=None, ge=1, description="Seconds from startTime after which the job is terminated and Failed."
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Accepted for Job parity; amlops does not delete finished ParallelJobs yet."
+        default=None,
+        ge=0,
+        description="Seconds after completionTime (Complete or Failed) when the ParallelJob deletes itself, as a "
+        "batch/v1 Job does; its Batch job and own pool go with it, its output stays. Absent, or with "
+        "deletionProtection: kept.",
     )
     storage_credentials: StorageCredentials | None = Field(
         default=None, description="Storage account access for inputs, code and outputs."

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from amlops.external.paralleljob_plan import (
     results_prefix,
     write_manifest,
 )
-from amlops.external.ports import ObjectReader, SecretReader
+from amlops.external.ports import ClusterObjects, SecretReader
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import OWNER_TAG, Managed
@@ -59,6 +60,7 @@ Mr = Managed[ParallelJobSpec]
 
 REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
 REASON_UNSUPPORTED_COMPUTE = "UnsupportedCompute"
+REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 # Nodes fetch inputs, code and the manifest with these; a mini-batch may wait long in the queue.
 SAS_LIFETIME = timedelta(days=7)
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
@@ -108,7 +110,7 @@ class Layout:
 
 
 class ParallelJobClient:
-    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ObjectReader) -> None:
+    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ClusterObjects) -> None:
         self._clients = clients
         self._secrets = secrets
         self._objects = objects
@@ -330,15 +332,28 @@ class ParallelJobClient:
 
     async def _plan_spec(self, mr: Mr, layout: Layout) -> PlanSpec:
         # What else makes two runs the same run (isDeterministic): it only feeds the plan's hash. The code's
-        # etags are in it, so new code at the same URI is a new run.
-        code = [[b.name, b.etag] async for b in layout.store.list_folder(layout.code)]
+        # identity is in it, so new code at the same URI (or in the same ConfigMap) is a new run.
         fingerprint = {
             "task": mr.spec.task.model_dump(mode="json", by_alias=True),
             "environmentVariables": mr.spec.environment_variables,
             "only": layout.only,
-            "code": sorted(code),
+            "code": await self._stage_code(mr, layout),
         }
         return PlanSpec(layout.kind, mr.spec.mini_batch_size, tuple(mr.spec.partition_keys), fingerprint)
+
+    async def _stage_code(self, mr: Mr, layout: Layout) -> list[list[str]]:
+        """The code folder's identity: blob names and etags, or for task.codeConfigMap names and content
+        hashes, after copying the ConfigMap's files into the job's own code folder (re-copying is harmless)."""
+        name = mr.spec.task.code_config_map
+        if name is None:
+            return sorted([[b.name, b.etag] async for b in layout.store.list_folder(layout.code)])
+        files = await self._objects.read_config_map(mr.namespace, name)
+        if files is None:
+            raise TerminalError(
+                REASON_CONFIG_MAP_NOT_FOUND, f"ConfigMap {mr.namespace}/{name} (task.codeConfigMap) does not exist"
+            )
+        await layout.store.upload_files(layout.code, files)
+        return sorted([[k, hashlib.sha256(v).hexdigest()] for k, v in files.items()])
 
     async def _requirements(self, mr: Mr, layout: Layout) -> str | None:
         environment = mr.spec.task.environment
@@ -463,15 +478,16 @@ class ParallelJobClient:
         )
         output = store.folder(spec.outputs[out_name].uri)
         jid = job_id(mr)
+        plan = BlobFolder(output.container, manifest_prefix(output.prefix, jid))
         return Layout(
             store=store,
             inputs=inputs,
             only=only,
             kind="tabular" if tabular else "files",
             output=output,
-            plan=BlobFolder(output.container, manifest_prefix(output.prefix, jid)),
+            plan=plan,
             results=BlobFolder(output.container, results_prefix(output.prefix, jid)),
-            code=store.folder(spec.task.code),
+            code=store.folder(spec.task.code) if spec.task.code else plan.sub("code/"),
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from amlops.external.paralleljob_output import compress_ranges
@@ -297,3 +298,17 @@ def sticky(status: Mapping[str, Any], owner: str) -> Observation | None:
     if phase == "Complete":
         return complete(message, {}, owner, reason)
     return failed(reason, message, {}, owner)
+
+
+def ttl_remaining(ttl_seconds: int | None, status: Mapping[str, Any], now: datetime) -> float | None:
+    """Seconds until a finished job with ``ttlSecondsAfterFinished`` is deleted (≤ 0: now); None when it is not
+    finished or has no TTL. Counted from ``completionTime``, as batch/v1 Job counts from its finish."""
+    if ttl_seconds is None or status.get("phase") not in TERMINAL or not status.get("completionTime"):
+        return None
+    try:
+        finished = datetime.fromisoformat(str(status["completionTime"]).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if finished.tzinfo is None:
+        finished = finished.replace(tzinfo=UTC)
+    return ttl_seconds - (now - finished).total_seconds()

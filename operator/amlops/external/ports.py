@@ -19,3 +19,20 @@ class ObjectReader(Protocol):
     async def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         """Every amlops.io/v1alpha1 custom resource of a kind in a namespace."""
         ...
+
+
+class ConfigMapReader(Protocol):
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """The ConfigMap's ``data`` (UTF-8 encoded) and ``binaryData`` (decoded), or None when it does not exist."""
+        ...
+
+
+class ObjectWriter(Protocol):
+    async def delete(self, plural: str, namespace: str, name: str, uid: str) -> None:
+        """Delete an amlops.io/v1alpha1 custom resource, only if it is still the object with ``uid``.
+        Already gone, or replaced by a newer object of the same name: nothing happens."""
+        ...
+
+
+class ClusterObjects(ObjectReader, ConfigMapReader, ObjectWriter, Protocol):
+    """Everything a ParallelJob needs from the cluster besides Secrets."""

@@ -15,6 +15,7 @@ import kopf
 from amlops import metrics
 from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob
 from amlops.api.kind import GROUP, VERSION, CustomResource
+from amlops.handlers import ttl
 from amlops.handlers.bridge import apply_outcome, managed_from, object_lock
 from amlops.reconcile.engine import Timing, reconcile
 from amlops.reconcile.errors import TerminalError
@@ -78,6 +79,9 @@ def _register(kind: type[CustomResource]) -> None:
         outcome = await handle(body, patch, memo)
         if outcome.retry and outcome.requeue_after is not None:
             raise kopf.TemporaryError("converging", delay=outcome.requeue_after)
+        left = await ttl.collect(body, outcome, memo["objects"]) if kind is ParallelJob else None
+        if left is not None and left < STEADY_INTERVAL:  # sooner than the steady timer would look again
+            raise kopf.TemporaryError("ttlSecondsAfterFinished", delay=left)
 
     async def on_delete(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         outcome = await handle(body, patch, memo, deleting=True)
