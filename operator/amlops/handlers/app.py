@@ -16,27 +16,33 @@ from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
 from amlops.external.paralleljob import ParallelJobClient
 from amlops.handlers.bridge import FINALIZER
-from amlops.handlers.kube_secrets import KubernetesObjectReader, KubernetesSecretReader, load_kube_config
+from amlops.handlers.kube_api import KubeApi, connection_info
 from amlops.reconcile.engine import Timing
 from amlops.settings import Settings
 
 KOPF_PREFIX = f"kopf.{GROUP}"
 
 
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf and our own Kubernetes client (``kube_api``) log in the same way, to the same cluster."""
+    return connection_info(settings)
+
+
 @kopf.on.startup()
-async def connect(memo: kopf.Memo, **_: Any) -> None:
+async def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     """Shared clients live in the operator memo (kopf copies a reference into every object's memo)."""
-    settings = Settings()
-    load_kube_config()
-    clients = AzureClients(settings)
-    secrets = KubernetesSecretReader()
-    memo["settings"] = settings
+    amlops_settings = Settings()
+    clients = AzureClients(amlops_settings)
+    kube = KubeApi(lambda: connection_info(settings), timeout=settings.networking.request_timeout or 60)
+    memo["settings"] = amlops_settings
     memo["clients"] = clients
-    memo["timing"] = Timing(short=settings.requeue_seconds, stalled=settings.stalled_recheck_seconds)
-    memo["amlcompute_client"] = AmlComputeClient(clients, secrets)
-    memo["batchcompute_client"] = BatchComputeClient(clients, secrets)
-    memo["objects"] = KubernetesObjectReader()
-    memo["paralleljob_client"] = ParallelJobClient(clients, secrets, memo["objects"])
+    memo["timing"] = Timing(short=amlops_settings.requeue_seconds, stalled=amlops_settings.stalled_recheck_seconds)
+    memo["kube"] = kube
+    memo["amlcompute_client"] = AmlComputeClient(clients, kube)
+    memo["batchcompute_client"] = BatchComputeClient(clients, kube)
+    memo["objects"] = kube
+    memo["paralleljob_client"] = ParallelJobClient(clients, kube, kube)
 
 
 @kopf.on.cleanup()
@@ -47,6 +53,9 @@ async def disconnect(memo: kopf.Memo, **_: Any) -> None:
     clients: AzureClients | None = memo.get("clients")
     if clients is not None:
         await clients.close()
+    kube: KubeApi | None = memo.get("kube")
+    if kube is not None:
+        await kube.close()
 
 
 @kopf.on.startup()

@@ -1,0 +1,112 @@
+"""A small async Kubernetes client for what the external clients read and delete (``external/ports.py``).
+
+It talks to the same cluster as kopf with the same credentials: :func:`connection_info` is also the
+operator's ``@kopf.on.login`` handler (in-cluster service account first, else the kubeconfig). aiohttp is
+kopf's own HTTP client, so this costs a few kilobytes where the ``kubernetes`` package cost ~40 MB of RSS and
+126 MB of image for four GETs and one DELETE. A 401 (a rotated service-account token) logs in again once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import kopf
+
+from amlops.api.kind import GROUP, VERSION
+
+Login = Callable[[], kopf.ConnectionInfo | None]
+
+
+def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """In-cluster when running in a pod, else the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``)."""
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+
+class KubeApiError(Exception):
+    def __init__(self, method: str, path: str, status: int, text: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {text[:300]}")
+        self.status = status
+
+
+class KubeApi:
+    """Implements ``SecretReader``, ``ObjectReader``, ``ConfigMapReader`` and ``ObjectWriter``."""
+
+    def __init__(self, login: Login, timeout: float = 60.0) -> None:
+        self._login = login
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._server = ""
+
+    def _connect(self) -> aiohttp.ClientSession:
+        info = self._login()
+        if info is None:
+            raise kopf.LoginError("no Kubernetes credentials: neither a service account nor a kubeconfig")
+        self._server = info.server.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
+            headers=info.as_http_headers(),  # bearer token or basic auth; client certificates are in the context
+            timeout=self._timeout,
+            trust_env=info.trust_env,
+        )
+        return self._session
+
+    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """(status, parsed JSON body); 404 and 409 are returned for the caller to judge, others raise."""
+        for attempt in (1, 2):
+            session = self._session or self._connect()
+            data = json.dumps(body) if body is not None else None
+            headers = {"Content-Type": "application/json"} if data is not None else None
+            async with session.request(method, self._server + path, data=data, headers=headers) as response:
+                text = await response.text()
+                if response.status == 401 and attempt == 1:
+                    await self.close()  # credentials rotated: log in again and retry once
+                    continue
+                if response.status >= 400 and response.status not in (404, 409):
+                    raise KubeApiError(method, path, response.status, text)
+                return response.status, json.loads(text) if text else None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # SecretReader
+    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
+        status, secret = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        if status == 404:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    # ConfigMapReader
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        status, found = await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        if status == 404:
+            return None
+        files = {k: v.encode() for k, v in (found.get("data") or {}).items()}
+        files.update({k: base64.b64decode(v) for k, v in (found.get("binaryData") or {}).items()})
+        return files
+
+    # ObjectReader
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        status, obj = await self._request("GET", _custom(plural, namespace, name))
+        return None if status == 404 else dict(obj)
+
+    async def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        status, result = await self._request("GET", _custom(plural, namespace))
+        return [] if status == 404 else [dict(item) for item in result.get("items") or []]
+
+    # ObjectWriter
+    async def delete(self, plural: str, namespace: str, name: str, uid: str) -> None:
+        # 404: already gone; 409: the uid precondition failed, a newer object of that name is not ours to delete.
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+        await self._request("DELETE", _custom(plural, namespace, name), options)
+
+
+def _custom(plural: str, namespace: str, name: str | None = None) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
