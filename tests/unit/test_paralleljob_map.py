@@ -31,8 +31,15 @@ def queued(index: int) -> m.TaskFact:
 
 def facts(tasks: list[m.TaskFact], total: int | None = None, **kw: object) -> m.Facts:
     # One item per mini-batch: a failed task failed its item, a succeeded one processed it.
-    items = {t.index: ((0, 1) if t.result == "failure" else (1, 0)) for t in tasks if t.state == "completed"}
-    base = m.Facts(total=len(tasks) if total is None else total, tasks=tuple(tasks), items=items, job_state="active")
+    items = {"failure": (0, 1), "success": (1, 0)}
+    done = {t.index: m.finished(t, items[t.result or ""]) for t in tasks if t.state == "completed"}
+    base = m.Facts(
+        total=len(tasks) if total is None else total,
+        added=len(tasks),
+        running=sum(1 for t in tasks if t.state in ("running", "preparing")),
+        finished=done,
+        job_state="active",
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 

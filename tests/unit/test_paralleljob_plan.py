@@ -17,9 +17,10 @@ from amlops.external.paralleljob_plan import (
     MiniBatch,
     PlanHash,
     PlanSpec,
-    mini_batch_name,
+    chunk_name,
     parse_mini_batch_size,
     plan,
+    read_chunk,
     read_index,
     write_manifest,
 )
@@ -339,7 +340,10 @@ async def test_manifest_has_every_mini_batch_and_a_done_index() -> None:
     assert (index.count, index.done) == (5, True)
     assert index.hash == digest_of(listing, PlanSpec("files", "5"))
     assert store.docs[INDEX_NAME]["done"] is True
-    assert MiniBatch.from_json(store.docs[mini_batch_name(4)]) == MiniBatch(4, "files", ("f20", "f21", "f22"))
+    # Chunks of 2 mini-batches: 0-1, 2-3, and the last one alone.
+    assert sorted(store.docs) == [INDEX_NAME, chunk_name(0), chunk_name(1), chunk_name(2)]
+    assert await read_chunk(store, 2) == [MiniBatch(4, "files", ("f20", "f21", "f22"))]
+    assert [b.index for b in await read_chunk(store, 1)] == [2, 3]
     assert await read_index(store) == index
 
 
@@ -347,33 +351,34 @@ async def test_a_restarted_plan_resumes_after_the_last_checkpoint_and_ends_ident
     listing = files(*(f"f{i:03d}" for i in range(100)))
     spec = PlanSpec("files", "3")
     clean = MemoryStore()
-    await write_manifest(listing, spec, clean, chunk=4, concurrency=1)
-    crashed = MemoryStore(fail_after=20)
+    await write_manifest(listing, spec, clean, chunk=4)
+    crashed = MemoryStore(fail_after=9)  # 34 mini-batches: dies writing the index after the fifth chunk
 
     with pytest.raises(ConnectionError):
-        await write_manifest(listing, spec, crashed, chunk=4, concurrency=1)
+        await write_manifest(listing, spec, crashed, chunk=4)
     checkpoint = await read_index(crashed)
     assert checkpoint is not None
     assert not checkpoint.done
     assert checkpoint.count > 0
     crashed.fail_after, puts_before = None, crashed.puts
-    resumed = await write_manifest(listing, spec, crashed, chunk=4, concurrency=1)
+    resumed = await write_manifest(listing, spec, crashed, chunk=4)
 
     assert crashed.docs == clean.docs
     assert resumed.done
-    # Only what came after the checkpoint was written again (plus index updates).
-    assert crashed.puts - puts_before < clean.puts - checkpoint.count
+    # The chunks before the checkpoint (a chunk and an index put each) were not written again.
+    assert checkpoint.count == 16
+    assert crashed.puts - puts_before == clean.puts - 2 * (checkpoint.count // 4)
 
 
 async def test_a_listing_that_changed_before_the_checkpoint_stops_the_resume() -> None:
     spec = PlanSpec("files", "2")
     store = MemoryStore(fail_after=9)
     with pytest.raises(ConnectionError):
-        await write_manifest(files(*(f"f{i}" for i in range(20))), spec, store, chunk=2, concurrency=1)
+        await write_manifest(files(*(f"f{i}" for i in range(20))), spec, store, chunk=2)
     store.fail_after = None
 
     with pytest.raises(TerminalError) as caught:
-        await write_manifest(files("new", *(f"f{i}" for i in range(20))), spec, store, chunk=2, concurrency=1)
+        await write_manifest(files("new", *(f"f{i}" for i in range(20))), spec, store, chunk=2)
 
     assert caught.value.reason == "InputChanged"
 

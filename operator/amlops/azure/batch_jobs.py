@@ -8,7 +8,7 @@ Plain dicts in and out; every error leaves as the engine's RetryableError / Term
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from azure.batch import models
@@ -20,7 +20,6 @@ from amlops.azure.errors import error_code, translate
 from amlops.reconcile.errors import TerminalError
 
 JSON = dict[str, Any]
-TASKS_PER_REQUEST = 100  # the addtaskcollection limit
 TASK_FIELDS = ["id", "state", "executionInfo"]
 # Conflicts that mean "already where you want it": the job has ended, or is going away.
 _ENDED = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
@@ -40,21 +39,12 @@ async def get_job(client: BatchClient, job_id: str) -> JSON | None:
         raise translate(e) from e
 
 
-async def list_tasks(client: BatchClient, job_id: str) -> list[JSON]:
-    """Every task of the job with its state and execution info (pages of up to 1000)."""
+async def list_tasks(client: BatchClient, job_id: str, state: str | None = None) -> list[JSON]:
+    """The job's tasks (only those in ``state`` when given) with state and execution info, in pages of 1000."""
+    query = f"state eq '{state}'" if state else None
     try:
-        return [dict(t.as_dict()) async for t in client.list_tasks(job_id, select=TASK_FIELDS, max_results=1000)]
-    except ResourceNotFoundError:
-        return []
-    except Exception as e:
-        raise translate(e) from e
-
-
-async def list_failed_tasks(client: BatchClient, job_id: str) -> list[JSON]:
-    """Completed tasks whose last attempt failed."""
-    query = "state eq 'completed' and executionInfo/result eq 'failure'"
-    try:
-        return [dict(t.as_dict()) async for t in client.list_tasks(job_id, filter=query, select=TASK_FIELDS)]
+        pages = client.list_tasks(job_id, filter=query, select=TASK_FIELDS, max_results=1000)
+        return [dict(t.as_dict()) async for t in pages]
     except ResourceNotFoundError:
         return []
     except Exception as e:
@@ -70,20 +60,17 @@ async def task_counts(client: BatchClient, job_id: str) -> JSON:
     return dict(result.task_counts.as_dict())
 
 
-async def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[JSON]) -> int:
-    """Add ``tasks`` in collections of at most 100; tasks that exist already are skipped (``TaskExists``).
-
-    Returns how many were submitted. Callers pass only the ids the job does not list yet, so a restarted
-    operator resumes where the job's task list ends instead of resubmitting everything.
-    """
-    for chunk in _chunks(tasks, TASKS_PER_REQUEST):
-        options = [models.BatchTaskCreateOptions(task) for task in chunk]
-        try:
-            await client.create_tasks(job_id, options)
-        except models.CreateTasksError as e:
-            raise _create_tasks_error(e) from e
-        except Exception as e:
-            raise translate(e) from e
+async def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[JSON], concurrency: int = 4) -> int:
+    """Add ``tasks``: the SDK sends collections of at most 100 (fewer when a body would pass 1 MB),
+    ``concurrency`` at a time, and retries server errors; tasks that exist already are skipped (``TaskExists``),
+    so adding again after a crash is harmless. Returns how many were submitted."""
+    options = [models.BatchTaskCreateOptions(task) for task in tasks]
+    try:
+        await client.create_tasks(job_id, options, max_concurrency=concurrency)
+    except models.CreateTasksError as e:
+        raise _create_tasks_error(e) from e
+    except Exception as e:
+        raise translate(e) from e
     return len(tasks)
 
 
@@ -120,11 +107,6 @@ async def _ignoring_ended(call: Callable[[], Awaitable[object]]) -> None:
         raise translate(e) from e
     except Exception as e:
         raise translate(e) from e
-
-
-def _chunks(items: Sequence[JSON], size: int) -> Iterable[Sequence[JSON]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _create_tasks_error(error: Any) -> Exception:

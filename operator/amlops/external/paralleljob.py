@@ -3,9 +3,11 @@
 - ``create``: plan the input into the manifest (resumable: a restarted operator continues the plan), upload the
   node driver, create the pool amlops owns for the job (when ``compute.poolId`` is absent) and the Batch job
   (id from the object's uid: creating it twice is harmless).
-- ``observe``: the job's tasks and the final summaries of finished mini-batches → one decision
+- ``observe``: the job's task counts (one call), its finished tasks (listed only when more finished than are
+  known; finished facts never change, so they are kept) and their summaries → one decision
   (``paralleljob_map.decide``); Complete and Failed are answered from the status, with no Azure call.
-- ``update``: carries out that decision's one action: add the tasks the job does not list yet, suspend
+- ``update``: carries out that decision's one action: add tasks from where the job's count ends (streamed
+  from the manifest chunks, a slice at a time; a small manifest travels inside its task), suspend
   (disable with requeue), resume, fail (terminate), finish (write ``parallel_run_step.txt`` exactly once,
   end the job, release the pool).
 - ``delete``: delete the Batch job (its running tasks end) and the pool amlops created for it.
@@ -35,9 +37,12 @@ from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate, ordered, 
 from amlops.external.paralleljob_plan import (
     InputItem,
     Kind,
+    MiniBatch,
+    PlanIndex,
     PlanSpec,
     manifest_prefix,
     mini_batch_name,
+    read_chunk,
     read_index,
     results_prefix,
     write_manifest,
@@ -49,6 +54,7 @@ from amlops.reconcile.managed import OWNER_TAG, Managed
 from amlops.runtime.command import (
     DRIVER_FILE,
     MANIFEST_FILE,
+    MINI_BATCH_VARIABLE,
     REQUIREMENTS_FILE,
     code_dir_for_prefix,
     driver_command_line,
@@ -66,6 +72,12 @@ SAS_LIFETIME = timedelta(days=7)
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
 REUSE_MARKER = "reused.json"
 SUMMARY_WINDOW = 16
+# Tasks built and submitted together (memory holds one slice), and at most this many per pass so a huge job's
+# status moves while it is being added.
+ADD_SLICE = 1_000
+ADD_PER_PASS = 20_000
+# A manifest up to this size travels in the task's environment: 100 such tasks stay under Batch's 1 MB body.
+INLINE_MANIFEST_BYTES = 4_096
 WAIT_FOR_COMPUTE_SECONDS = 5.0
 TABULAR_SUFFIXES = (".csv", ".jsonl", ".json")
 
@@ -115,10 +127,10 @@ class ParallelJobClient:
         self._secrets = secrets
         self._objects = objects
         self._stores: dict[str, BlobStore] = {}
-        # Final (processed, failed) counts of finished mini-batches, by job: a finished summary never changes.
-        self._items: dict[str, dict[int, tuple[int, int]]] = {}
-        # The decision of the last observe, by uid, for the update() of the same pass (under the object lock).
-        self._decisions: dict[str, tuple[m.Decision, tuple[m.TaskFact, ...]]] = {}
+        # Finished mini-batches by job: a completed task and its summary never change.
+        self._finished: dict[str, dict[int, m.Finished]] = {}
+        # The last observe's decision, tasks added and plan, by uid, for update() in the same pass (object lock).
+        self._decisions: dict[str, tuple[m.Decision, int, PlanIndex]] = {}
 
     async def close(self) -> None:
         for store in self._stores.values():
@@ -144,19 +156,21 @@ class ParallelJobClient:
         index = await read_index(JsonFolder(layout.store, layout.plan))
         if index is None or not index.done:
             raise RetryableError("Planning", "the Batch job exists but its plan is incomplete", 1.0)
-        facts = tuple(m.task_facts(await batch_jobs.list_tasks(client, job_id(mr))))
-        items = await self._finished_items(mr, layout, facts)
+        counts = await batch_jobs.task_counts(client, job_id(mr))
+        done = await self._finished_tasks(mr, client, layout, int(counts.get("completed") or 0))
+        added = sum(int(counts.get(state) or 0) for state in ("active", "running", "completed"))
         started = mr.status.get("startTime") or job.get("creationTime")
         elapsed = _seconds_since(started)
-        all_finished = sum(1 for t in facts if t.state == "completed") == index.count
+        all_finished = len(done) == index.count
         output_ready = not mr.spec.task.append_row_to or (
             all_finished and await layout.store.exists(layout.output, OUTPUT_FILE)
         )
         decision = m.decide(
             m.Facts(
                 total=index.count,
-                tasks=facts,
-                items=items,
+                added=added,
+                running=int(counts.get("running") or 0),
+                finished=done,
                 job_state=str(job.get("state") or ""),
                 suspend=mr.spec.suspend,
                 error_threshold=mr.spec.error_threshold,
@@ -167,7 +181,7 @@ class ParallelJobClient:
                 terminate_reason=(job.get("executionInfo") or {}).get("terminateReason"),
             )
         )
-        self._decisions[mr.uid] = (decision, facts)
+        self._decisions[mr.uid] = (decision, added, index)
         status = {
             **m.status_fields(decision, elapsed),
             "jobId": job_id(mr),
@@ -178,7 +192,7 @@ class ParallelJobClient:
         }
         if decision.phase in m.TERMINAL:
             status["completionTime"] = _now()
-            self._items.pop(job_id(mr), None)
+            self._finished.pop(job_id(mr), None)
         return m.observation(decision, status, mr.owner)
 
     async def _observe_deleting(self, mr: Mr, client: BatchClient, job: dict[str, Any] | None) -> Observation:
@@ -192,19 +206,24 @@ class ParallelJobClient:
         going = job is not None and job.get("state") == "deleting"
         return Observation(True, transitional=going and not pool_left, transitional_reason="Deleting", owner=mr.owner)
 
-    async def _finished_items(
-        self, mr: Mr, layout: Layout, facts: tuple[m.TaskFact, ...]
-    ) -> dict[int, tuple[int, int]]:
-        known = self._items.setdefault(job_id(mr), {})
-        new = [t.index for t in facts if t.state == "completed" and t.index not in known]
+    async def _finished_tasks(
+        self, mr: Mr, client: BatchClient, layout: Layout, completed: int
+    ) -> dict[int, m.Finished]:
+        """Every finished mini-batch. The completed tasks are listed only when the job counts more of them
+        than are known (after a restart: once), and only the new ones' summaries are read."""
+        known = self._finished.setdefault(job_id(mr), {})
+        if completed <= len(known):
+            return known
+        tasks = m.task_facts(await batch_jobs.list_tasks(client, job_id(mr), state="completed"))
+        new = {t.index: t for t in tasks if t.index not in known}
 
-        async def fetch(index: int) -> tuple[int, int]:
+        async def fetch(index: int) -> tuple[int, int] | None:
             summary = await read_summary(layout.store, layout.results, index)
             # No summary: the driver could not even start (setup failure); its items are unknown.
-            return (summary.processed, summary.failed) if summary else (0, 0)
+            return (summary.processed, summary.failed) if summary else None
 
-        async for index, counts in ordered(new, fetch, SUMMARY_WINDOW):
-            known[index] = counts
+        async for index, summary in ordered(sorted(new), fetch, SUMMARY_WINDOW):
+            known[index] = m.finished(new[index], summary)
         return known
 
     # ------------------------------------------------------------------------------------------- writes
@@ -243,16 +262,13 @@ class ParallelJobClient:
             remembered = self._decisions.pop(mr.uid, None)
             if remembered is None:
                 return None
-        decision, facts = remembered
+        decision, added, index = remembered
         client = await self._batch(mr)
         if client is None:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
         jid = job_id(mr)
         if decision.action == "add":
-            layout = await self._layout(mr)
-            present = {t.index for t in facts}
-            missing = [i for i in range(decision.counts.total) if i not in present]
-            await batch_jobs.add_tasks(client, jid, self._tasks(mr, layout, missing))
+            await self._add(mr, client, await self._layout(mr), index, added)
         elif decision.action == "suspend":
             await batch_jobs.disable_job(client, jid)
         elif decision.action == "resume":
@@ -274,9 +290,25 @@ class ParallelJobClient:
             return None
         await batch_jobs.delete_job(client, job_id(mr))
         await self._release_pool(mr, client)
-        self._items.pop(job_id(mr), None)
+        self._finished.pop(job_id(mr), None)
         self._decisions.pop(mr.uid, None)
         return None
+
+    async def _add(self, mr: Mr, client: BatchClient, layout: Layout, index: PlanIndex, added: int) -> None:
+        """Add tasks from the slice the job's task count ends in. Slices go one after another, so every task
+        before that slice exists; adding the slice again is harmless (TaskExists is skipped)."""
+        start = added // ADD_SLICE * ADD_SLICE
+        end = min(index.count, start + ADD_PER_PASS)
+        for low in range(start, end, ADD_SLICE):
+            batches = await self._mini_batches(layout, index, low, min(end, low + ADD_SLICE))
+            await batch_jobs.add_tasks(client, job_id(mr), await self._tasks(mr, layout, batches))
+
+    async def _mini_batches(self, layout: Layout, index: PlanIndex, low: int, high: int) -> list[MiniBatch]:
+        plan = JsonFolder(layout.store, layout.plan)
+        found: list[MiniBatch] = []
+        for number in range(low // index.chunk, (high - 1) // index.chunk + 1):
+            found += [b for b in await read_chunk(plan, number) if low <= b.index < high]
+        return found
 
     async def _reuse(self, mr: Mr, layout: Layout, content_hash: str) -> bool:
         """Find a completed deterministic job with the same content hash; record the reuse in a marker blob
@@ -370,56 +402,57 @@ class ParallelJobClient:
             if layout.only is None or blob.name == layout.only:
                 yield InputItem(blob.name, blob.size, blob.etag)
 
-    def _tasks(self, mr: Mr, layout: Layout, indexes: list[int]) -> list[dict[str, Any]]:
+    async def _tasks(self, mr: Mr, layout: Layout, batches: list[MiniBatch]) -> list[dict[str, Any]]:
         store, spec = layout.store, mr.spec
-        command = driver_command_line(
-            mini_batch=MANIFEST_FILE,
-            inputs=store.folder_sas_url(layout.inputs, SAS_LIFETIME),
-            results=store.folder_sas_url(layout.results, SAS_LIFETIME, write=True),
-            entry_script=spec.task.entry_script,
-            code_dir=code_dir_for_prefix(layout.code.prefix),
-            timeout=spec.retry_settings.timeout,
-            logging_level=spec.logging_level,
-            append_row=spec.task.append_row_to is not None,
-            program_arguments=spec.task.program_arguments,
-            requirements=REQUIREMENTS_FILE if _installs_packages(spec) else None,
-        )
-        driver_url = store.blob_sas_url(layout.plan, DRIVER_FILE, SAS_LIFETIME)
-        extra_files = (
-            [
-                {
-                    "httpUrl": store.blob_sas_url(layout.plan, REQUIREMENTS_FILE, SAS_LIFETIME),
-                    "filePath": REQUIREMENTS_FILE,
-                }
-            ]
-            if _installs_packages(spec)
-            else []
-        )
+
+        def command(mini_batch: str) -> str:
+            return driver_command_line(
+                mini_batch=mini_batch,
+                inputs=store.folder_sas_url(layout.inputs, SAS_LIFETIME),
+                results=store.folder_sas_url(layout.results, SAS_LIFETIME, write=True),
+                entry_script=spec.task.entry_script,
+                code_dir=code_dir_for_prefix(layout.code.prefix),
+                timeout=spec.retry_settings.timeout,
+                logging_level=spec.logging_level,
+                append_row=spec.task.append_row_to is not None,
+                program_arguments=spec.task.program_arguments,
+                requirements=REQUIREMENTS_FILE if _installs_packages(spec) else None,
+            )
+
+        inline_command, file_command = command(f"env:{MINI_BATCH_VARIABLE}"), command(MANIFEST_FILE)
         code_url = store.folder_sas_url(BlobFolder(layout.code.container), SAS_LIFETIME)
+        files = [
+            {"httpUrl": store.blob_sas_url(layout.plan, DRIVER_FILE, SAS_LIFETIME), "filePath": DRIVER_FILE},
+            {"storageContainerUrl": code_url, "blobPrefix": layout.code.prefix, "filePath": "code"},
+        ]
+        if _installs_packages(spec):
+            requirements_url = store.blob_sas_url(layout.plan, REQUIREMENTS_FILE, SAS_LIFETIME)
+            files.append({"httpUrl": requirements_url, "filePath": REQUIREMENTS_FILE})
         # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
         wall_clock = spec.retry_settings.timeout * 2 + 600
         environment = [{"name": k, "value": v} for k, v in sorted(spec.environment_variables.items())]
-        return [
-            {
-                "id": m.task_id(i),
-                "commandLine": command,
-                "resourceFiles": [
-                    {"httpUrl": driver_url, "filePath": DRIVER_FILE},
-                    {
-                        "httpUrl": store.blob_sas_url(layout.plan, mini_batch_name(i), SAS_LIFETIME),
-                        "filePath": MANIFEST_FILE,
-                    },
-                    {"storageContainerUrl": code_url, "blobPrefix": layout.code.prefix, "filePath": "code"},
-                    *extra_files,
-                ],
-                "constraints": {
-                    "maxTaskRetryCount": spec.retry_settings.max_retries,
-                    "maxWallClockTime": f"PT{wall_clock}S",
-                },
-                "environmentSettings": environment,
-            }
-            for i in indexes
-        ]
+        tasks = []
+        for mini_batch in batches:
+            manifest = json.dumps(mini_batch.to_json(), separators=(",", ":"))
+            task: dict[str, Any] = {
+                "id": m.task_id(mini_batch.index),
+                "commandLine": inline_command,
+                "resourceFiles": files,
+                "constraints": {"maxTaskRetryCount": spec.retry_settings.max_retries,
+                                "maxWallClockTime": f"PT{wall_clock}S"},
+                "environmentSettings": [*environment, {"name": MINI_BATCH_VARIABLE, "value": manifest}],
+            }  # fmt: skip
+            if len(manifest) > INLINE_MANIFEST_BYTES:  # too large to travel inside the task: a document of its own
+                name = mini_batch_name(mini_batch.index)
+                await store.write(layout.plan, name, manifest.encode(), "application/json")
+                url = store.blob_sas_url(layout.plan, name, SAS_LIFETIME)
+                task.update(
+                    commandLine=file_command,
+                    resourceFiles=[*files, {"httpUrl": url, "filePath": MANIFEST_FILE}],
+                    environmentSettings=environment,
+                )
+            tasks.append(task)
+        return tasks
 
     # ------------------------------------------------------------------------------------------- access
 

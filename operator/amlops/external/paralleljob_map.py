@@ -1,8 +1,8 @@
 """ParallelJob decisions, pure: Batch task facts and driver summaries → counts, phase, next action, status.
 
-No I/O. ``external/paralleljob.py`` gathers the facts (the job's task list, the final summaries of finished
-mini-batches, whether the output is written) and carries out the one action decided here; the engine turns
-the :class:`~amlops.reconcile.external.Observation` built here into conditions.
+No I/O. ``external/paralleljob.py`` gathers the facts (the job's task counts, its finished tasks with their
+final summaries, whether the output is written) and carries out the one action decided here; the engine
+turns the :class:`~amlops.reconcile.external.Observation` built here into conditions.
 
 Thresholds follow Azure ML: a job fails when failures go strictly above ``errorThreshold`` (failed items) or
 ``miniBatchErrorThreshold`` (failed mini-batches); -1 ignores failures.
@@ -73,11 +73,23 @@ def task_facts(tasks: Iterable[Mapping[str, Any]]) -> list[TaskFact]:
     return facts
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A finished mini-batch (final: a completed task never changes): its task's last result and retries used,
+    and the item counts of its summary."""
+
+    succeeded: bool
+    retries: int = 0
+    processed: int = 0
+    failed: int = 0
+
+
 @dataclass(frozen=True)
 class Facts:
     total: int  # mini-batches planned
-    tasks: tuple[TaskFact, ...]
-    items: Mapping[int, tuple[int, int]]  # index → (processed, failed) from finished mini-batches' summaries
+    added: int  # tasks the Batch job has, in any state
+    running: int  # of those, running or preparing
+    finished: Mapping[int, Finished]  # index → its final facts
     job_state: str  # the Batch job's state
     suspend: bool = False
     error_threshold: int = -1
@@ -114,30 +126,26 @@ class Decision:
     message: str = ""
 
 
+def finished(task: TaskFact, summary: tuple[int, int] | None) -> Finished:
+    processed, failed_items = summary or (0, 0)
+    return Finished(task.result == "success", task.retries, processed, failed_items)
+
+
 def count(facts: Facts) -> Counts:
-    running = succeeded = failed = retried = 0
-    failed_indexes = []
-    for task in facts.tasks:
-        retried += task.retries
-        if task.state in ("running", "preparing"):
-            running += 1
-        elif task.state == "completed" and task.result == "success":
-            succeeded += 1
-        elif task.state == "completed":
-            failed += 1
-            failed_indexes.append(task.index)
-    processed = sum(p for p, _ in facts.items.values())
-    items_failed = sum(f for _, f in facts.items.values())
+    done = facts.finished.values()
+    failed_indexes = tuple(sorted(i for i, f in facts.finished.items() if not f.succeeded))
+    # Task counts and the finished list are read one after the other: never report more than is left.
+    running = max(0, min(facts.running, facts.total - len(facts.finished)))
     return Counts(
         total=facts.total,
-        pending=facts.total - running - succeeded - failed,
+        pending=max(0, facts.total - running - len(facts.finished)),
         running=running,
-        succeeded=succeeded,
-        failed=failed,
-        retried=retried,
-        items_processed=processed,
-        items_failed=items_failed,
-        failed_indexes=tuple(sorted(failed_indexes)),
+        succeeded=len(facts.finished) - len(failed_indexes),
+        failed=len(failed_indexes),
+        retried=sum(f.retries for f in done),
+        items_processed=sum(f.processed for f in done),
+        items_failed=sum(f.failed for f in done),
+        failed_indexes=failed_indexes,
     )
 
 
@@ -179,10 +187,8 @@ def decide(facts: Facts) -> Decision:
         return Decision("Suspended", counts, None, REASON_SUSPENDED, SUSPENDED_MESSAGE)
     if facts.job_state in ("disabled", "disabling"):
         return Decision("Running", counts, "resume", REASON_RUNNING, "resuming mini-batches")
-    if len(facts.tasks) < facts.total:
-        return Decision(
-            "Running", counts, "add", REASON_RUNNING, f"adding {facts.total - len(facts.tasks)} mini-batches"
-        )
+    if facts.added < facts.total:
+        return Decision("Running", counts, "add", REASON_RUNNING, f"adding {facts.total - facts.added} mini-batches")
     return Decision("Running", counts, None, REASON_RUNNING, f"{counts.running} running mini-batches")
 
 

@@ -21,7 +21,6 @@ Deliberate differences from Azure ML ``parallel_run_function``:
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
@@ -41,11 +40,11 @@ INVALID_INPUT = "InvalidInput"
 INPUT_CHANGED = "InputChanged"
 PLAN_CHANGED = "PlanChanged"
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 INDEX_NAME = "index.json"
-# An index checkpoint every this many mini-batches: a restart redoes at most one chunk of uploads.
+# Mini-batches per manifest document, and an index checkpoint after each: 100,000 mini-batches are 200
+# uploads, and a restart redoes at most one chunk.
 DEFAULT_CHUNK = 500
-DEFAULT_WRITE_CONCURRENCY = 16
 
 _UNITS = {"": 1, "B": 1, "KB": 1 << 10, "K": 1 << 10, "MB": 1 << 20, "M": 1 << 20, "GB": 1 << 30, "G": 1 << 30}
 _SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
@@ -144,6 +143,7 @@ class PlanIndex:
     spec_hash: str
     checkpoint: str
     hash: str | None = None  # of spec + full listing, once done
+    chunk: int = DEFAULT_CHUNK  # mini-batches per chunk document
 
     def to_json(self) -> JsonDoc:
         return {
@@ -153,6 +153,7 @@ class PlanIndex:
             "specHash": self.spec_hash,
             "checkpoint": self.checkpoint,
             "hash": self.hash,
+            "chunk": self.chunk,
         }
 
     @classmethod
@@ -163,6 +164,7 @@ class PlanIndex:
             spec_hash=str(doc["specHash"]),
             checkpoint=str(doc["checkpoint"]),
             hash=doc.get("hash"),
+            chunk=int(doc.get("chunk", DEFAULT_CHUNK)),
         )
 
 
@@ -206,7 +208,12 @@ def parse_mini_batch_size(value: str, kind: Kind) -> int:
     return size
 
 
+def chunk_name(number: int) -> str:
+    return f"minibatches/chunk-{number:06d}.json"
+
+
 def mini_batch_name(index: int) -> str:
+    """A mini-batch too large to travel inside its task gets a document of its own (written when added)."""
     return f"minibatches/{index}.json"
 
 
@@ -439,6 +446,14 @@ async def read_index(store: ManifestStore) -> PlanIndex | None:
     return None if doc is None else PlanIndex.from_json(doc)
 
 
+async def read_chunk(store: ManifestStore, number: int) -> list[MiniBatch]:
+    """The mini-batches of manifest chunk ``number``: indexes ``[number * chunk, (number + 1) * chunk)``."""
+    doc = await store.get_json(chunk_name(number))
+    if doc is None:
+        raise TerminalError(PLAN_CHANGED, f"the plan lost {chunk_name(number)}: delete and recreate the job")
+    return [MiniBatch.from_json(d) for d in doc["miniBatches"]]
+
+
 async def write_manifest(
     items: Items,
     spec: PlanSpec,
@@ -446,73 +461,47 @@ async def write_manifest(
     reader: RangeReader | None = None,
     *,
     chunk: int = DEFAULT_CHUNK,
-    concurrency: int = DEFAULT_WRITE_CONCURRENCY,
 ) -> PlanIndex:
-    """Plan and write every mini-batch document, then the final index; resumable at any point.
+    """Plan every mini-batch into chunk documents of ``chunk`` mini-batches, then the final index; resumable.
 
-    A complete index is returned as is (nothing is listed). An incomplete one is continued: planning is
-    deterministic for a given listing, so the plan is replayed, mini-batches already written are skipped, and
-    the input hash at the last checkpoint must match (else ``InputChanged``: the listing changed under a plan
-    whose first mini-batches may already run).
+    A chunk is written once full, then the index checkpoint after it, so memory holds one chunk and a
+    restart redoes at most one chunk. A complete index is returned as is (nothing is listed). An incomplete
+    one is continued: planning is deterministic for a given listing, so the plan is replayed, full chunks
+    already written are skipped, and the input hash at the last checkpoint must match (else ``InputChanged``:
+    the listing changed under a plan whose first mini-batches may already run).
     """
     previous = await read_index(store)
     if previous is not None and previous.done:
         return previous
     digest = PlanHash(spec)
-    if previous is not None and previous.spec_hash != digest.spec_hash:
+    if previous is not None and (previous.spec_hash != digest.spec_hash or previous.chunk != chunk):
         raise TerminalError(PLAN_CHANGED, "the job's planning fields changed after planning started")
     resume_at = previous.count if previous is not None else 0
-    writer = _BoundedWriter(store, concurrency)
     count = 0
-    try:
-        async for batch in plan(items, spec, reader, digest):
-            count = batch.index + 1
-            if batch.index < resume_at:
-                if count == resume_at and previous is not None and digest.hexdigest() != previous.checkpoint:
-                    raise TerminalError(INPUT_CHANGED, "the input folder changed while the job was being planned")
-                continue
-            await writer.put(mini_batch_name(batch.index), batch.to_json())
-            if count % chunk == 0:
-                await writer.drain()
-                checkpoint = PlanIndex(count, False, digest.spec_hash, digest.hexdigest())
-                await store.put_json(INDEX_NAME, checkpoint.to_json())
-        await writer.drain()
-    finally:
-        writer.cancel()  # after an error: no upload outlives the call
+    docs: list[JsonDoc] = []
+    async for batch in plan(items, spec, reader, digest):
+        count = batch.index + 1
+        if batch.index < resume_at:
+            if count == resume_at and previous is not None and digest.hexdigest() != previous.checkpoint:
+                raise TerminalError(INPUT_CHANGED, "the input folder changed while the job was being planned")
+            continue
+        docs.append(batch.to_json())
+        if count % chunk == 0:
+            await _write_chunk(store, count // chunk - 1, docs)
+            docs = []
+            checkpoint = PlanIndex(count, False, digest.spec_hash, digest.hexdigest(), chunk=chunk)
+            await store.put_json(INDEX_NAME, checkpoint.to_json())
     if count < resume_at:
         raise TerminalError(INPUT_CHANGED, "the input folder shrank while the job was being planned")
-    final = PlanIndex(count, True, digest.spec_hash, digest.hexdigest(), digest.hexdigest())
+    if docs:
+        await _write_chunk(store, (count - 1) // chunk, docs)
+    final = PlanIndex(count, True, digest.spec_hash, digest.hexdigest(), digest.hexdigest(), chunk)
     await store.put_json(INDEX_NAME, final.to_json())
     return final
 
 
-class _BoundedWriter:
-    """At most ``limit`` document uploads in flight; ``drain`` waits for all and re-raises the first error."""
-
-    def __init__(self, store: ManifestStore, limit: int) -> None:
-        self._store = store
-        self._limit = limit
-        self._pending: set[asyncio.Task[None]] = set()
-
-    async def put(self, name: str, doc: JsonDoc) -> None:
-        if len(self._pending) >= self._limit:
-            done, self._pending = await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        self._pending.add(asyncio.ensure_future(self._store.put_json(name, doc)))
-
-    def cancel(self) -> None:
-        for task in self._pending:
-            task.cancel()
-        self._pending = set()
-
-    async def drain(self) -> None:
-        pending, self._pending = self._pending, set()
-        if pending:
-            results = await asyncio.gather(*pending, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+async def _write_chunk(store: ManifestStore, number: int, docs: list[JsonDoc]) -> None:
+    await store.put_json(chunk_name(number), {"version": MANIFEST_VERSION, "miniBatches": docs})
 
 
 def _folder(prefix: str) -> str:

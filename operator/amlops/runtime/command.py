@@ -12,6 +12,7 @@ from pathlib import Path
 DRIVER_FILE = "driver.py"
 MANIFEST_FILE = "minibatch.json"
 REQUIREMENTS_FILE = "requirements.txt"
+MINI_BATCH_VARIABLE = "AMLOPS_MINI_BATCH"  # the manifest inside the task, when it is small enough
 CODE_DIR = "code"
 DRIVER_SOURCE = Path(__file__).with_name(DRIVER_FILE)
 
@@ -32,7 +33,8 @@ def driver_command_line(
 ) -> str:
     """``python3 driver.py ...`` quoted for ``/bin/sh -c`` (how Batch runs a Linux task's command line).
 
-    ``mini_batch`` is the manifest's SAS URL or, when it is a resource file, its path (``MANIFEST_FILE``).
+    ``mini_batch`` is ``env:NAME`` when the manifest travels in the task's environment, its SAS URL, or when it
+    is a resource file, its path (``MANIFEST_FILE``).
     ``program_arguments`` as a string is split like a shell would (``task.program_arguments``).
     ``requirements`` is the local path of ``task.environment``'s pip requirements file. ``python`` is
     the interpreter's argv, e.g. ``("python3", "-S")`` to keep site-packages out of the driver's process.

@@ -3,7 +3,7 @@
 Standard library only: the operator uploads this file as a resource file, and the node has no amlops (and
 perhaps no pip packages at all). The command line (built by ``amlops.runtime.command``)::
 
-    python3 driver.py --mini-batch <manifest URL or path> --inputs <input folder SAS URL>
+    python3 driver.py --mini-batch <env:AMLOPS_MINI_BATCH, manifest URL or path> --inputs <input folder SAS URL>
         --code-dir <dir> --entry-script score.py --results <results folder SAS URL>
         --timeout 60 --logging-level INFO [--append-row] [--requirements requirements.txt] -- <program arguments>
 
@@ -123,7 +123,13 @@ def _request(request: urllib.request.Request) -> bytes | None:
 
 
 def read_location(location: str) -> bytes:
-    """A URL is downloaded; anything else is a local path (e.g. a Batch resource file)."""
+    """``env:NAME`` is that environment variable's value (a manifest carried inside its task); a URL is
+    downloaded; anything else is a local path (e.g. a Batch resource file)."""
+    if location.startswith("env:"):
+        name = location.removeprefix("env:")
+        if name not in os.environ:
+            raise FileNotFoundError(f"environment variable {name} is not set")
+        return os.environ[name].encode()
     if location.startswith(("http://", "https://")):
         data = http_get(location)
         if data is None:
@@ -321,7 +327,7 @@ def previous_attempt(results_url: str, index: int) -> int:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="driver.py", description="Run an entry script over one mini-batch.")
-    parser.add_argument("--mini-batch", required=True, help="manifest document: SAS URL or local path")
+    parser.add_argument("--mini-batch", required=True, help="manifest document: env:NAME, SAS URL or local path")
     parser.add_argument("--inputs", required=True, help="SAS URL of the input folder")
     parser.add_argument("--code-dir", required=True, type=Path)
     parser.add_argument("--entry-script", required=True)

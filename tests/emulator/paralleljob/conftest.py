@@ -1,13 +1,15 @@
 """A ParallelJob data plane end to end: Azurite for blobs, the Batch emulator's node agent for tasks.
 
-``ParallelRun.run`` does what the operator will: plan into a manifest, upload the driver, add one task per
-mini-batch through the real azure-batch client (resource files fetched by SAS URL), wait, aggregate.
+``ParallelRun.run`` does what the operator does: plan into a manifest, upload the driver, add one task per
+mini-batch through the real azure-batch client (its manifest in the task's environment, driver and code as
+resource files fetched by SAS URL), wait, aggregate.
 The driver runs as ``python3 -S``: no site-packages, so anything beyond the standard library would fail.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import textwrap
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,11 +28,17 @@ from amlops.external.paralleljob_plan import (
     PlanIndex,
     PlanSpec,
     manifest_prefix,
-    mini_batch_name,
+    read_chunk,
     results_prefix,
     write_manifest,
 )
-from amlops.runtime.command import DRIVER_FILE, MANIFEST_FILE, code_dir_for_prefix, driver_command_line, driver_source
+from amlops.runtime.command import (
+    DRIVER_FILE,
+    MINI_BATCH_VARIABLE,
+    code_dir_for_prefix,
+    driver_command_line,
+    driver_source,
+)
 
 __all__ = ["client", "emulator"]  # the Batch emulator fixtures, shared with tests/emulator/batch
 
@@ -102,7 +110,7 @@ class ParallelRun:
             models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=job_id))
         )
         command = driver_command_line(
-            mini_batch=MANIFEST_FILE,
+            mini_batch=f"env:{MINI_BATCH_VARIABLE}",
             inputs=self.store.folder_sas_url(inputs, SAS_LIFETIME),
             results=self.store.folder_sas_url(results, SAS_LIFETIME, write=True),
             entry_script="score.py",
@@ -115,21 +123,21 @@ class ParallelRun:
         code_url = self.store.folder_sas_url(BlobFolder(code.container), SAS_LIFETIME)
         tasks = [
             models.BatchTaskCreateOptions(
-                id=f"mb-{i}",
+                id=f"mb-{mini_batch.index}",
                 command_line=command,
                 constraints=models.BatchTaskConstraints(max_task_retry_count=max_retries),
                 resource_files=[
                     models.ResourceFile(
                         http_url=self.store.blob_sas_url(plan_folder, DRIVER_FILE, SAS_LIFETIME), file_path=DRIVER_FILE
                     ),
-                    models.ResourceFile(
-                        http_url=self.store.blob_sas_url(plan_folder, mini_batch_name(i), SAS_LIFETIME),
-                        file_path=MANIFEST_FILE,
-                    ),
                     models.ResourceFile(storage_container_url=code_url, blob_prefix=code.prefix, file_path="code"),
                 ],
+                environment_settings=[
+                    models.EnvironmentSetting(name=MINI_BATCH_VARIABLE, value=json.dumps(mini_batch.to_json()))
+                ],
             )
-            for i in range(index.count)
+            for number in range((index.count + index.chunk - 1) // index.chunk)
+            for mini_batch in await read_chunk(JsonFolder(self.store, plan_folder), number)
         ]
         await self.client.create_tasks(job_id, tasks)
         await self.emulator.run_to_completion(self.client, job_id, index.count, within=120)
