@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amlops.external.paralleljob_env import requirements
+from amlops.external.paralleljob_env import container_pool, container_settings, pool_mismatch, requirements
 from amlops.reconcile.errors import TerminalError
 
 pytestmark = pytest.mark.unit
@@ -46,3 +46,37 @@ def test_what_cannot_be_installed_is_refused_with_the_reason(text: str | None, e
         requirements([], "env.yml", text)
     assert caught.value.reason == "InvalidSpec"
     assert expected in caught.value.message
+
+
+def test_an_image_makes_container_tasks_and_a_container_enabled_pool() -> None:
+    assert container_settings(None) is None
+    assert container_settings("contoso.azurecr.io/scoring:1") == {
+        "imageName": "contoso.azurecr.io/scoring:1",
+        "workingDirectory": "taskWorkingDirectory",
+    }
+    plain = {"id": "pj-1", "vmSize": "STANDARD_D2S_V3", "virtualMachineConfiguration": {"nodeAgentSKUId": "x"}}
+    pool = container_pool(plain, "contoso.azurecr.io/scoring:1")
+    machine = pool["virtualMachineConfiguration"]
+    assert machine["containerConfiguration"] == {
+        "type": "dockerCompatible",
+        "containerImageNames": ["contoso.azurecr.io/scoring:1"],
+    }
+    assert machine["nodeAgentSKUId"] == "batch.node.ubuntu 22.04"
+    assert machine["imageReference"]["offer"] == "ubuntu-hpc"
+    assert pool["id"] == "pj-1"
+    assert "containerConfiguration" not in plain["virtualMachineConfiguration"], "the input is not changed"
+
+
+@pytest.mark.parametrize(
+    ("containers", "image", "expected"),
+    [
+        (False, None, None),
+        (True, "scoring:1", None),
+        (False, "scoring:1", "has no containerConfiguration"),
+        (True, None, "set task.environment.image"),
+    ],
+)
+def test_a_given_pool_must_match_the_kind_of_tasks(containers: bool, image: str | None, expected: str | None) -> None:
+    machine = {"containerConfiguration": {"type": "dockerCompatible"}} if containers else {}
+    why = pool_mismatch({"id": "scoring", "virtualMachineConfiguration": machine}, image)
+    assert (why is None) if expected is None else (why is not None and expected in why)

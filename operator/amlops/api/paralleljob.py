@@ -85,7 +85,13 @@ class RetrySettings(ApiModel):
 
 
 class Environment(ApiModel):
-    image: str | None = Field(default=None, max_length=URI, description="Seed: environment.image.")
+    image: str | None = Field(
+        default=None,
+        max_length=URI,
+        description="Seed: environment.image. Every mini-batch runs in this container image (it needs python3). "
+        "A pool amlops creates is made container-enabled; a given compute.poolId must already be (Batch runs "
+        "only container tasks on such a pool, and none elsewhere).",
+    )
     conda_file: str | None = Field(
         default=None,
         max_length=SHORT,

@@ -32,7 +32,7 @@ from amlops.azure.clients import AzureClients
 from amlops.external import paralleljob_map as m
 from amlops.external.batchcompute import account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
-from amlops.external.paralleljob_env import requirements
+from amlops.external.paralleljob_env import container_pool, container_settings, pool_mismatch, requirements
 from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate, ordered, read_summary
 from amlops.external.paralleljob_plan import (
     InputItem,
@@ -67,6 +67,7 @@ Mr = Managed[ParallelJobSpec]
 REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
 REASON_UNSUPPORTED_COMPUTE = "UnsupportedCompute"
 REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+REASON_POOL_NOT_FOUND = "PoolNotFound"
 # Nodes fetch inputs, code and the manifest with these; a mini-batch may wait long in the queue.
 SAS_LIFETIME = timedelta(days=7)
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
@@ -239,6 +240,8 @@ class ParallelJobClient:
         )  # fmt: skip
         if mr.spec.is_deterministic and index.hash and await self._reuse(mr, layout, index.hash):
             return None  # an identical job's output is reused: no Batch job, no compute
+        if not owns_pool(mr):
+            await self._check_pool(mr, client)
         await layout.store.write(layout.plan, DRIVER_FILE, driver_source(), "text/x-python")
         if (text := await self._requirements(mr, layout)) is not None:
             await layout.store.write(layout.plan, REQUIREMENTS_FILE, text.encode())
@@ -360,7 +363,18 @@ class ParallelJobClient:
             target_low_priority_nodes=nodes if mr.spec.compute.low_priority else 0,
             task_slots_per_node=mr.spec.max_concurrency_per_instance,
         )
-        return pool_body(pool, mr.owner)
+        image = _image(mr.spec)
+        return container_pool(pool_body(pool, mr.owner), image) if image else pool_body(pool, mr.owner)
+
+    async def _check_pool(self, mr: Mr, client: BatchClient) -> None:
+        """A given pool must exist and run the kind of tasks this job has (containers or not)."""
+        pool = next((p for p in await batch.list_pools(client) if p.get("id") == pool_id(mr)), None)
+        if pool is None:
+            raise TerminalError(
+                REASON_POOL_NOT_FOUND, f"BatchCompute {mr.spec.compute.name} has no pool {pool_id(mr)} (compute.poolId)"
+            )
+        if (why := pool_mismatch(pool, _image(mr.spec))) is not None:
+            raise TerminalError(REASON_INVALID_SPEC, why)
 
     async def _plan_spec(self, mr: Mr, layout: Layout) -> PlanSpec:
         # What else makes two runs the same run (isDeterministic): it only feeds the plan's hash. The code's
@@ -431,6 +445,7 @@ class ParallelJobClient:
         # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
         wall_clock = spec.retry_settings.timeout * 2 + 600
         environment = [{"name": k, "value": v} for k, v in sorted(spec.environment_variables.items())]
+        container = container_settings(_image(spec))
         tasks = []
         for mini_batch in batches:
             manifest = json.dumps(mini_batch.to_json(), separators=(",", ":"))
@@ -441,6 +456,7 @@ class ParallelJobClient:
                 "constraints": {"maxTaskRetryCount": spec.retry_settings.max_retries,
                                 "maxWallClockTime": f"PT{wall_clock}S"},
                 "environmentSettings": [*environment, {"name": MINI_BATCH_VARIABLE, "value": manifest}],
+                **({"containerSettings": container} if container else {}),
             }  # fmt: skip
             if len(manifest) > INLINE_MANIFEST_BYTES:  # too large to travel inside the task: a document of its own
                 name = mini_batch_name(mini_batch.index)
@@ -522,6 +538,10 @@ class ParallelJobClient:
             results=BlobFolder(output.container, results_prefix(output.prefix, jid)),
             code=store.folder(spec.task.code) if spec.task.code else plan.sub("code/"),
         )
+
+
+def _image(spec: ParallelJobSpec) -> str | None:
+    return spec.task.environment.image if spec.task.environment else None
 
 
 def _installs_packages(spec: ParallelJobSpec) -> bool:

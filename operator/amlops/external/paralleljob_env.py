@@ -4,11 +4,16 @@ Batch nodes have no Azure ML image builder: amlops installs pip requirements on 
 the node's mini-batches; see ``runtime/driver.py``). A conda file contributes its ``pip:`` section; ``python``
 and ``pip`` entries name the node's own interpreter and are skipped; any other conda package cannot be
 installed without conda, so it is refused up front with what to do instead.
+
+``image`` runs every mini-batch in that container (Batch ``containerSettings``; the image needs ``python3``).
+Batch pairs the two strictly: a pool with a ``containerConfiguration`` runs only container tasks, a pool
+without one none, so a pool amlops creates gets one when an image is asked for, and a given ``poolId`` must
+match, else the job is refused before any task is added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -18,6 +23,39 @@ from amlops.status import REASON_INVALID_SPEC
 
 # Conda entries that describe the interpreter itself, which on a Batch node is the pool's python3.
 _INTERPRETER = ("python", "pip")
+# A Batch marketplace image with a container runtime, for the pools amlops creates for container jobs.
+CONTAINER_HOST_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
+CONTAINER_HOST_AGENT = "batch.node.ubuntu 22.04"
+
+
+def container_settings(image: str | None) -> dict[str, Any] | None:
+    """A task's ``containerSettings``: the task directory is mounted, so the driver and code are found."""
+    return {"imageName": image, "workingDirectory": "taskWorkingDirectory"} if image else None
+
+
+def container_pool(pool: Mapping[str, Any], image: str) -> dict[str, Any]:
+    """A pool body of amlops' own, made able to run ``image``."""
+    machine = dict(pool.get("virtualMachineConfiguration") or {})
+    machine.update(
+        imageReference=dict(CONTAINER_HOST_IMAGE),
+        nodeAgentSKUId=CONTAINER_HOST_AGENT,
+        containerConfiguration={"type": "dockerCompatible", "containerImageNames": [image]},
+    )
+    return {**pool, "virtualMachineConfiguration": machine}
+
+
+def pool_mismatch(pool: Mapping[str, Any], image: str | None) -> str | None:
+    """Why tasks of this job cannot run on ``pool`` (a given ``poolId``), or None."""
+    containers = bool((pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration"))
+    name = pool.get("id")
+    if image and not containers:
+        return (
+            f"pool {name} has no containerConfiguration, so it cannot run environment.image {image}: use a "
+            "container-enabled pool, or leave compute.poolId out and amlops creates one"
+        )
+    if containers and not image:
+        return f"pool {name} runs tasks only in containers (containerConfiguration): set task.environment.image"
+    return None
 
 
 def requirements(pip: Sequence[str], conda_file: str | None = None, conda_text: str | None = None) -> str | None:
