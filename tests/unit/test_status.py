@@ -13,12 +13,19 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
 
 
-def test_new_conditions_are_appended_with_generation_and_one_event_each() -> None:
-    conditions, events = st.set_conditions([], st.progressing("Creating", "creating cluster"), 3, T0)
-    assert [c["type"] for c in conditions] == ["Reconciling", "Stalled", "Ready"]
+def test_new_conditions_are_appended_with_generation_and_one_event_for_the_pass() -> None:
+    updates = [*st.progressing("Creating", "creating cluster"), st.ConditionUpdate("QuotaSufficient", "True", "Quota")]
+    conditions, events = st.set_conditions([], updates, 3, T0)
+    assert [c["type"] for c in conditions] == ["Reconciling", "Stalled", "Ready", "QuotaSufficient"]
     assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2026-01-01T00:00:00Z" for c in conditions)
-    assert len(events) == 3
-    assert all(e.type == "Normal" for e in events)
+    assert [(e.type, e.reason, e.message) for e in events] == [
+        (
+            "Normal",
+            "Creating",
+            "Reconciling=True: creating cluster; Stalled=False; Ready=False: creating cluster; "
+            "QuotaSufficient=True (Quota)",
+        )
+    ]
 
 
 def test_same_status_keeps_transition_time_and_emits_nothing() -> None:
@@ -38,7 +45,9 @@ def test_status_change_moves_transition_time_and_stalled_true_is_a_warning() -> 
     assert st.is_true(second, "Stalled")
     assert not st.is_true(second, "Ready")
     warnings = [e for e in events if e.type == "Warning"]
-    assert [(e.reason, e.message) for e in warnings] == [("QuotaExceeded", "Stalled=True: needs 32 cores, 8 left")]
+    assert [(e.reason, e.message.split("; ")[0]) for e in warnings] == [
+        ("QuotaExceeded", "Stalled=True: needs 32 cores, 8 left")
+    ]
 
 
 def test_message_change_alone_updates_the_condition_without_an_event() -> None:

@@ -21,6 +21,7 @@ from amlops.reconcile.engine import Timing
 from amlops.settings import Settings
 
 KOPF_PREFIX = f"kopf.{GROUP}"
+WORKER_LIMIT = 64
 
 
 @kopf.on.login()
@@ -74,7 +75,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
+    # kopf runs one worker per object with events pending, unbounded: a thousand objects applied at once were
+    # a thousand passes in flight, each holding its SDK pipeline, responses and a fresh TLS connection (kopf's
+    # own pool is unbounded too). A bound keeps peak memory and connection churn flat; passes are short.
+    settings.queueing.worker_limit = WORKER_LIMIT
 
 
 def run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -16,6 +17,10 @@ from amlops.reconcile.outcome import Outcome
 from amlops.status import REASON_INVALID_SPEC, set_conditions
 
 FINALIZER = f"{GROUP}/finalizer"
+SYNC_TIME = "lastSyncTime"
+SYNC_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# status.lastSyncTime is exact whenever anything else in the status changes, and never older than this.
+SYNC_TIME_REFRESH = timedelta(minutes=5)
 
 
 def object_lock(memo: kopf.Memo) -> asyncio.Lock:
@@ -60,16 +65,34 @@ def apply_outcome(
     patch: kopf.Patch,
     annotations: Mapping[str, str] | None = None,
 ) -> None:
-    """Write the outcome through ``patch.status`` (never a handler's return value: the schema prunes it)."""
+    """Write the outcome through ``patch.status`` (never a handler's return value: the schema prunes it).
+
+    Nothing is written when nothing but ``lastSyncTime`` would change and that is fresher than
+    ``SYNC_TIME_REFRESH``: a pass that learns nothing new costs no apiserver write, and no watch event that
+    every other watcher of the kind would have to process.
+    """
     status: Mapping[str, Any] = body.get("status") or {}
     generation = body.metadata.get("generation")
     conditions, events = set_conditions(status.get("conditions") or [], outcome.conditions, generation)
-    for key, value in outcome.status.items():
-        patch.status[key] = value
-    patch.status["conditions"] = conditions
-    patch.status["observedGeneration"] = generation
+    new = {**outcome.status, "conditions": conditions, "observedGeneration": generation}
     requested = body.metadata.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
     if requested and status.get("lastHandledReconcileAt") != requested:
-        patch.status["lastHandledReconcileAt"] = requested
+        new["lastHandledReconcileAt"] = requested
+    if not events and _only_sync_time_moved(status, new):
+        return
+    for key, value in new.items():
+        patch.status[key] = value
     for record in events:
         kopf.event(body, type=record.type, reason=record.reason, message=record.message)
+
+
+def _only_sync_time_moved(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    if any(current.get(key) != value for key, value in new.items() if key != SYNC_TIME):
+        return False  # a None value removes a field: equal to an absent one
+    if SYNC_TIME not in new:
+        return True
+    try:
+        synced = datetime.strptime(str(current.get(SYNC_TIME)), SYNC_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    return datetime.now(UTC) - synced < SYNC_TIME_REFRESH

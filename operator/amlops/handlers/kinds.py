@@ -1,8 +1,10 @@
 """Handlers for the three kinds: create, update, resume, a timer and delete all call the one engine.
 
-kopf supplies events, retries and the finalizer; the engine decides. A pass that is still converging
-raises ``kopf.TemporaryError`` so kopf calls it again after ``requeue_after``; a Stalled pass returns (the
-timer rechecks slowly, so a fix made outside the cluster is seen). Status goes through ``patch.status``.
+kopf supplies events, retries and the finalizer; the engine decides. A new or resumed object gets one pass;
+while it converges the poll timer looks again (in memory, no progress annotations); an update pass that is
+still converging raises ``kopf.TemporaryError`` so kopf calls it again after ``requeue_after``. A Stalled pass
+returns (the timer rechecks slowly, so a fix made outside the cluster is seen). Status goes through
+``patch.status``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from amlops.status import REASON_WAITING_FOR_AZURE, progressing, stalled
 # Steady resources are looked at once per poll ceiling; the shared workspace poller makes that one list
 # call per workspace, however many resources it holds.
 STEADY_INTERVAL = Settings().poll_ceiling_seconds
+REQUEUE_SECONDS = Settings().requeue_seconds
+# The message of the TemporaryError that asks kopf for another pass.
+REQUEUE = "converging"
 ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
 
 
@@ -75,13 +80,24 @@ def _register(kind: type[CustomResource]) -> None:
         metrics.record(name, body.metadata.namespace or "", body.metadata.name or "", outcome)
         return outcome
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        outcome = await handle(body, patch, memo)
-        if outcome.retry and outcome.requeue_after is not None:
-            raise kopf.TemporaryError("converging", delay=outcome.requeue_after)
+    async def collect(body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> None:
         left = await ttl.collect(body, outcome, memo["objects"]) if kind is ParallelJob else None
         if left is not None and left < STEADY_INTERVAL:  # sooner than the steady timer would look again
             raise kopf.TemporaryError("ttlSecondsAfterFinished", delay=left)
+
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        outcome = await handle(body, patch, memo)
+        if outcome.retry and outcome.requeue_after is not None:
+            raise kopf.TemporaryError(REQUEUE, delay=outcome.requeue_after)
+        await collect(body, outcome, memo)
+
+    async def on_arrival(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        # No TemporaryError here while converging: for a change handler kopf keeps retry progress in
+        # annotations, two more PATCHes per object per retry (a thousand objects created at once spent most
+        # of their apiserver writes on it). The poll timer looks again REQUEUE_SECONDS after the object's last
+        # change instead, and retries in memory.
+        outcome = await handle(body, patch, memo)
+        await collect(body, outcome, memo)
 
     async def on_delete(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         outcome = await handle(body, patch, memo, deleting=True)
@@ -89,10 +105,14 @@ def _register(kind: type[CustomResource]) -> None:
             raise kopf.TemporaryError("deleting", delay=outcome.requeue_after or 5)
         metrics.forget(name, body.metadata.namespace or "", body.metadata.name or "")
 
-    kopf.on.resume(*resource, id="reconcile")(on_change)
-    kopf.on.create(*resource, id="reconcile")(on_change)
+    kopf.on.resume(*resource, id="reconcile")(on_arrival)
+    kopf.on.create(*resource, id="reconcile")(on_arrival)
+    # A spec change is rare and usually means Azure work: it retries at once rather than waiting for the timer,
+    # which may be in the middle of a steady interval.
     kopf.on.update(*resource, id="reconcile")(on_change)
-    kopf.timer(*resource, id="poll", interval=STEADY_INTERVAL, initial_delay=STEADY_INTERVAL, idle=5)(on_change)
+    # Converging: every REQUEUE_SECONDS once the object has been quiet that long (idle keeps it from racing the
+    # change handlers); steady: every STEADY_INTERVAL.
+    kopf.timer(*resource, id="poll", interval=STEADY_INTERVAL, idle=REQUEUE_SECONDS)(on_change)
     kopf.on.delete(*resource, id="finalize")(on_delete)
 
 
