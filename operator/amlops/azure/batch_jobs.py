@@ -60,7 +60,7 @@ async def task_counts(client: BatchClient, job_id: str) -> JSON:
     return dict(result.task_counts.as_dict())
 
 
-async def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[JSON], concurrency: int = 4) -> int:
+async def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[JSON], concurrency: int = 8) -> int:
     """Add ``tasks``: the SDK sends collections of at most 100 (fewer when a body would pass 1 MB),
     ``concurrency`` at a time, and retries server errors; tasks that exist already are skipped (``TaskExists``),
     so adding again after a crash is harmless. Returns how many were submitted."""

@@ -38,6 +38,7 @@ from amlops.reconcile.errors import TerminalError
 
 NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
 READ_CHUNK = 4 << 20  # bytes per ranged read when a whole blob is streamed
+READ_AHEAD = 1 << 20  # bytes read at once while looking for line ends
 UPLOAD_CONCURRENCY = 8
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
@@ -281,14 +282,17 @@ class JsonFolder:
 
 
 class BlobRangeReader:
-    """The planner's ``RangeReader`` port: finds line starts with small ranged reads."""
+    """The planner's ``RangeReader`` port. Planning looks for line ends at increasing offsets of one file after
+    another, so one read-ahead window serves many consecutive look-ups (small mini-batches of a large file
+    would otherwise cost one request each)."""
 
     def __init__(self, store: BlobStore, folder: BlobFolder, probe: int = NEWLINE_PROBE) -> None:
         self.store, self.folder, self.probe = store, folder, probe
+        self._window: tuple[str, int, bytes] = ("", 0, b"")
 
     async def find_newline(self, name: str, offset: int) -> int | None:
         while True:
-            chunk = await self.store.read(self.folder, name, offset, self.probe)
+            chunk = await self._read(name, offset)
             if not chunk:
                 return None
             found = chunk.find(b"\n")
@@ -297,6 +301,15 @@ class BlobRangeReader:
             if len(chunk) < self.probe:
                 return None
             offset += len(chunk)
+
+    async def _read(self, name: str, offset: int) -> bytes:
+        """At least ``probe`` bytes from ``offset`` (fewer only at the end), from the window when it has them."""
+        held, start, data = self._window
+        if held == name and start <= offset and (offset + self.probe <= start + len(data) or len(data) < READ_AHEAD):
+            return data[offset - start : offset - start + self.probe] if offset - start < len(data) else b""
+        data = await self.store.read(self.folder, name, offset, READ_AHEAD) or b""
+        self._window = (name, offset, data)
+        return data[: self.probe]
 
     async def chunks(self, name: str) -> AsyncIterator[bytes]:
         offset = 0

@@ -58,7 +58,9 @@ def ensure_installed(tools_dir: Path = DEFAULT_TOOLS_DIR) -> Path:
 
 
 @contextlib.contextmanager
-def azurite_blob(location: Path, tools_dir: Path = DEFAULT_TOOLS_DIR) -> Iterator[Azurite]:
+def azurite_blob(location: Path, tools_dir: Path = DEFAULT_TOOLS_DIR, *, in_memory: bool = False) -> Iterator[Azurite]:
+    """Azurite's blob service on a free port, keeping blobs under ``location`` (its log is there too), or in
+    memory with ``in_memory`` (for benches: no disk in the measurement)."""
     binary = ensure_installed(tools_dir)
     location.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -66,7 +68,8 @@ def azurite_blob(location: Path, tools_dir: Path = DEFAULT_TOOLS_DIR) -> Iterato
     process = subprocess.Popen(
         [
             str(binary),
-            *("--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location)),
+            *("--blobHost", "127.0.0.1", "--blobPort", str(port)),
+            *(["--inMemoryPersistence"] if in_memory else ["--location", str(location)]),
             *("--skipApiVersionCheck", "--loose", "--silent"),
         ],
         stdin=subprocess.DEVNULL,

@@ -554,12 +554,5 @@ def _now() -> str:
 
 
 def _seconds_since(stamp: Any) -> float | None:
-    if not stamp:
-        return None
-    try:
-        started = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    return max(0.0, (datetime.now(UTC) - started).total_seconds())
+    started = m.parse_time(stamp)
+    return None if started is None else max(0.0, (datetime.now(UTC) - started).total_seconds())

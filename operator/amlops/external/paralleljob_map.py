@@ -309,12 +309,18 @@ def sticky(status: Mapping[str, Any], owner: str) -> Observation | None:
 def ttl_remaining(ttl_seconds: int | None, status: Mapping[str, Any], now: datetime) -> float | None:
     """Seconds until a finished job with ``ttlSecondsAfterFinished`` is deleted (≤ 0: now); None when it is not
     finished or has no TTL. Counted from ``completionTime``, as batch/v1 Job counts from its finish."""
-    if ttl_seconds is None or status.get("phase") not in TERMINAL or not status.get("completionTime"):
+    finished = parse_time(status.get("completionTime"))
+    if ttl_seconds is None or status.get("phase") not in TERMINAL or finished is None:
+        return None
+    return ttl_seconds - (now - finished).total_seconds()
+
+
+def parse_time(stamp: Any) -> datetime | None:
+    """An RFC 3339 time as Kubernetes and Batch write it (``Z`` or an offset; none means UTC), else None."""
+    if not stamp:
         return None
     try:
-        finished = datetime.fromisoformat(str(status["completionTime"]).replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     except ValueError:
         return None
-    if finished.tzinfo is None:
-        finished = finished.replace(tzinfo=UTC)
-    return ttl_seconds - (now - finished).total_seconds()
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
