@@ -1,9 +1,14 @@
 """One shared poller per workspace: a single list call refreshes every compute of the workspace.
 
 Each observe asks for an entry no older than ``max_age`` (short while its resource converges, long when
-steady). Concurrent askers share one refresh (single flight); writes mark the cache dirty so the next ask
-refreshes, but never more often than the floor. With N resources in a steady workspace that is one list
-call per workspace per poll interval instead of N GETs.
+steady). Concurrent askers share one refresh (single flight); a write marks its compute's entry stale, so the
+next ask for that compute refreshes, but never more often than the floor. Other computes keep their entries:
+a thousand computes created at once do not each force a listing on the others. With N resources in a steady
+workspace that is one list call per workspace per poll interval instead of N GETs.
+
+The floor stretches with the workspace: a listing is never repeated sooner than ``LIST_DUTY`` times what the
+last one took, so a workspace of a thousand computes (a listing of twenty pages) is not re-listed every
+second while they converge, which would cost more than it tells.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 
 JSON = dict[str, Any]
 Lister = Callable[[], Awaitable[list[JSON]]]
+# A workspace is listed at most a quarter of the time.
+LIST_DUTY = 4.0
 
 
 class WorkspacePoller:
@@ -24,35 +31,41 @@ class WorkspacePoller:
         self._clock = clock
         self._computes: dict[str, JSON] = {}
         self._fetched_at: float | None = None
-        self._dirty = False
+        self._took = 0.0
+        self._written: dict[str, float] = {}  # compute name → when amlops last wrote it
         self._lock = asyncio.Lock()
         self.refreshes = 0
 
-    def invalidate(self) -> None:
-        self._dirty = True
+    def invalidate(self, name: str) -> None:
+        """amlops just wrote compute ``name``: a listing that started before now does not show it."""
+        self._written[name.lower()] = self._clock()
 
-    def _fresh(self, max_age: float) -> bool:
+    def _fresh(self, name: str, max_age: float) -> bool:
         if self._fetched_at is None:
             return False
         age = self._clock() - self._fetched_at
-        if self._dirty and age >= self._floor:
+        floor = max(self._floor, LIST_DUTY * self._took)
+        if self._written.get(name, -1.0) >= self._fetched_at and age >= floor:
             return False
-        return age <= max(max_age, self._floor)
+        return age <= max(max_age, floor)
 
     async def get(self, name: str, max_age: float) -> tuple[bool, JSON | None]:
         """(whether the workspace listing is known, the compute's body or None when absent from it)."""
-        if not self._fresh(max_age):
+        key = name.lower()
+        if not self._fresh(key, max_age):
             async with self._lock:
-                if not self._fresh(max_age):  # another asker may have refreshed while we waited
+                if not self._fresh(key, max_age):  # another asker may have refreshed while we waited
                     await self._refresh()
-        return True, self._computes.get(name.lower())
+        return True, self._computes.get(key)
 
     async def _refresh(self) -> None:
-        self._dirty = False
         started = self._clock()
         items = await self._lister()
         self._computes = {str(item.get("name", "")).lower(): item for item in items}
         self._fetched_at = started
+        self._took = self._clock() - started
+        # Writes the new listing has seen need no more tracking.
+        self._written = {k: t for k, t in self._written.items() if t >= started}
         self.refreshes += 1
 
 

@@ -192,7 +192,7 @@ class AmlComputeClient:
         password = await self._admin_password(mr)
         body = m.to_arm(mr.spec, owner=mr.owner, location=await self._location(ml, mr), admin_password=password)
         pending = await ml.begin_put_compute(ws, compute_name(mr), body)
-        self._clients.workspace_poller(key, ml, ws).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
@@ -205,14 +205,14 @@ class AmlComputeClient:
         if not patch:
             return None
         pending = await ml.begin_patch_compute(ws, compute_name(mr), patch)
-        self._clients.workspace_poller(key, ml, ws).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
         return pending
 
     async def delete(self, mr: Mr) -> Pending | None:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Delete")
-        self._clients.workspace_poller(key, ml, ws).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
         return pending
 
     async def _admin_password(self, mr: Mr) -> str | None:

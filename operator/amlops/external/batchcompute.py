@@ -118,7 +118,7 @@ class BatchComputeClient:
         pending = await ml.begin_put_compute(
             ws, compute_name(mr), m.attach_body(mr.spec, owner=mr.owner, location=location)
         )
-        self._clients.workspace_poller(key, ml, ws).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
@@ -143,5 +143,5 @@ class BatchComputeClient:
             if m.pool_owner(pool) == mr.owner and str(pool.get("state")) != "deleting":
                 await batch.delete_pool(client, str(pool["id"]))
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Detach")
-        self._clients.workspace_poller(key, ml, ws).invalidate()
+        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
         return pending

@@ -1,0 +1,86 @@
+"""The shared workspace poller: single flight, freshness, the floor and its stretch with slow listings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from amlops.azure.pollers import LIST_DUTY, WorkspacePoller
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Workspace:
+    """A lister over computes that takes ``took`` seconds of the fake clock per listing."""
+
+    def __init__(self, clock: Clock, took: float = 0.0) -> None:
+        self.clock, self.took, self.calls = clock, took, 0
+        self.computes = [{"name": "CPU-1", "properties": {}}]
+
+    async def list(self) -> list[dict[str, object]]:
+        self.calls += 1
+        await asyncio.sleep(0)
+        self.clock.now += self.took
+        return self.computes
+
+
+async def test_concurrent_askers_share_one_listing_and_names_ignore_case() -> None:
+    clock = Clock()
+    workspace = Workspace(clock)
+    poller = WorkspacePoller(workspace.list, floor=1.0, clock=clock)
+
+    answers = await asyncio.gather(*(poller.get("cpu-1", max_age=60) for _ in range(50)))
+
+    assert workspace.calls == 1
+    assert all(known and body is not None for known, body in answers)
+    assert await poller.get("missing", max_age=60) == (True, None)
+
+
+async def test_max_age_and_the_floor_decide_when_to_list_again() -> None:
+    clock = Clock()
+    workspace = Workspace(clock)
+    poller = WorkspacePoller(workspace.list, floor=2.0, clock=clock)
+    await poller.get("cpu-1", max_age=60)
+
+    clock.now += 30
+    await poller.get("cpu-1", max_age=60)
+    assert workspace.calls == 1, "younger than max_age: no listing"
+    await poller.get("cpu-1", max_age=1)
+    assert workspace.calls == 2, "older than a short max_age: listed"
+
+    poller.invalidate("CPU-1")
+    clock.now += 1
+    await poller.get("cpu-1", max_age=0)
+    assert workspace.calls == 2, "a write marks it stale, but never below the floor"
+    clock.now += 1
+    await poller.get("other", max_age=60)
+    assert workspace.calls == 2, "another compute's entry is not stale"
+    await poller.get("cpu-1", max_age=60)
+    assert workspace.calls == 3, "stale and past the floor: listed even for a long max_age"
+    clock.now += 30
+    await poller.get("cpu-1", max_age=60)
+    assert workspace.calls == 3, "the listing saw the write: fresh again"
+
+
+async def test_a_slow_listing_stretches_the_floor() -> None:
+    clock = Clock()
+    workspace = Workspace(clock, took=1.5)  # e.g. twenty pages of a thousand computes
+    poller = WorkspacePoller(workspace.list, floor=1.0, clock=clock)
+    started = clock.now
+    await poller.get("cpu-1", max_age=0)
+
+    clock.now = started + LIST_DUTY * 1.5 - 0.5
+    await poller.get("cpu-1", max_age=0)
+    assert workspace.calls == 1, "listed at most a quarter of the time"
+    clock.now += 1
+    await poller.get("cpu-1", max_age=0)
+    assert workspace.calls == 2
