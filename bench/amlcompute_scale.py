@@ -101,17 +101,23 @@ def _live(url: str) -> bool | None:
         return None
 
 
-def _ready_count(bed: testbed.Testbed, namespace: str) -> int:
+def _progress(bed: testbed.Testbed, namespace: str) -> dict[str, int]:
+    """How many objects amlops has not written a status for yet, are creating in Azure, and are Ready."""
     # One list from the watch cache (resourceVersion=0): cheaper for the apiserver and for this 2-core
     # machine than a kubectl process per look.
     _, body = bed.get(f"/apis/amlops.io/v1alpha1/namespaces/{namespace}/amlcomputes?resourceVersion=0")
     items = json.loads(body or b"{}").get("items", [])
-    return sum(
-        1
-        for item in items
-        for c in (item.get("status") or {}).get("conditions") or []
-        if c.get("type") == "Ready" and c.get("status") == "True"
-    )
+    statuses = [item.get("status") or {} for item in items]
+    return {
+        "unseen": sum(1 for status in statuses if not status),
+        "creating": sum(1 for status in statuses if status.get("provisioningState") == "Creating"),
+        "ready": sum(
+            1
+            for status in statuses
+            for c in status.get("conditions") or []
+            if c.get("type") == "Ready" and c.get("status") == "True"
+        ),
+    }
 
 
 def _control(endpoints: dict[str, Any], method: str, path: str) -> Any:
@@ -177,12 +183,18 @@ def main() -> int:
         started = time.monotonic()
         asyncio.run(_apply_all(bed, "bench", docs))
         applied = time.monotonic() - started
-        testbed.eventually(
-            lambda: _ready_count(bed, "bench") == args.count or None,
-            timeout=args.timeout,
-            interval=1.0,
-            what="all Ready",
-        )
+        # Where the objects are every few seconds: shows which phase the wall time goes to.
+        timeline: list[dict[str, float]] = []
+        while True:
+            elapsed = time.monotonic() - started
+            progress = _progress(bed, "bench")
+            if not timeline or elapsed - timeline[-1]["seconds"] >= 5 or progress["ready"] == args.count:
+                timeline.append({"seconds": round(elapsed, 1), **progress})
+            if progress["ready"] == args.count:
+                break
+            if elapsed > args.timeout:
+                raise TimeoutError(f"not all Ready within {args.timeout} s: {progress}")
+            time.sleep(1.0)
         wall = time.monotonic() - started
         stats = _control(endpoints, "GET", "/stats")
         calls = {name: op["count"] for name, op in stats["operations"].items()}
@@ -201,6 +213,7 @@ def main() -> int:
             "operator_startup_seconds": round(startup, 2),
             "apply_seconds": round(applied, 2),
             "wall_seconds_to_all_ready": round(wall, 2),
+            "timeline": timeline,
             "arm_calls_by_operation": calls,
             "apiserver_requests_amlcomputes": sum(v for k, v in api_requests.items() if k.startswith("amlcomputes")),
             "apiserver_requests_by_verb": api_requests,

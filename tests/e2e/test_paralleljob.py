@@ -204,30 +204,30 @@ class Watcher:
 
 
 def test_files_run_to_complete_with_rows_in_order_and_progress(bed: Bed) -> None:
-    bed.upload("inputs", files(200))
-    bed.job("score", environmentVariables={"DELAY": "0.05"})
+    bed.upload("inputs", files(1000))
+    bed.job("score", environmentVariables={"DELAY": "0.01"})
     watcher = Watcher(bed, "score")
-    obj = bed.wait_phase("score", "Complete", "Failed", timeout=120)
+    obj = bed.wait_phase("score", "Complete", "Failed", timeout=240)
     seen = watcher.stop()
 
     status = obj["status"]
     assert status["phase"] == "Complete", status
-    assert bed.output_rows("score") == [f"f{i:04d}.txt ITEM{i}" for i in range(200)]
+    assert bed.output_rows("score") == [f"f{i:04d}.txt ITEM{i}" for i in range(1000)]
     assert status["miniBatches"] == {
-        "total": 20,
+        "total": 100,
         "pending": 0,
         "running": 0,
-        "succeeded": 20,
+        "succeeded": 100,
         "failed": 0,
         "retried": 0,
     }
-    assert status["items"] == {"processed": 200, "failed": 0}
-    assert status["progress"] == "20/20"
+    assert status["items"] == {"processed": 1000, "failed": 0}
+    assert status["progress"] == "100/100"
     assert status["progressPercentage"] == 100
     assert status["output"].endswith(f"/{bed.container}/out/score/parallel_run_step.txt")
     assert status["startTime"]
     assert status["completionTime"]
-    intermediate = [p for p in seen if p not in ("0/20", "20/20")]
+    intermediate = [p for p in seen if p not in ("0/100", "100/100")]
     assert intermediate, f"no intermediate progress among {seen}"
     assert condition(obj, "Complete")["status"] == "True"
     assert condition(obj, "Ready")["status"] == "True"
