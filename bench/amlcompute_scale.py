@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="amlops-bench-"))
+    succeeded = False
     bed = testbed.start(testbed.ensure_built(), work / "testbed")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -224,6 +226,7 @@ def main() -> int:
             "targets": {"wall_seconds": 30, "steady_list_calls_per_workspace_per_interval": 1, "rss_mb": 300},
         }
         print(json.dumps(result))
+        succeeded = True
         return 0
     finally:
         for proc in reversed(procs):
@@ -235,6 +238,8 @@ def main() -> int:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         bed.stop()
+        if succeeded:  # a failed run keeps its logs (operator, emulator, apiserver) for a look
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
