@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,13 +36,6 @@ WORKSPACE = {
     "resourceGroup": "rg-amlops",
     "name": "ws-amlops",
 }
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 APPLY_CONCURRENCY = 32
@@ -121,16 +112,6 @@ def _progress(bed: testbed.Testbed, namespace: str) -> dict[str, int]:
     }
 
 
-def _control(endpoints: dict[str, Any], method: str, path: str) -> Any:
-    req = urllib.request.Request(endpoints["controlUrl"] + path, method=method)
-    import ssl
-
-    ctx = ssl.create_default_context(cafile=endpoints["caFile"])
-    with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
-        text = r.read()
-        return json.loads(text) if text else None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1000)
@@ -148,7 +129,6 @@ def main() -> int:
         extra = [arg for flag in buckets for arg in (flag, "100000")]
         emulator = testbed.start_emulator(work / "emulator", "--no-batch", *extra, speed=600)
         procs.append(emulator.proc)
-        endpoints = emulator.endpoints
         env = {
             **bed.env(),
             **emulator.operator_env(
@@ -198,15 +178,14 @@ def main() -> int:
                 raise TimeoutError(f"not all Ready within {args.timeout} s: {progress}")
             time.sleep(1.0)
         wall = time.monotonic() - started
-        stats = _control(endpoints, "GET", "/stats")
-        calls = {name: op["count"] for name, op in stats["operations"].items()}
+        calls = emulator.operations()
         api_requests = _delta(_apiserver_requests(bed), api_before)
         # Steady state: ARM reads over two poll intervals once everything is Ready. One list *call* pages
         # through the workspace (the emulator's page size is 50), so pages / pages-per-call = list calls.
-        _control(endpoints, "DELETE", "/stats")
+        emulator.control("DELETE", "/stats")
         window = 2 * args.poll_interval
         time.sleep(window)  # a measurement window, not synchronisation
-        steady = {name: op["count"] for name, op in _control(endpoints, "GET", "/stats")["operations"].items()}
+        steady = emulator.operations()
         pages_per_call = -(-args.count // 50)
         list_calls = steady.get("MachineLearningCompute_ListByWorkspace", 0) / pages_per_call
         result = {
@@ -219,7 +198,7 @@ def main() -> int:
             "arm_calls_by_operation": calls,
             "apiserver_requests_amlcomputes": sum(v for k, v in api_requests.items() if k.startswith("amlcomputes")),
             "apiserver_requests_by_verb": api_requests,
-            "operator_peak_rss_mb": round(_peak_rss_mb(operator.pid), 1),
+            "operator_peak_rss_mb": testbed.peak_rss_mb(operator.pid),
             "steady_window_seconds": window,
             "steady_arm_calls_by_operation": steady,
             "steady_list_calls_per_workspace_per_interval": round(list_calls * args.poll_interval / window, 2),
@@ -230,13 +209,7 @@ def main() -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            testbed.terminate(proc, grace=20)
         bed.stop()
         if succeeded:  # a failed run keeps its logs (operator, emulator, apiserver) for a look
             shutil.rmtree(work, ignore_errors=True)

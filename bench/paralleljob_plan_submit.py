@@ -43,13 +43,6 @@ WORKSPACE = {"subscriptionId": "00000000-0000-0000-0000-000000000001", "resource
              "name": "ws-amlops"}  # fmt: skip
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 ROW_BYTES = len(b"r0000000,1\n")
 
 
@@ -173,11 +166,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 time.sleep(0.5)
             if submitted is None:
                 raise TimeoutError(f"not every task was added within {args.timeout} s; see {work / 'operator.log'}")
-            rss = peak_rss_mib(operator.pid)
+            rss = testbed.peak_rss_mb(operator.pid)
             status = json.loads(bed.kubectl("get", "paralleljob", "big", "-n", NAMESPACE, "-o", "json")).get(
                 "status", {}
             )
-            stats = _emulator_operations(emulator)
+            stats = emulator.operations()
     finally:
         if operator is not None:
             testbed.terminate(operator)
@@ -198,16 +191,6 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "batchCalls": stats,
         "targets": {"planAndSubmitSeconds": 60, "operatorPeakRssMiB": 250},
     }
-
-
-def _emulator_operations(emulator: testbed.EmulatorRun) -> dict[str, int]:
-    import ssl
-    import urllib.request
-
-    context = ssl.create_default_context(cafile=emulator.endpoints["caFile"])
-    with urllib.request.urlopen(emulator.endpoints["controlUrl"] + "/stats", context=context, timeout=30) as r:
-        stats = json.loads(r.read())
-    return {name: op["count"] for name, op in sorted(stats["operations"].items())}
 
 
 def main() -> None:

@@ -141,17 +141,26 @@ class Testbed:
         shutil.rmtree(self.etcd_data, ignore_errors=True)
 
 
-def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process group, wait up to ``grace`` seconds, then SIGKILL it."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 WORKDIR_TAG = "AMLOPS_TESTBED_WORKDIR"
@@ -394,6 +403,18 @@ class EmulatorRun:
             "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{self.endpoints['batchUrl']}/{{account}}",
             **overrides,
         }
+
+    def control(self, method: str, path: str) -> Any:
+        """A call to the emulator's ``/_emulator`` control API (statistics, faults, clock)."""
+        request = urllib.request.Request(self.endpoints["controlUrl"] + path, method=method)
+        context = ssl.create_default_context(cafile=self.endpoints["caFile"])
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            text = response.read()
+            return json.loads(text) if text else None
+
+    def operations(self) -> dict[str, int]:
+        """Calls per operation since the statistics were last reset."""
+        return {name: op["count"] for name, op in self.control("GET", "/stats")["operations"].items()}
 
     def stop(self) -> None:
         terminate(self.proc, grace=15)

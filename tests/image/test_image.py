@@ -9,9 +9,7 @@ are printed and written to ``<test bed cache>/image/build.json``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -183,13 +181,7 @@ def test_operator_from_the_image_takes_an_amlcompute_to_ready(
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
             assert b"amlops_reconcile_total" in response.read()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        testbed.terminate(proc, grace=30)
 
 
 def _healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
