@@ -479,6 +479,7 @@ def test_environment_requirements_are_installed_once_per_node_and_failures_are_c
     conda = {
         "bad-pip.yml": "dependencies:\n  - python=3.11\n  - pip\n  - pip:\n      - no-such-package-amlops==9.9\n",
         "conda-only.yml": "name: scoring\ndependencies:\n  - numpy=2.1\n",
+        "interpreter.yml": "dependencies:\n  - python=3.11\n  - pip\n",  # nothing to install
     }
     bed.upload("code", {"greet.py": textwrap.dedent(GREET).lstrip(), wheel_name: wheel, **conda})
     bed.upload("inputs", files(24))
@@ -491,6 +492,8 @@ def test_environment_requirements_are_installed_once_per_node_and_failures_are_c
     bed.job("env", task=task(pipRequirements=[f"./{wheel_name}"]), environmentVariables=offline, miniBatchSize="2")
     bed.job("bad-pip", task=task(condaFile="bad-pip.yml"), environmentVariables=offline, miniBatchErrorThreshold=0)
     bed.job("conda-only", task=task(condaFile="conda-only.yml"))
+    plain = {"code": bed.uri("code"), "entryScript": "score.py", "appendRowTo": "${{outputs.scores}}"}
+    bed.job("interpreter", task={**plain, "environment": {"condaFile": "interpreter.yml"}})
 
     obj = bed.wait_phase("env", "Complete", "Failed", timeout=180)
     assert obj["status"]["phase"] == "Complete", obj["status"]
@@ -510,6 +513,11 @@ def test_environment_requirements_are_installed_once_per_node_and_failures_are_c
     def stalled() -> dict[str, Any] | None:
         found = condition(bed.get("conda-only"), "Stalled")
         return found if found.get("status") == "True" else None
+
+    # A conda file naming only the interpreter installs nothing, and the job runs as without one.
+    plain_run = bed.wait_phase("interpreter", "Complete", "Failed", timeout=120)
+    assert plain_run["status"]["phase"] == "Complete", plain_run["status"]
+    assert bed.output_rows("interpreter") == [f"f{i:04d}.txt ITEM{i}" for i in range(24)]
 
     refused = testbed.eventually(stalled, timeout=60, what="conda-only Stalled")
     assert refused["reason"] == "InvalidSpec"

@@ -418,19 +418,23 @@ class ParallelJobClient:
 
     async def _tasks(self, mr: Mr, layout: Layout, batches: list[MiniBatch]) -> list[dict[str, Any]]:
         store, spec = layout.store, mr.spec
+        # create() wrote requirements.txt only when the environment asks for a package: the blob is the answer.
+        installs = await store.exists(layout.plan, REQUIREMENTS_FILE)
+        inputs_url = store.folder_sas_url(layout.inputs, SAS_LIFETIME)
+        results_url = store.folder_sas_url(layout.results, SAS_LIFETIME, write=True)
 
         def command(mini_batch: str) -> str:
             return driver_command_line(
                 mini_batch=mini_batch,
-                inputs=store.folder_sas_url(layout.inputs, SAS_LIFETIME),
-                results=store.folder_sas_url(layout.results, SAS_LIFETIME, write=True),
+                inputs=inputs_url,
+                results=results_url,
                 entry_script=spec.task.entry_script,
                 code_dir=code_dir_for_prefix(layout.code.prefix),
                 timeout=spec.retry_settings.timeout,
                 logging_level=spec.logging_level,
                 append_row=spec.task.append_row_to is not None,
                 program_arguments=spec.task.program_arguments,
-                requirements=REQUIREMENTS_FILE if _installs_packages(spec) else None,
+                requirements=REQUIREMENTS_FILE if installs else None,
             )
 
         inline_command, file_command = command(f"env:{MINI_BATCH_VARIABLE}"), command(MANIFEST_FILE)
@@ -439,7 +443,7 @@ class ParallelJobClient:
             {"httpUrl": store.blob_sas_url(layout.plan, DRIVER_FILE, SAS_LIFETIME), "filePath": DRIVER_FILE},
             {"storageContainerUrl": code_url, "blobPrefix": layout.code.prefix, "filePath": "code"},
         ]
-        if _installs_packages(spec):
+        if installs:
             requirements_url = store.blob_sas_url(layout.plan, REQUIREMENTS_FILE, SAS_LIFETIME)
             files.append({"httpUrl": requirements_url, "filePath": REQUIREMENTS_FILE})
         # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
@@ -542,11 +546,6 @@ class ParallelJobClient:
 
 def _image(spec: ParallelJobSpec) -> str | None:
     return spec.task.environment.image if spec.task.environment else None
-
-
-def _installs_packages(spec: ParallelJobSpec) -> bool:
-    environment = spec.task.environment
-    return environment is not None and bool(environment.pip_requirements or environment.conda_file)
 
 
 def _now() -> str:
