@@ -25,9 +25,9 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from amlops.reconcile.errors import TerminalError
 
@@ -306,20 +306,12 @@ async def _hashed(items: Items, digest: PlanHash) -> AsyncIterator[InputItem]:
 
 
 async def _plan_files(items: AsyncIterator[InputItem], limit: int, keys: tuple[str, ...]) -> AsyncIterator[MiniBatch]:
-    index = 0
-    open_batches: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    groups = _Groups[_OpenFiles](limit, _OpenFiles)
     async for item in items:
-        group = partition_values(item.name, keys) if keys else ()
-        files = open_batches.setdefault(group, [])
-        files.append(item.name)
-        if len(files) >= limit:
-            yield MiniBatch(index, "files", tuple(files), partition=group)
-            index += 1
-            del open_batches[group]
-    # The partial mini-batches left over, in a stable order (by key values) so a replay matches.
-    for group in sorted(open_batches):
-        yield MiniBatch(index, "files", tuple(open_batches[group]), partition=group)
-        index += 1
+        if (full := groups.add(partition_values(item.name, keys) if keys else (), item.name)) is not None:
+            yield full
+    for rest in groups.rest():
+        yield rest
 
 
 async def _plan_tabular(items: AsyncIterator[InputItem], limit: int, reader: RangeReader) -> AsyncIterator[MiniBatch]:
@@ -356,8 +348,7 @@ async def _plan_tabular_partitioned(
 ) -> AsyncIterator[MiniBatch]:
     """Group rows by the values of the ``keys`` columns; one open mini-batch per group, yielded once it holds
     ``limit`` bytes of rows, the partial ones at the end in key order (like file partitions)."""
-    index = 0
-    open_batches: dict[tuple[tuple[str, str], ...], _OpenRanges] = {}
+    groups = _Groups[_OpenRanges](limit, _OpenRanges)
     async for item in items:
         file_format = tabular_format(item.name)
         if file_format is None or item.size == 0:
@@ -374,15 +365,67 @@ async def _plan_tabular_partitioned(
             if not line.strip():
                 continue
             group = _row_partition(item.name, line, file_format, columns, keys)
-            batch = open_batches.setdefault(group, _OpenRanges())
-            batch.add(ByteRange(item.name, start, end, file_format, header_end))
-            if batch.size >= limit:
-                yield MiniBatch(index, "tabular", ranges=tuple(batch.ranges), partition=group)
-                index += 1
-                del open_batches[group]
-    for group in sorted(open_batches):
-        yield MiniBatch(index, "tabular", ranges=tuple(open_batches[group].ranges), partition=group)
-        index += 1
+            if (full := groups.add(group, ByteRange(item.name, start, end, file_format, header_end))) is not None:
+                yield full
+    for rest in groups.rest():
+        yield rest
+
+
+Group = tuple[tuple[str, str], ...]
+
+
+class _Open(Protocol):
+    """A mini-batch being filled: ``size`` in the limit's unit (files, or bytes of rows)."""
+
+    size: int
+
+    def add(self, part: Any) -> None: ...
+
+    def mini_batch(self, index: int, group: Group) -> MiniBatch: ...
+
+
+OpenT = TypeVar("OpenT", bound=_Open)
+
+
+class _Groups(Generic[OpenT]):
+    """One open mini-batch per partition group, cut as soon as it reaches ``limit``. The partial ones left at
+    the end come out in key order, so replaying the same listing gives every mini-batch the same index (what
+    resuming a plan relies on). Memory: one open mini-batch per group."""
+
+    def __init__(self, limit: int, fresh: Callable[[], OpenT]) -> None:
+        self._limit, self._fresh = limit, fresh
+        self._open: dict[Group, OpenT] = {}
+        self._index = 0
+
+    def add(self, group: Group, part: Any) -> MiniBatch | None:
+        batch = self._open.setdefault(group, self._fresh())
+        batch.add(part)
+        if batch.size < self._limit:
+            return None
+        del self._open[group]
+        return self._cut(batch, group)
+
+    def rest(self) -> Iterator[MiniBatch]:
+        for group in sorted(self._open):
+            yield self._cut(self._open[group], group)
+        self._open.clear()
+
+    def _cut(self, batch: OpenT, group: Group) -> MiniBatch:
+        self._index += 1
+        return batch.mini_batch(self._index - 1, group)
+
+
+@dataclass
+class _OpenFiles:
+    files: list[str] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, name: str) -> None:
+        self.files.append(name)
+        self.size += 1
+
+    def mini_batch(self, index: int, group: Group) -> MiniBatch:
+        return MiniBatch(index, "files", tuple(self.files), partition=group)
 
 
 @dataclass
@@ -397,6 +440,9 @@ class _OpenRanges:
         else:
             self.ranges.append(row)
         self.size += row.end - row.start
+
+    def mini_batch(self, index: int, group: Group) -> MiniBatch:
+        return MiniBatch(index, "tabular", ranges=tuple(self.ranges), partition=group)
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, int, bytes]]:
