@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     stalled_recheck_seconds: float = 300.0
     lro_polling_interval: float = 0.0
     vm_size_cache_seconds: float = 3600.0
+    # kopf's per-object workers: how many objects are handled at once, and how long an idle worker waits for
+    # its object's next event before giving its slot to another object (handlers/app.py says why).
+    worker_limit: int = Field(default=400, ge=1)
+    worker_idle_seconds: float = Field(default=0.5, gt=0)
     nodes_report_limit: int = 50
     default_credentials_secret: str | None = Field(
         default=None, description="Secret name used when a resource sets no spec.credentials (per namespace)."

@@ -3,12 +3,14 @@ method, the uid-precondition delete, and logging in again after a 401."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
 
 import kopf
 import pytest
+from aiohttp import web
 
 from amlops import testbed
 from amlops.handlers.kube_api import KubeApi, KubeApiError
@@ -127,3 +129,51 @@ async def test_a_401_logs_in_again_once(k8s: testbed.Testbed, namespace: str) ->
         assert raised.value.status == 401
     finally:
         await denied.close()
+
+
+async def test_patch_status_merges_into_the_status_subresource(k8s: testbed.Testbed, namespace: str) -> None:
+    _apply(k8s, namespace, COMPUTE)
+    api = KubeApi(lambda: _info(k8s))
+    try:
+        stored = await api.patch_status("amlcomputes", namespace, "cpu", {"provisioningState": "Creating"})
+        assert stored == {"provisioningState": "Creating"}
+        # A None removes the field (merge patch); fields not named stay.
+        stored = await api.patch_status(
+            "amlcomputes", namespace, "cpu", {"provisioningState": None, "allocationState": "Steady"}
+        )
+        assert stored == {"allocationState": "Steady"}
+        stored = await api.patch_status("amlcomputes", namespace, "cpu", {"currentNodeCount": 2})
+        assert stored == {"allocationState": "Steady", "currentNodeCount": 2}
+        got = await api.get("amlcomputes", namespace, "cpu")
+        assert got is not None
+        assert got["status"] == stored
+        assert got["spec"]["vmSize"] == "STANDARD_D1_V2"
+        assert await api.patch_status("amlcomputes", namespace, "absent", {"allocationState": "x"}) is None
+    finally:
+        await api.close()
+
+
+async def test_a_429_is_retried_after_the_retry_after_it_names(unused_tcp_port: int) -> None:
+    # The real apiserver throttles only under load (API priority and fairness) or while its storage initialises,
+    # neither on cue: a local HTTP server answers 429 twice, then the Secret.
+    calls: list[float] = []
+
+    async def secret(request: web.Request) -> web.Response:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) <= 2:
+            return web.json_response({"kind": "Status", "code": 429}, status=429, headers={"Retry-After": "0.2"})
+        return web.json_response({"data": {"k": base64.b64encode(b"v").decode()}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/ns/secrets/s", secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    api = KubeApi(lambda: kopf.ConnectionInfo(server=f"http://127.0.0.1:{unused_tcp_port}", token="t"))
+    try:
+        assert await api.read("ns", "s") == {"k": "v"}
+        assert len(calls) == 3
+        assert calls[2] - calls[0] >= 0.4  # the server's Retry-After, twice
+    finally:
+        await api.close()
+        await runner.cleanup()

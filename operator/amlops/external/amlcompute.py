@@ -137,7 +137,11 @@ class AmlComputeClient:
 
         failure = m.failure(body)
         transitional = m.is_transitional(body)
-        if pending is not None and not transitional:
+        if pending is not None and not transitional and pending.operation == "create":
+            # A finished create shows its outcome in the compute itself (Succeeded, or Failed with
+            # provisioningErrors): no need to read the operation.
+            pending = None
+        elif pending is not None and not transitional:
             # Azure's GET says the operation has finished: one look at the operation itself catches what only
             # it reports (a failed update); while Azure still converges the GET alone is enough.
             state = await ml.operation_state(ws, name, pending)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import kopf
 from pydantic import ValidationError
@@ -14,7 +15,7 @@ from amlops.api.kind import GROUP, CustomResource
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.managed import RECONCILE_REQUESTED_ANNOTATION, Managed
 from amlops.reconcile.outcome import Outcome
-from amlops.status import REASON_INVALID_SPEC, set_conditions
+from amlops.status import REASON_INVALID_SPEC, EventRecord, set_conditions
 
 FINALIZER = f"{GROUP}/finalizer"
 SYNC_TIME = "lastSyncTime"
@@ -58,32 +59,79 @@ def managed_from(kind: type[CustomResource], body: kopf.Body, *, deleting: bool)
     )
 
 
-def apply_outcome(
-    outcome: Outcome,
-    *,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    annotations: Mapping[str, str] | None = None,
+class StatusWriter(Protocol):
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
+
+
+async def write_outcome(
+    outcome: Outcome, *, plural: str, body: kopf.Body, memo: kopf.Memo, writer: StatusWriter
 ) -> None:
-    """Write the outcome through ``patch.status`` (never a handler's return value: the schema prunes it).
+    """Write the outcome to the status subresource, then post its Events.
 
     Nothing is written when nothing but ``lastSyncTime`` would change and that is fresher than
     ``SYNC_TIME_REFRESH``: a pass that learns nothing new costs no apiserver write, and no watch event that
     every other watcher of the kind would have to process.
+
+    The write happens here, under the per-object lock, not through kopf's ``patch`` (which kopf sends after
+    the handler returns): the next pass would otherwise start before it, and its write could reach the
+    apiserver first and then be overwritten with the older status (seen at a thousand objects: Ready, then
+    Creating again). Watch events trail the writes, so the next pass may still hold an older body; the
+    per-object ``memo`` keeps what was written (``StatusHistory``) so the same transition is not written and
+    announced twice.
     """
-    status: Mapping[str, Any] = body.get("status") or {}
-    generation = body.metadata.get("generation")
-    conditions, events = set_conditions(status.get("conditions") or [], outcome.conditions, generation)
-    new = {**outcome.status, "conditions": conditions, "observedGeneration": generation}
+    history: StatusHistory | None = memo.get(STATUS_HISTORY)
+    current: Mapping[str, Any] = body.get("status") or {}
+    status = history.known(current) if history else current
     requested = body.metadata.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
-    if requested and status.get("lastHandledReconcileAt") != requested:
-        new["lastHandledReconcileAt"] = requested
-    if not events and _only_sync_time_moved(status, new):
+    new, events = next_status(outcome, status, body.metadata.get("generation"), requested)
+    if new is None:
         return
-    for key, value in new.items():
-        patch.status[key] = value
+    meta = body.metadata
+    stored = await writer.patch_status(plural, meta.namespace or "", meta.name or "", new)
+    if stored is None:
+        return  # the object is gone
+    memo[STATUS_HISTORY] = (history or StatusHistory()).wrote(replaced=current, written=stored)
     for record in events:
         kopf.event(body, type=record.type, reason=record.reason, message=record.message)
+
+
+def next_status(
+    outcome: Outcome, status: Mapping[str, Any], generation: int | None, reconcile_requested: str | None
+) -> tuple[dict[str, Any] | None, list[EventRecord]]:
+    """The status fields to write after ``outcome`` (None: nothing worth a write) and the Events to post."""
+    conditions, events = set_conditions(status.get("conditions") or [], outcome.conditions, generation)
+    new = {**outcome.status, "conditions": conditions, "observedGeneration": generation}
+    if reconcile_requested and status.get("lastHandledReconcileAt") != reconcile_requested:
+        new["lastHandledReconcileAt"] = reconcile_requested
+    if not events and _only_sync_time_moved(status, new):
+        return None, []
+    return new, events
+
+
+STATUS_HISTORY = "status_history"  # per-object memo key
+
+
+@dataclass(frozen=True)
+class StatusHistory:
+    """The status amlops last wrote, and the statuses its writes replaced (the few most recent)."""
+
+    written: Mapping[str, Any] | None = None
+    superseded: tuple[Mapping[str, Any], ...] = ()
+    KEEP: ClassVar[int] = 4
+
+    def known(self, current: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The object's status: ``current`` (a body's), unless that is one amlops has since replaced — the body
+        predates a write — in which case the last one written. (A status carries its lastSyncTime, so an
+        older one is never mistaken for a later write of the same.)"""
+        if self.written is not None and any(current == old for old in self.superseded):
+            return self.written
+        return current
+
+    def wrote(self, *, replaced: Mapping[str, Any], written: Mapping[str, Any]) -> StatusHistory:
+        older = (replaced, *(() if self.written is None else (self.written,)), *self.superseded)
+        return StatusHistory(written=written, superseded=older[: self.KEEP])
 
 
 def _only_sync_time_moved(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -3,8 +3,8 @@
 kopf supplies events, retries and the finalizer; the engine decides. A new or resumed object gets one pass;
 while it converges the poll timer looks again (in memory, no progress annotations); an update pass that is
 still converging raises ``kopf.TemporaryError`` so kopf calls it again after ``requeue_after``. A Stalled pass
-returns (the timer rechecks slowly, so a fix made outside the cluster is seen). Status goes through
-``patch.status``.
+returns (the timer rechecks slowly, so a fix made outside the cluster is seen). Each pass writes its status
+under the object's lock (``bridge.write_outcome``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from amlops import metrics
 from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.handlers import ttl
-from amlops.handlers.bridge import apply_outcome, managed_from, object_lock
+from amlops.handlers.bridge import FINALIZER, managed_from, object_lock, write_outcome
 from amlops.reconcile.engine import Timing, reconcile
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
@@ -70,11 +70,11 @@ def _register(kind: type[CustomResource]) -> None:
     resource = (GROUP, VERSION, kind.plural())
     name = kind.kind()
 
-    async def handle(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, deleting: bool = False) -> Outcome:
+    async def handle(body: kopf.Body, memo: kopf.Memo, deleting: bool = False) -> Outcome:
         async with object_lock(memo):
             with metrics.RECONCILE_DURATION.labels(name).time():
                 outcome = await reconcile_kind(body, memo, deleting)
-            apply_outcome(outcome, body=body, patch=patch)
+            await write_outcome(outcome, plural=kind.plural(), body=body, memo=memo, writer=memo["kube"])
         result = "stalled" if outcome.terminal else "retry" if outcome.retry else "ok"
         metrics.RECONCILE_TOTAL.labels(name, result).inc()
         metrics.record(name, body.metadata.namespace or "", body.metadata.name or "", outcome)
@@ -85,25 +85,34 @@ def _register(kind: type[CustomResource]) -> None:
         if left is not None and left < STEADY_INTERVAL:  # sooner than the steady timer would look again
             raise kopf.TemporaryError("ttlSecondsAfterFinished", delay=left)
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        outcome = await handle(body, patch, memo)
+    async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        outcome = await handle(body, memo)
         if outcome.retry and outcome.requeue_after is not None:
             raise kopf.TemporaryError(REQUEUE, delay=outcome.requeue_after)
         await collect(body, outcome, memo)
 
-    async def on_arrival(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    async def on_arrival(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # No TemporaryError here while converging: for a change handler kopf keeps retry progress in
         # annotations, two more PATCHes per object per retry (a thousand objects created at once spent most
         # of their apiserver writes on it). The poll timer looks again REQUEUE_SECONDS after the object's last
         # change instead, and retries in memory.
-        outcome = await handle(body, patch, memo)
+        outcome = await handle(body, memo)
         await collect(body, outcome, memo)
 
-    async def on_delete(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        outcome = await handle(body, patch, memo, deleting=True)
+    async def on_poll(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if FINALIZER not in (body.metadata.get("finalizers") or []):
+            # kopf adds the finalizer first and then runs the create/resume handler, which makes the first
+            # pass. A timer can fire before that (its idle clock starts at the object's creation, and the
+            # finalizer PATCH may still be queued): a pass now would only observe and say "waiting".
+            return
+        await on_change(body, memo)
+
+    async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        outcome = await handle(body, memo, deleting=True)
         if not outcome.release_finalizer:
             raise kopf.TemporaryError("deleting", delay=outcome.requeue_after or 5)
         metrics.forget(name, body.metadata.namespace or "", body.metadata.name or "")
+        memo["diffbase"].forget(body.metadata.uid or "")
 
     kopf.on.resume(*resource, id="reconcile")(on_arrival)
     kopf.on.create(*resource, id="reconcile")(on_arrival)
@@ -112,7 +121,7 @@ def _register(kind: type[CustomResource]) -> None:
     kopf.on.update(*resource, id="reconcile")(on_change)
     # Converging: every REQUEUE_SECONDS once the object has been quiet that long (idle keeps it from racing the
     # change handlers); steady: every STEADY_INTERVAL.
-    kopf.timer(*resource, id="poll", interval=STEADY_INTERVAL, idle=REQUEUE_SECONDS)(on_change)
+    kopf.timer(*resource, id="poll", interval=STEADY_INTERVAL, idle=REQUEUE_SECONDS)(on_poll)
     kopf.on.delete(*resource, id="finalize")(on_delete)
 
 

@@ -8,6 +8,7 @@ of image for four GETs and one DELETE. A 401 (a rotated service-account token) l
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Callable
@@ -19,6 +20,15 @@ import kopf
 from amlops.api.kind import GROUP, VERSION
 
 Login = Callable[[], kopf.ConnectionInfo | None]
+THROTTLE_RETRIES = 5
+MAX_RETRY_AFTER = 10.0
+
+
+def _retry_after(header: str | None) -> float:
+    try:
+        return min(MAX_RETRY_AFTER, max(0.1, float(header or 1)))
+    except ValueError:
+        return 1.0
 
 
 def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
@@ -33,7 +43,8 @@ class KubeApiError(Exception):
 
 
 class KubeApi:
-    """Implements ``SecretReader``, ``ObjectReader``, ``ConfigMapReader`` and ``ObjectWriter``."""
+    """Implements ``SecretReader``, ``ObjectReader``, ``ConfigMapReader`` and ``ObjectWriter``, and writes the
+    status subresource for the handlers (``bridge.write_outcome``)."""
 
     def __init__(self, login: Login, timeout: float = 60.0) -> None:
         self._login = login
@@ -54,21 +65,32 @@ class KubeApi:
         )
         return self._session
 
-    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """(status, parsed JSON body); 404 and 409 are returned for the caller to judge, others raise."""
-        for attempt in (1, 2):
+    async def _request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
+        """(status, parsed JSON body); 404 and 409 are returned for the caller to judge, others raise.
+
+        A 401 (credentials rotated) logs in again once. A 429 (API priority and fairness, or an apiserver whose
+        storage is still initialising) is retried after the Retry-After the apiserver names, a few times.
+        """
+        relogged, throttled = False, 0
+        while True:
             session = self._session or self._connect()
             data = json.dumps(body) if body is not None else None
-            headers = {"Content-Type": "application/json"} if data is not None else None
+            headers = {"Content-Type": content_type} if data is not None else None
             async with session.request(method, self._server + path, data=data, headers=headers) as response:
                 text = await response.text()
-                if response.status == 401 and attempt == 1:
+                if response.status == 401 and not relogged:
+                    relogged = True
                     await self.close()  # credentials rotated: log in again and retry once
+                    continue
+                if response.status == 429 and throttled < THROTTLE_RETRIES:
+                    throttled += 1
+                    await asyncio.sleep(_retry_after(response.headers.get("Retry-After")))
                     continue
                 if response.status >= 400 and response.status not in (404, 409):
                     raise KubeApiError(method, path, response.status, text)
                 return response.status, json.loads(text) if text else None
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         if self._session is not None:
@@ -105,6 +127,15 @@ class KubeApi:
         # 404: already gone; 409: the uid precondition failed, a newer object of that name is not ours to delete.
         options = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         await self._request("DELETE", _custom(plural, namespace, name), options)
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge ``status`` into the object's status subresource (a None value removes a field); the status as
+        stored, or None when the object is gone."""
+        path = _custom(plural, namespace, name) + "/status"
+        code, obj = await self._request("PATCH", path, {"status": status}, "application/merge-patch+json")
+        return None if code == 404 else dict(obj.get("status") or {})
 
 
 def _custom(plural: str, namespace: str, name: str | None = None) -> str:
