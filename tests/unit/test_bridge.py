@@ -4,6 +4,7 @@ kopf's diff base kept in memory (ProcessDiffBaseStorage)."""
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import kopf
 import pytest
 
 from amlops import status as st
+from amlops.handlers.app import RoutineObjectLogs
 from amlops.handlers.bridge import SYNC_TIME_FORMAT, StatusHistory, next_status
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.reconcile.outcome import Outcome
@@ -153,3 +155,24 @@ def test_the_essence_is_what_kopf_builds_without_copying_the_whole_body() -> Non
         "metadata": {"labels": {"team": "ml"}, "annotations": {"amlops.io/paused": "true"}},
         "spec": {"vmSize": "STANDARD_D1_V2", "scaleSettings": {"maxNodeCount": 2}},
     }
+
+
+@pytest.mark.parametrize(
+    ("message", "level", "kept_quiet", "kept_verbose"),
+    [
+        ("Handler 'reconcile' succeeded.", logging.INFO, False, True),
+        ("Timer 'poll' succeeded.", logging.INFO, False, True),
+        ("Creation is processed: 1 succeeded; 0 failed.", logging.INFO, False, True),
+        ("Timer 'poll' failed temporarily: waiting for kopf to add the finalizer", logging.ERROR, False, True),
+        ("Handler 'reconcile' failed temporarily: converging", logging.ERROR, False, True),
+        ("Handler 'finalize' failed temporarily: deleting", logging.ERROR, False, True),
+        ("Handler 'reconcile' failed with an exception. Will retry.", logging.ERROR, True, True),
+        ("Timer 'poll' failed temporarily: ConnectionResetError", logging.ERROR, True, True),
+    ],
+)
+def test_routine_object_logs_go_to_debug(message: str, level: int, kept_quiet: bool, kept_verbose: bool) -> None:
+    for verbose, kept in ((False, kept_quiet), (True, kept_verbose)):
+        record = logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+        assert RoutineObjectLogs(verbose=verbose).filter(record) is kept
+        routine = not kept_quiet
+        assert record.levelno == (logging.DEBUG if routine else level)

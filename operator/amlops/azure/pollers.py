@@ -21,7 +21,7 @@ from typing import Any
 JSON = dict[str, Any]
 Lister = Callable[[], Awaitable[list[JSON]]]
 # A workspace is listed at most a quarter of the time.
-LIST_DUTY = 4.0
+LIST_DUTY = 2.0
 
 
 class WorkspacePoller:

@@ -122,11 +122,16 @@ class AmlComputeClient:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         name = compute_name(mr)
-        poller = self._clients.workspace_poller(key, ml, ws)
-        _, body = await poller.get(name, self._poller_max_age(mr))
-        if body is None:
-            # The listing may be a poll interval old: confirm with a GET before anything is created.
+        if _never_observed(mr.status):
+            # A new object: its compute is most likely absent, and absence is confirmed with a GET before
+            # anything is created anyway. Asking the poller first would only wait for a listing (twenty pages
+            # for a thousand computes, while every other new object waits for the same one).
             body = await ml.get_compute(ws, name)
+        else:
+            _, body = await self._clients.workspace_poller(key, ml, ws).get(name, self._poller_max_age(mr))
+            if body is None:
+                # The listing may be a poll interval old: confirm with a GET before anything is created.
+                body = await ml.get_compute(ws, name)
         location = (body or {}).get("location") or await self._location(ml, mr)
         quota, quota_condition = await self._preflight(ml, mr, location)
         conditions = (quota_condition,) if quota_condition else ()
@@ -228,6 +233,11 @@ class AmlComputeClient:
         if data is None or ref.key not in data:
             raise TerminalError(REASON_SECRET_MISSING, f"Secret {mr.namespace}/{ref.name} has no key {ref.key!r}")
         return data[ref.key]
+
+
+def _never_observed(status: Any) -> bool:
+    """No pass has seen this object's compute in Azure, nor created it."""
+    return not (status.get("resourceId") or status.get("provisioningState") or status.get("pendingOperation"))
 
 
 def _pending_from(status: Any) -> Pending | None:

@@ -17,7 +17,7 @@ from amlops.azure.clients import AzureClients
 from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
 from amlops.external.paralleljob import ParallelJobClient
-from amlops.handlers.bridge import FINALIZER
+from amlops.handlers.bridge import DELETING, FINALIZER, REQUEUE, WAITING_FOR_FINALIZER
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.handlers.kube_api import KubeApi, connection_info
 from amlops.reconcile.engine import Timing
@@ -110,6 +110,29 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.queueing.idle_timeout = own.worker_idle_seconds
 
 
+class RoutineObjectLogs(logging.Filter):
+    """kopf's per-object lines for routine outcomes, at DEBUG: "Handler 'reconcile' succeeded.", "Timer 'poll'
+    succeeded.", and the ERROR kopf logs for every ``kopf.TemporaryError``, which amlops raises only to be
+    called again (converging, deleting, waiting for the finalizer). At a thousand objects those were most of
+    the log, and an ERROR for every object being created. Failures and our own messages are untouched; the
+    Events, conditions and metrics say what happened."""
+
+    ROUTINE = (" succeeded.", " is processed: ")
+    SCHEDULING = tuple(f" failed temporarily: {reason}" for reason in (REQUEUE, WAITING_FOR_FINALIZER, DELETING))
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self._verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        routine = any(part in message for part in self.ROUTINE) and record.levelno <= logging.INFO
+        if not routine and not any(message.endswith(part) for part in self.SCHEDULING):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self._verbose
+
+
 def run(
     *,
     namespaces: Sequence[str] = (),
@@ -130,6 +153,7 @@ def run(
     # azure-core logs every request and its headers at INFO: at scale that is most of the log, and most of
     # the time spent logging. Our own accounting (metrics) already counts every call.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(RoutineObjectLogs(verbose=verbose))
     if metrics_port:
         metrics.serve(metrics_port)
     global _watch_streams

@@ -18,6 +18,10 @@ from amlops.reconcile.outcome import Outcome
 from amlops.status import REASON_INVALID_SPEC, EventRecord, set_conditions
 
 FINALIZER = f"{GROUP}/finalizer"
+# The messages of the kopf.TemporaryErrors that only ask kopf to call a handler again.
+REQUEUE = "converging"
+WAITING_FOR_FINALIZER = "waiting for kopf to add the finalizer"
+DELETING = "deleting"
 SYNC_TIME = "lastSyncTime"
 SYNC_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # status.lastSyncTime is exact whenever anything else in the status changes, and never older than this.
@@ -37,8 +41,11 @@ def object_lock(memo: kopf.Memo) -> asyncio.Lock:
     return lock
 
 
-def managed_from(kind: type[CustomResource], body: kopf.Body, *, deleting: bool) -> Managed[Any]:
-    """The engine's view of the object; the spec is parsed with the kind's typed model."""
+def managed_from(
+    kind: type[CustomResource], body: kopf.Body, *, deleting: bool, memo: kopf.Memo | None = None
+) -> Managed[Any]:
+    """The engine's view of the object; the spec is parsed with the kind's typed model. The status is the one
+    last written (``known_status``), which the body may not show yet."""
     try:
         spec = kind.spec_model.model_validate(dict(body.spec))
     except ValidationError as e:
@@ -52,7 +59,7 @@ def managed_from(kind: type[CustomResource], body: kopf.Body, *, deleting: bool)
         uid=meta.uid or "",
         generation=int(meta.get("generation") or 0),
         spec=spec,
-        status=dict(body.get("status") or {}),
+        status=dict(known_status(body, memo)),
         annotations=dict(meta.annotations),
         deleting=deleting,
         has_finalizer=FINALIZER in (meta.get("finalizers") or []),
@@ -83,7 +90,7 @@ async def write_outcome(
     """
     history: StatusHistory | None = memo.get(STATUS_HISTORY)
     current: Mapping[str, Any] = body.get("status") or {}
-    status = history.known(current) if history else current
+    status = known_status(body, memo)
     requested = body.metadata.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
     new, events = next_status(outcome, status, body.metadata.get("generation"), requested)
     if new is None:
@@ -111,6 +118,13 @@ def next_status(
 
 
 STATUS_HISTORY = "status_history"  # per-object memo key
+
+
+def known_status(body: kopf.Body, memo: kopf.Memo | None) -> Mapping[str, Any]:
+    """The object's status as amlops last wrote it, when the body predates that write."""
+    current: Mapping[str, Any] = body.get("status") or {}
+    history: StatusHistory | None = memo.get(STATUS_HISTORY) if memo is not None else None
+    return history.known(current) if history else current
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,15 @@ from amlops import metrics
 from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.handlers import ttl
-from amlops.handlers.bridge import FINALIZER, managed_from, object_lock, write_outcome
+from amlops.handlers.bridge import (
+    DELETING,
+    FINALIZER,
+    REQUEUE,
+    WAITING_FOR_FINALIZER,
+    managed_from,
+    object_lock,
+    write_outcome,
+)
 from amlops.reconcile.engine import Timing, reconcile
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
@@ -30,8 +38,6 @@ from amlops.status import REASON_WAITING_FOR_AZURE, progressing, stalled
 # call per workspace, however many resources it holds.
 STEADY_INTERVAL = Settings().poll_ceiling_seconds
 REQUEUE_SECONDS = Settings().requeue_seconds
-# The message of the TemporaryError that asks kopf for another pass.
-REQUEUE = "converging"
 ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
 
 
@@ -49,7 +55,7 @@ def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[...,
     async def run(body: kopf.Body, memo: kopf.Memo, deleting: bool) -> Outcome:
         timing: Timing = memo["timing"]
         try:
-            mr = managed_from(kind, body, deleting=deleting)
+            mr = managed_from(kind, body, deleting=deleting, memo=memo)
         except TerminalError as e:
             return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=timing.stalled, terminal=True)
         return await reconcile(mr, factory(memo), timing)
@@ -103,14 +109,15 @@ def _register(kind: type[CustomResource]) -> None:
         if FINALIZER not in (body.metadata.get("finalizers") or []):
             # kopf adds the finalizer first and then runs the create/resume handler, which makes the first
             # pass. A timer can fire before that (its idle clock starts at the object's creation, and the
-            # finalizer PATCH may still be queued): a pass now would only observe and say "waiting".
-            return
+            # finalizer PATCH may still be queued): a pass now would only observe and say "waiting". Look
+            # again soon rather than after a whole steady interval: the timer follows the first pass up.
+            raise kopf.TemporaryError(WAITING_FOR_FINALIZER, delay=REQUEUE_SECONDS)
         await on_change(body, memo)
 
     async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         outcome = await handle(body, memo, deleting=True)
         if not outcome.release_finalizer:
-            raise kopf.TemporaryError("deleting", delay=outcome.requeue_after or 5)
+            raise kopf.TemporaryError(DELETING, delay=outcome.requeue_after or 5)
         metrics.forget(name, body.metadata.namespace or "", body.metadata.name or "")
         memo["diffbase"].forget(body.metadata.uid or "")
 

@@ -389,36 +389,42 @@ class ArmState:
     def workspace_limit(self, ws_id: str, family: catalogue.VmFamily) -> int:
         return self.quotas.by_workspace.get((ws_id.lower(), family.name), self.family_limit(family))
 
-    def _cores(self, records: list[ComputeRecord], *, low_priority: bool, family: str | None = None) -> int:
-        total = 0
-        for r in records:
-            if r.cluster is None or r.aml is None or r.aml.low_priority != low_priority:
-                continue
-            if family is None or r.aml.vm_size.family == family:
-                total += r.cluster.cores_in_use()
-        return total
-
     def _available_cores(self, ws: Workspace, record: ComputeRecord) -> int:
+        """vCPUs ``record`` may still use: the tightest of the subscription's low-priority or dedicated total,
+        the VM family's limit and the workspace's limit, less what the other clusters hold.
+
+        One pass over the location's clusters, counting only those holding nodes: this runs for every create
+        (and every cluster's advance), so a workspace of a thousand computes must not cost a thousand x three.
+        """
         assert record.aml is not None
-        others = [r for r in self._records_for_quota(ws.subscription, record.location) if r is not record]
-        if record.aml.low_priority:
-            return self.settings.total_low_priority_cores - self._cores(others, low_priority=True)
-        family = catalogue.find_family(record.aml.vm_size.family)
-        assert family is not None
-        in_ws = [r for r in others if r.arm_id.lower().startswith(ws.arm_id.lower() + "/")]
+        low_priority = record.aml.low_priority
+        family = None if low_priority else catalogue.find_family(record.aml.vm_size.family)
+        assert low_priority or family is not None
+        ws_prefix = ws.arm_id.lower() + "/"
+        in_tier = in_family = in_workspace = 0
+        for r in self._records_for_quota(ws.subscription, record.location):
+            if r is record or r.cluster is None or r.aml is None or r.aml.low_priority != low_priority:
+                continue
+            used = r.cluster.cores_in_use()
+            if not used:
+                continue
+            in_tier += used
+            if family is not None and r.aml.vm_size.family == family.name:
+                in_family += used
+                if r.arm_id.lower().startswith(ws_prefix):
+                    in_workspace += used
+        if family is None:
+            return self.settings.total_low_priority_cores - in_tier
         return min(
-            self.settings.total_dedicated_cores - self._cores(others, low_priority=False),
-            self.family_limit(family) - self._cores(others, low_priority=False, family=family.name),
-            self.workspace_limit(ws.arm_id, family) - self._cores(in_ws, low_priority=False, family=family.name),
+            self.settings.total_dedicated_cores - in_tier,
+            self.family_limit(family) - in_family,
+            self.workspace_limit(ws.arm_id, family) - in_workspace,
         )
 
     def _records_for_quota(self, subscription: str, location: str) -> list[ComputeRecord]:
         # No settling here: this runs inside a cluster's own advance(), and must not recurse into clusters.
-        return [
-            r
-            for k, r in self.computes.items()
-            if k[0] == subscription.lower() and r.location.lower() == location.lower()
-        ]
+        subscription, location = subscription.lower(), location.lower()
+        return [r for k, r in self.computes.items() if k[0] == subscription and r.location.lower() == location]
 
     def _capacity_for(self, ws: Workspace, record: ComputeRecord) -> Callable[[Cluster], int]:
         def capacity(cluster: Cluster) -> int:
