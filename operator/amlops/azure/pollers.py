@@ -20,7 +20,8 @@ from typing import Any
 
 JSON = dict[str, Any]
 Lister = Callable[[], Awaitable[list[JSON]]]
-# A workspace is listed at most a quarter of the time.
+# A workspace is listed at most half the time: more often and the listing itself is most of the work; less
+# often (a quarter was tried) and a thousand computes converging at once waited seconds for their news.
 LIST_DUTY = 2.0
 
 
