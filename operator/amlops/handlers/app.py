@@ -17,7 +17,7 @@ from amlops.azure.clients import AzureClients
 from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
 from amlops.external.paralleljob import ParallelJobClient
-from amlops.handlers.bridge import DELETING, FINALIZER, REQUEUE, WAITING_FOR_FINALIZER
+from amlops.handlers.bridge import DELETING, FINALIZER, REQUEUE, TTL_PENDING, WAITING_FOR_FINALIZER
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.handlers.kube_api import KubeApi, connection_info
 from amlops.reconcile.engine import Timing
@@ -113,12 +113,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 class RoutineObjectLogs(logging.Filter):
     """kopf's per-object lines for routine outcomes, at DEBUG: "Handler 'reconcile' succeeded.", "Timer 'poll'
     succeeded.", and the ERROR kopf logs for every ``kopf.TemporaryError``, which amlops raises only to be
-    called again (converging, deleting, waiting for the finalizer). At a thousand objects those were most of
-    the log, and an ERROR for every object being created. Failures and our own messages are untouched; the
-    Events, conditions and metrics say what happened."""
+    called again (converging, deleting, waiting for the finalizer or for a finished job's TTL). At a thousand
+    objects those were most of the log, and an ERROR for every object being created. Failures and our own
+    messages are untouched; the Events, conditions and metrics say what happened."""
 
     ROUTINE = (" succeeded.", " is processed: ")
-    SCHEDULING = tuple(f" failed temporarily: {reason}" for reason in (REQUEUE, WAITING_FOR_FINALIZER, DELETING))
+    SCHEDULING = tuple(
+        f" failed temporarily: {reason}" for reason in (REQUEUE, WAITING_FOR_FINALIZER, DELETING, TTL_PENDING)
+    )
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()

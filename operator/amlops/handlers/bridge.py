@@ -22,6 +22,7 @@ FINALIZER = f"{GROUP}/finalizer"
 REQUEUE = "converging"
 WAITING_FOR_FINALIZER = "waiting for kopf to add the finalizer"
 DELETING = "deleting"
+TTL_PENDING = "ttlSecondsAfterFinished"
 SYNC_TIME = "lastSyncTime"
 SYNC_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # status.lastSyncTime is exact whenever anything else in the status changes, and never older than this.

@@ -22,6 +22,7 @@ from amlops.handlers.bridge import (
     DELETING,
     FINALIZER,
     REQUEUE,
+    TTL_PENDING,
     WAITING_FOR_FINALIZER,
     managed_from,
     object_lock,
@@ -89,7 +90,7 @@ def _register(kind: type[CustomResource]) -> None:
     async def collect(body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> None:
         left = await ttl.collect(body, outcome, memo["objects"]) if kind is ParallelJob else None
         if left is not None and left < STEADY_INTERVAL:  # sooner than the steady timer would look again
-            raise kopf.TemporaryError("ttlSecondsAfterFinished", delay=left)
+            raise kopf.TemporaryError(TTL_PENDING, delay=left)
 
     async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         outcome = await handle(body, memo)
