@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -118,36 +119,55 @@ def _phase(status: dict[str, Any]) -> str:
     return "creating" if status.get("provisioningState") == "Creating" else "other"
 
 
-async def _watch_until_ready(session: aiohttp.ClientSession, base: str, count: int, phases: dict[str, str]) -> None:
+class Phases:
+    """Each object's phase, with the count per phase kept as it changes (the watch loop asks after every event)."""
+
+    def __init__(self) -> None:
+        self._of: dict[str, str] = {}
+        self.counts: Counter[str] = Counter()
+
+    def set(self, name: str, phase: str) -> None:
+        old = self._of.get(name)
+        if old is not None:
+            self.counts[old] -= 1
+        self._of[name] = phase
+        self.counts[phase] += 1
+
+    def __len__(self) -> int:
+        return len(self._of)
+
+
+async def _watch_until_ready(session: aiohttp.ClientSession, base: str, count: int, phases: Phases) -> None:
     """Follow the objects through one watch until ``count`` are Ready. A watch, not a listing per second:
     listing a thousand objects every second cost the apiserver and this 2-core machine more than the
     operator's own writes, and the bench should measure the operator."""
-    _, rv = await _list(session, base, phases)
-    while sum(1 for p in phases.values() if p == "ready") < count:
+    rv = await _list(session, base, phases)
+    while phases.counts["ready"] < count:
         url = f"{base}?watch=1&allowWatchBookmarks=true&resourceVersion={rv}"
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
             if response.status == 410:  # the watch window moved on: list again
-                _, rv = await _list(session, base, phases)
+                rv = await _list(session, base, phases)
                 continue
             async for line in response.content:
                 event = json.loads(line)
                 obj = event.get("object") or {}
                 rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                 if event.get("type") == "ERROR":
-                    _, rv = await _list(session, base, phases)
+                    rv = await _list(session, base, phases)
                     break
                 if event.get("type") in ("ADDED", "MODIFIED"):
-                    phases[obj["metadata"]["name"]] = _phase(obj.get("status") or {})
-                if sum(1 for p in phases.values() if p == "ready") >= count:
+                    phases.set(obj["metadata"]["name"], _phase(obj.get("status") or {}))
+                if phases.counts["ready"] >= count:
                     return
 
 
-async def _list(session: aiohttp.ClientSession, base: str, phases: dict[str, str]) -> tuple[int, str]:
+async def _list(session: aiohttp.ClientSession, base: str, phases: Phases) -> str:
+    """Every object's phase now; the list's resourceVersion to watch from."""
     async with session.get(base) as response:
         body = await response.json()
     for item in body.get("items", []):
-        phases[item["metadata"]["name"]] = _phase(item.get("status") or {})
-    return len(body.get("items", [])), str(body["metadata"]["resourceVersion"])
+        phases.set(item["metadata"]["name"], _phase(item.get("status") or {}))
+    return str(body["metadata"]["resourceVersion"])
 
 
 async def _apply_and_wait(
@@ -156,15 +176,15 @@ async def _apply_and_wait(
     """Apply every document at once and follow them to Ready: (apply seconds, wall seconds, timeline)."""
     base = f"{bed.server}/apis/amlops.io/v1alpha1/namespaces/{namespace}/amlcomputes"
     connector = aiohttp.TCPConnector(ssl=bed.ssl_context(), limit=APPLY_CONCURRENCY + 1)
-    phases: dict[str, str] = {}
+    phases = Phases()
     timeline: list[dict[str, float]] = []
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.monotonic()
 
         def sample() -> None:
-            counts = {p: sum(1 for v in phases.values() if v == p) for p in ("creating", "ready")}
-            unseen = len(docs) - sum(1 for v in phases.values() if v != "unseen")
-            timeline.append({"seconds": round(time.monotonic() - started, 1), "unseen": unseen, **counts})
+            seen = len(phases) - phases.counts["unseen"]
+            counts = {p: phases.counts[p] for p in ("creating", "ready")}
+            timeline.append({"seconds": round(time.monotonic() - started, 1), "unseen": len(docs) - seen, **counts})
 
         async def every_5_seconds() -> None:
             while True:
@@ -179,7 +199,9 @@ async def _apply_and_wait(
             async with asyncio.timeout(within):
                 await watch
         except TimeoutError:
-            raise TimeoutError(f"not all Ready within {within} s: {timeline[-1] if timeline else phases}") from None
+            raise TimeoutError(
+                f"not all Ready within {within} s: {timeline[-1] if timeline else dict(phases.counts)}"
+            ) from None
         finally:
             sampler.cancel()
         wall = time.monotonic() - started
