@@ -91,7 +91,7 @@ async def write_outcome(
     """
     history: StatusHistory | None = memo.get(STATUS_HISTORY)
     current: Mapping[str, Any] = body.get("status") or {}
-    status = known_status(body, memo)
+    status = history.known(current) if history else current
     requested = body.metadata.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
     new, events = next_status(outcome, status, body.metadata.get("generation"), requested)
     if new is None:

@@ -1,4 +1,5 @@
-"""A small async Kubernetes client for what the external clients read and delete (``external/ports.py``).
+"""A small async Kubernetes client for what the external clients read and delete (``external/ports.py``) and
+for the handlers' status writes.
 
 It talks to the same cluster as kopf with the same credentials: :func:`connection_info` is what the
 operator's ``@kopf.on.login`` handler uses too (in-cluster service account first, else the kubeconfig).
@@ -73,11 +74,11 @@ class KubeApi:
         A 401 (credentials rotated) logs in again once. A 429 (API priority and fairness, or an apiserver whose
         storage is still initialising) is retried after the Retry-After the apiserver names, a few times.
         """
+        data = json.dumps(body) if body is not None else None
+        headers = {"Content-Type": content_type} if data is not None else None
         relogged, throttled = False, 0
         while True:
             session = self._session or self._connect()
-            data = json.dumps(body) if body is not None else None
-            headers = {"Content-Type": content_type} if data is not None else None
             async with session.request(method, self._server + path, data=data, headers=headers) as response:
                 text = await response.text()
                 if response.status == 401 and not relogged:
