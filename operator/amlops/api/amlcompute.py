@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
-from pydantic.config import JsonDict
 
 from amlops.api.common import (
+    AZURE_NAME,
     ApiModel,
     Credentials,
     ManagementPolicy,
     SecretRef,
     StatusBase,
     WorkspaceRef,
+    data_key,
     deletion_protection_field,
+    frozen,
 )
 from amlops.api.kind import (
     AGE_COLUMN,
@@ -30,12 +32,19 @@ from amlops.api.kind import (
 )
 
 COMPUTE_NAME = r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$"
+# ARM ids are case-insensitive; the apiserver (Go RE2) and pydantic (Rust regex) both read (?i).
+_SEGMENT = r"[^/?#]+"
+IDENTITY_ID = (
+    rf"(?i)^/subscriptions/{_SEGMENT}/resourceGroups/{_SEGMENT}/providers/Microsoft\.ManagedIdentity"
+    rf"/userAssignedIdentities/{_SEGMENT}$"
+)
+SUBNET_ID = (
+    rf"(?i)^/subscriptions/{_SEGMENT}/resourceGroups/{_SEGMENT}/providers/Microsoft\.Network/virtualNetworks"
+    rf"/{_SEGMENT}/subnets/{_SEGMENT}$"
+)
+NETWORK_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,79}$"
+IdentityId = Annotated[str, Field(pattern=IDENTITY_ID, max_length=1024)]
 IdentityType = Literal["SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned", "None"]
-
-
-def _immutable(what: str, instead: str) -> JsonDict:
-    """A CEL transition rule: the apiserver refuses a change and says what to do instead."""
-    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": f"{what} is immutable: {instead}"}]}
 
 
 class ScaleSettings(ApiModel):
@@ -62,29 +71,32 @@ class ScaleSettings(ApiModel):
 
 
 class SecretKeyRef(SecretRef):
-    key: str = Field(default="password", description="Key in the Secret.")
+    key: str = data_key("password", "Key in the Secret.")
 
 
 class AdminUser(ApiModel):
     username: str = Field(
-        min_length=1,
-        max_length=64,
-        description="Seed: admin_username. Admin account on the nodes (immutable).",
-        json_schema_extra=_immutable(
-            "adminUser.username", "create a new AmlCompute with the other username and delete this one"
-        ),
+        min_length=1, max_length=64, description="Seed: admin_username. Admin account on the nodes (immutable)."
     )
     password_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Seed: admin_user_password, read from a Secret; never logged."
     )
-    ssh_public_key: str | None = Field(default=None, description="Seed: admin_user_ssh_key.")
+    ssh_public_key: str | None = Field(default=None, max_length=8192, description="Seed: admin_user_ssh_key.")
 
 
 class Subnet(ApiModel):
-    vnet_resource_group: str | None = Field(default=None, description="Seed: vnet_resourcegroup_name.")
-    vnet_name: str | None = Field(default=None, description="Seed: vnet_name.")
-    subnet_name: str | None = Field(default=None, description="Seed: subnet_name.")
-    subnet_id: str | None = Field(default=None, description="Full ARM id of the subnet, instead of the three names.")
+    vnet_resource_group: str | None = Field(
+        default=None, pattern=AZURE_NAME, max_length=90, description="Seed: vnet_resourcegroup_name."
+    )
+    vnet_name: str | None = Field(default=None, pattern=NETWORK_NAME, max_length=80, description="Seed: vnet_name.")
+    subnet_name: str | None = Field(default=None, pattern=NETWORK_NAME, max_length=80, description="Seed: subnet_name.")
+    subnet_id: str | None = Field(
+        default=None,
+        pattern=SUBNET_ID,
+        max_length=1024,
+        description="Full ARM id of the subnet (/subscriptions/…/virtualNetworks/<vnet>/subnets/<subnet>), instead "
+        "of the three names.",
+    )
 
 
 class Identity(ApiModel):
@@ -106,39 +118,56 @@ class Identity(ApiModel):
     )
 
     type: IdentityType = Field(default="None", description="Seed: identity_type.")
-    user_assigned_identities: list[str] = Field(
+    user_assigned_identities: list[IdentityId] = Field(
         default_factory=list,
+        max_length=64,
         description="Seed: identity_id. ARM ids of user-assigned identities (only with UserAssigned).",
     )
 
 
+# Azure sets these when it creates the cluster and cannot change them afterwards; adding or removing one later
+# is a change too.
+IMMUTABLE = {
+    "workspace": "create the AmlCompute anew in the other workspace and delete this one",
+    "computeName": "create a new AmlCompute with the other name and delete this one",
+    "vmSize": "create a new AmlCompute with the new size and delete this one",
+    "vmPriority": "create a new AmlCompute with the other priority and delete this one",
+    "subnet": "create a new AmlCompute in the other subnet and delete this one",
+    "location": "create a new AmlCompute in the other region and delete this one",
+    "adminUser": "admin credentials are set when the cluster is created: create a new AmlCompute and delete this one",
+}
+
+
 class AmlComputeSpec(ApiModel):
-    workspace: WorkspaceRef = Field(description="Seed: workspace. The Azure ML workspace that owns the cluster.")
+    model_config = ConfigDict(json_schema_extra=frozen(IMMUTABLE))
+
+    workspace: WorkspaceRef = Field(
+        description="Seed: workspace. The Azure ML workspace that owns the cluster (immutable)."
+    )
     credentials: Credentials | None = Field(default=None, description="Azure credential for this resource.")
     compute_name: str | None = Field(
         default=None,
         pattern=COMPUTE_NAME,
-        description="Seed: name. Name of the compute in the workspace (2-16 chars); defaults to metadata.name.",
+        description="Seed: name. Name of the compute in the workspace (2-16 chars); defaults to metadata.name "
+        "(immutable).",
     )
     vm_size: str = Field(
         default="STANDARD_DS3_V2",
         min_length=1,
+        max_length=64,
         description="Seed: vm_size. Azure VM size of the nodes (immutable: Azure silently ignores a change).",
-        json_schema_extra=_immutable("vmSize", "create a new AmlCompute with the new size and delete this one"),
     )
     vm_priority: Literal["Dedicated", "LowPriority"] = Field(
         default="Dedicated",
         description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (immutable).",
-        json_schema_extra=_immutable(
-            "vmPriority", "create a new AmlCompute with the other priority and delete this one"
-        ),
     )
     scale_settings: ScaleSettings = Field(default_factory=ScaleSettings, description="Seed: min/max nodes.")
-    admin_user: AdminUser | None = Field(default=None, description="Seed: admin_username/password/ssh key.")
+    admin_user: AdminUser | None = Field(
+        default=None, description="Seed: admin_username/password/ssh key (immutable: set when the cluster is created)."
+    )
     subnet: Subnet | None = Field(
         default=None,
         description="Seed: vnet_resourcegroup_name, vnet_name, subnet_name (immutable).",
-        json_schema_extra=_immutable("subnet", "create a new AmlCompute in the other subnet"),
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Seed: tags. Azure tags of the compute.")
     description: str | None = Field(default=None, max_length=256, description="Seed: description.")
@@ -148,8 +177,8 @@ class AmlComputeSpec(ApiModel):
     identity: Identity | None = Field(default=None, description="Seed: identity_type / identity_id.")
     location: str | None = Field(
         default=None,
+        max_length=64,
         description="Seed: location. Azure region of the nodes; defaults to the workspace's (immutable).",
-        json_schema_extra=_immutable("location", "create a new AmlCompute in the other region"),
     )
     enable_node_public_ip: bool = Field(default=True, description="Seed: enable_node_public_ip.")
     management_policy: ManagementPolicy = Field(

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from amlops.api.common import (
+    AZURE_NAME,
     ApiModel,
     Credentials,
     ManagementPolicy,
     SecretRef,
     StatusBase,
     WorkspaceRef,
+    data_key,
     deletion_protection_field,
+    frozen,
 )
 from amlops.api.kind import (
     AGE_COLUMN,
@@ -26,16 +29,30 @@ from amlops.api.kind import (
     Rule,
 )
 
-BATCH_ACCOUNT_ID = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Batch/batchAccounts/[^/]+$"
+BATCH_ACCOUNT_ID = (
+    r"(?i)^/subscriptions/[^/?#]+/resourceGroups/[^/?#]+/providers/Microsoft\.Batch/batchAccounts/[a-z0-9]{3,24}$"
+)
+# Azure and the emulator serve the account at a URL the operator's endpoint template gives (host checked
+# against it at run time: the account's token or key is sent there).
+ENDPOINT = r"^https?://[^/?#@]+(/[^?#@]*)?$"
+IMMUTABLE = {
+    "workspace": "create a BatchCompute anew for the other workspace and delete this one",
+    "computeName": "create a BatchCompute with the other name and delete this one",
+    "batchAccount": "attach the other account with a new BatchCompute and delete this one",
+    "resourceId": "attach the other account with a new BatchCompute and delete this one",
+    "endpoint": "create a BatchCompute anew with the other endpoint and delete this one",
+}
 
 
 class BatchAccountRef(ApiModel):
-    resource_group: str = Field(min_length=1, description="Seed: resource_group. Resource group of the account.")
+    resource_group: str = Field(
+        pattern=AZURE_NAME, max_length=90, description="Seed: resource_group. Resource group of the account."
+    )
     account_name: str = Field(pattern=r"^[a-z0-9]{3,24}$", description="Seed: account_name. Name of the Batch account.")
 
 
 class SharedKeySecretRef(SecretRef):
-    key: str = Field(default="key", description="Key in the Secret that holds the account's shared key.")
+    key: str = data_key("key", "Key in the Secret that holds the account's shared key.")
 
 
 class BatchCredentials(ApiModel):
@@ -69,23 +86,31 @@ class ManagedPool(ApiModel):
 
 
 class BatchComputeSpec(ApiModel):
-    workspace: WorkspaceRef = Field(description="The Azure ML workspace the account is attached to.")
+    model_config = ConfigDict(json_schema_extra=frozen(IMMUTABLE))
+
+    workspace: WorkspaceRef = Field(description="The Azure ML workspace the account is attached to (immutable).")
     credentials: Credentials | None = Field(default=None, description="Azure credential for ARM calls.")
     compute_name: str | None = Field(
         default=None,
         pattern=r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$",
-        description="Seed: name. Compute target name in the workspace; defaults to metadata.name.",
+        description="Seed: name. Compute target name in the workspace; defaults to metadata.name (immutable).",
     )
     batch_account: BatchAccountRef | None = Field(
-        default=None, description="Seed: attach_configuration(resource_group, account_name)."
+        default=None, description="Seed: attach_configuration(resource_group, account_name) (immutable)."
     )
     resource_id: str | None = Field(
         default=None,
         pattern=BATCH_ACCOUNT_ID,
-        description="Seed: attach_configuration(resource_id). ARM id of the Batch account.",
+        max_length=1024,
+        description="Seed: attach_configuration(resource_id). ARM id of the Batch account (immutable).",
     )
     endpoint: str | None = Field(
-        default=None, description="Batch account URL; derived from the account name and location when absent."
+        default=None,
+        pattern=ENDPOINT,
+        max_length=512,
+        description="Batch account URL (immutable); derived from the account name and location when absent. It "
+        "must be the account's own, as the operator's endpoint template gives it "
+        "(https://<account>.<region>.batch.azure.com on Azure), else the object is Stalled (EndpointNotAllowed).",
     )
     batch_credentials: BatchCredentials | None = Field(default=None, description="Data-plane credential.")
     description: str | None = Field(default=None, max_length=256, description="Description of the compute.")

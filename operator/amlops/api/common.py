@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 
 class ApiModel(BaseModel):
@@ -19,6 +21,12 @@ ManagementPolicy = Literal["Manage", "ObserveOnly"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 AZURE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.()-]{0,89}$"
+# Kubernetes' own name rules (apimachinery IsDNS1123Subdomain / IsConfigMapKey). Every field that names another
+# object carries the rule of what it names, so "../../other-namespace/secrets/x" is refused by the apiserver
+# before amlops ever builds a URL from it (the client escapes each path segment as well: kube_api.segment).
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+OBJECT_NAME_MAX = 253
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"
 SUBSCRIPTION_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -26,16 +34,28 @@ class WorkspaceRef(ApiModel):
     """The Azure Machine Learning workspace (azureml-core ``Workspace(subscription_id, resource_group, name)``)."""
 
     subscription_id: str = Field(
-        pattern=SUBSCRIPTION_ID, description="Azure subscription id (a GUID) of the workspace."
+        pattern=SUBSCRIPTION_ID, max_length=36, description="Azure subscription id (a GUID) of the workspace."
     )
     resource_group: str = Field(
         pattern=AZURE_NAME, max_length=90, description="Resource group that holds the workspace."
     )
-    name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$", description="Name of the Azure ML workspace.")
+    name: str = Field(
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$", max_length=33, description="Name of the Azure ML workspace."
+    )
+
+
+def object_name(description: str) -> Any:
+    """A field holding the name of another object in the resource's own namespace (DNS-1123 subdomain)."""
+    return Field(min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME, description=description)
+
+
+def data_key(default: str, description: str) -> Any:
+    """A field naming a key of a Secret's or ConfigMap's data."""
+    return Field(default=default, min_length=1, max_length=OBJECT_NAME_MAX, pattern=DATA_KEY, description=description)
 
 
 class SecretRef(ApiModel):
-    name: str = Field(min_length=1, max_length=253, description="Name of a Secret in the resource's namespace.")
+    name: str = object_name("Name of a Secret in the resource's namespace (another namespace cannot be named).")
 
 
 class Credentials(ApiModel):
@@ -91,3 +111,24 @@ def deletion_protection_field() -> bool:
         default=False,
         description="When true, the chart's admission policy refuses to delete this resource; set false first.",
     )
+
+
+def unchanged(field: str) -> str:
+    """CEL: ``field`` is in both the old and the new object with the same value, or in neither. A rule on the
+    field itself (``self == oldSelf``) runs only when both have it, so it misses a field added or removed."""
+    return f"(has(self.{field}) ? has(oldSelf.{field}) && self.{field} == oldSelf.{field} : !has(oldSelf.{field}))"
+
+
+def frozen(fields: Mapping[str, str]) -> Callable[[JsonDict], None]:
+    """``json_schema_extra`` for a spec: one transition rule per immutable field, its message saying what to do
+    instead (``fields``: camelCase name → what to do)."""
+
+    def extra(schema: JsonDict) -> None:
+        rules = schema.setdefault("x-kubernetes-validations", [])
+        assert isinstance(rules, list)
+        for name, instead in fields.items():
+            rules.append(
+                {"rule": unchanged(name), "message": f"{name} is immutable: {instead}", "fieldPath": f".{name}"}
+            )
+
+    return extra

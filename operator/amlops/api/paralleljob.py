@@ -12,7 +12,15 @@ from typing import ClassVar, Literal
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
-from amlops.api.common import ApiModel, StatusBase, deletion_protection_field
+from amlops.api.common import (
+    OBJECT_NAME,
+    ApiModel,
+    StatusBase,
+    data_key,
+    deletion_protection_field,
+    object_name,
+    unchanged,
+)
 from amlops.api.kind import (
     AGE_COLUMN,
     READY_COLUMN,
@@ -42,9 +50,7 @@ def _strings(description: str) -> JsonDict:
 
 
 class ComputeRef(ApiModel):
-    name: str = Field(
-        min_length=1, max_length=SHORT, description="Seed: compute. Name of a BatchCompute in this namespace."
-    )
+    name: str = object_name("Seed: compute. Name of a BatchCompute in this namespace.")
     pool_id: str | None = Field(
         default=None,
         pattern=r"^[a-zA-Z0-9_-]{1,64}$",
@@ -131,6 +137,7 @@ class TaskSpec(ApiModel):
         default=None,
         min_length=1,
         max_length=253,
+        pattern=OBJECT_NAME,
         description="Seed: task.code, kept in Git: name of a ConfigMap in this namespace whose keys are the code "
         "folder's files (data and binaryData). Copied next to the job's plan when the job starts.",
     )
@@ -152,8 +159,8 @@ class TaskSpec(ApiModel):
 
 
 class StorageSecretRef(ApiModel):
-    name: str = Field(min_length=1, max_length=253, description="Name of a Secret in this namespace.")
-    key: str = Field(default="connectionString", max_length=SHORT, description="Key holding the connection string.")
+    name: str = object_name("Name of a Secret in this namespace (another namespace cannot be named).")
+    key: str = data_key("connectionString", "Key holding the connection string.")
 
 
 class StorageCredentials(ApiModel):
@@ -169,9 +176,7 @@ def _immutable_except_suspend(schema: JsonDict) -> None:
     properties = schema.get("properties")
     assert isinstance(properties, dict)
     frozen = [name for name in properties if name not in MUTABLE]
-    rule = " && ".join(
-        f"(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))" for f in frozen
-    )
+    rule = " && ".join(unchanged(f) for f in frozen)
     schema["x-kubernetes-validations"] = [
         {
             "rule": rule,

@@ -14,11 +14,15 @@ import base64
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import kopf
+import yarl
 
 from amlops.api.kind import GROUP, VERSION
+from amlops.reconcile.errors import TerminalError
+from amlops.status import REASON_INVALID_SPEC
 
 Login = Callable[[], kopf.ConnectionInfo | None]
 THROTTLE_RETRIES = 5
@@ -35,6 +39,15 @@ def _retry_after(header: str | None) -> float:
 def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     """In-cluster when running in a pod, else the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``)."""
     return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+
+def segment(value: str) -> str:
+    """One path segment, percent-encoded. The CRDs already hold every reference field to Kubernetes' name rules;
+    this refuses what could still climb out of the segment (``..``, ``/``) whatever the schema said, so a name
+    can never make a request reach another namespace or another kind of object."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or any(ord(c) < 0x20 for c in value):
+        raise TerminalError(REASON_INVALID_SPEC, f"{value!r} is not a valid Kubernetes object name")
+    return quote(value, safe="")
 
 
 class KubeApiError(Exception):
@@ -79,7 +92,9 @@ class KubeApi:
         relogged, throttled = False, 0
         while True:
             session = self._session or self._connect()
-            async with session.request(method, self._server + path, data=data, headers=headers) as response:
+            # encoded=True: the path's segments are escaped already; yarl must neither re-quote nor normalise them.
+            url = yarl.URL(self._server + path, encoded=True)
+            async with session.request(method, url, data=data, headers=headers) as response:
                 text = await response.text()
                 if response.status == 401 and not relogged:
                     relogged = True
@@ -100,14 +115,16 @@ class KubeApi:
 
     # SecretReader
     async def read(self, namespace: str, name: str) -> dict[str, str] | None:
-        status, secret = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        status, secret = await self._request("GET", f"/api/v1/namespaces/{segment(namespace)}/secrets/{segment(name)}")
         if status == 404:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
     # ConfigMapReader
     async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        status, found = await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        status, found = await self._request(
+            "GET", f"/api/v1/namespaces/{segment(namespace)}/configmaps/{segment(name)}"
+        )
         if status == 404:
             return None
         files = {k: v.encode() for k, v in (found.get("data") or {}).items()}
@@ -140,5 +157,5 @@ class KubeApi:
 
 
 def _custom(plural: str, namespace: str, name: str | None = None) -> str:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
-    return f"{path}/{name}" if name else path
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{segment(namespace)}/{segment(plural)}"
+    return f"{path}/{segment(name)}" if name else path
