@@ -44,3 +44,8 @@ class Settings(BaseSettings):
     default_credentials_secret: str | None = Field(
         default=None, description="Secret name used when a resource sets no spec.credentials (per namespace)."
     )
+    operator_identity_namespaces: str = Field(
+        default="",
+        description="Namespaces (comma-separated glob patterns, '*' for all) whose resources may act with the "
+        "operator's own Azure identity when they name no credentials. Empty: none, every namespace brings its own.",
+    )

@@ -387,6 +387,8 @@ def offline_azure_env() -> dict[str, str]:
         "AMLOPS_BATCH_ENDPOINT_TEMPLATE": closed,
         "AMLOPS_BLOB_ENDPOINT": closed,
         "AMLOPS_STATIC_TOKEN": "offline",
+        # Tests and the demo are one tenant: their resources may act with the operator's (static) identity.
+        "AMLOPS_OPERATOR_IDENTITY_NAMESPACES": "*",
     }
 
 

@@ -7,6 +7,8 @@ serves without a controller-manager. Every request kopf makes is then authorised
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -125,3 +127,37 @@ def test_service_account_cannot_read_outside_its_namespaces(
     assert can_i("watch", "paralleljobs.amlops.io", "-n", other) == "no"
     assert can_i("delete", "amlcomputes.amlops.io", "-n", namespace) == "no"
     assert can_i("get", "secrets", "--all-namespaces") == "no"
+
+
+def test_secret_guard_lets_the_operator_change_only_its_finalizer(
+    k8s: testbed.Testbed, namespace: str, install_chart: Callable[..., Release], tmp_path: Path
+) -> None:
+    """RBAC grants the operator "patch" on Secrets (the in-use finalizer); the chart's admission policy narrows it
+    to that one finalizer: the operator can neither read more nor rewrite a tenant's credentials."""
+    release = install_chart(namespace, f"watchNamespaces={{{namespace}}}")
+    kubeconfig = service_account_kubeconfig(k8s, release, tmp_path / "operator.kubeconfig")
+    k8s.kubectl("create", "secret", "generic", "sp", "-n", namespace, "--from-literal=AZURE_CLIENT_SECRET=s3cr3t")
+
+    def patch(kind: str, body: str) -> subprocess.CompletedProcess[str]:
+        return as_operator(kubeconfig, "patch", "secret", "sp", "-n", namespace, f"--type={kind}", "-p", body)
+
+    rewrite = '{"data": {"AZURE_CLIENT_SECRET": "ZXZpbA=="}}'
+    testbed.eventually(
+        lambda: "credentials-in-use finalizer" in patch("merge", rewrite).stderr,
+        timeout=30,
+        what="the secret-guard policy is enforced",
+    )
+    other = patch("strategic", '{"metadata": {"finalizers": ["example.com/keep"]}}')
+    assert other.returncode != 0
+    assert "credentials-in-use finalizer" in other.stderr, other.stderr
+    relabel = patch("merge", '{"metadata": {"labels": {"team": "b"}}}')
+    assert relabel.returncode != 0, relabel.stdout
+    protect = patch("strategic", '{"metadata": {"finalizers": ["amlops.io/credentials-in-use"]}}')
+    assert protect.returncode == 0, protect.stderr
+    release_it = patch(
+        "strategic", '{"metadata": {"$deleteFromPrimitiveList/finalizers": ["amlops.io/credentials-in-use"]}}'
+    )
+    assert release_it.returncode == 0, release_it.stderr
+    secret = json.loads(k8s.kubectl("get", "secret", "sp", "-n", namespace, "-o", "json"))
+    assert base64.b64decode(secret["data"]["AZURE_CLIENT_SECRET"]) == b"s3cr3t"
+    assert not secret["metadata"].get("finalizers")

@@ -103,6 +103,7 @@ ALL_TOGGLES: dict[str, Any] = {
         },
         "caBundle": {"configMap": "amlops-emulator-ca", "key": "ca.crt"},
         "defaultCredentialsSecret": "azure-credentials",
+        "operatorIdentityNamespaces": ["platform", "team-*"],
     },
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "grafana": {"dashboard": {"enabled": True}},
@@ -283,6 +284,7 @@ NAMESPACED_GRANTS = {
     ("", "events", "create"),
     ("events.k8s.io", "events", "create"),
     ("", "secrets", "get"),
+    ("", "secrets", "patch"),
     ("", "configmaps", "get"),
 }
 
@@ -292,9 +294,10 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
     assert rules >= NAMESPACED_GRANTS
     assert ("", "namespaces", "watch") in rules
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in rules
-    # Read one Secret by name, never enumerate them; never delete or create what users own, except a finished
-    # ParallelJob that asked for it (ttlSecondsAfterFinished).
-    assert {verb for group, resource, verb in rules if resource == "secrets"} == {"get"}
+    # Read one Secret by name, never enumerate them (patch: the in-use finalizer only, held to it by the
+    # secret-guard policy); never delete or create what users own, except a finished ParallelJob that asked for
+    # it (ttlSecondsAfterFinished).
+    assert {verb for group, resource, verb in rules if resource == "secrets"} == {"get", "patch"}
     assert {(group, resource) for group, resource, verb in rules if verb == "delete"} == {("amlops.io", "paralleljobs")}
     assert not {verb for _, _, verb in rules} & {"deletecollection", "escalate", "bind", "impersonate", "*"}
     assert not any(resource.endswith("kopfpeerings") for _, resource, _ in rules), "standalone: no peering"
@@ -349,6 +352,7 @@ def test_azure_auth_and_endpoint_values_reach_the_pod(helm: Helm) -> None:
     assert env["AMLOPS_BLOB_ENDPOINT"] == "http://127.0.0.1:10000"
     assert env["AMLOPS_CA_BUNDLE"] == "/etc/amlops/ca/ca.crt"
     assert env["AMLOPS_DEFAULT_CREDENTIALS_SECRET"] == "azure-credentials"
+    assert env["AMLOPS_OPERATOR_IDENTITY_NAMESPACES"] == "platform,team-*"
     # The names the operator's settings read: a typo would be ignored silently (extra="ignore").
     assert {name for name in env if name.startswith("AMLOPS_")} <= {
         f"AMLOPS_{name.upper()}" for name in Settings.model_fields
@@ -362,15 +366,35 @@ def test_azure_auth_and_endpoint_values_reach_the_pod(helm: Helm) -> None:
     assert not {e["name"] for e in container(secret)["env"]} & {"AMLOPS_ARM_ENDPOINT", "AMLOPS_CA_BUNDLE"}
 
 
+def _policy(docs: list[dict[str, Any]], suffix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    (policy,) = [d for d in by_kind(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith(suffix)]
+    (binding,) = [
+        d for d in by_kind(docs, "ValidatingAdmissionPolicyBinding") if d["metadata"]["name"].endswith(suffix)
+    ]
+    return policy, binding
+
+
 def test_deletion_protection_policy_covers_the_three_kinds(helm: Helm) -> None:
-    docs = helm.render()
-    policy = one(docs, "ValidatingAdmissionPolicy")
+    policy, binding = _policy(helm.render(), "-deletion-protection")
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
     assert rule["operations"] == ["DELETE"]
     assert sorted(rule["resources"]) == ["amlcomputes", "batchcomputes", "paralleljobs"]
-    binding = one(docs, "ValidatingAdmissionPolicyBinding")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
-    assert not by_kind(helm.render({"deletionProtection": {"enabled": False}}), "ValidatingAdmissionPolicy")
+    off = helm.render({"deletionProtection": {"enabled": False}})
+    assert not [d for d in by_kind(off, "ValidatingAdmissionPolicy") if "deletion" in d["metadata"]["name"]]
+
+
+def test_secret_guard_policy_holds_only_the_operators_secret_updates(helm: Helm) -> None:
+    policy, binding = _policy(helm.render(), "-secret-guard")
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["secrets"], ["UPDATE"])
+    (condition,) = policy["spec"]["matchConditions"]
+    assert (
+        condition["expression"].strip() == "request.userInfo.username == 'system:serviceaccount:amlops-system:amlops'"
+    )
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    off = helm.render({"secretGuard": {"enabled": False}})
+    assert not [d for d in by_kind(off, "ValidatingAdmissionPolicy") if "secret" in d["metadata"]["name"]]
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,12 @@ RBAC rules for the namespaced objects the operator works on. The same list goes 
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]
   verbs: ["get"]
+# A credentials Secret in use carries the amlops.io/credentials-in-use finalizer, so a namespace deletion keeps
+# it until its resources have cleaned up in Azure. The secret-guard admission policy lets the operator change
+# nothing else of a Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["patch"]
 {{- if include "amlops.peering" . }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]

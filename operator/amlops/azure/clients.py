@@ -77,8 +77,16 @@ class AzureClients:
         """The shared poller of one workspace, as seen with one credential."""
         return self.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws))
 
-    def batch(self, endpoint: str, account: str, shared_key: str | None, credential_key: str) -> BatchClient:
-        """A Batch data-plane client: shared key when the BatchCompute names a key Secret, else AAD."""
+    def batch(
+        self,
+        endpoint: str,
+        account: str,
+        shared_key: str | None,
+        credential_key: str = DEFAULT_CREDENTIAL,
+        secret: Mapping[str, str] | None = None,
+    ) -> BatchClient:
+        """A Batch data-plane client: shared key when the BatchCompute names a key Secret, else Microsoft Entra
+        tokens of the credential ``credential_key`` (a Secret's service principal, or the operator's identity)."""
         key_id = hashlib.sha256((shared_key or "").encode()).hexdigest()[:16] if shared_key else credential_key
         client = self._batch.get((endpoint, key_id))
         if client is None:
@@ -86,7 +94,7 @@ class AzureClients:
             if self.settings.ca_bundle and endpoint.startswith("https://"):
                 kwargs["connection_verify"] = str(self.settings.ca_bundle)
             credential: AzureNamedKeyCredential | AsyncTokenCredential = (
-                AzureNamedKeyCredential(account, shared_key) if shared_key else self.credential(credential_key)
+                AzureNamedKeyCredential(account, shared_key) if shared_key else self.credential(credential_key, secret)
             )
             client = BatchClient(endpoint, credential, **kwargs)
             self._batch[(endpoint, key_id)] = client

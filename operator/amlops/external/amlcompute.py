@@ -11,15 +11,16 @@ from typing import Any
 
 from amlops import metrics
 from amlops.api.amlcompute import AmlComputeSpec
-from amlops.azure.clients import DEFAULT_CREDENTIAL, AzureClients, credential_key
+from amlops.azure.clients import AzureClients
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external.compute_arm import owner_of
+from amlops.external.credentials import connect
 from amlops.external.ports import SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
-from amlops.status import REASON_CREDENTIALS_MISSING, REASON_IMMUTABLE, ConditionUpdate
+from amlops.status import REASON_IMMUTABLE, ConditionUpdate
 
 QUOTA_SUFFICIENT = "QuotaSufficient"
 MIN_NODES_AVAILABLE = "MinNodesAvailable"
@@ -59,22 +60,6 @@ class _TtlCache:
             value = await load()
             self._items[key] = (time.monotonic(), value)
             return value
-
-
-async def connect(clients: AzureClients, secrets: SecretReader, namespace: str, spec: Any) -> tuple[str, MlClient]:
-    """The ML client for a resource's credentials (a Secret in its namespace, or the operator's own)."""
-    ref = spec.credentials.secret_ref if spec.credentials else None
-    name = ref.name if ref else clients.settings.default_credentials_secret
-    if name is None:
-        key = DEFAULT_CREDENTIAL
-        return key, clients.ml(key, spec.workspace.subscription_id)
-    data = await secrets.read(namespace, name)
-    if data is None:
-        if ref is None:  # the per-namespace default is optional
-            return DEFAULT_CREDENTIAL, clients.ml(DEFAULT_CREDENTIAL, spec.workspace.subscription_id)
-        raise TerminalError(REASON_CREDENTIALS_MISSING, f"Secret {namespace}/{name} (spec.credentials) not found")
-    key = credential_key(namespace, name, data)
-    return key, clients.ml(key, spec.workspace.subscription_id, data)
 
 
 class AmlComputeClient:

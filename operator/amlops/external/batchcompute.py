@@ -14,8 +14,9 @@ from amlops.api.batchcompute import BatchComputeSpec
 from amlops.azure import batch
 from amlops.azure.clients import AzureClients
 from amlops.external import batchcompute_map as m
-from amlops.external.amlcompute import connect, workspace_of
+from amlops.external.amlcompute import workspace_of
 from amlops.external.compute_arm import owner_of
+from amlops.external.credentials import connect, resolve
 from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
@@ -24,6 +25,7 @@ from amlops.status import READY, REASON_CREDENTIALS_MISSING, is_true
 
 Mr = Managed[BatchComputeSpec]
 REASON_ACCOUNT_MISMATCH = "AttachedAccountMismatch"
+REASON_ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
 
 
 def compute_name(mr: Mr) -> str:
@@ -33,15 +35,25 @@ def compute_name(mr: Mr) -> str:
 async def batch_client(
     clients: AzureClients, secrets: SecretReader, namespace: str, spec: BatchComputeSpec, location: str | None
 ) -> BatchClient:
+    """The account's data-plane client: its shared key when ``batchCredentials`` names one, else Microsoft Entra
+    tokens of the resource's own credential (the same one its ARM calls use), sent only to the account's own
+    endpoint."""
+    template = clients.settings.batch_endpoint_template
+    url = m.endpoint(spec, template, location)
+    if not m.endpoint_allowed(url, template, m.account_name(spec)):
+        raise TerminalError(
+            REASON_ENDPOINT_NOT_ALLOWED,
+            f"spec.endpoint {url} is not the endpoint of Batch account {m.account_name(spec)} "
+            f"(the operator allows {template.replace('{account}', m.account_name(spec))})",
+        )
     ref = spec.batch_credentials.shared_key_secret_ref if spec.batch_credentials else None
-    key: str | None = None
     if ref is not None:
-        data = await secrets.read(namespace, ref.name)
+        data = await secrets.read(namespace, ref.name, protect=True)
         if data is None or ref.key not in data:
             raise TerminalError(REASON_CREDENTIALS_MISSING, f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
-        key = data[ref.key]
-    url = m.endpoint(spec, clients.settings.batch_endpoint_template, location)
-    return clients.batch(url, m.account_name(spec), key, "default")
+        return clients.batch(url, m.account_name(spec), data[ref.key])
+    credential = await resolve(clients, secrets, namespace, spec)
+    return clients.batch(url, m.account_name(spec), None, credential.key, credential.secret)
 
 
 @dataclass(frozen=True)

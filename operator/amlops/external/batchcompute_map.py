@@ -41,6 +41,15 @@ def endpoint(spec: BatchComputeSpec, template: str, location: str | None) -> str
     return template.format(account=account_name(spec), location=location or "").rstrip("/")
 
 
+def endpoint_allowed(url: str, template: str, account: str) -> bool:
+    """Whether ``url`` is what the endpoint template gives for ``account``, for any one-label location: the only
+    hosts the account's key or token may be sent to (``spec.endpoint`` cannot point them elsewhere)."""
+    pattern = re.escape(template.rstrip("/"))
+    pattern = pattern.replace(re.escape("{account}"), re.escape(account))
+    pattern = pattern.replace(re.escape("{location}"), "[a-z0-9]+")
+    return re.fullmatch(pattern, url.rstrip("/"), re.IGNORECASE) is not None
+
+
 def attach_body(spec: BatchComputeSpec, *, owner: str, location: str) -> JSON:
     """azureml-core ``BatchCompute.attach_configuration`` → the ARM PUT body (computeType Batch, no SDK model)."""
     compute: JSON = {"computeType": "Batch", "resourceId": account_id(spec)}

@@ -6,8 +6,10 @@ from typing import Any, Protocol
 
 
 class SecretReader(Protocol):
-    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's decoded data, or None when it does not exist."""
+    async def read(self, namespace: str, name: str, *, protect: bool = False) -> dict[str, str] | None:
+        """The Secret's decoded data, or None when it does not exist. ``protect``: the Secret holds credentials a
+        resource needs until it is deleted; give it the in-use finalizer (``CREDENTIALS_FINALIZER``) unless it
+        has it or is being deleted already."""
         ...
 
 

@@ -17,7 +17,7 @@ import kopf
 from amlops import metrics
 from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob
 from amlops.api.kind import GROUP, VERSION, CustomResource
-from amlops.handlers import ttl
+from amlops.handlers import credentials_in_use, ttl
 from amlops.handlers.bridge import (
     DELETING,
     FINALIZER,
@@ -121,6 +121,7 @@ def _register(kind: type[CustomResource]) -> None:
             raise kopf.TemporaryError(DELETING, delay=outcome.requeue_after or 5)
         metrics.forget(name, body.metadata.namespace or "", body.metadata.name or "")
         memo["diffbase"].forget(body.metadata.uid or "")
+        await credentials_in_use.release_unused(memo["kube"], body, memo["settings"].default_credentials_secret)
 
     kopf.on.resume(*resource, id="reconcile")(on_arrival)
     kopf.on.create(*resource, id="reconcile")(on_arrival)

@@ -26,6 +26,9 @@ from amlops.status import REASON_INVALID_SPEC
 
 Login = Callable[[], kopf.ConnectionInfo | None]
 THROTTLE_RETRIES = 5
+STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+# On a credentials Secret while a resource of its namespace needs it to reach Azure (external/credentials.py).
+CREDENTIALS_FINALIZER = f"{GROUP}/credentials-in-use"
 MAX_RETRY_AFTER = 10.0
 
 
@@ -114,11 +117,27 @@ class KubeApi:
             self._session = None
 
     # SecretReader
-    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
-        status, secret = await self._request("GET", f"/api/v1/namespaces/{segment(namespace)}/secrets/{segment(name)}")
+    async def read(self, namespace: str, name: str, *, protect: bool = False) -> dict[str, str] | None:
+        path = _secret(namespace, name)
+        status, secret = await self._request("GET", path)
         if status == 404:
             return None
+        meta = secret.get("metadata") or {}
+        if (
+            protect
+            and CREDENTIALS_FINALIZER not in (meta.get("finalizers") or [])
+            and not meta.get("deletionTimestamp")
+        ):
+            # Strategic merge adds to metadata.finalizers (a merge list) without replacing the others'. A Secret
+            # being deleted cannot take new finalizers, and needs none: its data stays until ours is removed.
+            patch = {"metadata": {"finalizers": [CREDENTIALS_FINALIZER]}}
+            await self._request("PATCH", path, patch, STRATEGIC_MERGE)
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    async def release_secret(self, namespace: str, name: str) -> None:
+        """Remove the in-use finalizer (no other resource needs the Secret); a Secret being deleted then goes."""
+        patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [CREDENTIALS_FINALIZER]}}
+        await self._request("PATCH", _secret(namespace, name), patch, STRATEGIC_MERGE)
 
     # ConfigMapReader
     async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
@@ -154,6 +173,10 @@ class KubeApi:
         path = _custom(plural, namespace, name) + "/status"
         code, obj = await self._request("PATCH", path, {"status": status}, "application/merge-patch+json")
         return None if code == 404 else dict(obj.get("status") or {})
+
+
+def _secret(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{segment(namespace)}/secrets/{segment(name)}"
 
 
 def _custom(plural: str, namespace: str, name: str | None = None) -> str:
