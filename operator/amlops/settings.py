@@ -12,6 +12,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AMLOPS_", extra="ignore")
 
     arm_endpoint: str = Field(default="https://management.azure.com", description="ARM base URL.")
+    authority_host: str | None = Field(
+        default=None,
+        description="Microsoft identity platform host for service principals in credentials Secrets (sovereign "
+        "clouds, the emulator). Empty: Azure public cloud's.",
+    )
     ca_bundle: Path | None = Field(default=None, description="CA file to trust for Azure endpoints (emulator).")
     static_token: str | None = Field(
         default=None,

@@ -409,6 +409,7 @@ class EmulatorRun:
             "AMLOPS_ARM_ENDPOINT": self.endpoints["armUrl"],
             "AMLOPS_CA_BUNDLE": self.endpoints["caFile"],
             "AMLOPS_STATIC_TOKEN": self.endpoints["token"],
+            "AMLOPS_AUTHORITY_HOST": self.endpoints["authorityHost"],
             "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{self.endpoints['batchUrl']}/{{account}}",
             **overrides,
         }

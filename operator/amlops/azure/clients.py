@@ -44,7 +44,8 @@ class AzureClients:
             if secret is None:
                 cred = credentials.default(self.settings.static_token)
             else:
-                cred = credentials.from_secret(secret)
+                ca = str(self.settings.ca_bundle) if self.settings.ca_bundle else None
+                cred = credentials.from_secret(secret, self.settings.authority_host, ca)
             self._credentials[key] = cred
         return cred
 

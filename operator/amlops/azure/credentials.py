@@ -35,11 +35,17 @@ class StaticTokenCredential:
         return None
 
 
-def from_secret(data: Mapping[str, str], authority: str | None = None) -> AsyncTokenCredential:
+def from_secret(
+    data: Mapping[str, str], authority: str | None = None, ca_bundle: str | None = None
+) -> AsyncTokenCredential:
+    """A service principal's credential. ``authority``: another identity platform host than Azure public
+    cloud's (a sovereign cloud, or the emulator, whose host is not one Microsoft's instance discovery knows)."""
     missing = [k for k in SECRET_KEYS if not data.get(k)]
     if missing:
         raise TerminalError(REASON_CREDENTIALS_MISSING, f"the credentials Secret lacks {', '.join(missing)}")
-    kwargs: dict[str, Any] = {"authority": authority} if authority else {}
+    kwargs: dict[str, Any] = {"authority": authority, "disable_instance_discovery": True} if authority else {}
+    if ca_bundle:
+        kwargs["connection_verify"] = ca_bundle
     return ClientSecretCredential(
         data["AZURE_TENANT_ID"], data["AZURE_CLIENT_ID"], data["AZURE_CLIENT_SECRET"], **kwargs
     )

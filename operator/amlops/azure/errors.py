@@ -109,7 +109,9 @@ def error_message(error: HttpResponseError) -> str:
 
 def translate(error: Exception) -> ReconcileError:
     """Any exception from an Azure call → the engine's error vocabulary."""
-    if isinstance(error, ClientAuthenticationError) and error.status_code is None:
+    if isinstance(error, ClientAuthenticationError) and (error.status_code is None or error_code(error) is None):
+        # No token at all (azure-identity's refusal: the identity platform's AADSTS code is in the message), as
+        # opposed to a token Azure refused (ARM's own code, e.g. InvalidAuthenticationToken).
         return TerminalError("AuthenticationFailed", str(error).splitlines()[0])
     if isinstance(error, ServiceRequestError | ServiceResponseError):
         return RetryableError("WaitingForAzure", f"Azure unreachable: {error}", DEFAULT_RETRY)

@@ -28,6 +28,7 @@ from amlops.emulator.arm.throttle import BucketLimit, SubscriptionThrottle, Thro
 from amlops.emulator.clock import VirtualClock
 from amlops.emulator.control import add_control_routes
 from amlops.emulator.credentials import EMULATOR_TOKEN
+from amlops.emulator.identity import DEFAULT_PRINCIPAL, Identity, add_identity_routes
 from amlops.emulator.instrumentation import ErrorRenderer, Platform, middlewares
 from amlops.emulator.seed import DEFAULT_LOCATION, Seed
 from amlops.emulator.tls import TlsFiles, generate
@@ -62,6 +63,7 @@ class EmulatorState:
     platform: Platform
     arm: ArmState
     throttle: SubscriptionThrottle
+    identity: Identity
 
     @classmethod
     def create(cls, config: EmulatorConfig) -> EmulatorState:
@@ -72,6 +74,7 @@ class EmulatorState:
             platform=Platform(config.fault_seed),
             arm=ArmState(config.seed, clock, config.arm),
             throttle=SubscriptionThrottle(config.throttle),
+            identity=Identity(config.token),
         )
         state.platform.reset_hooks += [state.arm.reset, state.throttle.reset]
         return state
@@ -88,13 +91,14 @@ def build_arm_app(state: EmulatorState) -> web.Application:
         middlewares=[
             envelope(_region(state.config.seed)),
             *middlewares(state.platform, render_error, dispatcher.operation_of),
-            authenticate(state.config.token),
+            authenticate(state.identity),
             throttle(state.throttle),
         ],
         client_max_size=4 * 1024 * 1024,
     )
     add_control_routes(app, state.platform, state.clock)
     add_simulator_controls(app, state.arm)
+    add_identity_routes(app, state.identity)
     app.router.add_route("*", "/{tail:.*}", dispatcher.handle)  # last: ARM paths are matched by hand
     return app
 
@@ -189,6 +193,13 @@ def _write_endpoints(running: RunningEmulator) -> None:
         "controlUrl": running.control_url,
         "caFile": str(running.tls.ca),
         "token": running.state.config.token,
+        # The Microsoft identity platform on the ARM port: a service principal's Secret works against it.
+        "authorityHost": running.arm_url,
+        "servicePrincipal": {
+            "AZURE_TENANT_ID": DEFAULT_PRINCIPAL.tenant_id,
+            "AZURE_CLIENT_ID": DEFAULT_PRINCIPAL.client_id,
+            "AZURE_CLIENT_SECRET": DEFAULT_PRINCIPAL.client_secret,
+        },
         "speed": running.state.clock.speed,
     }
     tmp = running.endpoints_file.with_suffix(".tmp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -182,6 +183,15 @@ async def test_c05_put_on_existing_compute_is_201_creating_and_ignores_vm_size(
     assert aml.vm_size == "Standard_DS2_v2"  # Azure silently ignores vmSize changes on an existing cluster
 
 
+async def _until_settled(arm: Arm, name: str) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            _, _, body = await arm.call("GET", f"{BASE}/computes/{name}")
+            if body["properties"]["provisioningState"] in ("Succeeded", "Failed"):
+                return
+            await asyncio.sleep(0.01)
+
+
 async def test_c06_patch_scale_settings(ml_client: MachineLearningServicesMgmtClient, arm: Arm) -> None:
     """C6: PATCH answers 200 + Updating + Azure-AsyncOperation; unchanged, 200 without it; the SDK converges."""
     await (
@@ -195,6 +205,9 @@ async def test_c06_patch_scale_settings(ml_client: MachineLearningServicesMgmtCl
     assert "Azure-AsyncOperation" in headers
     assert body["properties"]["provisioningState"] == "Updating"
     assert body["properties"]["properties"]["scaleSettings"]["minNodeCount"] == 4
+    # Azure refuses a second update while the first runs (Conflict, as the emulator does): wait for it to end.
+    # How long that takes in real time depends on the machine, so wait on the state, never on a clock.
+    await _until_settled(arm, "cpu")
     update = models.ClusterUpdateParameters(
         scale_settings=models.ScaleSettings(
             max_node_count=2, min_node_count=0, node_idle_time_before_scale_down=timedelta(minutes=2)

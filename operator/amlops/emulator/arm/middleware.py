@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from amlops.emulator.arm.errors import ArmError, error_response
 from amlops.emulator.arm.throttle import SubscriptionThrottle, kind_of
+from amlops.emulator.identity import Identity, is_identity_path
 from amlops.emulator.instrumentation import CONTROL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,10 @@ def envelope(region: str) -> Middleware:
     return arm_envelope
 
 
-def authenticate(token: str) -> Middleware:
+def authenticate(identity: Identity) -> Middleware:
     @web.middleware
     async def arm_authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(CONTROL_PREFIX):
+        if request.path.startswith(CONTROL_PREFIX) or is_identity_path(request.path):
             return await handler(request)
         header = request.headers.get("Authorization")
         if header is None:
@@ -84,7 +85,7 @@ def authenticate(token: str) -> Middleware:
                 "AuthenticationFailed",
                 "Authentication failed. The 'Authorization' header is provided in an invalid format.",
             )
-        if value.strip() != token:
+        if not identity.valid(value.strip()):
             raise _unauthenticated("InvalidAuthenticationToken", "The access token is invalid.")
         return await handler(request)
 

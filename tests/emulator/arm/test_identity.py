@@ -1,0 +1,70 @@
+"""The emulator's Microsoft identity platform: azure-identity's real ``ClientSecretCredential`` gets a token for a
+known service principal, is refused as the platform refuses, and ARM accepts exactly the tokens it issued.
+
+Sources: Microsoft identity platform docs, "OAuth 2.0 client credentials flow" (token response fields
+``token_type``/``expires_in``/``ext_expires_in``/``access_token``; error fields ``error``,
+``error_description``, ``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id``), the AADSTS error code
+reference (7000215 invalid client secret, 700016 application not found, 90002 tenant not found), and
+"OpenID Connect on the Microsoft identity platform" (discovery document at
+``/{tenant}/v2.0/.well-known/openid-configuration`` with ``token_endpoint`` and ``issuer``). ARM's 401 for an
+unknown token: ``InvalidAuthenticationToken`` (azure-rest-api-specs, common error responses)."""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity.aio import ClientSecretCredential
+
+from amlops.emulator.identity import DEFAULT_PRINCIPAL
+from amlops.emulator.server import RunningEmulator
+
+from .conftest import BASE, Arm, session_for
+
+pytestmark = pytest.mark.emulator
+ARM_SCOPE = "https://management.azure.com/.default"
+
+
+def _credential(
+    running: RunningEmulator, secret: str = DEFAULT_PRINCIPAL.client_secret, **ids: str
+) -> ClientSecretCredential:
+    return ClientSecretCredential(
+        ids.get("tenant", DEFAULT_PRINCIPAL.tenant_id),
+        ids.get("client", DEFAULT_PRINCIPAL.client_id),
+        secret,
+        authority=running.arm_url,
+        disable_instance_discovery=True,
+        connection_verify=str(running.tls.ca),
+    )
+
+
+async def test_a_known_service_principal_gets_a_token_arm_accepts(emulator: RunningEmulator) -> None:
+    async with _credential(emulator) as credential:
+        token = await credential.get_token(ARM_SCOPE)
+        assert token.token
+        assert token.expires_on > 0
+    async with session_for(emulator, token=token.token) as session:
+        status, _, _ = await Arm(emulator, session).call("GET", f"{BASE}/computes")
+        assert status == 200
+    async with session_for(emulator, token="aad.forged") as session:
+        status, headers, body = await Arm(emulator, session).call("GET", f"{BASE}/computes")
+        assert status == 401
+        assert body["error"]["code"] == "InvalidAuthenticationToken"
+        assert "WWW-Authenticate" in headers
+
+
+@pytest.mark.parametrize(
+    ("secret", "ids", "code"),
+    [
+        ("wrong", {}, "AADSTS7000215"),
+        (DEFAULT_PRINCIPAL.client_secret, {"client": "00000000-0000-0000-0000-00000000dead"}, "AADSTS700016"),
+        (DEFAULT_PRINCIPAL.client_secret, {"tenant": "00000000-0000-0000-0000-00000000beef"}, "AADSTS90002"),
+    ],
+    ids=["InvalidClientSecret", "UnknownApplication", "UnknownTenant"],
+)
+async def test_the_platform_refuses_what_it_does_not_know(
+    emulator: RunningEmulator, secret: str, ids: dict[str, str], code: str
+) -> None:
+    async with _credential(emulator, secret, **ids) as credential:
+        with pytest.raises(ClientAuthenticationError) as refused:
+            await credential.get_token(ARM_SCOPE)
+    assert code in str(refused.value)
