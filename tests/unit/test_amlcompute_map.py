@@ -1,0 +1,326 @@
+"""AmlCompute's pure mappings, case by case (crossplane-style tables: each case says why).
+
+spec → ARM PUT body (every provisioning_configuration field), ARM body → status, Failed → (code, message), the
+quota pre-flight. Wire shapes: api-version 2020-08-01 ``ComputeResource`` (azure-rest-api-specs
+machinelearningservices/stable/2020-08-01, examples createBasicAmlCompute.json, createFullAmlCompute.json,
+getAmlCompute.json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from amlops.api.amlcompute import AmlComputeSpec
+from amlops.external import amlcompute_map as m
+
+pytestmark = pytest.mark.unit
+
+SUB = "00000000-0000-0000-0000-000000000001"
+WORKSPACE = {"subscriptionId": SUB, "resourceGroup": "rg", "name": "ws-1"}
+OWNER = "team-a.cpu.6f1c6b7e-0000-4000-8000-000000000001"
+NET = f"/subscriptions/{SUB}/resourceGroups"
+VNETS = "providers/Microsoft.Network/virtualNetworks"
+COMPUTES = "providers/Microsoft.MachineLearningServices/workspaces/ws-1/computes"
+UAI = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
+
+
+def spec(**fields: Any) -> AmlComputeSpec:
+    return AmlComputeSpec.model_validate({"workspace": WORKSPACE, **fields})
+
+
+@dataclass(frozen=True)
+class ToArm:
+    reason: str
+    fields: dict[str, Any]
+    expected: dict[str, Any]  # paths into the body ("a.b.c") → value; None: absent
+    password: str | None = None
+
+
+TO_ARM = [
+    ToArm(
+        "defaults: the seed's provisioning_configuration() defaults, scale in seconds as ISO-8601",
+        {},
+        {
+            "location": "westeurope",
+            "properties.computeType": "AmlCompute",
+            "properties.properties.vmSize": "STANDARD_DS3_V2",
+            "properties.properties.vmPriority": "Dedicated",
+            "properties.properties.scaleSettings": {
+                "maxNodeCount": 4,
+                "minNodeCount": 0,
+                "nodeIdleTimeBeforeScaleDown": "PT1800S",
+            },
+            "properties.properties.remoteLoginPortPublicAccess": "NotSpecified",
+            "properties.properties.userAccountCredentials": None,
+            "properties.properties.subnet": None,
+            "properties.description": None,
+            "identity": None,
+            "tags": {"amlops.io-owner": OWNER},
+        },
+    ),
+    ToArm(
+        "low priority and scale settings",
+        {
+            "vmPriority": "LowPriority",
+            "scaleSettings": {"minNodeCount": 1, "maxNodeCount": 8, "nodeIdleTimeBeforeScaleDown": 120},
+        },
+        {
+            "properties.properties.vmPriority": "LowPriority",
+            "properties.properties.scaleSettings": {
+                "maxNodeCount": 8,
+                "minNodeCount": 1,
+                "nodeIdleTimeBeforeScaleDown": "PT120S",
+            },
+        },
+    ),
+    ToArm(
+        "admin user with ssh key and the password read from its Secret",
+        {"adminUser": {"username": "azureuser", "sshPublicKey": "ssh-rsa AAAA", "passwordSecretRef": {"name": "pw"}}},
+        {
+            "properties.properties.userAccountCredentials": {
+                "adminUserName": "azureuser",
+                "adminUserSshPublicKey": "ssh-rsa AAAA",
+                "adminUserPassword": "s3cr3t",
+            }
+        },
+        password="s3cr3t",
+    ),
+    ToArm(
+        "admin user without a password: no password key at all",
+        {"adminUser": {"username": "azureuser"}},
+        {"properties.properties.userAccountCredentials": {"adminUserName": "azureuser"}},
+    ),
+    ToArm(
+        "subnet from the seed's three names, vnet resource group defaulting to the workspace's",
+        {"subnet": {"vnetName": "vnet", "subnetName": "default"}},
+        {"properties.properties.subnet": {"id": f"{NET}/rg/{VNETS}/vnet/subnets/default"}},
+    ),
+    ToArm(
+        "subnet from the seed's three names in another resource group",
+        {"subnet": {"vnetResourceGroup": "net-rg", "vnetName": "vnet", "subnetName": "s1"}},
+        {"properties.properties.subnet": {"id": f"{NET}/net-rg/{VNETS}/vnet/subnets/s1"}},
+    ),
+    ToArm(
+        "subnet by id",
+        {"subnet": {"subnetId": f"{NET}/r/{VNETS}/v/subnets/s"}},
+        {"properties.properties.subnet": {"id": f"{NET}/r/{VNETS}/v/subnets/s"}},
+    ),
+    ToArm(
+        "a vnet without a subnet name is no subnet",
+        {"subnet": {"vnetName": "vnet"}},
+        {"properties.properties.subnet": None},
+    ),
+    ToArm(
+        "user tags kept beside the owner tag, description",
+        {"tags": {"team": "a"}, "description": "scoring cluster"},
+        {"tags": {"team": "a", "amlops.io-owner": OWNER}, "properties.description": "scoring cluster"},
+    ),
+    ToArm(
+        "system-assigned identity", {"identity": {"type": "SystemAssigned"}}, {"identity": {"type": "SystemAssigned"}}
+    ),
+    ToArm(
+        "user-assigned identities as ARM's map of ids",
+        {"identity": {"type": "UserAssigned", "userAssignedIdentities": [UAI]}},
+        {"identity": {"type": "UserAssigned", "userAssignedIdentities": {UAI: {}}}},
+    ),
+    ToArm("identity type None sends no identity", {"identity": {"type": "None"}}, {"identity": None}),
+    ToArm(
+        "public SSH port closed, node public IPs off",
+        {"remoteLoginPortPublicAccess": "Disabled", "enableNodePublicIp": False},
+        {
+            "properties.properties.remoteLoginPortPublicAccess": "Disabled",
+            "properties.properties.enableNodePublicIp": False,
+        },
+    ),
+    ToArm("the location given (the spec's, or the workspace's)", {"location": "eastus"}, {"location": "westeurope"}),
+]
+
+
+def _at(body: dict[str, Any], path: str) -> Any:
+    node: Any = body
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("case", TO_ARM, ids=lambda c: c.reason)
+def test_to_arm(case: ToArm) -> None:
+    body = m.to_arm(spec(**case.fields), owner=OWNER, location="westeurope", admin_password=case.password)
+    for path, value in case.expected.items():
+        assert _at(body, path) == value, path
+
+
+def test_the_owner_tag_wins_over_a_user_tag_of_the_same_name() -> None:
+    body = m.to_arm(spec(tags={"amlops.io-owner": "someone-else"}), owner=OWNER, location="westeurope")
+    assert body["tags"]["amlops.io-owner"] == OWNER
+
+
+def arm_body(state: str = "Succeeded", **props: Any) -> dict[str, Any]:
+    return {
+        "id": f"{NET}/rg/{COMPUTES}/cpu",
+        "location": "westeurope",
+        "properties": {"computeType": "AmlCompute", "provisioningState": state, "properties": props},
+    }
+
+
+@dataclass(frozen=True)
+class FromArm:
+    reason: str
+    body: dict[str, Any]
+    expected: dict[str, Any] = field(default_factory=dict)
+
+
+FROM_ARM = [
+    FromArm(
+        "a steady cluster: counts and every node state, zero when Azure omits one",
+        arm_body(
+            allocationState="Steady",
+            currentNodeCount=2,
+            targetNodeCount=2,
+            nodeStateCounts={"idleNodeCount": 1, "runningNodeCount": 1},
+        ),
+        {
+            "provisioningState": "Succeeded",
+            "allocationState": "Steady",
+            "currentNodeCount": 2,
+            "targetNodeCount": 2,
+            "nodeStateCounts": {
+                "idleNodeCount": 1,
+                "runningNodeCount": 1,
+                "preparingNodeCount": 0,
+                "unusableNodeCount": 0,
+                "leavingNodeCount": 0,
+                "preemptedNodeCount": 0,
+            },
+            "identity": None,
+            "provisioningErrors": [],
+        },
+    ),
+    FromArm(
+        "a managed identity's principal",
+        {**arm_body(), "identity": {"type": "SystemAssigned", "principalId": "p-1", "tenantId": "t-1"}},
+        {"identity": {"principalId": "p-1", "tenantId": "t-1"}},
+    ),
+    FromArm(
+        "provisioning errors flattened to {code, message}",
+        {
+            **arm_body("Failed"),
+            "properties": {
+                **arm_body("Failed")["properties"],
+                "provisioningErrors": [{"error": {"code": "QuotaExceeded", "message": "no cores"}}],
+            },
+        },
+        {"provisioningErrors": [{"code": "QuotaExceeded", "message": "no cores"}]},
+    ),
+    FromArm(
+        "a creating cluster has no counts yet",
+        arm_body("Creating"),
+        {"currentNodeCount": None, "allocationState": None},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", FROM_ARM, ids=lambda c: c.reason)
+def test_from_arm(case: FromArm) -> None:
+    status = m.from_arm(case.body)
+    assert status["resourceId"] == case.body["id"]
+    for key, value in case.expected.items():
+        assert status[key] == value, key
+
+
+@pytest.mark.parametrize(
+    ("reason", "body", "expected"),
+    [
+        ("succeeded is no failure", arm_body("Succeeded"), None),
+        ("creating is no failure", arm_body("Creating"), None),
+        (
+            "Azure's first error code and message",
+            {
+                **arm_body("Failed"),
+                "properties": {
+                    **arm_body("Failed")["properties"],
+                    "provisioningErrors": [
+                        {"error": {"code": "InvalidPropertyValue", "message": "not a supported VM size"}}
+                    ],
+                },
+            },
+            ("InvalidPropertyValue", "not a supported VM size"),
+        ),
+        (
+            "failed without errors",
+            arm_body("Failed"),
+            ("ProvisioningFailed", "Azure reports provisioningState Failed without an error"),
+        ),
+    ],
+)
+def test_failure(reason: str, body: dict[str, Any], expected: tuple[str, str] | None) -> None:
+    assert m.failure(body) == expected, reason
+
+
+def test_transitional_states_and_resizing() -> None:
+    assert [m.is_transitional(arm_body(s)) for s in ("Creating", "Updating", "Deleting", "Succeeded", "Failed")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert m.is_resizing(arm_body(allocationState="Resizing"))
+    assert not m.is_resizing(arm_body(allocationState="Steady"))
+
+
+def test_a_vm_size_azure_kept_is_reported_not_patched() -> None:
+    assert m.vm_size_mismatch(spec(vmSize="Standard_DS3_v2"), arm_body(vmSize="STANDARD_DS3_V2")) is None, "case"
+    message = m.vm_size_mismatch(spec(vmSize="STANDARD_NC6"), arm_body(vmSize="STANDARD_DS3_V2"))
+    assert message is not None
+    assert "STANDARD_DS3_V2" in message
+    assert "cannot change" in message
+
+
+SIZES = [{"name": "Standard_DS3_v2", "family": "standardDSv2Family", "vCPUs": 4}]
+
+
+def usage(name: str, limit: int, current: int) -> dict[str, Any]:
+    return {"name": {"value": name, "localizedValue": name}, "limit": limit, "currentValue": current, "unit": "Count"}
+
+
+@dataclass(frozen=True)
+class Quota:
+    reason: str
+    fields: dict[str, Any]
+    usages: list[dict[str, Any]]
+    sufficient: bool | None
+    error: bool = False
+
+
+QUOTAS = [
+    Quota("fits: 4 nodes x 4 vCPUs within 24 free", {}, [usage("standardDSv2Family", 24, 0)], True),
+    Quota("exactly the headroom fits", {}, [usage("standardDSv2Family", 20, 4)], True),
+    Quota("one vCPU over", {"scaleSettings": {"maxNodeCount": 5}}, [usage("standardDSv2Family", 20, 1)], False),
+    Quota("the family's row is matched whatever its case", {}, [usage("StandardDSv2Family", 16, 0)], True),
+    Quota(
+        "low priority counts against the low-priority row",
+        {"vmPriority": "LowPriority"},
+        [usage("standardDSv2Family", 0, 0), usage("lowPriorityCores", 100, 0)],
+        True,
+    ),
+    Quota("no row for the family: no verdict", {}, [usage("standardNCFamily", 24, 0)], None),
+    Quota("a size the location does not offer", {"vmSize": "Standard_Unknown"}, [], None, error=True),
+]
+
+
+@pytest.mark.parametrize("case", QUOTAS, ids=lambda c: c.reason)
+def test_quota_check(case: Quota) -> None:
+    quota, error, sufficient = m.quota_check(spec(**case.fields), SIZES, case.usages)
+    assert (error is not None) is case.error
+    if case.error:
+        return
+    assert quota is not None
+    assert quota["family"] == "standardDSv2Family"
+    assert (sufficient[0] if sufficient else None) is case.sufficient
+    if sufficient:
+        assert "vCPUs" in sufficient[1]
