@@ -24,13 +24,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import signal
-
     from amlops import demo
 
-    # Ctrl-C is awaited with sigwait in the demo, so the default handlers must not fire first.
-    if not args.exit:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     return demo.run(exit_when_done=args.exit, timeout=args.timeout, workdir=args.workdir)
 
 

@@ -73,9 +73,20 @@ def _done(items: list[dict[str, Any]]) -> bool:
     return len(items) == 3 and all(true(i, "Complete" if i["kind"] == "ParallelJob" else "Ready") for i in items)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) -> int:
+    """Run the demo; Ctrl-C or SIGTERM stops it and everything it started (each given a short grace period).
+
+    Signals are handled, never blocked: a blocked mask is inherited by every child process, which then cannot
+    be stopped gracefully (the operator and the emulator used to wait out their whole grace period)."""
     from amlops.emulator.azurite import azurite_blob
 
+    # Set explicitly: a shell starting the demo in the background hands it SIGINT ignored.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     work = workdir or Path(tempfile.mkdtemp(prefix="amlops-demo-"))
     print(f"==> building or reusing the Kubernetes test bed (cache: {testbed.cache_dir()})", flush=True)
     bin_dir = testbed.ensure_built()
@@ -136,11 +147,14 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             if exit_when_done:
                 return 0
             print("Press Ctrl-C to stop the demo (everything it started stops with it).", flush=True)
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-            return 0
+            while True:
+                signal.pause()  # until Ctrl-C or SIGTERM (_stop) ends it
+    except KeyboardInterrupt:
+        print("==> stopping the demo", flush=True)
+        return 0
     finally:
         if operator is not None:
-            testbed.terminate(operator, grace=20)
+            testbed.terminate(operator, grace=10)
         if emulator is not None:
             emulator.stop()
         bed.stop()
