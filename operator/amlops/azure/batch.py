@@ -42,6 +42,22 @@ async def pool_node_counts(client: BatchClient) -> dict[str, JSON]:
     return await _call(collect)
 
 
+async def get_pool(client: BatchClient, pool_id: str) -> JSON | None:
+    """One pool (state, metadata, targets), or None when the account has no such pool."""
+    try:
+        return dict((await client.get_pool(pool_id)).as_dict())
+    except ResourceNotFoundError:
+        return None
+    except Exception as e:
+        raise translate(e) from e
+
+
+async def set_pool_metadata(client: BatchClient, pool_id: str, metadata: list[JSON]) -> None:
+    """Replace the pool's metadata (Batch's PATCH replaces the list whole; the rest of the pool is untouched)."""
+    items = [models.BatchMetadataItem(name=str(m["name"]), value=str(m["value"])) for m in metadata]
+    await _call(lambda: client.update_pool(pool_id, models.BatchPoolUpdateOptions(metadata=items)))
+
+
 async def create_if_absent(create: Callable[[], Awaitable[None]], exists_code: str) -> bool:
     """Run a Batch create; False when the entity exists already (Batch creates are idempotent by id for us)."""
     try:

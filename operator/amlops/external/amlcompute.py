@@ -15,7 +15,8 @@ from amlops.azure.clients import DEFAULT_CREDENTIAL, AzureClients, credential_ke
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external.compute_arm import owner_of
-from amlops.external.ports import SecretReader
+from amlops.external.ownership import owner_exists
+from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
@@ -78,9 +79,10 @@ async def connect(clients: AzureClients, secrets: SecretReader, namespace: str, 
 
 
 class AmlComputeClient:
-    def __init__(self, clients: AzureClients, secrets: SecretReader) -> None:
+    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ObjectReader) -> None:
         self._clients = clients
         self._secrets = secrets
+        self._objects = objects
         settings = clients.settings
         self._sizes = _TtlCache(settings.vm_size_cache_seconds)
         self._usages = _TtlCache(settings.poll_ceiling_seconds)
@@ -223,6 +225,12 @@ class AmlComputeClient:
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Delete")
         self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
         return pending
+
+    async def owner_exists(self, owner: str) -> bool:
+        return await owner_exists(self._objects, owner)
+
+    async def dependents(self, mr: Mr) -> tuple[str, ...]:
+        return ()
 
     async def _admin_password(self, mr: Mr) -> str | None:
         user = mr.spec.admin_user

@@ -7,6 +7,7 @@ manage the pools ``spec.pools`` names, report every pool's nodes. Detach on dele
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from azure.batch.aio import BatchClient
 
@@ -16,6 +17,7 @@ from amlops.azure.clients import AzureClients
 from amlops.external import batchcompute_map as m
 from amlops.external.amlcompute import connect, workspace_of
 from amlops.external.compute_arm import owner_of
+from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
@@ -24,6 +26,7 @@ from amlops.status import READY, REASON_CREDENTIALS_MISSING, is_true
 
 Mr = Managed[BatchComputeSpec]
 REASON_ACCOUNT_MISMATCH = "AttachedAccountMismatch"
+REASON_NOT_OWNED = "NotOwned"
 
 
 def compute_name(mr: Mr) -> str:
@@ -56,23 +59,50 @@ class AccountAccess:
 
 
 async def account_access(
-    clients: AzureClients, secrets: SecretReader, objects: ObjectReader, namespace: str, name: str
+    clients: AzureClients,
+    secrets: SecretReader,
+    objects: ObjectReader,
+    namespace: str,
+    name: str,
+    *,
+    ready_only: bool = True,
 ) -> AccountAccess:
+    """The account of BatchCompute ``namespace/name``; with ``ready_only`` False a client also while it is not
+    Ready (throttled, resizing, being deleted): its spec and credentials are enough to clean up a job."""
     obj = await objects.get("batchcomputes", namespace, name)
     if obj is None:
         return AccountAccess(False, f"BatchCompute {namespace}/{name} does not exist")
     status = obj.get("status") or {}
-    if not is_true(status.get("conditions") or [], READY):
+    ready = is_true(status.get("conditions") or [], READY)
+    if ready_only and not ready:
         return AccountAccess(False, f"BatchCompute {namespace}/{name} is not Ready")
     spec = BatchComputeSpec.model_validate(obj.get("spec") or {})
     client = await batch_client(clients, secrets, namespace, spec, status.get("clusterLocation"))
-    return AccountAccess(True, "", m.account_name(spec), client, spec)
+    return AccountAccess(ready, "", m.account_name(spec), client, spec)
 
 
 class BatchComputeClient:
-    def __init__(self, clients: AzureClients, secrets: SecretReader) -> None:
+    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ObjectReader) -> None:
         self._clients = clients
         self._secrets = secrets
+        self._objects = objects
+
+    async def owner_exists(self, owner: str) -> bool:
+        return await owner_exists(self._objects, owner)
+
+    async def dependents(self, mr: Mr) -> tuple[str, ...]:
+        """The ParallelJobs of this namespace that run on this BatchCompute: each must delete its Batch job and
+        pool through this account before the account's access goes (a namespace deletion deletes all at once)."""
+        jobs = await self._objects.list("paralleljobs", mr.namespace)
+        names = sorted(
+            str(j["metadata"]["name"]) for j in jobs if (j.get("spec") or {}).get("compute", {}).get("name") == mr.name
+        )
+        return tuple(f"ParallelJob {name}" for name in names)
+
+    async def _plan(self, mr: Mr, pools: list[dict[str, Any]]) -> m.PoolPlan:
+        foreign = m.foreign_owners(mr.spec, pools, mr.owner)
+        live = frozenset([o for o in foreign if await owner_exists(self._objects, o)])
+        return m.plan_pools(mr.spec, pools, mr.owner, live)
 
     async def observe(self, mr: Mr) -> Observation:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
@@ -95,7 +125,7 @@ class BatchComputeClient:
         client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"))
         pools = await batch.list_pools(client)
         counts = await batch.pool_node_counts(client)
-        plan = m.plan_pools(mr.spec, pools, mr.owner)
+        plan = await self._plan(mr, pools)
         status.update(m.pools_status(mr.spec, pools, counts))
         resizing = m.any_resizing(pools)
         return Observation(
@@ -106,6 +136,7 @@ class BatchComputeClient:
             settling=resizing,
             message=f"{status['poolCount']} pools, {status['dedicatedNodes']} dedicated and "
             f"{status['lowPriorityNodes']} low-priority nodes",
+            failure=(REASON_NOT_OWNED, "; ".join(plan.not_owned)) if plan.not_owned else None,
             owner=owner_of(body),
             at_provider=status,
             diff=plan.describe(),
@@ -124,7 +155,11 @@ class BatchComputeClient:
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
         location = observation.at_provider.get("clusterLocation")
         client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
-        plan = m.plan_pools(mr.spec, await batch.list_pools(client), mr.owner)
+        pools = await batch.list_pools(client)
+        plan = await self._plan(mr, pools)
+        by_id = {str(p.get("id")): p for p in pools}
+        for pool_id in plan.adopt:  # ours from now on: resized, and deleted when it leaves spec.pools or on detach
+            await batch.set_pool_metadata(client, pool_id, m.with_owner(by_id[pool_id], mr.owner))
         for pool in plan.create:
             await batch.create_pool(client, m.pool_body(pool, mr.owner))
         for pool in plan.resize:
