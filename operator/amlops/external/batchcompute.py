@@ -22,6 +22,7 @@ from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
+from amlops.reconcile.policy import nothing_left
 from amlops.status import READY, REASON_CREDENTIALS_MISSING, is_true
 
 Mr = Managed[BatchComputeSpec]
@@ -104,13 +105,38 @@ class BatchComputeClient:
         live = frozenset([o for o in foreign if await owner_exists(self._objects, o)])
         return m.plan_pools(mr.spec, pools, mr.owner, live)
 
-    async def observe(self, mr: Mr) -> Observation:
+    async def _attached(self, mr: Mr) -> dict[str, Any] | None:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         poller = self._clients.workspace_poller(key, ml, ws)
         _, body = await poller.get(compute_name(mr), self._clients.settings.poll_floor_seconds)
+        return body if body is not None else await ml.get_compute(ws, compute_name(mr))
+
+    async def _observe_deleting(self, mr: Mr) -> Observation:
+        """What is left to delete: the attach, and the pools amlops created for this object, which live in the
+        account, not under the workspace: a workspace that is gone (or a compute detached from outside) leaves
+        them to delete all the same."""
+        try:
+            body = await self._attached(mr)
+        except TerminalError as e:
+            if not nothing_left(e.reason):
+                raise
+            body = None
+        status = m.attached_status(body) if body is not None else {}
+        location = status.get("clusterLocation") or mr.status.get("clusterLocation")
+        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
+        pools = [
+            p for p in await batch.list_pools(client) if m.pool_owner(p) == mr.owner and p.get("state") != "deleting"
+        ]
         if body is None:
-            body = await ml.get_compute(ws, compute_name(mr))
+            return Observation(bool(pools), owner=mr.owner)
+        transitional = str(status.get("provisioningState") or "").lower() == "deleting" and not pools
+        return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
+
+    async def observe(self, mr: Mr) -> Observation:
+        if mr.deleting:
+            return await self._observe_deleting(mr)
+        body = await self._attached(mr)
         if body is None:
             return Observation(resource_exists=False)
         status = m.attached_status(body)
@@ -120,7 +146,7 @@ class BatchComputeClient:
                 True, owner=owner_of(body), failure=(REASON_ACCOUNT_MISMATCH, message), at_provider=status
             )
         transitional = str(status.get("provisioningState") or "").lower() in ("creating", "updating", "deleting")
-        if transitional or mr.deleting:
+        if transitional:
             return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
         client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"))
         pools = await batch.list_pools(client)
@@ -169,7 +195,8 @@ class BatchComputeClient:
         return None
 
     async def delete(self, mr: Mr) -> Pending | None:
-        """Detach (never delete the account); pools amlops created for this object go with it."""
+        """Detach (never delete the account); pools amlops created for this object go with it, first (a missing
+        workspace then ends the deletion: nothing is attached under it)."""
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         location = mr.status.get("clusterLocation")

@@ -5,12 +5,15 @@
   (id from the object's uid: creating it twice is harmless).
 - ``observe``: the job's task counts (one call), its finished tasks (listed only when more finished than are
   known; finished facts never change, so they are kept) and their summaries → one decision
-  (``paralleljob_map.decide``); Complete and Failed are answered from the status, with no Azure call.
+  (``paralleljob_map.decide``). A job done in Batch is Complete or Failed only once the pool amlops created for
+  it is gone (``resourcesReleased``): until then its release is the action. After that, Complete and Failed are
+  answered from the status, with no Azure call.
 - ``update``: carries out that decision's one action: add tasks from where the job's count ends (streamed
   from the manifest chunks, a slice at a time; a small manifest travels inside its task), suspend
   (disable with requeue), resume, fail (terminate), finish (write ``parallel_run_step.txt`` exactly once,
   end the job, release the pool).
-- ``delete``: delete the Batch job (its running tasks end) and the pool amlops created for it.
+- ``delete``: delete the Batch job (its running tasks end) and the pool amlops created for it, through the
+  BatchCompute whatever its state (a BatchCompute's deletion waits for its ParallelJobs).
 """
 
 from __future__ import annotations
@@ -196,8 +199,8 @@ class ParallelJobClient:
                 terminate_reason=(job.get("executionInfo") or {}).get("terminateReason"),
             )
         )
+        decision = m.releasing(decision, decision.phase in m.TERMINAL and await self._pool_left(mr, client))
         ended = decision.phase in m.TERMINAL
-        decision = m.releasing(decision, ended and await self._pool_left(mr, client))
         self._decisions[mr.uid] = (decision, added, index)
         status = {
             **m.status_fields(decision, elapsed),
@@ -206,7 +209,7 @@ class ParallelJobClient:
             "startTime": started,
             "output": layout.output_uri if mr.spec.task.append_row_to else None,
             "contentHash": index.hash,
-            m.RELEASED: decision.action is None if ended else None,
+            m.RELEASED: True if ended else None,
         }
         if ended:
             status["completionTime"] = _now()

@@ -322,9 +322,11 @@ def finished_observation(status: Mapping[str, Any], owner: str, at_provider: Map
 
 
 def releasing(decision: Decision, pool_left: bool) -> Decision:
-    """A finished job whose own pool is still there has one thing left to do: delete the pool."""
+    """A job done in Batch whose own pool is still there has one thing left to do: delete the pool. It is not
+    finished until then (as while it writes its output): Running, and the next pass decides again."""
     if decision.phase in TERMINAL and decision.action is None and pool_left:
-        return replace(decision, action="release", message="deleting the job's pool")
+        return replace(decision, phase="Running", action="release", reason=REASON_RUNNING,
+                       message="deleting the job's pool")  # fmt: skip
     return decision
 
 
