@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from azure.batch import models
 from azure.batch.aio import BatchClient
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from amlops.azure.errors import error_code, translate
@@ -52,10 +53,13 @@ async def get_pool(client: BatchClient, pool_id: str) -> JSON | None:
         raise translate(e) from e
 
 
-async def set_pool_metadata(client: BatchClient, pool_id: str, metadata: list[JSON]) -> None:
-    """Replace the pool's metadata (Batch's PATCH replaces the list whole; the rest of the pool is untouched)."""
+async def set_pool_metadata(client: BatchClient, pool_id: str, metadata: list[JSON], etag: str | None) -> None:
+    """Replace the pool's metadata (Batch's PATCH replaces the list whole; the rest of the pool is untouched),
+    only if the pool is still as read (``etag``): two adopters cannot both believe they won (412 → retry)."""
     items = [models.BatchMetadataItem(name=str(m["name"]), value=str(m["value"])) for m in metadata]
-    await _call(lambda: client.update_pool(pool_id, models.BatchPoolUpdateOptions(metadata=items)))
+    options = models.BatchPoolUpdateOptions(metadata=items)
+    condition = MatchConditions.IfNotModified if etag else None
+    await _call(lambda: client.update_pool(pool_id, options, etag=etag, match_condition=condition))
 
 
 async def create_if_absent(create: Callable[[], Awaitable[None]], exists_code: str) -> bool:

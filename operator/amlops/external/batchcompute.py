@@ -185,7 +185,8 @@ class BatchComputeClient:
         plan = await self._plan(mr, pools)
         by_id = {str(p.get("id")): p for p in pools}
         for pool_id in plan.adopt:  # ours from now on: resized, and deleted when it leaves spec.pools or on detach
-            await batch.set_pool_metadata(client, pool_id, m.with_owner(by_id[pool_id], mr.owner))
+            found = by_id[pool_id]
+            await batch.set_pool_metadata(client, pool_id, m.with_owner(found, mr.owner), found.get("eTag"))
         for pool in plan.create:
             await batch.create_pool(client, m.pool_body(pool, mr.owner))
         for pool in plan.resize:

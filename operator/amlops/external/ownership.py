@@ -18,7 +18,10 @@ async def owner_exists(objects: ObjectReader, owner: str) -> bool:
     if ref is None:
         return True
     for plural in OWNER_PLURALS:
-        found = await objects.get(plural, ref.namespace, ref.name)
+        try:
+            found = await objects.get(plural, ref.namespace, ref.name)
+        except Exception:  # e.g. 403: a namespace this operator may not read (a namespaced install)
+            return True  # cannot be told free: treated as owned (Stalled NotOwned, rechecked later)
         if found is not None and (found.get("metadata") or {}).get("uid") == ref.uid:
             return True
     return False
