@@ -142,6 +142,26 @@ def test_a_compute_being_deleted_waits_for_its_jobs_and_they_still_release_their
     testbed.eventually(lambda: "scoring" not in account(bed.azure)[1], what="the BatchCompute's pool deleted")
 
 
+def test_deleting_a_job_while_its_compute_is_throttled_releases_its_pool(bed: Bed) -> None:
+    own = start_own_pool_job(bed, "own")
+    # Batch throttles the BatchCompute's pool listing (429 with Retry-After, as Batch answers a busy account):
+    # it is no longer Ready.
+    bed.azure.control(
+        "POST",
+        "/faults",
+        {"method": "GET", "path": "/pools$", "status": 429, "code": "TooManyRequests", "retryAfter": 1},
+    )
+    throttled = wait(bed.k8s, bed.ns, "batch", "Reconciling")
+    assert condition(throttled, "Reconciling")["reason"] == "Throttled"
+    assert condition(throttled, "Ready")["status"] == "False"
+
+    bed.k8s.kubectl("delete", "paralleljob/own", "-n", bed.ns, "--timeout=60s")
+    # The object is gone; its Batch job and pool went first (the listing is readable again to check).
+    bed.azure.control("DELETE", "/faults")
+    assert own["status"]["poolId"].startswith("pj-")
+    assert_nothing_left(bed)
+
+
 def test_operator_killed_between_ending_the_job_and_deleting_its_pool_releases_it_after_restart(bed: Bed) -> None:
     # Batch refuses the pool's deletion (500) until the operator has been killed: the job ends, its pool stays.
     fault = bed.azure.control(
