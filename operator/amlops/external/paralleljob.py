@@ -154,6 +154,8 @@ class ParallelJobClient:
     async def observe(self, mr: Mr) -> Observation:
         if not mr.deleting and (finished := m.sticky(mr.status, mr.owner)) is not None:
             return finished
+        if not mr.deleting and m.unreleased(mr.status) and not owns_pool(mr):
+            return m.release_observation(mr.status, mr.owner, pool_left=False)  # no pool of its own to release
         client = await self._batch(mr)
         if client is None:  # deleting, and the BatchCompute is gone: nothing of ours can be reached any more
             return Observation(False, events=(self._left_behind(mr),))
