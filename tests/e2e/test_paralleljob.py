@@ -412,15 +412,15 @@ def test_compute_not_ready_waits_and_amlcompute_is_refused(bed: Bed) -> None:
     def reason(name: str, type_: str) -> str | None:
         return condition(bed.get(name), type_).get("reason")
 
-    # A pool the account does not have, and an image on a pool that cannot run containers: refused before
-    # any task is added.
+    # A pool the BatchCompute does not manage (here one the account does not even have), and an image on a pool
+    # that cannot run containers: refused before any task is added.
     bed.job("no-pool", compute={"name": "batch", "poolId": "nosuch"})
     task = {"code": bed.uri("code"), "entryScript": "score.py", "environment": {"image": "scoring:1"}}
     bed.job("image", task=task)
 
     testbed.eventually(lambda: reason("nowhere", "Reconciling") == "WaitingForCompute", what="waiting for compute")
     testbed.eventually(lambda: reason("on-aml", "Stalled") == "UnsupportedCompute", what="AmlCompute refused")
-    testbed.eventually(lambda: reason("no-pool", "Stalled") == "PoolNotFound", what="missing pool refused")
+    testbed.eventually(lambda: reason("no-pool", "Stalled") == "PoolNotManaged", what="unmanaged pool refused")
     testbed.eventually(lambda: reason("image", "Stalled") == "InvalidSpec", what="image on a plain pool refused")
     assert "has no containerConfiguration" in condition(bed.get("image"), "Stalled")["message"]
     assert (bed.get("nowhere").get("status") or {}).get("phase") in (None, "Pending")

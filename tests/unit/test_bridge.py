@@ -176,3 +176,12 @@ def test_routine_object_logs_go_to_debug(message: str, level: int, kept_quiet: b
         assert RoutineObjectLogs(verbose=verbose).filter(record) is kept
         routine = not kept_quiet
         assert record.levelno == (logging.DEBUG if routine else level)
+
+
+def test_an_outcomes_own_events_are_posted_even_when_no_condition_changes() -> None:
+    first, _ = next_status(Outcome(conditions=tuple(st.ready())), {}, 1, None)
+    assert first is not None
+    warning = st.EventRecord("Warning", "ComputeGone", "the pool pj-1 may remain")
+    new, events = next_status(Outcome(conditions=tuple(st.ready()), events=(warning,)), first, 1, None)
+    assert new is not None
+    assert events == [warning]

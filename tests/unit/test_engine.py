@@ -12,7 +12,7 @@ from amlops.reconcile.engine import Timing, reconcile
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
-from amlops.status import ConditionUpdate
+from amlops.status import ConditionUpdate, EventRecord
 
 pytestmark = pytest.mark.unit
 
@@ -24,6 +24,8 @@ class Spec(BaseModel):
 
 
 OWNER = "ns.obj.uid-1"
+LIVE_OTHER = "team-b.theirs.uid-2"  # another object that exists
+GONE_OTHER = "ns.obj.uid-0"  # this name's earlier object, deleted with Orphan
 
 
 def managed(**overrides: Any) -> Managed[Spec]:
@@ -42,6 +44,7 @@ class Scripted:
     observe_error: Exception | None = None
     write_error: Exception | None = None
     pending: Pending | None = None
+    waiting_for: tuple[str, ...] = ()
     calls: list[str] = field(default_factory=list)
 
     async def observe(self, mr: Managed[Spec]) -> Observation:
@@ -64,6 +67,12 @@ class Scripted:
 
     async def delete(self, mr: Managed[Spec]) -> Pending | None:
         return await self._write("delete")
+
+    async def owner_exists(self, owner: str) -> bool:
+        return owner == LIVE_OTHER
+
+    async def dependents(self, mr: Managed[Spec]) -> tuple[str, ...]:
+        return self.waiting_for
 
 
 @dataclass(frozen=True)
@@ -133,12 +142,34 @@ CASES = [
         {"Stalled": ("True", "NotOwned"), "Ready": ("False", "NotOwned")},
     ),
     Case(
-        "Exists without our tag but adopt: true: treated as ours",
+        "Exists with no owner tag and adopt: true: adopted",
         managed(spec={"adopt": True}),
-        Scripted(observation=Observation(True, resource_up_to_date=False, owner="other")),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner=None)),
         ["observe", "update"],
         {"Reconciling": ("True", "Updating")},
         retry=True,
+    ),
+    Case(
+        "Tagged by an object that no longer exists, adopt: true: adopted",
+        managed(spec={"adopt": True}),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner=GONE_OTHER)),
+        ["observe", "update"],
+        {"Reconciling": ("True", "Updating")},
+        retry=True,
+    ),
+    Case(
+        "Tagged by another object that exists, adopt: true: Stalled NotOwned, never written",
+        managed(spec={"adopt": True}),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner=LIVE_OTHER)),
+        ["observe"],
+        {"Stalled": ("True", "NotOwned"), "Ready": ("False", "NotOwned")},
+    ),
+    Case(
+        "Tagged by an object that no longer exists, no adopt: Stalled NotOwned",
+        managed(),
+        Scripted(observation=Observation(True, resource_up_to_date=False, owner=GONE_OTHER)),
+        ["observe"],
+        {"Stalled": ("True", "NotOwned")},
     ),
     Case(
         "Failed in Azure: Stalled with Azure's code",
@@ -186,10 +217,10 @@ CASES = [
         release=True,
     ),
     Case(
-        "Deleting with Orphan: release without touching Azure",
+        "Deleting with Orphan: release without touching Azure (not even a read: it may be unreachable)",
         managed(deleting=True, spec={"deletion_policy": "Orphan"}),
         Scripted(observation=EXISTS_OURS),
-        ["observe"],
+        [],
         {},
         release=True,
     ),
@@ -200,6 +231,76 @@ CASES = [
         ["observe"],
         {},
         release=True,
+    ),
+    Case(
+        "Deleting with adopt: true what another existing object owns: release, never delete it",
+        managed(deleting=True, spec={"adopt": True}),
+        Scripted(observation=Observation(True, owner=LIVE_OTHER)),
+        ["observe"],
+        {},
+        release=True,
+    ),
+    Case(
+        "Deleting with adopt: true what an object that no longer exists tagged: adopted, so deleted",
+        managed(deleting=True, spec={"adopt": True}),
+        Scripted(observation=Observation(True, owner=GONE_OTHER)),
+        ["observe", "delete"],
+        {"Reconciling": ("True", "Deleting")},
+        retry=True,
+    ),
+    Case(
+        "Deleting while other objects still use it: wait, before any Azure call",
+        managed(deleting=True),
+        Scripted(observation=EXISTS_OURS, waiting_for=("ParallelJob a",)),
+        [],
+        {"Reconciling": ("True", "WaitingForDependents")},
+        retry=True,
+    ),
+    Case(
+        "Deleting with Orphan while other objects still use it: wait too (they need its access to clean up)",
+        managed(deleting=True, spec={"deletion_policy": "Orphan"}),
+        Scripted(observation=EXISTS_OURS, waiting_for=("ParallelJob a",)),
+        [],
+        {"Reconciling": ("True", "WaitingForDependents")},
+        retry=True,
+    ),
+    Case(
+        "Deleting under a parent that does not exist (typo in the workspace): nothing is left, release",
+        managed(deleting=True),
+        Scripted(observe_error=TerminalError("ParentResourceNotFound", "Parent resource 'wsx' not found.")),
+        ["observe"],
+        {"Reconciling": ("True", "Deleting")},
+        release=True,
+    ),
+    Case(
+        "Deleting in a resource group that does not exist: release",
+        managed(deleting=True),
+        Scripted(observation=EXISTS_OURS, write_error=TerminalError("ResourceGroupNotFound", "rg not found")),
+        ["observe", "delete"],
+        {"Reconciling": ("True", "Deleting")},
+        release=True,
+    ),
+    Case(
+        "Deleting from a Batch account that no longer exists: release",
+        managed(deleting=True),
+        Scripted(observe_error=TerminalError("AccountNotFound", "The specified account does not exist.")),
+        ["observe"],
+        {},
+        release=True,
+    ),
+    Case(
+        "Deleting without authorization: Stalled and the finalizer kept (the resource may exist and bill)",
+        managed(deleting=True),
+        Scripted(observe_error=TerminalError("AuthorizationFailed", "no access")),
+        ["observe"],
+        {"Stalled": ("True", "AuthorizationFailed")},
+    ),
+    Case(
+        "Not deleting, parent missing: Stalled ParentResourceNotFound (a human fixes the spec)",
+        managed(),
+        Scripted(observe_error=TerminalError("ParentResourceNotFound", "Parent resource 'wsx' not found.")),
+        ["observe"],
+        {"Stalled": ("True", "ParentResourceNotFound")},
     ),
     Case(
         "Observe throttled: Reconciling/Throttled, retry after Retry-After",
@@ -259,3 +360,25 @@ async def test_kind_conditions_ride_along_with_ready() -> None:
     extra = ConditionUpdate("MinNodesAvailable", "True", "Succeeded", "2 of 2 nodes")
     outcome = await reconcile(managed(), Scripted(observation=Observation(True, owner=OWNER, conditions=(extra,))))
     assert extra in outcome.conditions
+
+
+async def test_an_observations_events_are_posted_with_the_outcome_even_on_release() -> None:
+    warning = EventRecord("Warning", "ComputeGone", "pool pj-1 may remain")
+    outcome = await reconcile(managed(deleting=True), Scripted(observation=Observation(False, events=(warning,))))
+    assert outcome.release_finalizer
+    assert outcome.events == (warning,)
+
+
+async def test_waiting_for_dependents_names_them() -> None:
+    client = Scripted(waiting_for=("ParallelJob a", "ParallelJob b"))
+    outcome = await reconcile(managed(deleting=True), client)
+    message = next(c.message for c in outcome.conditions if c.type == "Reconciling")
+    assert "ParallelJob a, ParallelJob b" in message
+    assert not outcome.release_finalizer
+
+
+async def test_not_owned_message_says_what_to_do() -> None:
+    plain = await reconcile(managed(), Scripted(observation=Observation(True, owner=None)))
+    assert "set spec.adopt: true" in next(c.message for c in plain.conditions if c.type == "Stalled")
+    taken = await reconcile(managed(spec={"adopt": True}), Scripted(observation=Observation(True, owner=LIVE_OTHER)))
+    assert "still exists" in next(c.message for c in taken.conditions if c.type == "Stalled")

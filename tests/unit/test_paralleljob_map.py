@@ -207,19 +207,82 @@ def test_observation_per_phase() -> None:
     assert ("Failed", "True") in {(c.type, c.status) for c in failed.conditions}
 
 
-def test_terminal_states_are_sticky() -> None:
+def test_terminal_states_are_sticky_once_the_compute_is_released() -> None:
     status = {
         "phase": "Failed",
+        "resourcesReleased": True,
         "conditions": [{"type": "Failed", "status": "True", "reason": "ErrorThresholdExceeded", "message": "3 failed"}],
     }
     obs = m.sticky(status, "o")
     assert obs is not None
     assert obs.failure == ("ErrorThresholdExceeded", "3 failed")
     assert obs.at_provider == {}  # the stored status stays as it is
-    complete = m.sticky({"phase": "Complete", "conditions": []}, "o")
+    complete = m.sticky({"phase": "Complete", "resourcesReleased": True, "conditions": []}, "o")
     assert complete is not None
     assert complete.failure is None
     assert m.sticky({"phase": "Running"}, "o") is None
+    # Finished but the release not recorded (a crash between ending the job and deleting its pool, a status
+    # written before this field existed): not sticky, observe looks at the pool.
+    assert m.sticky({**status, "resourcesReleased": False}, "o") is None
+    assert m.sticky({"phase": "Complete", "conditions": []}, "o") is None
+    assert m.unreleased({"phase": "Complete"})
+    assert not m.unreleased({"phase": "Complete", "resourcesReleased": True})
+    assert not m.unreleased({"phase": "Running"})
+
+
+@pytest.mark.parametrize(
+    ("reason", "decision", "pool_left", "action"),
+    [
+        ("Complete with its pool gone: done", m.Decision("Complete", m.Counts(1)), False, None),
+        ("Complete with its pool still there (killed before deleting it): release", m.Decision("Complete", m.Counts(1)),
+         True, "release"),
+        ("Failed (job ended from outside) with its pool there: release", m.Decision("Failed", m.Counts(1), None,
+         m.REASON_JOB_TERMINATED), True, "release"),
+        ("Running: never a release, whatever the pool", m.Decision("Running", m.Counts(1)), True, None),
+        ("An action already decided (finish releases too): kept", m.Decision("Running", m.Counts(1), "finish"), True,
+         "finish"),
+    ],
+)  # fmt: skip
+def test_releasing(reason: str, decision: m.Decision, pool_left: bool, action: str | None) -> None:
+    got = m.releasing(decision, pool_left)
+    assert got.action == action, reason
+    # Not finished while its pool is there: the pass after the release decides again (reason and all).
+    assert got.phase == ("Running" if action == "release" else decision.phase), reason
+    released = m.observation(got, {}, "o")
+    assert released.resource_up_to_date is (action is None), reason
+
+
+def test_release_observation() -> None:
+    failed = {
+        "phase": "Failed",
+        "conditions": [{"type": "Failed", "status": "True", "reason": "JobTerminated", "message": "ended"}],
+    }
+    pending = m.release_observation(failed, "o", pool_left=True)
+    assert not pending.resource_up_to_date  # the engine calls update(), which deletes the pool
+    assert pending.failure is None  # not Stalled before the pool is gone
+    assert pending.at_provider == {"resourcesReleased": False}
+    done = m.release_observation(failed, "o", pool_left=False)
+    assert done.failure == ("JobTerminated", "ended")
+    assert done.at_provider == {"resourcesReleased": True}
+    assert m.sticky({**failed, **done.at_provider}, "o") is not None
+
+
+@pytest.mark.parametrize(
+    ("reason", "pool_id", "allowed"),
+    [
+        ("no poolId: the job gets a pool of its own", None, True),
+        ("a pool of the BatchCompute's spec.pools", "scoring", True),
+        ("another job's pool", "pj-6f1c2b9e-0000-4000-8000-000000000002", False),
+        ("a pool the BatchCompute does not manage", "theirs", False),
+    ],
+)
+def test_unmanaged_pool(reason: str, pool_id: str | None, allowed: bool) -> None:
+    why = m.unmanaged_pool(pool_id, ["scoring", "gpu"], "batch")
+    assert (why is None) is allowed, reason
+    if why is not None:
+        assert pool_id is not None
+        assert pool_id in why
+        assert "spec.pools" in why
 
 
 def test_task_ids_round_trip_and_foreign_tasks_are_ignored() -> None:

@@ -188,7 +188,12 @@ class AmlComputeSpec(ApiModel):
         default="Delete", description="Delete removes the cluster from Azure with the CR; Orphan leaves it."
     )
     adopt: bool = Field(
-        default=False, description="Take over an existing cluster of this name that amlops did not create."
+        default=False,
+        description=(
+            "Take over an existing cluster of this name that has no amlops.io-owner tag, or whose tag names an "
+            "object that no longer exists. A cluster owned by another existing object is never taken over "
+            "(Stalled NotOwned)."
+        ),
     )
     deletion_protection: bool = deletion_protection_field()
     report_nodes: bool = Field(default=False, description="Seed: list_nodes. Report nodes in status.nodes.")

@@ -83,6 +83,15 @@ class ManagedPool(ApiModel):
     image_reference: ImageReference = Field(default_factory=ImageReference, description="Node OS image.")
     node_agent_sku_id: str = Field(default="batch.node.ubuntu 22.04", description="Batch node agent SKU.")
     start_task: StartTask | None = Field(default=None, description="Task every node runs when it joins.")
+    adopt: bool = Field(
+        default=False,
+        description=(
+            "Take over a pool of this id that exists without amlops' owner metadata (or whose owner no longer "
+            "exists): amlops then writes its owner metadata, resizes it, and deletes it when it leaves spec.pools "
+            "or on detach. Without it such a pool makes the BatchCompute Stalled NotOwned. A pool owned by another "
+            "existing object is never taken over."
+        ),
+    )
 
 
 class BatchComputeSpec(ApiModel):
@@ -125,7 +134,10 @@ class BatchComputeSpec(ApiModel):
     deletion_protection: bool = deletion_protection_field()
     pools: list[ManagedPool] = Field(
         default_factory=list,
-        description="Pools amlops manages in the account; other pools are only reported.",
+        description=(
+            "Pools amlops manages in the account (creates, resizes, deletes): only pools it created for this "
+            "object, or adopted (adopt); other pools are only reported."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
     )
 

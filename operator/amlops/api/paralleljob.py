@@ -54,8 +54,9 @@ class ComputeRef(ApiModel):
     pool_id: str | None = Field(
         default=None,
         pattern=r"^[a-zA-Z0-9_-]{1,64}$",
-        description="An existing pool of that account to run on. Absent: amlops creates a pool for this job "
-        "(instanceType, instanceCount, lowPriority) and deletes it when the job ends or is deleted.",
+        description="A pool of that BatchCompute's spec.pools to run on (no other pool: PoolNotManaged). Absent: "
+        "amlops creates a pool for this job (instanceType, instanceCount, lowPriority) and deletes it when the job "
+        "ends or is deleted.",
     )
     instance_type: str = Field(
         default="STANDARD_D2S_V3",
@@ -297,6 +298,13 @@ class ParallelJobStatus(StatusBase):
     )
     reused_from: str | None = Field(
         default=None, description="The completed ParallelJob whose output this one reuses (isDeterministic)."
+    )
+    resources_released: bool | None = Field(
+        default=None,
+        description=(
+            "A finished job holds no compute any more: its Batch job has ended and the pool amlops created for it "
+            "(pj-<uid>) is deleted. Until true, amlops keeps releasing them."
+        ),
     )
 
 

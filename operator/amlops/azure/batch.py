@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from azure.batch import models
 from azure.batch.aio import BatchClient
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from amlops.azure.errors import error_code, translate
@@ -40,6 +41,25 @@ async def pool_node_counts(client: BatchClient) -> dict[str, JSON]:
         return {str(c.pool_id): dict(c.as_dict()) async for c in client.list_pool_node_counts()}
 
     return await _call(collect)
+
+
+async def get_pool(client: BatchClient, pool_id: str) -> JSON | None:
+    """One pool (state, metadata, targets), or None when the account has no such pool."""
+    try:
+        return dict((await client.get_pool(pool_id)).as_dict())
+    except ResourceNotFoundError:
+        return None
+    except Exception as e:
+        raise translate(e) from e
+
+
+async def set_pool_metadata(client: BatchClient, pool_id: str, metadata: list[JSON], etag: str | None) -> None:
+    """Replace the pool's metadata (Batch's PATCH replaces the list whole; the rest of the pool is untouched),
+    only if the pool is still as read (``etag``): two adopters cannot both believe they won (412 → retry)."""
+    items = [models.BatchMetadataItem(name=str(m["name"]), value=str(m["value"])) for m in metadata]
+    options = models.BatchPoolUpdateOptions(metadata=items)
+    condition = MatchConditions.IfNotModified if etag else None
+    await _call(lambda: client.update_pool(pool_id, options, etag=etag, match_condition=condition))
 
 
 async def create_if_absent(create: Callable[[], Awaitable[None]], exists_code: str) -> bool:

@@ -16,7 +16,8 @@ from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external.compute_arm import owner_of
 from amlops.external.credentials import connect
-from amlops.external.ports import SecretReader
+from amlops.external.ownership import owner_exists
+from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
@@ -63,9 +64,10 @@ class _TtlCache:
 
 
 class AmlComputeClient:
-    def __init__(self, clients: AzureClients, secrets: SecretReader) -> None:
+    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ObjectReader) -> None:
         self._clients = clients
         self._secrets = secrets
+        self._objects = objects
         settings = clients.settings
         self._sizes = _TtlCache(settings.vm_size_cache_seconds)
         self._usages = _TtlCache(settings.poll_ceiling_seconds)
@@ -208,6 +210,12 @@ class AmlComputeClient:
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Delete")
         self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
         return pending
+
+    async def owner_exists(self, owner: str) -> bool:
+        return await owner_exists(self._objects, owner)
+
+    async def dependents(self, mr: Mr) -> tuple[str, ...]:
+        return ()
 
     async def _admin_password(self, mr: Mr) -> str | None:
         user = mr.spec.admin_user

@@ -7,6 +7,7 @@ manage the pools ``spec.pools`` names, report every pool's nodes. Detach on dele
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from azure.batch.aio import BatchClient
 
@@ -17,15 +18,18 @@ from amlops.external import batchcompute_map as m
 from amlops.external.amlcompute import workspace_of
 from amlops.external.compute_arm import owner_of
 from amlops.external.credentials import connect, resolve
+from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
+from amlops.reconcile.policy import nothing_left
 from amlops.status import READY, REASON_CREDENTIALS_MISSING, is_true
 
 Mr = Managed[BatchComputeSpec]
 REASON_ACCOUNT_MISMATCH = "AttachedAccountMismatch"
 REASON_ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
+REASON_NOT_OWNED = "NotOwned"
 
 
 def compute_name(mr: Mr) -> str:
@@ -68,31 +72,83 @@ class AccountAccess:
 
 
 async def account_access(
-    clients: AzureClients, secrets: SecretReader, objects: ObjectReader, namespace: str, name: str
+    clients: AzureClients,
+    secrets: SecretReader,
+    objects: ObjectReader,
+    namespace: str,
+    name: str,
+    *,
+    ready_only: bool = True,
 ) -> AccountAccess:
+    """The account of BatchCompute ``namespace/name``; with ``ready_only`` False a client also while it is not
+    Ready (throttled, resizing, being deleted): its spec and credentials are enough to clean up a job."""
     obj = await objects.get("batchcomputes", namespace, name)
     if obj is None:
         return AccountAccess(False, f"BatchCompute {namespace}/{name} does not exist")
     status = obj.get("status") or {}
-    if not is_true(status.get("conditions") or [], READY):
+    ready = is_true(status.get("conditions") or [], READY)
+    if ready_only and not ready:
         return AccountAccess(False, f"BatchCompute {namespace}/{name} is not Ready")
     spec = BatchComputeSpec.model_validate(obj.get("spec") or {})
     client = await batch_client(clients, secrets, namespace, spec, status.get("clusterLocation"))
-    return AccountAccess(True, "", m.account_name(spec), client, spec)
+    return AccountAccess(ready, "", m.account_name(spec), client, spec)
 
 
 class BatchComputeClient:
-    def __init__(self, clients: AzureClients, secrets: SecretReader) -> None:
+    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ObjectReader) -> None:
         self._clients = clients
         self._secrets = secrets
+        self._objects = objects
 
-    async def observe(self, mr: Mr) -> Observation:
+    async def owner_exists(self, owner: str) -> bool:
+        return await owner_exists(self._objects, owner)
+
+    async def dependents(self, mr: Mr) -> tuple[str, ...]:
+        """The ParallelJobs of this namespace that run on this BatchCompute: each must delete its Batch job and
+        pool through this account before the account's access goes (a namespace deletion deletes all at once)."""
+        jobs = await self._objects.list("paralleljobs", mr.namespace)
+        names = sorted(
+            str(j["metadata"]["name"]) for j in jobs if (j.get("spec") or {}).get("compute", {}).get("name") == mr.name
+        )
+        return tuple(f"ParallelJob {name}" for name in names)
+
+    async def _plan(self, mr: Mr, pools: list[dict[str, Any]]) -> m.PoolPlan:
+        foreign = m.foreign_owners(mr.spec, pools, mr.owner)
+        live = frozenset([o for o in foreign if await owner_exists(self._objects, o)])
+        return m.plan_pools(mr.spec, pools, mr.owner, live)
+
+    async def _attached(self, mr: Mr) -> dict[str, Any] | None:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         poller = self._clients.workspace_poller(key, ml, ws)
         _, body = await poller.get(compute_name(mr), self._clients.settings.poll_floor_seconds)
+        return body if body is not None else await ml.get_compute(ws, compute_name(mr))
+
+    async def _observe_deleting(self, mr: Mr) -> Observation:
+        """What is left to delete: the attach, and the pools amlops created for this object, which live in the
+        account, not under the workspace: a workspace that is gone (or a compute detached from outside) leaves
+        them to delete all the same."""
+        try:
+            body = await self._attached(mr)
+        except TerminalError as e:
+            if not nothing_left(e.reason):
+                raise
+            body = None
+        status = m.attached_status(body) if body is not None else {}
+        location = status.get("clusterLocation") or mr.status.get("clusterLocation")
+        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
+        pools = [
+            p for p in await batch.list_pools(client) if m.pool_owner(p) == mr.owner and p.get("state") != "deleting"
+        ]
         if body is None:
-            body = await ml.get_compute(ws, compute_name(mr))
+            return Observation(bool(pools), owner=mr.owner)
+        transitional = str(status.get("provisioningState") or "").lower() == "deleting" and not pools
+        return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
+
+    async def observe(self, mr: Mr) -> Observation:
+        if mr.deleting:
+            return await self._observe_deleting(mr)
+        body = await self._attached(mr)
         if body is None:
             return Observation(resource_exists=False)
         status = m.attached_status(body)
@@ -102,12 +158,12 @@ class BatchComputeClient:
                 True, owner=owner_of(body), failure=(REASON_ACCOUNT_MISMATCH, message), at_provider=status
             )
         transitional = str(status.get("provisioningState") or "").lower() in ("creating", "updating", "deleting")
-        if transitional or mr.deleting:
+        if transitional:
             return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
         client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"))
         pools = await batch.list_pools(client)
         counts = await batch.pool_node_counts(client)
-        plan = m.plan_pools(mr.spec, pools, mr.owner)
+        plan = await self._plan(mr, pools)
         status.update(m.pools_status(mr.spec, pools, counts))
         resizing = m.any_resizing(pools)
         return Observation(
@@ -118,6 +174,7 @@ class BatchComputeClient:
             settling=resizing,
             message=f"{status['poolCount']} pools, {status['dedicatedNodes']} dedicated and "
             f"{status['lowPriorityNodes']} low-priority nodes",
+            failure=(REASON_NOT_OWNED, "; ".join(plan.not_owned)) if plan.not_owned else None,
             owner=owner_of(body),
             at_provider=status,
             diff=plan.describe(),
@@ -136,7 +193,12 @@ class BatchComputeClient:
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
         location = observation.at_provider.get("clusterLocation")
         client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
-        plan = m.plan_pools(mr.spec, await batch.list_pools(client), mr.owner)
+        pools = await batch.list_pools(client)
+        plan = await self._plan(mr, pools)
+        by_id = {str(p.get("id")): p for p in pools}
+        for pool_id in plan.adopt:  # ours from now on: resized, and deleted when it leaves spec.pools or on detach
+            found = by_id[pool_id]
+            await batch.set_pool_metadata(client, pool_id, m.with_owner(found, mr.owner), found.get("eTag"))
         for pool in plan.create:
             await batch.create_pool(client, m.pool_body(pool, mr.owner))
         for pool in plan.resize:
@@ -146,7 +208,8 @@ class BatchComputeClient:
         return None
 
     async def delete(self, mr: Mr) -> Pending | None:
-        """Detach (never delete the account); pools amlops created for this object go with it."""
+        """Detach (never delete the account); pools amlops created for this object go with it, first (a missing
+        workspace then ends the deletion: nothing is attached under it)."""
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
         ws = workspace_of(mr.spec)
         location = mr.status.get("clusterLocation")

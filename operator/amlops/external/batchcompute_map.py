@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from amlops.api.batchcompute import BatchComputeSpec, ManagedPool
 from amlops.external.compute_arm import provisioning_errors
@@ -107,19 +107,47 @@ def pool_owner(pool: JSON) -> str | None:
     return None
 
 
+def with_owner(pool: JSON, owner: str) -> list[JSON]:
+    """The pool's metadata with amlops' owner item set to ``owner`` (adoption); other items kept."""
+    items = [{"name": str(i.get("name")), "value": str(i.get("value"))} for i in pool.get("metadata") or []]
+    return [*(i for i in items if i["name"] != OWNER_TAG), {"name": OWNER_TAG, "value": owner}]
+
+
+Claim = Literal["ours", "adopt", "notOwned"]
+
+
+def pool_claim(pool: ManagedPool, current_owner: str | None, owner: str, owner_exists: bool) -> tuple[Claim, str]:
+    """Whether amlops may manage an existing pool of ``spec.pools`` for the BatchCompute ``owner``, and why not.
+
+    Its own owner metadata: ours. None, or the owner of an object that no longer exists: taken over only with
+    the pool's ``adopt``. Another existing object's (another BatchCompute's pool, a ParallelJob's ``pj-`` pool):
+    never."""
+    if current_owner == owner:
+        return "ours", ""
+    if current_owner is not None and owner_exists:
+        return "notOwned", f"pool {pool.id} belongs to {current_owner}, which still exists: it is never taken over"
+    if pool.adopt:
+        return "adopt", ""
+    holder = "no owner metadata" if current_owner is None else f"the owner {current_owner}, which no longer exists"
+    return "notOwned", f"pool {pool.id} exists with {holder}: set spec.pools[].adopt: true to manage it"
+
+
 @dataclass(frozen=True)
 class PoolPlan:
     create: tuple[ManagedPool, ...] = ()
     resize: tuple[ManagedPool, ...] = ()
     delete: tuple[str, ...] = ()
     waiting: tuple[str, ...] = ()  # resizing already: look again later
+    adopt: tuple[str, ...] = ()  # write our owner metadata first
+    not_owned: tuple[str, ...] = ()  # why a pool of spec.pools cannot be managed
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.resize or self.delete)
+        return not (self.create or self.resize or self.delete or self.adopt)
 
     def describe(self) -> str:
-        parts = [f"create pool {p.id}" for p in self.create]
+        parts = [f"adopt pool {pid}" for pid in self.adopt]
+        parts += [f"create pool {p.id}" for p in self.create]
         parts += [
             f"resize pool {p.id} to {p.target_dedicated_nodes}+{p.target_low_priority_nodes}" for p in self.resize
         ]
@@ -127,13 +155,25 @@ class PoolPlan:
         return "; ".join(parts)
 
 
-def plan_pools(spec: BatchComputeSpec, pools: list[JSON], owner: str) -> PoolPlan:
-    """What to do so the account's pools match ``spec.pools``; only pools carrying our owner are deleted."""
+def foreign_owners(spec: BatchComputeSpec, pools: list[JSON], owner: str) -> set[str]:
+    """Owners, other than ``owner``, of existing pools of ``spec.pools``: whether they still exist decides."""
+    by_id = {str(p.get("id")): p for p in pools}
+    found = {pool_owner(by_id[p.id]) for p in spec.pools if p.id in by_id}
+    return {o for o in found if o is not None and o != owner}
+
+
+def plan_pools(
+    spec: BatchComputeSpec, pools: list[JSON], owner: str, live_owners: frozenset[str] = frozenset()
+) -> PoolPlan:
+    """What to do so the account's pools match ``spec.pools``. Only pools carrying our owner (or adopted) are
+    resized; only pools carrying our owner are deleted; ``live_owners`` are the foreign owners that exist."""
     by_id = {str(p.get("id")): p for p in pools}
     wanted = {p.id for p in spec.pools}
     create: list[ManagedPool] = []
     resize: list[ManagedPool] = []
     waiting: list[str] = []
+    adopt: list[str] = []
+    not_owned: list[str] = []
     for pool in spec.pools:
         observed = by_id.get(pool.id)
         if observed is None:
@@ -142,6 +182,13 @@ def plan_pools(spec: BatchComputeSpec, pools: list[JSON], owner: str) -> PoolPla
         if str(observed.get("state", "active")).lower() == "deleting":
             waiting.append(pool.id)
             continue
+        current = pool_owner(observed)
+        claim, why = pool_claim(pool, current, owner, current in live_owners)
+        if claim == "notOwned":
+            not_owned.append(why)
+            continue
+        if claim == "adopt":
+            adopt.append(pool.id)
         targets = (int(observed.get("targetDedicatedNodes") or 0), int(observed.get("targetLowPriorityNodes") or 0))
         if targets != (pool.target_dedicated_nodes, pool.target_low_priority_nodes):
             if str(observed.get("allocationState", "steady")).lower() == "steady":
@@ -153,7 +200,7 @@ def plan_pools(spec: BatchComputeSpec, pools: list[JSON], owner: str) -> PoolPla
         for pid, p in by_id.items()
         if pid not in wanted and pool_owner(p) == owner and str(p.get("state")) != "deleting"
     )
-    return PoolPlan(tuple(create), tuple(resize), delete, tuple(waiting))
+    return PoolPlan(tuple(create), tuple(resize), delete, tuple(waiting), tuple(adopt), tuple(not_owned))
 
 
 def pools_status(spec: BatchComputeSpec, pools: list[JSON], counts: dict[str, JSON]) -> JSON:

@@ -5,12 +5,15 @@
   (id from the object's uid: creating it twice is harmless).
 - ``observe``: the job's task counts (one call), its finished tasks (listed only when more finished than are
   known; finished facts never change, so they are kept) and their summaries → one decision
-  (``paralleljob_map.decide``); Complete and Failed are answered from the status, with no Azure call.
+  (``paralleljob_map.decide``). A job done in Batch is Complete or Failed only once the pool amlops created for
+  it is gone (``resourcesReleased``): until then its release is the action. After that, Complete and Failed are
+  answered from the status, with no Azure call.
 - ``update``: carries out that decision's one action: add tasks from where the job's count ends (streamed
   from the manifest chunks, a slice at a time; a small manifest travels inside its task), suspend
   (disable with requeue), resume, fail (terminate), finish (write ``parallel_run_step.txt`` exactly once,
   end the job, release the pool).
-- ``delete``: delete the Batch job (its running tasks end) and the pool amlops created for it.
+- ``delete``: delete the Batch job (its running tasks end) and the pool amlops created for it, through the
+  BatchCompute whatever its state (a BatchCompute's deletion waits for its ParallelJobs).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from amlops.azure import batch, batch_jobs
 from amlops.azure.blob import BlobFolder, BlobRangeReader, BlobStore, JsonFolder
 from amlops.azure.clients import AzureClients
 from amlops.external import paralleljob_map as m
-from amlops.external.batchcompute import account_access
+from amlops.external.batchcompute import AccountAccess, account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
+from amlops.external.ownership import owner_exists
 from amlops.external.paralleljob_env import container_pool, container_settings, pool_mismatch, requirements
 from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate, ordered, read_summary
 from amlops.external.paralleljob_plan import (
@@ -60,7 +64,7 @@ from amlops.runtime.command import (
     driver_command_line,
     driver_source,
 )
-from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC
+from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC, EventRecord
 
 Mr = Managed[ParallelJobSpec]
 
@@ -68,6 +72,7 @@ REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
 REASON_UNSUPPORTED_COMPUTE = "UnsupportedCompute"
 REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 REASON_POOL_NOT_FOUND = "PoolNotFound"
+REASON_COMPUTE_GONE = "ComputeGone"
 # Nodes fetch inputs, code and the manifest with these; a mini-batch may wait long in the queue.
 SAS_LIFETIME = timedelta(days=7)
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
@@ -131,7 +136,7 @@ class ParallelJobClient:
         # Finished mini-batches by job: a completed task and its summary never change.
         self._finished: dict[str, dict[int, m.Finished]] = {}
         # The last observe's decision, tasks added and plan, by uid, for update() in the same pass (object lock).
-        self._decisions: dict[str, tuple[m.Decision, int, PlanIndex]] = {}
+        self._decisions: dict[str, tuple[m.Decision, int, PlanIndex | None]] = {}
 
     async def close(self) -> None:
         for store in self._stores.values():
@@ -140,12 +145,26 @@ class ParallelJobClient:
 
     # ------------------------------------------------------------------------------------------- observe
 
+    async def owner_exists(self, owner: str) -> bool:
+        return await owner_exists(self._objects, owner)
+
+    async def dependents(self, mr: Mr) -> tuple[str, ...]:
+        return ()
+
     async def observe(self, mr: Mr) -> Observation:
         if not mr.deleting and (finished := m.sticky(mr.status, mr.owner)) is not None:
             return finished
+        if not mr.deleting and m.unreleased(mr.status) and not owns_pool(mr):
+            return m.release_observation(mr.status, mr.owner, pool_left=False)  # no pool of its own to release
         client = await self._batch(mr)
-        if client is None:  # deleting, and the compute is gone: nothing of ours can be reached any more
-            return Observation(False)
+        if client is None:  # deleting, and the BatchCompute is gone: nothing of ours can be reached any more
+            return Observation(False, events=(self._left_behind(mr),))
+        if not mr.deleting and m.unreleased(mr.status):
+            # Finished before, its pool's release not recorded (a crash in between, or the job ended from outside).
+            left = await self._pool_left(mr, client)
+            if left:
+                self._decisions[mr.uid] = (m.Decision(mr.status["phase"], m.Counts(0), "release"), 0, None)
+            return m.release_observation(mr.status, mr.owner, left)
         job = await batch_jobs.get_job(client, job_id(mr))
         if mr.deleting:
             return await self._observe_deleting(mr, client, job)
@@ -182,6 +201,8 @@ class ParallelJobClient:
                 terminate_reason=(job.get("executionInfo") or {}).get("terminateReason"),
             )
         )
+        decision = m.releasing(decision, decision.phase in m.TERMINAL and await self._pool_left(mr, client))
+        ended = decision.phase in m.TERMINAL
         self._decisions[mr.uid] = (decision, added, index)
         status = {
             **m.status_fields(decision, elapsed),
@@ -190,18 +211,33 @@ class ParallelJobClient:
             "startTime": started,
             "output": layout.output_uri if mr.spec.task.append_row_to else None,
             "contentHash": index.hash,
+            m.RELEASED: True if ended else None,
         }
-        if decision.phase in m.TERMINAL:
+        if ended:
             status["completionTime"] = _now()
             self._finished.pop(job_id(mr), None)
         return m.observation(decision, status, mr.owner)
 
+    async def _pool_left(self, mr: Mr, client: BatchClient) -> bool:
+        """The pool amlops created for this job is still there (and not already going)."""
+        if not owns_pool(mr):
+            return False
+        pool = await batch.get_pool(client, pool_id(mr))
+        return pool is not None and pool.get("state") != "deleting" and pool_owner(pool) == mr.owner
+
+    def _left_behind(self, mr: Mr) -> EventRecord:
+        what = f"the Batch job {job_id(mr)}"
+        if owns_pool(mr) and not mr.status.get(m.RELEASED):
+            what += f" and the pool {pool_id(mr)} (its nodes bill until it is deleted)"
+        return EventRecord(
+            "Warning",
+            REASON_COMPUTE_GONE,
+            f"BatchCompute {mr.namespace}/{mr.spec.compute.name} no longer exists, so amlops cannot reach its "
+            f"account: {what} may remain there; delete them in the Batch account",
+        )
+
     async def _observe_deleting(self, mr: Mr, client: BatchClient, job: dict[str, Any] | None) -> Observation:
-        pool_left = False
-        if owns_pool(mr):
-            pools = {str(p.get("id")): p for p in await batch.list_pools(client)}
-            pool = pools.get(pool_id(mr))
-            pool_left = pool is not None and pool.get("state") != "deleting" and pool_owner(pool) == mr.owner
+        pool_left = await self._pool_left(mr, client)
         if job is None and not pool_left:
             return Observation(False)
         going = job is not None and job.get("state") == "deleting"
@@ -230,9 +266,13 @@ class ParallelJobClient:
     # ------------------------------------------------------------------------------------------- writes
 
     async def create(self, mr: Mr) -> Pending | None:
-        client = await self._batch(mr)
-        if client is None:
+        access = await self._access(mr)
+        if access is None or access.client is None or access.spec is None:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
+        managed = [p.id for p in access.spec.pools]
+        if (why := m.unmanaged_pool(mr.spec.compute.pool_id, managed, mr.spec.compute.name)) is not None:
+            raise TerminalError(m.REASON_POOL_NOT_MANAGED, why)
+        client = access.client
         layout = await self._layout(mr)
         index = await write_manifest(
             self._listing(layout), await self._plan_spec(mr, layout), JsonFolder(layout.store, layout.plan),
@@ -270,7 +310,7 @@ class ParallelJobClient:
         if client is None:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
         jid = job_id(mr)
-        if decision.action == "add":
+        if decision.action == "add" and index is not None:
             await self._add(mr, client, await self._layout(mr), index, added)
         elif decision.action == "suspend":
             await batch_jobs.disable_job(client, jid)
@@ -284,6 +324,8 @@ class ParallelJobClient:
                 layout = await self._layout(mr)
                 await aggregate(layout.store, layout.results, layout.output, decision.counts.total)
             await batch_jobs.terminate_job(client, jid, "AllTasksComplete")
+            await self._release_pool(mr, client)
+        elif decision.action == "release":
             await self._release_pool(mr, client)
         return None
 
@@ -344,7 +386,7 @@ class ParallelJobClient:
         now = _now()
         status.update(
             {"phase": "Complete", "reusedFrom": marker["from"], "contentHash": marker["contentHash"],
-             "startTime": mr.status.get("startTime") or now, "completionTime": now}
+             "startTime": mr.status.get("startTime") or now, "completionTime": now, m.RELEASED: True}
         )  # fmt: skip
         return m.complete(f"reused the output of {marker['from']} (isDeterministic)", status, mr.owner, "Reused")
 
@@ -477,11 +519,19 @@ class ParallelJobClient:
     # ------------------------------------------------------------------------------------------- access
 
     async def _batch(self, mr: Mr) -> BatchClient | None:
-        """The account's client. Not Ready: wait (Reconciling), or when deleting, None (nothing to clean)."""
+        access = await self._access(mr)
+        return access.client if access is not None else None
+
+    async def _access(self, mr: Mr) -> AccountAccess | None:
+        """The BatchCompute's account. Not Ready: wait (Reconciling). Deleting: whatever its state (throttled,
+        resizing, itself being deleted), its spec and credentials reach the account to delete the job and its
+        pool; None only when the BatchCompute no longer exists."""
         name = mr.spec.compute.name
-        access = await account_access(self._clients, self._secrets, self._objects, mr.namespace, name)
-        if access.ready and access.client is not None:
-            return access.client
+        access = await account_access(
+            self._clients, self._secrets, self._objects, mr.namespace, name, ready_only=not mr.deleting
+        )
+        if access.client is not None:
+            return access
         if mr.deleting:
             return None
         missing = await self._objects.get("batchcomputes", mr.namespace, name) is None

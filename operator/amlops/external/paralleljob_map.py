@@ -11,7 +11,7 @@ Thresholds follow Azure ML: a job fails when failures go strictly above ``errorT
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from amlops.reconcile.external import Observation
 from amlops.status import COMPLETE, FAILED, RUNNING, SUSPENDED, ConditionUpdate, find
 
 Phase = Literal["Pending", "Running", "Suspended", "Complete", "Failed"]
-Action = Literal["add", "suspend", "resume", "fail", "finish"]
+Action = Literal["add", "suspend", "resume", "fail", "finish", "release"]
 
 PENDING: Phase = "Pending"
 TERMINAL: frozenset[str] = frozenset({"Complete", "Failed"})
@@ -34,6 +34,9 @@ REASON_ERROR_THRESHOLD = "ErrorThresholdExceeded"
 REASON_MINI_BATCH_ERROR_THRESHOLD = "MiniBatchErrorThresholdExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_JOB_TERMINATED = "JobTerminated"
+REASON_POOL_NOT_MANAGED = "PoolNotManaged"
+# status field: the finished job holds no compute any more (its Batch job ended, the pool amlops made deleted).
+RELEASED = "resourcesReleased"
 SUSPENDED_MESSAGE = "Suspended by spec.suspend"
 
 # Batch job states in which the job can still run tasks (and so can be terminated, disabled or enabled).
@@ -294,16 +297,57 @@ def failed(reason: str, message: str, at_provider: Mapping[str, Any], owner: str
 
 
 def sticky(status: Mapping[str, Any], owner: str) -> Observation | None:
-    """A finished job's observation from its own status: Complete and Failed never change, and cost no call."""
-    phase = status.get("phase")
-    if phase not in TERMINAL:
+    """A finished job's observation from its own status, once its compute is released: Complete and Failed never
+    change, and cost no call. Until the status records the release, observe looks at Azure (a pool left by a
+    crash between ending the job and deleting its pool, or by a job ended from outside, keeps billing)."""
+    if status.get("phase") not in TERMINAL or not status.get(RELEASED):
         return None
+    return finished_observation(status, owner, {})
+
+
+def unreleased(status: Mapping[str, Any]) -> bool:
+    """Finished, and the release of its compute is not recorded yet."""
+    return status.get("phase") in TERMINAL and not status.get(RELEASED)
+
+
+def finished_observation(status: Mapping[str, Any], owner: str, at_provider: Mapping[str, Any]) -> Observation:
+    """Complete or Failed, as the status says (reason and message from its condition)."""
+    phase = status.get("phase")
     conditions = status.get("conditions") or []
     condition = find(conditions, COMPLETE if phase == "Complete" else FAILED) or {}
     reason, message = str(condition.get("reason") or phase), str(condition.get("message") or "")
     if phase == "Complete":
-        return complete(message, {}, owner, reason)
-    return failed(reason, message, {}, owner)
+        return complete(message, at_provider, owner, reason)
+    return failed(reason, message, at_provider, owner)
+
+
+def releasing(decision: Decision, pool_left: bool) -> Decision:
+    """A job done in Batch whose own pool is still there has one thing left to do: delete the pool. It is not
+    finished until then (as while it writes its output): Running, and the next pass decides again."""
+    if decision.phase in TERMINAL and decision.action is None and pool_left:
+        return replace(decision, phase="Running", action="release", reason=REASON_RUNNING,
+                       message="deleting the job's pool")  # fmt: skip
+    return decision
+
+
+def release_observation(status: Mapping[str, Any], owner: str, pool_left: bool) -> Observation:
+    """A job already finished: while its own pool is there, the release to carry out (not up to date); then
+    Complete or Failed as before, with the release recorded."""
+    if pool_left:
+        return Observation(True, resource_up_to_date=False, owner=owner, at_provider={RELEASED: False},
+                           diff="deleting the job's pool")  # fmt: skip
+    return finished_observation(status, owner, {RELEASED: True})
+
+
+def unmanaged_pool(pool_id: str | None, managed: Iterable[str], compute: str) -> str | None:
+    """Why ``compute.poolId`` may not be used (None: it may): only a pool of the BatchCompute's ``spec.pools``,
+    never another job's ``pj-`` pool nor a pool amlops does not manage."""
+    if pool_id is None or pool_id in set(managed):
+        return None
+    return (
+        f"pool {pool_id} (compute.poolId) is not one of BatchCompute {compute}'s spec.pools ({sorted(managed)}): "
+        "a job runs only on a pool that BatchCompute manages, or on a pool of its own (omit poolId)"
+    )
 
 
 def ttl_remaining(ttl_seconds: int | None, status: Mapping[str, Any], now: datetime) -> float | None:

@@ -62,8 +62,8 @@ async def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
     memo["clients"] = clients
     memo["timing"] = Timing(short=amlops_settings.requeue_seconds, stalled=amlops_settings.stalled_recheck_seconds)
     memo["kube"] = kube
-    memo["amlcompute_client"] = AmlComputeClient(clients, kube)
-    memo["batchcompute_client"] = BatchComputeClient(clients, kube)
+    memo["amlcompute_client"] = AmlComputeClient(clients, kube, kube)
+    memo["batchcompute_client"] = BatchComputeClient(clients, kube, kube)
     memo["objects"] = kube
     memo["paralleljob_client"] = ParallelJobClient(clients, kube, kube)
 

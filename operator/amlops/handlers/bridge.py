@@ -109,7 +109,8 @@ def next_status(
     outcome: Outcome, status: Mapping[str, Any], generation: int | None, reconcile_requested: str | None
 ) -> tuple[dict[str, Any] | None, list[EventRecord]]:
     """The status fields to write after ``outcome`` (None: nothing worth a write) and the Events to post."""
-    conditions, events = set_conditions(status.get("conditions") or [], outcome.conditions, generation)
+    conditions, changes = set_conditions(status.get("conditions") or [], outcome.conditions, generation)
+    events = [*changes, *outcome.events]
     new = {**outcome.status, "conditions": conditions, "observedGeneration": generation}
     if reconcile_requested and status.get("lastHandledReconcileAt") != reconcile_requested:
         new["lastHandledReconcileAt"] = reconcile_requested

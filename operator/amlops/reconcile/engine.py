@@ -3,19 +3,23 @@
 Linear, and every branch ends alike: an :class:`Outcome` with conditions, status and when to look again.
 
 1. Paused: stop before any Azure call.
-2. ``observe()``.
-3. Deleting: with a deleting policy, ``delete()`` while the resource exists; once gone, release the finalizer.
-   Orphan (or ObserveOnly): release without touching Azure.
-4. ObserveOnly: publish what Azure has and stop.
-5. No Azure write without our finalizer (a timer can run before kopf has added it): look again shortly.
-6. Missing: ``create()``. Present but not ours and no ``adopt``: Stalled.
-7. Failed in Azure: Stalled with Azure's error code.
-8. Up to date: Ready, or Reconciling while Azure converges on its own.
-9. Otherwise: ``update()``.
+2. Deleting while other objects still use this one (``dependents()``): wait. Orphan (or ObserveOnly): release
+   without touching Azure.
+3. ``observe()``.
+4. Deleting: ``delete()`` while the resource exists and is ours; once gone (or when Azure says its parent is
+   gone: nothing can be left under it), release the finalizer. Not ours: release without touching it.
+5. ObserveOnly: publish what Azure has and stop.
+6. No Azure write without our finalizer (a timer can run before kopf has added it): look again shortly.
+7. Missing: ``create()``. Present but not ours: Stalled ``NotOwned`` (``adopt`` takes over only a resource with
+   no owner tag, or one whose owner no longer exists).
+8. Failed in Azure: Stalled with Azure's error code.
+9. Up to date: Ready, or Reconciling while Azure converges on its own.
+10. Otherwise: ``update()``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from amlops.reconcile import policy
@@ -42,6 +46,7 @@ from amlops.status import (
 REASON_NOT_OWNED = "NotOwned"
 REASON_NOT_FOUND = "ResourceNotFound"
 REASON_WAITING_FOR_FINALIZER = "WaitingForFinalizer"
+REASON_WAITING_FOR_DEPENDENTS = "WaitingForDependents"
 
 
 class Timing:
@@ -64,17 +69,37 @@ async def reconcile(mr: Managed[Any], client: ExternalClient[Any], timing: Timin
     except RetryableError as e:
         return Outcome(conditions=tuple(progressing(e.reason, e.message)), requeue_after=e.delay, retry=True)
     except TerminalError as e:
+        if mr.deleting and policy.nothing_left(e.reason):
+            # A missing parent (a typo in spec.workspace, a deleted resource group or Batch account) holds
+            # nothing: the deletion is done. Waiting would keep the finalizer forever.
+            message = f"nothing to delete in Azure: {e.reason}: {e.message}"
+            return Outcome(conditions=tuple(progressing(REASON_DELETING, message)), release_finalizer=True)
         return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=t.stalled, terminal=True)
 
 
 async def _reconcile(mr: Managed[Any], client: ExternalClient[Any], t: Timing) -> Outcome:
+    if mr.deleting:
+        if waiting := await client.dependents(mr):
+            message = (
+                f"waiting for {', '.join(waiting)} to be deleted first: they still need this object's Azure access"
+            )
+            return Outcome(
+                conditions=tuple(progressing(REASON_WAITING_FOR_DEPENDENTS, message)), requeue_after=t.short, retry=True
+            )
+        if not policy.deletes_in_azure(mr):
+            return Outcome(release_finalizer=True)
     obs = await client.observe(mr)
+    outcome = await _decide(mr, client, obs, t)
+    return replace(outcome, events=obs.events) if obs.events else outcome
+
+
+async def _decide(mr: Managed[Any], client: ExternalClient[Any], obs: Observation, t: Timing) -> Outcome:
     status = _published(obs)
 
     if mr.deleting:
-        if not obs.resource_exists or not policy.deletes_in_azure(mr):
+        if not obs.resource_exists:
             return Outcome(status=status, release_finalizer=True)
-        if not policy.may_adopt(mr, obs.owner):
+        if not await _owned(mr, client, obs.owner):
             # Never delete what we do not own; let the object go and leave Azure alone.
             return Outcome(status=status, release_finalizer=True)
         pending = obs.pending if obs.transitional else await client.delete(mr)
@@ -101,11 +126,8 @@ async def _reconcile(mr: Managed[Any], client: ExternalClient[Any], t: Timing) -
         pending = await client.create(mr)
         return _converging(REASON_CREATING, "creating in Azure", status, pending, t)
 
-    if not policy.may_adopt(mr, obs.owner):
-        message = (
-            f"an Azure resource with this name exists but is not owned by this object (owner tag: "
-            f"{obs.owner or 'none'}); set spec.adopt: true to take it over"
-        )
+    if not await _owned(mr, client, obs.owner):
+        message = policy.not_owned_message(mr, obs.owner)
         return Outcome(conditions=tuple(stalled(REASON_NOT_OWNED, message)), status=status, requeue_after=t.stalled)
 
     if obs.failure is not None:
@@ -117,6 +139,13 @@ async def _reconcile(mr: Managed[Any], client: ExternalClient[Any], t: Timing) -
 
     pending = await client.update(mr, obs)
     return _converging(REASON_UPDATING, obs.diff or "updating in Azure", status, pending, t)
+
+
+async def _owned(mr: Managed[Any], client: ExternalClient[Any], azure_owner: str | None) -> bool:
+    exists = (
+        await client.owner_exists(azure_owner) if azure_owner and policy.needs_owner_lookup(mr, azure_owner) else True
+    )
+    return policy.owned(mr, azure_owner, exists)
 
 
 def _published(obs: Observation) -> dict[str, Any]:

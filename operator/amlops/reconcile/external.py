@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from amlops.reconcile.managed import Managed
-from amlops.status import ConditionUpdate
+from amlops.status import ConditionUpdate, EventRecord
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -65,6 +65,9 @@ class Observation:
     conditions: tuple[ConditionUpdate, ...] = ()
     diff: str = ""
     pending: Pending | None = None
+    # Something a human must hear about even when the object goes (a pool that may be left behind): posted as
+    # Events with this pass's status.
+    events: tuple[EventRecord, ...] = ()
 
 
 class ExternalClient(Protocol[SpecT]):
@@ -75,3 +78,13 @@ class ExternalClient(Protocol[SpecT]):
     async def update(self, mr: Managed[SpecT], observation: Observation) -> Pending | None: ...
 
     async def delete(self, mr: Managed[SpecT]) -> Pending | None: ...
+
+    async def owner_exists(self, owner: str) -> bool:
+        """Whether the object an ``amlops.io-owner`` tag names still exists (its namespace and name, with that
+        uid). A tag it cannot read counts as existing: never take over what may be someone else's."""
+        ...
+
+    async def dependents(self, mr: Managed[SpecT]) -> tuple[str, ...]:
+        """Objects that still need this one's Azure access (ParallelJobs on a BatchCompute); its deletion waits
+        for them, as Kubernetes keeps a PersistentVolumeClaim while a Pod uses it."""
+        ...

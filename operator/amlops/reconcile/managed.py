@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -15,6 +16,32 @@ SpecT = TypeVar("SpecT", bound=BaseModel)
 PAUSED_ANNOTATION = f"{GROUP}/paused"
 RECONCILE_REQUESTED_ANNOTATION = f"{GROUP}/reconcile-requested-at"
 OWNER_TAG = f"{GROUP}-owner"
+
+
+@dataclass(frozen=True)
+class OwnerRef:
+    """The object an owner tag names."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+# A tag is read from Azure, where anyone with access to the resource may have written it: only names Kubernetes
+# could have given are looked up.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_UID = re.compile(r"^[a-zA-Z0-9-]{1,64}$")
+
+
+def parse_owner(tag: str) -> OwnerRef | None:
+    """The inverse of :attr:`Managed.owner` (``<namespace>.<name>.<uid>``: a namespace and a uid hold no dot, a
+    name may); None when the tag is not of that form."""
+    namespace, _, rest = tag.partition(".")
+    name, _, uid = rest.rpartition(".")
+    if _NAMESPACE.match(namespace) and _NAME.match(name) and _UID.match(uid) and ".." not in name:
+        return OwnerRef(namespace, name, uid)
+    return None
 
 
 @dataclass(frozen=True)

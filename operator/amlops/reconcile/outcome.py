@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from amlops.status import ConditionUpdate
+from amlops.status import ConditionUpdate, EventRecord
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,8 @@ class Outcome:
     removes the field). ``conditions`` are applied with :func:`amlops.status.set_conditions`.
     ``requeue_after`` is seconds until the next pass (None: the steady timer decides). ``retry`` asks the
     handler to run again after ``requeue_after`` (still converging); ``terminal`` marks a Stalled pass.
-    ``release_finalizer`` is set once a deleted object may go.
+    ``release_finalizer`` is set once a deleted object may go. ``events`` are posted besides those of the
+    condition changes.
     """
 
     conditions: tuple[ConditionUpdate, ...] = ()
@@ -26,3 +27,4 @@ class Outcome:
     retry: bool = False
     terminal: bool = False
     release_finalizer: bool = False
+    events: tuple[EventRecord, ...] = ()

@@ -1,0 +1,115 @@
+"""Ownership and deletions that must end, end to end (real apiserver, operator process, ARM emulator): adoption
+never takes over another object's compute, and a deletion under a missing parent completes (issue 13, points 4
+and 12)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from amlops import testbed
+
+from . import test_batchcompute
+from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition, manifest, wait_condition
+
+pytestmark = pytest.mark.e2e
+WRITES = ("MachineLearningCompute_CreateOrUpdate", "MachineLearningCompute_Update", "MachineLearningCompute_Delete")
+
+
+def _owner_tag(azure: Any, cname: str) -> str | None:
+    code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert code == 200, body
+    return (body.get("tags") or {}).get("amlops.io-owner")
+
+
+def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("first", cname, scaleSettings={"maxNodeCount": 2}))
+    first = wait_condition(k8s, namespace, "first", "Ready")
+    first_tag = f"{namespace}.first.{first['metadata']['uid']}"
+    assert _owner_tag(azure, cname) == first_tag
+
+    # Another object names the same compute with adopt: true while its owner exists: Stalled NotOwned, and Azure
+    # sees no write at all, neither while it is Stalled nor when it is deleted.
+    azure.control("DELETE", "/stats")
+    apply(k8s, namespace, manifest("second", cname, adopt=True, scaleSettings={"maxNodeCount": 5}))
+    second = wait_condition(k8s, namespace, "second", "Stalled")
+    stalled = condition(second, "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "NotOwned"
+    assert first_tag in stalled["message"]
+    k8s.kubectl("delete", "amlcomputes/second", "-n", namespace, "--timeout=60s")
+    assert testbed.get_object(k8s, "amlcompute", "second", namespace) is None
+    ops = azure.operations()
+    assert not [w for w in WRITES if w in ops], f"a compute owned by another object was written: {ops}"
+    assert _owner_tag(azure, cname) == first_tag
+    _, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert body["properties"]["properties"]["scaleSettings"]["maxNodeCount"] == 2
+
+    # Its owner goes with deletionPolicy Orphan: the compute keeps the tag of an object that no longer exists,
+    # which adopt: true may take over (and deleting the adopter then deletes the compute).
+    k8s.kubectl(
+        "patch", "amlcompute/first", "-n", namespace, "--type=merge", "-p", '{"spec":{"deletionPolicy":"Orphan"}}'
+    )
+    k8s.kubectl("delete", "amlcompute/first", "-n", namespace, "--timeout=60s")
+    assert _owner_tag(azure, cname) == first_tag
+    apply(k8s, namespace, manifest("third", cname, adopt=True, scaleSettings={"maxNodeCount": 3}))
+    wait_condition(k8s, namespace, "third", "Ready")
+    testbed.eventually(
+        lambda: (
+            azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]["properties"]["properties"]["scaleSettings"][
+                "maxNodeCount"
+            ]
+            == 3
+        ),
+        what="the adopted compute scaled to the adopter's spec",
+    )
+    k8s.kubectl("delete", "amlcompute/third", "-n", namespace, "--timeout=60s")
+    testbed.eventually(
+        lambda: azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404, what="adopted compute deleted"
+    )
+
+
+@pytest.mark.parametrize("kind", ["amlcompute", "batchcompute"])
+def test_deleting_an_object_whose_workspace_does_not_exist_completes(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, kind: str
+) -> None:
+    """The emulator answers a compute under a missing workspace as ARM does: 404 ``ParentResourceNotFound``
+    (azure-api-fidelity.md, "Missing workspace", from MicrosoftLearning/mslearn-azure-ml PR #27)."""
+    start_operator(namespace, extra_env=azure.operator_env())
+    typo = {**WORKSPACE, "name": "ws-amlpos"}
+    if kind == "amlcompute":
+        apply(k8s, namespace, manifest("typo", compute_name(), workspace=typo))
+    else:
+        test_batchcompute.key_secret(k8s, namespace)
+        apply(k8s, namespace, test_batchcompute.manifest("typo", compute_name(), workspace=typo))
+    stalled = testbed.eventually(
+        lambda: (
+            (c := condition(testbed.get_object(k8s, kind, "typo", namespace), "Stalled"))
+            and c["status"] == "True"
+            and c
+        ),
+        what=f"{kind}/typo Stalled",
+    )
+    assert stalled["reason"] == "ParentResourceNotFound"
+    # kubectl delete waits for the object to be gone: nothing can exist under a missing parent.
+    deleted = subprocess.run(
+        ["kubectl", "delete", f"{kind}/typo", "-n", namespace, "--timeout=60s"],
+        env=k8s.env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert deleted.returncode == 0, deleted.stderr
+    assert testbed.get_object(k8s, kind, "typo", namespace) is None
+    assert "MachineLearningCompute_Delete" not in azure.operations()
+
+    def told() -> bool:
+        events = json.loads(k8s.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
+        return any("nothing to delete in Azure: ParentResourceNotFound" in e["message"] for e in events)
+
+    if kind == "amlcompute":  # a BatchCompute reads a missing workspace as "nothing attached" and goes quietly
+        testbed.eventually(told, what="an Event says why the deletion ended")
