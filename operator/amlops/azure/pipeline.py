@@ -16,7 +16,7 @@ from typing import Any
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 
-from amlops import metrics
+from amlops import metrics, retry_after
 
 _SUBSCRIPTION = re.compile(r"/subscriptions/([^/]+)", re.IGNORECASE)
 _RATELIMIT_HEADERS = {
@@ -90,9 +90,6 @@ class ArmAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
                 metrics.AZURE_RATELIMIT_REMAINING.labels(subscription, kind).set(int(value))
         if status == 429:
             metrics.AZURE_THROTTLED.labels(self._service).inc()
-            try:
-                retry = float(headers.get("Retry-After", "1"))
-            except ValueError:
-                retry = 1.0
-            self._budget.hold(subscription, retry)
+            delay = retry_after.from_headers(headers)
+            self._budget.hold(subscription, 1.0 if delay is None else delay)
         return response

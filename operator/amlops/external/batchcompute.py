@@ -140,7 +140,7 @@ class BatchComputeClient:
         location = mr.status.get("clusterLocation")
         client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
         for pool in await batch.list_pools(client):
-            if m.pool_owner(pool) == mr.owner and str(pool.get("state")) != "deleting":
+            if mr.owns(m.pool_owner(pool)) and str(pool.get("state")) != "deleting":
                 await batch.delete_pool(client, str(pool["id"]))
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Detach")
         self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))

@@ -201,7 +201,7 @@ class ParallelJobClient:
         if owns_pool(mr):
             pools = {str(p.get("id")): p for p in await batch.list_pools(client)}
             pool = pools.get(pool_id(mr))
-            pool_left = pool is not None and pool.get("state") != "deleting" and pool_owner(pool) == mr.owner
+            pool_left = pool is not None and pool.get("state") != "deleting" and mr.owns(pool_owner(pool))
         if job is None and not pool_left:
             return Observation(False)
         going = job is not None and job.get("state") == "deleting"

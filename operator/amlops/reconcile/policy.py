@@ -21,4 +21,4 @@ def deletes_in_azure(mr: Managed[Any]) -> bool:
 
 def may_adopt(mr: Managed[Any], azure_owner: str | None) -> bool:
     """An existing Azure resource is ours when it carries our owner tag, or when the spec says adopt."""
-    return azure_owner == mr.owner or bool(mr.spec_value("adopt", False))
+    return mr.owns(azure_owner) or bool(mr.spec_value("adopt", False))
