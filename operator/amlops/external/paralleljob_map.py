@@ -235,7 +235,9 @@ def observation(decision: Decision, at_provider: Mapping[str, Any], owner: str) 
     transitional; Suspended → settled but not Ready; Complete → Ready; Failed → failure (Stalled)."""
     reason, message = decision.reason, decision.message
     if decision.action is not None:
-        return Observation(True, resource_up_to_date=False, owner=owner, at_provider=at_provider, diff=message)
+        return Observation(
+            True, resource_up_to_date=False, owner=owner, at_provider=at_provider, diff=message, step=True
+        )
     if decision.phase == "Running":
         return Observation(
             True,
