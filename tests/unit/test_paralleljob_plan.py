@@ -126,9 +126,9 @@ class MemoryReader:
         self.blobs = blobs
         self.calls = 0
 
-    async def find_newline(self, name: str, offset: int) -> int | None:
+    async def find_newline(self, name: str, offset: int, limit: int) -> int | None:
         self.calls += 1
-        found = self.blobs[name].find(b"\n", offset)
+        found = self.blobs[name].find(b"\n", offset, offset + limit)
         return None if found < 0 else found
 
     def items(self) -> list[InputItem]:
@@ -425,3 +425,48 @@ def test_manifest_documents_round_trip() -> None:
 )
 def test_compress_ranges(indexes: list[int], expected: str) -> None:
     assert compress_ranges(indexes) == expected
+
+
+@pytest.mark.parametrize(
+    ("blobs", "spec", "reason", "why"),
+    [
+        ({"a.csv": b"id,x\n1," + b"y" * 200 + b"\n2,z\n"}, PlanSpec("tabular", "8"), "LineTooLong",
+         "a row longer than the bound where a mini-batch is cut"),
+        ({"a.csv": b"id," + b"h" * 200 + b"\n1,2\n"}, PlanSpec("tabular", "8"), "LineTooLong",
+         "a header longer than the bound"),
+        ({"a.jsonl": b'{"k": "a"}\n{"k": "' + b"v" * 200 + b'"}\n'}, PlanSpec("tabular", "8", ("k",)), "LineTooLong",
+         "partitioning would hold the long line in memory"),
+        ({"a.csv": b"id,k\n1,\xff\xfe\n"}, PlanSpec("tabular", "8", ("k",)), "InputNotUtf8",
+         "a row that is not UTF-8"),
+        ({"a.csv": b"id,\xe9\n1,2\n"}, PlanSpec("tabular", "8", ("k",)), "InputNotUtf8",
+         "a header that is not UTF-8 (Latin-1)"),
+        ({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(12))}, PlanSpec("tabular", "1KB", ("k",)),
+         "TooManyPartitions", "more groups open at once than the bound"),
+    ],
+)  # fmt: skip
+async def test_bounds_on_tenant_data_are_stalled_with_the_bound_named(
+    monkeypatch: pytest.MonkeyPatch, blobs: dict[str, bytes], spec: PlanSpec, reason: str, why: str
+) -> None:
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_LINE_BYTES", 64)
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_OPEN_PARTITIONS", 10)
+    reader = MemoryReader(blobs)
+    with pytest.raises(TerminalError) as caught:
+        await collect(plan(reader.items(), spec, reader))
+    assert caught.value.reason == reason, why
+    bound = {"LineTooLong": "MAX_LINE_BYTES", "TooManyPartitions": "MAX_OPEN_PARTITIONS"}.get(reason, "UTF-8")
+    assert bound in caught.value.message, why
+
+
+async def test_within_the_bounds_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_LINE_BYTES", 64)
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_OPEN_PARTITIONS", 10)
+    reader = MemoryReader({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i % 10) for i in range(30))})
+    batches = await collect(plan(reader.items(), PlanSpec("tabular", "1KB", ("k",)), reader))
+    assert len(batches) == 10
+
+
+async def test_a_missing_plan_chunk_is_named() -> None:
+    with pytest.raises(TerminalError) as caught:
+        await read_chunk(MemoryStore(), 3)
+    assert caught.value.reason == "PlanBlobMissing"
+    assert chunk_name(3) in caught.value.message

@@ -126,9 +126,10 @@ class Decision:
     message: str = ""
 
 
-def finished(task: TaskFact, summary: tuple[int, int] | None) -> Finished:
+def finished(task: TaskFact, summary: tuple[int, int] | None, summary_valid: bool = True) -> Finished:
+    """A finished task's facts; a summary user code made invalid fails the mini-batch whatever the task's exit."""
     processed, failed_items = summary or (0, 0)
-    return Finished(task.result == "success", task.retries, processed, failed_items)
+    return Finished(task.result == "success" and summary_valid, task.retries, processed, failed_items)
 
 
 def count(facts: Facts) -> Counts:
