@@ -31,7 +31,12 @@ def compute_name(mr: Mr) -> str:
 
 
 async def batch_client(
-    clients: AzureClients, secrets: SecretReader, namespace: str, spec: BatchComputeSpec, location: str | None
+    clients: AzureClients,
+    secrets: SecretReader,
+    namespace: str,
+    spec: BatchComputeSpec,
+    location: str | None,
+    user: str | None = None,
 ) -> BatchClient:
     ref = spec.batch_credentials.shared_key_secret_ref if spec.batch_credentials else None
     key: str | None = None
@@ -41,7 +46,7 @@ async def batch_client(
             raise TerminalError(REASON_CREDENTIALS_MISSING, f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
         key = data[ref.key]
     url = m.endpoint(spec, clients.settings.batch_endpoint_template, location)
-    return clients.batch(url, m.account_name(spec), key, "default")
+    return clients.batch(url, m.account_name(spec), key, "default", user=user)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,12 @@ class AccountAccess:
 
 
 async def account_access(
-    clients: AzureClients, secrets: SecretReader, objects: ObjectReader, namespace: str, name: str
+    clients: AzureClients,
+    secrets: SecretReader,
+    objects: ObjectReader,
+    namespace: str,
+    name: str,
+    user: str | None = None,
 ) -> AccountAccess:
     obj = await objects.get("batchcomputes", namespace, name)
     if obj is None:
@@ -65,7 +75,7 @@ async def account_access(
     if not is_true(status.get("conditions") or [], READY):
         return AccountAccess(False, f"BatchCompute {namespace}/{name} is not Ready")
     spec = BatchComputeSpec.model_validate(obj.get("spec") or {})
-    client = await batch_client(clients, secrets, namespace, spec, status.get("clusterLocation"))
+    client = await batch_client(clients, secrets, namespace, spec, status.get("clusterLocation"), user)
     return AccountAccess(True, "", m.account_name(spec), client, spec)
 
 
@@ -75,9 +85,9 @@ class BatchComputeClient:
         self._secrets = secrets
 
     async def observe(self, mr: Mr) -> Observation:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
-        poller = self._clients.workspace_poller(key, ml, ws)
+        poller = self._clients.workspace_poller(key, ml, ws, user=mr.uid)
         _, body = await poller.get(compute_name(mr), self._clients.settings.poll_floor_seconds)
         if body is None:
             body = await ml.get_compute(ws, compute_name(mr))
@@ -92,7 +102,9 @@ class BatchComputeClient:
         transitional = str(status.get("provisioningState") or "").lower() in ("creating", "updating", "deleting")
         if transitional or mr.deleting:
             return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"))
+        client = await batch_client(
+            self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"), mr.uid
+        )
         pools = await batch.list_pools(client)
         counts = await batch.pool_node_counts(client)
         plan = m.plan_pools(mr.spec, pools, mr.owner)
@@ -112,18 +124,18 @@ class BatchComputeClient:
         )
 
     async def create(self, mr: Mr) -> Pending | None:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         location = await ml.workspace_location(ws)
         pending = await ml.begin_put_compute(
             ws, compute_name(mr), m.attach_body(mr.spec, owner=mr.owner, location=location)
         )
-        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
+        self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
         location = observation.at_provider.get("clusterLocation")
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
+        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
         plan = m.plan_pools(mr.spec, await batch.list_pools(client), mr.owner)
         for pool in plan.create:
             await batch.create_pool(client, m.pool_body(pool, mr.owner))
@@ -135,13 +147,13 @@ class BatchComputeClient:
 
     async def delete(self, mr: Mr) -> Pending | None:
         """Detach (never delete the account); pools amlops created for this object go with it."""
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         location = mr.status.get("clusterLocation")
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
+        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
         for pool in await batch.list_pools(client):
             if mr.owns(m.pool_owner(pool)) and str(pool.get("state")) != "deleting":
                 await batch.delete_pool(client, str(pool["id"]))
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Detach")
-        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
+        self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending

@@ -31,6 +31,7 @@ from amlops.api.paralleljob import ParallelJobSpec
 from amlops.azure import batch, batch_jobs
 from amlops.azure.blob import BlobFolder, BlobRangeReader, BlobStore, JsonFolder
 from amlops.azure.clients import AzureClients
+from amlops.azure.leases import Leases
 from amlops.external import paralleljob_map as m
 from amlops.external.batchcompute import account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
@@ -165,6 +166,7 @@ class ParallelJobClient:
         self._secrets = secrets
         self._objects = objects
         self._stores: dict[str, BlobStore] = {}
+        self._store_users = Leases[str]()  # which jobs use which store: closed when none does
         # Finished mini-batches by job: a completed task and its summary never change.
         self._finished: dict[str, dict[int, m.Finished]] = {}
         # The last observe's decision, tasks added and plan, by uid, for update() in the same pass (object lock).
@@ -174,6 +176,17 @@ class ParallelJobClient:
         for store in self._stores.values():
             await store.close()
         self._stores.clear()
+
+    async def release(self, uid: str) -> None:
+        """The object is gone: drop what was kept for it, and close a store no other job uses."""
+        self._decisions.pop(uid, None)
+        self._finished.pop(f"pj-{uid}", None)
+        await self._close_stores(self._store_users.release(uid))
+
+    async def _close_stores(self, connections: list[str]) -> None:
+        for connection in connections:
+            if (store := self._stores.pop(connection, None)) is not None:
+                await store.close()
 
     # ------------------------------------------------------------------------------------------- observe
 
@@ -524,7 +537,7 @@ class ParallelJobClient:
     async def _batch(self, mr: Mr) -> BatchClient | None:
         """The account's client. Not Ready: wait (Reconciling), or when deleting, None (nothing to clean)."""
         name = mr.spec.compute.name
-        access = await account_access(self._clients, self._secrets, self._objects, mr.namespace, name)
+        access = await account_access(self._clients, self._secrets, self._objects, mr.namespace, name, mr.uid)
         if access.ready and access.client is not None:
             return access.client
         if mr.deleting:
@@ -553,6 +566,7 @@ class ParallelJobClient:
                     REASON_CREDENTIALS_MISSING,
                     "set spec.storageCredentials (or the operator's AMLOPS_BLOB_CONNECTION_STRING)",
                 )
+        await self._close_stores(self._store_users.hold(mr.uid, "store", connection))
         store = self._stores.get(connection)
         if store is None:
             store = self._stores[connection] = _open_store(connection, ref.name if ref else None)
