@@ -564,3 +564,89 @@ def test_code_from_a_configmap_and_ttl_after_finished_deletes_the_job(bed: Bed) 
 
     testbed.eventually(lambda: f"pj-{uid}" not in batch(bed.azure, job_ids), timeout=60, what="Batch job deleted")
     assert bed.output_rows("from-cm")
+
+
+def stalled(bed: Bed, name: str) -> dict[str, Any] | None:
+    found = condition(bed.get(name), "Stalled")
+    return found if found.get("status") == "True" else None
+
+
+def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Bed) -> None:
+    """Each is Stalled with its reason, and the emulator's Batch account shows no job and no pool for it."""
+    bed.upload("inputs", files(4))
+    bed.upload("latin", {"a.csv": "id,région\n1,été\n".encode("latin-1")})
+    bed.k8s.kubectl(
+        "create", "secret", "generic", "garbage", "-n", bed.ns, "--from-literal=connectionString=not a connection",
+    )  # fmt: skip
+    own = {"name": "batch"}  # no poolId: amlops would create a pool for each
+    bed.job("quotes", compute=own, task={"code": bed.uri("code"), "entryScript": "score.py",
+                                         "programArguments": "--name 'unbalanced"})  # fmt: skip
+    bed.job("garbage", compute=own, storageCredentials={"secretRef": {"name": "garbage"}})
+    bed.job(
+        "latin",
+        compute=own,
+        inputs={"data": {"uri": bed.uri("latin"), "type": "mltable"}},
+        partitionKeys=["région"],
+        task={"code": bed.uri("code"), "entryScript": "tabular.py"},
+    )
+    expected = {"quotes": "InvalidSpec", "garbage": "InvalidConnectionString", "latin": "InputNotUtf8"}
+    for name, reason in expected.items():
+        found = testbed.eventually(lambda n=name: stalled(bed, n), timeout=60, what=f"{name} Stalled")
+        assert found["reason"] == reason, (name, found)
+    assert "balance its quotes" in condition(bed.get("quotes"), "Stalled")["message"]
+    assert "not a connection" not in condition(bed.get("garbage"), "Stalled")["message"], "never echo the secret"
+    assert "a.csv" in condition(bed.get("latin"), "Stalled")["message"]
+
+    async def ours(client: Any) -> tuple[list[str], list[str]]:
+        jobs = [j.id async for j in client.list_jobs()]
+        pools = [p.id async for p in client.list_pools()]
+        return jobs, pools
+
+    jobs, pools = batch(bed.azure, ours)
+    uids = {bed.get(name)["metadata"]["uid"] for name in expected}
+    assert not [j for j in jobs if j.removeprefix("pj-") in uids], jobs
+    assert not [p for p in pools if p.removeprefix("pj-") in uids], pools
+    assert not any(op.endswith("/addtaskcollection") for op in bed.azure.operations()), "no task was added"
+
+
+def test_a_vanished_plan_document_is_stalled_naming_it(bed: Bed) -> None:
+    bed.upload("inputs", files(8))
+    bed.job("plan", miniBatchSize="1", environmentVariables={"DELAY": "2"})
+    running = testbed.eventually(
+        lambda: bed.get("plan") if (bed.get("plan").get("status") or {}).get("phase") == "Running" else None,
+        timeout=90, what="running",
+    )  # fmt: skip
+    uid = running["metadata"]["uid"]
+
+    async def remove(store: BlobStore) -> None:
+        await store.delete_blob(BlobFolder(bed.container, f"out/plan/_amlops/pj-{uid}/plan/"), "index.json")
+
+    blobs(bed.azurite, remove)
+    found = testbed.eventually(lambda: stalled(bed, "plan"), timeout=60, what="Stalled")
+    assert found["reason"] == "PlanBlobMissing"
+    assert "index.json" in found["message"]
+
+
+def test_a_second_run_into_the_same_output_folder_reports_its_own_rows(bed: Bed) -> None:
+    """Both jobs write out/shared/parallel_run_step.txt: the second replaces the first's file exactly once."""
+    bed.upload("first", files(3))
+    bed.upload("second", {f"g{i}.txt": f"other{i}" for i in range(5)})
+    shared = {"scores": {"uri": bed.uri("out/shared")}}
+    bed.job("run-1", inputs={"data": {"uri": bed.uri("first")}}, outputs=shared)
+    first = bed.wait_phase("run-1", "Complete", "Failed", timeout=120)
+    assert first["status"]["phase"] == "Complete", first["status"]
+    assert bed.output_rows("shared") == [f"f{i:04d}.txt ITEM{i}" for i in range(3)]
+
+    bed.job("run-2", inputs={"data": {"uri": bed.uri("second")}}, outputs=shared)
+    second = bed.wait_phase("run-2", "Complete", "Failed", timeout=120)
+    assert second["status"]["phase"] == "Complete", second["status"]
+    assert second["status"]["items"] == {"processed": 5, "failed": 0}
+    assert bed.output_rows("shared") == [f"g{i}.txt OTHER{i}" for i in range(5)]
+    assert second["status"]["output"] == first["status"]["output"]
+
+    # A pass of the first job later (forced) neither takes the file back nor rewrites it.
+    bed.k8s.kubectl("annotate", "paralleljob/run-1", "-n", bed.ns, "amlops.io/reconcile-requested-at=again")
+    testbed.eventually(
+        lambda: (bed.get("run-1").get("status") or {}).get("lastHandledReconcileAt") == "again", what="handled"
+    )
+    assert bed.output_rows("shared") == [f"g{i}.txt OTHER{i}" for i in range(5)]

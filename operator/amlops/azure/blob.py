@@ -204,6 +204,15 @@ class BlobStore:
                 return False
             raise translate(error) from error
 
+    async def delete_blob(self, folder: BlobFolder, name: str) -> None:
+        """Delete one blob; one already gone is not an error."""
+        try:
+            await self._service.get_blob_client(folder.container, folder.blob(name)).delete_blob()
+        except ResourceNotFoundError:
+            pass
+        except AzureError as error:
+            raise translate(error) from error
+
     async def stage_block(self, folder: BlobFolder, name: str, block_id: str, data: bytes) -> None:
         """An uncommitted block; staging the same id again replaces it, so a retry is harmless."""
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
