@@ -650,3 +650,36 @@ def test_a_second_run_into_the_same_output_folder_reports_its_own_rows(bed: Bed)
         lambda: (bed.get("run-1").get("status") or {}).get("lastHandledReconcileAt") == "again", what="handled"
     )
     assert bed.output_rows("shared") == [f"g{i}.txt OTHER{i}" for i in range(5)]
+
+
+# Overwrites its own summary with garbage through the results SAS URL the driver got, then ends the process
+# before the driver writes the real one: what a careless (or hostile) entry script can do.
+FORGER = """
+import json, os, urllib.parse, urllib.request
+
+def run(mini_batch):
+    argv = open("/proc/self/cmdline", "rb").read().split(b"\\0")
+    results = urllib.parse.urlsplit(argv[argv.index(b"--results") + 1].decode())
+    index = json.loads(os.environ["AMLOPS_MINI_BATCH"])["index"]
+    path = results.path.rstrip("/") + f"/{index}.summary.json"
+    url = urllib.parse.urlunsplit(results._replace(path=path))
+    headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"}
+    urllib.request.urlopen(urllib.request.Request(url, data=b"{not json", headers=headers, method="PUT"))
+    os._exit(0)
+"""
+
+
+def test_a_summary_overwritten_by_user_code_fails_its_mini_batch(bed: Bed) -> None:
+    bed.upload("code", {"forger.py": textwrap.dedent(FORGER).lstrip()})
+    bed.upload("inputs", files(4))
+    task = {"code": bed.uri("code"), "entryScript": "forger.py", "appendRowTo": "${{outputs.scores}}"}
+    bed.job("forged", miniBatchSize="2", task=task)
+    obj = bed.wait_phase("forged", "Complete", "Failed", timeout=120)
+    status = obj["status"]
+    assert status["phase"] == "Complete", status  # no threshold set: failures are counted, not fatal
+    assert status["miniBatches"]["failed"] == 2
+    assert status["miniBatches"]["succeeded"] == 0
+    assert status["failedMiniBatches"] == "0-1"
+    assert bed.output_rows("forged") == []
+    results = f"out/forged/_amlops/pj-{obj['metadata']['uid']}/results"
+    assert [bed.read(f"{results}/{i}.summary.json") for i in range(2)] == ["{not json"] * 2, "the forged summaries"

@@ -20,7 +20,9 @@ PATCHES = "MachineLearningCompute_Update"
 
 def requested_pass(k8s: testbed.Testbed, namespace: str, name: str, value: str) -> None:
     """Force one reconcile pass and wait until the operator has handled it."""
-    k8s.kubectl("annotate", f"amlcompute/{name}", "-n", namespace, f"amlops.io/reconcile-requested-at={value}")
+    k8s.kubectl(
+        "annotate", f"amlcompute/{name}", "-n", namespace, f"amlops.io/reconcile-requested-at={value}", "--overwrite"
+    )
 
     def handled() -> bool:
         obj = testbed.get_object(k8s, "amlcompute", name, namespace) or {}

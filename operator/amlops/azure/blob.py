@@ -41,6 +41,7 @@ NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line
 READ_CHUNK = 4 << 20  # bytes per ranged read when a whole blob is streamed
 READ_AHEAD = 1 << 20  # bytes read at once while looking for line ends
 UPLOAD_CONCURRENCY = 8
+MAX_JSON_BYTES = 64 << 20  # a plan document of 500 mini-batches stays far below
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 
@@ -336,9 +337,11 @@ class JsonFolder:
         self.store, self.folder = store, folder
 
     async def get_json(self, name: str) -> dict[str, Any] | None:
-        data = await self.store.read(self.folder, name)
+        data = await self.store.read(self.folder, name, 0, MAX_JSON_BYTES + 1)
         if data is None:
             return None
+        if len(data) > MAX_JSON_BYTES:  # the folder is writable by the tenant's own code: never read it whole
+            raise TerminalError("InvalidJson", f"{self.folder.blob(name)} is larger than {MAX_JSON_BYTES} bytes")
         try:
             doc = json.loads(data)
         except (ValueError, RecursionError) as e:

@@ -54,6 +54,7 @@ from amlops.external.paralleljob_output import (
 )
 from amlops.external.paralleljob_plan import (
     INDEX_NAME,
+    PLAN_CHANGED,
     InputItem,
     Kind,
     MiniBatch,
@@ -391,10 +392,13 @@ class ParallelJobClient:
 
     async def _reused(self, mr: Mr) -> Observation | None:
         layout = await self._layout(mr)
-        data = await layout.store.read(layout.plan, REUSE_MARKER)
-        if data is None:
+        marker = await JsonFolder(layout.store, layout.plan).get_json(REUSE_MARKER)
+        if marker is None:
             return None
-        marker = json.loads(data)
+        if not isinstance(marker.get("from"), str) or not isinstance(marker.get("contentHash"), str):
+            raise TerminalError(
+                PLAN_CHANGED, f"{layout.plan.blob(REUSE_MARKER)} is damaged: delete and recreate the job"
+            )
         status = {k: marker.get(k) for k in ("output", "miniBatches", "items", "progress", "progressPercentage")}
         now = _now()
         status.update(
