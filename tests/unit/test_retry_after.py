@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
 from amlops import retry_after
+from amlops.azure.pipeline import CappedRetryPolicy
 from amlops.handlers.kube_api import MAX_RETRY_AFTER, _retry_after
 
 pytestmark = pytest.mark.unit
@@ -83,3 +85,17 @@ def test_from_headers(headers: dict[str, str] | None, expected: float | None, wh
 )
 def test_apiserver_retry_after(value: str | None, expected: float, why: str) -> None:
     assert _retry_after(value) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected", "why"),
+    [
+        ({"Retry-After": "86400"}, retry_after.AZURE_CAP, "a day: capped, the SDK would sleep it inside the call"),
+        ({"Retry-After": "-3"}, None, "negative: the SDK's own backoff"),
+        ({"retry-after-ms": "250"}, 0.25, "milliseconds"),
+        ({}, None, "none"),
+    ],
+)
+def test_the_sdk_retry_policy_uses_the_same_parser(headers: dict[str, str], expected: float | None, why: str) -> None:
+    response = SimpleNamespace(http_response=SimpleNamespace(headers=headers))  # the two attributes it reads
+    assert CappedRetryPolicy().get_retry_after(response) == expected, why  # type: ignore[arg-type]

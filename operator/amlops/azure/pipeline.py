@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import AsyncHTTPPolicy
+from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy
 
 from amlops import metrics, retry_after
 
@@ -93,3 +93,12 @@ class ArmAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
             delay = retry_after.from_headers(headers)
             self._budget.hold(subscription, 1.0 if delay is None else delay)
         return response
+
+
+class CappedRetryPolicy(AsyncRetryPolicy):  # type: ignore[type-arg]
+    """azure-core's retry policy, with the server's Retry-After read by ``amlops.retry_after``: azure-core sleeps
+    whatever the header says inside the call (a day, for a hostile or broken endpoint), holding the object's
+    pass and a worker slot of the operator every namespace shares."""
+
+    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
+        return retry_after.from_headers(response.http_response.headers)
