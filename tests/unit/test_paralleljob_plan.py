@@ -48,6 +48,9 @@ SIZE_CASES = [
     SizeCase("negative numbers are not sizes", "-1", "tabular", None),
     SizeCase("unknown unit", "3TB", "tabular", None),
     SizeCase("not a number", "ten", "files", None),
+    SizeCase("the most files a mini-batch may list", "1000", "files", 1000),
+    SizeCase("more files than a mini-batch may list (MAX_MINI_BATCH_PARTS)", "1001", "files", None),
+    SizeCase("a tabular size is bytes, not parts: no such bound", "100000", "tabular", 100000),
 ]
 
 
@@ -470,3 +473,24 @@ async def test_a_missing_plan_chunk_is_named() -> None:
         await read_chunk(MemoryStore(), 3)
     assert caught.value.reason == "PlanBlobMissing"
     assert chunk_name(3) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("blobs", "spec", "sizes", "why"),
+    [
+        ({f"p{i}.csv": b"id\n1\n" for i in range(7)}, PlanSpec("tabular", "1GB"), [3, 3, 1],
+         "one range per small file: cut at the parts bound, not at the byte size"),
+        ({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(14))},
+         PlanSpec("tabular", "1GB", ("k",)), [3, 3, 3, 3, 1, 1], "interleaved partition rows, one range each"),
+    ],
+)  # fmt: skip
+async def test_a_mini_batch_lists_at_most_the_parts_bound(
+    monkeypatch: pytest.MonkeyPatch, blobs: dict[str, bytes], spec: PlanSpec, sizes: list[int], why: str
+) -> None:
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_MINI_BATCH_PARTS", 3)
+    reader = MemoryReader(blobs)
+    batches = await collect(plan(reader.items(), spec, reader))
+    assert sorted((len(b.ranges) for b in batches), reverse=True) == sizes, why
+    assert sum(len(rows_of(reader, list(b.ranges))) for b in batches) == sum(d.count(b"\n") for d in blobs.values()) - (
+        len(blobs)
+    ), "every row once"

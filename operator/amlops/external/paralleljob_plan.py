@@ -14,6 +14,8 @@ Deliberate differences from Azure ML ``parallel_run_function``:
 - With ``partition_keys`` Azure ML ignores ``mini_batch_size`` (one mini-batch per key group). Here a group is
   still cut into mini-batches of ``mini_batch_size`` (files, or bytes of rows), so memory stays bounded; a
   group never mixes key values. Set a large ``mini_batch_size`` for Azure ML's behaviour.
+- A mini-batch lists at most ``MAX_MINI_BATCH_PARTS`` files or row ranges: a larger file count is refused, and a
+  tabular mini-batch is cut there even below ``mini_batch_size`` bytes (so the operator's memory stays bounded).
 - Tabular ``partition_keys`` are column names (CSV header, JSON Lines keys). Planning reads every row once to
   learn its key values; a mini-batch lists the byte ranges of its rows, adjacent rows merged into one range,
   so key-clustered data (the usual case) needs few ranges.
@@ -49,6 +51,10 @@ INPUT_NOT_UTF8 = "InputNotUtf8"
 MAX_LINE_BYTES = 16 << 20
 # partitionKeys groups open at once: each holds its open mini-batch in memory while planning.
 MAX_OPEN_PARTITIONS = 10_000
+# Files, or row ranges, in one mini-batch: a manifest chunk (DEFAULT_CHUNK mini-batches) is held in memory and
+# stored as one document. A file count above it is refused; a tabular mini-batch is cut when it holds this many
+# ranges (rows of many files, or interleaved partition rows), even below miniBatchSize bytes.
+MAX_MINI_BATCH_PARTS = 1_000
 
 MANIFEST_VERSION = 2
 INDEX_NAME = "index.json"
@@ -216,6 +222,10 @@ def parse_mini_batch_size(value: str, kind: Kind) -> int:
     size = int(match.group(1)) * _UNITS[unit]
     if size < 1:
         raise TerminalError(INVALID_SPEC, f"miniBatchSize {value!r} must be at least 1")
+    if kind == "files" and size > MAX_MINI_BATCH_PARTS:
+        raise TerminalError(
+            INVALID_SPEC, f"miniBatchSize {value!r} is more than {MAX_MINI_BATCH_PARTS} files (MAX_MINI_BATCH_PARTS)"
+        )
     return size
 
 
@@ -347,7 +357,7 @@ async def _plan_tabular(items: AsyncIterator[InputItem], limit: int, reader: Ran
             ranges.append(ByteRange(item.name, start, end, file_format, header_end))
             room -= end - start
             start = end
-            if room <= 0:
+            if room <= 0 or len(ranges) >= MAX_MINI_BATCH_PARTS:
                 yield MiniBatch(index, "tabular", ranges=tuple(ranges))
                 index, ranges, room = index + 1, [], limit
     if ranges:
@@ -402,9 +412,13 @@ Group = tuple[tuple[str, str], ...]
 
 
 class _Open(Protocol):
-    """A mini-batch being filled: ``size`` in the limit's unit (files, or bytes of rows)."""
+    """A mini-batch being filled: ``size`` in the limit's unit (files, or bytes of rows); ``parts`` the files or
+    ranges it lists."""
 
     size: int
+
+    @property
+    def parts(self) -> int: ...
 
     def add(self, part: Any) -> None: ...
 
@@ -433,7 +447,7 @@ class _Groups(Generic[OpenT]):
             )
         batch = self._open.setdefault(group, self._fresh())
         batch.add(part)
-        if batch.size < self._limit:
+        if batch.size < self._limit and batch.parts < MAX_MINI_BATCH_PARTS:
             return None
         del self._open[group]
         return self._cut(batch, group)
@@ -457,6 +471,10 @@ class _OpenFiles:
         self.files.append(name)
         self.size += 1
 
+    @property
+    def parts(self) -> int:
+        return len(self.files)
+
     def mini_batch(self, index: int, group: Group) -> MiniBatch:
         return MiniBatch(index, "files", tuple(self.files), partition=group)
 
@@ -473,6 +491,10 @@ class _OpenRanges:
         else:
             self.ranges.append(row)
         self.size += row.end - row.start
+
+    @property
+    def parts(self) -> int:
+        return len(self.ranges)
 
     def mini_batch(self, index: int, group: Group) -> MiniBatch:
         return MiniBatch(index, "tabular", ranges=tuple(self.ranges), partition=group)
