@@ -589,7 +589,22 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
         partitionKeys=["région"],
         task={"code": bed.uri("code"), "entryScript": "tabular.py"},
     )
-    expected = {"quotes": "InvalidSpec", "garbage": "InvalidConnectionString", "latin": "InputNotUtf8"}
+    # A single line longer than MAX_LINE_BYTES (16 MiB), and a conda file of nested aliases (billion laughs).
+    bed.upload("long", {"big.jsonl": b'{"a": "' + b"x" * (17 << 20) + b'"}\n{"a": "y"}\n'})
+    bed.upload("code", {"laughs.yml": "a: &a [lol, lol]\nb: &b [*a, *a]\ndependencies: [{pip: [*b, *b]}]\n"})
+    tabular = {"code": bed.uri("code"), "entryScript": "tabular.py"}
+    bed.job("long", compute=own, inputs={"data": {"uri": bed.uri("long"), "type": "mltable"}}, miniBatchSize="1KB",
+            task=tabular)  # fmt: skip
+    bed.job(
+        "laughs", compute=own, task={**tabular, "entryScript": "score.py", "environment": {"condaFile": "laughs.yml"}}
+    )
+    expected = {
+        "quotes": "InvalidSpec",
+        "garbage": "InvalidConnectionString",
+        "latin": "InputNotUtf8",
+        "long": "LineTooLong",
+        "laughs": "CondaFileHasAliases",
+    }
     for name, reason in expected.items():
         found = testbed.eventually(lambda n=name: stalled(bed, n), timeout=60, what=f"{name} Stalled")
         assert found["reason"] == reason, (name, found)

@@ -137,6 +137,10 @@ class MemoryReader:
     def items(self) -> list[InputItem]:
         return [InputItem(name, len(data), f"e-{name}") for name, data in self.blobs.items()]
 
+    async def head(self, name: str) -> bytes:
+        self.calls += 1
+        return self.blobs[name][:64]
+
     async def chunks(self, name: str) -> AsyncIterator[bytes]:
         # Tiny pieces, so lines straddle chunk boundaries.
         data = self.blobs[name]
@@ -443,6 +447,9 @@ def test_compress_ranges(indexes: list[int], expected: str) -> None:
          "a row that is not UTF-8"),
         ({"a.csv": b"id,\xe9\n1,2\n"}, PlanSpec("tabular", "8", ("k",)), "InputNotUtf8",
          "a header that is not UTF-8 (Latin-1)"),
+        ({"a.csv": b"id,x\n1,\xe9t\xe9\n"}, PlanSpec("tabular", "8"), "InputNotUtf8",
+         "the beginning of a file is checked without partition keys too"),
+        ({"a.jsonl": b'{"x": "\xe9"}\n'}, PlanSpec("tabular", "8"), "InputNotUtf8", "JSON Lines alike"),
         ({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(12))}, PlanSpec("tabular", "1KB", ("k",)),
          "TooManyPartitions", "more groups open at once than the bound"),
     ],
@@ -494,3 +501,10 @@ async def test_a_mini_batch_lists_at_most_the_parts_bound(
     assert sum(len(rows_of(reader, list(b.ranges))) for b in batches) == sum(d.count(b"\n") for d in blobs.values()) - (
         len(blobs)
     ), "every row once"
+
+
+async def test_utf8_cut_at_the_end_of_the_sample_is_text() -> None:
+    data = b"id,x\n" + "1,ééééééééééééééééééééééééééééééééé\n".encode()
+    assert data[:64].decode("utf-8", "ignore").encode() != data[:64], "the sample ends inside a character"
+    reader = MemoryReader({"a.csv": data})
+    assert await collect(plan(reader.items(), PlanSpec("tabular", "1KB"), reader))

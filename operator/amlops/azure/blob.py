@@ -378,6 +378,12 @@ class BlobRangeReader:
             offset += len(chunk)
         return None
 
+    async def head(self, name: str) -> bytes:
+        """The blob's first ``READ_AHEAD`` bytes, kept as the window (the line ends looked for next are there)."""
+        await self._read(name, 0)
+        held, start, data = self._window
+        return data if held == name and start == 0 else b""
+
     async def _read(self, name: str, offset: int) -> bytes:
         """At least ``probe`` bytes from ``offset`` (fewer only at the end), from the window when it has them."""
         held, start, data = self._window

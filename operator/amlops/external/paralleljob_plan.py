@@ -23,6 +23,7 @@ Deliberate differences from Azure ML ``parallel_run_function``:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -197,6 +198,10 @@ class RangeReader(Protocol):
         """Blob ``name`` from start to end in pieces of bounded size (partitioning tabular rows reads them)."""
         ...
 
+    async def head(self, name: str) -> bytes:
+        """The first bytes of blob ``name`` (a read-ahead window's worth, or all of a small blob)."""
+        ...
+
 
 class ManifestStore(Protocol):
     """A folder of JSON documents (the job's ``_amlops/<job>/plan/``)."""
@@ -346,6 +351,7 @@ async def _plan_tabular(items: AsyncIterator[InputItem], limit: int, reader: Ran
         if file_format is None or item.size == 0:
             continue
         start = header_end = 0
+        await _check_text(reader, item)
         if file_format == "csv":
             newline = await _line_end(reader, item, 0)
             if newline is None:
@@ -370,6 +376,15 @@ async def _line_end(reader: RangeReader, item: InputItem, offset: int) -> int | 
     if newline is None and offset + MAX_LINE_BYTES < item.size:
         raise line_too_long(item.name, offset)
     return newline
+
+
+async def _check_text(reader: RangeReader, item: InputItem) -> None:
+    """The file's beginning must be UTF-8 (a cut character at the end of the sample is fine): a Latin-1 export
+    is refused while planning, before anything runs. Later rows are the node's to decode."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(await reader.head(item.name), final=False)
+    except UnicodeDecodeError as e:
+        raise TerminalError(INPUT_NOT_UTF8, f"{item.name!r} is not UTF-8 text ({e})") from None
 
 
 def line_too_long(name: str, offset: int) -> TerminalError:
