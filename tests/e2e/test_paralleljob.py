@@ -566,6 +566,11 @@ def test_code_from_a_configmap_and_ttl_after_finished_deletes_the_job(bed: Bed) 
     assert bed.output_rows("from-cm")
 
 
+def stalled(bed: Bed, name: str) -> dict[str, Any] | None:
+    found = condition(bed.get(name), "Stalled")
+    return found if found.get("status") == "True" else None
+
+
 def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Bed) -> None:
     """Each is Stalled with its reason, and the emulator's Batch account shows no job and no pool for it."""
     bed.upload("inputs", files(4))
@@ -584,11 +589,24 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
         partitionKeys=["région"],
         task={"code": bed.uri("code"), "entryScript": "tabular.py"},
     )
-    expected = {"quotes": "InvalidSpec", "garbage": "InvalidConnectionString", "latin": "InputNotUtf8"}
+    # A single line longer than MAX_LINE_BYTES (16 MiB), and a conda file of nested aliases (billion laughs).
+    bed.upload("long", {"big.jsonl": b'{"a": "' + b"x" * (17 << 20) + b'"}\n{"a": "y"}\n'})
+    bed.upload("code", {"laughs.yml": "a: &a [lol, lol]\nb: &b [*a, *a]\ndependencies: [{pip: [*b, *b]}]\n"})
+    tabular = {"code": bed.uri("code"), "entryScript": "tabular.py"}
+    bed.job("long", compute=own, inputs={"data": {"uri": bed.uri("long"), "type": "mltable"}}, miniBatchSize="1KB",
+            task=tabular)  # fmt: skip
+    bed.job(
+        "laughs", compute=own, task={**tabular, "entryScript": "score.py", "environment": {"condaFile": "laughs.yml"}}
+    )
+    expected = {
+        "quotes": "InvalidSpec",
+        "garbage": "InvalidConnectionString",
+        "latin": "InputNotUtf8",
+        "long": "LineTooLong",
+        "laughs": "CondaFileHasAliases",
+    }
     for name, reason in expected.items():
-        found = testbed.eventually(
-            lambda n=name: condition(bed.get(n), "Stalled") or None, timeout=60, what=f"{name} Stalled"
-        )
+        found = testbed.eventually(lambda n=name: stalled(bed, n), timeout=60, what=f"{name} Stalled")
         assert found["reason"] == reason, (name, found)
     assert "balance its quotes" in condition(bed.get("quotes"), "Stalled")["message"]
     assert "not a connection" not in condition(bed.get("garbage"), "Stalled")["message"], "never echo the secret"
@@ -603,7 +621,7 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
     uids = {bed.get(name)["metadata"]["uid"] for name in expected}
     assert not [j for j in jobs if j.removeprefix("pj-") in uids], jobs
     assert not [p for p in pools if p.removeprefix("pj-") in uids], pools
-    assert not any(op.endswith(("/addtaskcollection",)) for op in bed.azure.operations()), "no task was added"
+    assert not any(op.endswith("/addtaskcollection") for op in bed.azure.operations()), "no task was added"
 
 
 def test_a_vanished_plan_document_is_stalled_naming_it(bed: Bed) -> None:
@@ -619,9 +637,9 @@ def test_a_vanished_plan_document_is_stalled_naming_it(bed: Bed) -> None:
         await store.delete_blob(BlobFolder(bed.container, f"out/plan/_amlops/pj-{uid}/plan/"), "index.json")
 
     blobs(bed.azurite, remove)
-    stalled = testbed.eventually(lambda: condition(bed.get("plan"), "Stalled") or None, timeout=60, what="Stalled")
-    assert stalled["reason"] == "PlanBlobMissing"
-    assert "index.json" in stalled["message"]
+    found = testbed.eventually(lambda: stalled(bed, "plan"), timeout=60, what="Stalled")
+    assert found["reason"] == "PlanBlobMissing"
+    assert "index.json" in found["message"]
 
 
 def test_a_second_run_into_the_same_output_folder_reports_its_own_rows(bed: Bed) -> None:
@@ -641,9 +659,42 @@ def test_a_second_run_into_the_same_output_folder_reports_its_own_rows(bed: Bed)
     assert bed.output_rows("shared") == [f"g{i}.txt OTHER{i}" for i in range(5)]
     assert second["status"]["output"] == first["status"]["output"]
 
-    # A pass of the first job later (forced) does not take the file back, nor rewrite it.
+    # A pass of the first job later (forced) neither takes the file back nor rewrites it.
     bed.k8s.kubectl("annotate", "paralleljob/run-1", "-n", bed.ns, "amlops.io/reconcile-requested-at=again")
     testbed.eventually(
         lambda: (bed.get("run-1").get("status") or {}).get("lastHandledReconcileAt") == "again", what="handled"
     )
     assert bed.output_rows("shared") == [f"g{i}.txt OTHER{i}" for i in range(5)]
+
+
+# Overwrites its own summary with garbage through the results SAS URL the driver got, then ends the process
+# before the driver writes the real one: what a careless (or hostile) entry script can do.
+FORGER = """
+import json, os, urllib.parse, urllib.request
+
+def run(mini_batch):
+    argv = open("/proc/self/cmdline", "rb").read().split(b"\\0")
+    results = urllib.parse.urlsplit(argv[argv.index(b"--results") + 1].decode())
+    index = json.loads(os.environ["AMLOPS_MINI_BATCH"])["index"]
+    path = results.path.rstrip("/") + f"/{index}.summary.json"
+    url = urllib.parse.urlunsplit(results._replace(path=path))
+    headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"}
+    urllib.request.urlopen(urllib.request.Request(url, data=b"{not json", headers=headers, method="PUT"))
+    os._exit(0)
+"""
+
+
+def test_a_summary_overwritten_by_user_code_fails_its_mini_batch(bed: Bed) -> None:
+    bed.upload("code", {"forger.py": textwrap.dedent(FORGER).lstrip()})
+    bed.upload("inputs", files(4))
+    task = {"code": bed.uri("code"), "entryScript": "forger.py", "appendRowTo": "${{outputs.scores}}"}
+    bed.job("forged", miniBatchSize="2", task=task)
+    obj = bed.wait_phase("forged", "Complete", "Failed", timeout=120)
+    status = obj["status"]
+    assert status["phase"] == "Complete", status  # no threshold set: failures are counted, not fatal
+    assert status["miniBatches"]["failed"] == 2
+    assert status["miniBatches"]["succeeded"] == 0
+    assert status["failedMiniBatches"] == "0-1"
+    assert bed.output_rows("forged") == []
+    results = f"out/forged/_amlops/pj-{obj['metadata']['uid']}/results"
+    assert [bed.read(f"{results}/{i}.summary.json") for i in range(2)] == ["{not json"] * 2, "the forged summaries"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from amlops.reconcile.engine import Timing, reconcile
+from amlops.reconcile.engine import Timing, next_update_attempts, reconcile
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
@@ -382,3 +382,63 @@ async def test_not_owned_message_says_what_to_do() -> None:
     assert "set spec.adopt: true" in next(c.message for c in plain.conditions if c.type == "Stalled")
     taken = await reconcile(managed(spec={"adopt": True}), Scripted(observation=Observation(True, owner=LIVE_OTHER)))
     assert "still exists" in next(c.message for c in taken.conditions if c.type == "Stalled")
+
+
+DRIFT = Observation(True, resource_up_to_date=False, owner=OWNER, diff="identity None → SystemAssigned")
+DRIFT_HASH = next_update_attempts(None, DRIFT.diff, 2)["diffHash"]
+
+
+def attempts(count: int, generation: int = 2, diff_hash: str = DRIFT_HASH) -> dict[str, Any]:
+    return {"updateAttempts": {"diffHash": diff_hash, "generation": generation, "count": count}}
+
+
+@pytest.mark.parametrize(
+    ("status", "observation", "calls", "reason", "written", "why"),
+    [
+        ({}, DRIFT, ["observe", "update"], "Updating", 1, "a first update is counted"),
+        (attempts(1), DRIFT, ["observe", "update"], "Updating", 2, "the same diff again: counted on"),
+        (attempts(2), DRIFT, ["observe", "update"], "Updating", 3, "the third update is still made"),
+        (attempts(3), DRIFT, ["observe"], "UpdateDoesNotConverge", 3, "a fourth is not: Stalled, no write"),
+        (attempts(3, generation=1), DRIFT, ["observe", "update"], "Updating", 1, "a new generation starts again"),
+        (attempts(3, diff_hash="other"), DRIFT, ["observe", "update"], "Updating", 1, "another diff starts again"),
+        (attempts(3), EXISTS_OURS, ["observe"], "Succeeded", None, "up to date: the count is cleared"),
+        (attempts(3), replace(DRIFT, step=True), ["observe", "update"], "Updating", None,
+         "a job's next step is progress, never counted"),
+        (attempts(3), replace(DRIFT, transitional=True), ["observe", "update"], "Updating", None,
+         "Azure still converging (Updating): not counted"),
+        (attempts(3), replace(DRIFT, diff=""), ["observe", "update"], "Updating", None,
+         "nothing to write (waiting on a deleting pool): not counted"),
+    ],
+)  # fmt: skip
+async def test_an_update_that_does_not_converge_is_stalled(
+    status: dict[str, Any], observation: Observation, calls: list[str], reason: str, written: int | None, why: str
+) -> None:
+    client = Scripted(observation=observation)
+    outcome = await reconcile(managed(status=status), client, Timing(short=1, stalled=300))
+    assert client.calls == calls, why
+    assert {c.reason for c in outcome.conditions} == {reason}, why
+    recorded = outcome.status.get("updateAttempts")
+    assert (recorded or {}).get("count") == written, why
+    if reason == "UpdateDoesNotConverge":
+        assert outcome.terminal, why
+        assert outcome.requeue_after == 300, why
+        stalled = next(c for c in outcome.conditions if c.type == "Stalled")
+        assert stalled.status == "True"
+        assert stalled.message == "3 updates left Azure still differing from the spec: identity None → SystemAssigned"
+
+
+@pytest.mark.parametrize(
+    ("previous", "diff", "generation", "count", "why"),
+    [
+        (None, "a", 1, 1, "nothing before"),
+        ({}, "a", 1, 1, "an empty record"),
+        (next_update_attempts(None, "a", 1), "a", 1, 2, "the same diff and generation"),
+        (next_update_attempts(None, "a", 1), "b", 1, 1, "another diff"),
+        (next_update_attempts(None, "a", 1), "a", 2, 1, "another generation"),
+        ({"diffHash": "x", "generation": 1, "count": None}, "a", 1, 1, "a damaged record"),
+    ],
+)
+def test_next_update_attempts(
+    previous: dict[str, Any] | None, diff: str, generation: int, count: int, why: str
+) -> None:
+    assert next_update_attempts(previous, diff, generation)["count"] == count, why

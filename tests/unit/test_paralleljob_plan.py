@@ -48,6 +48,9 @@ SIZE_CASES = [
     SizeCase("negative numbers are not sizes", "-1", "tabular", None),
     SizeCase("unknown unit", "3TB", "tabular", None),
     SizeCase("not a number", "ten", "files", None),
+    SizeCase("the most files a mini-batch may list", "1000", "files", 1000),
+    SizeCase("more files than a mini-batch may list (MAX_MINI_BATCH_PARTS)", "1001", "files", None),
+    SizeCase("a tabular size is bytes, not parts: no such bound", "100000", "tabular", 100000),
 ]
 
 
@@ -126,13 +129,17 @@ class MemoryReader:
         self.blobs = blobs
         self.calls = 0
 
-    async def find_newline(self, name: str, offset: int) -> int | None:
+    async def find_newline(self, name: str, offset: int, limit: int) -> int | None:
         self.calls += 1
-        found = self.blobs[name].find(b"\n", offset)
+        found = self.blobs[name].find(b"\n", offset, offset + limit)
         return None if found < 0 else found
 
     def items(self) -> list[InputItem]:
         return [InputItem(name, len(data), f"e-{name}") for name, data in self.blobs.items()]
+
+    async def head(self, name: str) -> bytes:
+        self.calls += 1
+        return self.blobs[name][:64]
 
     async def chunks(self, name: str) -> AsyncIterator[bytes]:
         # Tiny pieces, so lines straddle chunk boundaries.
@@ -425,3 +432,79 @@ def test_manifest_documents_round_trip() -> None:
 )
 def test_compress_ranges(indexes: list[int], expected: str) -> None:
     assert compress_ranges(indexes) == expected
+
+
+@pytest.mark.parametrize(
+    ("blobs", "spec", "reason", "why"),
+    [
+        ({"a.csv": b"id,x\n1," + b"y" * 200 + b"\n2,z\n"}, PlanSpec("tabular", "8"), "LineTooLong",
+         "a row longer than the bound where a mini-batch is cut"),
+        ({"a.csv": b"id," + b"h" * 200 + b"\n1,2\n"}, PlanSpec("tabular", "8"), "LineTooLong",
+         "a header longer than the bound"),
+        ({"a.jsonl": b'{"k": "a"}\n{"k": "' + b"v" * 200 + b'"}\n'}, PlanSpec("tabular", "8", ("k",)), "LineTooLong",
+         "partitioning would hold the long line in memory"),
+        ({"a.csv": b"id,k\n1,\xff\xfe\n"}, PlanSpec("tabular", "8", ("k",)), "InputNotUtf8",
+         "a row that is not UTF-8"),
+        ({"a.csv": b"id,\xe9\n1,2\n"}, PlanSpec("tabular", "8", ("k",)), "InputNotUtf8",
+         "a header that is not UTF-8 (Latin-1)"),
+        ({"a.csv": b"id,x\n1,\xe9t\xe9\n"}, PlanSpec("tabular", "8"), "InputNotUtf8",
+         "the beginning of a file is checked without partition keys too"),
+        ({"a.jsonl": b'{"x": "\xe9"}\n'}, PlanSpec("tabular", "8"), "InputNotUtf8", "JSON Lines alike"),
+        ({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(12))}, PlanSpec("tabular", "1KB", ("k",)),
+         "TooManyPartitions", "more groups open at once than the bound"),
+    ],
+)  # fmt: skip
+async def test_bounds_on_tenant_data_are_stalled_with_the_bound_named(
+    monkeypatch: pytest.MonkeyPatch, blobs: dict[str, bytes], spec: PlanSpec, reason: str, why: str
+) -> None:
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_LINE_BYTES", 64)
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_OPEN_PARTITIONS", 10)
+    reader = MemoryReader(blobs)
+    with pytest.raises(TerminalError) as caught:
+        await collect(plan(reader.items(), spec, reader))
+    assert caught.value.reason == reason, why
+    bound = {"LineTooLong": "MAX_LINE_BYTES", "TooManyPartitions": "MAX_OPEN_PARTITIONS"}.get(reason, "UTF-8")
+    assert bound in caught.value.message, why
+
+
+async def test_within_the_bounds_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_LINE_BYTES", 64)
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_OPEN_PARTITIONS", 10)
+    reader = MemoryReader({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i % 10) for i in range(30))})
+    batches = await collect(plan(reader.items(), PlanSpec("tabular", "1KB", ("k",)), reader))
+    assert len(batches) == 10
+
+
+async def test_a_missing_plan_chunk_is_named() -> None:
+    with pytest.raises(TerminalError) as caught:
+        await read_chunk(MemoryStore(), 3)
+    assert caught.value.reason == "PlanBlobMissing"
+    assert chunk_name(3) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("blobs", "spec", "sizes", "why"),
+    [
+        ({f"p{i}.csv": b"id\n1\n" for i in range(7)}, PlanSpec("tabular", "1GB"), [3, 3, 1],
+         "one range per small file: cut at the parts bound, not at the byte size"),
+        ({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(14))},
+         PlanSpec("tabular", "1GB", ("k",)), [3, 3, 3, 3, 1, 1], "interleaved partition rows, one range each"),
+    ],
+)  # fmt: skip
+async def test_a_mini_batch_lists_at_most_the_parts_bound(
+    monkeypatch: pytest.MonkeyPatch, blobs: dict[str, bytes], spec: PlanSpec, sizes: list[int], why: str
+) -> None:
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_MINI_BATCH_PARTS", 3)
+    reader = MemoryReader(blobs)
+    batches = await collect(plan(reader.items(), spec, reader))
+    assert sorted((len(b.ranges) for b in batches), reverse=True) == sizes, why
+    assert sum(len(rows_of(reader, list(b.ranges))) for b in batches) == sum(d.count(b"\n") for d in blobs.values()) - (
+        len(blobs)
+    ), "every row once"
+
+
+async def test_utf8_cut_at_the_end_of_the_sample_is_text() -> None:
+    data = b"id,x\n" + "1,ééééééééééééééééééééééééééééééééé\n".encode()
+    assert data[:64].decode("utf-8", "ignore").encode() != data[:64], "the sample ends inside a character"
+    reader = MemoryReader({"a.csv": data})
+    assert await collect(plan(reader.items(), PlanSpec("tabular", "1KB"), reader))

@@ -89,6 +89,14 @@ class PendingOperation(ApiModel):
     started_at: str | None = Field(default=None, description="When the operation started.")
 
 
+class UpdateAttempts(ApiModel):
+    """Updates made for one diff of one generation; past a few, the diff is one that never converges."""
+
+    diff_hash: str = Field(description="Hash of the difference the updates tried to remove.")
+    generation: int = Field(description="metadata.generation the updates were made for.")
+    count: int = Field(description="Updates made for that difference so far.")
+
+
 class StatusBase(ApiModel):
     """Fields every kind's status carries (the Argo CD / Flux contract, design.md §3)."""
 
@@ -101,6 +109,11 @@ class StatusBase(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     pending_operation: PendingOperation | None = Field(default=None, description="Azure operation in flight.")
+    update_attempts: UpdateAttempts | None = Field(
+        default=None,
+        description="Updates made for the current difference from the spec; after 3 that leave it unchanged the "
+        "resource is Stalled UpdateDoesNotConverge (a spec change starts again).",
+    )
     last_handled_reconcile_at: str | None = Field(
         default=None, description="Last value of the amlops.io/reconcile-requested-at annotation acted on."
     )

@@ -211,6 +211,7 @@ class ParallelJobSpec(ApiModel):
     )
     mini_batch_size: str = Field(
         default="1",
+        max_length=32,
         pattern=r"^\s*[0-9]+\s*([KkMmGg][Bb]?|[Bb])?\s*$",
         description="Seed: mini_batch_size. Files per mini-batch (10), or for tabular input a size (10MB).",
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,12 +35,13 @@ from azure.storage.blob import (
 from azure.storage.blob.aio import BlobServiceClient
 
 from amlops.azure.errors import translate
-from amlops.reconcile.errors import TerminalError
+from amlops.reconcile.errors import RetryableError, TerminalError
 
 NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
 READ_CHUNK = 4 << 20  # bytes per ranged read when a whole blob is streamed
 READ_AHEAD = 1 << 20  # bytes read at once while looking for line ends
 UPLOAD_CONCURRENCY = 8
+MAX_JSON_BYTES = 64 << 20  # a plan document of 500 mini-batches stays far below
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 
@@ -144,6 +146,26 @@ class BlobStore:
         except AzureError as error:
             raise translate(error) from error
 
+    async def chunks(self, folder: BlobFolder, name: str, size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        """The blob from start to end in ranged reads of ``size`` bytes: never the whole blob in memory."""
+        offset = 0
+        while chunk := await self.read(folder, name, offset, size):
+            yield chunk
+            if len(chunk) < size:
+                return
+            offset += len(chunk)
+
+    async def properties(self, folder: BlobFolder, name: str) -> tuple[str, dict[str, str]] | None:
+        """(etag, metadata) of the blob, or None when it does not exist."""
+        blob = self._service.get_blob_client(folder.container, folder.blob(name))
+        try:
+            found = await blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise translate(error) from error
+        return str(found.etag), dict(found.metadata or {})
+
     async def size(self, folder: BlobFolder, name: str) -> int | None:
         try:
             properties = await self._service.get_blob_client(folder.container, folder.blob(name)).get_blob_properties()
@@ -183,6 +205,15 @@ class BlobStore:
                 return False
             raise translate(error) from error
 
+    async def delete_blob(self, folder: BlobFolder, name: str) -> None:
+        """Delete one blob; one already gone is not an error."""
+        try:
+            await self._service.get_blob_client(folder.container, folder.blob(name)).delete_blob()
+        except ResourceNotFoundError:
+            pass
+        except AzureError as error:
+            raise translate(error) from error
+
     async def stage_block(self, folder: BlobFolder, name: str, block_id: str, data: bytes) -> None:
         """An uncommitted block; staging the same id again replaces it, so a retry is harmless."""
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
@@ -195,12 +226,32 @@ class BlobStore:
         self, folder: BlobFolder, name: str, block_ids: Iterable[str], content_type: str = TEXT_TYPE
     ) -> bool:
         """Commit staged blocks as a new blob; False (and nothing changed) when the blob already exists."""
+        return await self.commit_blocks(folder, name, block_ids, content_type)
+
+    async def commit_blocks(
+        self,
+        folder: BlobFolder,
+        name: str,
+        block_ids: Iterable[str],
+        content_type: str = TEXT_TYPE,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        replacing: str | None = None,
+    ) -> bool:
+        """Commit staged blocks as the blob: new (``If-None-Match: *``), or in place of exactly the version with
+        etag ``replacing`` (``If-Match``). False, and nothing changed, when that condition fails."""
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
+        condition = (
+            {"etag": replacing, "match_condition": MatchConditions.IfNotModified}
+            if replacing
+            else {"match_condition": MatchConditions.IfMissing}
+        )
         try:
             await blob.commit_block_list(
                 [BlobBlock(block_id) for block_id in block_ids],
                 content_settings=ContentSettings(content_type=content_type),
-                match_condition=MatchConditions.IfMissing,
+                metadata=dict(metadata or {}),
+                **condition,
             )
             return True
         except ResourceExistsError:
@@ -208,6 +259,10 @@ class BlobStore:
         except AzureError as error:
             if getattr(error, "status_code", None) in (409, 412):
                 return False
+            if str(getattr(error, "error_code", "")) == "InvalidBlockList":
+                # Another writer committed this blob meanwhile, which discards blocks staged by others: stage again.
+                message = f"{folder.blob(name)} was written by another job meanwhile"
+                raise RetryableError("OutputContended", message) from None
             raise translate(error) from error
 
     async def upload_directory(self, local: Path, folder: BlobFolder) -> int:
@@ -259,11 +314,19 @@ class BlobStore:
         )
         return f"{self.folder_url(folder)}?{token}"
 
+    def check_signing(self) -> None:
+        """Refuses (``SasUnavailable``) a store that cannot sign SAS URLs: no account key, or one not base64."""
+        self._shared_key()
+
     def _shared_key(self) -> tuple[str, str]:
         credential: Any = self._service.credential
         key = getattr(credential, "account_key", None)
         if not key:
             raise TerminalError("SasUnavailable", "SAS URLs need the storage account key (a connection string)")
+        try:
+            base64.b64decode(str(key), validate=True)
+        except ValueError:
+            raise TerminalError("SasUnavailable", "the storage account key is not base64: it cannot sign") from None
         return str(credential.account_name), str(key)
 
 
@@ -274,8 +337,18 @@ class JsonFolder:
         self.store, self.folder = store, folder
 
     async def get_json(self, name: str) -> dict[str, Any] | None:
-        data = await self.store.read(self.folder, name)
-        return None if data is None else dict(json.loads(data))
+        data = await self.store.read(self.folder, name, 0, MAX_JSON_BYTES + 1)
+        if data is None:
+            return None
+        if len(data) > MAX_JSON_BYTES:  # the folder is writable by the tenant's own code: never read it whole
+            raise TerminalError("InvalidJson", f"{self.folder.blob(name)} is larger than {MAX_JSON_BYTES} bytes")
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise TerminalError("InvalidJson", f"{self.folder.blob(name)} is not JSON: {str(e)[:200]}") from None
+        if not isinstance(doc, dict):
+            raise TerminalError("InvalidJson", f"{self.folder.blob(name)} is not a JSON object")
+        return doc
 
     async def put_json(self, name: str, doc: dict[str, Any]) -> None:
         await self.store.write(self.folder, name, json.dumps(doc, separators=(",", ":")).encode(), JSON_TYPE)
@@ -290,17 +363,26 @@ class BlobRangeReader:
         self.store, self.folder, self.probe = store, folder, probe
         self._window: tuple[str, int, bytes] = ("", 0, b"")
 
-    async def find_newline(self, name: str, offset: int) -> int | None:
-        while True:
+    async def find_newline(self, name: str, offset: int, limit: int) -> int | None:
+        """The first ``\\n`` in ``[offset, offset + limit)``, or None: a bounded scan, whatever the line."""
+        end = offset + limit
+        while offset < end:
             chunk = await self._read(name, offset)
             if not chunk:
                 return None
-            found = chunk.find(b"\n")
+            found = chunk.find(b"\n", 0, end - offset)
             if found >= 0:
                 return offset + found
             if len(chunk) < self.probe:
                 return None
             offset += len(chunk)
+        return None
+
+    async def head(self, name: str) -> bytes:
+        """The blob's first ``READ_AHEAD`` bytes, kept as the window (the line ends looked for next are there)."""
+        await self._read(name, 0)
+        held, start, data = self._window
+        return data if held == name and start == 0 else b""
 
     async def _read(self, name: str, offset: int) -> bytes:
         """At least ``probe`` bytes from ``offset`` (fewer only at the end), from the window when it has them."""
@@ -311,13 +393,8 @@ class BlobRangeReader:
         self._window = (name, offset, data)
         return data[: self.probe]
 
-    async def chunks(self, name: str) -> AsyncIterator[bytes]:
-        offset = 0
-        while chunk := await self.store.read(self.folder, name, offset, READ_CHUNK):
-            yield chunk
-            if len(chunk) < READ_CHUNK:
-                return
-            offset += len(chunk)
+    def chunks(self, name: str) -> AsyncIterator[bytes]:
+        return self.store.chunks(self.folder, name)
 
 
 def _read_tree(local: Path) -> list[tuple[str, bytes]]:
@@ -325,6 +402,8 @@ def _read_tree(local: Path) -> list[tuple[str, bytes]]:
     return [(p.relative_to(local).as_posix(), p.read_bytes()) for p in sorted(local.rglob("*")) if p.is_file()]
 
 
-def block_id(number: int) -> str:
-    """Block ids of one blob must all have the same length: a fixed-width number, base64-encoded."""
-    return base64.b64encode(f"{number:012d}".encode()).decode()
+def block_id(number: int, writer: str = "") -> str:
+    """Block ids of one blob must all have the same length: a fixed-width writer tag and number, base64-encoded.
+    The tag keeps two writers of one blob (two jobs sharing an output folder) from staging over each other."""
+    tag = hashlib.sha256(writer.encode()).hexdigest()[:16]
+    return base64.b64encode(f"{tag}-{number:012d}".encode()).decode()

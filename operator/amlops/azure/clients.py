@@ -1,4 +1,5 @@
-"""Shared SDK clients: one per (credential, subscription), closed when the operator stops."""
+"""Shared SDK clients: one per (credential, subscription), closed when no object uses them any more (``user=``
+names the object: :mod:`amlops.azure.leases`) or when the operator stops."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline.transport import AioHttpTransport
 
 from amlops.azure import credentials
+from amlops.azure.leases import Leases
 from amlops.azure.ml import MlClient, WorkspaceId
-from amlops.azure.pipeline import ThrottleBudget
+from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget
 from amlops.azure.pollers import Pollers, WorkspacePoller
 from amlops.settings import Settings
 
 DEFAULT_CREDENTIAL = "default"
+Entry = tuple[str, ...]  # ("credential", key), ("ml", key, subscription), ("batch", endpoint, key id), ("poller", ...)
 
 
 def credential_key(secret_namespace: str, secret_name: str, data: Mapping[str, str]) -> str:
@@ -37,6 +40,8 @@ class AzureClients:
         self._batch: dict[tuple[str, str], BatchClient] = {}
         self._shared_transport: AioHttpTransport | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.leases = Leases[Entry]()
+        self._unused: list[Entry] = []  # released, closed on the next release() or close()
 
     def credential(self, key: str, secret: Mapping[str, str] | None = None) -> AsyncTokenCredential:
         cred = self._credentials.get(key)
@@ -65,7 +70,37 @@ class AzureClients:
             self._session = session
         return self._shared_transport
 
-    def ml(self, key: str, subscription_id: str, secret: Mapping[str, str] | None = None) -> MlClient:
+    def _hold(self, user: str | None, slot: str, entry: Entry) -> None:
+        if user:
+            self._unused += self.leases.hold(user, slot, entry)
+
+    async def release(self, user: str) -> None:
+        """Object ``user`` is gone: close and drop what only it used."""
+        self._unused += self.leases.release(user)
+        unused, self._unused = self._unused, []
+        for entry in unused:
+            if self.leases.holders(entry) == 0:
+                await self._evict(entry)
+
+    async def _evict(self, entry: Entry) -> None:
+        kind, *key = entry
+        closable: MlClient | BatchClient | AsyncTokenCredential | None = None
+        if kind == "ml":
+            closable = self._ml.pop((key[0], key[1]), None)
+        elif kind == "batch":
+            closable = self._batch.pop((key[0], key[1]), None)
+        elif kind == "credential" and not any(k == key[0] for k, _ in self._ml):
+            closable = self._credentials.pop(key[0], None)
+        elif kind == "poller":
+            self.pollers.forget((key[0], key[1]))
+        if closable is not None:
+            await closable.close()
+
+    def ml(
+        self, key: str, subscription_id: str, secret: Mapping[str, str] | None = None, *, user: str | None = None
+    ) -> MlClient:
+        self._hold(user, "ml", ("ml", key, subscription_id))
+        self._hold(user, "credential", ("credential", key))
         client = self._ml.get((key, subscription_id))
         if client is None:
             client = MlClient(
@@ -74,8 +109,9 @@ class AzureClients:
             self._ml[(key, subscription_id)] = client
         return client
 
-    def workspace_poller(self, key: str, ml: MlClient, ws: WorkspaceId) -> WorkspacePoller:
+    def workspace_poller(self, key: str, ml: MlClient, ws: WorkspaceId, *, user: str | None = None) -> WorkspacePoller:
         """The shared poller of one workspace, as seen with one credential."""
+        self._hold(user, "poller", ("poller", key, ws.arm_id))
         return self.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws))
 
     def batch(
@@ -85,10 +121,15 @@ class AzureClients:
         shared_key: str | None,
         credential_key: str = DEFAULT_CREDENTIAL,
         secret: Mapping[str, str] | None = None,
+        *,
+        user: str | None = None,
     ) -> BatchClient:
         """A Batch data-plane client: shared key when the BatchCompute names a key Secret, else Microsoft Entra
         tokens of the credential ``credential_key`` (a Secret's service principal, or the operator's identity)."""
         key_id = hashlib.sha256((shared_key or "").encode()).hexdigest()[:16] if shared_key else credential_key
+        self._hold(user, "batch", ("batch", endpoint, key_id))
+        if not shared_key:
+            self._hold(user, "batch-credential", ("credential", credential_key))
         client = self._batch.get((endpoint, key_id))
         if client is None:
             kwargs: dict[str, object] = {}
@@ -97,7 +138,7 @@ class AzureClients:
             credential: AzureNamedKeyCredential | AsyncTokenCredential = (
                 AzureNamedKeyCredential(account, shared_key) if shared_key else self.credential(credential_key, secret)
             )
-            client = BatchClient(endpoint, credential, **kwargs)
+            client = BatchClient(endpoint, credential, retry_policy=CappedRetryPolicy(), **kwargs)
             self._batch[(endpoint, key_id)] = client
         return client
 

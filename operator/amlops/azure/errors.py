@@ -15,6 +15,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from amlops import retry_after as retry_after_header
 from amlops.reconcile.errors import ReconcileError, RetryableError, TerminalError
 
 Class = Literal["retryable", "terminal"]
@@ -71,21 +72,9 @@ def classify(code: str | None, status: int | None) -> Class:
 
 
 def retry_after(error: HttpResponseError) -> float | None:
-    response = error.response
-    headers: Any = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for header in ("retry-after-ms", "x-ms-retry-after-ms"):
-        if value := headers.get(header):
-            try:
-                return float(value) / 1000
-            except ValueError:
-                pass
-    value = headers.get("Retry-After")
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
+    """The delay Azure asks for (capped, garbage ignored: ``amlops.retry_after``)."""
+    headers: Any = getattr(error.response, "headers", None)
+    return retry_after_header.from_headers(headers)
 
 
 def error_code(error: HttpResponseError) -> str | None:

@@ -23,7 +23,7 @@ from azure.core.rest import HttpRequest
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
 from amlops.azure.errors import translate
-from amlops.azure.pipeline import ArmAccounting, ThrottleBudget
+from amlops.azure.pipeline import ArmAccounting, CappedRetryPolicy, ThrottleBudget
 from amlops.reconcile.external import Pending
 from amlops.settings import Settings
 
@@ -78,6 +78,7 @@ class MlClient:
             base_url=settings.arm_endpoint,
             polling_interval=settings.lro_polling_interval,
             per_retry_policies=[ArmAccounting(budget)],
+            retry_policy=CappedRetryPolicy(),
             **kwargs,
         )
         self.subscription_id = subscription_id

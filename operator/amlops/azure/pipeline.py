@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import AsyncHTTPPolicy
+from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy
 
-from amlops import metrics
+from amlops import metrics, retry_after
 
 _SUBSCRIPTION = re.compile(r"/subscriptions/([^/]+)", re.IGNORECASE)
 _RATELIMIT_HEADERS = {
@@ -90,9 +90,15 @@ class ArmAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
                 metrics.AZURE_RATELIMIT_REMAINING.labels(subscription, kind).set(int(value))
         if status == 429:
             metrics.AZURE_THROTTLED.labels(self._service).inc()
-            try:
-                retry = float(headers.get("Retry-After", "1"))
-            except ValueError:
-                retry = 1.0
-            self._budget.hold(subscription, retry)
+            delay = retry_after.from_headers(headers)
+            self._budget.hold(subscription, 1.0 if delay is None else delay)
         return response
+
+
+class CappedRetryPolicy(AsyncRetryPolicy):  # type: ignore[type-arg]
+    """azure-core's retry policy, with the server's Retry-After read by ``amlops.retry_after``: azure-core sleeps
+    whatever the header says inside the call (a day, for a hostile or broken endpoint), holding the object's
+    pass and a worker slot of the operator every namespace shares."""
+
+    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
+        return retry_after.from_headers(response.http_response.headers)

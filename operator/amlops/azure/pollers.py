@@ -77,6 +77,13 @@ class Pollers:
         self._floor = floor
         self._pollers: dict[tuple[str, str], WorkspacePoller] = {}
 
+    def forget(self, key: tuple[str, str]) -> None:
+        """No object reads this workspace with this credential any more."""
+        self._pollers.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._pollers)
+
     def get(self, key: tuple[str, str], lister: Lister) -> WorkspacePoller:
         poller = self._pollers.get(key)
         if poller is None:

@@ -38,10 +38,13 @@ class AsyncFailure(BaseModel):
 
 # Set on the request when a fault asks for the long-running operation started by this call to fail.
 ASYNC_FAILURE = web.RequestKey("amlops.emulator.async_failure", AsyncFailure)
+# Set on the request when a fault asks the handler to accept the write and keep nothing of it.
+DISCARD = web.RequestKey("amlops.emulator.discard", bool)
 
 
 class FaultSpec(BaseModel):
-    """One rule of ``POST /_emulator/faults``. With no ``status`` and no ``asyncFailure`` it only adds latency."""
+    """One rule of ``POST /_emulator/faults``. With no ``status``, ``asyncFailure`` or ``discard`` it only adds
+    latency."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     method: str = ".*"
@@ -52,6 +55,9 @@ class FaultSpec(BaseModel):
     retry_after: int | None = Field(default=None, alias="retryAfter", ge=0)
     latency_ms: int = Field(default=0, alias="latencyMs", ge=0, le=120_000)
     async_failure: AsyncFailure | None = Field(default=None, alias="asyncFailure")
+    # The write is answered as if it succeeded but changes nothing, as when the RP normalises a value back or
+    # silently ignores a property (handlers that honour it: ARM compute PATCH).
+    discard: bool = False
     count: int | None = Field(default=None, ge=1)
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
 
@@ -230,6 +236,8 @@ def fault_middleware(platform: Platform, render: ErrorRenderer) -> Middleware:
             return response
         if spec.async_failure is not None:
             request[ASYNC_FAILURE] = spec.async_failure
+        if spec.discard:
+            request[DISCARD] = True
         return await handler(request)
 
     return inject_fault

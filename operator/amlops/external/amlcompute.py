@@ -106,7 +106,7 @@ class AmlComputeClient:
         return s.poll_floor_seconds if converging or resizing else s.poll_ceiling_seconds
 
     async def observe(self, mr: Mr) -> Observation:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         name = compute_name(mr)
         if _never_observed(mr.status):
@@ -115,7 +115,7 @@ class AmlComputeClient:
             # for a thousand computes, while every other new object waits for the same one).
             body = await ml.get_compute(ws, name)
         else:
-            _, body = await self._clients.workspace_poller(key, ml, ws).get(name, self._poller_max_age(mr))
+            _, body = await self._clients.workspace_poller(key, ml, ws, user=mr.uid).get(name, self._poller_max_age(mr))
             if body is None:
                 # The listing may be a poll interval old: confirm with a GET before anything is created.
                 body = await ml.get_compute(ws, name)
@@ -183,16 +183,16 @@ class AmlComputeClient:
         )
 
     async def create(self, mr: Mr) -> Pending | None:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         password = await self._admin_password(mr)
         body = m.to_arm(mr.spec, owner=mr.owner, location=await self._location(ml, mr), admin_password=password)
         pending = await ml.begin_put_compute(ws, compute_name(mr), body)
-        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
+        self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         body = await ml.get_compute(ws, compute_name(mr))
         if body is None:
@@ -201,14 +201,14 @@ class AmlComputeClient:
         if not patch:
             return None
         pending = await ml.begin_patch_compute(ws, compute_name(mr), patch)
-        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
+        self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending
 
     async def delete(self, mr: Mr) -> Pending | None:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Delete")
-        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
+        self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending
 
     async def owner_exists(self, owner: str) -> bool:

@@ -6,8 +6,10 @@ cluster's own settings one level deeper under ``properties.properties``.
 
 from __future__ import annotations
 
-import re
+from datetime import timedelta
 from typing import Any
+
+import isodate
 
 from amlops.api.amlcompute import AmlComputeSpec, Identity
 from amlops.external.compute_arm import provisioning_errors
@@ -16,7 +18,6 @@ from amlops.reconcile.managed import OWNER_TAG
 JSON = dict[str, Any]
 TRANSITIONAL_PROVISIONING = frozenset({"creating", "updating", "deleting"})
 NODE_STATES = ("idle", "running", "preparing", "unusable", "leaving", "preempted")
-_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
 def iso_duration(seconds: int) -> str:
@@ -24,13 +25,23 @@ def iso_duration(seconds: int) -> str:
 
 
 def parse_duration(value: str | None) -> int | None:
+    """An ISO-8601 duration as ARM writes it (``PT2M``, ``PT120S``, ``P0DT0H2M0S``, ``PT0.5H``) → whole
+    seconds; None when absent or not a duration of days and times (years and months have no fixed length)."""
     if not value:
         return None
-    m = _DURATION.match(value.upper())
-    if not m:
+    try:
+        parsed = isodate.parse_duration(value.strip().upper())
+    except (isodate.ISO8601Error, ValueError, TypeError):
         return None
-    days, hours, minutes, secs = (float(g) if g else 0.0 for g in m.groups())
-    return int(days * 86400 + hours * 3600 + minutes * 60 + secs)
+    return int(parsed.total_seconds()) if isinstance(parsed, timedelta) else None
+
+
+def _count(value: Any) -> int | None:
+    """A node count as ARM may write it (a number, or its decimal string)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def subnet_id(spec: AmlComputeSpec) -> str | None:
@@ -152,7 +163,7 @@ def diff(spec: AmlComputeSpec, body: JSON) -> tuple[JSON, list[str]]:
     wanted = scale_settings_to_arm(spec)
     changes: list[str] = []
     for key in ("minNodeCount", "maxNodeCount"):
-        if observed.get(key) != wanted[key]:
+        if _count(observed.get(key)) != wanted[key]:
             changes.append(f"scaleSettings.{key} {observed.get(key)} → {wanted[key]}")
     idle = spec.scale_settings.node_idle_time_before_scale_down
     if parse_duration(observed.get("nodeIdleTimeBeforeScaleDown")) != idle:
@@ -165,15 +176,23 @@ def diff(spec: AmlComputeSpec, body: JSON) -> tuple[JSON, list[str]]:
     wanted_identity = identity_to_arm(spec.identity)
     if _identity_key(body.get("identity")) != _identity_key(wanted_identity):
         patch["identity"] = wanted_identity or {"type": "None"}
-        changes.append(f"identity {_identity_key(body.get('identity'))} → {_identity_key(wanted_identity)}")
+        changes.append(f"identity {_identity_text(body.get('identity'))} → {_identity_text(wanted_identity)}")
     return patch, changes
 
 
 def _identity_key(identity: JSON | None) -> tuple[str, tuple[str, ...]]:
-    if not identity or str(identity.get("type", "None")) == "None":
+    if not identity or str(identity.get("type", "None")).lower() == "none":
         return ("None", ())
+    # ARM ids, and the identity type, are case-insensitive: Azure may answer in another case than asked.
     ids = tuple(sorted(k.lower() for k in (identity.get("userAssignedIdentities") or {})))
-    return (str(identity.get("type")).replace(" ", ""), ids)
+    return (str(identity.get("type")).replace(" ", "").lower(), ids)
+
+
+def _identity_text(identity: JSON | None) -> str:
+    if not identity or str(identity.get("type", "None")).lower() == "none":
+        return "None"
+    ids = sorted(identity.get("userAssignedIdentities") or {})
+    return f"{identity.get('type')}{' ' + ', '.join(ids) if ids else ''}"
 
 
 def vm_size_mismatch(spec: AmlComputeSpec, body: JSON) -> str | None:

@@ -37,7 +37,12 @@ def compute_name(mr: Mr) -> str:
 
 
 async def batch_client(
-    clients: AzureClients, secrets: SecretReader, namespace: str, spec: BatchComputeSpec, location: str | None
+    clients: AzureClients,
+    secrets: SecretReader,
+    namespace: str,
+    spec: BatchComputeSpec,
+    location: str | None,
+    user: str | None = None,
 ) -> BatchClient:
     """The account's data-plane client: its shared key when ``batchCredentials`` names one, else Microsoft Entra
     tokens of the resource's own credential (the same one its ARM calls use), sent only to the account's own
@@ -55,9 +60,9 @@ async def batch_client(
         data = await secrets.read(namespace, ref.name, protect=True)
         if data is None or ref.key not in data:
             raise TerminalError(REASON_CREDENTIALS_MISSING, f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
-        return clients.batch(url, m.account_name(spec), data[ref.key])
+        return clients.batch(url, m.account_name(spec), data[ref.key], user=user)
     credential = await resolve(clients, secrets, namespace, spec)
-    return clients.batch(url, m.account_name(spec), None, credential.key, credential.secret)
+    return clients.batch(url, m.account_name(spec), None, credential.key, credential.secret, user=user)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ async def account_access(
     name: str,
     *,
     ready_only: bool = True,
+    user: str | None = None,
 ) -> AccountAccess:
     """The account of BatchCompute ``namespace/name``; with ``ready_only`` False a client also while it is not
     Ready (throttled, resizing, being deleted): its spec and credentials are enough to clean up a job."""
@@ -90,7 +96,7 @@ async def account_access(
     if ready_only and not ready:
         return AccountAccess(False, f"BatchCompute {namespace}/{name} is not Ready")
     spec = BatchComputeSpec.model_validate(obj.get("spec") or {})
-    client = await batch_client(clients, secrets, namespace, spec, status.get("clusterLocation"))
+    client = await batch_client(clients, secrets, namespace, spec, status.get("clusterLocation"), user)
     return AccountAccess(ready, "", m.account_name(spec), client, spec)
 
 
@@ -118,9 +124,9 @@ class BatchComputeClient:
         return m.plan_pools(mr.spec, pools, mr.owner, live)
 
     async def _attached(self, mr: Mr) -> dict[str, Any] | None:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
-        poller = self._clients.workspace_poller(key, ml, ws)
+        poller = self._clients.workspace_poller(key, ml, ws, user=mr.uid)
         _, body = await poller.get(compute_name(mr), self._clients.settings.poll_floor_seconds)
         return body if body is not None else await ml.get_compute(ws, compute_name(mr))
 
@@ -136,10 +142,8 @@ class BatchComputeClient:
             body = None
         status = m.attached_status(body) if body is not None else {}
         location = status.get("clusterLocation") or mr.status.get("clusterLocation")
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
-        pools = [
-            p for p in await batch.list_pools(client) if m.pool_owner(p) == mr.owner and p.get("state") != "deleting"
-        ]
+        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
+        pools = [p for p in await batch.list_pools(client) if mr.owns(m.pool_owner(p)) and p.get("state") != "deleting"]
         if body is None:
             return Observation(bool(pools), owner=mr.owner)
         transitional = str(status.get("provisioningState") or "").lower() == "deleting" and not pools
@@ -160,7 +164,9 @@ class BatchComputeClient:
         transitional = str(status.get("provisioningState") or "").lower() in ("creating", "updating", "deleting")
         if transitional:
             return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"))
+        client = await batch_client(
+            self._clients, self._secrets, mr.namespace, mr.spec, status.get("clusterLocation"), mr.uid
+        )
         pools = await batch.list_pools(client)
         counts = await batch.pool_node_counts(client)
         plan = await self._plan(mr, pools)
@@ -181,18 +187,18 @@ class BatchComputeClient:
         )
 
     async def create(self, mr: Mr) -> Pending | None:
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         location = await ml.workspace_location(ws)
         pending = await ml.begin_put_compute(
             ws, compute_name(mr), m.attach_body(mr.spec, owner=mr.owner, location=location)
         )
-        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
+        self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
         location = observation.at_provider.get("clusterLocation")
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
+        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
         pools = await batch.list_pools(client)
         plan = await self._plan(mr, pools)
         by_id = {str(p.get("id")): p for p in pools}
@@ -210,13 +216,13 @@ class BatchComputeClient:
     async def delete(self, mr: Mr) -> Pending | None:
         """Detach (never delete the account); pools amlops created for this object go with it, first (a missing
         workspace then ends the deletion: nothing is attached under it)."""
-        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec)
+        key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         location = mr.status.get("clusterLocation")
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location)
+        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
         for pool in await batch.list_pools(client):
-            if m.pool_owner(pool) == mr.owner and str(pool.get("state")) != "deleting":
+            if mr.owns(m.pool_owner(pool)) and str(pool.get("state")) != "deleting":
                 await batch.delete_pool(client, str(pool["id"]))
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Detach")
-        self._clients.workspace_poller(key, ml, ws).invalidate(compute_name(mr))
+        self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending

@@ -91,7 +91,9 @@ async def resolve(clients: AzureClients, secrets: SecretReader, namespace: str, 
     )
 
 
-async def connect(clients: AzureClients, secrets: SecretReader, namespace: str, spec: Any) -> tuple[str, MlClient]:
-    """The ML client for a resource's credentials."""
+async def connect(
+    clients: AzureClients, secrets: SecretReader, namespace: str, spec: Any, user: str | None = None
+) -> tuple[str, MlClient]:
+    """The ML client for a resource's credentials; ``user`` (the object's uid) holds it until the object is gone."""
     credential = await resolve(clients, secrets, namespace, spec)
-    return credential.key, clients.ml(credential.key, spec.workspace.subscription_id, credential.secret)
+    return credential.key, clients.ml(credential.key, spec.workspace.subscription_id, credential.secret, user=user)

@@ -12,16 +12,17 @@ OWNER_PLURALS = ("amlcomputes", "batchcomputes", "paralleljobs")
 
 
 async def owner_exists(objects: ObjectReader, owner: str) -> bool:
-    """Whether the object ``owner`` names still exists (namespace, name and uid). A tag not of amlops' form
-    counts as existing: what cannot be told free is never taken over."""
+    """Whether the object ``owner`` names still exists: an object of its namespace with its uid. Matched by uid,
+    not by name: a long name is shortened in the tag (``owner_value``). A tag not of amlops' form counts as
+    existing: what cannot be told free is never taken over."""
     ref = parse_owner(owner)
     if ref is None:
         return True
     for plural in OWNER_PLURALS:
         try:
-            found = await objects.get(plural, ref.namespace, ref.name)
+            found = await objects.list(plural, ref.namespace)
         except Exception:  # e.g. 403: a namespace this operator may not read (a namespaced install)
             return True  # cannot be told free: treated as owned (Stalled NotOwned, rechecked later)
-        if found is not None and (found.get("metadata") or {}).get("uid") == ref.uid:
+        if any((obj.get("metadata") or {}).get("uid") == ref.uid for obj in found):
             return True
     return False

@@ -18,8 +18,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,13 +34,31 @@ from amlops.api.paralleljob import ParallelJobSpec
 from amlops.azure import batch, batch_jobs
 from amlops.azure.blob import BlobFolder, BlobRangeReader, BlobStore, JsonFolder
 from amlops.azure.clients import AzureClients
+from amlops.azure.leases import Leases
 from amlops.external import paralleljob_map as m
 from amlops.external.batchcompute import AccountAccess, account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
 from amlops.external.ownership import owner_exists
-from amlops.external.paralleljob_env import container_pool, container_settings, pool_mismatch, requirements
-from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate, ordered, read_summary
+from amlops.external.paralleljob_env import (
+    MAX_CONDA_FILE_BYTES,
+    container_pool,
+    container_settings,
+    pool_mismatch,
+    requirements,
+    too_large,
+)
+from amlops.external.paralleljob_output import (
+    INVALID_SUMMARY,
+    OUTPUT_FILE,
+    Summary,
+    aggregate,
+    ordered,
+    output_written,
+    read_summary,
+)
 from amlops.external.paralleljob_plan import (
+    INDEX_NAME,
+    PLAN_CHANGED,
     InputItem,
     Kind,
     MiniBatch,
@@ -46,6 +66,7 @@ from amlops.external.paralleljob_plan import (
     PlanSpec,
     manifest_prefix,
     mini_batch_name,
+    plan_blob_missing,
     read_chunk,
     read_index,
     results_prefix,
@@ -73,6 +94,7 @@ REASON_UNSUPPORTED_COMPUTE = "UnsupportedCompute"
 REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 REASON_POOL_NOT_FOUND = "PoolNotFound"
 REASON_COMPUTE_GONE = "ComputeGone"
+REASON_INVALID_CONNECTION_STRING = "InvalidConnectionString"
 # Nodes fetch inputs, code and the manifest with these; a mini-batch may wait long in the queue.
 SAS_LIFETIME = timedelta(days=7)
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
@@ -99,6 +121,23 @@ def pool_id(mr: Mr) -> str:
 
 def owns_pool(mr: Mr) -> bool:
     return mr.spec.compute.pool_id is None
+
+
+def validate(spec: ParallelJobSpec) -> None:
+    """What can be refused from the spec alone, before anything is read, written or created (nothing bills)."""
+    if spec.task.program_arguments is not None:
+        try:
+            shlex.split(spec.task.program_arguments)
+        except ValueError as e:  # unbalanced quotes, a trailing escape
+            raise TerminalError(
+                REASON_INVALID_SPEC,
+                f"task.programArguments cannot be split like a shell would ({e}): balance its quotes",
+            ) from None
+    reference(spec.input_data, spec.inputs, "inputs")
+    if spec.task.append_row_to:
+        reference(spec.task.append_row_to, spec.outputs, "outputs")
+    if not spec.outputs:
+        raise TerminalError(REASON_INVALID_SPEC, "spec.outputs needs an entry: results are written there")
 
 
 def reference(value: str, names: dict[str, Any], kind: str) -> str:
@@ -133,6 +172,7 @@ class ParallelJobClient:
         self._secrets = secrets
         self._objects = objects
         self._stores: dict[str, BlobStore] = {}
+        self._store_users = Leases[str]()  # which jobs use which store: closed when none does
         # Finished mini-batches by job: a completed task and its summary never change.
         self._finished: dict[str, dict[int, m.Finished]] = {}
         # The last observe's decision, tasks added and plan, by uid, for update() in the same pass (object lock).
@@ -142,6 +182,17 @@ class ParallelJobClient:
         for store in self._stores.values():
             await store.close()
         self._stores.clear()
+
+    async def release(self, uid: str) -> None:
+        """The object is gone: drop what was kept for it, and close a store no other job uses."""
+        self._decisions.pop(uid, None)
+        self._finished.pop(f"pj-{uid}", None)
+        await self._close_stores(self._store_users.release(uid))
+
+    async def _close_stores(self, connections: list[str]) -> None:
+        for connection in connections:
+            if (store := self._stores.pop(connection, None)) is not None:
+                await store.close()
 
     # ------------------------------------------------------------------------------------------- observe
 
@@ -174,7 +225,9 @@ class ParallelJobClient:
             return Observation(False, at_provider={"phase": m.PENDING, "jobId": job_id(mr), "poolId": pool_id(mr)})
         layout = await self._layout(mr)
         index = await read_index(JsonFolder(layout.store, layout.plan))
-        if index is None or not index.done:
+        if index is None:  # create() writes the whole plan before the job: it was there, and is gone
+            raise plan_blob_missing(INDEX_NAME)
+        if not index.done:
             raise RetryableError("Planning", "the Batch job exists but its plan is incomplete", 1.0)
         counts = await batch_jobs.task_counts(client, job_id(mr))
         done = await self._finished_tasks(mr, client, layout, int(counts.get("completed") or 0))
@@ -183,7 +236,7 @@ class ParallelJobClient:
         elapsed = _seconds_since(started)
         all_finished = len(done) == index.count
         output_ready = not mr.spec.task.append_row_to or (
-            all_finished and await layout.store.exists(layout.output, OUTPUT_FILE)
+            all_finished and await output_written(layout.store, layout.results, layout.output)
         )
         decision = m.decide(
             m.Facts(
@@ -223,7 +276,7 @@ class ParallelJobClient:
         if not owns_pool(mr):
             return False
         pool = await batch.get_pool(client, pool_id(mr))
-        return pool is not None and pool.get("state") != "deleting" and pool_owner(pool) == mr.owner
+        return pool is not None and pool.get("state") != "deleting" and mr.owns(pool_owner(pool))
 
     def _left_behind(self, mr: Mr) -> EventRecord:
         what = f"the Batch job {job_id(mr)}"
@@ -254,18 +307,20 @@ class ParallelJobClient:
         tasks = m.task_facts(await batch_jobs.list_tasks(client, job_id(mr), state="completed"))
         new = {t.index: t for t in tasks if t.index not in known}
 
-        async def fetch(index: int) -> tuple[int, int] | None:
-            summary = await read_summary(layout.store, layout.results, index)
+        async def fetch(index: int) -> Summary | None:
             # No summary: the driver could not even start (setup failure); its items are unknown.
-            return (summary.processed, summary.failed) if summary else None
+            return await read_summary(layout.store, layout.results, index)
 
         async for index, summary in ordered(sorted(new), fetch, SUMMARY_WINDOW):
-            known[index] = m.finished(new[index], summary)
+            counts = (summary.processed, summary.failed) if summary else None
+            valid = summary is None or (summary.error or {}).get("type") != INVALID_SUMMARY
+            known[index] = m.finished(new[index], counts, valid)
         return known
 
     # ------------------------------------------------------------------------------------------- writes
 
     async def create(self, mr: Mr) -> Pending | None:
+        validate(mr.spec)
         access = await self._access(mr)
         if access is None or access.client is None or access.spec is None:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
@@ -274,6 +329,7 @@ class ParallelJobClient:
             raise TerminalError(m.REASON_POOL_NOT_MANAGED, why)
         client = access.client
         layout = await self._layout(mr)
+        layout.store.check_signing()  # nodes reach blobs through SAS URLs: refuse now, not after the pool exists
         index = await write_manifest(
             self._listing(layout), await self._plan_spec(mr, layout), JsonFolder(layout.store, layout.plan),
             BlobRangeReader(layout.store, layout.inputs),
@@ -378,10 +434,13 @@ class ParallelJobClient:
 
     async def _reused(self, mr: Mr) -> Observation | None:
         layout = await self._layout(mr)
-        data = await layout.store.read(layout.plan, REUSE_MARKER)
-        if data is None:
+        marker = await JsonFolder(layout.store, layout.plan).get_json(REUSE_MARKER)
+        if marker is None:
             return None
-        marker = json.loads(data)
+        if not isinstance(marker.get("from"), str) or not isinstance(marker.get("contentHash"), str):
+            raise TerminalError(
+                PLAN_CHANGED, f"{layout.plan.blob(REUSE_MARKER)} is damaged: delete and recreate the job"
+            )
         status = {k: marker.get(k) for k in ("output", "miniBatches", "items", "progress", "progressPercentage")}
         now = _now()
         status.update(
@@ -449,9 +508,12 @@ class ParallelJobClient:
             return None
         conda = None
         if environment.conda_file is not None:
-            data = await layout.store.read(layout.code, environment.conda_file)
+            data = await layout.store.read(layout.code, environment.conda_file, 0, MAX_CONDA_FILE_BYTES + 1)
+            if data is not None and len(data) > MAX_CONDA_FILE_BYTES:
+                raise too_large(environment.conda_file)
             conda = None if data is None else data.decode("utf-8", "replace")
-        return requirements(environment.pip_requirements, environment.conda_file, conda)
+        # YAML parsing is CPU work on tenant data: off the event loop every other object shares.
+        return await asyncio.to_thread(requirements, environment.pip_requirements, environment.conda_file, conda)
 
     async def _listing(self, layout: Layout) -> AsyncIterator[InputItem]:
         async for blob in layout.store.list_folder(layout.inputs):
@@ -528,7 +590,7 @@ class ParallelJobClient:
         pool; None only when the BatchCompute no longer exists."""
         name = mr.spec.compute.name
         access = await account_access(
-            self._clients, self._secrets, self._objects, mr.namespace, name, ready_only=not mr.deleting
+            self._clients, self._secrets, self._objects, mr.namespace, name, ready_only=not mr.deleting, user=mr.uid
         )
         if access.client is not None:
             return access
@@ -558,9 +620,10 @@ class ParallelJobClient:
                     REASON_CREDENTIALS_MISSING,
                     "set spec.storageCredentials (or the operator's AMLOPS_BLOB_CONNECTION_STRING)",
                 )
+        await self._close_stores(self._store_users.hold(mr.uid, "store", connection))
         store = self._stores.get(connection)
         if store is None:
-            store = self._stores[connection] = BlobStore.from_connection_string(connection)
+            store = self._stores[connection] = _open_store(connection, ref.name if ref else None)
         return store
 
     async def _layout(self, mr: Mr) -> Layout:
@@ -592,6 +655,18 @@ class ParallelJobClient:
             results=BlobFolder(output.container, results_prefix(output.prefix, jid)),
             code=store.folder(spec.task.code) if spec.task.code else plan.sub("code/"),
         )
+
+
+def _open_store(connection: str, secret: str | None) -> BlobStore:
+    """The account a connection string names; never echoes the string (it holds the account key)."""
+    try:
+        return BlobStore.from_connection_string(connection)
+    except ValueError:
+        where = f"Secret {secret} (spec.storageCredentials)" if secret else "AMLOPS_BLOB_CONNECTION_STRING"
+        raise TerminalError(
+            REASON_INVALID_CONNECTION_STRING,
+            f"{where} holds no storage connection string (AccountName=...;AccountKey=...;BlobEndpoint=...)",
+        ) from None
 
 
 def _image(spec: ParallelJobSpec) -> str | None:

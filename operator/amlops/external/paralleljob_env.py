@@ -21,6 +21,34 @@ import yaml
 from amlops.reconcile.errors import TerminalError
 from amlops.status import REASON_INVALID_SPEC
 
+# A conda environment file is a few hundred bytes; the operator reads at most this much of one.
+MAX_CONDA_FILE_BYTES = 256 << 10
+REASON_CONDA_FILE_TOO_LARGE = "CondaFileTooLarge"
+REASON_CONDA_FILE_ALIASES = "CondaFileHasAliases"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a few aliases can stand for billions of nodes (billion laughs) that
+    the walk over the dependencies would expand. A conda file has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasFoundError
+        return super().compose_node(parent, index)
+
+
+class _AliasFoundError(Exception):
+    pass
+
+
+def too_large(name: str) -> TerminalError:
+    return TerminalError(
+        REASON_CONDA_FILE_TOO_LARGE,
+        f"condaFile {name!r} is larger than {MAX_CONDA_FILE_BYTES} bytes (MAX_CONDA_FILE_BYTES): a conda "
+        "environment file lists packages; put large files elsewhere in task.code",
+    )
+
+
 # Conda entries that describe the interpreter itself, which on a Batch node is the pool's python3.
 _INTERPRETER = ("python", "pip")
 # A Batch marketplace image with a container runtime, for the pools amlops creates for container jobs.
@@ -69,10 +97,16 @@ def requirements(pip: Sequence[str], conda_file: str | None = None, conda_text: 
 def _conda_pip_section(name: str, text: str | None) -> list[str]:
     if text is None:
         raise TerminalError(REASON_INVALID_SPEC, f"task.environment.condaFile {name!r} is not in task.code")
+    if len(text.encode()) > MAX_CONDA_FILE_BYTES:
+        raise too_large(name)
     try:
-        doc: Any = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} is not YAML: {e}") from None
+        doc: Any = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader, without aliases
+    except _AliasFoundError:
+        raise TerminalError(
+            REASON_CONDA_FILE_ALIASES, f"condaFile {name!r} uses YAML aliases (*name), which amlops does not expand"
+        ) from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} is not YAML: {str(e)[:300]}") from None
     dependencies = doc.get("dependencies", []) if isinstance(doc, dict) else None
     if not isinstance(dependencies, list):
         raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} has no dependencies list")

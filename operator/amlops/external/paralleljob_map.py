@@ -129,9 +129,10 @@ class Decision:
     message: str = ""
 
 
-def finished(task: TaskFact, summary: tuple[int, int] | None) -> Finished:
+def finished(task: TaskFact, summary: tuple[int, int] | None, summary_valid: bool = True) -> Finished:
+    """A finished task's facts; a summary user code made invalid fails the mini-batch whatever the task's exit."""
     processed, failed_items = summary or (0, 0)
-    return Finished(task.result == "success", task.retries, processed, failed_items)
+    return Finished(task.result == "success" and summary_valid, task.retries, processed, failed_items)
 
 
 def count(facts: Facts) -> Counts:
@@ -238,7 +239,9 @@ def observation(decision: Decision, at_provider: Mapping[str, Any], owner: str) 
     transitional; Suspended → settled but not Ready; Complete → Ready; Failed → failure (Stalled)."""
     reason, message = decision.reason, decision.message
     if decision.action is not None:
-        return Observation(True, resource_up_to_date=False, owner=owner, at_provider=at_provider, diff=message)
+        return Observation(
+            True, resource_up_to_date=False, owner=owner, at_provider=at_provider, diff=message, step=True
+        )
     if decision.phase == "Running":
         return Observation(
             True,

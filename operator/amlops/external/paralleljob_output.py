@@ -1,27 +1,42 @@
 """ParallelJob results: the drivers' per-mini-batch outputs → ``parallel_run_step.txt`` and counts.
 
 Each driver writes ``<results>/<index>.txt`` (rows, with ``append_row_to``) and then
-``<results>/<index>.summary.json``. Aggregation reads them in mini-batch order, a bounded window at a time, and
-builds the output as a block blob: blocks are staged (a retry restages the same ids harmlessly) and committed
-with ``If-None-Match: *``, so the file appears exactly once, whole, however often aggregation is repeated
-after a crash. Only the rows of mini-batches whose final summary reports no error are included.
+``<results>/<index>.summary.json``. Aggregation reads the summaries in mini-batch order, a bounded window at a
+time, and streams the row files one after another in ranged reads (never a whole row file in memory), building
+the output as a block blob: blocks are staged (a retry restages the same ids harmlessly) and committed
+conditionally, so the file appears exactly once, whole, however often aggregation is repeated after a crash.
+Only the rows of mini-batches whose final summary reports no error are included.
+
+Runs may share an output folder. The output carries the writing job in its metadata (``amlopsjob``): a job
+counts only a file it wrote as its output, and replaces an earlier run's file exactly once (``If-Match`` on
+the version it saw), never reporting that run's rows as its own.
+
+Summaries are written by user code's process: one that is not JSON, not the expected shape, or larger than
+``MAX_SUMMARY_BYTES`` makes its mini-batch count as failed with a message saying so, never a failing pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from amlops.azure.blob import BlobFolder, BlobStore, block_id
+from amlops.reconcile.errors import RetryableError
 
 T = TypeVar("T")
 
 OUTPUT_FILE = "parallel_run_step.txt"
 BLOCK_TARGET = 4 << 20  # stage a block once this many bytes of rows are buffered (≤ 50,000 blocks a blob)
-READ_WINDOW = 16  # summaries / row files read ahead concurrently
+READ_WINDOW = 16  # summaries read ahead concurrently
+ROW_CHUNK = 4 << 20  # bytes of a row file read at once
+# A summary is a few hundred bytes; anything much larger is not one the driver wrote.
+MAX_SUMMARY_BYTES = 64 << 10
+WRITER_METADATA = "amlopsjob"  # blob metadata naming the job that wrote parallel_run_step.txt
+INVALID_SUMMARY = "InvalidSummary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,49 +96,101 @@ def compress_ranges(indexes: Iterable[int]) -> str:
     return ",".join(parts)
 
 
+def parse_summary(data: bytes, index: int) -> Summary:
+    """A summary's bytes → :class:`Summary`; one that is not what the driver writes → a failed mini-batch whose
+    error says why (user code shares the results folder and may have overwritten it)."""
+    try:
+        doc = json.loads(data)
+        summary = Summary.from_json(doc) if isinstance(doc, dict) else None
+        if summary is not None and isinstance(summary.error, dict | None) and summary.index == index:
+            return summary
+        problem = "not the summary the driver writes"
+    except (ValueError, TypeError, KeyError, RecursionError) as e:  # JSON, or a field of the wrong type
+        problem = f"not valid: {str(e)[:200]}"
+    message = f"{index}.summary.json is {problem}; the mini-batch counts as failed"
+    return Summary(index, 0, 0, 0, 1, {"type": INVALID_SUMMARY, "message": message})
+
+
 async def read_summary(store: BlobStore, results: BlobFolder, index: int) -> Summary | None:
-    data = await store.read(results, f"{index}.summary.json")
-    return None if data is None else Summary.from_json(json.loads(data))
+    data = await store.read(results, f"{index}.summary.json", 0, MAX_SUMMARY_BYTES + 1)
+    if data is None:
+        return None
+    if len(data) > MAX_SUMMARY_BYTES:
+        data = b"larger than MAX_SUMMARY_BYTES"  # never parsed whole: reported as an invalid summary
+    return parse_summary(data, index)
+
+
+def writer_id(results: BlobFolder) -> str:
+    """Who writes an output: the job, known by its own results folder (``_amlops/<job-id>/results/``)."""
+    return hashlib.sha256(f"{results.container}/{results.prefix}".encode()).hexdigest()[:32]
+
+
+async def output_written(
+    store: BlobStore, results: BlobFolder, output: BlobFolder, file_name: str = OUTPUT_FILE
+) -> bool:
+    """Whether ``parallel_run_step.txt`` is there and this job (``results``) wrote it."""
+    found = await store.properties(output, file_name)
+    return found is not None and found[1].get(WRITER_METADATA) == writer_id(results)
 
 
 async def summarise(store: BlobStore, results: BlobFolder, count: int) -> Totals:
     """Counts from every summary, without touching the row files."""
-    return await _walk(store, results, count, None, None)
+    return await _walk(store, results, count, None)
 
 
 async def aggregate(
     store: BlobStore, results: BlobFolder, output: BlobFolder, count: int, *, file_name: str = OUTPUT_FILE
 ) -> Totals:
-    """Counts, and ``<output>/parallel_run_step.txt`` built exactly once from the rows in mini-batch order."""
-    if await store.exists(output, file_name):
+    """Counts, and ``<output>/parallel_run_step.txt`` built exactly once from the rows in mini-batch order: a file
+    this job wrote is kept; another run's is replaced, only in the version seen (a changed one: try again)."""
+    found = await store.properties(output, file_name)
+    if found is not None and found[1].get(WRITER_METADATA) == writer_id(results):
         return await summarise(store, results, count)  # an earlier call committed it
-    return await _walk(store, results, count, output, file_name)
+    writer = _Writer(store, output, file_name, writer_id(results))
+    totals = await _walk(store, results, count, writer)
+    if await writer.commit(found[0] if found else None):
+        return replace(totals, output_written=True)
+    if await output_written(store, results, output, file_name):
+        return totals  # a concurrent call of this job committed it first
+    raise RetryableError("OutputChanged", f"{output.blob(file_name)} changed while this job wrote it: writing again")
 
 
-async def _walk(
-    store: BlobStore, results: BlobFolder, count: int, output: BlobFolder | None, file_name: str | None
-) -> Totals:
+class _Writer:
+    """Row bytes → staged blocks of about ``BLOCK_TARGET`` bytes, then one conditional commit."""
+
+    def __init__(self, store: BlobStore, output: BlobFolder, file_name: str, writer: str) -> None:
+        self.store, self.output, self.file_name, self.writer = store, output, file_name, writer
+        self.blocks: list[str] = []
+        self.buffer = bytearray()
+
+    async def add(self, rows: bytes) -> None:
+        self.buffer += rows
+        if len(self.buffer) >= BLOCK_TARGET:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.buffer:
+            self.blocks.append(block_id(len(self.blocks), self.writer))
+            await self.store.stage_block(self.output, self.file_name, self.blocks[-1], bytes(self.buffer))
+            self.buffer.clear()
+
+    async def commit(self, replacing: str | None) -> bool:
+        await self.flush()
+        return await self.store.commit_blocks(
+            self.output, self.file_name, self.blocks, metadata={WRITER_METADATA: self.writer}, replacing=replacing
+        )
+
+
+async def _walk(store: BlobStore, results: BlobFolder, count: int, writer: _Writer | None) -> Totals:
     processed = failed_items = 0
     failed: list[int] = []
     missing: list[int] = []
     attempts: dict[int, int] = {}
-    blocks: list[str] = []
-    buffer = bytearray()
 
-    async def fetch(index: int) -> tuple[Summary | None, bytes]:
-        summary = await read_summary(store, results, index)
-        rows = b""
-        if output is not None and summary is not None and summary.error is None:
-            rows = await store.read(results, f"{index}.txt") or b""
-        return summary, rows
+    async def fetch(index: int) -> Summary | None:
+        return await read_summary(store, results, index)
 
-    async def flush() -> None:
-        if output is not None and file_name is not None and buffer:
-            blocks.append(block_id(len(blocks)))
-            await store.stage_block(output, file_name, blocks[-1], bytes(buffer))
-            buffer.clear()
-
-    async for index, (summary, rows) in ordered(range(count), fetch, READ_WINDOW):
+    async for index, summary in ordered(range(count), fetch, READ_WINDOW):
         if summary is None:
             missing.append(index)
             continue
@@ -133,14 +200,10 @@ async def _walk(
             attempts[index] = summary.attempt
         if summary.error is not None:
             failed.append(index)
-        buffer += rows
-        if len(buffer) >= BLOCK_TARGET:
-            await flush()
-    await flush()
-    written = False
-    if output is not None and file_name is not None:
-        written = await store.commit_blocks_if_absent(output, file_name, blocks)
-    return Totals(count, processed, failed_items, tuple(failed), tuple(missing), written, attempts)
+        elif writer is not None:
+            async for rows in store.chunks(results, f"{index}.txt", ROW_CHUNK):
+                await writer.add(rows)
+    return Totals(count, processed, failed_items, tuple(failed), tuple(missing), False, attempts)
 
 
 async def ordered(

@@ -14,6 +14,8 @@ Deliberate differences from Azure ML ``parallel_run_function``:
 - With ``partition_keys`` Azure ML ignores ``mini_batch_size`` (one mini-batch per key group). Here a group is
   still cut into mini-batches of ``mini_batch_size`` (files, or bytes of rows), so memory stays bounded; a
   group never mixes key values. Set a large ``mini_batch_size`` for Azure ML's behaviour.
+- A mini-batch lists at most ``MAX_MINI_BATCH_PARTS`` files or row ranges: a larger file count is refused, and a
+  tabular mini-batch is cut there even below ``mini_batch_size`` bytes (so the operator's memory stays bounded).
 - Tabular ``partition_keys`` are column names (CSV header, JSON Lines keys). Planning reads every row once to
   learn its key values; a mini-batch lists the byte ranges of its rows, adjacent rows merged into one range,
   so key-clustered data (the usual case) needs few ranges.
@@ -21,6 +23,7 @@ Deliberate differences from Azure ML ``parallel_run_function``:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -39,6 +42,20 @@ INVALID_SPEC = "InvalidSpec"
 INVALID_INPUT = "InvalidInput"
 INPUT_CHANGED = "InputChanged"
 PLAN_CHANGED = "PlanChanged"
+PLAN_BLOB_MISSING = "PlanBlobMissing"
+LINE_TOO_LONG = "LineTooLong"
+TOO_MANY_PARTITIONS = "TooManyPartitions"
+INPUT_NOT_UTF8 = "InputNotUtf8"
+
+# Bounds on what tenant data may make the shared operator hold or scan (README, ParallelJob: Bounds).
+# A tabular line: partitioning holds one line in memory; cutting looks this far for the next line end.
+MAX_LINE_BYTES = 16 << 20
+# partitionKeys groups open at once: each holds its open mini-batch in memory while planning.
+MAX_OPEN_PARTITIONS = 10_000
+# Files, or row ranges, in one mini-batch: a manifest chunk (DEFAULT_CHUNK mini-batches) is held in memory and
+# stored as one document. A file count above it is refused; a tabular mini-batch is cut when it holds this many
+# ranges (rows of many files, or interleaved partition rows), even below miniBatchSize bytes.
+MAX_MINI_BATCH_PARTS = 1_000
 
 MANIFEST_VERSION = 2
 INDEX_NAME = "index.json"
@@ -172,12 +189,17 @@ class PlanIndex:
 
 
 class RangeReader(Protocol):
-    async def find_newline(self, name: str, offset: int) -> int | None:
-        """Position of the first ``\\n`` at or after ``offset`` in blob ``name``, or None before its end."""
+    async def find_newline(self, name: str, offset: int, limit: int) -> int | None:
+        """Position of the first ``\\n`` in ``[offset, offset + limit)`` of blob ``name``, or None when there is
+        none there (the blob ends first, or the line goes on: the caller knows the blob's size)."""
         ...
 
     def chunks(self, name: str) -> AsyncIterator[bytes]:
         """Blob ``name`` from start to end in pieces of bounded size (partitioning tabular rows reads them)."""
+        ...
+
+    async def head(self, name: str) -> bytes:
+        """The first bytes of blob ``name`` (a read-ahead window's worth, or all of a small blob)."""
         ...
 
 
@@ -205,6 +227,10 @@ def parse_mini_batch_size(value: str, kind: Kind) -> int:
     size = int(match.group(1)) * _UNITS[unit]
     if size < 1:
         raise TerminalError(INVALID_SPEC, f"miniBatchSize {value!r} must be at least 1")
+    if kind == "files" and size > MAX_MINI_BATCH_PARTS:
+        raise TerminalError(
+            INVALID_SPEC, f"miniBatchSize {value!r} is more than {MAX_MINI_BATCH_PARTS} files (MAX_MINI_BATCH_PARTS)"
+        )
     return size
 
 
@@ -325,22 +351,48 @@ async def _plan_tabular(items: AsyncIterator[InputItem], limit: int, reader: Ran
         if file_format is None or item.size == 0:
             continue
         start = header_end = 0
+        await _check_text(reader, item)
         if file_format == "csv":
-            newline = await reader.find_newline(item.name, 0)
+            newline = await _line_end(reader, item, 0)
             if newline is None:
                 continue  # a header and no row
             start = header_end = newline + 1
         while start < item.size:
-            newline = await reader.find_newline(item.name, start + room - 1) if start + room < item.size else None
+            newline = await _line_end(reader, item, start + room - 1) if start + room < item.size else None
             end = item.size if newline is None else newline + 1
             ranges.append(ByteRange(item.name, start, end, file_format, header_end))
             room -= end - start
             start = end
-            if room <= 0:
+            if room <= 0 or len(ranges) >= MAX_MINI_BATCH_PARTS:
                 yield MiniBatch(index, "tabular", ranges=tuple(ranges))
                 index, ranges, room = index + 1, [], limit
     if ranges:
         yield MiniBatch(index, "tabular", ranges=tuple(ranges))
+
+
+async def _line_end(reader: RangeReader, item: InputItem, offset: int) -> int | None:
+    """The ``\\n`` ending the line at ``offset``, None at the end of the blob; ``LineTooLong`` past the bound."""
+    newline = await reader.find_newline(item.name, offset, MAX_LINE_BYTES)
+    if newline is None and offset + MAX_LINE_BYTES < item.size:
+        raise line_too_long(item.name, offset)
+    return newline
+
+
+async def _check_text(reader: RangeReader, item: InputItem) -> None:
+    """The file's beginning must be UTF-8 (a cut character at the end of the sample is fine): a Latin-1 export
+    is refused while planning, before anything runs. Later rows are the node's to decode."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(await reader.head(item.name), final=False)
+    except UnicodeDecodeError as e:
+        raise TerminalError(INPUT_NOT_UTF8, f"{item.name!r} is not UTF-8 text ({e})") from None
+
+
+def line_too_long(name: str, offset: int) -> TerminalError:
+    return TerminalError(
+        LINE_TOO_LONG,
+        f"{name!r} has a line longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES) at byte {offset}: "
+        "is it really CSV or JSON Lines?",
+    )
 
 
 async def _plan_tabular_partitioned(
@@ -355,16 +407,16 @@ async def _plan_tabular_partitioned(
             continue
         columns: list[str] | None = None
         header_end = 0
-        async for start, end, line in _lines(reader.chunks(item.name)):
+        async for start, end, line in _lines(item.name, reader.chunks(item.name)):
             if file_format == "csv" and columns is None:
-                columns, header_end = _csv_row(line.decode("utf-8-sig")), end
+                columns, header_end = _csv_row(_text(item.name, line, start, "utf-8-sig")), end
                 missing = [k for k in keys if k not in columns]
                 if missing:
                     raise TerminalError(INVALID_INPUT, f"{item.name!r} has no column(s) {missing} (partitionKeys)")
                 continue
             if not line.strip():
                 continue
-            group = _row_partition(item.name, line, file_format, columns, keys)
+            group = _row_partition(item.name, _text(item.name, line, start), file_format, columns, keys)
             if (full := groups.add(group, ByteRange(item.name, start, end, file_format, header_end))) is not None:
                 yield full
     for rest in groups.rest():
@@ -375,9 +427,13 @@ Group = tuple[tuple[str, str], ...]
 
 
 class _Open(Protocol):
-    """A mini-batch being filled: ``size`` in the limit's unit (files, or bytes of rows)."""
+    """A mini-batch being filled: ``size`` in the limit's unit (files, or bytes of rows); ``parts`` the files or
+    ranges it lists."""
 
     size: int
+
+    @property
+    def parts(self) -> int: ...
 
     def add(self, part: Any) -> None: ...
 
@@ -398,9 +454,15 @@ class _Groups(Generic[OpenT]):
         self._index = 0
 
     def add(self, group: Group, part: Any) -> MiniBatch | None:
+        if group not in self._open and len(self._open) >= MAX_OPEN_PARTITIONS:
+            raise TerminalError(
+                TOO_MANY_PARTITIONS,
+                f"the input has more than {MAX_OPEN_PARTITIONS} partitionKeys groups open at once "
+                "(MAX_OPEN_PARTITIONS): use fewer or coarser partition keys",
+            )
         batch = self._open.setdefault(group, self._fresh())
         batch.add(part)
-        if batch.size < self._limit:
+        if batch.size < self._limit and batch.parts < MAX_MINI_BATCH_PARTS:
             return None
         del self._open[group]
         return self._cut(batch, group)
@@ -424,6 +486,10 @@ class _OpenFiles:
         self.files.append(name)
         self.size += 1
 
+    @property
+    def parts(self) -> int:
+        return len(self.files)
+
     def mini_batch(self, index: int, group: Group) -> MiniBatch:
         return MiniBatch(index, "files", tuple(self.files), partition=group)
 
@@ -441,12 +507,17 @@ class _OpenRanges:
             self.ranges.append(row)
         self.size += row.end - row.start
 
+    @property
+    def parts(self) -> int:
+        return len(self.ranges)
+
     def mini_batch(self, index: int, group: Group) -> MiniBatch:
         return MiniBatch(index, "tabular", ranges=tuple(self.ranges), partition=group)
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, int, bytes]]:
-    """``(start, end, line)`` of every line; ``end`` is past its ``\\n`` (or the end of a last, unended line)."""
+async def _lines(name: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, int, bytes]]:
+    """``(start, end, line)`` of every line; ``end`` is past its ``\\n`` (or the end of a last, unended line).
+    Memory: one chunk and one line; a line longer than ``MAX_LINE_BYTES`` is ``LineTooLong``."""
     buffer, offset = b"", 0
     async for chunk in chunks:
         buffer += chunk
@@ -455,8 +526,17 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, int, 
             yield offset + cut, offset + newline + 1, buffer[cut : newline + 1]
             cut = newline + 1
         buffer, offset = buffer[cut:], offset + cut
+        if len(buffer) > MAX_LINE_BYTES:
+            raise line_too_long(name, offset)
     if buffer:
         yield offset, offset + len(buffer), buffer
+
+
+def _text(name: str, line: bytes, offset: int, encoding: str = "utf-8") -> str:
+    try:
+        return line.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise TerminalError(INPUT_NOT_UTF8, f"{name!r} is not UTF-8 text (the line at byte {offset}: {e})") from None
 
 
 def _csv_row(text: str) -> list[str]:
@@ -464,11 +544,11 @@ def _csv_row(text: str) -> list[str]:
 
 
 def _row_partition(
-    name: str, line: bytes, file_format: TabularFormat, columns: list[str] | None, keys: tuple[str, ...]
+    name: str, line: str, file_format: TabularFormat, columns: list[str] | None, keys: tuple[str, ...]
 ) -> tuple[tuple[str, str], ...]:
     if file_format == "csv":
         assert columns is not None
-        values = dict(zip(columns, _csv_row(line.decode("utf-8")), strict=False))
+        values = dict(zip(columns, _csv_row(line), strict=False))
         missing = [k for k in keys if k not in values]
     else:
         try:
@@ -489,15 +569,37 @@ def _row_partition(
 
 async def read_index(store: ManifestStore) -> PlanIndex | None:
     doc = await store.get_json(INDEX_NAME)
-    return None if doc is None else PlanIndex.from_json(doc)
+    return None if doc is None else _parsed(INDEX_NAME, lambda: PlanIndex.from_json(doc))
+
+
+T = TypeVar("T")
+
+
+def _parsed(name: str, parse: Callable[[], T]) -> T:
+    """A plan document that is not what amlops wrote (edited by hand): Stalled, naming it."""
+    try:
+        return parse()
+    except (KeyError, ValueError, TypeError) as e:
+        raise TerminalError(
+            PLAN_CHANGED, f"the job's plan document {name} is damaged ({e!r}): delete and recreate the ParallelJob"
+        ) from None
 
 
 async def read_chunk(store: ManifestStore, number: int) -> list[MiniBatch]:
     """The mini-batches of manifest chunk ``number``: indexes ``[number * chunk, (number + 1) * chunk)``."""
     doc = await store.get_json(chunk_name(number))
     if doc is None:
-        raise TerminalError(PLAN_CHANGED, f"the plan lost {chunk_name(number)}: delete and recreate the job")
-    return [MiniBatch.from_json(d) for d in doc["miniBatches"]]
+        raise plan_blob_missing(chunk_name(number))
+    return _parsed(chunk_name(number), lambda: [MiniBatch.from_json(d) for d in doc["miniBatches"]])
+
+
+def plan_blob_missing(name: str) -> TerminalError:
+    """A plan document of a job that already runs is gone (deleted by hand, or a lifecycle rule)."""
+    return TerminalError(
+        PLAN_BLOB_MISSING,
+        f"the job's plan document {name} disappeared from the output folder's _amlops/ area: its mini-batches can "
+        "no longer be added; delete and recreate the ParallelJob",
+    )
 
 
 async def write_manifest(

@@ -120,8 +120,13 @@ def _register(kind: type[CustomResource]) -> None:
         if not outcome.release_finalizer:
             raise kopf.TemporaryError(DELETING, delay=outcome.requeue_after or 5)
         metrics.forget(name, body.metadata.namespace or "", body.metadata.name or "")
-        memo["diffbase"].forget(body.metadata.uid or "")
+        uid = body.metadata.uid or ""
+        memo["diffbase"].forget(uid)
         await credentials_in_use.release_unused(memo["kube"], body, memo["settings"].default_credentials_secret)
+        # Per-tenant caches (clients, credentials, pollers, stores) this object alone used go with it.
+        await memo["clients"].release(uid)
+        if kind is ParallelJob:
+            await memo["paralleljob_client"].release(uid)
 
     kopf.on.resume(*resource, id="reconcile")(on_arrival)
     kopf.on.create(*resource, id="reconcile")(on_arrival)

@@ -20,6 +20,7 @@ import aiohttp
 import kopf
 import yarl
 
+from amlops import retry_after
 from amlops.api.kind import GROUP, VERSION
 from amlops.reconcile.errors import TerminalError
 from amlops.status import REASON_INVALID_SPEC
@@ -33,10 +34,9 @@ MAX_RETRY_AFTER = 10.0
 
 
 def _retry_after(header: str | None) -> float:
-    try:
-        return min(MAX_RETRY_AFTER, max(0.1, float(header or 1)))
-    except ValueError:
-        return 1.0
+    """The apiserver's Retry-After, at least 0.1 s and at most ``MAX_RETRY_AFTER``; 1 s when absent or garbage."""
+    delay = retry_after.seconds(header, MAX_RETRY_AFTER)
+    return 1.0 if delay is None else max(0.1, delay)
 
 
 def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:

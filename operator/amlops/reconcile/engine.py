@@ -14,11 +14,15 @@ Linear, and every branch ends alike: an :class:`Outcome` with conditions, status
    no owner tag, or one whose owner no longer exists).
 8. Failed in Azure: Stalled with Azure's error code.
 9. Up to date: Ready, or Reconciling while Azure converges on its own.
-10. Otherwise: ``update()``.
+10. Otherwise: ``update()``, at most ``MAX_UPDATE_ATTEMPTS`` times for the same diff of the same generation
+    (counted in ``status.updateAttempts``): a diff that survives them never converges (Azure normalises or
+    ignores the change), and is Stalled ``UpdateDoesNotConverge`` instead of a write every few seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -47,6 +51,10 @@ REASON_NOT_OWNED = "NotOwned"
 REASON_NOT_FOUND = "ResourceNotFound"
 REASON_WAITING_FOR_FINALIZER = "WaitingForFinalizer"
 REASON_WAITING_FOR_DEPENDENTS = "WaitingForDependents"
+REASON_UPDATE_DOES_NOT_CONVERGE = "UpdateDoesNotConverge"
+# Updates with the same diff (same generation) before the diff counts as one that never converges.
+MAX_UPDATE_ATTEMPTS = 3
+UPDATE_ATTEMPTS = "updateAttempts"
 
 
 class Timing:
@@ -135,8 +143,11 @@ async def _decide(mr: Managed[Any], client: ExternalClient[Any], obs: Observatio
         return Outcome(conditions=(*stalled(code, message), *obs.conditions), status=status, requeue_after=t.stalled)
 
     if obs.resource_up_to_date:
-        return _steady(obs, status, t)
+        return _steady(obs, {**status, UPDATE_ATTEMPTS: None}, t)
 
+    status, stuck = _count_update(mr, obs, status, t)
+    if stuck is not None:
+        return stuck
     pending = await client.update(mr, obs)
     return _converging(REASON_UPDATING, obs.diff or "updating in Azure", status, pending, t)
 
@@ -146,6 +157,35 @@ async def _owned(mr: Managed[Any], client: ExternalClient[Any], azure_owner: str
         await client.owner_exists(azure_owner) if azure_owner and policy.needs_owner_lookup(mr, azure_owner) else True
     )
     return policy.owned(mr, azure_owner, exists)
+
+
+def _count_update(
+    mr: Managed[Any], obs: Observation, status: dict[str, Any], t: Timing
+) -> tuple[dict[str, Any], Outcome | None]:
+    """The status with this update counted, or a Stalled outcome when the diff has had its tries. Not counted:
+    a job's step, a pass while Azure still converges (transitional), or one with nothing to write (no diff)."""
+    if obs.step or obs.transitional or not obs.diff:
+        return status, None
+    attempts = next_update_attempts(mr.status.get(UPDATE_ATTEMPTS), obs.diff, mr.generation)
+    if attempts["count"] <= MAX_UPDATE_ATTEMPTS:
+        return {**status, UPDATE_ATTEMPTS: attempts}, None
+    message = f"{MAX_UPDATE_ATTEMPTS} updates left Azure still differing from the spec: {obs.diff}"
+    return status, Outcome(
+        conditions=tuple(stalled(REASON_UPDATE_DOES_NOT_CONVERGE, message)),
+        status={**status, UPDATE_ATTEMPTS: {**attempts, "count": MAX_UPDATE_ATTEMPTS}},
+        requeue_after=t.stalled,
+        terminal=True,
+    )
+
+
+def next_update_attempts(previous: Mapping[str, Any] | None, diff: str, generation: int) -> dict[str, Any]:
+    """``status.updateAttempts`` after one more update for ``diff``: counted on while the diff and the
+    generation stay the same, from 1 when either changes (a new spec gets its own tries)."""
+    digest = hashlib.sha256(diff.encode()).hexdigest()[:16]
+    previous = previous or {}
+    same = previous.get("diffHash") == digest and previous.get("generation") == generation
+    count = int(previous.get("count") or 0) + 1 if same else 1
+    return {"diffHash": digest, "generation": generation, "count": count}
 
 
 def _published(obs: Observation) -> dict[str, Any]:

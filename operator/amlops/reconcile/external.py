@@ -64,6 +64,9 @@ class Observation:
     # Kind-specific extra conditions (QuotaSufficient, MinNodesAvailable, ...).
     conditions: tuple[ConditionUpdate, ...] = ()
     diff: str = ""
+    # The update carries out a job's next step (add tasks, suspend, finish) rather than converging a diff:
+    # doing it again is progress, so the engine does not count it towards UpdateDoesNotConverge.
+    step: bool = False
     pending: Pending | None = None
     # Something a human must hear about even when the object goes (a pool that may be left behind): posted as
     # Events with this pass's status.

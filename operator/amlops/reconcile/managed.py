@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,21 @@ SpecT = TypeVar("SpecT", bound=BaseModel)
 PAUSED_ANNOTATION = f"{GROUP}/paused"
 RECONCILE_REQUESTED_ANNOTATION = f"{GROUP}/reconcile-requested-at"
 OWNER_TAG = f"{GROUP}-owner"
+# ARM tag values hold at most 256 characters (and Batch metadata values are kept to the same).
+OWNER_TAG_MAX = 256
+_NAME_HASH = 16
+
+
+def owner_value(namespace: str, name: str, uid: str) -> str:
+    """``<namespace>.<name>.<uid>``, within ``OWNER_TAG_MAX`` for any valid object: a namespace (≤ 63) and a
+    uid (36) always fit whole; a name too long for the rest is cut and ends in a hash of the whole name, so two
+    long names that share a beginning still get different tags."""
+    full = f"{namespace}.{name}.{uid}"
+    if len(full) <= OWNER_TAG_MAX:
+        return full
+    room = OWNER_TAG_MAX - len(namespace) - len(uid) - 2
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_NAME_HASH]
+    return f"{namespace}.{name[: max(0, room - _NAME_HASH - 1)]}-{digest}.{uid}"[-OWNER_TAG_MAX:]
 
 
 @dataclass(frozen=True)
@@ -60,7 +76,11 @@ class Managed(Generic[SpecT]):
     @property
     def owner(self) -> str:
         """The value of the ``amlops.io-owner`` tag on every Azure resource amlops creates for this object."""
-        return f"{self.namespace}.{self.name}.{self.uid}"
+        return owner_value(self.namespace, self.name, self.uid)
+
+    def owns(self, tag_value: str | None) -> bool:
+        """Whether an owner tag (or pool metadata) value names this object: the one owner comparison."""
+        return tag_value is not None and tag_value == self.owner
 
     @property
     def paused(self) -> bool:

@@ -41,14 +41,14 @@ def adopts(mr: Managed[Any]) -> bool:
 def needs_owner_lookup(mr: Managed[Any], azure_owner: str | None) -> bool:
     """Whether deciding ownership needs to know if the tag's object still exists: only for another object's tag
     on a resource this one would adopt."""
-    return azure_owner is not None and azure_owner != mr.owner and adopts(mr)
+    return azure_owner is not None and not mr.owns(azure_owner) and adopts(mr)
 
 
 def owned(mr: Managed[Any], azure_owner: str | None, tagged_owner_exists: bool) -> bool:
     """Whether amlops may write and delete an existing Azure resource for this object: it carries this object's
     owner tag, or ``spec.adopt`` is true and it carries no owner tag or the tag of an object that no longer
     exists. A resource tagged by another object that exists is never taken over."""
-    if azure_owner == mr.owner:
+    if mr.owns(azure_owner):
         return True
     if not adopts(mr):
         return False

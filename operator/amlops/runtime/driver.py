@@ -173,7 +173,10 @@ def range_text(inputs_url: str, spec: Mapping[str, Any], headers: dict[str, byte
     rows = http_get(url, int(spec["start"]), int(spec["end"]))
     if header is None or rows is None:
         raise FileNotFoundError(f"input {spec['name']!r} is missing")
-    return header.decode("utf-8-sig"), rows.decode("utf-8")
+    try:
+        return header.decode("utf-8-sig"), rows.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"input {name!r} is not UTF-8 text ({e}): tabular inputs must be UTF-8") from None
 
 
 def parse_rows(file_format: str, header: str, text: str) -> list[Any]:

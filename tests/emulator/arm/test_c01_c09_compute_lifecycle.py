@@ -225,6 +225,25 @@ async def test_c06_patch_scale_settings(ml_client: MachineLearningServicesMgmtCl
     assert body["properties"]["provisioningState"] == "Succeeded"
 
 
+async def test_c06_discard_fault_accepts_a_patch_and_changes_nothing(
+    ml_client: MachineLearningServicesMgmtClient, arm: Arm
+) -> None:
+    """C6 with a ``discard`` fault: the PATCH is answered as one that changed nothing (200, the current body, no
+    Azure-AsyncOperation: C6's recorded answer to an unchanged PATCH), as when the RP normalises or ignores a
+    value; the next GET shows the old value. Lets a test prove amlops stops retrying a diff that never converges."""
+    await (
+        await ml_client.machine_learning_compute.begin_create_or_update(RG, WS, "cpu", _io(aml_body("Standard_DS2_v2")))
+    ).result()
+    await arm.control("POST", "/faults", {"method": "PATCH", "path": "/computes/cpu$", "discard": True})
+    patch = {"properties": {"scaleSettings": {"maxNodeCount": 7, "minNodeCount": 0}}}
+    status, headers, body = await arm.call("PATCH", f"{BASE}/computes/cpu", patch)
+    assert status == 200
+    assert "Azure-AsyncOperation" not in headers
+    assert body["properties"]["provisioningState"] == "Succeeded"
+    _, _, after = await arm.call("GET", f"{BASE}/computes/cpu")
+    assert after["properties"]["properties"]["scaleSettings"]["maxNodeCount"] != 7
+
+
 async def test_c06_patch_identity_with_a_raw_body(ml_client: MachineLearningServicesMgmtClient) -> None:
     """C6 (identity): azureml-core's PATCH {"identity": ...} assigns and removes identities."""
     await (

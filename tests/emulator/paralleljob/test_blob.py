@@ -58,9 +58,10 @@ async def test_newlines_are_found_across_probe_boundaries(store: BlobStore) -> N
     await store.write(folder, "l.csv", b"a" * 25 + b"\n" + b"b" * 5)
     reader = BlobRangeReader(store, folder, probe=8)
 
-    assert await reader.find_newline("l.csv", 0) == 25
-    assert await reader.find_newline("l.csv", 25) == 25
-    assert await reader.find_newline("l.csv", 26) is None
+    assert await reader.find_newline("l.csv", 0, 1 << 20) == 25
+    assert await reader.find_newline("l.csv", 25, 1 << 20) == 25
+    assert await reader.find_newline("l.csv", 26, 1 << 20) is None
+    assert await reader.find_newline("l.csv", 0, 25) is None, "no line end within the limit"
 
 
 async def test_code_folder_upload_and_sas_urls(store: BlobStore, tmp_path: Path) -> None:

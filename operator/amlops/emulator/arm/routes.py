@@ -22,7 +22,7 @@ from amlops.emulator.arm import catalogue
 from amlops.emulator.arm.compute import AML_COMPUTE, ComputeRecord, obj, opt_int, opt_str, render
 from amlops.emulator.arm.errors import ArmError, bad_request
 from amlops.emulator.arm.state import PROVIDER, ArmState, Workspace
-from amlops.emulator.instrumentation import ASYNC_FAILURE, OPERATION
+from amlops.emulator.instrumentation import ASYNC_FAILURE, DISCARD, OPERATION
 
 SUPPORTED_API_VERSIONS = (
     "2018-11-19",
@@ -279,6 +279,8 @@ class Dispatcher:
     async def patch_compute(self, request: web.Request, p: Params) -> web.Response:
         ws = self._workspace(p)
         body = await self._body(request, lenient=True)
+        if request.get(DISCARD):  # a fault: accepted, nothing changes (answered as a PATCH that changed nothing)
+            return web.json_response(self._render(self.state.get(ws, p["name"])))
         record, op = self.state.patch(ws, p["name"], body, self._failure(request))
         headers = {}
         if op is not None:  # "Patch API will not return Azure-AsyncOperation if nothing has changed"
