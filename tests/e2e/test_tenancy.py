@@ -17,14 +17,14 @@ from amlops import testbed
 from amlops.handlers.kube_api import CREDENTIALS_FINALIZER, KubeApi
 from amlops.reconcile.errors import TerminalError
 
-from .test_amlcompute import WORKSPACE, WS_PATH, compute_name, condition, manifest, wait_condition
+from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition, manifest, wait_condition
 from .test_kube_api import _info
 
 pytestmark = pytest.mark.e2e
 VICTIM_SECRET = "victim-sp"
 
 
-def _apply(k8s: testbed.Testbed, namespace: str, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def _try_apply(k8s: testbed.Testbed, namespace: str, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["kubectl", "apply", "-n", namespace, "-f", "-"],
         input=yaml.safe_dump(doc),
@@ -102,7 +102,7 @@ def _reaching(victim: str) -> list[tuple[str, dict[str, Any]]]:
 def test_every_reference_field_refuses_a_path_into_another_namespace(k8s: testbed.Testbed, namespace: str) -> None:
     victim = _victim(k8s, namespace)
     for field, doc in _reaching(victim):
-        refused = _apply(k8s, namespace, doc)
+        refused = _try_apply(k8s, namespace, doc)
         assert refused.returncode != 0, f"{doc['kind']} {field} was accepted"
         assert field in refused.stderr, refused.stderr
         assert "should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?" in refused.stderr, refused.stderr
@@ -155,7 +155,7 @@ def test_immutable_fields_cannot_be_changed_added_or_removed(
     k8s: testbed.Testbed, namespace: str, kind: str, change: str, patch: dict[str, Any], message: str
 ) -> None:
     spec = {"workspace": WORKSPACE, "computeName": "c1"} if kind == "AmlCompute" else {**BATCH, "computeName": "c1"}
-    created = _apply(k8s, namespace, _kind(kind, spec))
+    created = _try_apply(k8s, namespace, _kind(kind, spec))
     assert created.returncode == 0, created.stderr
     refused = subprocess.run(
         ["kubectl", "patch", kind.lower(), "probe", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": patch})],
@@ -178,14 +178,7 @@ def test_a_namespace_without_credentials_does_not_act_as_the_operator(
     start_operator(namespace, extra_env=env)
     azure.control("DELETE", "/stats")
     cname = compute_name()
-    subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"],
-        input=manifest("nocreds", cname),
-        env=k8s.env(),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    apply(k8s, namespace, manifest("nocreds", cname))
     obj = wait_condition(k8s, namespace, "nocreds", "Stalled")
     stalled = condition(obj, "Stalled")
     assert stalled is not None
@@ -208,14 +201,7 @@ def test_a_credentials_secret_outlives_the_resources_that_need_it(
     env["AMLOPS_OPERATOR_IDENTITY_NAMESPACES"] = ""
     start_operator(namespace, extra_env=env)
     cname = compute_name()
-    subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"],
-        input=manifest("held", cname),
-        env=k8s.env(),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    apply(k8s, namespace, manifest("held", cname))
     wait_condition(k8s, namespace, "held", "Ready", timeout=120)
     secret = json.loads(k8s.kubectl("get", "secret", "team-creds", "-n", namespace, "-o", "json"))
     assert CREDENTIALS_FINALIZER in secret["metadata"]["finalizers"]
@@ -245,14 +231,7 @@ def test_a_resource_acts_with_its_own_service_principal(
     k8s.kubectl("create", "secret", "generic", "sp-wrong", "-n", namespace, *wrong)
     start_operator(namespace, extra_env=azure.operator_env())
     for name, secret in (("own", "sp"), ("wrong", "sp-wrong")):
-        subprocess.run(
-            ["kubectl", "apply", "-n", namespace, "-f", "-"],
-            input=manifest(name, compute_name(), credentials={"secretRef": {"name": secret}}),
-            env=k8s.env(),
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        apply(k8s, namespace, manifest(name, compute_name(), credentials={"secretRef": {"name": secret}}))
     wait_condition(k8s, namespace, "own", "Ready", timeout=120)
     stalled = condition(wait_condition(k8s, namespace, "wrong", "Stalled"), "Stalled")
     assert stalled is not None
