@@ -37,7 +37,7 @@ from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
-CONTAINER = "bench"
+CONTAINER = "bench"  # the namespace's own container: the operator's shared account allows no other
 UPLOAD_CONCURRENCY = 64
 WORKSPACE = {"subscriptionId": "00000000-0000-0000-0000-000000000001", "resourceGroup": "rg-amlops",
              "name": "ws-amlops"}  # fmt: skip
@@ -136,7 +136,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "create", "secret", "generic", "batch-key", "-n", NAMESPACE, f"--from-literal=key={DEFAULT_BATCH_KEY}"
             )
             env = {**bed.env(), **emulator.operator_env(AMLOPS_POLL_FLOOR_SECONDS="1", AMLOPS_REQUEUE_SECONDS="1"),
-                   "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string}  # fmt: skip
+                   "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
+                   "AMLOPS_SHARED_STORAGE_NAMESPACES": NAMESPACE}  # fmt: skip
             liveness = f"http://127.0.0.1:{testbed.free_port()}/healthz"
             operator = subprocess.Popen(
                 [sys.executable, "-m", "amlops", "run", "-n", NAMESPACE, "--liveness", liveness, "--metrics-port", "0"],

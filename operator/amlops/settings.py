@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         "signs the SAS URLs the nodes use).",
         repr=False,
     )
+    shared_storage_namespaces: str = Field(
+        default="",
+        description="Namespaces (comma-separated, '*' for all) whose ParallelJobs may use blob_connection_string; "
+        "they reach only containers named <namespace> or <namespace>-*. Empty: none may (StorageNotAllowed).",
+    )
     # Shared per-workspace poller: fast while anything converges, slow when steady.
     poll_floor_seconds: float = 2.0
     poll_ceiling_seconds: float = 60.0
