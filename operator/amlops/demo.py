@@ -102,8 +102,12 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             log = (work / "operator.log").open("wb")
             operator = subprocess.Popen(
                 [*OPERATOR_ARGS, "--namespace", namespace, "--metrics-port", str(testbed.free_port())],
-                env={**bed.env(), **azure_env, "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
-                     "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace},  # fmt: skip
+                env={
+                    **bed.env(),
+                    **azure_env,
+                    "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
+                    "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace,
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from azure.core.credentials import AccessToken
 
 EMULATOR_TOKEN = "amlops-emulator-token"
+# Where the service would send the caller for a token (ARM's WWW-Authenticate challenge on a 401).
+BEARER_CHALLENGE = 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
+
+BearerProblem = Literal["missing", "malformed", "invalid"]
+
+
+def bearer_problem(authorization: str | None, token: str) -> BearerProblem | None:
+    """What is wrong with an ``Authorization`` header that should carry the emulator's bearer token, or None.
+
+    The one check of both halves: ARM and Batch (AAD mode) accept exactly :data:`EMULATOR_TOKEN` (or the
+    configured token) and render the problem in their own error shapes."""
+    if authorization is None:
+        return "missing"
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return "malformed"
+    return None if value.strip() == token else "invalid"
 
 
 class EmulatorCredential:

@@ -38,6 +38,7 @@ class BatchService:
     accounts: dict[str, Account]
     agent: NodeAgent
     clock: VirtualClock
+    token: str  # the bearer token AAD requests must carry
 
 
 SERVICE = web.AppKey("amlops_batch_service", BatchService)
