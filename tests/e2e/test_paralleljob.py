@@ -300,6 +300,63 @@ def test_a_task_can_write_only_its_own_result_blobs(bed: Bed) -> None:
     assert plan["count"] == 1
 
 
+def test_the_operators_storage_account_reaches_only_the_namespaces_own_containers(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, azurite: Azurite
+) -> None:
+    """Without spec.storageCredentials the operator's account is used, for a namespace it lists, and only in
+    containers named after that namespace: a job whose input is another team's container is Stalled
+    StorageNotAllowed before anything is created (no Batch job, no plan)."""
+    key_secret(k8s, namespace)
+    shared = {"AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
+              "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace}  # fmt: skip
+    operator = start_operator(namespace, extra_env={**azure.operator_env(), **shared})
+    pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 0}
+    kubectl_apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
+    wait(k8s, namespace, "batch", "Ready")
+    other = f"other-team-{uuid.uuid4().hex[:8]}"
+    endpoint = azurite.blob_endpoint
+    blobs(azurite, lambda store: store.create_container(namespace))  # the namespace's own, empty
+    body = {
+        "apiVersion": "amlops.io/v1alpha1",
+        "kind": "ParallelJob",
+        "metadata": {"name": "borrowed"},
+        "spec": {
+            "compute": {"name": "batch", "poolId": "scoring"},
+            "inputs": {"data": {"uri": f"{endpoint}/{other}/inputs"}},
+            "outputs": {"scores": {"uri": f"{endpoint}/{namespace}/out"}},
+            "inputData": "${{inputs.data}}",
+            "miniBatchSize": "10",
+            "task": {"code": f"{endpoint}/{namespace}-code/src", "entryScript": "score.py"},
+        },
+    }
+    kubectl_apply(k8s, namespace, yaml.safe_dump(body))
+
+    def stalled() -> dict[str, Any] | None:
+        obj = testbed.get_object(k8s, "paralleljob", "borrowed", namespace) or {}
+        found = condition(obj, "Stalled")
+        return obj if found.get("status") == "True" else None
+
+    try:
+        obj = testbed.eventually(stalled, timeout=60, what="paralleljob/borrowed Stalled")
+    except TimeoutError:
+        print(operator.output()[-4000:])
+        raise
+    refused = condition(obj, "Stalled")
+    assert refused["reason"] == "StorageNotAllowed"
+    assert other in refused["message"]
+    assert f"pj-{obj['metadata']['uid']}" not in batch(azure, _job_ids)
+
+    assert blobs(azurite, lambda store: _names(store, namespace)) == [], "nothing was planned or uploaded"
+
+
+async def _job_ids(client: Any) -> list[str]:
+    return [str(job.id) async for job in client.list_jobs()]
+
+
+async def _names(store: BlobStore, container: str) -> list[str]:
+    return [b.name async for b in store.list_folder(BlobFolder(container))]
+
+
 def test_thresholds_at_the_boundary_and_retries(bed: Bed) -> None:
     bed.upload("inputs", files(6, bad=frozenset({1, 3, 4})))  # three items fail, one per mini-batch
     one = {"miniBatchSize": "1"}
