@@ -95,6 +95,7 @@ class ParallelRun:
         run_timeout: int = 30,
         max_retries: int = 0,
         program_arguments: str = "",
+        expiry: datetime | None = None,
     ) -> Outcome:
         job_id = f"pj-{next(_job_numbers)}"
         code = BlobFolder("code", f"{job_id}/src/")
@@ -123,7 +124,7 @@ class ParallelRun:
         )
         # As the operator signs them: one read token per input, code file and the driver, read + write on the
         # summary and write on the rows of each task, nothing container-wide.
-        sign = self.store.signer(datetime.now(UTC) + SAS_LIFETIME)
+        sign = self.store.signer(expiry or datetime.now(UTC) + SAS_LIFETIME)
         resource_files = [
             models.ResourceFile(http_url=sign.url(plan_folder, DRIVER_FILE), file_path=DRIVER_FILE),
             models.ResourceFile(http_url=sign.url(code, "score.py"), file_path=code_file_path("score.py")),

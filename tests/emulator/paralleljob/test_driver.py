@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,22 @@ def test_a_pip_environment_planted_by_another_job_is_not_used(tmp_path: Path, mo
     assert (site / driver.COMPLETE_MARK).exists()
     assert not (site / "sitecustomize.py").exists()
     assert driver.prepare_environment(requirements, tmp_path) == site, "built once per node and job, then reused"
+
+
+async def test_a_task_whose_tokens_expired_in_the_queue_fails_clearly(parallel: ParallelRun) -> None:
+    """Tokens end with the job: a task that starts after its tokens expired cannot fetch its resource files
+    (Azurite refuses the expired SAS with 403), so it completes as failed with Batch's ``BlobAccessDenied``,
+    never runs and never hangs; its mini-batch counts as failed."""
+    inputs = await parallel.upload_inputs({"a.txt": b"a\n"})
+
+    outcome = await parallel.run(
+        inputs, FILE_SCRIPT, PlanSpec("files", "5"), expiry=datetime.now(UTC) - timedelta(hours=1)
+    )
+
+    (task,) = outcome.tasks.values()
+    assert task.execution_info is not None
+    assert task.execution_info.result == models.BatchTaskExecutionResult.FAILURE
+    assert task.execution_info.failure_info is not None
+    assert task.execution_info.failure_info.code == "BlobAccessDenied"
+    assert outcome.totals.failed_indexes == "0"
+    assert outcome.output == ""
