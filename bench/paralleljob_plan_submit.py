@@ -4,7 +4,7 @@ Real parts only: the Kubernetes test bed, Azurite (inputs and the plan), the emu
 and Batch), and the operator as a process. The BatchCompute's pool has no nodes, so every task stays queued:
 nothing runs, and the figures are the operator's alone (plan, then add every task). Measured from the apply:
 ``planSeconds`` (the plan's index is done), ``planAndSubmitSeconds`` (the Batch job counts every task), tasks/s,
-the operator's peak RSS, and the Batch calls it made. Uploading the inputs is set-up, not measured.
+the operator's peak RSS and CPU seconds, and the Batch calls it made. Uploading the inputs is set-up, not measured.
 
 ``--input files`` (default) plans one file per mini-batch from a folder listing; ``--input tabular`` plans one
 CSV row per mini-batch (``miniBatchSize`` of one row's bytes). Azurite lists a folder of 100,000 blobs far
@@ -168,6 +168,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if submitted is None:
                 raise TimeoutError(f"not every task was added within {args.timeout} s; see {work / 'operator.log'}")
             rss = testbed.peak_rss_mb(operator.pid)
+            cpu = testbed.cpu_seconds(operator.pid)
             status = json.loads(bed.kubectl("get", "paralleljob", "big", "-n", NAMESPACE, "-o", "json")).get(
                 "status", {}
             )
@@ -188,6 +189,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "planAndSubmitSeconds": round(submitted, 1),
         "tasksPerSecond": round(total / submitted, 1),
         "operatorPeakRssMiB": rss,
+        "operatorCpuSeconds": cpu,
         "statusMiniBatches": status.get("miniBatches"),
         "batchCalls": stats,
         "targets": {"planAndSubmitSeconds": 60, "operatorPeakRssMiB": 250},

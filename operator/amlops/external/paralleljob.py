@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable
@@ -447,7 +448,9 @@ class ParallelJobClient:
         code = [blob.name async for blob in store.list_folder(layout.code)]
         check_code_files(len(code), store.folder_url(layout.code))
         sign = store.signer(sas_expiry(datetime.now(UTC), spec.active_deadline_seconds, SAS_LIFETIME, SAS_MARGIN))
-        tasks, documents = task_bodies(spec, layout, sign, code, installs, batches)
+        # Signing is most of the CPU here (tens of microseconds a token, two or more per task): off the event loop,
+        # so one large job's slice does not hold up every other object's reconcile.
+        tasks, documents = await asyncio.to_thread(task_bodies, spec, layout, sign, code, installs, batches)
         for name, document in documents.items():  # manifests too large to travel inside their task
             await store.write(layout.plan, name, document, "application/json")
         return tasks
