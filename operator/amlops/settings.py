@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     blob_connection_string: str | None = Field(
         default=None,
         description="Storage connection string for ParallelJobs without spec.storageCredentials (its account key "
-        "signs the SAS URLs the nodes use).",
+        "signs the SAS URLs the nodes use), for the namespaces of shared_storage_namespaces only.",
         repr=False,
     )
     shared_storage_namespaces: str = Field(
