@@ -23,6 +23,10 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --locked --no-dev --no-install-project --no-editable --no-cache
 COPY operator ./operator
+# The emulator (fixed credentials, runs task command lines), the test bed, the demo and their PKI are for a
+# source checkout: left out of the wheel, so the image cannot start them by accident (`amlops emulator` and
+# `amlops demo` say so). The operator never imports them (an import-linter contract in pyproject.toml).
+RUN rm -r operator/amlops/emulator operator/amlops/testbed.py operator/amlops/demo.py operator/amlops/pki.py
 RUN uv sync --locked --no-dev --no-editable --no-cache
 
 FROM ${PYTHON_IMAGE}

@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from amlops import __version__
+
+# Commands for a source checkout only: the operator image leaves these modules out, so that nothing in it can
+# start an emulator (which accepts fixed credentials and runs task command lines) or a test bed by accident.
+LOCAL_ONLY = {
+    "emulator": ("amlops.emulator",),
+    "demo": ("amlops.demo", "amlops.testbed", "amlops.emulator", "amlops.pki"),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def local_only_refusal(argv: Sequence[str]) -> str | None:
+    """Why a local-only command cannot run in this installation (its modules are absent), or None."""
+    modules = LOCAL_ONLY.get(argv[0], ()) if argv else ()
+    missing = [m for m in modules if not _installed(m)]
+    if not missing:
+        return None
+    return (
+        f"amlops {argv[0]}: not available in this installation ({', '.join(missing)} absent): the operator image "
+        f"ships without the emulator, the test bed and the demo; run it from a source checkout (uv run amlops "
+        f"{argv[0]})"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,17 +104,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 
-    demo = sub.add_parser("demo", help="run the local demo: test bed, operator, samples")
-    demo.add_argument("--exit", action="store_true", help="exit once the samples are reconciled")
-    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the samples")
-    demo.add_argument("--workdir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
-    demo.set_defaults(func=_demo)
+    if local_only_refusal(["demo"]) is None:
+        demo = sub.add_parser("demo", help="run the local demo: test bed, operator, samples")
+        demo.add_argument("--exit", action="store_true", help="exit once the samples are reconciled")
+        demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the samples")
+        demo.add_argument("--workdir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
+        demo.set_defaults(func=_demo)
 
-    emulator = sub.add_parser("emulator", help="serve the local Azure emulator (ARM ML over HTTPS, Batch)")
-    from amlops.emulator import cli as emulator_cli
+    if local_only_refusal(["emulator"]) is None:
+        emulator = sub.add_parser("emulator", help="serve the local Azure emulator (ARM ML over HTTPS, Batch)")
+        from amlops.emulator import cli as emulator_cli
 
-    emulator_cli.add_arguments(emulator)
-    emulator.set_defaults(func=_emulator)
+        emulator_cli.add_arguments(emulator)
+        emulator.set_defaults(func=_emulator)
 
     crd = sub.add_parser("crdgen", help="write the CRDs generated from the typed models")
     crd.add_argument(
@@ -104,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    refusal = local_only_refusal(sys.argv[1:] if argv is None else argv)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     if getattr(args, "out", None) is None and args.command == "crdgen":
         args.out = [Path("crds"), Path("charts/amlops/crds")]

@@ -25,17 +25,17 @@ CRDS = testbed.REPO_ROOT / "charts" / "amlops" / "crds"
 
 
 OPERATOR_ARGS = (sys.executable, "-m", "amlops", "run", "--liveness", "off")
-SAMPLE_CONTAINER = "amlops"
+SAMPLE_CONTAINER = "amlops"  # what samples/*.yaml say; replaced by the namespace's own container
 SAMPLE_FILES = 100
 SAMPLE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"  # what samples/*.yaml say; replaced by Azurite's URL
 
 
-def upload_sample_data(connection_string: str) -> None:
+def upload_sample_data(connection_string: str, container_name: str) -> None:
     """The ParallelJob sample's inputs (small text files) and entry script, into Azurite."""
     from azure.storage.blob import BlobServiceClient
 
     service = BlobServiceClient.from_connection_string(connection_string)
-    container = service.get_container_client(SAMPLE_CONTAINER)
+    container = service.get_container_client(container_name)
     if not container.exists():
         container.create_container()
     words = ["azure", "batch", "cluster", "node", "queue", "score", "input", "output", "mini", "batch"]
@@ -60,9 +60,11 @@ def _summary_line(item: dict[str, Any]) -> str:
     return f"{kind}/{name}: Ready={ready.get('status', '-')} ({ready.get('reason', '-')}) {detail}"
 
 
-def sample_manifests(blob_endpoint: str) -> list[str]:
-    """samples/*.yaml with their blob URLs pointed at this Azurite."""
-    return [p.read_text().replace(SAMPLE_BLOB, blob_endpoint) for p in sorted(SAMPLES.glob("*.yaml"))]
+def sample_manifests(blob_endpoint: str, container: str) -> list[str]:
+    """samples/*.yaml with their blob URLs pointed at this Azurite and ``container``: with the operator's shared
+    storage account a namespace may use only its own containers (``<namespace>`` or ``<namespace>-*``)."""
+    sample, ours = f"{SAMPLE_BLOB}/{SAMPLE_CONTAINER}/", f"{blob_endpoint}/{container}/"
+    return [p.read_text().replace(sample, ours) for p in sorted(SAMPLES.glob("*.yaml"))]
 
 
 def _done(items: list[dict[str, Any]]) -> bool:
@@ -101,9 +103,9 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             emulator = testbed.start_emulator(work / "emulator", speed=30)
             azure_env = emulator.operator_env(AMLOPS_POLL_FLOOR_SECONDS="1", AMLOPS_REQUEUE_SECONDS="2")
             print(f"==> Azure emulator: ARM {azure_env['AMLOPS_ARM_ENDPOINT']}, Batch data plane", flush=True)
-            upload_sample_data(azurite.connection_string)
-            print(f"==> Azurite at {azurite.blob_endpoint}: {SAMPLE_FILES} input files and score.py", flush=True)
             namespace = "amlops-demo"
+            upload_sample_data(azurite.connection_string, namespace)
+            print(f"==> Azurite at {azurite.blob_endpoint}: {SAMPLE_FILES} input files and score.py", flush=True)
             bed.kubectl("create", "namespace", namespace)
             # The emulator's well-known account key (not a secret: the seed's default), as samples/ expects.
             key = f"--from-literal=key={DEFAULT_BATCH_KEY}"
@@ -111,13 +113,18 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             log = (work / "operator.log").open("wb")
             operator = subprocess.Popen(
                 [*OPERATOR_ARGS, "--namespace", namespace, "--metrics-port", str(testbed.free_port())],
-                env={**bed.env(), **azure_env, "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string},
+                env={
+                    **bed.env(),
+                    **azure_env,
+                    "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
+                    "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace,
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             print(f"==> operator started (pid {operator.pid}, log {work / 'operator.log'})", flush=True)
-            for text in sample_manifests(azurite.blob_endpoint):
+            for text in sample_manifests(azurite.blob_endpoint, namespace):
                 print(bed.kubectl("apply", "-n", namespace, "-f", "-", input_text=text), end="", flush=True)
             deadline = time.monotonic() + timeout
             shown: dict[str, str] = {}
@@ -142,7 +149,7 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             job = json.loads(bed.kubectl("get", "paralleljob", "score", "-n", namespace, "-o", "json"))
             output = (job.get("status") or {}).get("output")
             print(f"ParallelJob output: {output}", flush=True)
-            _print_head(azurite.connection_string, output)
+            _print_head(azurite.connection_string, namespace, output)
             print(f"KUBECONFIG={bed.kubeconfig} kubectl get amlops -n {namespace}    # to look around", flush=True)
             if exit_when_done:
                 return 0
@@ -160,13 +167,13 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
         bed.stop()
 
 
-def _print_head(connection_string: str, output: str | None, lines: int = 5) -> None:
-    if not output or SAMPLE_CONTAINER not in output:
+def _print_head(connection_string: str, container: str, output: str | None, lines: int = 5) -> None:
+    if not output or f"/{container}/" not in output:
         return
     from azure.storage.blob import BlobServiceClient
 
-    blob = output.split(f"/{SAMPLE_CONTAINER}/", 1)[1]
-    client = BlobServiceClient.from_connection_string(connection_string).get_blob_client(SAMPLE_CONTAINER, blob)
+    blob = output.split(f"/{container}/", 1)[1]
+    client = BlobServiceClient.from_connection_string(connection_string).get_blob_client(container, blob)
     text = client.download_blob().readall().decode()
     print(f"first {lines} of {len(text.splitlines())} rows:", flush=True)
     for row in text.splitlines()[:lines]:

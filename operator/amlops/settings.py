@@ -31,8 +31,13 @@ class Settings(BaseSettings):
     blob_connection_string: str | None = Field(
         default=None,
         description="Storage connection string for ParallelJobs without spec.storageCredentials (its account key "
-        "signs the SAS URLs the nodes use).",
+        "signs the SAS URLs the nodes use), for the namespaces of shared_storage_namespaces only.",
         repr=False,
+    )
+    shared_storage_namespaces: str = Field(
+        default="",
+        description="Namespaces (comma-separated, '*' for all) whose ParallelJobs may use blob_connection_string; "
+        "they reach only containers named <namespace> or <namespace>-*. Empty: none may (StorageNotAllowed).",
     )
     # Shared per-workspace poller: fast while anything converges, slow when steady.
     poll_floor_seconds: float = 2.0

@@ -77,12 +77,14 @@ def test_operator_completes_every_flow_with_only_the_charts_namespaced_rbac(
         "create", "secret", "generic", "amlopsbatch-key", "-n", namespace, f"--from-literal=key={DEFAULT_BATCH_KEY}"
     )
     with azurite_blob(tmp_path / "azurite") as azurite:
-        demo.upload_sample_data(azurite.connection_string)
+        # The operator's own storage account, as the chart's blob.connectionString gives it: this namespace may
+        # use it, in a container of its own name.
+        demo.upload_sample_data(azurite.connection_string, namespace)
         env = {"KUBECONFIG": str(kubeconfig), **azure.operator_env()}
-        operator = start_operator(
-            namespace, extra_env={**env, "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string}
-        )
-        for text in demo.sample_manifests(azurite.blob_endpoint):
+        shared = {"AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
+                  "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace}  # fmt: skip
+        operator = start_operator(namespace, extra_env={**env, **shared})
+        for text in demo.sample_manifests(azurite.blob_endpoint, namespace):
             k8s.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
         for resource, name, done in (("amlcompute", "cpu-cluster", "Ready"), ("batchcompute", "batch", "Ready"),
                                      ("paralleljob", "score", "Complete")):  # fmt: skip

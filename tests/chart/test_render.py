@@ -104,6 +104,7 @@ ALL_TOGGLES: dict[str, Any] = {
         "caBundle": {"configMap": "amlops-emulator-ca", "key": "ca.crt"},
         "defaultCredentialsSecret": "azure-credentials",
         "operatorIdentityNamespaces": ["platform", "team-*"],
+        "sharedStorageNamespaces": ["team-a", "team-b"],
     },
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "grafana": {"dashboard": {"enabled": True}},
@@ -353,12 +354,16 @@ def test_azure_auth_and_endpoint_values_reach_the_pod(helm: Helm) -> None:
     assert env["AMLOPS_CA_BUNDLE"] == "/etc/amlops/ca/ca.crt"
     assert env["AMLOPS_DEFAULT_CREDENTIALS_SECRET"] == "azure-credentials"
     assert env["AMLOPS_OPERATOR_IDENTITY_NAMESPACES"] == "platform,team-*"
+    assert env["AMLOPS_SHARED_STORAGE_NAMESPACES"] == "team-a,team-b"
     # The names the operator's settings read: a typo would be ignored silently (extra="ignore").
     assert {name for name in env if name.startswith("AMLOPS_")} <= {
         f"AMLOPS_{name.upper()}" for name in Settings.model_fields
     }
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "ca-bundle")
     assert volume["configMap"] == {"name": "amlops-emulator-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+    default = {e["name"] for e in container(helm.render({}))["env"]}
+    assert "AMLOPS_SHARED_STORAGE_NAMESPACES" not in default, "no namespace may use the operator's storage by default"
 
     secret = helm.render({"azure": {"existingSecret": "azure-sp"}})
     assert container(secret)["envFrom"] == [{"secretRef": {"name": "azure-sp"}}]
@@ -436,6 +441,14 @@ BAD_VALUES = [
     pytest.param(
         BadValues("Kubernetes pull policies only", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         id="BadPullPolicy",
+    ),
+    pytest.param(
+        BadValues(
+            "shared storage goes to namespaces (DNS labels) or '*'",
+            {"azure": {"sharedStorageNamespaces": ["team_a"]}},
+            "/azure/sharedStorageNamespaces/0",
+        ),
+        id="BadSharedStorageNamespace",
     ),
 ]
 

@@ -62,6 +62,45 @@ def run(mini_batch):
 """
 
 
+# Uses every SAS URL the task can see (its environment, its manifest) to reach beyond its own result blobs; each
+# row says what was tried and the HTTP status Azurite answered.
+TRESPASS = """
+import json, os, urllib.error, urllib.parse, urllib.request
+
+def status(url, method="GET", data=None):
+    headers = {"x-ms-version": "2021-08-06", "x-ms-blob-type": "BlockBlob"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers, method=method)) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+def elsewhere(url, name):
+    # The same token on another blob of the same container: the results folder's sibling, the plan.
+    parts = urllib.parse.urlsplit(url)
+    folder = parts.path.rsplit("/", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(path=f"{folder}/{name}"))
+
+def run(mini_batch):
+    summary = os.environ["AMLOPS_SUMMARY_URL"]
+    manifest = json.loads(os.environ["AMLOPS_MINI_BATCH"])
+    an_input = next(iter(manifest["urls"].values()))
+    plan = elsewhere(summary, "../plan/index.json")
+    container = urllib.parse.urlsplit(summary)
+    listing = urllib.parse.urlunsplit(container._replace(
+        path="/".join(container.path.split("/")[:3]), query=container.query + "&restype=container&comp=list"))
+    tries = {
+        "overwrite-plan": status(plan, "PUT", b"{}"),
+        "overwrite-other-summary": status(elsewhere(summary, "99.summary.json"), "PUT", b"{}"),
+        "overwrite-input": status(an_input, "PUT", b"x"),
+        "read-plan": status(plan),
+        "list-container": status(listing),
+        "own-summary": status(summary),
+    }
+    return [f"{name} {code}" for name, code in tries.items()]
+"""
+
+
 def blobs(azurite: Azurite, work: Callable[[BlobStore], Coroutine[Any, Any, T]]) -> T:
     async def go() -> T:
         async with BlobStore.from_connection_string(azurite.connection_string) as store:
@@ -169,7 +208,7 @@ def bed(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, a
         f"--from-literal=connectionString={azurite.connection_string}",
     )  # fmt: skip
     b = Bed(k8s, namespace, azure, azurite, f"t{uuid.uuid4().hex[:12]}", start_operator)
-    scripts = {"score.py": SCORE, "tabular.py": TABULAR, "regions.py": REGIONS}
+    scripts = {"score.py": SCORE, "tabular.py": TABULAR, "regions.py": REGIONS, "trespass.py": TRESPASS}
     b.upload("code", {name: textwrap.dedent(text).lstrip() for name, text in scripts.items()})
     b.operator = start_operator(namespace, extra_env=azure.operator_env())
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 4}
@@ -234,6 +273,88 @@ def test_files_run_to_complete_with_rows_in_order_and_progress(bed: Bed) -> None
     assert condition(obj, "Running")["status"] == "False"
     # The Batch job has ended; every mini-batch ran exactly once.
     assert all(s["attempt"] == 1 for s in bed.summaries("score"))
+
+
+def test_a_task_can_write_only_its_own_result_blobs(bed: Bed) -> None:
+    """Every token a task holds names one blob: a user script that reuses them on the plan, another task's
+    summary or its input, or on the container, is refused by the storage service (Azurite) with 403, while its
+    own summary answers (404 before the driver writes it). The job still completes and the plan is intact."""
+    bed.upload("inputs", files(1))
+    code = {"code": bed.uri("code"), "entryScript": "trespass.py", "appendRowTo": "${{outputs.scores}}"}
+    bed.job("trespass", task=code)
+
+    obj = bed.wait_phase("trespass", "Complete", "Failed", timeout=120)
+
+    assert obj["status"]["phase"] == "Complete", obj["status"]
+    rows = dict(line.split(" ") for line in bed.output_rows("trespass"))
+    assert rows == {
+        "overwrite-plan": "403",
+        "overwrite-other-summary": "403",
+        "overwrite-input": "403",
+        "read-plan": "403",
+        "list-container": "403",
+        "own-summary": "404",
+    }
+    plan = json.loads(bed.read(f"out/trespass/_amlops/pj-{obj['metadata']['uid']}/plan/index.json") or "{}")
+    assert plan["done"]
+    assert plan["count"] == 1
+
+
+def test_the_operators_storage_account_reaches_only_the_namespaces_own_containers(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, azurite: Azurite
+) -> None:
+    """Without spec.storageCredentials the operator's account is used, for a namespace it lists, and only in
+    containers named after that namespace: a job whose input is another team's container is Stalled
+    StorageNotAllowed before anything is created (no Batch job, no plan)."""
+    key_secret(k8s, namespace)
+    shared = {"AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
+              "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace}  # fmt: skip
+    operator = start_operator(namespace, extra_env={**azure.operator_env(), **shared})
+    pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 0}
+    kubectl_apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
+    wait(k8s, namespace, "batch", "Ready")
+    other = f"other-team-{uuid.uuid4().hex[:8]}"
+    endpoint = azurite.blob_endpoint
+    blobs(azurite, lambda store: store.create_container(namespace))  # the namespace's own, empty
+    body = {
+        "apiVersion": "amlops.io/v1alpha1",
+        "kind": "ParallelJob",
+        "metadata": {"name": "borrowed"},
+        "spec": {
+            "compute": {"name": "batch", "poolId": "scoring"},
+            "inputs": {"data": {"uri": f"{endpoint}/{other}/inputs"}},
+            "outputs": {"scores": {"uri": f"{endpoint}/{namespace}/out"}},
+            "inputData": "${{inputs.data}}",
+            "miniBatchSize": "10",
+            "task": {"code": f"{endpoint}/{namespace}-code/src", "entryScript": "score.py"},
+        },
+    }
+    kubectl_apply(k8s, namespace, yaml.safe_dump(body))
+
+    def stalled() -> dict[str, Any] | None:
+        obj = testbed.get_object(k8s, "paralleljob", "borrowed", namespace) or {}
+        found = condition(obj, "Stalled")
+        return obj if found.get("status") == "True" else None
+
+    try:
+        obj = testbed.eventually(stalled, timeout=60, what="paralleljob/borrowed Stalled")
+    except TimeoutError:
+        print(operator.output()[-4000:])
+        raise
+    refused = condition(obj, "Stalled")
+    assert refused["reason"] == "StorageNotAllowed"
+    assert other in refused["message"]
+    assert f"pj-{obj['metadata']['uid']}" not in batch(azure, _job_ids)
+
+    assert blobs(azurite, lambda store: _names(store, namespace)) == [], "nothing was planned or uploaded"
+
+
+async def _job_ids(client: Any) -> list[str]:
+    return [str(job.id) async for job in client.list_jobs()]
+
+
+async def _names(store: BlobStore, container: str) -> list[str]:
+    return [b.name async for b in store.list_folder(BlobFolder(container))]
 
 
 def test_thresholds_at_the_boundary_and_retries(bed: Bed) -> None:
@@ -670,14 +791,10 @@ def test_a_second_run_into_the_same_output_folder_reports_its_own_rows(bed: Bed)
 # Overwrites its own summary with garbage through the results SAS URL the driver got, then ends the process
 # before the driver writes the real one: what a careless (or hostile) entry script can do.
 FORGER = """
-import json, os, urllib.parse, urllib.request
+import os, urllib.request
 
 def run(mini_batch):
-    argv = open("/proc/self/cmdline", "rb").read().split(b"\\0")
-    results = urllib.parse.urlsplit(argv[argv.index(b"--results") + 1].decode())
-    index = json.loads(os.environ["AMLOPS_MINI_BATCH"])["index"]
-    path = results.path.rstrip("/") + f"/{index}.summary.json"
-    url = urllib.parse.urlunsplit(results._replace(path=path))
+    url = os.environ["AMLOPS_SUMMARY_URL"]  # the task's own summary blob: read + write, nothing else
     headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"}
     urllib.request.urlopen(urllib.request.Request(url, data=b"{not json", headers=headers, method="PUT"))
     os._exit(0)

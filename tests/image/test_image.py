@@ -119,6 +119,22 @@ def test_image_runs_as_non_root_without_build_tools(image: str, container: str) 
     assert where.stdout.startswith("/opt/amlops/lib/python3.11/site-packages/amlops/"), where.stderr
 
 
+def test_image_cannot_run_the_emulator_the_test_bed_or_the_demo(container: str) -> None:
+    """The emulator accepts a fixed token and runs task command lines: the image ships without it (and without
+    the test bed, the demo and their PKI), and the commands that would start them say why they cannot."""
+    for module in ("amlops.emulator", "amlops.testbed", "amlops.demo", "amlops.pki"):
+        imported = run_in(container, "python", "-c", f"import {module}")
+        assert imported.returncode != 0, f"{module} is importable in the image"
+        assert f"No module named '{module}'" in imported.stderr, imported.stderr
+    for command in ("emulator", "demo"):
+        refused = run_in(container, "amlops", command)
+        assert refused.returncode == 2, refused.stderr
+        assert f"amlops {command}: not available in this installation" in refused.stderr, refused.stderr
+    # The operator itself still imports everything it needs.
+    operator = run_in(container, "python", "-c", "import amlops.handlers.app, amlops.external.paralleljob")
+    assert operator.returncode == 0, operator.stderr
+
+
 def _ready(obj: dict[str, Any] | None) -> bool:
     if not obj or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
         return False

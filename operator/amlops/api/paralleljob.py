@@ -167,7 +167,7 @@ class StorageSecretRef(ApiModel):
 class StorageCredentials(ApiModel):
     secret_ref: StorageSecretRef = Field(
         description="A Secret holding the storage account's connection string (its key signs the SAS URLs the "
-        "nodes use). Absent: the operator's AMLOPS_BLOB_CONNECTION_STRING."
+        "nodes use: one blob each, read-only but for the task's own results)."
     )
 
 
@@ -250,7 +250,10 @@ class ParallelJobSpec(ApiModel):
         default=False, description="Stop adding mini-batches and stop running ones; false resumes from the plan."
     )
     active_deadline_seconds: int | None = Field(
-        default=None, ge=1, description="Seconds from startTime after which the job is terminated and Failed."
+        default=None,
+        ge=1,
+        description="Seconds from startTime after which the job is terminated and Failed. It also bounds the "
+        "lifetime of the nodes' SAS tokens (plus 30 minutes; absent: 6 hours from when a task is added).",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
@@ -260,7 +263,10 @@ class ParallelJobSpec(ApiModel):
         "deletionProtection: kept.",
     )
     storage_credentials: StorageCredentials | None = Field(
-        default=None, description="Storage account access for inputs, code and outputs."
+        default=None,
+        description="Storage account access for inputs, code and outputs. Absent: the operator's account "
+        "(AMLOPS_BLOB_CONNECTION_STRING), only for namespaces the operator lists in "
+        "AMLOPS_SHARED_STORAGE_NAMESPACES and only in containers named <namespace> or <namespace>-*.",
     )
     deletion_protection: bool = deletion_protection_field()
 

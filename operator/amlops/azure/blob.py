@@ -1,7 +1,7 @@
 """Blob storage adapter (``azure.storage.blob.aio``) for the ParallelJob data plane.
 
 Listing a folder as a stream, ranged reads, small JSON/text writes (plain or exactly-once), block staging for
-the aggregated output, account-key SAS URLs for the node driver, and code-folder uploads. Every Azure error
+the aggregated output, blob-level account-key SAS URLs for the node driver, and code-folder uploads. Every Azure error
 leaves through :func:`amlops.azure.errors.translate`, except the answers that are facts here ("not found",
 "already exists"), which become return values.
 
@@ -17,21 +17,14 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import (
-    BlobBlock,
-    BlobSasPermissions,
-    ContainerSasPermissions,
-    ContentSettings,
-    generate_blob_sas,
-    generate_container_sas,
-)
+from azure.storage.blob import BlobBlock, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient
 
 from amlops.azure.errors import translate
@@ -287,32 +280,10 @@ class BlobStore:
 
     # ------------------------------------------------------------------------------------------- SAS
 
-    def blob_sas_url(self, folder: BlobFolder, name: str, lifetime: timedelta, *, write: bool = False) -> str:
+    def signer(self, expiry: datetime) -> BlobSigner:
+        """Blob-level SAS URLs that all end at ``expiry`` (one signer per slice of tasks: see :class:`BlobSigner`)."""
         account, key = self._shared_key()
-        blob_name = folder.blob(name)
-        token = generate_blob_sas(
-            account,
-            folder.container,
-            blob_name,
-            account_key=key,
-            permission=BlobSasPermissions(read=True, write=write, create=write),
-            expiry=datetime.now(UTC) + lifetime,
-        )
-        return f"{self.url}/{folder.container}/{quote(blob_name)}?{token}"
-
-    def folder_sas_url(self, folder: BlobFolder, lifetime: timedelta, *, write: bool = False) -> str:
-        """A container SAS pointing at the folder: read (and list), plus create/write for a results folder.
-
-        Account-key SAS cannot be narrowed to a prefix of a flat-namespace container; scope by container."""
-        account, key = self._shared_key()
-        token = generate_container_sas(
-            account,
-            folder.container,
-            account_key=key,
-            permission=ContainerSasPermissions(read=True, list=True, write=write, create=write),
-            expiry=datetime.now(UTC) + lifetime,
-        )
-        return f"{self.folder_url(folder)}?{token}"
+        return BlobSigner(self.url, account, key, expiry)
 
     def check_signing(self) -> None:
         """Refuses (``SasUnavailable``) a store that cannot sign SAS URLs: no account key, or one not base64."""
@@ -328,6 +299,58 @@ class BlobStore:
         except ValueError:
             raise TerminalError("SasUnavailable", "the storage account key is not base64: it cannot sign") from None
         return str(credential.account_name), str(key)
+
+
+# Service SAS permissions, in the order Azure writes them: a node reads a blob, or creates/overwrites one result.
+READ = "r"
+WRITE = "cw"
+READ_WRITE = "rcw"
+
+
+class BlobSigner:
+    """Least-privilege SAS URLs for Batch nodes: one blob per token (``sr=b``), never a container.
+
+    Account-key SAS cannot be narrowed to a prefix of a flat-namespace container, so every blob a task touches
+    gets its own token with only the permissions it needs. ``https`` only when the account's endpoint is https
+    (Azure); Azurite over http keeps http. Each (blob, permissions) is signed once per signer: signing costs
+    tens of microseconds, and a slice of tasks shares its code, driver and (tabular) input files."""
+
+    def __init__(self, endpoint: str, account: str, key: str, expiry: datetime) -> None:
+        self._endpoint, self._account, self._key, self.expiry = endpoint, account, key, expiry
+        self._protocol = sas_protocol(endpoint)
+        self._signed: dict[tuple[str, str, str], str] = {}
+
+    def url(self, folder: BlobFolder, name: str, permission: str = READ) -> str:
+        blob_name = folder.blob(name)
+        key = (folder.container, blob_name, permission)
+        url = self._signed.get(key)
+        if url is None:
+            token = generate_blob_sas(
+                self._account,
+                folder.container,
+                blob_name,
+                account_key=self._key,
+                permission=permission,
+                expiry=self.expiry,
+                protocol=self._protocol,
+            )
+            url = self._signed[key] = f"{self._endpoint}/{folder.container}/{quote(blob_name)}?{token}"
+        return url
+
+
+def sas_protocol(endpoint: str) -> str | None:
+    """``spr``: https only against an https endpoint (Azure). None (no ``spr``: http and https, the service's
+    default) for an http one (Azurite), where an https-only token could never be used."""
+    return "https" if urlsplit(endpoint).scheme == "https" else None
+
+
+def sas_expiry(now: datetime, deadline_seconds: int | None, lifetime: timedelta, margin: timedelta) -> datetime:
+    """When the tokens of tasks added ``now`` end: the job's ``activeDeadlineSeconds`` plus a margin when it has
+    one (the deadline counts from the job's start, so this outlives the job), else ``lifetime``. Tasks added
+    later get later tokens, so a long job's tokens are renewed slice by slice."""
+    if deadline_seconds:
+        return now + timedelta(seconds=deadline_seconds) + margin
+    return now + lifetime
 
 
 class JsonFolder:

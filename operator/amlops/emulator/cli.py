@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{kind}-bucket", type=int, default=size, help=f"ARM {kind} bucket size")
         parser.add_argument(f"--{kind}-refill", type=float, default=refill, help=f"ARM {kind} refill per second")
     parser.add_argument("--no-batch", action="store_true", help="serve the ARM half only")
+    parser.add_argument(
+        "--allow-remote-control",
+        action="store_true",
+        help="answer other machines on the control routes (/_emulator/...) and the Batch half (whose node agent "
+        "runs task command lines on this machine); default: loopback only",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -48,6 +54,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         ),
         arm=ArmSettings(page_size=args.page_size),
         serve_batch=not args.no_batch,
+        allow_remote_control=args.allow_remote_control,
     )
 
 

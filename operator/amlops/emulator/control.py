@@ -1,19 +1,53 @@
 """``/_emulator/`` routes: the knobs tests and the demo turn (faults, statistics, reset, the virtual clock).
 
 They need no authentication and are neither throttled, faulted nor counted. Mounted on every emulator app so a
-test can reach them on whichever port it already knows.
+test can reach them on whichever port it already knows. Because they need no authentication, they answer only
+requests from this machine (:func:`loopback_only`), unless the emulator runs with ``--allow-remote-control``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amlops.emulator.clock import VirtualClock
-from amlops.emulator.instrumentation import FaultSpec, Platform
+from amlops.emulator.instrumentation import CONTROL_PREFIX, FaultSpec, Platform
+
+
+def is_loopback(peer: str | None) -> bool:
+    """Whether a request's peer address is this machine's loopback (``127.0.0.0/8``, ``::1``, or IPv4 loopback
+    mapped into IPv6). Anything else, including no address or a name, is remote."""
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def loopback_only(every_route: bool) -> Middleware:
+    """403 for a request from another machine: to the control routes, or with ``every_route`` to any route (the
+    Batch half, whose node agent runs every task's command line on this machine)."""
+
+    @web.middleware
+    async def refuse_remote(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (every_route or request.path.startswith(CONTROL_PREFIX)) and not is_loopback(request.remote):
+            message = (
+                f"the emulator answers {'this port' if every_route else 'its control routes'} only on loopback; "
+                f"{request.remote} is not (start it with --allow-remote-control to change that)"
+            )
+            return web.json_response({"error": {"code": "RemoteControlRefused", "message": message}}, status=403)
+        return await handler(request)
+
+    return refuse_remote
 
 
 class _Advance(BaseModel):

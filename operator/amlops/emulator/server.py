@@ -26,7 +26,7 @@ from amlops.emulator.arm.routes import Dispatcher
 from amlops.emulator.arm.state import ArmSettings, ArmState
 from amlops.emulator.arm.throttle import BucketLimit, SubscriptionThrottle, ThrottleLimits
 from amlops.emulator.clock import VirtualClock
-from amlops.emulator.control import add_control_routes
+from amlops.emulator.control import add_control_routes, loopback_only
 from amlops.emulator.credentials import EMULATOR_TOKEN
 from amlops.emulator.identity import DEFAULT_PRINCIPAL, Identity, add_identity_routes
 from amlops.emulator.instrumentation import ErrorRenderer, Platform, middlewares
@@ -52,6 +52,9 @@ class EmulatorConfig:
     token: str = EMULATOR_TOKEN
     fault_seed: int = 0
     serve_batch: bool = True  # serve amlops.emulator.batch when that module exists
+    # False: the control routes, and the whole Batch half (its node agent runs task command lines here), answer
+    # only requests from loopback, whatever address the servers listen on.
+    allow_remote_control: bool = False
 
 
 @dataclass
@@ -96,6 +99,8 @@ def build_arm_app(state: EmulatorState) -> web.Application:
         ],
         client_max_size=4 * 1024 * 1024,
     )
+    if not state.config.allow_remote_control:
+        app.middlewares.insert(0, loopback_only(every_route=False))
     add_control_routes(app, state.platform, state.clock)
     add_simulator_controls(app, state.arm)
     add_identity_routes(app, state.identity)
@@ -168,7 +173,11 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
         batch_url = None
         builder = _batch_builder() if config.serve_batch else None
         if builder is not None:
-            batch_app = instrument(builder(config, state.clock, config.seed), state.platform, batch_error)
+            batch_app = instrument(
+                builder(config, state.clock, config.seed, state.identity.valid), state.platform, batch_error
+            )
+            if not config.allow_remote_control:
+                batch_app.middlewares.insert(0, loopback_only(every_route=True))
             batch_runner = web.AppRunner(batch_app, access_log=None)
             runners.append(batch_runner)
             await batch_runner.setup()

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import json
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +32,16 @@ from azure.batch.aio import BatchClient
 from amlops.api.batchcompute import ManagedPool
 from amlops.api.paralleljob import ParallelJobSpec
 from amlops.azure import batch, batch_jobs
-from amlops.azure.blob import BlobFolder, BlobRangeReader, BlobStore, JsonFolder
+from amlops.azure.blob import (
+    READ_WRITE,
+    WRITE,
+    BlobFolder,
+    BlobRangeReader,
+    BlobSigner,
+    BlobStore,
+    JsonFolder,
+    sas_expiry,
+)
 from amlops.azure.clients import AzureClients
 from amlops.azure.leases import Leases
 from amlops.external import paralleljob_map as m
@@ -81,9 +90,11 @@ from amlops.runtime.command import (
     MANIFEST_FILE,
     MINI_BATCH_VARIABLE,
     REQUIREMENTS_FILE,
-    code_dir_for_prefix,
+    code_file_path,
     driver_command_line,
+    driver_environment,
     driver_source,
+    with_input_urls,
 )
 from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC, EventRecord
 
@@ -95,8 +106,16 @@ REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 REASON_POOL_NOT_FOUND = "PoolNotFound"
 REASON_COMPUTE_GONE = "ComputeGone"
 REASON_INVALID_CONNECTION_STRING = "InvalidConnectionString"
-# Nodes fetch inputs, code and the manifest with these; a mini-batch may wait long in the queue.
-SAS_LIFETIME = timedelta(days=7)
+REASON_STORAGE_NOT_ALLOWED = "StorageNotAllowed"
+REASON_CODE_FOLDER_TOO_LARGE = "CodeFolderTooLarge"
+# How long the SAS tokens of tasks added now live when the job has no activeDeadlineSeconds (with one: the
+# deadline plus SAS_MARGIN). Each slice of tasks gets fresh tokens, so only a task that waits in the queue
+# longer than this fails (its resource files cannot be downloaded: BlobAccessDenied).
+SAS_LIFETIME = timedelta(hours=6)
+SAS_MARGIN = timedelta(minutes=30)
+# Code files are resource files of every task, one SAS URL each: a code folder is small (Batch's 1 MB request
+# body holds 100 tasks with a few dozen files each; the SDK splits larger ones).
+CODE_FILES_LIMIT = 100
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
 REUSE_MARKER = "reused.json"
 SUMMARY_WINDOW = 16
@@ -493,12 +512,15 @@ class ParallelJobClient:
         hashes, after copying the ConfigMap's files into the job's own code folder (re-copying is harmless)."""
         name = mr.spec.task.code_config_map
         if name is None:
-            return sorted([[b.name, b.etag] async for b in layout.store.list_folder(layout.code)])
+            listed = sorted([[b.name, b.etag] async for b in layout.store.list_folder(layout.code)])
+            check_code_files(len(listed), layout.store.folder_url(layout.code))
+            return listed
         files = await self._objects.read_config_map(mr.namespace, name)
         if files is None:
             raise TerminalError(
                 REASON_CONFIG_MAP_NOT_FOUND, f"ConfigMap {mr.namespace}/{name} (task.codeConfigMap) does not exist"
             )
+        check_code_files(len(files), f"ConfigMap {mr.namespace}/{name}")
         await layout.store.upload_files(layout.code, files)
         return sorted([[k, hashlib.sha256(v).hexdigest()] for k, v in files.items()])
 
@@ -521,61 +543,19 @@ class ParallelJobClient:
                 yield InputItem(blob.name, blob.size, blob.etag)
 
     async def _tasks(self, mr: Mr, layout: Layout, batches: list[MiniBatch]) -> list[dict[str, Any]]:
+        """One slice's tasks (see :func:`task_bodies`), signed with tokens that end with the job: each slice
+        signs afresh, so the tokens of a long job's later tasks are renewed as they are added."""
         store, spec = layout.store, mr.spec
         # create() wrote requirements.txt only when the environment asks for a package: the blob is the answer.
         installs = await store.exists(layout.plan, REQUIREMENTS_FILE)
-        inputs_url = store.folder_sas_url(layout.inputs, SAS_LIFETIME)
-        results_url = store.folder_sas_url(layout.results, SAS_LIFETIME, write=True)
-
-        def command(mini_batch: str) -> str:
-            return driver_command_line(
-                mini_batch=mini_batch,
-                inputs=inputs_url,
-                results=results_url,
-                entry_script=spec.task.entry_script,
-                code_dir=code_dir_for_prefix(layout.code.prefix),
-                timeout=spec.retry_settings.timeout,
-                logging_level=spec.logging_level,
-                append_row=spec.task.append_row_to is not None,
-                program_arguments=spec.task.program_arguments,
-                requirements=REQUIREMENTS_FILE if installs else None,
-            )
-
-        inline_command, file_command = command(f"env:{MINI_BATCH_VARIABLE}"), command(MANIFEST_FILE)
-        code_url = store.folder_sas_url(BlobFolder(layout.code.container), SAS_LIFETIME)
-        files = [
-            {"httpUrl": store.blob_sas_url(layout.plan, DRIVER_FILE, SAS_LIFETIME), "filePath": DRIVER_FILE},
-            {"storageContainerUrl": code_url, "blobPrefix": layout.code.prefix, "filePath": "code"},
-        ]
-        if installs:
-            requirements_url = store.blob_sas_url(layout.plan, REQUIREMENTS_FILE, SAS_LIFETIME)
-            files.append({"httpUrl": requirements_url, "filePath": REQUIREMENTS_FILE})
-        # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
-        wall_clock = spec.retry_settings.timeout * 2 + 600
-        environment = [{"name": k, "value": v} for k, v in sorted(spec.environment_variables.items())]
-        container = container_settings(_image(spec))
-        tasks = []
-        for mini_batch in batches:
-            manifest = json.dumps(mini_batch.to_json(), separators=(",", ":"))
-            task: dict[str, Any] = {
-                "id": m.task_id(mini_batch.index),
-                "commandLine": inline_command,
-                "resourceFiles": files,
-                "constraints": {"maxTaskRetryCount": spec.retry_settings.max_retries,
-                                "maxWallClockTime": f"PT{wall_clock}S"},
-                "environmentSettings": [*environment, {"name": MINI_BATCH_VARIABLE, "value": manifest}],
-                **({"containerSettings": container} if container else {}),
-            }  # fmt: skip
-            if len(manifest) > INLINE_MANIFEST_BYTES:  # too large to travel inside the task: a document of its own
-                name = mini_batch_name(mini_batch.index)
-                await store.write(layout.plan, name, manifest.encode(), "application/json")
-                url = store.blob_sas_url(layout.plan, name, SAS_LIFETIME)
-                task.update(
-                    commandLine=file_command,
-                    resourceFiles=[*files, {"httpUrl": url, "filePath": MANIFEST_FILE}],
-                    environmentSettings=environment,
-                )
-            tasks.append(task)
+        code = [blob.name async for blob in store.list_folder(layout.code)]
+        check_code_files(len(code), store.folder_url(layout.code))
+        sign = store.signer(sas_expiry(datetime.now(UTC), spec.active_deadline_seconds, SAS_LIFETIME, SAS_MARGIN))
+        # Signing is most of the CPU here (tens of microseconds a token, two or more per task): off the event loop,
+        # so one large job's slice does not hold up every other object's reconcile.
+        tasks, documents = await asyncio.to_thread(task_bodies, spec, layout, sign, code, installs, batches)
+        for name, document in documents.items():  # manifests too large to travel inside their task
+            await store.write(layout.plan, name, document, "application/json")
         return tasks
 
     # ------------------------------------------------------------------------------------------- access
@@ -645,6 +625,12 @@ class ParallelJobClient:
         output = store.folder(spec.outputs[out_name].uri)
         jid = job_id(mr)
         plan = BlobFolder(output.container, manifest_prefix(output.prefix, jid))
+        code = store.folder(spec.task.code) if spec.task.code else plan.sub("code/")
+        if spec.storage_credentials is None:  # the operator's account, shared by namespaces: only their own containers
+            containers = (inputs.container, output.container, code.container)
+            refusal = shared_storage_refusal(mr.namespace, self._clients.settings.shared_storage_namespaces, containers)
+            if refusal is not None:
+                raise TerminalError(REASON_STORAGE_NOT_ALLOWED, refusal)
         return Layout(
             store=store,
             inputs=inputs,
@@ -653,7 +639,7 @@ class ParallelJobClient:
             output=output,
             plan=plan,
             results=BlobFolder(output.container, results_prefix(output.prefix, jid)),
-            code=store.folder(spec.task.code) if spec.task.code else plan.sub("code/"),
+            code=code,
         )
 
 
@@ -667,6 +653,112 @@ def _open_store(connection: str, secret: str | None) -> BlobStore:
             REASON_INVALID_CONNECTION_STRING,
             f"{where} holds no storage connection string (AccountName=...;AccountKey=...;BlobEndpoint=...)",
         ) from None
+
+
+def task_bodies(
+    spec: ParallelJobSpec,
+    layout: Layout,
+    sign: BlobSigner,
+    code: list[str],
+    installs: bool,
+    batches: list[MiniBatch],
+) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """The Batch tasks of ``batches``, and the manifest documents (plan blob name → bytes) to write for those
+    too large to travel inside their task.
+
+    Every blob a task touches has its own SAS token (``BlobSigner``): read on the driver, ``requirements.txt``,
+    each code file and each input the mini-batch names; read + write on its ``<index>.summary.json`` and write
+    on its ``<index>.txt``; nothing container-wide. SAS URLs travel in resource files, the manifest and the
+    task's environment, never on its command line (``ps`` shows command lines to every task on the node)."""
+    append_row = spec.task.append_row_to is not None
+
+    def command(mini_batch: str) -> str:
+        return driver_command_line(
+            mini_batch=mini_batch,
+            entry_script=spec.task.entry_script,
+            timeout=spec.retry_settings.timeout,
+            logging_level=spec.logging_level,
+            append_row=append_row,
+            program_arguments=spec.task.program_arguments,
+            requirements=REQUIREMENTS_FILE if installs else None,
+        )
+
+    inline_command, file_command = command(f"env:{MINI_BATCH_VARIABLE}"), command(MANIFEST_FILE)
+    files = [
+        {"httpUrl": sign.url(layout.plan, DRIVER_FILE), "filePath": DRIVER_FILE},
+        *({"httpUrl": sign.url(layout.code, name), "filePath": code_file_path(name)} for name in code),
+    ]
+    if installs:
+        files.append({"httpUrl": sign.url(layout.plan, REQUIREMENTS_FILE), "filePath": REQUIREMENTS_FILE})
+    # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
+    wall_clock = spec.retry_settings.timeout * 2 + 600
+    environment = [{"name": k, "value": v} for k, v in sorted(spec.environment_variables.items())]
+    container = container_settings(_image(spec))
+    tasks: list[dict[str, Any]] = []
+    documents: dict[str, bytes] = {}
+    for mini_batch in batches:
+        urls = {name: sign.url(layout.inputs, name) for name in input_names(mini_batch)}
+        manifest = json.dumps(with_input_urls(mini_batch.to_json(), urls), separators=(",", ":"))
+        results = driver_environment(
+            sign.url(layout.results, f"{mini_batch.index}.summary.json", READ_WRITE),
+            sign.url(layout.results, f"{mini_batch.index}.txt", WRITE) if append_row else None,
+        )
+        task: dict[str, Any] = {
+            "id": m.task_id(mini_batch.index),
+            "commandLine": inline_command,
+            "resourceFiles": files,
+            "constraints": {"maxTaskRetryCount": spec.retry_settings.max_retries,
+                            "maxWallClockTime": f"PT{wall_clock}S"},
+            "environmentSettings": [*environment, *results, {"name": MINI_BATCH_VARIABLE, "value": manifest}],
+            **({"containerSettings": container} if container else {}),
+        }  # fmt: skip
+        if len(manifest) > INLINE_MANIFEST_BYTES:  # too large to travel inside the task: a document of its own
+            name = mini_batch_name(mini_batch.index)
+            documents[name] = manifest.encode()
+            task.update(
+                commandLine=file_command,
+                resourceFiles=[*files, {"httpUrl": sign.url(layout.plan, name), "filePath": MANIFEST_FILE}],
+                environmentSettings=[*environment, *results],
+            )
+        tasks.append(task)
+    return tasks, documents
+
+
+def input_names(mini_batch: MiniBatch) -> list[str]:
+    """The input blobs a mini-batch reads (each once: a partitioned mini-batch may hold many ranges of one file)."""
+    if mini_batch.kind == "files":
+        return list(mini_batch.files)
+    return list(dict.fromkeys(r.name for r in mini_batch.ranges))
+
+
+def check_code_files(count: int, where: str) -> None:
+    if count > CODE_FILES_LIMIT:
+        raise TerminalError(
+            REASON_CODE_FOLDER_TOO_LARGE,
+            f"{where} holds {count} files; a code folder may hold at most {CODE_FILES_LIMIT} (every task downloads "
+            "each as a resource file): package the rest, e.g. as a wheel in task.environment",
+        )
+
+
+def shared_storage_refusal(namespace: str, allowed: str, containers: Iterable[str]) -> str | None:
+    """Why a namespace may not use the operator's storage account (AMLOPS_BLOB_CONNECTION_STRING), or None.
+
+    ``allowed`` is AMLOPS_SHARED_STORAGE_NAMESPACES: namespaces separated by commas, ``*`` for all, empty for
+    none. An allowed namespace still reaches only its own containers: ``<namespace>`` or ``<namespace>-...``,
+    so one team cannot read or overwrite another's data with the operator's key."""
+    names = {n.strip() for n in allowed.split(",") if n.strip()}
+    if "*" not in names and namespace not in names:
+        return (
+            f"namespace {namespace} may not use the operator's storage account (AMLOPS_SHARED_STORAGE_NAMESPACES): "
+            "set spec.storageCredentials"
+        )
+    foreign = sorted({c for c in containers if c != namespace and not c.startswith(f"{namespace}-")})
+    if foreign:
+        return (
+            f"with the operator's storage account, namespace {namespace} may use only containers named {namespace} "
+            f"or {namespace}-*, not {', '.join(foreign)}: rename them or set spec.storageCredentials"
+        )
+    return None
 
 
 def _image(spec: ParallelJobSpec) -> str | None:

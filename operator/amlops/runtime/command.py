@@ -1,4 +1,5 @@
-"""The Batch task command line that runs ``driver.py``, and where its files land in the task directory.
+"""The Batch task command line and environment that run ``driver.py``, and where its files land in the task
+directory.
 
 Kept beside the driver so the two halves of its command-line contract change together. Standard library only.
 """
@@ -6,13 +7,21 @@ Kept beside the driver so the two halves of its command-line contract change tog
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from amlops.runtime.driver import INPUT_URLS
 
 DRIVER_FILE = "driver.py"
 MANIFEST_FILE = "minibatch.json"
 REQUIREMENTS_FILE = "requirements.txt"
 MINI_BATCH_VARIABLE = "AMLOPS_MINI_BATCH"  # the manifest inside the task, when it is small enough
+# The task's result blobs, each a blob SAS URL: <index>.summary.json (read + write: a retry reads the previous
+# attempt's) and, with append_row, <index>.txt (write). In the environment, not the command line: a command
+# line is visible to every process on the node (ps), a process's environment only to its own user.
+SUMMARY_URL_VARIABLE = "AMLOPS_SUMMARY_URL"
+ROWS_URL_VARIABLE = "AMLOPS_ROWS_URL"
 CODE_DIR = "code"
 DRIVER_SOURCE = Path(__file__).with_name(DRIVER_FILE)
 
@@ -20,8 +29,6 @@ DRIVER_SOURCE = Path(__file__).with_name(DRIVER_FILE)
 def driver_command_line(
     *,
     mini_batch: str,
-    inputs: str,
-    results: str,
     entry_script: str,
     code_dir: str = CODE_DIR,
     timeout: int = 60,
@@ -33,8 +40,10 @@ def driver_command_line(
 ) -> str:
     """``python3 driver.py ...`` quoted for ``/bin/sh -c`` (how Batch runs a Linux task's command line).
 
-    ``mini_batch`` is ``env:NAME`` when the manifest travels in the task's environment, its SAS URL, or when it
-    is a resource file, its path (``MANIFEST_FILE``).
+    ``mini_batch`` is ``env:NAME`` when the manifest travels in the task's environment, or when it is a
+    resource file, its path (``MANIFEST_FILE``). No SAS URL goes here: the result blobs' URLs are named by
+    environment variable (:func:`driver_environment` sets them), the inputs' travel in the manifest.
+    ``append_row`` asks for ``<index>.txt`` (``task.appendRowTo``).
     ``program_arguments`` as a string is split like a shell would (``task.program_arguments``).
     ``requirements`` is the local path of ``task.environment``'s pip requirements file. ``python`` is
     the interpreter's argv, e.g. ``("python3", "-S")`` to keep site-packages out of the driver's process.
@@ -44,13 +53,12 @@ def driver_command_line(
         *python,
         DRIVER_FILE,
         *("--mini-batch", mini_batch),
-        *("--inputs", inputs),
+        *("--summary", f"env:{SUMMARY_URL_VARIABLE}"),
         *("--code-dir", code_dir),
         *("--entry-script", entry_script),
-        *("--results", results),
         *("--timeout", str(timeout)),
         *("--logging-level", logging_level),
-        *(["--append-row"] if append_row else []),
+        *(["--rows", f"env:{ROWS_URL_VARIABLE}"] if append_row else []),
         *(["--requirements", requirements] if requirements else []),
         "--",
         *extra,
@@ -58,10 +66,21 @@ def driver_command_line(
     return shlex.join(argv)
 
 
-def code_dir_for_prefix(blob_prefix: str, file_path: str = CODE_DIR) -> str:
-    """Where a ``storageContainerUrl`` resource file with ``blobPrefix`` puts the code: Batch keeps each blob's
-    full name under ``filePath``, so the prefix reappears in the local path."""
-    return f"{file_path}/{blob_prefix.strip('/')}" if blob_prefix.strip("/") else file_path
+def driver_environment(summary_url: str, rows_url: str | None = None) -> list[dict[str, str]]:
+    """The task's ``environmentSettings`` the driver reads its result blobs' SAS URLs from."""
+    settings = [{"name": SUMMARY_URL_VARIABLE, "value": summary_url}]
+    return settings if rows_url is None else [*settings, {"name": ROWS_URL_VARIABLE, "value": rows_url}]
+
+
+def with_input_urls(manifest: Mapping[str, Any], urls: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest document a task carries: the plan's, plus the read SAS URL of each input it names (the
+    driver fetches exactly these: ``driver.input_url``)."""
+    return {**manifest, INPUT_URLS: dict(urls)}
+
+
+def code_file_path(name: str) -> str:
+    """Where a code folder's file lands in the task directory (an ``httpUrl`` resource file each)."""
+    return f"{CODE_DIR}/{name.lstrip('/')}"
 
 
 def driver_source() -> bytes:

@@ -3,9 +3,15 @@
 Standard library only: the operator uploads this file as a resource file, and the node has no amlops (and
 perhaps no pip packages at all). The command line (built by ``amlops.runtime.command``)::
 
-    python3 driver.py --mini-batch <env:AMLOPS_MINI_BATCH, manifest URL or path> --inputs <input folder SAS URL>
-        --code-dir <dir> --entry-script score.py --results <results folder SAS URL>
-        --timeout 60 --logging-level INFO [--append-row] [--requirements requirements.txt] -- <program arguments>
+    python3 driver.py --mini-batch <env:AMLOPS_MINI_BATCH, manifest URL or path> --summary env:AMLOPS_SUMMARY_URL
+        --code-dir <dir> --entry-script score.py --timeout 60 --logging-level INFO [--rows env:AMLOPS_ROWS_URL]
+        [--requirements requirements.txt] -- <program arguments>
+
+No SAS URL is on it (a command line is visible to every process on the node): ``env:NAME`` names the task's
+environment variable that holds one. Each blob the task may touch has its own token: the manifest maps every
+input name to a read-only blob SAS URL (``urls``), ``--summary`` is ``<index>.summary.json`` (read + write: a
+retry reads the previous attempt's) and ``--rows`` is ``<index>.txt`` (write). Nothing else of the storage
+account is reachable from the node.
 
 The entry-script contract is Azure ML's ParallelRunStep one: ``init()`` once per process, then
 ``run(mini_batch)``. ``mini_batch`` is a list of local file paths for file inputs; for tabular inputs a pandas
@@ -13,25 +19,28 @@ DataFrame when pandas is importable, else a list of dicts (CSV) or of decoded JS
 ``run()`` returns a list (or DataFrame): each element counts as one successfully processed item, so a result
 shorter than the input counts the missing ones as failed, as Azure ML does.
 
-Outputs, under the results folder: ``<index>.txt`` (only with ``--append-row``, written only when ``run()``
+Outputs, under the results folder: ``<index>.txt`` (only with ``--rows``, written only when ``run()``
 returned) and always ``<index>.summary.json``. Rows follow what Azure ML's ``parallel_run_step.txt`` holds:
 one line per returned element; a string as is, a list/tuple or dict (values) space-joined, a DataFrame row's
 values space-joined without header or index, anything else ``str()``.
 
-``--requirements`` (``task.environment``'s pip requirements): installed once per node with the node's
-``python3 -m pip install --target`` into ``$AZ_BATCH_NODE_SHARED_DIR/amlops-envs/<hash>`` under a file lock, so
-concurrent mini-batches on one node build it once and later ones reuse it; that folder goes first on
+``--requirements`` (``task.environment``'s pip requirements): installed once per node and job with the node's
+``python3 -m pip install --target`` into ``$AZ_BATCH_NODE_SHARED_DIR/amlops-envs/<hash of job id and
+requirements>`` under a file lock, so concurrent mini-batches of a job on one node build it once and later ones
+reuse it, and another job on a shared pool cannot plant a folder this job would use; that folder goes first on
 ``sys.path`` (and ``PYTHONPATH`` for the script's own subprocesses). A failed install fails the mini-batch
 as a setup failure, with pip's last lines as the error.
 
 Exit codes: 0 when ``run()`` returned (item failures included), 1 when it raised, 3 when it exceeded
-``--timeout``, 2 when the mini-batch could not be set up (so Batch retries per ``maxTaskRetryCount``).
+``--timeout``, 2 when the mini-batch could not be set up (so Batch retries per ``maxTaskRetryCount``), e.g.
+when the task's SAS tokens expired while it waited in the queue.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import fcntl
 import hashlib
 import importlib.util
@@ -64,6 +73,7 @@ HTTP_TIMEOUT = 60.0
 BLOB_API_VERSION = "2021-08-06"
 TRACEBACK_LINES = 20
 PIP_TIMEOUT = 3600.0
+INPUT_URLS = "urls"  # the manifest's map of input name → read SAS URL (amlops.runtime.command.with_input_urls)
 ENVIRONMENTS = "amlops-envs"
 COMPLETE_MARK = ".amlops-complete"
 
@@ -77,11 +87,24 @@ class RunTimeout(BaseException):
 # ----------------------------------------------------------------------------------------------- blob access
 
 
-def blob_url(folder_url: str, name: str) -> str:
-    """``name`` inside the folder a (SAS) URL points at, keeping the URL's query (the SAS token)."""
-    parts = urllib.parse.urlsplit(folder_url)
-    path = parts.path.rstrip("/") + "/" + urllib.parse.quote(name.lstrip("/"))
-    return urllib.parse.urlunsplit(parts._replace(path=path))
+def input_url(manifest: Mapping[str, Any], name: str) -> str:
+    """The read SAS URL the operator signed for one input of this mini-batch."""
+    urls = manifest.get(INPUT_URLS) or {}
+    if name not in urls:
+        raise FileNotFoundError(f"the manifest carries no URL for input {name!r}")
+    return str(urls[name])
+
+
+def sas_expiry(url: str) -> datetime.datetime | None:
+    """When a SAS URL's token ends (its ``se``), or None when it names none."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("se")
+    if not values:
+        return None
+    try:
+        stamp = datetime.datetime.fromisoformat(values[0].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.UTC)
 
 
 def http_get(url: str, start: int | None = None, end: int | None = None) -> bytes | None:
@@ -122,6 +145,16 @@ def _request(request: urllib.request.Request) -> bytes | None:
     raise AssertionError("unreachable")
 
 
+def location_text(location: str) -> str:
+    """``env:NAME``'s value, or the text itself (a URL given as is)."""
+    if location.startswith("env:"):
+        name = location.removeprefix("env:")
+        if not os.environ.get(name):
+            raise FileNotFoundError(f"environment variable {name} is not set")
+        return os.environ[name]
+    return location
+
+
 def read_location(location: str) -> bytes:
     """``env:NAME`` is that environment variable's value (a manifest carried inside its task); a URL is
     downloaded; anything else is a local path (e.g. a Batch resource file)."""
@@ -148,11 +181,11 @@ def local_input_path(root: Path, name: str) -> Path:
     return target
 
 
-def download_files(names: Sequence[str], inputs_url: str, root: Path) -> list[str]:
+def download_files(names: Sequence[str], manifest: Mapping[str, Any], root: Path) -> list[str]:
     paths = []
     for name in names:
         target = local_input_path(root, name)
-        data = http_get(blob_url(inputs_url, name))
+        data = http_get(input_url(manifest, name))
         if data is None:
             raise FileNotFoundError(f"input {name!r} is missing")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -161,11 +194,13 @@ def download_files(names: Sequence[str], inputs_url: str, root: Path) -> list[st
     return paths
 
 
-def range_text(inputs_url: str, spec: Mapping[str, Any], headers: dict[str, bytes | None]) -> tuple[str, str]:
+def range_text(
+    manifest: Mapping[str, Any], spec: Mapping[str, Any], headers: dict[str, bytes | None]
+) -> tuple[str, str]:
     """(header, rows) text of one byte range; the header is empty for JSON Lines. ``headers`` caches each
     file's header: a partitioned mini-batch may hold many ranges of one file."""
     name = str(spec["name"])
-    url = blob_url(inputs_url, name)
+    url = input_url(manifest, name)
     header_end = int(spec.get("headerEnd", 0))
     if name not in headers:
         headers[name] = http_get(url, 0, header_end) if header_end else b""
@@ -185,10 +220,10 @@ def parse_rows(file_format: str, header: str, text: str) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def tabular_mini_batch(ranges: Sequence[Mapping[str, Any]], inputs_url: str) -> tuple[Any, int]:
+def tabular_mini_batch(manifest: Mapping[str, Any]) -> tuple[Any, int]:
     """(mini_batch, row count): a DataFrame when pandas is importable, else a list of rows."""
     headers: dict[str, bytes | None] = {}
-    texts = [(str(r["format"]), *range_text(inputs_url, r, headers)) for r in ranges]
+    texts = [(str(r["format"]), *range_text(manifest, r, headers)) for r in manifest["ranges"]]
     try:
         import pandas  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
@@ -202,12 +237,12 @@ def tabular_mini_batch(ranges: Sequence[Mapping[str, Any]], inputs_url: str) -> 
     return frame, len(frame)
 
 
-def materialise(manifest: Mapping[str, Any], inputs_url: str, workdir: Path) -> tuple[Any, int]:
+def materialise(manifest: Mapping[str, Any], workdir: Path) -> tuple[Any, int]:
     """The ``run()`` argument for a manifest, and how many items it holds."""
     if manifest["kind"] == "files":
-        paths = download_files(manifest["files"], inputs_url, workdir / "inputs")
+        paths = download_files(manifest["files"], manifest, workdir / "inputs")
         return paths, len(paths)
-    return tabular_mini_batch(manifest["ranges"], inputs_url)
+    return tabular_mini_batch(manifest)
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -217,9 +252,16 @@ class EnvironmentBuildError(Exception):
     """pip could not install ``task.environment``'s requirements on this node."""
 
 
+def environment_key(job_id: str, requirements: bytes) -> str:
+    """The folder name of one job's installed requirements on a node. The job id is part of it: tasks of every
+    job on a shared pool can write the node's shared folder, so a folder keyed by the requirements alone could
+    be planted, complete mark and all, by another job that guessed them."""
+    return hashlib.sha256(job_id.encode() + b"\0" + requirements).hexdigest()[:32]
+
+
 def prepare_environment(requirements: Path, cwd: Path) -> Path:
-    """The node's folder of installed requirements, built on first use (see the module docstring)."""
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    """The node's folder of this job's installed requirements, built on first use (see the module docstring)."""
+    digest = environment_key(os.environ.get("AZ_BATCH_JOB_ID", ""), requirements.read_bytes())
     root = Path(os.environ.get("AZ_BATCH_NODE_SHARED_DIR") or tempfile.gettempdir()) / ENVIRONMENTS
     target = root / digest
     if (target / COMPLETE_MARK).exists():
@@ -316,10 +358,10 @@ def error_text(error: BaseException) -> dict[str, str]:
     return {"type": type(error).__name__, "message": str(error), "traceback": "\n".join(tail)}
 
 
-def previous_attempt(results_url: str, index: int) -> int:
+def previous_attempt(summary_url: str) -> int:
     """Attempts are counted through the summaries: a retry may run on another node."""
     try:
-        data = http_get(blob_url(results_url, f"{index}.summary.json"))
+        data = http_get(summary_url)
         return int(json.loads(data)["attempt"]) if data else 0
     except (OSError, ValueError, KeyError, TypeError):
         return 0
@@ -331,13 +373,12 @@ def previous_attempt(results_url: str, index: int) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="driver.py", description="Run an entry script over one mini-batch.")
     parser.add_argument("--mini-batch", required=True, help="manifest document: env:NAME, SAS URL or local path")
-    parser.add_argument("--inputs", required=True, help="SAS URL of the input folder")
     parser.add_argument("--code-dir", required=True, type=Path)
     parser.add_argument("--entry-script", required=True)
-    parser.add_argument("--results", required=True, help="SAS URL of the results folder")
+    parser.add_argument("--summary", required=True, help="<index>.summary.json: env:NAME of its SAS URL")
+    parser.add_argument("--rows", help="<index>.txt for run()'s rows: env:NAME of its SAS URL")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run() call")
     parser.add_argument("--logging-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
-    parser.add_argument("--append-row", action="store_true", help="write run()'s rows to <index>.txt")
     parser.add_argument("--requirements", type=Path, help="pip requirements file of task.environment")
     parser.add_argument("program_arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -346,9 +387,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def expired(url: str, now: datetime.datetime) -> str | None:
+    """Why a task cannot reach its blobs any more (its token ended while it waited), or None."""
+    ends = sas_expiry(url)
+    if ends is None or now < ends:
+        return None
+    return (
+        f"the task's SAS tokens expired at {ends.isoformat()}: it waited in the queue longer than the job's token "
+        "lifetime (activeDeadlineSeconds, else the operator's default); the mini-batch fails without running"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.logging_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        summary_url = location_text(args.summary)
+        rows_url = location_text(args.rows) if args.rows else None
+    except FileNotFoundError as missing:
+        log.error("cannot find the result blobs' URLs: %s", missing)
+        return EXIT_SETUP_FAILED
+    if (why := expired(summary_url, datetime.datetime.now(datetime.UTC))) is not None:
+        log.error("%s", why)
+        return EXIT_SETUP_FAILED
     try:
         manifest = json.loads(read_location(args.mini_batch))
         index = int(manifest["index"])
@@ -356,14 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without the manifest there is no index to report under: log (never the SAS token) and let Batch retry.
         log.exception("cannot read the mini-batch manifest %s", args.mini_batch.split("?", 1)[0])
         return EXIT_SETUP_FAILED
-    attempt = previous_attempt(args.results, index) + 1
+    attempt = previous_attempt(summary_url) + 1
     started = time.monotonic()
     items = 0
     rows: list[str] = []
     error: dict[str, str] | None = None
     code = failure_code = EXIT_SETUP_FAILED
     try:
-        mini_batch, items = materialise(manifest, args.inputs, Path.cwd())
+        mini_batch, items = materialise(manifest, Path.cwd())
         if args.requirements is not None:
             activate(prepare_environment(args.requirements, args.code_dir))
         module = load_entry_script(args.code_dir, args.entry_script, args.program_arguments)
@@ -394,10 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "node": os.environ.get("AZ_BATCH_NODE_ID"),
     }
     # The rows first: a summary without error promises its rows are there (the aggregation relies on it).
-    if error is None and args.append_row:
+    if error is None and rows_url:
         text = "".join(f"{row}\n" for row in rows)
-        http_put(blob_url(args.results, f"{index}.txt"), text.encode(), "text/plain; charset=utf-8")
-    http_put(blob_url(args.results, f"{index}.summary.json"), json.dumps(summary).encode(), "application/json")
+        http_put(rows_url, text.encode(), "text/plain; charset=utf-8")
+    http_put(summary_url, json.dumps(summary).encode(), "application/json")
     return code
 
 

@@ -1,4 +1,4 @@
-"""Shared-key authentication verified both ways, bearer tokens accepted, errors as the service sends them."""
+"""Shared-key authentication verified both ways, bearer tokens checked, errors as the service sends them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.emulator.batch.conftest import BatchEmulator
 
 from amlops.emulator.batch.auth import authenticate
 from amlops.emulator.batch.wire import BatchError
+from amlops.emulator.credentials import EMULATOR_TOKEN
 from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
 
 pytestmark = pytest.mark.emulator
@@ -88,17 +89,33 @@ async def test_wrong_key_is_403_authentication_failed(emulator: BatchEmulator) -
     assert body["values"][0]["key"] == "AuthenticationErrorDetail"
 
 
-async def test_bearer_token_is_accepted_and_missing_auth_is_401(emulator: BatchEmulator) -> None:
+async def test_the_emulators_bearer_token_is_accepted_garbage_is_401_and_missing_auth_is_401(
+    emulator: BatchEmulator,
+) -> None:
+    """AAD mode is checked as the ARM half checks it (one function: ``bearer_problem``). Batch answers a token it
+    does not accept with ``AuthenticationFailed``, "Server failed to authenticate the request. Make sure the
+    value of Authorization header is formed correctly." and the token's problem as ``AuthenticationErrorDetail``
+    (azure-sdk-for-net issue 8026, a BatchClient with a wrong-audience AAD token), 401 with a bearer challenge."""
     url = f"{emulator.endpoint}/pools?api-version=2025-06-01"
     async with aiohttp.ClientSession() as http:
-        async with http.get(url, headers={"Authorization": "Bearer eyJ0eXAiOiJKV1QifQ.e30.sig"}) as bearer:
+        async with http.get(url, headers={"Authorization": f"Bearer {EMULATOR_TOKEN}"}) as bearer:
             bearer_status = bearer.status
             listed = await bearer.json()
+        async with http.get(url, headers={"Authorization": "Bearer eyJ0eXAiOiJKV1QifQ.e30.sig"}) as garbage:
+            garbage_status, garbage_headers = garbage.status, garbage.headers
+            refused = await garbage.json()
         async with http.get(url) as anonymous:
             anonymous_status = anonymous.status
             error = await anonymous.json()
 
     assert bearer_status == 200
     assert listed["value"] == []
+    assert garbage_status == 401
+    assert refused["code"] == "AuthenticationFailed"
+    assert refused["message"]["value"].startswith("Server failed to authenticate the request.")
+    assert refused["values"] == [{"key": "AuthenticationErrorDetail", "value": "The access token is invalid."}]
+    assert garbage_headers["WWW-Authenticate"].startswith("Bearer ")
+    assert "request-id" in garbage_headers
+    assert "Retry-After" not in garbage_headers
     assert anonymous_status == 401
     assert error["code"] == "MissingRequiredHeader"

@@ -13,18 +13,20 @@ import json
 import textwrap
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.batch import models
 from azure.batch.aio import BatchClient
 from tests.emulator.batch.conftest import BatchEmulator, client, emulator
 
-from amlops.azure.blob import BlobFolder, BlobRangeReader, BlobStore, JsonFolder
+from amlops.azure.blob import READ_WRITE, WRITE, BlobFolder, BlobRangeReader, BlobStore, JsonFolder
 from amlops.emulator.azurite import Azurite, azurite_blob
+from amlops.external.paralleljob import input_names
 from amlops.external.paralleljob_output import OUTPUT_FILE, Totals, aggregate
 from amlops.external.paralleljob_plan import (
     InputItem,
+    MiniBatch,
     PlanIndex,
     PlanSpec,
     manifest_prefix,
@@ -35,9 +37,11 @@ from amlops.external.paralleljob_plan import (
 from amlops.runtime.command import (
     DRIVER_FILE,
     MINI_BATCH_VARIABLE,
-    code_dir_for_prefix,
+    code_file_path,
     driver_command_line,
+    driver_environment,
     driver_source,
+    with_input_urls,
 )
 
 __all__ = ["client", "emulator"]  # the Batch emulator fixtures, shared with tests/emulator/batch
@@ -91,6 +95,7 @@ class ParallelRun:
         run_timeout: int = 30,
         max_retries: int = 0,
         program_arguments: str = "",
+        expiry: datetime | None = None,
     ) -> Outcome:
         job_id = f"pj-{next(_job_numbers)}"
         code = BlobFolder("code", f"{job_id}/src/")
@@ -111,30 +116,39 @@ class ParallelRun:
         )
         command = driver_command_line(
             mini_batch=f"env:{MINI_BATCH_VARIABLE}",
-            inputs=self.store.folder_sas_url(inputs, SAS_LIFETIME),
-            results=self.store.folder_sas_url(results, SAS_LIFETIME, write=True),
             entry_script="score.py",
-            code_dir=code_dir_for_prefix(code.prefix),
             timeout=run_timeout,
             append_row=True,
             program_arguments=program_arguments,
             python=("python3", "-S"),
         )
-        code_url = self.store.folder_sas_url(BlobFolder(code.container), SAS_LIFETIME)
+        # As the operator signs them: one read token per input, code file and the driver, read + write on the
+        # summary and write on the rows of each task, nothing container-wide.
+        sign = self.store.signer(expiry or datetime.now(UTC) + SAS_LIFETIME)
+        resource_files = [
+            models.ResourceFile(http_url=sign.url(plan_folder, DRIVER_FILE), file_path=DRIVER_FILE),
+            models.ResourceFile(http_url=sign.url(code, "score.py"), file_path=code_file_path("score.py")),
+        ]
+
+        def environment(mini_batch: MiniBatch) -> list[models.EnvironmentSetting]:
+            urls = {name: sign.url(inputs, name) for name in input_names(mini_batch)}
+            manifest = json.dumps(with_input_urls(mini_batch.to_json(), urls))
+            results_urls = driver_environment(
+                sign.url(results, f"{mini_batch.index}.summary.json", READ_WRITE),
+                sign.url(results, f"{mini_batch.index}.txt", WRITE),
+            )
+            return [
+                *(models.EnvironmentSetting(name=e["name"], value=e["value"]) for e in results_urls),
+                models.EnvironmentSetting(name=MINI_BATCH_VARIABLE, value=manifest),
+            ]
+
         tasks = [
             models.BatchTaskCreateOptions(
                 id=f"mb-{mini_batch.index}",
                 command_line=command,
                 constraints=models.BatchTaskConstraints(max_task_retry_count=max_retries),
-                resource_files=[
-                    models.ResourceFile(
-                        http_url=self.store.blob_sas_url(plan_folder, DRIVER_FILE, SAS_LIFETIME), file_path=DRIVER_FILE
-                    ),
-                    models.ResourceFile(storage_container_url=code_url, blob_prefix=code.prefix, file_path="code"),
-                ],
-                environment_settings=[
-                    models.EnvironmentSetting(name=MINI_BATCH_VARIABLE, value=json.dumps(mini_batch.to_json()))
-                ],
+                resource_files=resource_files,
+                environment_settings=environment(mini_batch),
             )
             for number in range((index.count + index.chunk - 1) // index.chunk)
             for mini_batch in await read_chunk(JsonFolder(self.store, plan_folder), number)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.request import urlopen
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 
 import pytest
 
-from amlops.azure.blob import BlobFolder, BlobRangeReader, BlobStore, ListedBlob
+from amlops.azure.blob import READ_WRITE, BlobFolder, BlobRangeReader, BlobStore, ListedBlob
 from amlops.reconcile.errors import TerminalError
 
 pytestmark = pytest.mark.emulator
@@ -73,8 +74,27 @@ async def test_code_folder_upload_and_sas_urls(store: BlobStore, tmp_path: Path)
     assert await store.upload_directory(tmp_path, folder) == 2
 
     assert [b.name async for b in store.list_folder(folder)] == ["pkg/helper.py", "score.py"]
-    url = store.blob_sas_url(folder, "pkg/helper.py", timedelta(minutes=5))
+    sign = store.signer(datetime.now(UTC) + timedelta(minutes=5))
+    url = sign.url(folder, "pkg/helper.py")
     assert await asyncio.to_thread(fetch, url) == b"X = 1\n"
+    # A blob token reads that blob only, and only reads: Azurite refuses another blob and a write (403).
+    other = url.replace("pkg/helper.py", "score.py")
+    with pytest.raises(HTTPError) as refused:
+        await asyncio.to_thread(fetch, other)
+    assert refused.value.code == 403
+    with pytest.raises(HTTPError) as refused:
+        await asyncio.to_thread(put, url, b"X = 2\n")
+    assert refused.value.code == 403
+    # Read + write on a result blob: written, read back.
+    result = sign.url(folder, "0.summary.json", READ_WRITE)
+    await asyncio.to_thread(put, result, b"{}")
+    assert await asyncio.to_thread(fetch, result) == b"{}"
+
+
+def put(url: str, data: bytes) -> None:
+    headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"}
+    with urlopen(Request(url, data=data, headers=headers, method="PUT")):
+        return
 
 
 def fetch(url: str) -> bytes:

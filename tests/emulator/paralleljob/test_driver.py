@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from azure.batch import models
@@ -10,6 +13,7 @@ from tests.emulator.paralleljob.conftest import ParallelRun, script
 
 from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate
 from amlops.external.paralleljob_plan import PlanSpec
+from amlops.runtime import driver
 
 pytestmark = pytest.mark.emulator
 
@@ -163,3 +167,51 @@ async def test_run_returning_none_counts_every_item_as_failed(parallel: Parallel
     assert outcome.totals.failed_mini_batches == ()
     assert outcome.output == ""
     assert outcome.tasks["mb-0"].state == models.BatchTaskState.COMPLETED
+
+
+def test_a_pip_environment_planted_by_another_job_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks of every job on a shared pool can write the node's shared folder. A folder another job planted,
+    complete mark and all, under the name this job's requirements alone would give (the old key) or under
+    its own job's key, is not the folder this job installs into and imports from."""
+    shared = tmp_path / "shared"
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# nothing to install: pip runs, offline, and succeeds\n")
+    envs = shared / driver.ENVIRONMENTS
+    planted = [
+        envs / hashlib.sha256(requirements.read_bytes()).hexdigest()[:16],  # keyed by the requirements only
+        envs / driver.environment_key("pj-other", requirements.read_bytes()),  # the other job's own
+    ]
+    for folder in planted:
+        folder.mkdir(parents=True)
+        (folder / driver.COMPLETE_MARK).touch()
+        (folder / "sitecustomize.py").write_text("raise SystemExit('planted')\n")
+    monkeypatch.setenv("AZ_BATCH_NODE_SHARED_DIR", str(shared))
+    monkeypatch.setenv("AZ_BATCH_JOB_ID", "pj-victim")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+
+    site = driver.prepare_environment(requirements, tmp_path)
+
+    assert site == envs / driver.environment_key("pj-victim", requirements.read_bytes())
+    assert site not in planted
+    assert (site / driver.COMPLETE_MARK).exists()
+    assert not (site / "sitecustomize.py").exists()
+    assert driver.prepare_environment(requirements, tmp_path) == site, "built once per node and job, then reused"
+
+
+async def test_a_task_whose_tokens_expired_in_the_queue_fails_clearly(parallel: ParallelRun) -> None:
+    """Tokens end with the job: a task that starts after its tokens expired cannot fetch its resource files
+    (Azurite refuses the expired SAS with 403), so it completes as failed with Batch's ``BlobAccessDenied``,
+    never runs and never hangs; its mini-batch counts as failed."""
+    inputs = await parallel.upload_inputs({"a.txt": b"a\n"})
+
+    outcome = await parallel.run(
+        inputs, FILE_SCRIPT, PlanSpec("files", "5"), expiry=datetime.now(UTC) - timedelta(hours=1)
+    )
+
+    (task,) = outcome.tasks.values()
+    assert task.execution_info is not None
+    assert task.execution_info.result == models.BatchTaskExecutionResult.FAILURE
+    assert task.execution_info.failure_info is not None
+    assert task.execution_info.failure_info.code == "BlobAccessDenied"
+    assert outcome.totals.failed_indexes == "0"
+    assert outcome.output == ""

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from amlops.runtime import driver
-from amlops.runtime.command import MANIFEST_FILE, code_dir_for_prefix, driver_command_line
+from amlops.runtime.command import (
+    CODE_DIR,
+    MANIFEST_FILE,
+    ROWS_URL_VARIABLE,
+    SUMMARY_URL_VARIABLE,
+    driver_command_line,
+    driver_environment,
+    with_input_urls,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def test_the_command_line_the_operator_builds_is_the_one_the_driver_parses() -> None:
-    inputs = "http://127.0.0.1:1/acct/data/in/?sv=2025&sig=a%2Bb&sp=rl"
-    results = "https://acct.blob.core.windows.net/out/job/_amlops/j/results/?sig=x&sp=rwc"
-
     line = driver_command_line(
         mini_batch=MANIFEST_FILE,
-        inputs=inputs,
-        results=results,
         entry_script="score.py",
-        code_dir=code_dir_for_prefix("jobs/j/src/"),
+        code_dir=CODE_DIR,
         timeout=90,
         logging_level="DEBUG",
         append_row=True,
@@ -34,23 +38,78 @@ def test_the_command_line_the_operator_builds_is_the_one_the_driver_parses() -> 
     args = driver.parse_args(argv[2:])
 
     assert argv[:2] == ["python3", "driver.py"]
-    assert (args.mini_batch, args.inputs, args.results) == (MANIFEST_FILE, inputs, results)
-    assert str(args.code_dir) == "code/jobs/j/src"
-    assert (args.entry_script, args.timeout, args.logging_level, args.append_row) == ("score.py", 90, "DEBUG", True)
+    assert (args.mini_batch, args.summary, args.rows) == (
+        MANIFEST_FILE,
+        f"env:{SUMMARY_URL_VARIABLE}",
+        f"env:{ROWS_URL_VARIABLE}",
+    )
+    assert str(args.code_dir) == "code"
+    assert (args.entry_script, args.timeout, args.logging_level) == ("score.py", 90, "DEBUG")
     assert args.program_arguments == ["--model", "my model", "--top-k", "3"]
+    assert "sig=" not in line, "no SAS URL on a command line: every process on the node sees it"
+    assert "http" not in line
 
 
 def test_without_program_arguments_or_append_row() -> None:
-    line = driver_command_line(mini_batch="m.json", inputs="i", results="r", entry_script="s.py")
+    line = driver_command_line(mini_batch="m.json", entry_script="s.py")
     args = driver.parse_args(shlex.split(line)[2:])
 
     assert args.program_arguments == []
-    assert not args.append_row
+    assert args.rows is None
 
 
-def test_blob_urls_keep_the_sas_token_and_quote_names() -> None:
-    url = driver.blob_url("http://h:1/acct/c/in?sv=1&sig=abc", "sub dir/a#1.txt")
-    assert url == "http://h:1/acct/c/in/sub%20dir/a%231.txt?sv=1&sig=abc"
+def test_the_environment_the_operator_sets_is_where_the_driver_finds_the_result_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    line = driver_command_line(mini_batch="m.json", entry_script="s.py", append_row=True)
+    args = driver.parse_args(shlex.split(line)[2:])
+    for setting in driver_environment("https://a/c/0.summary.json?sig=s", "https://a/c/0.txt?sig=r"):
+        monkeypatch.setenv(setting["name"], setting["value"])
+
+    assert driver.location_text(args.summary) == "https://a/c/0.summary.json?sig=s"
+    assert driver.location_text(args.rows) == "https://a/c/0.txt?sig=r"
+    assert [s["name"] for s in driver_environment("u")] == [SUMMARY_URL_VARIABLE]
+
+
+def test_inputs_are_fetched_only_by_the_urls_the_manifest_carries() -> None:
+    manifest = with_input_urls({"index": 0, "kind": "files", "files": ["a.txt"]}, {"a.txt": "https://a/c/a.txt?s"})
+
+    assert driver.input_url(manifest, "a.txt") == "https://a/c/a.txt?s"
+    with pytest.raises(FileNotFoundError, match=r"b\.txt"):
+        driver.input_url(manifest, "b.txt")
+
+
+@dataclass(frozen=True)
+class ExpiryCase:
+    reason: str
+    url: str
+    expired: bool
+
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+EXPIRY_CASES = [
+    ExpiryCase("a token that ends later is usable", "https://a/c/b?se=2026-11-29T13%3A00%3A00Z&sig=x", False),
+    ExpiryCase("a token that ended is not", "https://a/c/b?se=2026-11-29T11%3A59%3A59Z&sig=x", True),
+    ExpiryCase("its end is already past at that second", "https://a/c/b?se=2026-11-29T12%3A00%3A00Z&sig=x", True),
+    ExpiryCase("no se: nothing to say", "https://a/c/b?sig=x", False),
+    ExpiryCase("an se that is no time: nothing to say", "https://a/c/b?se=soon&sig=x", False),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.reason) for c in EXPIRY_CASES])
+def test_an_expired_token_is_said_clearly(case: ExpiryCase) -> None:
+    why = driver.expired(case.url, NOW)
+
+    assert (why is not None) == case.expired, case.reason
+    assert why is None or "waited in the queue longer than the job's token lifetime" in why
+
+
+def test_the_pip_environment_is_keyed_by_job() -> None:
+    requirements = b"pandas==2.2.3\n"
+
+    assert driver.environment_key("pj-a", requirements) != driver.environment_key("pj-b", requirements)
+    assert driver.environment_key("pj-a", requirements) != driver.environment_key("pj-a", b"numpy\n")
+    assert driver.environment_key("pj-a", requirements) == driver.environment_key("pj-a", requirements)
 
 
 def test_input_names_cannot_leave_the_inputs_folder(tmp_path: Path) -> None:

@@ -17,13 +17,13 @@ from aiohttp.typedefs import Handler, Middleware
 
 from amlops.emulator.arm.errors import ArmError, error_response
 from amlops.emulator.arm.throttle import SubscriptionThrottle, kind_of
+from amlops.emulator.credentials import BEARER_CHALLENGE, bearer_problem
 from amlops.emulator.identity import Identity, is_identity_path
 from amlops.emulator.instrumentation import CONTROL_PREFIX
 
 log = logging.getLogger(__name__)
 
 _SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
-_AUTHORITY = 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
 
 
 def render_error(_: web.Request, status: int, code: str, message: str) -> web.Response:
@@ -74,18 +74,17 @@ def authenticate(identity: Identity) -> Middleware:
     async def arm_authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX) or is_identity_path(request.path):
             return await handler(request)
-        header = request.headers.get("Authorization")
-        if header is None:
+        problem = bearer_problem(request.headers.get("Authorization"), identity.valid)
+        if problem == "missing":
             raise _unauthenticated(
                 "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
             )
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        if problem == "malformed":
             raise _unauthenticated(
                 "AuthenticationFailed",
                 "Authentication failed. The 'Authorization' header is provided in an invalid format.",
             )
-        if not identity.valid(value.strip()):
+        if problem == "invalid":
             raise _unauthenticated("InvalidAuthenticationToken", "The access token is invalid.")
         return await handler(request)
 
@@ -93,7 +92,7 @@ def authenticate(identity: Identity) -> Middleware:
 
 
 def _unauthenticated(code: str, message: str) -> ArmError:
-    return ArmError(401, code, message, headers={"WWW-Authenticate": _AUTHORITY})
+    return ArmError(401, code, message, headers={"WWW-Authenticate": BEARER_CHALLENGE})
 
 
 def throttle(buckets: SubscriptionThrottle) -> Middleware:

@@ -25,6 +25,7 @@ from amlops.emulator.batch.model import Account
 from amlops.emulator.batch.responses import REQUEST_ID, SERVICE, BatchService, json_response
 from amlops.emulator.batch.wire import BatchError
 from amlops.emulator.clock import VirtualClock
+from amlops.emulator.credentials import EMULATOR_TOKEN, Accepts
 from amlops.emulator.seed import Seed
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,17 @@ class HasStateDir(Protocol):
     @property
     def state_dir(self) -> Path: ...
 
+    @property
+    def token(self) -> str: ...
+
 
 @dataclass(frozen=True)
 class BatchEmulatorSettings:
-    """Where the node agent keeps task directories (``{state_dir}/batch/{account}/{pool}/{node}/...``)."""
+    """Where the node agent keeps task directories (``{state_dir}/batch/{account}/{pool}/{node}/...``), and the
+    bearer token AAD requests must carry (the ARM half's)."""
 
     state_dir: Path
+    token: str = EMULATOR_TOKEN
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -89,6 +95,7 @@ def _authenticate(request: web.Request, svc: BatchService) -> None:
         request.rel_url.raw_path,
         request.rel_url.raw_query_string,
         request.headers.items(),
+        svc.token,
     )
     svc.agent.refresh(acct)
 
@@ -97,15 +104,21 @@ def _error_response(request: web.Request, error: BatchError, request_id: str, sv
     if error.status == 304:
         return web.Response(status=304)
     account_url = f"{request.scheme}://{request.host}/{request.path.split('/')[1]}"
-    return json_response(error.body(account_url, request_id, svc.clock.now()), status=error.status)
+    response = json_response(error.body(account_url, request_id, svc.clock.now()), status=error.status)
+    response.headers.update(error.headers)
+    return response
 
 
-def build_batch_app(config: HasStateDir, clock: VirtualClock, seed: Seed) -> web.Application:
-    """The Batch data plane for every account of ``seed``; the node agent starts and stops with the app."""
+def build_batch_app(
+    config: HasStateDir, clock: VirtualClock, seed: Seed, accepts: Accepts | None = None
+) -> web.Application:
+    """The Batch data plane for every account of ``seed``; the node agent starts and stops with the app.
+    ``accepts``: the bearer tokens AAD requests may carry (the emulator's identity platform's), else
+    ``config.token`` alone."""
     accounts = {acct.name: Account(name=acct.name, key=acct.key) for _, _, acct in seed.batch_accounts()}
     app = web.Application(middlewares=[batch_middleware], client_max_size=CLIENT_MAX_SIZE)
     agent = NodeAgent(accounts, clock, Path(config.state_dir))
-    app[SERVICE] = BatchService(accounts=accounts, agent=agent, clock=clock)
+    app[SERVICE] = BatchService(accounts=accounts, agent=agent, clock=clock, token=accepts or config.token)
     # Control routes first: ``/_emulator/...`` must not be taken for an account named ``_emulator``.
     app.add_routes(control.routes())
     app.add_routes(routes_pools.routes())

@@ -1,9 +1,15 @@
-"""Batch request authentication: SharedKey verified for real, Entra bearer tokens accepted as presented.
+"""Batch request authentication: SharedKey verified for real, Entra (AAD) bearer tokens checked as ARM checks them.
 
 The string to sign is rebuilt exactly as azure-batch 15.1.0 ``BatchSharedKeyAuthPolicy`` builds it (and as the
 Batch REST docs describe): the verb, eleven standard headers (``content-length`` forced to ``0`` on a body-less
 write), every ``ocp-*`` header sorted by name, ``/{account}{path}``, then each query parameter, sorted, with
 its first decoded value. A wrong key therefore fails exactly where the real service would fail it.
+
+A bearer token must be the emulator's (:func:`amlops.emulator.credentials.bearer_problem`, ARM's check too);
+another one is answered 401 ``AuthenticationFailed`` with an ``AuthenticationErrorDetail`` value, the shape
+Batch gives a token it does not accept (azure-sdk-for-net issue 8026: "Server failed to authenticate the
+request. Make sure the value of Authorization header is formed correctly." with the token's problem as
+``AuthenticationErrorDetail``), and the ``WWW-Authenticate`` challenge of a bearer 401.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Iterable
 from urllib.parse import parse_qs
 
 from amlops.emulator.batch.wire import BatchError
+from amlops.emulator.credentials import BEARER_CHALLENGE, EMULATOR_TOKEN, Accepts, bearer_problem
 
 SIGNED_HEADERS = (
     "content-encoding",
@@ -62,8 +69,10 @@ def authenticate(
     path: str,
     query: str,
     headers: Iterable[tuple[str, str]],
+    token: Accepts = EMULATOR_TOKEN,
 ) -> None:
-    """Raise the service's error for a request that does not authenticate as ``account``."""
+    """Raise the service's error for a request that does not authenticate as ``account`` (SharedKey) or with
+    the emulator's bearer ``token`` (AAD)."""
     if not authorization:
         raise BatchError(
             401,
@@ -73,10 +82,20 @@ def authenticate(
         )
     scheme, _, credential = authorization.partition(" ")
     if scheme == "Bearer":
-        # AAD mode: the emulator trusts any token (the operator's credential chain is not under test here).
-        if credential.strip():
+        if bearer_problem(authorization, token) is None:
             return
-        raise _failed("The bearer token is empty.")
+        raise BatchError(
+            401,
+            "AuthenticationFailed",
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed "
+            "correctly.",
+            {
+                "AuthenticationErrorDetail": "The access token is invalid."
+                if credential.strip()
+                else "The bearer token is empty."
+            },
+            {"WWW-Authenticate": BEARER_CHALLENGE},
+        )
     if scheme != "SharedKey":
         raise _failed(f"The authentication scheme {scheme!r} is not supported.")
     name, _, signature = credential.partition(":")

@@ -23,6 +23,7 @@ from amlops.emulator.batch.agent import NodeAgent
 from amlops.emulator.batch.model import Account
 from amlops.emulator.batch.wire import JSON, BatchError, rfc1123
 from amlops.emulator.clock import VirtualClock
+from amlops.emulator.credentials import Accepts
 
 JSON_CONTENT_TYPE = "application/json;odata=minimalmetadata"
 MAX_BODY_BYTES = 1024 * 1024  # the service's request body limit (RequestBodyTooLarge)
@@ -38,6 +39,7 @@ class BatchService:
     accounts: dict[str, Account]
     agent: NodeAgent
     clock: VirtualClock
+    token: Accepts  # the bearer token AAD requests must carry, or the test of one (the identity platform's)
 
 
 SERVICE = web.AppKey("amlops_batch_service", BatchService)

@@ -23,12 +23,20 @@ ERROR_METADATA = "$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.er
 class BatchError(Exception):
     """An error response: raised by handlers, rendered by the app's middleware as an OData body."""
 
-    def __init__(self, status: int, code: str, message: str, values: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        values: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.values = values or {}
+        self.headers = headers or {}
 
     def body(self, account_url: str, request_id: str, now: datetime) -> JSON:
         body: JSON = {
