@@ -410,7 +410,8 @@ class EmulatorRun:
             "AMLOPS_CA_BUNDLE": self.endpoints["caFile"],
             "AMLOPS_STATIC_TOKEN": self.endpoints["token"],
             "AMLOPS_AUTHORITY_HOST": self.endpoints["authorityHost"],
-            "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{self.endpoints['batchUrl']}/{{account}}",
+            # The https site: bearer (Microsoft Entra) tokens go only over TLS, as on Azure.
+            "AMLOPS_BATCH_ENDPOINT_TEMPLATE": f"{self.endpoints['batchTlsUrl']}/{{account}}",
             **overrides,
         }
 
@@ -435,7 +436,7 @@ def start_emulator(state_dir: Path, *extra_args: str, speed: float = 60.0, timeo
     import sys
 
     log = state_dir.with_suffix(".log")
-    args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0"]
+    args = [sys.executable, "-m", "amlops", "emulator", "--arm-port", "0", "--batch-port", "0", "--batch-tls-port", "0"]
     args += ["--state-dir", str(state_dir), "--speed", str(speed), *extra_args]
     proc = _spawn(args, log)
     endpoints_file = state_dir / "endpoints.json"

@@ -18,6 +18,9 @@ from amlops.handlers.kube_api import CREDENTIALS_FINALIZER, KubeApi
 from amlops.reconcile.errors import TerminalError
 
 from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition, manifest, wait_condition
+from .test_batchcompute import manifest as batch_manifest
+from .test_batchcompute import pools
+from .test_batchcompute import wait as batch_wait
 from .test_kube_api import _info
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +36,17 @@ def _try_apply(k8s: testbed.Testbed, namespace: str, doc: dict[str, Any]) -> sub
         text=True,
         check=False,
     )
+
+
+def _principal_secret(
+    k8s: testbed.Testbed, namespace: str, name: str, azure: Any, client_secret: str | None = None
+) -> None:
+    """A credentials Secret holding the emulator's service principal (with another client secret, if given)."""
+    principal = dict(azure.run.endpoints["servicePrincipal"])
+    if client_secret is not None:
+        principal["AZURE_CLIENT_SECRET"] = client_secret
+    literals = [f"--from-literal={k}={v}" for k, v in principal.items()]
+    k8s.kubectl("create", "secret", "generic", name, "-n", namespace, *literals)
 
 
 def _victim(k8s: testbed.Testbed, namespace: str) -> str:
@@ -194,9 +208,7 @@ def test_a_credentials_secret_outlives_the_resources_that_need_it(
 ) -> None:
     """A namespace deletion removes the Secrets and the resources at once. The in-use finalizer keeps the
     credentials until the resource has deleted its cluster in Azure, then lets the Secret go."""
-    principal = azure.run.endpoints["servicePrincipal"]
-    literals = [f"--from-literal={k}={v}" for k, v in principal.items()]
-    k8s.kubectl("create", "secret", "generic", "team-creds", "-n", namespace, *literals)
+    _principal_secret(k8s, namespace, "team-creds", azure)
     env = {**azure.operator_env(), "AMLOPS_DEFAULT_CREDENTIALS_SECRET": "team-creds"}
     env["AMLOPS_OPERATOR_IDENTITY_NAMESPACES"] = ""
     start_operator(namespace, extra_env=env)
@@ -224,11 +236,8 @@ def test_a_resource_acts_with_its_own_service_principal(
     """spec.credentials names a service principal's Secret: the operator exchanges it for a token at the identity
     platform (the emulator's) and acts with that; a wrong client secret is Stalled AuthenticationFailed, with the
     platform's AADSTS code, even though the operator's own identity would have been allowed."""
-    principal = azure.run.endpoints["servicePrincipal"]
-    good = [f"--from-literal={k}={v}" for k, v in principal.items()]
-    wrong = [*good[:2], "--from-literal=AZURE_CLIENT_SECRET=not-the-secret"]
-    k8s.kubectl("create", "secret", "generic", "sp", "-n", namespace, *good)
-    k8s.kubectl("create", "secret", "generic", "sp-wrong", "-n", namespace, *wrong)
+    _principal_secret(k8s, namespace, "sp", azure)
+    _principal_secret(k8s, namespace, "sp-wrong", azure, client_secret="not-the-secret")
     start_operator(namespace, extra_env=azure.operator_env())
     for name, secret in (("own", "sp"), ("wrong", "sp-wrong")):
         apply(k8s, namespace, manifest(name, compute_name(), credentials={"secretRef": {"name": secret}}))
@@ -237,3 +246,29 @@ def test_a_resource_acts_with_its_own_service_principal(
     assert stalled is not None
     assert stalled["reason"] == "AuthenticationFailed"
     assert "AADSTS7000215" in stalled["message"]
+
+
+def test_the_batch_data_plane_acts_with_the_resources_own_service_principal(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    """A BatchCompute without a shared key reaches the Batch data plane with Microsoft Entra tokens of its own
+    spec.credentials (it used to send the operator's): the pool it manages is created with the service
+    principal's token, and the operator's own identity serves no namespace here. With a wrong secret nothing
+    reaches Batch: Stalled AuthenticationFailed."""
+    _principal_secret(k8s, namespace, "sp", azure)
+    _principal_secret(k8s, namespace, "sp-wrong", azure, client_secret="not-the-secret")
+    env = {**azure.operator_env(), "AMLOPS_OPERATOR_IDENTITY_NAMESPACES": ""}
+    start_operator(namespace, extra_env=env)
+    for name, secret in (("aad", "sp"), ("aad-wrong", "sp-wrong")):
+        doc = yaml.safe_load(
+            batch_manifest(name, compute_name(), pools=[{"id": f"{name}-pool", "vmSize": "STANDARD_D2S_V3"}])
+        )
+        doc["spec"].pop("batchCredentials")
+        doc["spec"]["credentials"] = {"secretRef": {"name": secret}}
+        apply(k8s, namespace, yaml.safe_dump(doc))
+    batch_wait(k8s, namespace, "aad", "Ready", timeout=120)
+    assert "aad-pool" in pools(azure), "the pool was created with the service principal's token"
+    stalled = condition(batch_wait(k8s, namespace, "aad-wrong", "Stalled"), "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "AuthenticationFailed"
+    assert "aad-wrong-pool" not in pools(azure)

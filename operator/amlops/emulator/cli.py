@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arm-port", type=int, default=8443, help="HTTPS port of the ARM half; 0 = any free port")
     parser.add_argument("--batch-port", type=int, default=8080, help="HTTP port of the Batch half; 0 = any free port")
     parser.add_argument(
+        "--batch-tls-port",
+        type=int,
+        default=8444,
+        help="HTTPS port of the Batch half (bearer tokens); 0 = any free port",
+    )
+    parser.add_argument(
         "--state-dir", type=Path, default=Path(".amlops-emulator"), help="where ca.pem and endpoints.json go"
     )
     parser.add_argument("--seed", type=Path, default=None, help="seed file (YAML or JSON); default: one workspace")
@@ -45,6 +51,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         host=args.host,
         arm_port=args.arm_port,
         batch_port=args.batch_port,
+        batch_tls_port=args.batch_tls_port,
         seed=Seed.load(args.seed) if args.seed else Seed.default(),
         speed=args.speed,
         throttle=throttle_limits(

@@ -45,6 +45,7 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     arm_port: int = 0  # 0: any free port
     batch_port: int = 0
+    batch_tls_port: int = 0  # the Batch half over https (bearer tokens); 0: any free port
     seed: Seed = field(default_factory=Seed.default)
     speed: float = 1.0  # virtual seconds per real second
     throttle: ThrottleLimits = field(default_factory=ThrottleLimits)
@@ -143,14 +144,15 @@ class RunningEmulator:
     arm_url: str
     batch_url: str | None
     endpoints_file: Path
+    batch_tls_url: str | None = None
 
     @property
     def control_url(self) -> str:
         return f"{self.arm_url}/_emulator"
 
 
-def _port(runner: web.AppRunner) -> int:
-    address: Any = runner.addresses[0]
+def _port(runner: web.AppRunner, site: int = 0) -> int:
+    address: Any = runner.addresses[site]
     return int(address[1])
 
 
@@ -170,7 +172,7 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
         await arm_runner.setup()
         await web.TCPSite(arm_runner, config.host, config.arm_port, ssl_context=tls.server_context()).start()
         arm_url = _url("https", config.host, _port(arm_runner))
-        batch_url = None
+        batch_url = batch_tls_url = None
         builder = _batch_builder() if config.serve_batch else None
         if builder is not None:
             batch_app = instrument(
@@ -182,9 +184,14 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
             runners.append(batch_runner)
             await batch_runner.setup()
             await web.TCPSite(batch_runner, config.host, config.batch_port).start()
+            # The same data plane over TLS, as Azure serves it: azure-core sends a bearer (Microsoft Entra) token
+            # only over https. Shared-key clients may use either.
+            context = tls.server_context()
+            await web.TCPSite(batch_runner, config.host, config.batch_tls_port, ssl_context=context).start()
             batch_url = _url("http", config.host, _port(batch_runner))
+            batch_tls_url = _url("https", config.host, _port(batch_runner, 1))
         endpoints = config.state_dir / ENDPOINTS_FILE
-        running = RunningEmulator(state, tls, arm_url, batch_url, endpoints)
+        running = RunningEmulator(state, tls, arm_url, batch_url, endpoints, batch_tls_url)
         _write_endpoints(running)
         log.info("ARM emulator on %s (CA %s); Batch %s", arm_url, tls.ca, batch_url or "not served")
         yield running
@@ -199,6 +206,7 @@ def _write_endpoints(running: RunningEmulator) -> None:
         "armPort": int(running.arm_url.rsplit(":", 1)[1]),
         "batchUrl": running.batch_url,
         "batchPort": int(running.batch_url.rsplit(":", 1)[1]) if running.batch_url else None,
+        "batchTlsUrl": running.batch_tls_url,
         "controlUrl": running.control_url,
         "caFile": str(running.tls.ca),
         "token": running.state.config.token,
