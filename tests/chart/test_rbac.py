@@ -140,15 +140,20 @@ def test_secret_guard_lets_the_operator_change_only_its_finalizer(
     kubeconfig = service_account_kubeconfig(k8s, release, tmp_path / "operator.kubeconfig")
     k8s.kubectl("create", "secret", "generic", "sp", "-n", namespace, "--from-literal=AZURE_CLIENT_SECRET=s3cr3t")
 
-    def patch(kind: str, body: str) -> subprocess.CompletedProcess[str]:
-        return as_operator(kubeconfig, "patch", "secret", "sp", "-n", namespace, f"--type={kind}", "-p", body)
+    def patch(kind: str, body: str, *dry_run: str) -> subprocess.CompletedProcess[str]:
+        return as_operator(kubeconfig, "patch", "secret", "sp", "-n", namespace, f"--type={kind}", "-p", body, *dry_run)
 
     rewrite = '{"data": {"AZURE_CLIENT_SECRET": "ZXZpbA=="}}'
+    # A new policy takes a moment to be enforced: probe with server-side dry runs, which admission sees but
+    # which change nothing (a real write let through early would make every later probe a no-op).
     testbed.eventually(
-        lambda: "credentials-in-use finalizer" in patch("merge", rewrite).stderr,
+        lambda: "credentials-in-use finalizer" in patch("merge", rewrite, "--dry-run=server").stderr,
         timeout=30,
         what="the secret-guard policy is enforced",
     )
+    denied = patch("merge", rewrite)
+    assert denied.returncode != 0
+    assert "credentials-in-use finalizer" in denied.stderr, denied.stderr
     other = patch("strategic", '{"metadata": {"finalizers": ["example.com/keep"]}}')
     assert other.returncode != 0
     assert "credentials-in-use finalizer" in other.stderr, other.stderr
