@@ -64,7 +64,6 @@ async def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
     memo["kube"] = kube
     memo["amlcompute_client"] = AmlComputeClient(clients, kube, kube)
     memo["batchcompute_client"] = BatchComputeClient(clients, kube, kube)
-    memo["objects"] = kube
     memo["paralleljob_client"] = ParallelJobClient(clients, kube, kube)
 
 
@@ -145,9 +144,9 @@ def run(
     metrics_port: int = 9090,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM; watch ``namespaces``, or every namespace when empty."""
-    # Importing the kinds registers their handlers with kopf's default registry.
-    from amlops.handlers import kinds  # noqa: F401
+    from amlops.handlers import kinds
 
+    kinds.register(Settings())
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -10,6 +10,7 @@ under the object's lock (``bridge.write_outcome``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -33,23 +34,41 @@ from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
 from amlops.reconcile.outcome import Outcome
 from amlops.settings import Settings
-from amlops.status import REASON_WAITING_FOR_AZURE, progressing, stalled
+from amlops.status import stalled
 
-# Steady resources are looked at once per poll ceiling; the shared workspace poller makes that one list
-# call per workspace, however many resources it holds.
-STEADY_INTERVAL = Settings().poll_ceiling_seconds
-REQUEUE_SECONDS = Settings().requeue_seconds
 ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
+# After a pass: seconds until this object wants another look sooner than the steady timer gives it (None: no
+# need), e.g. a finished ParallelJob's ttlSecondsAfterFinished.
+AfterPass = Callable[[kopf.Body, Outcome, kopf.Memo], Awaitable[float | None]]
 
 
-async def _not_connected(body: kopf.Body, memo: kopf.Memo, deleting: bool) -> Outcome:
-    # Until a kind's Azure client exists, say so truthfully: seen and waiting, never Ready.
-    return Outcome(
-        conditions=tuple(
-            progressing(REASON_WAITING_FOR_AZURE, "amlops has seen this generation; no Azure client is set up")
-        ),
-        release_finalizer=deleting,
-    )
+@dataclass(frozen=True)
+class KindHandlers:
+    """What the handlers need of a kind besides its API model: its Azure client (from the operator memo, built
+    at start-up in ``app.connect``) and what runs after each pass."""
+
+    kind: type[CustomResource]
+    client: ClientFactory
+    after_pass: AfterPass | None = None
+    # Once an object is gone: what its client keeps for it alone (besides the shared clients' caches).
+    forget: Callable[[kopf.Memo, str], Awaitable[None]] | None = None
+
+
+async def _collect_ttl(body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> float | None:
+    return await ttl.collect(body, outcome, memo["kube"])
+
+
+REGISTRY: tuple[KindHandlers, ...] = (
+    KindHandlers(AmlCompute, lambda memo: memo["amlcompute_client"]),
+    KindHandlers(BatchCompute, lambda memo: memo["batchcompute_client"]),
+    KindHandlers(
+        ParallelJob,
+        lambda memo: memo["paralleljob_client"],
+        after_pass=_collect_ttl,
+        forget=lambda memo, uid: memo["paralleljob_client"].release(uid),
+    ),
+)
+assert {h.kind for h in REGISTRY} == set(KINDS), "every kind of the API has its handlers"
 
 
 def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[..., Awaitable[Outcome]]:
@@ -64,16 +83,18 @@ def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[...,
     return run
 
 
-FACTORIES: dict[str, ClientFactory] = {
-    AmlCompute.kind(): lambda memo: memo["amlcompute_client"],
-    BatchCompute.kind(): lambda memo: memo["batchcompute_client"],
-    ParallelJob.kind(): lambda memo: memo["paralleljob_client"],
-}
+def register(settings: Settings) -> None:
+    """Register every kind's handlers with kopf's default registry (``app.run`` calls it once)."""
+    for handlers in REGISTRY:
+        _register(handlers, settings)
 
 
-def _register(kind: type[CustomResource]) -> None:
-    factory = FACTORIES.get(kind.kind())
-    reconcile_kind = _engine(kind, factory) if factory else _not_connected
+def _register(handlers: KindHandlers, settings: Settings) -> None:
+    kind = handlers.kind
+    reconcile_kind = _engine(kind, handlers.client)
+    # Steady resources are looked at once per poll ceiling; the shared workspace poller makes that one list
+    # call per workspace, however many resources it holds.
+    steady_interval, requeue_seconds = settings.poll_ceiling_seconds, settings.requeue_seconds
     resource = (GROUP, VERSION, kind.plural())
     name = kind.kind()
 
@@ -88,8 +109,8 @@ def _register(kind: type[CustomResource]) -> None:
         return outcome
 
     async def collect(body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> None:
-        left = await ttl.collect(body, outcome, memo["objects"]) if kind is ParallelJob else None
-        if left is not None and left < STEADY_INTERVAL:  # sooner than the steady timer would look again
+        left = await handlers.after_pass(body, outcome, memo) if handlers.after_pass else None
+        if left is not None and left < steady_interval:  # sooner than the steady timer would look again
             raise kopf.TemporaryError(TTL_PENDING, delay=left)
 
     async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -101,7 +122,7 @@ def _register(kind: type[CustomResource]) -> None:
     async def on_arrival(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # No TemporaryError here while converging: for a change handler kopf keeps retry progress in
         # annotations, two more PATCHes per object per retry (a thousand objects created at once spent most
-        # of their apiserver writes on it). The poll timer looks again REQUEUE_SECONDS after the object's last
+        # of their apiserver writes on it). The poll timer looks again requeue_seconds after the object's last
         # change instead, and retries in memory.
         outcome = await handle(body, memo)
         await collect(body, outcome, memo)
@@ -112,7 +133,7 @@ def _register(kind: type[CustomResource]) -> None:
             # pass. A timer can fire before that (its idle clock starts at the object's creation, and the
             # finalizer PATCH may still be queued): a pass now would only observe and say "waiting". Look
             # again soon rather than after a whole steady interval: the timer follows the first pass up.
-            raise kopf.TemporaryError(WAITING_FOR_FINALIZER, delay=REQUEUE_SECONDS)
+            raise kopf.TemporaryError(WAITING_FOR_FINALIZER, delay=requeue_seconds)
         await on_change(body, memo)
 
     async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -125,19 +146,15 @@ def _register(kind: type[CustomResource]) -> None:
         await credentials_in_use.release_unused(memo["kube"], body, memo["settings"].default_credentials_secret)
         # Per-tenant caches (clients, credentials, pollers, stores) this object alone used go with it.
         await memo["clients"].release(uid)
-        if kind is ParallelJob:
-            await memo["paralleljob_client"].release(uid)
+        if handlers.forget is not None:
+            await handlers.forget(memo, uid)
 
     kopf.on.resume(*resource, id="reconcile")(on_arrival)
     kopf.on.create(*resource, id="reconcile")(on_arrival)
     # A spec change is rare and usually means Azure work: it retries at once rather than waiting for the timer,
     # which may be in the middle of a steady interval.
     kopf.on.update(*resource, id="reconcile")(on_change)
-    # Converging: every REQUEUE_SECONDS once the object has been quiet that long (idle keeps it from racing the
-    # change handlers); steady: every STEADY_INTERVAL.
-    kopf.timer(*resource, id="poll", interval=STEADY_INTERVAL, idle=REQUEUE_SECONDS)(on_poll)
+    # Converging: every requeue_seconds once the object has been quiet that long (idle keeps it from racing the
+    # change handlers); steady: every steady_interval.
+    kopf.timer(*resource, id="poll", interval=steady_interval, idle=requeue_seconds)(on_poll)
     kopf.on.delete(*resource, id="finalize")(on_delete)
-
-
-for _kind in KINDS:
-    _register(_kind)
