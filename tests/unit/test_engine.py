@@ -442,3 +442,22 @@ def test_next_update_attempts(
     previous: dict[str, Any] | None, diff: str, generation: int, count: int, why: str
 ) -> None:
     assert next_update_attempts(previous, diff, generation)["count"] == count, why
+
+
+@pytest.mark.parametrize(
+    ("why", "mr", "observation", "terminal"),
+    [
+        ("owned by someone else", managed(), Observation(True, owner=LIVE_OTHER), True),
+        ("failed in Azure", managed(), Observation(True, owner=OWNER, failure=("QuotaExceeded", "no cores")), True),
+        ("ObserveOnly and missing", managed(spec={"management_policy": "ObserveOnly"}), Observation(False), True),
+        ("converging is no stall", managed(), Observation(True, owner=OWNER, transitional=True), False),
+        ("ready is no stall", managed(), EXISTS_OURS, False),
+    ],
+)
+async def test_a_stalled_outcome_is_terminal_in_every_branch(
+    why: str, mr: Managed[Spec], observation: Observation, terminal: bool
+) -> None:
+    """The reconcile metric's ``stalled`` label is read from the conditions (issue 14: NotOwned, Failed and
+    ObserveOnly-missing were Stalled but counted ok)."""
+    outcome = await reconcile(mr, Scripted(observation=observation))
+    assert outcome.terminal is terminal, why

@@ -77,7 +77,7 @@ def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[...,
         try:
             mr = managed_from(kind, body, deleting=deleting, memo=memo)
         except TerminalError as e:
-            return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=timing.stalled, terminal=True)
+            return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=timing.stalled)
         return await reconcile(mr, factory(memo), timing)
 
     return run

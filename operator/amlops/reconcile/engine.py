@@ -82,7 +82,7 @@ async def reconcile(mr: Managed[Any], client: ExternalClient[Any], timing: Timin
             # nothing: the deletion is done. Waiting would keep the finalizer forever.
             message = f"nothing to delete in Azure: {e.reason}: {e.message}"
             return Outcome(conditions=tuple(progressing(REASON_DELETING, message)), release_finalizer=True)
-        return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=t.stalled, terminal=True)
+        return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=t.stalled)
 
 
 async def _reconcile(mr: Managed[Any], client: ExternalClient[Any], t: Timing) -> Outcome:
@@ -174,7 +174,6 @@ def _count_update(
         conditions=tuple(stalled(REASON_UPDATE_DOES_NOT_CONVERGE, message)),
         status={**status, UPDATE_ATTEMPTS: {**attempts, "count": MAX_UPDATE_ATTEMPTS}},
         requeue_after=t.stalled,
-        terminal=True,
     )
 
 
