@@ -21,6 +21,8 @@ from amlops.settings import Settings
 
 from .conftest import CHART, KUBE_VERSION, REPO, Helm, by_kind, one
 
+pytestmark = pytest.mark.tools
+
 # The fields of prometheus-operator's kinds that the chart sets, as the operator's CRDs require them.
 _DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"}
 MONITORING_SCHEMAS: dict[str, dict[str, Any]] = {

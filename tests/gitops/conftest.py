@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.gitops import gitops_support
+from tests.gitops.gitops_support import Operator, running_operator
 
 from amlops import testbed
-
-# --import-mode=importlib puts no test folder on sys.path; the helpers live next to the tests.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gitops_support
-from gitops_support import Operator, running_operator
 
 
 @pytest.fixture(scope="session")

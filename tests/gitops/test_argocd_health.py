@@ -6,9 +6,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import gitops_support as gs
 import pytest
 import yaml
+from tests.gitops import gitops_support as gs
+
+pytestmark = pytest.mark.tools
 
 EXPECTED = gs.expected()
 ACTIONS = gs.ARGOCD / "actions"

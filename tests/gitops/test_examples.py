@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import gitops_support as gs
 import pytest
 import yaml
+from tests.gitops import gitops_support as gs
 
 from amlops import testbed
 

@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import gitops_support as gs
 import pytest
+from tests.gitops import gitops_support as gs
 
 from amlops import testbed
+
+pytestmark = pytest.mark.tools
 
 EXPECTED = gs.expected()
 SAMPLES = gs.REPO / "samples"

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import gitops_support as gs
 import pytest
 import yaml
+from tests.gitops import gitops_support as gs
 
 from amlops import testbed
 

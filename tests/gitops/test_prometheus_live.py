@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import gitops_support as gs
 import pytest
-from gitops_support import RULES, Prometheus, dashboard_exprs, running_operator, running_prometheus
+from tests.gitops import gitops_support as gs
+from tests.gitops.gitops_support import RULES, Prometheus, dashboard_exprs, running_operator, running_prometheus
 
 from amlops import testbed
 

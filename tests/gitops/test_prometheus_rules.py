@@ -6,8 +6,11 @@ import json
 import re
 import subprocess
 
-import gitops_support as gs
+import pytest
 import yaml
+from tests.gitops import gitops_support as gs
+
+pytestmark = pytest.mark.tools
 
 RULES = gs.RULES
 DASHBOARD = gs.DASHBOARD
