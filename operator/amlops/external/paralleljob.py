@@ -23,7 +23,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,6 +168,15 @@ def reference(value: str, names: dict[str, Any], kind: str) -> str:
 
 
 @dataclass(frozen=True)
+class Step:
+    """observe()'s decision for update() (``Observation.intent``): the action, the tasks the job has, the plan."""
+
+    decision: m.Decision
+    added: int
+    index: PlanIndex | None
+
+
+@dataclass(frozen=True)
 class Layout:
     """Where everything of one job lives in blob storage."""
 
@@ -194,8 +203,6 @@ class ParallelJobClient:
         self._store_users = Leases[str]()  # which jobs use which store: closed when none does
         # Finished mini-batches by job: a completed task and its summary never change.
         self._finished: dict[str, dict[int, m.Finished]] = {}
-        # The last observe's decision, tasks added and plan, by uid, for update() in the same pass (object lock).
-        self._decisions: dict[str, tuple[m.Decision, int, PlanIndex | None]] = {}
 
     async def close(self) -> None:
         for store in self._stores.values():
@@ -204,7 +211,6 @@ class ParallelJobClient:
 
     async def release(self, uid: str) -> None:
         """The object is gone: drop what was kept for it, and close a store no other job uses."""
-        self._decisions.pop(uid, None)
         self._finished.pop(f"pj-{uid}", None)
         await self._close_stores(self._store_users.release(uid))
 
@@ -232,9 +238,9 @@ class ParallelJobClient:
         if not mr.deleting and m.unreleased(mr.status):
             # Finished before, its pool's release not recorded (a crash in between, or the job ended from outside).
             left = await self._pool_left(mr, client)
-            if left:
-                self._decisions[mr.uid] = (m.Decision(mr.status["phase"], m.Counts(0), "release"), 0, None)
-            return m.release_observation(mr.status, mr.owner, left)
+            observation = m.release_observation(mr.status, mr.owner, left)
+            release = m.Decision(mr.status["phase"], m.Counts(0), "release")
+            return replace(observation, intent=Step(release, 0, None)) if left else observation
         job = await batch_jobs.get_job(client, job_id(mr))
         if mr.deleting:
             return await self._observe_deleting(mr, client, job)
@@ -275,7 +281,6 @@ class ParallelJobClient:
         )
         decision = m.releasing(decision, decision.phase in m.TERMINAL and await self._pool_left(mr, client))
         ended = decision.phase in m.TERMINAL
-        self._decisions[mr.uid] = (decision, added, index)
         status = {
             **m.status_fields(decision, elapsed),
             "jobId": job_id(mr),
@@ -288,7 +293,7 @@ class ParallelJobClient:
         if ended:
             status["completionTime"] = _now()
             self._finished.pop(job_id(mr), None)
-        return m.observation(decision, status, mr.owner)
+        return replace(m.observation(decision, status, mr.owner), intent=Step(decision, added, index))
 
     async def _pool_left(self, mr: Mr, client: BatchClient) -> bool:
         """The pool amlops created for this job is still there (and not already going)."""
@@ -374,13 +379,12 @@ class ParallelJobClient:
         return None
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
-        remembered = self._decisions.pop(mr.uid, None)
-        if remembered is None:  # not observed in this pass (cannot happen through the engine): look first
-            await self.observe(mr)
-            remembered = self._decisions.pop(mr.uid, None)
-            if remembered is None:
+        step = observation.intent
+        if not isinstance(step, Step):  # observed by someone else than observe(): look first
+            step = (await self.observe(mr)).intent
+            if not isinstance(step, Step):
                 return None
-        decision, added, index = remembered
+        decision, added, index = step.decision, step.added, step.index
         client = await self._batch(mr)
         if client is None:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
@@ -411,7 +415,6 @@ class ParallelJobClient:
         await batch_jobs.delete_job(client, job_id(mr))
         await self._release_pool(mr, client)
         self._finished.pop(job_id(mr), None)
-        self._decisions.pop(mr.uid, None)
         return None
 
     async def _add(self, mr: Mr, client: BatchClient, layout: Layout, index: PlanIndex, added: int) -> None:

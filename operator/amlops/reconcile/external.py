@@ -71,6 +71,9 @@ class Observation:
     # Something a human must hear about even when the object goes (a pool that may be left behind): posted as
     # Events with this pass's status.
     events: tuple[EventRecord, ...] = ()
+    # What ``update()`` is to do, as ``observe()`` decided it (a kind's own value, e.g. a job's next step):
+    # it travels with the observation, so a client keeps no state between the two calls.
+    intent: Any = None
 
 
 class ExternalClient(Protocol[SpecT]):
