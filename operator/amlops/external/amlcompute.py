@@ -14,17 +14,14 @@ from amlops.api.amlcompute import AmlComputeSpec
 from amlops.azure.clients import AzureClients
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
-from amlops.external.compute_arm import owner_of
+from amlops.external import amlcompute_observe as o
 from amlops.external.credentials import connect
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
-from amlops.status import REASON_IMMUTABLE, ConditionUpdate
 
-QUOTA_SUFFICIENT = "QuotaSufficient"
-MIN_NODES_AVAILABLE = "MinNodesAvailable"
 REASON_VM_SIZE_NOT_AVAILABLE = "VmSizeNotAvailable"
 REASON_SECRET_MISSING = "SecretNotFound"
 
@@ -81,7 +78,9 @@ class AmlComputeClient:
 
     async def _preflight(
         self, ml: MlClient, mr: Mr, location: str
-    ) -> tuple[dict[str, Any] | None, ConditionUpdate | None]:
+    ) -> tuple[dict[str, Any] | None, tuple[bool, str] | None]:
+        """The VM size exists in the location (else Stalled) and the family's quota: (quota status, verdict).
+        The headroom is exported as a metric whoever asks."""
         sizes = await self._sizes.get(location, lambda: ml.vm_sizes(location))
         usages = await self._usages.get(f"{ml.subscription_id}/{location}", lambda: ml.usages(location))
         quota, size_error, sufficient = m.quota_check(mr.spec, sizes, usages)
@@ -91,12 +90,7 @@ class AmlComputeClient:
             metrics.QUOTA_HEADROOM_CORES.labels(ml.subscription_id, location, quota["family"]).set(
                 quota["limit"] - quota["usage"]
             )
-        if sufficient is None:
-            return quota, None
-        ok, message = sufficient
-        return quota, ConditionUpdate(
-            QUOTA_SUFFICIENT, "True" if ok else "False", "QuotaAvailable" if ok else "QuotaExceeded", message
-        )
+        return quota, sufficient
 
     def _poller_max_age(self, mr: Mr) -> float:
         s = self._clients.settings
@@ -120,66 +114,20 @@ class AmlComputeClient:
                 # The listing may be a poll interval old: confirm with a GET before anything is created.
                 body = await ml.get_compute(ws, name)
         location = (body or {}).get("location") or await self._location(ml, mr)
-        quota, quota_condition = await self._preflight(ml, mr, location)
-        conditions = (quota_condition,) if quota_condition else ()
+        quota, sufficient = await self._preflight(ml, mr, location)
         sync = {"lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "quota": quota}
-        pending = _pending_from(mr.status)
         if body is None:
-            return Observation(resource_exists=False, at_provider=sync, conditions=conditions)
-
-        failure = m.failure(body)
-        transitional = m.is_transitional(body)
-        if pending is not None and not transitional and pending.operation == "create":
-            # A finished create shows its outcome in the compute itself (Succeeded, or Failed with
-            # provisioningErrors): no need to read the operation.
-            pending = None
-        elif pending is not None and not transitional:
-            # Azure's GET says the operation has finished: one look at the operation itself catches what only
-            # it reports (a failed update); while Azure still converges the GET alone is enough.
+            return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
+        pending = _pending_from(mr.status)
+        state = None
+        if pending is not None and o.needs_operation_state(pending, body):
             state = await ml.operation_state(ws, name, pending)
-            if state is not None and not state.done:
-                transitional = True
-            elif state is not None and state.failed and failure is None:
-                failure = (state.error_code, state.error_message)
-                pending = None
-            else:
-                pending = None
-        status = {**m.from_arm(body), **sync}
-        if mr.spec.report_nodes and not transitional:
-            nodes, total = await ml.list_nodes(ws, name, self._clients.settings.nodes_report_limit)
-            status["nodes"] = [m.node_to_status(n) for n in nodes]
-            status["nodeCount"] = total
-        else:
-            status["nodes"] = None
-            status["nodeCount"] = None
-        patch, changes = m.diff(mr.spec, body)
-        if failure is None and (mismatch := m.vm_size_mismatch(mr.spec, body)):
-            failure = (REASON_IMMUTABLE, mismatch)
-        current = int(status.get("currentNodeCount") or 0)
-        wanted = mr.spec.scale_settings.min_node_count
-        min_nodes = ConditionUpdate(
-            MIN_NODES_AVAILABLE,
-            "True" if current >= wanted else "False",
-            "MinNodesAvailable" if current >= wanted else "WaitingForNodes",
-            f"{current} of minNodeCount {wanted} nodes allocated",
-        )
-        resizing = m.is_resizing(body)
-        return Observation(
-            resource_exists=True,
-            resource_up_to_date=not patch,
-            transitional=transitional,
-            transitional_reason=m.provisioning_state(body) or "WaitingForAzure",
-            settling=resizing,
-            message=(
-                f"{m.provisioning_state(body)}; allocation {status.get('allocationState')}: "
-                f"{status.get('currentNodeCount')} → {status.get('targetNodeCount')} nodes"
-            ),
-            failure=failure,
-            owner=owner_of(body),
-            at_provider=status,
-            conditions=(*conditions, min_nodes),
-            diff="; ".join(changes),
-            pending=pending if transitional else None,
+        progress = o.progress(pending, body, state)
+        nodes = None
+        if o.reports_nodes(mr.spec, progress.transitional):
+            nodes = await ml.list_nodes(ws, name, self._clients.settings.nodes_report_limit)
+        return o.observation(
+            mr.spec, body, sync=sync, quota=o.quota_condition(sufficient), progress_=progress, nodes=nodes
         )
 
     async def create(self, mr: Mr) -> Pending | None:
