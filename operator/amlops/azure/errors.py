@@ -60,6 +60,10 @@ ARM_CODES: dict[str, Class] = {
 
 DEFAULT_RETRY = 10.0
 THROTTLED = "Throttled"
+INSECURE_ENDPOINT = "InsecureEndpoint"
+# azure-core's BearerTokenCredentialPolicy refuses, before sending anything, to put a token on a plain-http URL:
+# no retry can change that, only another endpoint (or a shared key) can.
+_BEARER_OVER_HTTP = "Bearer token authentication is not permitted for non-TLS"
 
 
 def classify(code: str | None, status: int | None) -> Class:
@@ -113,6 +117,11 @@ def translate(error: Exception) -> ReconcileError:
         # No token at all (azure-identity's refusal: the identity platform's AADSTS code is in the message), as
         # opposed to a token Azure refused (ARM's own code, e.g. InvalidAuthenticationToken).
         return TerminalError("AuthenticationFailed", str(error).splitlines()[0])
+    if isinstance(error, ServiceRequestError) and _BEARER_OVER_HTTP in str(error):
+        return TerminalError(
+            INSECURE_ENDPOINT,
+            "a Microsoft Entra ID token is sent only over https: use an https endpoint (or a shared key)",
+        )
     if isinstance(error, ServiceRequestError | ServiceResponseError):
         return RetryableError("WaitingForAzure", f"Azure unreachable: {error}", DEFAULT_RETRY)
     if isinstance(error, HttpResponseError):
