@@ -118,7 +118,9 @@ class AmlComputeClient:
                 # The listing may be a poll interval old: confirm with a GET before anything is created.
                 body = await ml.get_compute(ws, name)
         location = (body or {}).get("location") or await self._location(ml, mr)
-        quota, quota_condition = await self._preflight(ml, mr, location)
+        # The size and quota pre-flight judges a create or an update; a deletion needs neither (an unknown vmSize
+        # would otherwise keep the finalizer of an object that never created anything).
+        quota, quota_condition = (None, None) if mr.deleting else await self._preflight(ml, mr, location)
         conditions = (quota_condition,) if quota_condition else ()
         sync = {"lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "quota": quota}
         pending = _pending_from(mr.status)
