@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.core.rest import HttpRequest
@@ -48,3 +48,17 @@ def test_an_unreachable_endpoint_is_waited_for(raised: Exception) -> None:
     error = translate(raised)
     assert isinstance(error, RetryableError)
     assert error.reason == "WaitingForAzure"
+
+
+def test_a_storage_error_keeps_its_code_and_drops_the_request_trailer() -> None:
+    """azure-storage-blob raises with ``error_code`` from ``x-ms-error-code`` and a message ending in RequestId,
+    Time and ErrorCode lines (as Azurite answered a listing of a missing container)."""
+    raised = HttpResponseError(
+        message="The specified container does not exist.\nRequestId:d16af0b8\nTime:2026-11-29T08:45:26.797Z\n"
+        "ErrorCode:ContainerNotFound"
+    )
+    raised.status_code = 404
+    raised.error_code = "ContainerNotFound"  # type: ignore[attr-defined]
+    error = translate(raised)
+    assert isinstance(error, TerminalError)
+    assert (error.reason, error.message) == ("ContainerNotFound", "The specified container does not exist.")

@@ -93,12 +93,14 @@ def retry_after(error: HttpResponseError) -> float | None:
 
 
 def error_code(error: HttpResponseError) -> str | None:
-    """ARM puts the code under ``error``; the Batch data plane answers OData (``BatchError`` in ``model``)."""
+    """ARM puts the code under ``error``; the Batch data plane answers OData (``BatchError`` in ``model``); Blob
+    storage's SDK sets ``error_code`` from the ``x-ms-error-code`` header (``ContainerNotFound``)."""
     for inner in (getattr(error, "error", None), getattr(error, "model", None)):
         code = getattr(inner, "code", None)
         if code:
             return str(code)
-    return None
+    code = getattr(error, "error_code", None)
+    return str(code) if code else None
 
 
 def error_message(error: HttpResponseError) -> str:
@@ -107,8 +109,13 @@ def error_message(error: HttpResponseError) -> str:
         return str(message)
     model_message = getattr(getattr(error, "model", None), "message", None)
     if value := getattr(model_message, "value", None):
-        return str(value).split("\nRequestId:", 1)[0]
-    return error.message or str(error)
+        return _without_trailer(str(value))
+    return _without_trailer(error.message or str(error))
+
+
+def _without_trailer(message: str) -> str:
+    """Batch and Blob storage end a message with request id, time and code lines: noise in a condition."""
+    return message.split("\nRequestId:", 1)[0]
 
 
 def translate(error: Exception) -> ReconcileError:
