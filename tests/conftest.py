@@ -66,11 +66,13 @@ class OperatorProcess:
 def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(*namespaces: str, extra_env: dict[str, str] | None = None) -> OperatorProcess:
+    def start(*namespaces: str, extra_env: dict[str, str] | None = None, verbose: bool = True) -> OperatorProcess:
         port, metrics_port = testbed.free_port(), testbed.free_port()
         liveness = f"http://127.0.0.1:{port}/healthz"
         log = tmp_path / f"operator-{len(started)}.log"
-        args = [sys.executable, "-m", "amlops", "run", "--liveness", liveness, "--verbose"]
+        args = [sys.executable, "-m", "amlops", "run", "--liveness", liveness]
+        # Verbose by default (a failing test shows every step); a test of thousands of objects turns it off.
+        args += ["--verbose"] if verbose else []
         args += ["--metrics-port", str(metrics_port)]
         for ns in namespaces:
             args += ["--namespace", ns]
@@ -169,8 +171,10 @@ def start_azure(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
     """Start ``amlops emulator`` processes (ARM over HTTPS + Batch); all are stopped after the test."""
     started: list[EmulatorProcess] = []
 
-    def start(speed: float = 60.0) -> EmulatorProcess:
-        emulator = EmulatorProcess(testbed.start_emulator(tmp_path / f"emulator-{len(started)}", speed=speed))
+    def start(speed: float = 60.0, *extra_args: str) -> EmulatorProcess:
+        """``extra_args``: emulator flags, e.g. ``--writes-bucket 100000`` for a test of many objects."""
+        state = tmp_path / f"emulator-{len(started)}"
+        emulator = EmulatorProcess(testbed.start_emulator(state, *extra_args, speed=speed))
         started.append(emulator)
         return emulator
 

@@ -210,3 +210,6 @@ def test_unknown_vm_size_is_stalled(k8s: testbed.Testbed, namespace: str, start_
     assert stalled is not None
     assert stalled["reason"] == "VmSizeNotAvailable"
     assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") is None
+    # Nothing was created, so nothing holds the deletion (the pre-flight judges creates, not deletions).
+    k8s.kubectl("delete", "amlcompute/odd", "-n", namespace, "--wait=false")
+    testbed.eventually(lambda: testbed.get_object(k8s, "amlcompute", "odd", namespace) is None, what="CR gone")

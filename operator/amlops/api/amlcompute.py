@@ -9,6 +9,8 @@ from pydantic import ConfigDict, Field
 
 from amlops.api.common import (
     AZURE_NAME,
+    COMPUTE_NAME,
+    COMPUTE_NAME_RULE,
     ApiModel,
     Credentials,
     ManagementPolicy,
@@ -27,11 +29,9 @@ from amlops.api.kind import (
     Definition,
     Names,
     PrinterColumn,
-    Rule,
     ScaleSubresource,
 )
 
-COMPUTE_NAME = r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$"
 # ARM ids are case-insensitive; the apiserver (Go RE2) and pydantic (Rust regex) both read (?i).
 _SEGMENT = r"[^/?#]+"
 IDENTITY_ID = (
@@ -267,12 +267,6 @@ class AmlCompute(CustomResource):
             REASON_COLUMN,
             AGE_COLUMN,
         ),
-        rules=(
-            Rule(
-                "has(self.spec.computeName) || self.metadata.name.matches('^[a-zA-Z][a-zA-Z0-9-]{1,15}$')",
-                "metadata.name is not a valid Azure compute name (2-16 letters, digits or hyphens, starting "
-                "with a letter): set spec.computeName",
-            ),
-        ),
+        rules=(COMPUTE_NAME_RULE,),
         scale=ScaleSubresource(".spec.scaleSettings.maxNodeCount", ".status.targetNodeCount"),
     )

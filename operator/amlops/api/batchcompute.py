@@ -8,6 +8,8 @@ from pydantic import ConfigDict, Field
 
 from amlops.api.common import (
     AZURE_NAME,
+    COMPUTE_NAME,
+    COMPUTE_NAME_RULE,
     ApiModel,
     Credentials,
     ManagementPolicy,
@@ -101,7 +103,7 @@ class BatchComputeSpec(ApiModel):
     credentials: Credentials | None = Field(default=None, description="Azure credential for ARM calls.")
     compute_name: str | None = Field(
         default=None,
-        pattern=r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$",
+        pattern=COMPUTE_NAME,
         description="Seed: name. Compute target name in the workspace; defaults to metadata.name (immutable).",
     )
     batch_account: BatchAccountRef | None = Field(
@@ -182,6 +184,7 @@ class BatchCompute(CustomResource):
             AGE_COLUMN,
         ),
         rules=(
+            COMPUTE_NAME_RULE,
             Rule(
                 "has(self.spec.batchAccount) != has(self.spec.resourceId)",
                 "set exactly one of spec.batchAccount and spec.resourceId",

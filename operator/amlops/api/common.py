@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
+from amlops.api.kind import Rule
+
 
 class ApiModel(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields ignored (the apiserver prunes them anyway)."""
@@ -27,6 +29,13 @@ AZURE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.()-]{0,89}$"
 OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 OBJECT_NAME_MAX = 253
 DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+# An Azure ML compute target's name (AmlCompute and BatchCompute alike); it defaults to metadata.name.
+COMPUTE_NAME = r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$"
+COMPUTE_NAME_RULE = Rule(
+    f"has(self.spec.computeName) || self.metadata.name.matches('{COMPUTE_NAME}')",
+    "metadata.name is not a valid Azure compute name (2-16 letters, digits or hyphens, starting with a letter): "
+    "set spec.computeName",
+)
 SUBSCRIPTION_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 

@@ -7,7 +7,7 @@ The spec cannot change once the job exists, except ``suspend`` (a CEL transition
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
@@ -41,12 +41,14 @@ REFERENCE = r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$"
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-def _strings(description: str) -> JsonDict:
-    return {
-        "description": description,
-        "maxProperties": MAP_ENTRIES,
-        "additionalProperties": {"type": "string", "maxLength": TEXT},
-    }
+# Bounded in the model itself (not only in the CRD's schema), so the model refuses what the apiserver refuses.
+Text = Annotated[str, Field(max_length=TEXT)]
+Short = Annotated[str, Field(max_length=SHORT)]
+
+
+def _strings(description: str) -> Any:
+    """A map of strings: at most ``MAP_ENTRIES`` entries of at most ``TEXT`` characters."""
+    return Field(default_factory=dict, max_length=MAP_ENTRIES, description=description)
 
 
 class ComputeRef(ApiModel):
@@ -106,12 +108,11 @@ class Environment(ApiModel):
         "section is installed on each node; python and pip entries are the node's own; other conda packages "
         "are refused (InvalidSpec): Batch nodes have no conda.",
     )
-    pip_requirements: list[str] = Field(
+    pip_requirements: list[Short] = Field(
         default_factory=list,
         max_length=MAP_ENTRIES,
         description="pip requirement lines (as in requirements.txt; relative paths are relative to task.code). "
         "Installed once per node with the node's python3 -m pip into a folder shared by its mini-batches.",
-        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
     )
 
 
@@ -196,15 +197,11 @@ class ParallelJobSpec(ApiModel):
     compute: ComputeRef = Field(description="Seed: compute.")
     display_name: str | None = Field(default=None, max_length=SHORT, description="Seed: display_name.")
     description: str | None = Field(default=None, max_length=TEXT, description="Seed: description.")
-    tags: dict[str, str] = Field(default_factory=dict, json_schema_extra=_strings("Seed: tags."))
-    properties: dict[str, str] = Field(default_factory=dict, json_schema_extra=_strings("Seed: properties."))
+    tags: dict[str, Text] = _strings("Seed: tags.")
+    properties: dict[str, Text] = _strings("Seed: properties.")
     experiment_name: str | None = Field(default=None, max_length=SHORT, description="Seed: experiment_name.")
-    inputs: dict[str, JobInput] = Field(
-        default_factory=dict, json_schema_extra={"description": "Seed: inputs.", "maxProperties": MAP_ENTRIES}
-    )
-    outputs: dict[str, JobOutput] = Field(
-        default_factory=dict, json_schema_extra={"description": "Seed: outputs.", "maxProperties": MAP_ENTRIES}
-    )
+    inputs: dict[str, JobInput] = Field(default_factory=dict, max_length=MAP_ENTRIES, description="Seed: inputs.")
+    outputs: dict[str, JobOutput] = Field(default_factory=dict, max_length=MAP_ENTRIES, description="Seed: outputs.")
     input_data: str = Field(
         pattern=r"^\$\{\{inputs\.[A-Za-z_][A-Za-z0-9_]*\}\}$",
         description="Seed: input_data, e.g. ${{inputs.data}}: the input that is split into mini-batches.",
@@ -215,12 +212,11 @@ class ParallelJobSpec(ApiModel):
         pattern=r"^\s*[0-9]+\s*([KkMmGg][Bb]?|[Bb])?\s*$",
         description="Seed: mini_batch_size. Files per mini-batch (10), or for tabular input a size (10MB).",
     )
-    partition_keys: list[str] = Field(
+    partition_keys: list[Short] = Field(
         default_factory=list,
         max_length=16,
         description="Seed: partition_keys. File inputs: keys of key=value folder segments; tabular inputs: column "
         "names. A mini-batch never mixes key values; a key group larger than miniBatchSize is cut into several.",
-        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
     )
     max_concurrency_per_instance: int = Field(
         default=1, ge=1, le=256, description="Seed: max_concurrency_per_instance. taskSlotsPerNode of the pool."
@@ -233,9 +229,7 @@ class ParallelJobSpec(ApiModel):
         default=-1, ge=-1, description="Seed: mini_batch_error_threshold. Failed mini-batches tolerated; -1 ignores."
     )
     retry_settings: RetrySettings = Field(default_factory=RetrySettings, description="Seed: retry_settings.")
-    environment_variables: dict[str, str] = Field(
-        default_factory=dict, json_schema_extra=_strings("Seed: environment_variables. Set for every mini-batch.")
-    )
+    environment_variables: dict[str, Text] = _strings("Seed: environment_variables. Set for every mini-batch.")
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Seed: logging_level."
     )

@@ -61,6 +61,10 @@ ARM_CODES: dict[str, Class] = {
 
 DEFAULT_RETRY = 10.0
 THROTTLED = "Throttled"
+INSECURE_ENDPOINT = "InsecureEndpoint"
+# azure-core's BearerTokenCredentialPolicy refuses, before sending anything, to put a token on a plain-http URL:
+# no retry can change that, only another endpoint (or a shared key) can.
+_BEARER_OVER_HTTP = "Bearer token authentication is not permitted for non-TLS"
 
 
 def classify(code: str | None, status: int | None) -> Class:
@@ -78,12 +82,14 @@ def retry_after(error: HttpResponseError) -> float | None:
 
 
 def error_code(error: HttpResponseError) -> str | None:
-    """ARM puts the code under ``error``; the Batch data plane answers OData (``BatchError`` in ``model``)."""
+    """ARM puts the code under ``error``; the Batch data plane answers OData (``BatchError`` in ``model``); Blob
+    storage's SDK sets ``error_code`` from the ``x-ms-error-code`` header (``ContainerNotFound``)."""
     for inner in (getattr(error, "error", None), getattr(error, "model", None)):
         code = getattr(inner, "code", None)
         if code:
             return str(code)
-    return None
+    code = getattr(error, "error_code", None)
+    return str(code) if code else None
 
 
 def error_message(error: HttpResponseError) -> str:
@@ -92,8 +98,13 @@ def error_message(error: HttpResponseError) -> str:
         return str(message)
     model_message = getattr(getattr(error, "model", None), "message", None)
     if value := getattr(model_message, "value", None):
-        return str(value).split("\nRequestId:", 1)[0]
-    return error.message or str(error)
+        return _without_trailer(str(value))
+    return _without_trailer(error.message or str(error))
+
+
+def _without_trailer(message: str) -> str:
+    """Batch and Blob storage end a message with request id, time and code lines: noise in a condition."""
+    return message.split("\nRequestId:", 1)[0]
 
 
 def translate(error: Exception) -> ReconcileError:
@@ -102,6 +113,11 @@ def translate(error: Exception) -> ReconcileError:
         # No token at all (azure-identity's refusal: the identity platform's AADSTS code is in the message), as
         # opposed to a token Azure refused (ARM's own code, e.g. InvalidAuthenticationToken).
         return TerminalError("AuthenticationFailed", str(error).splitlines()[0])
+    if isinstance(error, ServiceRequestError) and _BEARER_OVER_HTTP in str(error):
+        return TerminalError(
+            INSECURE_ENDPOINT,
+            "a Microsoft Entra ID token is sent only over https: use an https endpoint (or a shared key)",
+        )
     if isinstance(error, ServiceRequestError | ServiceResponseError):
         return RetryableError("WaitingForAzure", f"Azure unreachable: {error}", DEFAULT_RETRY)
     if isinstance(error, HttpResponseError):

@@ -114,7 +114,9 @@ class AmlComputeClient:
                 # The listing may be a poll interval old: confirm with a GET before anything is created.
                 body = await ml.get_compute(ws, name)
         location = (body or {}).get("location") or await self._location(ml, mr)
-        quota, sufficient = await self._preflight(ml, mr, location)
+        # The size and quota pre-flight judges a create or an update; a deletion needs neither (an unknown vmSize
+        # would otherwise keep the finalizer of an object that never created anything).
+        quota, sufficient = (None, None) if mr.deleting else await self._preflight(ml, mr, location)
         sync = {"lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "quota": quota}
         if body is None:
             return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
