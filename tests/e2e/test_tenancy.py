@@ -272,3 +272,29 @@ def test_the_batch_data_plane_acts_with_the_resources_own_service_principal(
     assert stalled is not None
     assert stalled["reason"] == "AuthenticationFailed"
     assert "aad-wrong-pool" not in pools(azure)
+
+
+def test_objects_that_could_never_reach_azure_are_deleted_without_waiting(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    """Found by the spec fuzz: a credentials Secret that never existed, and a BatchCompute whose endpoint was
+    never the account's, kept their finalizers for ever. Neither could have created anything there (the data
+    plane was never reachable; a used Secret would have been kept by the in-use finalizer): deletion ends, the
+    attach is detached, and a Warning says what amlops could not reach."""
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("nosecret", compute_name(), credentials={"secretRef": {"name": "no-such-secret"}}))
+    doc = yaml.safe_load(batch_manifest("elsewhere", cname, endpoint="https://collector.example/acct"))
+    doc["spec"].pop("batchCredentials")
+    apply(k8s, namespace, yaml.safe_dump(doc))
+    assert condition(wait_condition(k8s, namespace, "nosecret", "Stalled"), "Stalled")["reason"] == "CredentialsMissing"  # type: ignore[index]
+    assert condition(batch_wait(k8s, namespace, "elsewhere", "Stalled"), "Stalled")["reason"] == "EndpointNotAllowed"  # type: ignore[index]
+    status, _ = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert status == 200, "the attach went through ARM before the data plane was refused"
+    k8s.kubectl("delete", "amlcompute/nosecret", "batchcompute/elsewhere", "-n", namespace, "--timeout=120s")
+    status, _ = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert status == 404, "detached, not left attached"
+    events = json.loads(
+        k8s.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=CredentialsGone", "-o", "json")
+    )
+    assert [e["involvedObject"]["name"] for e in events["items"]] == ["nosecret"]

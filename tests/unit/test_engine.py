@@ -461,3 +461,17 @@ async def test_a_stalled_outcome_is_terminal_in_every_branch(
     ObserveOnly-missing were Stalled but counted ok)."""
     outcome = await reconcile(mr, Scripted(observation=observation))
     assert outcome.terminal is terminal, why
+
+
+async def test_a_deletion_without_credentials_it_may_use_ends_with_a_warning() -> None:
+    """No credentials Secret (one that was used is kept by the in-use finalizer, so this one never was): the
+    finalizer goes, with a Warning saying what may be left, instead of a namespace deletion that never ends."""
+    missing = TerminalError("CredentialsMissing", "Secret ns/sp (spec.credentials) not found")
+    outcome = await reconcile(managed(deleting=True), Scripted(observe_error=missing))
+    assert outcome.release_finalizer
+    (event,) = outcome.events
+    assert (event.type, event.reason) == ("Warning", "CredentialsGone")
+    assert "Secret ns/sp" in event.message
+    alive = await reconcile(managed(), Scripted(observe_error=missing))
+    assert alive.terminal, "not being deleted: Stalled as ever"
+    assert not alive.release_finalizer

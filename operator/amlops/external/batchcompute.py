@@ -14,6 +14,7 @@ from azure.batch.aio import BatchClient
 from amlops.api.batchcompute import BatchComputeSpec
 from amlops.azure import batch
 from amlops.azure.clients import AzureClients
+from amlops.azure.errors import INSECURE_ENDPOINT
 from amlops.external import batchcompute_map as m
 from amlops.external.amlcompute import workspace_of
 from amlops.external.compute_arm import owner_of
@@ -30,6 +31,8 @@ Mr = Managed[BatchComputeSpec]
 REASON_ACCOUNT_MISMATCH = "AttachedAccountMismatch"
 REASON_ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
 REASON_NOT_OWNED = "NotOwned"
+# A spec that cannot reach the account's data plane could never have created a pool there.
+DATA_PLANE_NEVER_REACHED = frozenset({REASON_ENDPOINT_NOT_ALLOWED, REASON_CREDENTIALS_MISSING, INSECURE_ENDPOINT})
 
 
 def compute_name(mr: Mr) -> str:
@@ -142,12 +145,24 @@ class BatchComputeClient:
             body = None
         status = m.attached_status(body) if body is not None else {}
         location = status.get("clusterLocation") or mr.status.get("clusterLocation")
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
-        pools = [p for p in await batch.list_pools(client) if mr.owns(m.pool_owner(p)) and p.get("state") != "deleting"]
+        pools = await self._own_pools(mr, location)
         if body is None:
             return Observation(bool(pools), owner=mr.owner)
         transitional = str(status.get("provisioningState") or "").lower() == "deleting" and not pools
         return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)
+
+    async def _own_pools(self, mr: Mr, location: str | None) -> list[dict[str, Any]]:
+        """The pools amlops created for this object and not already going. None can exist when this spec could
+        never reach the data plane (its endpoint is not the account's, or its shared-key Secret never existed: a
+        used one is kept by the in-use finalizer): then the detach goes ahead instead of waiting for ever."""
+        try:
+            client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
+            pools = await batch.list_pools(client)
+        except TerminalError as e:
+            if e.reason in DATA_PLANE_NEVER_REACHED:
+                return []
+            raise
+        return [p for p in pools if mr.owns(m.pool_owner(p)) and str(p.get("state")) != "deleting"]
 
     async def observe(self, mr: Mr) -> Observation:
         if mr.deleting:
@@ -219,9 +234,10 @@ class BatchComputeClient:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         location = mr.status.get("clusterLocation")
-        client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
-        for pool in await batch.list_pools(client):
-            if mr.owns(m.pool_owner(pool)) and str(pool.get("state")) != "deleting":
+        pools = await self._own_pools(mr, location)
+        if pools:
+            client = await batch_client(self._clients, self._secrets, mr.namespace, mr.spec, location, mr.uid)
+            for pool in pools:
                 await batch.delete_pool(client, str(pool["id"]))
         pending = await ml.begin_delete_compute(ws, compute_name(mr), "Detach")
         self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))

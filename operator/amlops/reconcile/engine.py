@@ -42,6 +42,7 @@ from amlops.status import (
     RECONCILING,
     STALLED,
     ConditionUpdate,
+    EventRecord,
     progressing,
     ready,
     stalled,
@@ -51,6 +52,7 @@ REASON_NOT_OWNED = "NotOwned"
 REASON_NOT_FOUND = "ResourceNotFound"
 REASON_WAITING_FOR_FINALIZER = "WaitingForFinalizer"
 REASON_WAITING_FOR_DEPENDENTS = "WaitingForDependents"
+REASON_CREDENTIALS_GONE = "CredentialsGone"
 REASON_UPDATE_DOES_NOT_CONVERGE = "UpdateDoesNotConverge"
 # Updates with the same diff (same generation) before the diff counts as one that never converges.
 MAX_UPDATE_ATTEMPTS = 3
@@ -82,6 +84,15 @@ async def reconcile(mr: Managed[Any], client: ExternalClient[Any], timing: Timin
             # nothing: the deletion is done. Waiting would keep the finalizer forever.
             message = f"nothing to delete in Azure: {e.reason}: {e.message}"
             return Outcome(conditions=tuple(progressing(REASON_DELETING, message)), release_finalizer=True)
+        if mr.deleting and policy.never_reached(e.reason):
+            # No credentials this object may use: waiting for them would keep the finalizer (and a namespace
+            # being deleted) forever. Said in a Warning, in case anything was created with credentials since gone.
+            message = f"amlops cannot reach Azure for this object ({e.message}); anything it created there is left"
+            return Outcome(
+                conditions=tuple(progressing(REASON_DELETING, message)),
+                release_finalizer=True,
+                events=(EventRecord("Warning", REASON_CREDENTIALS_GONE, message),),
+            )
         return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=t.stalled)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from amlops.reconcile.managed import Managed
+from amlops.status import REASON_CREDENTIALS_MISSING
 
 # deletionPolicy values that leave the Azure resource alone (BatchCompute's Detach still calls delete():
 # detaching is the client's way of deleting an attached compute; the Batch account itself is never touched).
@@ -66,6 +67,13 @@ def not_owned_message(mr: Managed[Any], azure_owner: str | None) -> str:
         f"{azure_owner or 'none'}); set spec.adopt: true to take it over (only possible when it has no owner tag "
         f"or its owner no longer exists)"
     )
+
+
+def never_reached(code: str) -> bool:
+    """``code`` says amlops cannot act in Azure for this object with what its namespace holds (no credentials it
+    may use): a deletion cannot wait for them. A credentials Secret an object used is kept by the in-use
+    finalizer until the object is gone, so a missing one was never used: nothing was created with it."""
+    return code == REASON_CREDENTIALS_MISSING
 
 
 def nothing_left(code: str) -> bool:
