@@ -113,3 +113,29 @@ def test_deleting_an_object_whose_workspace_does_not_exist_completes(
 
     if kind == "amlcompute":  # a BatchCompute reads a missing workspace as "nothing attached" and goes quietly
         testbed.eventually(told, what="an Event says why the deletion ended")
+
+
+def test_an_amlcompute_never_acts_on_a_compute_of_another_type(
+    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+) -> None:
+    """Found by the spec fuzz: an AmlCompute (adopt, reportNodes) named like an attached Batch compute was
+    Stalled with listNodes' BadRequest and its deletion never ended. It is Stalled ComputeTypeMismatch, Azure
+    sees no write, and deleting it leaves the attached compute as it was (the seed: detaching/deleting through
+    the wrong type changes nothing)."""
+    start_operator(namespace, extra_env=azure.operator_env())
+    test_batchcompute.key_secret(k8s, namespace)
+    cname = compute_name()
+    apply(k8s, namespace, test_batchcompute.manifest("batch", cname))
+    test_batchcompute.wait(k8s, namespace, "batch", "Ready")
+    azure.control("DELETE", "/stats")
+    apply(k8s, namespace, manifest("lookalike", cname, adopt=True, reportNodes=True))
+    stalled = condition(wait_condition(k8s, namespace, "lookalike", "Stalled"), "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "ComputeTypeMismatch"
+    assert "type Batch" in stalled["message"]
+    k8s.kubectl("delete", "amlcompute/lookalike", "-n", namespace, "--timeout=60s")
+    writes = [op for op in azure.operations() if op.split("_")[-1] in ("CreateOrUpdate", "Update", "Delete")]
+    assert writes == [], writes
+    status, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert status == 200
+    assert body["properties"]["computeType"] == "Batch"

@@ -475,3 +475,27 @@ async def test_a_deletion_without_credentials_it_may_use_ends_with_a_warning() -
     alive = await reconcile(managed(), Scripted(observe_error=missing))
     assert alive.terminal, "not being deleted: Stalled as ever"
     assert not alive.release_finalizer
+
+
+@pytest.mark.parametrize(
+    ("why", "mr", "calls", "released", "reason"),
+    [
+        ("a compute of another type is never taken over", managed(spec={"adopt": True}), ["observe"], False,
+         "ComputeTypeMismatch"),
+        ("nor deleted: the object just goes", managed(deleting=True, spec={"adopt": True}), ["observe"], True, None),
+        ("not even observed as one's own", managed(spec={"management_policy": "ObserveOnly"}), ["observe"], False,
+         "ComputeTypeMismatch"),
+    ],
+)  # fmt: skip
+async def test_a_resource_of_another_type_is_never_ours(
+    why: str, mr: Managed[Spec], calls: list[str], released: bool, reason: str | None
+) -> None:
+    """The seed: deleting an AmlCompute whose name an attached compute holds must change nothing."""
+    client = Scripted(observation=Observation(True, foreign_type="Batch", owner=None))
+    outcome = await reconcile(mr, client)
+    assert client.calls == calls, why
+    assert outcome.release_finalizer is released, why
+    if reason:
+        stalled = next(c for c in outcome.conditions if c.type == "Stalled")
+        assert (stalled.status, stalled.reason) == ("True", reason), why
+        assert "type Batch" in stalled.message

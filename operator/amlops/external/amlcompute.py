@@ -15,6 +15,7 @@ from amlops.azure.clients import AzureClients
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external import amlcompute_observe as o
+from amlops.external.compute_arm import owner_of
 from amlops.external.credentials import connect
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
@@ -120,6 +121,8 @@ class AmlComputeClient:
         sync = {"lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "quota": quota}
         if body is None:
             return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
+        if (other := o.foreign_type(body)) is not None:
+            return Observation(True, foreign_type=other, owner=owner_of(body))
         pending = _pending_from(mr.status)
         state = None
         if pending is not None and o.needs_operation_state(pending, body):

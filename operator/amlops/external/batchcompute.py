@@ -143,6 +143,8 @@ class BatchComputeClient:
             if not nothing_left(e.reason):
                 raise
             body = None
+        if body is not None and (other := m.foreign_type(body)) is not None:
+            return Observation(True, foreign_type=other, owner=owner_of(body))
         status = m.attached_status(body) if body is not None else {}
         location = status.get("clusterLocation") or mr.status.get("clusterLocation")
         pools = await self._own_pools(mr, location)
@@ -170,6 +172,8 @@ class BatchComputeClient:
         body = await self._attached(mr)
         if body is None:
             return Observation(resource_exists=False)
+        if (other := m.foreign_type(body)) is not None:
+            return Observation(True, foreign_type=other, owner=owner_of(body))
         status = m.attached_status(body)
         if m.attached_account(body).lower() != m.account_id(mr.spec).lower():
             message = f"{compute_name(mr)} is attached to {m.attached_account(body)}, not {m.account_id(mr.spec)}"

@@ -37,6 +37,7 @@ from amlops.settings import Settings
 from amlops.status import stalled
 
 ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
+RELEASED = "released"  # per-object memo: the deletion has let go of Azure; no pass acts on the object any more
 # After a pass: seconds until this object wants another look sooner than the steady timer gives it (None: no
 # need), e.g. a finished ParallelJob's ttlSecondsAfterFinished.
 AfterPass = Callable[[kopf.Body, Outcome, kopf.Memo], Awaitable[float | None]]
@@ -99,9 +100,17 @@ def _register(handlers: KindHandlers, settings: Settings) -> None:
     name = kind.kind()
 
     async def handle(body: kopf.Body, memo: kopf.Memo, deleting: bool = False) -> Outcome:
+        # A body marked for deletion is handled as a deletion whichever handler holds it, and nothing acts once
+        # the object has let go of Azure: a timer pass that waited for the lock behind the deletion would
+        # otherwise find the Azure resource gone and create it again, for an object about to disappear.
+        deleting = deleting or bool(body.metadata.get("deletionTimestamp"))
         async with object_lock(memo):
+            if memo.get(RELEASED):
+                return Outcome(release_finalizer=deleting)
             with metrics.RECONCILE_DURATION.labels(name).time():
                 outcome = await reconcile_kind(body, memo, deleting)
+            if deleting and outcome.release_finalizer:
+                memo[RELEASED] = True
             await write_outcome(outcome, plural=kind.plural(), body=body, memo=memo, writer=memo["kube"])
         result = "stalled" if outcome.terminal else "retry" if outcome.retry else "ok"
         metrics.RECONCILE_TOTAL.labels(name, result).inc()

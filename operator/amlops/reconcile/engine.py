@@ -49,6 +49,7 @@ from amlops.status import (
 )
 
 REASON_NOT_OWNED = "NotOwned"
+REASON_TYPE_MISMATCH = "ComputeTypeMismatch"
 REASON_NOT_FOUND = "ResourceNotFound"
 REASON_WAITING_FOR_FINALIZER = "WaitingForFinalizer"
 REASON_WAITING_FOR_DEPENDENTS = "WaitingForDependents"
@@ -116,13 +117,20 @@ async def _decide(mr: Managed[Any], client: ExternalClient[Any], obs: Observatio
     status = _published(obs)
 
     if mr.deleting:
-        if not obs.resource_exists:
+        if not obs.resource_exists or obs.foreign_type:
             return Outcome(status=status, release_finalizer=True)
         if not await _owned(mr, client, obs.owner):
             # Never delete what we do not own; let the object go and leave Azure alone.
             return Outcome(status=status, release_finalizer=True)
         pending = obs.pending if obs.transitional else await client.delete(mr)
         return _converging(REASON_DELETING, "deleting in Azure", status, pending, t)
+
+    if obs.foreign_type:
+        message = (
+            f"an Azure resource of this name is of type {obs.foreign_type}, not what this object declares: amlops "
+            "never changes or deletes it; use another name"
+        )
+        return Outcome(conditions=tuple(stalled(REASON_TYPE_MISMATCH, message)), status=status, requeue_after=t.stalled)
 
     if policy.observe_only(mr):
         if not obs.resource_exists:

@@ -58,6 +58,9 @@ class Observation:
     message: str = ""
     # Azure reports the resource as failed (e.g. provisioningState Failed): (error code, message).
     failure: tuple[str, str] | None = None
+    # The Azure resource of this name is another kind of thing (an attached Batch compute where an AmlCompute is
+    # declared): never this object's, adopt or not, and never deleted by it.
+    foreign_type: str | None = None
     # Value of the owner tag on the Azure resource; None when the resource has none.
     owner: str | None = None
     at_provider: Mapping[str, Any] = field(default_factory=dict)
