@@ -107,6 +107,7 @@ BATCH_REFERENCES = [
 
 JOB = {
     "compute": {"name": "batch"},
+    "outputs": {"out": {"uri": "https://a/c/out"}},
     "inputData": "${{inputs.data}}",
     "task": {"code": "https://a/c/code", "entryScript": "score.py"},
 }

@@ -201,7 +201,12 @@ class ParallelJobSpec(ApiModel):
     properties: dict[str, Text] = _strings("Seed: properties.")
     experiment_name: str | None = Field(default=None, max_length=SHORT, description="Seed: experiment_name.")
     inputs: dict[str, JobInput] = Field(default_factory=dict, max_length=MAP_ENTRIES, description="Seed: inputs.")
-    outputs: dict[str, JobOutput] = Field(default_factory=dict, max_length=MAP_ENTRIES, description="Seed: outputs.")
+    outputs: dict[str, JobOutput] = Field(
+        min_length=1,
+        max_length=MAP_ENTRIES,
+        description="Seed: outputs. At least one: the results (parallel_run_step.txt, per-mini-batch summaries) "
+        "are written to appendRowTo's output, or the first by name.",
+    )
     input_data: str = Field(
         pattern=r"^\$\{\{inputs\.[A-Za-z_][A-Za-z0-9_]*\}\}$",
         description="Seed: input_data, e.g. ${{inputs.data}}: the input that is split into mini-batches.",

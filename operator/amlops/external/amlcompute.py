@@ -16,7 +16,7 @@ from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external import amlcompute_observe as o
 from amlops.external.compute_arm import owner_of
-from amlops.external.credentials import connect
+from amlops.external.credentials import connect, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
@@ -175,10 +175,7 @@ class AmlComputeClient:
         if user is None or user.password_secret_ref is None:
             return None
         ref = user.password_secret_ref
-        data = await self._secrets.read(mr.namespace, ref.name)
-        if data is None or ref.key not in data:
-            raise TerminalError(REASON_SECRET_MISSING, f"Secret {mr.namespace}/{ref.name} has no key {ref.key!r}")
-        return data[ref.key]
+        return await secret_value(self._secrets, mr.namespace, ref.name, ref.key, REASON_SECRET_MISSING)
 
 
 def _never_observed(status: Any) -> bool:

@@ -18,7 +18,7 @@ from amlops.azure.errors import INSECURE_ENDPOINT
 from amlops.external import batchcompute_map as m
 from amlops.external.amlcompute import workspace_of
 from amlops.external.compute_arm import owner_of
-from amlops.external.credentials import connect, resolve
+from amlops.external.credentials import connect, resolve, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
@@ -60,10 +60,8 @@ async def batch_client(
         )
     ref = spec.batch_credentials.shared_key_secret_ref if spec.batch_credentials else None
     if ref is not None:
-        data = await secrets.read(namespace, ref.name, protect=True)
-        if data is None or ref.key not in data:
-            raise TerminalError(REASON_CREDENTIALS_MISSING, f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
-        return clients.batch(url, m.account_name(spec), data[ref.key], user=user)
+        key = await secret_value(secrets, namespace, ref.name, ref.key, REASON_CREDENTIALS_MISSING, protect=True)
+        return clients.batch(url, m.account_name(spec), key, user=user)
     credential = await resolve(clients, secrets, namespace, spec)
     return clients.batch(url, m.account_name(spec), None, credential.key, credential.secret, user=user)
 

@@ -64,6 +64,18 @@ def in_use(objects: Iterable[Mapping[str, Any]], secret: str, default_secret: st
     )
 
 
+async def secret_value(
+    secrets: SecretReader, namespace: str, name: str, key: str, reason: str, *, protect: bool = False
+) -> str:
+    """One key of a Secret the spec names; ``reason`` (Stalled) says which is missing, the Secret or its key."""
+    data = await secrets.read(namespace, name, protect=protect)
+    if data is None:
+        raise TerminalError(reason, f"Secret {namespace}/{name} not found")
+    if key not in data:
+        raise TerminalError(reason, f"Secret {namespace}/{name} has no key {key!r}")
+    return data[key]
+
+
 async def resolve(clients: AzureClients, secrets: SecretReader, namespace: str, spec: Any) -> Credential:
     settings = clients.settings
     ref = spec.credentials.secret_ref if spec.credentials else None

@@ -47,6 +47,7 @@ from amlops.azure.leases import Leases
 from amlops.external import paralleljob_map as m
 from amlops.external.batchcompute import AccountAccess, account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
+from amlops.external.credentials import secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.paralleljob_env import (
     MAX_CONDA_FILE_BYTES,
@@ -155,8 +156,6 @@ def validate(spec: ParallelJobSpec) -> None:
     reference(spec.input_data, spec.inputs, "inputs")
     if spec.task.append_row_to:
         reference(spec.task.append_row_to, spec.outputs, "outputs")
-    if not spec.outputs:
-        raise TerminalError(REASON_INVALID_SPEC, "spec.outputs needs an entry: results are written there")
 
 
 def reference(value: str, names: dict[str, Any], kind: str) -> str:
@@ -590,12 +589,7 @@ class ParallelJobClient:
     async def _store(self, mr: Mr) -> BlobStore:
         ref = mr.spec.storage_credentials.secret_ref if mr.spec.storage_credentials else None
         if ref is not None:
-            data = await self._secrets.read(mr.namespace, ref.name)
-            if data is None or ref.key not in data:
-                raise TerminalError(
-                    REASON_CREDENTIALS_MISSING, f"Secret {mr.namespace}/{ref.name} has no key {ref.key!r}"
-                )
-            connection = data[ref.key]
+            connection = await secret_value(self._secrets, mr.namespace, ref.name, ref.key, REASON_CREDENTIALS_MISSING)
         else:
             connection = self._clients.settings.blob_connection_string or ""
             if not connection:
@@ -618,8 +612,6 @@ class ParallelJobClient:
         else:
             inputs = store.folder(source.uri)
         tabular = source.type == "mltable" or (only is not None and only.lower().endswith(TABULAR_SUFFIXES))
-        if not spec.outputs:
-            raise TerminalError(REASON_INVALID_SPEC, "spec.outputs needs an entry: results are written there")
         out_name = (
             reference(spec.task.append_row_to, spec.outputs, "outputs")
             if spec.task.append_row_to
