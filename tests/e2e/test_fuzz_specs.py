@@ -44,7 +44,7 @@ from amlops.api.common import COMPUTE_NAME
 from amlops.api.kind import API_VERSION, CustomResource
 from amlops.emulator.azurite import Azurite
 from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT
-from amlops.reconcile.managed import OWNER_TAG
+from amlops.reconcile.managed import OWNER_TAG, owner_value
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 from .test_batchcompute import batch, key_secret
@@ -670,8 +670,9 @@ def batch_owned(azure: Any) -> list[tuple[str, str]]:
 
 def leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
     """amlops-owned resources left behind by the fuzz objects, but for what ``deletionPolicy: Orphan`` keeps."""
+    # The owner values Orphan objects wrote, computed as the operator does (a long name is cut and hashed).
     orphaned = {
-        f"{namespaces[item.kind]}.{item.name}."
+        owner_value(namespaces[item.kind], item.name, item.stored["metadata"]["uid"])
         for item in accepted
         if item.stored.get("spec", {}).get("deletionPolicy") == "Orphan"
     }
@@ -679,11 +680,7 @@ def leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) 
     fuzz = tuple(f"{ns}.f" for ns in namespaces.values())
     owned = [(f"compute {c['name']}", (c.get("tags") or {}).get(OWNER_TAG, "")) for c in arm_computes(azure)]
     owned += batch_owned(azure)
-    return [
-        f"{what} owned by {owner}"
-        for what, owner in owned
-        if owner.startswith(fuzz) and not any(owner.startswith(prefix) for prefix in orphaned)
-    ]
+    return [f"{what} owned by {owner}" for what, owner in owned if owner.startswith(fuzz) and owner not in orphaned]
 
 
 def remaining_leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:

@@ -79,8 +79,8 @@ class StartTask(ApiModel):
 class ManagedPool(ApiModel):
     id: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="Batch pool id.")
     vm_size: str = Field(min_length=1, description="VM size of the pool's nodes.")
-    target_dedicated_nodes: int = Field(default=0, ge=0, description="Dedicated nodes wanted.")
-    target_low_priority_nodes: int = Field(default=0, ge=0, description="Low-priority (Spot) nodes wanted.")
+    target_dedicated_nodes: int = Field(default=0, ge=0, le=10000, description="Dedicated nodes wanted.")
+    target_low_priority_nodes: int = Field(default=0, ge=0, le=10000, description="Low-priority (Spot) nodes wanted.")
     task_slots_per_node: int = Field(default=1, ge=1, le=256, description="Concurrent tasks per node.")
     image_reference: ImageReference = Field(default_factory=ImageReference, description="Node OS image.")
     node_agent_sku_id: str = Field(default="batch.node.ubuntu 22.04", description="Batch node agent SKU.")

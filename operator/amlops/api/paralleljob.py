@@ -37,6 +37,8 @@ SHORT = 256
 URI = 2048
 TEXT = 4096
 MAP_ENTRIES = 64
+# Counts and seconds as Azure ML and Batch take them (32-bit); the apiserver itself stops at 64 bits.
+INT32_MAX = 2**31 - 1
 REFERENCE = r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$"
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -228,10 +230,16 @@ class ParallelJobSpec(ApiModel):
     )
     instance_count: int = Field(default=1, ge=1, le=1000, description="Seed: instance_count. Nodes of the pool.")
     error_threshold: int = Field(
-        default=-1, ge=-1, description="Seed: error_threshold. Failed items tolerated; -1 ignores failures."
+        default=-1,
+        ge=-1,
+        le=INT32_MAX,
+        description="Seed: error_threshold. Failed items tolerated; -1 ignores failures.",
     )
     mini_batch_error_threshold: int = Field(
-        default=-1, ge=-1, description="Seed: mini_batch_error_threshold. Failed mini-batches tolerated; -1 ignores."
+        default=-1,
+        ge=-1,
+        le=INT32_MAX,
+        description="Seed: mini_batch_error_threshold. Failed mini-batches tolerated; -1 ignores.",
     )
     retry_settings: RetrySettings = Field(default_factory=RetrySettings, description="Seed: retry_settings.")
     environment_variables: dict[str, Text] = _strings("Seed: environment_variables. Set for every mini-batch.")
@@ -251,12 +259,14 @@ class ParallelJobSpec(ApiModel):
     active_deadline_seconds: int | None = Field(
         default=None,
         ge=1,
+        le=INT32_MAX,
         description="Seconds from startTime after which the job is terminated and Failed. It also bounds the "
         "lifetime of the nodes' SAS tokens (plus 30 minutes; absent: 6 hours from when a task is added).",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
         ge=0,
+        le=INT32_MAX,
         description="Seconds after completionTime (Complete or Failed) when the ParallelJob deletes itself, as a "
         "batch/v1 Job does; its Batch job and own pool go with it, its output stays. Absent, or with "
         "deletionProtection: kept.",
