@@ -15,7 +15,7 @@ from amlops.azure.clients import AzureClients
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external import amlcompute_observe as o
-from amlops.external.compute_arm import owner_of
+from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
@@ -121,7 +121,7 @@ class AmlComputeClient:
         sync = {"lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "quota": quota}
         if body is None:
             return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
-        if (other := o.foreign_type(body)) is not None:
+        if (other := foreign_type(body, "AmlCompute")) is not None:
             return Observation(True, foreign_type=other, owner=owner_of(body))
         pending = _pending_from(mr.status)
         state = None

@@ -44,13 +44,6 @@ def min_nodes_condition(spec: AmlComputeSpec, current: int) -> ConditionUpdate:
     )
 
 
-def foreign_type(body: JSON) -> str | None:
-    """The compute's type when it is not an AmlCompute (an attached Batch account, a Kubernetes compute...):
-    the seed says deleting such a compute must change nothing, and no AmlCompute setting applies to it."""
-    kind = str((body.get("properties") or {}).get("computeType") or "AmlCompute")
-    return None if kind == "AmlCompute" else kind
-
-
 def needs_operation_state(pending: Pending | None, body: JSON) -> bool:
     """Azure's GET says a saved update or delete has finished: one look at the operation itself catches what only
     it reports (a failed update). A create shows its outcome in the compute (Succeeded, or Failed with

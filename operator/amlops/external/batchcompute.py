@@ -17,7 +17,7 @@ from amlops.azure.clients import AzureClients
 from amlops.azure.errors import INSECURE_ENDPOINT
 from amlops.external import batchcompute_map as m
 from amlops.external.amlcompute import workspace_of
-from amlops.external.compute_arm import owner_of
+from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, resolve, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
@@ -141,7 +141,7 @@ class BatchComputeClient:
             if not nothing_left(e.reason):
                 raise
             body = None
-        if body is not None and (other := m.foreign_type(body)) is not None:
+        if body is not None and (other := foreign_type(body, "Batch")) is not None:
             return Observation(True, foreign_type=other, owner=owner_of(body))
         status = m.attached_status(body) if body is not None else {}
         location = status.get("clusterLocation") or mr.status.get("clusterLocation")
@@ -170,7 +170,7 @@ class BatchComputeClient:
         body = await self._attached(mr)
         if body is None:
             return Observation(resource_exists=False)
-        if (other := m.foreign_type(body)) is not None:
+        if (other := foreign_type(body, "Batch")) is not None:
             return Observation(True, foreign_type=other, owner=owner_of(body))
         status = m.attached_status(body)
         if m.attached_account(body).lower() != m.account_id(mr.spec).lower():

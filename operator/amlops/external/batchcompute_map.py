@@ -69,12 +69,6 @@ def attached_status(body: JSON) -> JSON:
     }
 
 
-def foreign_type(body: JSON) -> str | None:
-    """The compute's type when it is not an attached Batch account (an AmlCompute of that name, ...)."""
-    kind = str((body.get("properties") or {}).get("computeType") or "Batch")
-    return None if kind == "Batch" else kind
-
-
 def attached_account(body: JSON) -> str:
     return str((body.get("properties") or {}).get("resourceId") or "")
 

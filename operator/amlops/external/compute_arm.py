@@ -24,3 +24,11 @@ def provisioning_errors(compute: JSON) -> list[JSON]:
         }
         for e in compute.get("provisioningErrors") or []
     ]
+
+
+def foreign_type(body: JSON, expected: str) -> str | None:
+    """The compute's ``computeType`` when it is not ``expected`` (an attached Batch account where an AmlCompute
+    is declared, or the reverse): the seed says deleting such a compute through the wrong type changes nothing,
+    and none of the declared kind's settings apply to it."""
+    kind = str((body.get("properties") or {}).get("computeType") or expected)
+    return None if kind == expected else kind
