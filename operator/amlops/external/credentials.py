@@ -34,10 +34,15 @@ class Credential:
     source: str
 
 
+def namespace_listed(patterns: str, namespace: str) -> bool:
+    """Whether ``namespace`` matches one of ``patterns`` (comma-separated globs, ``*`` for all, empty for none):
+    how every setting that shares an operator-wide resource with some namespaces names them."""
+    return any(fnmatchcase(namespace, p.strip()) for p in patterns.split(",") if p.strip())
+
+
 def operator_identity_serves(settings: Settings, namespace: str) -> bool:
-    """Whether ``namespace`` may act with the operator's own identity (glob patterns, comma-separated)."""
-    patterns = [p.strip() for p in settings.operator_identity_namespaces.split(",") if p.strip()]
-    return any(fnmatchcase(namespace, p) for p in patterns)
+    """Whether ``namespace`` may act with the operator's own identity."""
+    return namespace_listed(settings.operator_identity_namespaces, namespace)
 
 
 def secret_names(spec: Mapping[str, Any], default_secret: str | None) -> set[str]:

@@ -47,7 +47,7 @@ from amlops.azure.leases import Leases
 from amlops.external import paralleljob_map as m
 from amlops.external.batchcompute import AccountAccess, account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
-from amlops.external.credentials import secret_value
+from amlops.external.credentials import namespace_listed, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.paralleljob_env import (
     MAX_CONDA_FILE_BYTES,
@@ -738,11 +738,10 @@ def check_code_files(count: int, where: str) -> None:
 def shared_storage_refusal(namespace: str, allowed: str, containers: Iterable[str]) -> str | None:
     """Why a namespace may not use the operator's storage account (AMLOPS_BLOB_CONNECTION_STRING), or None.
 
-    ``allowed`` is AMLOPS_SHARED_STORAGE_NAMESPACES: namespaces separated by commas, ``*`` for all, empty for
-    none. An allowed namespace still reaches only its own containers: ``<namespace>`` or ``<namespace>-...``,
+    ``allowed`` is AMLOPS_SHARED_STORAGE_NAMESPACES: namespace globs separated by commas, ``*`` for all, empty
+    for none. An allowed namespace still reaches only its own containers: ``<namespace>`` or ``<namespace>-...``,
     so one team cannot read or overwrite another's data with the operator's key."""
-    names = {n.strip() for n in allowed.split(",") if n.strip()}
-    if "*" not in names and namespace not in names:
+    if not namespace_listed(allowed, namespace):
         return (
             f"namespace {namespace} may not use the operator's storage account (AMLOPS_SHARED_STORAGE_NAMESPACES): "
             "set spec.storageCredentials"
