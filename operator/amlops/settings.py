@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     )
     shared_storage_namespaces: str = Field(
         default="",
-        description="Namespaces (comma-separated globs, '*' for all) whose ParallelJobs may use blob_connection_string; "
-        "they reach only containers named <namespace> or <namespace>-*. Empty: none may (StorageNotAllowed).",
+        description="Namespaces (comma-separated globs, '*' for all) whose ParallelJobs may use "
+        "blob_connection_string; they reach only containers named <namespace> or <namespace>-*. Empty: none may "
+        "(StorageNotAllowed).",
     )
     # Shared per-workspace poller: fast while anything converges, slow when steady.
     poll_floor_seconds: float = 2.0
