@@ -65,6 +65,12 @@ def wait_condition(
     return testbed.eventually(probe, timeout=timeout, what=f"amlcompute/{name} {type_}={status}")
 
 
+def azure_max_nodes(azure: Any, cname: str) -> int:
+    """The cluster's maxNodeCount as Azure (the emulator) has it now."""
+    body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]
+    return int(body["properties"]["properties"]["scaleSettings"]["maxNodeCount"])
+
+
 def compute_name() -> str:
     return "c" + uuid.uuid4().hex[:8]
 
@@ -92,12 +98,7 @@ def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_dele
     azure.control("DELETE", "/stats")
     k8s.kubectl("scale", "amlcompute/cpu", "-n", namespace, "--replicas=5")
     testbed.eventually(
-        lambda: (
-            azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]["properties"]["properties"]["scaleSettings"][
-                "maxNodeCount"
-            ]
-            == 5
-        ),
+        lambda: azure_max_nodes(azure, cname) == 5,
         what="maxNodeCount 5 in Azure",
     )
     wait_condition(k8s, namespace, "cpu", "Ready")

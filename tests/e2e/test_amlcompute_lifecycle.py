@@ -12,7 +12,7 @@ import pytest
 
 from amlops import testbed
 
-from .test_amlcompute import WS_PATH, apply, compute_name, condition, manifest, wait_condition
+from .test_amlcompute import WS_PATH, apply, azure_max_nodes, compute_name, condition, manifest, wait_condition
 
 pytestmark = pytest.mark.e2e
 
@@ -187,12 +187,7 @@ def test_paused_writes_nothing_until_unpaused(
     assert "MachineLearningCompute_Update" not in azure.operations()
     k8s.kubectl("annotate", "amlcompute/pause", "-n", namespace, "amlops.io/paused-")
     testbed.eventually(
-        lambda: (
-            azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]["properties"]["properties"]["scaleSettings"][
-                "maxNodeCount"
-            ]
-            == 3
-        ),
+        lambda: azure_max_nodes(azure, cname) == 3,
         what="maxNodeCount 3 after unpausing",
     )
 

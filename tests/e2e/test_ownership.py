@@ -13,7 +13,16 @@ import pytest
 from amlops import testbed
 
 from . import test_batchcompute
-from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition, manifest, wait_condition
+from .test_amlcompute import (
+    WORKSPACE,
+    WS_PATH,
+    apply,
+    azure_max_nodes,
+    compute_name,
+    condition,
+    manifest,
+    wait_condition,
+)
 
 pytestmark = pytest.mark.e2e
 WRITES = ("MachineLearningCompute_CreateOrUpdate", "MachineLearningCompute_Update", "MachineLearningCompute_Delete")
@@ -62,12 +71,7 @@ def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
     apply(k8s, namespace, manifest("third", cname, adopt=True, scaleSettings={"maxNodeCount": 3}))
     wait_condition(k8s, namespace, "third", "Ready")
     testbed.eventually(
-        lambda: (
-            azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]["properties"]["properties"]["scaleSettings"][
-                "maxNodeCount"
-            ]
-            == 3
-        ),
+        lambda: azure_max_nodes(azure, cname) == 3,
         what="the adopted compute scaled to the adopter's spec",
     )
     k8s.kubectl("delete", "amlcompute/third", "-n", namespace, "--timeout=60s")

@@ -31,7 +31,6 @@ class Credential:
 
     key: str
     secret: Mapping[str, str] | None
-    source: str
 
 
 def namespace_listed(patterns: str, namespace: str) -> bool:
@@ -90,14 +89,14 @@ async def resolve(clients: AzureClients, secrets: SecretReader, namespace: str, 
             raise TerminalError(
                 REASON_CREDENTIALS_MISSING, f"Secret {namespace}/{ref.name} (spec.credentials) not found"
             )
-        return Credential(credential_key(namespace, ref.name, data), data, f"Secret {namespace}/{ref.name}")
+        return Credential(credential_key(namespace, ref.name, data), data)
     default = settings.default_credentials_secret
     if default:
         data = await secrets.read(namespace, default, protect=True)
         if data is not None:
-            return Credential(credential_key(namespace, default, data), data, f"Secret {namespace}/{default}")
+            return Credential(credential_key(namespace, default, data), data)
     if operator_identity_serves(settings, namespace):
-        return Credential(DEFAULT_CREDENTIAL, None, "the operator's identity")
+        return Credential(DEFAULT_CREDENTIAL, None)
     choices = "set spec.credentials.secretRef"
     if default:
         choices += f", or create the Secret {default} in namespace {namespace}"

@@ -118,7 +118,7 @@ class KubeApi:
 
     # SecretReader
     async def read(self, namespace: str, name: str, *, protect: bool = False) -> dict[str, str] | None:
-        path = _secret(namespace, name)
+        path = _core("secrets", namespace, name)
         status, secret = await self._request("GET", path)
         if status == 404:
             return None
@@ -137,13 +137,11 @@ class KubeApi:
     async def release_secret(self, namespace: str, name: str) -> None:
         """Remove the in-use finalizer (no other resource needs the Secret); a Secret being deleted then goes."""
         patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [CREDENTIALS_FINALIZER]}}
-        await self._request("PATCH", _secret(namespace, name), patch, STRATEGIC_MERGE)
+        await self._request("PATCH", _core("secrets", namespace, name), patch, STRATEGIC_MERGE)
 
     # ConfigMapReader
     async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        status, found = await self._request(
-            "GET", f"/api/v1/namespaces/{segment(namespace)}/configmaps/{segment(name)}"
-        )
+        status, found = await self._request("GET", _core("configmaps", namespace, name))
         if status == 404:
             return None
         files = {k: v.encode() for k, v in (found.get("data") or {}).items()}
@@ -175,8 +173,8 @@ class KubeApi:
         return None if code == 404 else dict(obj.get("status") or {})
 
 
-def _secret(namespace: str, name: str) -> str:
-    return f"/api/v1/namespaces/{segment(namespace)}/secrets/{segment(name)}"
+def _core(plural: str, namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{segment(namespace)}/{plural}/{segment(name)}"
 
 
 def _custom(plural: str, namespace: str, name: str | None = None) -> str:
