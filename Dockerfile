@@ -20,13 +20,15 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/amlops \
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
 # Dependencies first: this layer is reused until uv.lock changes, whatever happens to the code.
+# The workspace members' pyproject.toml only: uv needs them to check the lock, but their code (the emulator, which
+# accepts fixed credentials and runs task command lines; the test bed and the demo) is development tooling in
+# the dev group, never installed here, so the image cannot start them (`amlops emulator` / `amlops demo` say
+# so). The operator never imports them (an import-linter contract in pyproject.toml).
 COPY pyproject.toml uv.lock README.md ./
+COPY emulator/pyproject.toml ./emulator/
+COPY testbed/pyproject.toml ./testbed/
 RUN uv sync --locked --no-dev --no-install-project --no-editable --no-cache
 COPY operator ./operator
-# The emulator (fixed credentials, runs task command lines), the test bed, the demo and their PKI are for a
-# source checkout: left out of the wheel, so the image cannot start them by accident (`amlops emulator` and
-# `amlops demo` say so). The operator never imports them (an import-linter contract in pyproject.toml).
-RUN rm -r operator/amlops/emulator operator/amlops/testbed.py operator/amlops/demo.py operator/amlops/pki.py
 RUN uv sync --locked --no-dev --no-editable --no-cache
 
 FROM ${PYTHON_IMAGE}

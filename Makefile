@@ -21,12 +21,12 @@ testbed: ## Build (or reuse) kube-apiserver, etcd and helm in the cache
 	tools/testbed/build all
 
 fmt: ## Format and auto-fix
-	uv run ruff format operator tests bench
-	uv run ruff check --fix operator tests bench
+	uv run ruff format operator emulator/src testbed/src tests bench
+	uv run ruff check --fix operator emulator/src testbed/src tests bench
 
 lint: ## ruff, import-linter
-	uv run ruff check operator tests bench
-	uv run ruff format --check operator tests bench
+	uv run ruff check operator emulator/src testbed/src tests bench
+	uv run ruff format --check operator emulator/src testbed/src tests bench
 	uv run lint-imports
 
 typecheck: ## mypy (strict)

@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = {

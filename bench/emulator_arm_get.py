@@ -22,8 +22,8 @@ from typing import Any
 
 import aiohttp
 
-from amlops.emulator.credentials import EMULATOR_TOKEN
-from amlops.emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
+from amlops_emulator.credentials import EMULATOR_TOKEN
+from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 
 COMPUTE = (
     f"/subscriptions/{DEFAULT_SUBSCRIPTION}/resourceGroups/{DEFAULT_RESOURCE_GROUP}"
@@ -39,7 +39,7 @@ BODY = {
 
 
 def start_server(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    command = [sys.executable, "-m", "amlops.emulator", "--arm-port", "0", "--no-batch", "--state-dir", str(state_dir)]
+    command = [sys.executable, "-m", "amlops_emulator", "--arm-port", "0", "--no-batch", "--state-dir", str(state_dir)]
     command += ["--speed", "100", "--reads-bucket", "1000000000", "--reads-refill", "1000000000"]
     server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     endpoints = state_dir / "endpoints.json"

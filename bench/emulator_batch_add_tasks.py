@@ -21,9 +21,9 @@ from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 
-from amlops.emulator.batch import BatchEmulatorSettings, build_batch_app
-from amlops.emulator.clock import VirtualClock
-from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY, Seed
+from amlops_emulator.batch import BatchEmulatorSettings, build_batch_app
+from amlops_emulator.clock import VirtualClock
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY, Seed
 
 
 async def measure(task_count: int, concurrency: int, state_dir: Path) -> dict[str, object]:

@@ -30,10 +30,10 @@ import yaml
 from azure.batch.aio import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 
-from amlops import testbed
+import amlops_testbed as testbed
 from amlops.azure.blob import BlobFolder, BlobStore
-from amlops.emulator.azurite import azurite_blob
-from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+from amlops_emulator.azurite import azurite_blob
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"

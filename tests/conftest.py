@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
@@ -112,7 +112,7 @@ def _wait_live(op: OperatorProcess, timeout: float = 60.0) -> None:
 
 
 class EmulatorProcess:
-    """An emulator process (``amlops.testbed.start_emulator``) with raw HTTPS helpers for assertions and faults."""
+    """An emulator process (``amlops_testbed.start_emulator``) with raw HTTPS helpers for assertions and faults."""
 
     def __init__(self, run: testbed.EmulatorRun) -> None:
         self.run = run

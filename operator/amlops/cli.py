@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from amlops import __version__
 
-# Commands for a source checkout only: the operator image leaves these modules out, so that nothing in it can
-# start an emulator (which accepts fixed credentials and runs task command lines) or a test bed by accident.
-LOCAL_ONLY = {
-    "emulator": ("amlops.emulator",),
-    "demo": ("amlops.demo", "amlops.testbed", "amlops.emulator", "amlops.pki"),
-}
+# Commands of the development packages (the Azure emulator, the test bed and its demo): they register through
+# this entry-point group, so the operator never imports them and an installation without them (the image) has
+# no such command. Each entry point is a function that adds its sub-command to the parser.
+COMMANDS_GROUP = "amlops.commands"
+LOCAL_ONLY = ("emulator", "demo")
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+def _plugins() -> list[importlib.metadata.EntryPoint]:
+    return sorted(importlib.metadata.entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name)
 
 
 def local_only_refusal(argv: Sequence[str]) -> str | None:
-    """Why a local-only command cannot run in this installation (its modules are absent), or None."""
-    modules = LOCAL_ONLY.get(argv[0], ()) if argv else ()
-    missing = [m for m in modules if not _installed(m)]
-    if not missing:
+    """Why a development command cannot run in this installation (its package is absent), or None."""
+    if not argv or argv[0] not in LOCAL_ONLY or any(ep.name == argv[0] for ep in _plugins()):
         return None
     return (
-        f"amlops {argv[0]}: not available in this installation ({', '.join(missing)} absent): the operator image "
-        f"ships without the emulator, the test bed and the demo; run it from a source checkout (uv run amlops "
-        f"{argv[0]})"
+        f"amlops {argv[0]}: not available in this installation: the operator image ships without the emulator, "
+        f"the test bed and the demo; run it from a source checkout (uv run amlops {argv[0]})"
     )
 
 
@@ -49,18 +42,6 @@ def _run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         metrics_port=args.metrics_port,
     )
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from amlops import demo
-
-    return demo.run(exit_when_done=args.exit, timeout=args.timeout, workdir=args.workdir)
-
-
-def _emulator(args: argparse.Namespace) -> int:
-    from amlops.emulator import cli as emulator_cli
-
-    return emulator_cli.run(args)
 
 
 def _crdgen(args: argparse.Namespace) -> int:
@@ -104,19 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 
-    if local_only_refusal(["demo"]) is None:
-        demo = sub.add_parser("demo", help="run the local demo: test bed, operator, samples")
-        demo.add_argument("--exit", action="store_true", help="exit once the samples are reconciled")
-        demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the samples")
-        demo.add_argument("--workdir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
-        demo.set_defaults(func=_demo)
-
-    if local_only_refusal(["emulator"]) is None:
-        emulator = sub.add_parser("emulator", help="serve the local Azure emulator (ARM ML over HTTPS, Batch)")
-        from amlops.emulator import cli as emulator_cli
-
-        emulator_cli.add_arguments(emulator)
-        emulator.set_defaults(func=_emulator)
+    for plugin in _plugins():
+        plugin.load()(sub)
 
     crd = sub.add_parser("crdgen", help="write the CRDs generated from the typed models")
     crd.add_argument(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "amlops"

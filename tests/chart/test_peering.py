@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 from .conftest import Release, offline_azure_env
 

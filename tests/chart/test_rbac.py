@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from amlops import demo, testbed
-from amlops.emulator.azurite import azurite_blob
-from amlops.emulator.seed import DEFAULT_BATCH_KEY
+import amlops_testbed as testbed
+from amlops_emulator.azurite import azurite_blob
+from amlops_emulator.seed import DEFAULT_BATCH_KEY
+from amlops_testbed import demo
 
 from .conftest import Release
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from amlops.emulator.azurite import Azurite, azurite_blob
+from amlops_emulator.azurite import Azurite, azurite_blob
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 pytestmark = pytest.mark.e2e
 WORKSPACE = {

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 from .test_amlcompute import WS_PATH, apply, azure_max_nodes, compute_name, condition, manifest, wait_condition
 

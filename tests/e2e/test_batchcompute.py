@@ -12,8 +12,8 @@ from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 
-from amlops import testbed
-from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+import amlops_testbed as testbed
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
 
 from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 pytestmark = pytest.mark.e2e
 

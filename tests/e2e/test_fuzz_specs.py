@@ -38,13 +38,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from amlops import testbed
+import amlops_testbed as testbed
 from amlops.api import AmlCompute, BatchCompute, ParallelJob
 from amlops.api.common import COMPUTE_NAME
 from amlops.api.kind import API_VERSION, CustomResource
-from amlops.emulator.azurite import Azurite
-from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT
 from amlops.reconcile.managed import OWNER_TAG, owner_value
+from amlops_emulator.azurite import Azurite
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 from .test_batchcompute import batch, key_secret

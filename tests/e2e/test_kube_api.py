@@ -12,7 +12,7 @@ import kopf
 import pytest
 from aiohttp import web
 
-from amlops import testbed
+import amlops_testbed as testbed
 from amlops.handlers.kube_api import KubeApi, KubeApiError
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 from . import test_batchcompute
 from .test_amlcompute import (

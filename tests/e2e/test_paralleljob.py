@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from amlops import testbed
+import amlops_testbed as testbed
 from amlops.azure.blob import BlobFolder, BlobStore
-from amlops.emulator.azurite import Azurite
+from amlops_emulator.azurite import Azurite
 
 from .test_amlcompute import compute_name
 from .test_amlcompute import manifest as aml_manifest

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from azure.batch import models
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 from . import test_paralleljob
 from .test_batchcompute import batch, pools, wait

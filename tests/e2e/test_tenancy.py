@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from amlops import testbed
+import amlops_testbed as testbed
 from amlops.handlers.kube_api import CREDENTIALS_FINALIZER, KubeApi
 from amlops.reconcile.errors import TerminalError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

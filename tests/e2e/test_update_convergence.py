@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 from .test_amlcompute import WS_PATH, apply, compute_name, manifest, wait_condition
 

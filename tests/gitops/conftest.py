@@ -10,7 +10,7 @@ import pytest
 from tests.gitops import gitops_support
 from tests.gitops.gitops_support import Operator, running_operator
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 
 @pytest.fixture(scope="session")

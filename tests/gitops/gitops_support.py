@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from tests.gitops import gitops_support as gs
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = gs.REPO / "examples"

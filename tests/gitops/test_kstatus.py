@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from tests.gitops import gitops_support as gs
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 pytestmark = pytest.mark.tools
 

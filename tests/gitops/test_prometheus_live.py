@@ -15,7 +15,7 @@ import pytest
 from tests.gitops import gitops_support as gs
 from tests.gitops.gitops_support import RULES, Prometheus, dashboard_exprs, running_operator, running_prometheus
 
-from amlops import testbed
+import amlops_testbed as testbed
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from amlops import __version__, testbed
+import amlops_testbed as testbed
+from amlops import __version__
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -121,8 +122,9 @@ def test_image_runs_as_non_root_without_build_tools(image: str, container: str) 
 
 def test_image_cannot_run_the_emulator_the_test_bed_or_the_demo(container: str) -> None:
     """The emulator accepts a fixed token and runs task command lines: the image ships without it (and without
-    the test bed, the demo and their PKI), and the commands that would start them say why they cannot."""
-    for module in ("amlops.emulator", "amlops.testbed", "amlops.demo", "amlops.pki"):
+    the test bed and the demo, their own workspace packages), and the commands that would start them say why
+    they cannot."""
+    for module in ("amlops_emulator", "amlops_testbed", "amlops.emulator", "amlops.testbed"):
         imported = run_in(container, "python", "-c", f"import {module}")
         assert imported.returncode != 0, f"{module} is importable in the image"
         assert f"No module named '{module}'" in imported.stderr, imported.stderr

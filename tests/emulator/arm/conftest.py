@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
-from amlops.emulator.credentials import EMULATOR_TOKEN, EmulatorCredential
-from amlops.emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
-from amlops.emulator.server import EmulatorConfig, RunningEmulator, run_emulator
+from amlops_emulator.credentials import EMULATOR_TOKEN, EmulatorCredential
+from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
+from amlops_emulator.server import EmulatorConfig, RunningEmulator, run_emulator
 
 SUB = DEFAULT_SUBSCRIPTION
 RG = DEFAULT_RESOURCE_GROUP

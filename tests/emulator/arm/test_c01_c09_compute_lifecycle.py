@@ -12,7 +12,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.mgmt.machinelearningservices import models
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
-from amlops.emulator.server import RunningEmulator
+from amlops_emulator.server import RunningEmulator
 
 from .conftest import BASE, RG, SUB, WS, Arm, aml_body, client_for
 

@@ -10,9 +10,9 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.machinelearningservices import models
 
-from amlops.emulator.arm.state import ArmSettings
-from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT
-from amlops.emulator.server import RunningEmulator
+from amlops_emulator.arm.state import ArmSettings
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
+from amlops_emulator.server import RunningEmulator
 
 from .conftest import BASE, FAST, RG, SUB, WS, Arm, Starter, aml_body, client_for, session_for
 

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-from amlops.emulator.arm.throttle import BucketLimit, SubscriptionThrottle, ThrottleLimits
-from amlops.emulator.instrumentation import OPERATION, FaultSpec, Platform
-from amlops.emulator.server import RunningEmulator, batch_error, instrument
+from amlops_emulator.arm.throttle import BucketLimit, SubscriptionThrottle, ThrottleLimits
+from amlops_emulator.instrumentation import OPERATION, FaultSpec, Platform
+from amlops_emulator.server import RunningEmulator, batch_error, instrument
 
 from .conftest import BASE, FAST, RG, SUB, WS, Arm, Starter, aml_body, client_for, session_for
 
@@ -128,7 +128,7 @@ async def test_requests_without_a_bearer_token_get_arms_401(emulator: RunningEmu
         assert (status, body["error"]["code"]) == (401, "InvalidAuthenticationToken")
     from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
-    from amlops.emulator.credentials import EmulatorCredential
+    from amlops_emulator.credentials import EmulatorCredential
 
     async with MachineLearningServicesMgmtClient(
         EmulatorCredential("wrong"), SUB, base_url=emulator.arm_url, connection_verify=str(emulator.tls.ca)
@@ -234,7 +234,7 @@ async def test_fault_and_stats_middleware_is_route_agnostic() -> None:
 
 async def test_endpoints_file_and_the_batch_half_share_faults(start_emulator: Starter) -> None:
     """run_emulator: endpoints.json names both servers; a fault set on the ARM control port hits the Batch port."""
-    pytest.importorskip("amlops.emulator.batch")
+    pytest.importorskip("amlops_emulator.batch")
     running = await start_emulator(speed=FAST, serve_batch=True)
     endpoints = json.loads(running.endpoints_file.read_text())
     assert endpoints["armUrl"] == running.arm_url

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amlops.emulator.arm.throttle import BucketLimit, ThrottleLimits
+from amlops_emulator.arm.throttle import BucketLimit, ThrottleLimits
 
 from .conftest import BASE, FAST, SUB, Arm, Starter, session_for
 

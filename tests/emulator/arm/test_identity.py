@@ -15,8 +15,8 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import ClientSecretCredential
 
-from amlops.emulator.identity import DEFAULT_PRINCIPAL
-from amlops.emulator.server import RunningEmulator
+from amlops_emulator.identity import DEFAULT_PRINCIPAL
+from amlops_emulator.server import RunningEmulator
 
 from .conftest import BASE, Arm, session_for
 

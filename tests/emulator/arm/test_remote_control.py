@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from amlops.emulator.control import is_loopback
+from amlops_emulator.control import is_loopback
 
 from .conftest import FAST, Starter
 
@@ -78,7 +78,7 @@ def ports(url: str | None) -> int:
 
 
 async def test_remote_requests_are_refused_unless_allowed(start_emulator: Starter) -> None:
-    pytest.importorskip("amlops.emulator.batch")
+    pytest.importorskip("amlops_emulator.batch")
     address = interface_address()
     running = await start_emulator(speed=FAST, serve_batch=True, host="0.0.0.0")
     arm_port, batch_port = ports(running.arm_url), ports(running.batch_url)

@@ -24,10 +24,10 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 from multidict import CIMultiDict
 
-from amlops.emulator.batch import BatchEmulatorSettings, build_batch_app
-from amlops.emulator.batch.pools import NODE_START_SECONDS, RESIZE_SECONDS
-from amlops.emulator.clock import VirtualClock
-from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY, Seed
+from amlops_emulator.batch import BatchEmulatorSettings, build_batch_app
+from amlops_emulator.batch.pools import NODE_START_SECONDS, RESIZE_SECONDS
+from amlops_emulator.clock import VirtualClock
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY, Seed
 
 T = TypeVar("T")
 API_VERSION = "2025-06-01"

@@ -13,10 +13,10 @@ from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.rest import HttpRequest
 from tests.emulator.batch.conftest import BatchEmulator
 
-from amlops.emulator.batch.auth import authenticate
-from amlops.emulator.batch.wire import BatchError
-from amlops.emulator.credentials import EMULATOR_TOKEN
-from amlops.emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+from amlops_emulator.batch.auth import authenticate
+from amlops_emulator.batch.wire import BatchError
+from amlops_emulator.credentials import EMULATOR_TOKEN
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
 
 pytestmark = pytest.mark.emulator
 

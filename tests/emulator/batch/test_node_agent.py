@@ -14,9 +14,9 @@ from azure.batch import models
 from azure.batch.aio import BatchClient
 from tests.emulator.batch.conftest import BatchEmulator
 
-from amlops.emulator.batch import BatchEmulatorSettings, build_batch_app
-from amlops.emulator.clock import VirtualClock
-from amlops.emulator.seed import Seed
+from amlops_emulator.batch import BatchEmulatorSettings, build_batch_app
+from amlops_emulator.clock import VirtualClock
+from amlops_emulator.seed import Seed
 
 pytestmark = pytest.mark.emulator
 

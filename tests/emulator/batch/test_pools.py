@@ -10,7 +10,7 @@ from azure.batch.aio import BatchClient
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
-from amlops.emulator.batch.pools import DELETE_SECONDS, NODE_START_SECONDS, RESIZE_SECONDS, STOP_RESIZE_SECONDS
+from amlops_emulator.batch.pools import DELETE_SECONDS, NODE_START_SECONDS, RESIZE_SECONDS, STOP_RESIZE_SECONDS
 
 pytestmark = pytest.mark.emulator
 

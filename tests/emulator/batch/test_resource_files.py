@@ -20,7 +20,7 @@ from azure.storage.blob import (
 from azure.storage.blob.aio import BlobServiceClient
 from tests.emulator.batch.conftest import BatchEmulator
 
-from amlops.emulator.azurite import Azurite, azurite_blob
+from amlops_emulator.azurite import Azurite, azurite_blob
 
 pytestmark = pytest.mark.emulator
 

@@ -21,7 +21,6 @@ from azure.batch.aio import BatchClient
 from tests.emulator.batch.conftest import BatchEmulator, client, emulator
 
 from amlops.azure.blob import READ_WRITE, WRITE, BlobFolder, BlobRangeReader, BlobStore, JsonFolder
-from amlops.emulator.azurite import Azurite, azurite_blob
 from amlops.external.paralleljob import input_names
 from amlops.external.paralleljob_output import OUTPUT_FILE, Totals, aggregate
 from amlops.external.paralleljob_plan import (
@@ -43,6 +42,7 @@ from amlops.runtime.command import (
     driver_source,
     with_input_urls,
 )
+from amlops_emulator.azurite import Azurite, azurite_blob
 
 __all__ = ["client", "emulator"]  # the Batch emulator fixtures, shared with tests/emulator/batch
 

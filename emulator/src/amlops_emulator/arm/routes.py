@@ -1,0 +1,538 @@
+"""The ``Microsoft.MachineLearningServices`` routes that azure-mgmt-machinelearningservices 1.0.1 calls.
+
+ARM paths are case-insensitive, and every refusal must be ARM-shaped, so one catch-all aiohttp route hands the
+path to :class:`Dispatcher`, which matches case-insensitive patterns and answers 404/405 itself. Each handler
+names its operation with the SDK's operation id, which the call statistics report.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from aiohttp import web
+from yarl import URL
+
+from amlops_emulator.arm import catalogue
+from amlops_emulator.arm.compute import AML_COMPUTE, ComputeRecord, obj, opt_int, opt_str, render
+from amlops_emulator.arm.errors import ArmError, bad_request
+from amlops_emulator.arm.state import PROVIDER, ArmState, Workspace
+from amlops_emulator.instrumentation import ASYNC_FAILURE, DISCARD, OPERATION
+
+SUPPORTED_API_VERSIONS = (
+    "2018-11-19",
+    "2019-05-01",
+    "2019-06-01",
+    "2020-01-01",
+    "2020-04-01",
+    "2020-06-01",
+    "2020-08-01",
+    "2021-01-01",
+    "2021-07-01",
+    "2022-10-01",
+    "2023-04-01",
+    "2023-10-01",
+    "2024-04-01",
+    "2024-10-01",
+    "2025-09-01",
+)
+# Trap 1: 2020-08-01 wraps VM sizes in "amlCompute"; later versions use "value" (the switch point is not
+# verified, so the first version after 2020-08-01 that the emulator knows takes "value").
+LAST_AML_COMPUTE_KEY_VERSION = "2020-08-01"
+# 2024-10-01 documents 204 for deleting a compute that does not exist; older clients only accept 200/202, so
+# they get ARM's 404 ResourceNotFound (C9).
+FIRST_DELETE_204_VERSION = "2024-10-01"
+
+_SUB = r"/subscriptions/(?P<sub>[^/]+)"
+_WS = _SUB + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
+_LOC = _SUB + r"/providers/Microsoft\.MachineLearningServices/locations/(?P<loc>[^/]+)"
+_RG = _SUB + r"/resourceGroups/(?P<rg>[^/]+)"
+
+Params = dict[str, str]
+RouteHandler = Callable[[web.Request, Params], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: re.Pattern[str]
+    methods: dict[str, tuple[str, RouteHandler]]  # method -> (operation id, handler)
+
+
+class Dispatcher:
+    def __init__(self, state: ArmState) -> None:
+        self.state = state
+        self.routes: list[Route] = [
+            self._route(_WS, GET=("Workspaces_Get", self.get_workspace)),
+            self._route(_WS + r"/computes", GET=("MachineLearningCompute_ListByWorkspace", self.list_computes)),
+            self._route(
+                _WS + r"/computes/(?P<name>[^/]+)",
+                GET=("MachineLearningCompute_Get", self.get_compute),
+                PUT=("MachineLearningCompute_CreateOrUpdate", self.put_compute),
+                PATCH=("MachineLearningCompute_Update", self.patch_compute),
+                DELETE=("MachineLearningCompute_Delete", self.delete_compute),
+            ),
+            self._route(
+                _WS + r"/computes/(?P<name>[^/]+)/listNodes",
+                POST=("MachineLearningCompute_ListNodes", self.list_nodes),
+                GET=("MachineLearningCompute_ListNodes", self.list_nodes),  # nextLink is followed with GET
+            ),
+            self._route(
+                _WS + r"/computes/(?P<name>[^/]+)/listKeys",
+                POST=("MachineLearningCompute_ListKeys", self.list_keys),
+            ),
+            self._route(
+                _LOC + r"/computeOperationsStatus/(?P<op>[^/]+)",
+                GET=("ComputeOperationsStatus_Get", self.operation_status),
+            ),
+            self._route(_LOC + r"/usages", GET=("Usages_List", self.usages)),
+            self._route(_LOC + r"/vmSizes", GET=("VirtualMachineSizes_List", self.vm_sizes)),
+            self._route(_LOC + r"/quotas", GET=("Quotas_List", self.list_quotas)),
+            self._route(_LOC + r"/updateQuotas", POST=("Quotas_Update", self.update_quotas)),
+        ]
+
+    @staticmethod
+    def _route(pattern: str, **methods: tuple[str, RouteHandler]) -> Route:
+        return Route(re.compile(f"^{pattern}/?$", re.IGNORECASE), methods)
+
+    # -- dispatch ------------------------------------------------------------------------------------------------
+    def operation_of(self, method: str, path: str) -> str | None:
+        """The SDK operation id a call would reach (an :data:`~amlops_emulator.instrumentation.OperationNamer`)."""
+        for route in self.routes:
+            if route.pattern.match(path) is not None:
+                entry = route.methods.get(method)
+                return entry[0] if entry else None
+        return None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        for route in self.routes:
+            match = route.pattern.match(path)
+            if match is None:
+                continue
+            entry = route.methods.get(request.method)
+            if entry is None:
+                raise ArmError(
+                    405,
+                    "HttpMethodNotAllowed",
+                    f"The requested resource does not support http method '{request.method}'.",
+                )
+            operation, handler = entry
+            request[OPERATION] = operation
+            self._check_api_version(request)
+            return await handler(request, match.groupdict())
+        self._not_found(request)
+
+    def _not_found(self, request: web.Request) -> NoReturn:
+        group = re.match(_RG, request.path, re.IGNORECASE)
+        if group is not None:
+            self.state.resource_group(group["sub"], group["rg"])
+        sub = re.match(_SUB, request.path, re.IGNORECASE)
+        if sub is not None:
+            self.state.subscription(sub["sub"])
+        if PROVIDER.lower() in request.path.lower():
+            raise ArmError(
+                404,
+                "InvalidResourceType",
+                f"The resource type could not be found in the namespace '{PROVIDER}' for api version "
+                f"'{request.query.get('api-version', '')}'.",
+            )
+        raise ArmError(404, "NotFound", f"The requested path '{request.path}' does not exist.")
+
+    @staticmethod
+    def _check_api_version(request: web.Request) -> None:
+        version = request.query.get("api-version")
+        if not version:
+            raise bad_request(
+                "The api-version query parameter (?api-version=) is required for all requests.",
+                code="MissingApiVersionParameter",
+            )
+        if version not in SUPPORTED_API_VERSIONS:
+            raise bad_request(
+                f"No registered resource provider found for api version '{version}'. The supported "
+                f"api-versions are '{', '.join(SUPPORTED_API_VERSIONS)}'.",
+                code="NoRegisteredProviderFound",
+            )
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _workspace(self, p: Params) -> Workspace:
+        return self.state.workspace(p["sub"], p["rg"], p["ws"])
+
+    def _render(self, record: ComputeRecord, *, initial: bool = False) -> dict[str, Any]:
+        return render(
+            record,
+            self.state.provisioning_state(record),
+            self.state.provisioning_errors(record),
+            initial=initial,
+        )
+
+    @staticmethod
+    def _failure(request: web.Request) -> dict[str, Any] | None:
+        failure = request.get(ASYNC_FAILURE)
+        return failure.model_dump() if failure is not None else None
+
+    @staticmethod
+    def _operation_url(request: web.Request, subscription: str, location: str, op_id: str) -> str:
+        version = request.query["api-version"]
+        return str(
+            URL.build(
+                scheme=request.scheme,
+                host=request.url.host or "localhost",
+                port=request.url.port,
+                path=f"/subscriptions/{subscription}/providers/{PROVIDER}/locations/{location}"
+                f"/computeOperationsStatus/{op_id}",
+            ).with_query({"api-version": version, "service": "new"})
+        )
+
+    @staticmethod
+    async def _body(request: web.Request, *, lenient: bool = False) -> dict[str, Any]:
+        raw = await request.read()
+        if not raw.strip():
+            raise bad_request(
+                "The request content was invalid and could not be deserialized: empty body.",
+                code="InvalidRequestContent",
+            )
+        try:
+            body = json.loads(raw)
+            if lenient and isinstance(body, str):
+                # azureml-core's remove_identity sends json.dumps(...) through json=, double-encoding the body.
+                body = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise bad_request(
+                f"The request content was invalid and could not be deserialized: {exc}.",
+                code="InvalidRequestContent",
+            ) from None
+        if not isinstance(body, dict):
+            raise bad_request(
+                "The request content was invalid and could not be deserialized: expected a JSON object.",
+                code="InvalidRequestContent",
+            )
+        return body
+
+    @staticmethod
+    def _offset(request: web.Request) -> int:
+        token = request.query.get("$skiptoken") or request.query.get("$skipToken")
+        if not token:
+            return 0
+        try:
+            offset = int(base64.urlsafe_b64decode(token.encode()).decode())
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise bad_request(f"The skip token '{token}' is invalid.", code="InvalidSkipToken") from None
+        if offset < 0:
+            raise bad_request(f"The skip token '{token}' is invalid.", code="InvalidSkipToken")
+        return offset
+
+    @staticmethod
+    def _next_link(request: web.Request, offset: int) -> str:
+        token = base64.urlsafe_b64encode(str(offset).encode()).decode()
+        query = {k: v for k, v in request.query.items() if k.lower() != "$skiptoken"}
+        query["$skiptoken"] = token
+        return str(request.url.with_query(query))
+
+    def _page(self, request: web.Request, items: list[Any]) -> tuple[list[Any], str | None]:
+        offset = self._offset(request)
+        size = self.state.settings.page_size
+        end = offset + size
+        return items[offset:end], (self._next_link(request, end) if end < len(items) else None)
+
+    # -- workspaces ------------------------------------------------------------------------------------------
+    async def get_workspace(self, request: web.Request, p: Params) -> web.Response:
+        ws = self._workspace(p)
+        return web.json_response(
+            {
+                "id": ws.arm_id,
+                "name": ws.name,
+                "type": f"{PROVIDER}/workspaces",
+                "location": ws.location,
+                "identity": {"type": "SystemAssigned"},
+                "sku": {"name": "Basic", "tier": "Basic"},
+                "properties": {"provisioningState": "Succeeded", "friendlyName": ws.name},
+            }
+        )
+
+    # -- computes --------------------------------------------------------------------------------------------
+    async def list_computes(self, request: web.Request, p: Params) -> web.Response:
+        ws = self._workspace(p)
+        page, next_link = self._page(request, self.state.computes_in(ws))
+        return web.json_response({"value": [self._render(r) for r in page], "nextLink": next_link})
+
+    async def get_compute(self, request: web.Request, p: Params) -> web.Response:
+        record = self.state.get(self._workspace(p), p["name"])
+        return web.json_response(self._render(record))
+
+    async def put_compute(self, request: web.Request, p: Params) -> web.Response:
+        ws = self._workspace(p)
+        _check_name(p["name"])
+        body = await self._body(request)
+        record, op = self.state.put(ws, p["name"], body, self._failure(request))
+        # Trap 2: 201 and Azure-AsyncOperation only (no Location, no Retry-After), on create and on update.
+        return web.json_response(
+            self._render(record, initial=True),
+            status=201,
+            headers={"Azure-AsyncOperation": self._operation_url(request, ws.subscription, op.location, op.id)},
+        )
+
+    async def patch_compute(self, request: web.Request, p: Params) -> web.Response:
+        ws = self._workspace(p)
+        body = await self._body(request, lenient=True)
+        if request.get(DISCARD):  # a fault: accepted, nothing changes (answered as a PATCH that changed nothing)
+            return web.json_response(self._render(self.state.get(ws, p["name"])))
+        record, op = self.state.patch(ws, p["name"], body, self._failure(request))
+        headers = {}
+        if op is not None:  # "Patch API will not return Azure-AsyncOperation if nothing has changed"
+            headers["Azure-AsyncOperation"] = self._operation_url(request, ws.subscription, op.location, op.id)
+        return web.json_response(self._render(record), headers=headers)
+
+    async def delete_compute(self, request: web.Request, p: Params) -> web.Response:
+        ws = self._workspace(p)
+        action = _query(request, "underlyingResourceAction")
+        if action is None:
+            raise bad_request(
+                "The query parameter 'underlyingResourceAction' is required: Delete or Detach.",
+                code="MissingRequiredParameter",
+            )
+        canonical = {"delete": "Delete", "detach": "Detach"}.get(action.lower())
+        if canonical is None:
+            raise bad_request(
+                f"The value '{action}' of 'underlyingResourceAction' is invalid: use Delete or Detach.",
+                code="InvalidParameter",
+            )
+        if self.state.find(ws, p["name"]) is None and request.query["api-version"] >= FIRST_DELETE_204_VERSION:
+            return web.Response(status=204)
+        _, op = self.state.delete(ws, p["name"], canonical, self._failure(request))
+        # Trap 3: 202, empty body, Azure-AsyncOperation (the recording had no Location).
+        return web.Response(
+            status=202,
+            headers={"Azure-AsyncOperation": self._operation_url(request, ws.subscription, op.location, op.id)},
+        )
+
+    async def list_nodes(self, request: web.Request, p: Params) -> web.Response:
+        record = self.state.get(self._workspace(p), p["name"])
+        if record.compute_type != AML_COMPUTE:
+            raise bad_request(f"listNodes is supported for AmlCompute only, not for {record.compute_type}.")
+        nodes = [n.to_wire() for n in record.cluster.listed_nodes()] if record.cluster else []
+        page, next_link = self._page(request, nodes)
+        return web.json_response({"computeType": AML_COMPUTE, "nodes": page, "nextLink": next_link})
+
+    async def list_keys(self, request: web.Request, p: Params) -> web.Response:
+        record = self.state.get(self._workspace(p), p["name"])
+        # Neither AmlCompute nor an attached Batch account has secrets in the 2020-08-01 ComputeSecrets union.
+        return web.json_response({"computeType": record.compute_type})
+
+    async def operation_status(self, request: web.Request, p: Params) -> web.Response:
+        self.state.subscription(p["sub"])
+        op = self.state.operations.get(p["op"])
+        if op is None:
+            raise ArmError(404, "NotFound", f"The operation '{p['op']}' was not found.")
+        return web.json_response(op.status_body(self.state.clock.now()))
+
+    # -- location: usages, VM sizes, quotas ------------------------------------------------------------------
+    async def vm_sizes(self, request: web.Request, p: Params) -> web.Response:
+        self.state.subscription(p["sub"])
+        wanted = request.query.get("compute-type")
+        sizes = [
+            s.to_wire()
+            for s in catalogue.SIZES
+            if wanted is None or wanted.lower() in ("amlcompute", "computeinstance")
+        ]
+        key = "amlCompute" if request.query["api-version"] <= LAST_AML_COMPUTE_KEY_VERSION else "value"
+        return web.json_response({key: sizes})
+
+    async def usages(self, request: web.Request, p: Params) -> web.Response:
+        sub = self.state.subscription(p["sub"])
+        loc = p["loc"]
+        records = self.state.all_in(sub, loc)
+        expand = request.query.get("expandChildren", "").lower() == "true"
+        return web.json_response({"value": _usages(self.state, sub, loc, records, expand), "nextLink": None})
+
+    async def list_quotas(self, request: web.Request, p: Params) -> web.Response:
+        sub = self.state.subscription(p["sub"])
+        items: list[dict[str, Any]] = []
+        for family in catalogue.FAMILIES:
+            items.append(
+                _quota_item(
+                    f"/subscriptions/{sub}/quotas/{family.name}",
+                    f"{PROVIDER}/vmFamily/dedicatedCores/quotas",
+                    family,
+                    self.state.family_limit(family),
+                )
+            )
+            for ws in self.state.workspaces_in(sub, p["loc"]):
+                items.append(
+                    _quota_item(
+                        f"{ws.arm_id}/quotas/{family.name}",
+                        f"{PROVIDER}/workspaces/dedicatedCores/quotas",
+                        family,
+                        self.state.workspace_limit(ws.arm_id, family),
+                    )
+                )
+        return web.json_response({"value": items, "nextLink": None})
+
+    async def update_quotas(self, request: web.Request, p: Params) -> web.Response:
+        sub = self.state.subscription(p["sub"])
+        body = await self._body(request)
+        value = body.get("value")
+        if not isinstance(value, list) or not value:
+            raise bad_request("'value' must be a non-empty list of quotas.")
+        results = [self._update_quota(sub, obj(item, "value[]")) for item in value]
+        return web.json_response({"value": results, "nextLink": None})
+
+    def _update_quota(self, subscription: str, item: dict[str, Any]) -> dict[str, Any]:
+        quota_id = opt_str(item.get("id"), "value[].id") or ""
+        limit = opt_int(item.get("limit"), "value[].limit")
+        if limit is None:
+            raise bad_request("'value[].limit' is required.")
+        result = {
+            "id": quota_id,
+            "type": opt_str(item.get("type"), "value[].type") or f"{PROVIDER}/workspaces/dedicatedCores/quotas",
+            "limit": limit,
+            "unit": "Count",
+        }
+        match = re.match(_WS + r"/quotas/(?P<family>[^/]+)$", quota_id, re.IGNORECASE)
+        if match is None or match["sub"].lower() != subscription.lower():
+            raise bad_request(f"The quota id '{quota_id}' is not a workspace quota of this subscription.")
+        ws = self.state.workspace(match["sub"], match["rg"], match["ws"])
+        family = catalogue.find_family(match["family"]) or catalogue.find_family(f"standard{match['family'][8:]}")
+        if family is None:
+            return {**result, "status": "InvalidVMFamilyName"}
+        if limit > self.state.family_limit(family):
+            return {**result, "status": "InvalidQuotaExceedsSubscriptionLimit"}
+        in_use = sum(
+            r.cluster.cores_in_use()
+            for r in self.state.computes_in(ws)
+            if r.cluster is not None
+            and r.aml is not None
+            and not r.aml.low_priority
+            and r.aml.vm_size.family == family.name
+        )
+        if limit < 0 or limit < in_use:
+            return {**result, "status": "InvalidQuotaBelowClusterMinimum"}
+        self.state.quotas.by_workspace[(ws.arm_id.lower(), family.name)] = limit
+        return {**result, "status": "Success"}
+
+
+def _query(request: web.Request, name: str) -> str | None:
+    for key, value in request.query.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+_COMPUTE_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,23}$")
+
+
+def _check_name(name: str) -> None:
+    # The ML RP's rule: 2-24 characters, letters, digits and hyphens, starting with a letter.
+    if _COMPUTE_NAME.match(name) is None:
+        raise bad_request(
+            f"The compute name '{name}' is invalid: use 2 to 24 letters, digits or hyphens, starting with a letter.",
+            code="InvalidComputeName",
+        )
+
+
+def _quota_item(quota_id: str, kind: str, family: catalogue.VmFamily, limit: int) -> dict[str, Any]:
+    return {
+        "id": quota_id,
+        "type": kind,
+        "name": {"value": family.name, "localizedValue": family.display},
+        "limit": limit,
+        "unit": "Count",
+    }
+
+
+def _usage(usage_id: str, kind: str, value: str, label: str, current: int, limit: int) -> dict[str, Any]:
+    return {
+        "id": usage_id,
+        "type": f"{PROVIDER}/{kind}/usages",
+        "unit": "Count",
+        "currentValue": current,
+        "limit": limit,
+        "name": {"value": value, "localizedValue": label},
+    }
+
+
+def _usages(state: ArmState, sub: str, loc: str, records: list[ComputeRecord], expand: bool) -> list[dict[str, Any]]:
+    """Totals, then per VM family; with ``expandChildren=true`` also per workspace and per cluster."""
+    clusters = [r for r in records if r.cluster is not None and r.aml is not None]
+
+    def cores(rs: list[ComputeRecord], low: bool, family: str | None = None) -> int:
+        return sum(
+            r.cluster.cores_in_use()
+            for r in rs
+            if r.cluster is not None
+            and r.aml is not None
+            and r.aml.low_priority == low
+            and (family is None or r.aml.vm_size.family == family)
+        )
+
+    base = f"/subscriptions/{sub}/providers/{PROVIDER}/locations/{loc}"
+    dedicated, low = cores(clusters, False), cores(clusters, True)
+    total_limit = state.settings.total_dedicated_cores
+    low_limit = state.settings.total_low_priority_cores
+    items = [
+        _usage(
+            f"/subscriptions/{sub}", "totalCores", "TotalCores", "Total Cluster vCPUs", dedicated + low, total_limit
+        ),
+        _usage(
+            f"{base}/totalDedicatedCores",
+            "totalDedicatedCores",
+            "TotalDedicatedCores",
+            "Total Cluster Dedicated Regional vCPUs",
+            dedicated,
+            total_limit,
+        ),
+        _usage(
+            f"{base}/totalLowPriorityCores",
+            "totalLowPriorityCores",
+            "TotalLowPriorityCores",
+            "Total Cluster LowPriority Regional vCPUs",
+            low,
+            low_limit,
+        ),
+    ]
+    for family in catalogue.FAMILIES:
+        items.append(
+            _usage(
+                f"{base}/vmFamily/{family.name}/dedicatedCores",
+                "vmFamily/dedicatedCores",
+                family.name,
+                family.display,
+                cores(clusters, False, family.name),
+                state.family_limit(family),
+            )
+        )
+    if not expand:
+        return items
+    for ws in state.workspaces_in(sub, loc):
+        mine = [r for r in clusters if r.arm_id.lower().startswith(ws.arm_id.lower() + "/")]
+        for family in catalogue.FAMILIES:
+            in_family = [r for r in mine if r.aml is not None and r.aml.vm_size.family == family.name]
+            if not in_family:
+                continue
+            limit = state.workspace_limit(ws.arm_id, family)
+            items.append(
+                _usage(
+                    f"{ws.arm_id}/vmFamily/{family.name}/dedicatedCores",
+                    "workspaces/dedicatedCores",
+                    family.name,
+                    f"{family.display} in {ws.name}",
+                    cores(in_family, False),
+                    limit,
+                )
+            )
+            for r in in_family:
+                items.append(
+                    _usage(
+                        f"{r.arm_id}/dedicatedCores",
+                        "workspaces/computes/dedicatedCores",
+                        r.name,
+                        r.name,
+                        cores([r], False),
+                        limit,
+                    )
+                )
+    return items
