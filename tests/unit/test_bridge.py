@@ -54,6 +54,12 @@ def test_history_keeps_only_the_last_few_replaced_statuses() -> None:
     assert history.known(statuses[5]) == statuses[7]
 
 
+def test_history_remembers_each_status_once() -> None:
+    """The body had caught up with the last write when the next one replaced it: one slot, not two."""
+    history = StatusHistory().wrote(replaced={}, written=CREATING).wrote(replaced=CREATING, written=READY)
+    assert history.superseded == (CREATING, {})
+
+
 def _synced(ago: timedelta) -> str:
     return (datetime.now(UTC) - ago).strftime(SYNC_TIME_FORMAT)
 
@@ -163,6 +169,8 @@ def test_the_essence_is_what_kopf_builds_without_copying_the_whole_body() -> Non
         ("Handler 'reconcile' succeeded.", logging.INFO, False, True),
         ("Timer 'poll' succeeded.", logging.INFO, False, True),
         ("Creation is processed: 1 succeeded; 0 failed.", logging.INFO, False, True),
+        ("Updating is processed: 0 succeeded; 1 failed.", logging.INFO, True, True),
+        ("Deletion is processed: 1 succeeded; 10 failed.", logging.INFO, True, True),
         ("Timer 'poll' failed temporarily: waiting for kopf to add the finalizer", logging.ERROR, False, True),
         ("Handler 'reconcile' failed temporarily: converging", logging.ERROR, False, True),
         ("Handler 'finalize' failed temporarily: deleting", logging.ERROR, False, True),

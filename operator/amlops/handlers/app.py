@@ -116,7 +116,9 @@ class RoutineObjectLogs(logging.Filter):
     objects those were most of the log, and an ERROR for every object being created. Failures and our own
     messages are untouched; the Events, conditions and metrics say what happened."""
 
-    ROUTINE = (" succeeded.", " is processed: ")
+    # "Handler 'reconcile' succeeded." and the summary "Creation is processed: 1 succeeded; 0 failed." — a summary
+    # that counts a failure stays visible beside the failing handler's own line.
+    ROUTINE = (" succeeded.", " 0 failed.")
     SCHEDULING = tuple(
         f" failed temporarily: {reason}" for reason in (REQUEUE, WAITING_FOR_FINALIZER, DELETING, TTL_PENDING)
     )
@@ -127,7 +129,7 @@ class RoutineObjectLogs(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        routine = any(part in message for part in self.ROUTINE) and record.levelno <= logging.INFO
+        routine = message.endswith(self.ROUTINE) and record.levelno <= logging.INFO
         if not routine and not any(message.endswith(part) for part in self.SCHEDULING):
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"

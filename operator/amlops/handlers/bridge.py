@@ -147,7 +147,9 @@ class StatusHistory:
 
     def wrote(self, *, replaced: Mapping[str, Any], written: Mapping[str, Any]) -> StatusHistory:
         older = (replaced, *(() if self.written is None else (self.written,)), *self.superseded)
-        return StatusHistory(written=written, superseded=older[: self.KEEP])
+        # The body may already have caught up with the last write (replaced == written): keep each status once.
+        distinct = tuple(status for i, status in enumerate(older) if status not in older[:i])
+        return StatusHistory(written=written, superseded=distinct[: self.KEEP])
 
 
 def _only_sync_time_moved(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
