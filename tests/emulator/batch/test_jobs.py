@@ -10,7 +10,8 @@ from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from tests.emulator.batch.conftest import BatchEmulator, RawResponse
+from azure.core.rest import HttpRequest
+from tests.emulator.batch.conftest import API_VERSION, BatchEmulator, RawResponse
 
 pytestmark = pytest.mark.emulator
 
@@ -162,6 +163,44 @@ async def test_delete_job_goes_away(emulator: BatchEmulator, client: BatchClient
     with pytest.raises(ResourceNotFoundError):
         await client.get_job("gone")
     assert [j.id async for j in client.list_jobs()] == []
+
+
+async def test_delete_of_a_terminated_job_with_waiting_tasks_is_accepted_at_once(
+    emulator: BatchEmulator, client: BatchClient, raw: Raw
+) -> None:
+    """A job's DELETE answers 202 with no DataServiceId, ETag or Last-Modified, and terminate 202 with
+    DataServiceId ``…/jobs/{id}/terminate`` (azure-batch's recording
+    ``sdk/batch/azure-batch/tests/recordings/test_batch.pyTestBatchtest_batch_jobs[async].json``). The emulator
+    answered 500 when a terminated job still had waiting tasks (its node agent removed the job once per task);
+    azure-core's retry hid it. A client without retries sees the first answer."""
+    await emulator.ready_pool(client, "pool")
+    await client.create_job(job("ended"))
+    await client.create_task("ended", models.BatchTaskCreateOptions(id="long", command_line="sleep 60"))
+    for waiting in ("w1", "w2"):
+        await client.create_task("ended", models.BatchTaskCreateOptions(id=waiting, command_line="true"))
+
+    async def running() -> bool:
+        return (await client.get_task("ended", "long")).state == models.BatchTaskState.RUNNING
+
+    await emulator.eventually(running)
+    terminate = await client.begin_terminate_job(
+        "ended",
+        {"terminateReason": "Shutdown"},  # type: ignore[arg-type]
+        polling_interval=0,
+    )
+    await terminate.result()
+
+    terminated = await raw("GET", "/jobs/ended")
+    async with emulator.client(retry_total=0) as once:
+        answered = await once.send_request(HttpRequest("DELETE", f"/jobs/ended?api-version={API_VERSION}"))
+
+    assert terminated.json()["state"] == "completed"
+    assert answered.status_code == 202
+    for header in ("DataServiceId", "ETag", "Last-Modified", "Location"):
+        assert header not in answered.headers
+
+    with pytest.raises(ResourceNotFoundError):
+        await client.get_job("ended")
 
 
 async def test_disable_then_enable_job_holds_and_releases_tasks(emulator: BatchEmulator, client: BatchClient) -> None:

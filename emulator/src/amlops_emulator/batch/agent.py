@@ -360,8 +360,8 @@ class NodeAgent:
             if job.state == "terminating":
                 job.end_time = now
                 job.set_state("completed", now)
-            else:
-                del account.jobs[job.id]
+            elif account.jobs.pop(job.id, None) is job:
+                # Ending a deleted job's waiting tasks calls back here once per task: remove the job only once.
                 for task in job.tasks.values():
                     task.deleted = True
                     self._remove_directory(task)

@@ -98,7 +98,17 @@ def created(url: str, etag: str, last_modified: datetime) -> web.Response:
 
 
 def accepted(url: str, etag: str, last_modified: datetime) -> web.Response:
-    return web.Response(status=202, headers=_write_headers(url, etag, last_modified))
+    """202 for an action (``…/terminate``, ``…/disable``, ``…/resize``): as azure-batch's recording
+    ``test_batch.pyTestBatchtest_batch_jobs[async].json`` shows, DataServiceId names the action's URL, with the
+    entity's ETag and Last-Modified, and there is no Location."""
+    return web.Response(
+        status=202, headers={"DataServiceId": url, "ETag": etag, "Last-Modified": rfc1123(last_modified)}
+    )
+
+
+def deleted() -> web.Response:
+    """202 for a job's DELETE: no DataServiceId, ETag or Last-Modified (the same recording)."""
+    return web.Response(status=202)
 
 
 def updated(url: str, etag: str, last_modified: datetime, status: int = 200) -> web.Response:

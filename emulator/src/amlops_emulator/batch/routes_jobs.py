@@ -13,6 +13,7 @@ from amlops_emulator.batch.responses import (
     account_url,
     check_preconditions,
     created,
+    deleted,
     entity,
     json_response,
     page,
@@ -161,13 +162,12 @@ async def _write_job(request: web.Request, replace: bool) -> web.Response:
 
 async def delete_job(request: web.Request) -> web.Response:
     svc, acct = service(request), account(request)
-    job, now = job_of(acct, request), svc.clock.now()
+    job = job_of(acct, request)
     check_preconditions(request, job.etag, job.last_modified or job.created)
     if job.state == "deleting":
         raise BatchError(409, "JobBeingDeleted", "The specified job has been marked for deletion.")
-    url = _job_url(request, job)
     svc.agent.delete_job(acct, job)
-    return accepted(url, job.etag, now)
+    return deleted()
 
 
 async def terminate_job(request: web.Request) -> web.Response:
@@ -177,7 +177,7 @@ async def terminate_job(request: web.Request) -> web.Response:
     body = await read_json(request)
     _require_writable(job)
     svc.agent.terminate_job(acct, job, str(body.get("terminateReason") or "UserTerminate"))
-    return accepted(_job_url(request, job), job.etag, now)
+    return accepted(_job_url(request, job) + "/terminate", job.etag, now)
 
 
 async def disable_job(request: web.Request) -> web.Response:
@@ -191,7 +191,7 @@ async def disable_job(request: web.Request) -> web.Response:
     if job.state != "active":
         raise BatchError(409, "InvalidJobState", f"The job is in state {job.state}, not active.")
     svc.agent.disable_job(acct, job, str(option))
-    return accepted(_job_url(request, job), job.etag, now)
+    return accepted(_job_url(request, job) + "/disable", job.etag, now)
 
 
 async def enable_job(request: web.Request) -> web.Response:
@@ -201,7 +201,7 @@ async def enable_job(request: web.Request) -> web.Response:
     if job.state not in ("disabled", "disabling"):
         raise BatchError(409, "InvalidJobState", f"The job is in state {job.state}, not disabled.")
     svc.agent.enable_job(acct, job)
-    return accepted(_job_url(request, job), job.etag, now)
+    return accepted(_job_url(request, job) + "/enable", job.etag, now)
 
 
 async def get_job_task_counts(request: web.Request) -> web.Response:

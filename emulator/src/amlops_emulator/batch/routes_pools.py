@@ -154,7 +154,7 @@ async def resize_pool(request: web.Request) -> web.Response:
     leaving = pools.start_resize(pool, dedicated, low, now)
     # requeue, taskcompletion and retaineddata all put the tasks back; terminate would end them.
     svc.agent.evict(acct, leaving, "The node was removed from the pool by a resize.")
-    return accepted(_pool_url(request, pool), pool.etag, now)
+    return accepted(_pool_url(request, pool) + "/resize", pool.etag, now)
 
 
 async def stop_pool_resize(request: web.Request) -> web.Response:
@@ -163,7 +163,7 @@ async def stop_pool_resize(request: web.Request) -> web.Response:
     _require_active(pool)
     if pool.allocation_state == "resizing":
         pools.stop_resize(pool, now)
-    return accepted(_pool_url(request, pool), pool.etag, now)
+    return accepted(_pool_url(request, pool) + "/stopresize", pool.etag, now)
 
 
 async def list_nodes(request: web.Request) -> web.Response:
