@@ -143,6 +143,37 @@ async def test_c03_sdk_final_get_shows_a_steady_empty_cluster(
     assert raw["properties"]["provisioningErrors"] is None
 
 
+@pytest.mark.parametrize(
+    ("subnet", "settled"),
+    [
+        pytest.param(None, "Enabled", id="no VNet: open"),
+        pytest.param(
+            {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/default"},
+            "Disabled",
+            id="in a VNet: closed",
+        ),
+    ],
+)
+async def test_c03_not_specified_remote_login_settles_by_vnet(
+    frozen_arm: Arm, subnet: dict[str, str] | None, settled: str
+) -> None:
+    """The swagger's description of ``remoteLoginPortPublicAccess`` (Microsoft.MachineLearningServices
+    stable/2020-08-01 … 2025-12-01, ``AmlComputeProperties``): NotSpecified is "closed on all nodes of the
+    cluster if VNet is defined, else is open all public nodes. It can be default only during cluster creation
+    time, after creation it will be either enabled or disabled". The 201 echoes what was sent (recording of
+    ``test_aml_compute_create_and_delete``); the GET after success shows the settled value."""
+    body = aml_body()
+    body["properties"]["properties"]["subnet"] = subnet
+    status, _, created = await frozen_arm.call("PUT", f"{BASE}/computes/ssh", body)
+    await frozen_arm.advance(60)
+    _, _, got = await frozen_arm.call("GET", f"{BASE}/computes/ssh")
+
+    assert status == 201
+    assert created["properties"]["properties"]["remoteLoginPortPublicAccess"] == "NotSpecified"
+    assert got["properties"]["provisioningState"] == "Succeeded"
+    assert got["properties"]["properties"]["remoteLoginPortPublicAccess"] == settled
+
+
 async def test_c04_transitional_get_shows_resizing_with_target_above_current(frozen_arm: Arm) -> None:
     """C4: with minNodeCount 1: Succeeded + Resizing, current 0, target 1; then preparing; then Steady idle."""
     await frozen_arm.call("PUT", f"{BASE}/computes/cpu", aml_body("Standard_DS2_v2", min_nodes=1, max_nodes=2))

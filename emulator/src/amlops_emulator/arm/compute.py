@@ -288,8 +288,10 @@ def render(
 def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool) -> dict[str, Any]:
     remote = spec.remote_login
     if remote == "NotSpecified" and not initial:
-        # The service settles NotSpecified once the cluster exists: SSH is open only when credentials allow it.
-        remote = "Enabled" if spec.user_account else "Disabled"
+        # The swagger (AmlComputeProperties.remoteLoginPortPublicAccess): "NotSpecified - … closed on all nodes of
+        # the cluster if VNet is defined, else is open all public nodes. It can be default only during cluster
+        # creation time, after creation it will be either enabled or disabled."
+        remote = "Disabled" if spec.subnet else "Enabled"
     body: dict[str, Any] = {
         "osType": spec.os_type,
         "vmSize": spec.vm_size.name.upper() if initial else spec.vm_size.name,
