@@ -14,9 +14,7 @@ from amlops import metrics
 from amlops.api import KINDS
 from amlops.api.kind import GROUP
 from amlops.azure.clients import AzureClients
-from amlops.external.amlcompute import AmlComputeClient
-from amlops.external.batchcompute import BatchComputeClient
-from amlops.external.paralleljob import ParallelJobClient
+from amlops.handlers import kinds
 from amlops.handlers.bridge import DELETING, FINALIZER, REQUEUE, TTL_PENDING, WAITING_FOR_FINALIZER
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.handlers.kube_api import KubeApi, connection_info
@@ -62,16 +60,12 @@ async def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
     memo["clients"] = clients
     memo["timing"] = Timing(short=amlops_settings.requeue_seconds, stalled=amlops_settings.stalled_recheck_seconds)
     memo["kube"] = kube
-    memo["amlcompute_client"] = AmlComputeClient(clients, kube, kube)
-    memo["batchcompute_client"] = BatchComputeClient(clients, kube, kube)
-    memo["paralleljob_client"] = ParallelJobClient(clients, kube, kube)
+    memo[kinds.EXTERNAL] = kinds.connect(clients, kube)
 
 
 @kopf.on.cleanup()
 async def disconnect(memo: kopf.Memo, **_: Any) -> None:
-    paralleljobs: ParallelJobClient | None = memo.get("paralleljob_client")
-    if paralleljobs is not None:
-        await paralleljobs.close()
+    await kinds.disconnect(memo)
     clients: AzureClients | None = memo.get("clients")
     if clients is not None:
         await clients.close()
@@ -144,8 +138,6 @@ def run(
     metrics_port: int = 9090,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM; watch ``namespaces``, or every namespace when empty."""
-    from amlops.handlers import kinds
-
     kinds.register(Settings())
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
