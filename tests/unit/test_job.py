@@ -186,3 +186,9 @@ def test_every_job_kind_explains_the_job_controls_alike(kind: type[CustomResourc
     assert set(shared) == {"suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished"}
     for name, schema in shared.items():
         assert spec[name] == schema, name
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind())
+def test_a_kind_is_named_job_exactly_when_it_is_a_job(kind: type[CustomResource]) -> None:
+    """The alerts and dashboards tell jobs from the rest by name (kind=~".+Job"), naming no kind."""
+    assert is_job(kind) is kind.kind().endswith("Job")
