@@ -69,13 +69,9 @@ class KindHandlers(Generic[ClientT]):
         return client
 
 
-async def _collect_ttl(kind: type[CustomResource], body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> float | None:
+async def collect_ttl(kind: type[CustomResource], body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> float | None:
+    """Every job kind's after-pass: a finished job deletes itself ttlSecondsAfterFinished after it ended."""
     return await ttl.collect(kind, body, outcome, memo["kube"])
-
-
-def _job(kind: type[CustomResource]) -> AfterPass | None:
-    """Every job kind (its spec has api/job.py's controls) deletes itself ttlSecondsAfterFinished after it ends."""
-    return _collect_ttl if is_job(kind) else None
 
 
 # The one list of kinds the operator serves: each API kind (``amlops.api.KINDS``, which crdgen and the chart's
@@ -86,12 +82,13 @@ REGISTRY: tuple[KindHandlers[Any], ...] = (
     KindHandlers(
         ParallelJob,
         lambda clients, kube: ParallelJobClient(clients, kube, kube),
-        after_pass=_job(ParallelJob),
+        after_pass=collect_ttl,
         forget=ParallelJobClient.release,
         close=ParallelJobClient.close,
     ),
 )
 assert [h.kind for h in REGISTRY] == list(KINDS), "every kind of the API has its handlers, in the same order"
+assert all((h.after_pass is collect_ttl) is is_job(h.kind) for h in REGISTRY), "every job kind, and only they, TTL"
 
 
 def connect(clients: AzureClients, kube: KubeApi) -> dict[str, ExternalClient[Any]]:
