@@ -231,14 +231,14 @@ class ParallelJobClient:
         if not mr.deleting and (finished := job.sticky(mr.status, mr.owner)) is not None:
             return finished
         if not mr.deleting and job.unreleased(mr.status) and not owns_pool(mr):
-            return job.releasing(mr.status, mr.owner, False, "")  # no pool of its own to release
+            return job.finished(mr.status, mr.owner, {job.RELEASED: True})  # no pool of its own to release
         client = await self._batch(mr)
         if client is None:  # deleting, and the BatchCompute is gone: nothing of ours can be reached any more
             return Observation(False, events=(self._left_behind(mr),))
         if not mr.deleting and job.unreleased(mr.status):
             # Finished before, its pool's release not recorded (a crash in between, or the job ended from outside).
             left = await self._pool_left(mr, client)
-            observation = job.releasing(mr.status, mr.owner, left, "the job's pool")
+            observation = job.releasing(mr.status, mr.owner, left=left, what="the job's pool")
             release = m.Decision(mr.status["phase"], m.Counts(0), "release")
             return replace(observation, intent=Step(release, 0, None)) if left else observation
         batch_job = await batch_jobs.get_job(client, job_id(mr))
