@@ -1,8 +1,9 @@
--- Argo CD health for every amlops.io kind (AmlCompute, BatchCompute, ParallelJob).
+-- Argo CD health for every amlops.io kind: the same script under each kind's key.
 --
 -- Reads only the amlops status contract (design.md section 3): top-level status.observedGeneration and the
--- kstatus conditions Ready / Reconciling / Stalled, plus the job conditions Running / Complete / Failed /
--- Suspended for ParallelJob. Argo CD handles deletionTimestamp itself before calling this script.
+-- kstatus conditions Ready / Reconciling / Stalled, plus the conditions Running / Complete / Failed /
+-- Suspended and spec.suspend that only job kinds have. No kind is named, so a new kind needs no change here.
+-- Argo CD handles deletionTimestamp itself before calling this script.
 --
 -- Argo CD runs scripts from argocd-cm without the string and math libraries (only base, table and a safe
 -- os), so this script uses plain comparisons and concatenation only.
@@ -66,35 +67,38 @@ if isTrue(stalled) then
   return hs
 end
 
-if obj.kind == "ParallelJob" then
-  -- Terminal conditions are sticky (design.md section 3), so they win over everything but Stalled.
-  local failed = find(conditions, "Failed")
-  if isTrue(failed) then
-    hs.status = "Degraded"
-    hs.message = describe(failed, "Failed")
-    return hs
-  end
-  local complete = find(conditions, "Complete")
-  if isTrue(complete) then
-    hs.status = "Healthy"
-    hs.message = describe(complete, "Complete")
-    return hs
-  end
-  local suspended = find(conditions, "Suspended")
-  if isTrue(suspended) or (obj.spec ~= nil and obj.spec.suspend == true) then
-    hs.status = "Suspended"
-    hs.message = describe(suspended, "Suspended by spec.suspend")
-    return hs
-  end
-  local running = find(conditions, "Running")
-  if isTrue(running) then
-    hs.status = "Progressing"
-    hs.message = describe(running, "Running")
-    if status.progress ~= nil then
-      hs.message = hs.message .. " (" .. status.progress .. " mini-batches)"
+-- Job kinds: terminal conditions are sticky (design.md section 3), so they win over everything but Stalled.
+-- Other kinds never have these conditions nor spec.suspend.
+local failed = find(conditions, "Failed")
+if isTrue(failed) then
+  hs.status = "Degraded"
+  hs.message = describe(failed, "Failed")
+  return hs
+end
+local complete = find(conditions, "Complete")
+if isTrue(complete) then
+  hs.status = "Healthy"
+  hs.message = describe(complete, "Complete")
+  return hs
+end
+local suspended = find(conditions, "Suspended")
+if isTrue(suspended) or (obj.spec ~= nil and obj.spec.suspend == true) then
+  hs.status = "Suspended"
+  hs.message = describe(suspended, "Suspended by spec.suspend")
+  return hs
+end
+local running = find(conditions, "Running")
+if isTrue(running) then
+  hs.status = "Progressing"
+  hs.message = describe(running, "Running")
+  if status.progress ~= nil then
+    local unit = ""
+    if status.miniBatches ~= nil then
+      unit = " mini-batches"
     end
-    return hs
+    hs.message = hs.message .. " (" .. status.progress .. unit .. ")"
   end
+  return hs
 end
 
 local reconciling = find(conditions, "Reconciling")

@@ -1,6 +1,6 @@
--- Argo CD resource actions for amlops.io/ParallelJob, mirroring argo-cd's batch/Job actions: suspend a
--- job that is running, resume a suspended one, nothing once it has finished (Complete or Failed are
--- terminal). There is no "terminate": deleting the ParallelJob cancels it in Azure.
+-- Argo CD resource actions for every amlops.io job kind (ParallelJob), mirroring argo-cd's batch/Job actions:
+-- suspend a job that is running, resume a suspended one, nothing once it has finished (Complete or Failed
+-- are terminal). There is no "terminate": deleting the job cancels it in Azure.
 local actions = {}
 
 local finished = false

@@ -48,16 +48,13 @@ def _crdgen(args: argparse.Namespace) -> int:
     from amlops.api import crdgen
 
     if args.check:
-        stale = [
-            target / name
-            for target in args.out
-            for name, text in crdgen.render().items()
-            if not (target / name).is_file() or (target / name).read_text() != text
-        ]
+        expected = [(target / name, text) for target in args.out for name, text in crdgen.render().items()]
+        expected += [(args.chart / name, text) for name, text in crdgen.render_chart().items()]
+        stale = [path for path, text in expected if not path.is_file() or path.read_text() != text]
         for path in stale:
             print(f"out of date: {path}", file=sys.stderr)
         return 1 if stale else 0
-    for path in crdgen.write(*args.out):
+    for path in [*crdgen.write(*args.out), *crdgen.write_chart(args.chart)]:
         print(path)
     return 0
 
@@ -88,12 +85,18 @@ def _parser() -> argparse.ArgumentParser:
     for plugin in _plugins():
         plugin.load()(sub)
 
-    crd = sub.add_parser("crdgen", help="write the CRDs generated from the typed models")
+    crd = sub.add_parser("crdgen", help="write the CRDs and the chart's list of kinds generated from the typed models")
     crd.add_argument(
         "--out",
         type=Path,
         action="append",
         help="target folder (repeatable); default: crds/ and charts/amlops/crds/",
+    )
+    crd.add_argument(
+        "--chart",
+        type=Path,
+        default=Path("charts/amlops"),
+        help="the chart whose templates/_kinds.tpl lists the kinds (RBAC, admission policy); default: charts/amlops",
     )
     crd.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
     crd.set_defaults(func=_crdgen)

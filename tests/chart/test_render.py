@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from amlops.api import KINDS
 from amlops.settings import Settings
 
 from .conftest import CHART, KUBE_VERSION, REPO, Helm, by_kind, one
@@ -283,7 +284,7 @@ def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 NAMESPACED_GRANTS = {
     ("amlops.io", "amlcomputes", "patch"),
     ("amlops.io", "paralleljobs/status", "patch"),
-    ("amlops.io", "batchcomputes/scale", "get"),
+    ("amlops.io", "amlcomputes/scale", "get"),
     ("", "events", "create"),
     ("events.k8s.io", "events", "create"),
     ("", "secrets", "get"),
@@ -302,6 +303,9 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
     # it (ttlSecondsAfterFinished).
     assert {verb for group, resource, verb in rules if resource == "secrets"} == {"get", "patch"}
     assert {(group, resource) for group, resource, verb in rules if verb == "delete"} == {("amlops.io", "paralleljobs")}
+    # The kinds' rules are generated from the API (templates/_kinds.tpl): every kind, nothing else of the group.
+    ours = {resource for group, resource, _ in rules if group == "amlops.io"}
+    assert ours == {f"{k.plural()}{sub}" for k in KINDS for sub in ("", "/status")} | {"amlcomputes/scale"}
     assert not {verb for _, _, verb in rules} & {"deletecollection", "escalate", "bind", "impersonate", "*"}
     assert not any(resource.endswith("kopfpeerings") for _, resource, _ in rules), "standalone: no peering"
 
@@ -381,11 +385,11 @@ def _policy(docs: list[dict[str, Any]], suffix: str) -> tuple[dict[str, Any], di
     return policy, binding
 
 
-def test_deletion_protection_policy_covers_the_three_kinds(helm: Helm) -> None:
+def test_deletion_protection_policy_covers_every_kind(helm: Helm) -> None:
     policy, binding = _policy(helm.render(), "-deletion-protection")
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
     assert rule["operations"] == ["DELETE"]
-    assert sorted(rule["resources"]) == ["amlcomputes", "batchcomputes", "paralleljobs"]
+    assert rule["resources"] == [k.plural() for k in KINDS]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     off = helm.render({"deletionProtection": {"enabled": False}})
     assert not [d for d in by_kind(off, "ValidatingAdmissionPolicy") if "deletion" in d["metadata"]["name"]]

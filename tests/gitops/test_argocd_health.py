@@ -1,4 +1,4 @@
-"""argocd/health.lua and the ParallelJob actions, run by a real Lua 5.1 the way Argo CD runs them."""
+"""argocd/health.lua on every kind and the job actions, run by a real Lua 5.1 the way Argo CD runs them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 import yaml
 from tests.gitops import gitops_support as gs
+
+from amlops.api import KINDS, CustomResource
+from amlops.api.job import is_job
 
 pytestmark = pytest.mark.tools
 
@@ -120,12 +123,28 @@ def _readme_argocd_cm() -> dict[str, Any]:
     return block
 
 
-def test_readme_argocd_cm_carries_the_scripts_verbatim() -> None:
+def test_readme_argocd_cm_carries_the_scripts_verbatim_for_every_kind() -> None:
+    """Every kind of the registry has the health script, every job kind the actions, and nothing else."""
     data = _readme_argocd_cm()["data"]
     health = gs.HEALTH_LUA.read_text()
-    for kind in ("AmlCompute", "BatchCompute", "ParallelJob"):
-        assert data[f"resource.customizations.health.amlops.io_{kind}"] == health
-    actions = yaml.safe_load(data["resource.customizations.actions.amlops.io_ParallelJob"])
-    assert actions["discovery.lua"] == (ACTIONS / "discovery.lua").read_text()
-    definitions = {d["name"]: d["action.lua"] for d in actions["definitions"]}
-    assert definitions == {name: (ACTIONS / name / "action.lua").read_text() for name in ("suspend", "resume")}
+    keys = {key for key in data if key.startswith("resource.customizations.")}
+    assert keys == {f"resource.customizations.health.amlops.io_{kind.kind()}" for kind in KINDS} | {
+        f"resource.customizations.actions.amlops.io_{kind.kind()}" for kind in KINDS if is_job(kind)
+    }
+    for kind in KINDS:
+        assert data[f"resource.customizations.health.amlops.io_{kind.kind()}"] == health
+        if not is_job(kind):
+            continue
+        actions = yaml.safe_load(data[f"resource.customizations.actions.amlops.io_{kind.kind()}"])
+        assert actions["discovery.lua"] == (ACTIONS / "discovery.lua").read_text()
+        definitions = {d["name"]: d["action.lua"] for d in actions["definitions"]}
+        assert definitions == {name: (ACTIONS / name / "action.lua").read_text() for name in ("suspend", "resume")}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind())
+def test_every_kind_has_health_fixtures(kind: type[CustomResource]) -> None:
+    """The Lua runs on objects of every kind of the registry: at least a healthy and a progressing one."""
+    fixtures = [gs.load_fixture(name) for name in gs.fixture_names()]
+    assert {f["kind"] for f in fixtures} <= {k.kind() for k in KINDS}, "a fixture of a kind amlops does not have"
+    healths = {EXPECTED[name]["argocd"] for name in gs.fixture_names() if gs.load_fixture(name)["kind"] == kind.kind()}
+    assert {"Healthy", "Progressing"} <= healths, f"add fixtures of {kind.kind()} to tests/gitops/fixtures"

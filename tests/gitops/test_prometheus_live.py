@@ -16,6 +16,7 @@ from tests.gitops import gitops_support as gs
 from tests.gitops.gitops_support import RULES, Prometheus, dashboard_exprs, running_operator, running_prometheus
 
 import amlops_testbed as testbed
+from amlops.api import KINDS
 
 pytestmark = pytest.mark.e2e
 
@@ -53,10 +54,8 @@ def test_scrapes_reconcile_total(prom: Prometheus) -> None:
         return {r["metric"]["kind"] for r in result}
 
     # The operator reconciled the samples (every pass counts, whatever its result); a kind whose pass is
-    # still retrying an unreachable Azure shows up once that pass ends, so wait for all three.
-    testbed.eventually(
-        lambda: kinds() == {"AmlCompute", "BatchCompute", "ParallelJob"}, timeout=90, what="all kinds scraped"
-    )
+    # still retrying an unreachable Azure shows up once that pass ends, so wait for every kind.
+    testbed.eventually(lambda: kinds() == {k.kind() for k in KINDS}, timeout=90, what="all kinds scraped")
 
 
 def test_alert_rules_load_and_evaluate(prom: Prometheus) -> None:

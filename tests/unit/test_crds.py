@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from amlops.api import KINDS, crdgen
+from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob, crdgen
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -18,6 +18,26 @@ def test_committed_crds_match_the_models(target: str, tmp_path: Path) -> None:
     committed = {p.name: p.read_text() for p in (REPO / target).glob("*.yaml")}
     generated = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
     assert committed == generated, f"{target} is stale: run `amlops crdgen`"
+
+
+def test_committed_chart_kind_list_matches_the_models() -> None:
+    for name, text in crdgen.render_chart().items():
+        assert (REPO / "charts/amlops" / name).read_text() == text, f"{name} is stale: run `amlops crdgen`"
+
+
+def test_the_chart_lists_every_kind_its_status_and_only_real_subresources() -> None:
+    """What the chart's RBAC and admission policy are generated from: every kind of the API; /scale only where
+    the CRD has a scale subresource; delete only for job kinds (ttlSecondsAfterFinished)."""
+    lists = crdgen.chart_kinds((AmlCompute, BatchCompute, ParallelJob))
+    assert lists == {
+        "amlops.kinds": ["amlcomputes", "batchcomputes", "paralleljobs"],
+        "amlops.kinds.status": ["amlcomputes/status", "batchcomputes/status", "paralleljobs/status"],
+        "amlops.kinds.scale": ["amlcomputes/scale"],
+        "amlops.kinds.jobs": ["paralleljobs"],
+    }
+    computes_only = crdgen.chart_kinds((BatchCompute,))
+    assert computes_only["amlops.kinds.jobs"] == [], "no job kind: no delete at all"
+    assert computes_only["amlops.kinds.scale"] == []
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind())

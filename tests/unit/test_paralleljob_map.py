@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from amlops.external import paralleljob_map as m
+from amlops.reconcile import job
 
 pytestmark = pytest.mark.unit
 
@@ -100,7 +99,7 @@ CASES = [
         facts([ok(0), ok(1)], output_ready=True, job_state="completed"),
         "Complete",
         None,
-        m.REASON_SUCCEEDED,
+        job.REASON_SUCCEEDED,
     ),
     Case(
         "All finished, output written, job still live (crash before terminate): finish again",
@@ -121,7 +120,7 @@ CASES = [
         facts([ok(0), queued(1)], suspend=True, job_state="disabled"),
         "Suspended",
         None,
-        m.REASON_SUSPENDED,
+        job.REASON_SUSPENDED,
     ),
     Case("Suspend lifted: resume", facts([ok(0), queued(1)], job_state="disabled"), "Running", "resume"),
     Case(
@@ -135,7 +134,7 @@ CASES = [
         facts([ok(0), running(1)], deadline=60, elapsed=61.0),
         "Running",
         "fail",
-        m.REASON_DEADLINE,
+        job.REASON_DEADLINE,
     ),
     Case("Deadline not yet: wait", facts([ok(0), running(1)], deadline=60, elapsed=60.0), "Running", None),
     Case(
@@ -198,36 +197,13 @@ def test_observation_per_phase() -> None:
 
     suspended = m.observation(m.decide(facts([queued(0)], suspend=True, job_state="disabled")), {}, owner)
     assert not suspended.ready
-    assert suspended.reason == m.REASON_SUSPENDED
+    assert suspended.reason == job.REASON_SUSPENDED
     assert ("Suspended", "True") in {(c.type, c.status) for c in suspended.conditions}
 
     failed = m.observation(m.decide(facts([bad(0)], error_threshold=0, job_state="completed")), {}, owner)
     assert failed.failure is not None
     assert failed.failure[0] == m.REASON_ERROR_THRESHOLD
     assert ("Failed", "True") in {(c.type, c.status) for c in failed.conditions}
-
-
-def test_terminal_states_are_sticky_once_the_compute_is_released() -> None:
-    status = {
-        "phase": "Failed",
-        "resourcesReleased": True,
-        "conditions": [{"type": "Failed", "status": "True", "reason": "ErrorThresholdExceeded", "message": "3 failed"}],
-    }
-    obs = m.sticky(status, "o")
-    assert obs is not None
-    assert obs.failure == ("ErrorThresholdExceeded", "3 failed")
-    assert obs.at_provider == {}  # the stored status stays as it is
-    complete = m.sticky({"phase": "Complete", "resourcesReleased": True, "conditions": []}, "o")
-    assert complete is not None
-    assert complete.failure is None
-    assert m.sticky({"phase": "Running"}, "o") is None
-    # Finished but the release not recorded (a crash between ending the job and deleting its pool, a status
-    # written before this field existed): not sticky, observe looks at the pool.
-    assert m.sticky({**status, "resourcesReleased": False}, "o") is None
-    assert m.sticky({"phase": "Complete", "conditions": []}, "o") is None
-    assert m.unreleased({"phase": "Complete"})
-    assert not m.unreleased({"phase": "Complete", "resourcesReleased": True})
-    assert not m.unreleased({"phase": "Running"})
 
 
 @pytest.mark.parametrize(
@@ -250,21 +226,6 @@ def test_releasing(reason: str, decision: m.Decision, pool_left: bool, action: s
     assert got.phase == ("Running" if action == "release" else decision.phase), reason
     released = m.observation(got, {}, "o")
     assert released.resource_up_to_date is (action is None), reason
-
-
-def test_release_observation() -> None:
-    failed = {
-        "phase": "Failed",
-        "conditions": [{"type": "Failed", "status": "True", "reason": "JobTerminated", "message": "ended"}],
-    }
-    pending = m.release_observation(failed, "o", pool_left=True)
-    assert not pending.resource_up_to_date  # the engine calls update(), which deletes the pool
-    assert pending.failure is None  # not Stalled before the pool is gone
-    assert pending.at_provider == {"resourcesReleased": False}
-    done = m.release_observation(failed, "o", pool_left=False)
-    assert done.failure == ("JobTerminated", "ended")
-    assert done.at_provider == {"resourcesReleased": True}
-    assert m.sticky({**failed, **done.at_provider}, "o") is not None
 
 
 @pytest.mark.parametrize(
@@ -292,24 +253,3 @@ def test_task_ids_round_trip_and_foreign_tasks_are_ignored() -> None:
         {"id": "mb-x", "state": "running"},
     ]
     assert m.task_facts(tasks) == [m.TaskFact(7, "completed", "failure", 2)]
-
-
-NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("ttl", "status", "expected"),
-    [
-        (60, {"phase": "Complete", "completionTime": "2026-11-24T11:59:30Z"}, 30.0),
-        (60, {"phase": "Failed", "completionTime": "2026-11-24T11:58:00Z"}, -60.0),
-        (0, {"phase": "Complete", "completionTime": "2026-11-24T12:00:00Z"}, 0.0),
-        (None, {"phase": "Complete", "completionTime": "2026-11-24T11:00:00Z"}, None),
-        (60, {"phase": "Running", "completionTime": "2026-11-24T11:00:00Z"}, None),
-        (60, {"phase": "Complete"}, None),
-        (60, {"phase": "Complete", "completionTime": "yesterday"}, None),
-    ],
-)
-def test_ttl_counts_from_completion_time_of_finished_jobs_only(
-    ttl: int | None, status: dict[str, Any], expected: float | None
-) -> None:
-    assert m.ttl_remaining(ttl, status, NOW) == expected

@@ -39,19 +39,24 @@ RBAC rules for the namespaced objects the operator works on. The same list goes 
 (cluster-wide mode) or into a Role per watched namespace, so both modes grant exactly the same verbs.
 */}}
 {{- define "amlops.namespacedRules" -}}
+# The kinds come from templates/_kinds.tpl, which `amlops crdgen` generates from the API models.
 - apiGroups: ["amlops.io"]
-  resources: ["amlcomputes", "batchcomputes", "paralleljobs"]
+  resources: {{ include "amlops.kinds" . }}
   verbs: ["get", "list", "watch", "patch", "update"]
-# A finished ParallelJob with ttlSecondsAfterFinished deletes itself; nothing else is ever deleted.
+{{- if ne (include "amlops.kinds.jobs" .) "[]" }}
+# A finished job with ttlSecondsAfterFinished deletes itself; nothing else is ever deleted.
 - apiGroups: ["amlops.io"]
-  resources: ["paralleljobs"]
+  resources: {{ include "amlops.kinds.jobs" . }}
   verbs: ["delete"]
+{{- end }}
 - apiGroups: ["amlops.io"]
-  resources: ["amlcomputes/status", "batchcomputes/status", "paralleljobs/status"]
+  resources: {{ include "amlops.kinds.status" . }}
   verbs: ["get", "patch", "update"]
+{{- if ne (include "amlops.kinds.scale" .) "[]" }}
 - apiGroups: ["amlops.io"]
-  resources: ["amlcomputes/scale", "batchcomputes/scale", "paralleljobs/scale"]
+  resources: {{ include "amlops.kinds.scale" . }}
   verbs: ["get"]
+{{- end }}
 # kopf posts core/v1 Events; events.k8s.io for clients that use the newer API.
 - apiGroups: [""]
   resources: ["events"]

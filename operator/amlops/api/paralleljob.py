@@ -6,7 +6,6 @@ The spec cannot change once the job exists, except ``suspend`` (a CEL transition
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
@@ -15,12 +14,12 @@ from pydantic.config import JsonDict
 from amlops.api.common import (
     OBJECT_NAME,
     ApiModel,
-    StatusBase,
     data_key,
     deletion_protection_field,
     object_name,
     unchanged,
 )
+from amlops.api.job import INT32_MAX, JobControls, JobStatus
 from amlops.api.kind import (
     AGE_COLUMN,
     READY_COLUMN,
@@ -37,8 +36,6 @@ SHORT = 256
 URI = 2048
 TEXT = 4096
 MAP_ENTRIES = 64
-# Counts and seconds as Azure ML and Batch take them (32-bit); the apiserver itself stops at 64 bits.
-INT32_MAX = 2**31 - 1
 REFERENCE = r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$"
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -193,7 +190,7 @@ def _immutable_except_suspend(schema: JsonDict) -> None:
 MUTABLE = ("suspend", "deletionProtection")
 
 
-class ParallelJobSpec(ApiModel):
+class ParallelJobSpec(JobControls):
     model_config = ConfigDict(json_schema_extra=_immutable_except_suspend)
 
     compute: ComputeRef = Field(description="Seed: compute.")
@@ -253,24 +250,6 @@ class ParallelJobSpec(ApiModel):
         "has the same content hash (spec, input listing etags, code etags), its output is reused and no compute "
         "runs (status.reusedFrom).",
     )
-    suspend: bool = Field(
-        default=False, description="Stop adding mini-batches and stop running ones; false resumes from the plan."
-    )
-    active_deadline_seconds: int | None = Field(
-        default=None,
-        ge=1,
-        le=INT32_MAX,
-        description="Seconds from startTime after which the job is terminated and Failed. It also bounds the "
-        "lifetime of the nodes' SAS tokens (plus 30 minutes; absent: 6 hours from when a task is added).",
-    )
-    ttl_seconds_after_finished: int | None = Field(
-        default=None,
-        ge=0,
-        le=INT32_MAX,
-        description="Seconds after completionTime (Complete or Failed) when the ParallelJob deletes itself, as a "
-        "batch/v1 Job does; its Batch job and own pool go with it, its output stays. Absent, or with "
-        "deletionProtection: kept.",
-    )
     storage_credentials: StorageCredentials | None = Field(
         default=None,
         description="Storage account access for inputs, code and outputs. Absent: the operator's account "
@@ -294,12 +273,7 @@ class ItemCounts(ApiModel):
     failed: int = 0
 
 
-class ParallelJobStatus(StatusBase):
-    phase: Literal["Pending", "Running", "Suspended", "Complete", "Failed"] | None = Field(
-        default=None, description="Pending, Running, Suspended, Complete, Failed (the last two never change)."
-    )
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
+class ParallelJobStatus(JobStatus):
     job_id: str | None = Field(default=None, description="Azure Batch job id.")
     pool_id: str | None = Field(default=None, description="Azure Batch pool the job runs on.")
     mini_batches: MiniBatchCounts | None = None

@@ -83,6 +83,7 @@ from amlops.external.paralleljob_plan import (
     write_manifest,
 )
 from amlops.external.ports import ClusterObjects, SecretReader
+from amlops.reconcile import job
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import OWNER_TAG, Managed
@@ -227,26 +228,26 @@ class ParallelJobClient:
         return ()
 
     async def observe(self, mr: Mr) -> Observation:
-        if not mr.deleting and (finished := m.sticky(mr.status, mr.owner)) is not None:
+        if not mr.deleting and (finished := job.sticky(mr.status, mr.owner)) is not None:
             return finished
-        if not mr.deleting and m.unreleased(mr.status) and not owns_pool(mr):
-            return m.release_observation(mr.status, mr.owner, pool_left=False)  # no pool of its own to release
+        if not mr.deleting and job.unreleased(mr.status) and not owns_pool(mr):
+            return job.finished(mr.status, mr.owner, {job.RELEASED: True})  # no pool of its own to release
         client = await self._batch(mr)
         if client is None:  # deleting, and the BatchCompute is gone: nothing of ours can be reached any more
             return Observation(False, events=(self._left_behind(mr),))
-        if not mr.deleting and m.unreleased(mr.status):
+        if not mr.deleting and job.unreleased(mr.status):
             # Finished before, its pool's release not recorded (a crash in between, or the job ended from outside).
             left = await self._pool_left(mr, client)
-            observation = m.release_observation(mr.status, mr.owner, left)
+            observation = job.releasing(mr.status, mr.owner, left=left, what="the job's pool")
             release = m.Decision(mr.status["phase"], m.Counts(0), "release")
             return replace(observation, intent=Step(release, 0, None)) if left else observation
-        job = await batch_jobs.get_job(client, job_id(mr))
+        batch_job = await batch_jobs.get_job(client, job_id(mr))
         if mr.deleting:
-            return await self._observe_deleting(mr, client, job)
-        if job is None:
+            return await self._observe_deleting(mr, client, batch_job)
+        if batch_job is None:
             if mr.spec.is_deterministic and (reused := await self._reused(mr)) is not None:
                 return reused
-            return Observation(False, at_provider={"phase": m.PENDING, "jobId": job_id(mr), "poolId": pool_id(mr)})
+            return Observation(False, at_provider={"phase": job.PENDING, "jobId": job_id(mr), "poolId": pool_id(mr)})
         layout = await self._layout(mr)
         index = await read_index(JsonFolder(layout.store, layout.plan))
         if index is None:  # create() writes the whole plan before the job: it was there, and is gone
@@ -256,8 +257,8 @@ class ParallelJobClient:
         counts = await batch_jobs.task_counts(client, job_id(mr))
         done = await self._finished_tasks(mr, client, layout, int(counts.get("completed") or 0))
         added = sum(int(counts.get(state) or 0) for state in ("active", "running", "completed"))
-        started = mr.status.get("startTime") or job.get("creationTime")
-        elapsed = _seconds_since(started)
+        started = mr.status.get("startTime") or batch_job.get("creationTime")
+        elapsed = job.seconds_since(started, datetime.now(UTC))
         all_finished = len(done) == index.count
         output_ready = not mr.spec.task.append_row_to or (
             all_finished and await output_written(layout.store, layout.results, layout.output)
@@ -268,18 +269,18 @@ class ParallelJobClient:
                 added=added,
                 running=int(counts.get("running") or 0),
                 finished=done,
-                job_state=str(job.get("state") or ""),
+                job_state=str(batch_job.get("state") or ""),
                 suspend=mr.spec.suspend,
                 error_threshold=mr.spec.error_threshold,
                 mini_batch_error_threshold=mr.spec.mini_batch_error_threshold,
                 output_ready=output_ready,
                 elapsed=elapsed,
                 deadline=mr.spec.active_deadline_seconds,
-                terminate_reason=(job.get("executionInfo") or {}).get("terminateReason"),
+                terminate_reason=(batch_job.get("executionInfo") or {}).get("terminateReason"),
             )
         )
-        decision = m.releasing(decision, decision.phase in m.TERMINAL and await self._pool_left(mr, client))
-        ended = decision.phase in m.TERMINAL
+        decision = m.releasing(decision, decision.phase in job.TERMINAL and await self._pool_left(mr, client))
+        ended = decision.phase in job.TERMINAL
         status = {
             **m.status_fields(decision, elapsed),
             "jobId": job_id(mr),
@@ -287,7 +288,7 @@ class ParallelJobClient:
             "startTime": started,
             "output": layout.output_uri if mr.spec.task.append_row_to else None,
             "contentHash": index.hash,
-            m.RELEASED: True if ended else None,
+            job.RELEASED: True if ended else None,
         }
         if ended:
             status["completionTime"] = _now()
@@ -303,7 +304,7 @@ class ParallelJobClient:
 
     def _left_behind(self, mr: Mr) -> EventRecord:
         what = f"the Batch job {job_id(mr)}"
-        if owns_pool(mr) and not mr.status.get(m.RELEASED):
+        if owns_pool(mr) and not mr.status.get(job.RELEASED):
             what += f" and the pool {pool_id(mr)} (its nodes bill until it is deleted)"
         return EventRecord(
             "Warning",
@@ -312,11 +313,11 @@ class ParallelJobClient:
             f"account: {what} may remain there; delete them in the Batch account",
         )
 
-    async def _observe_deleting(self, mr: Mr, client: BatchClient, job: dict[str, Any] | None) -> Observation:
+    async def _observe_deleting(self, mr: Mr, client: BatchClient, batch_job: dict[str, Any] | None) -> Observation:
         pool_left = await self._pool_left(mr, client)
-        if job is None and not pool_left:
+        if batch_job is None and not pool_left:
             return Observation(False)
-        going = job is not None and job.get("state") == "deleting"
+        going = batch_job is not None and batch_job.get("state") == "deleting"
         return Observation(True, transitional=going and not pool_left, transitional_reason="Deleting", owner=mr.owner)
 
     async def _finished_tasks(
@@ -466,9 +467,9 @@ class ParallelJobClient:
         now = _now()
         status.update(
             {"phase": "Complete", "reusedFrom": marker["from"], "contentHash": marker["contentHash"],
-             "startTime": mr.status.get("startTime") or now, "completionTime": now, m.RELEASED: True}
+             "startTime": mr.status.get("startTime") or now, "completionTime": now, job.RELEASED: True}
         )  # fmt: skip
-        return m.complete(f"reused the output of {marker['from']} (isDeterministic)", status, mr.owner, "Reused")
+        return job.complete(f"reused the output of {marker['from']} (isDeterministic)", status, mr.owner, "Reused")
 
     async def _release_pool(self, mr: Mr, client: BatchClient) -> None:
         if owns_pool(mr):
@@ -761,8 +762,3 @@ def _image(spec: ParallelJobSpec) -> str | None:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds_since(stamp: Any) -> float | None:
-    started = m.parse_time(stamp)
-    return None if started is None else max(0.0, (datetime.now(UTC) - started).total_seconds())

@@ -12,32 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+from amlops.api.job import JobPhase
 from amlops.external.paralleljob_output import compress_ranges
+from amlops.reconcile import job
 from amlops.reconcile.external import Observation
-from amlops.status import COMPLETE, FAILED, RUNNING, SUSPENDED, ConditionUpdate, find
+from amlops.reconcile.job import REASON_RUNNING, REASON_SUCCEEDED, REASON_SUSPENDED, SUSPENDED_MESSAGE, TERMINAL
 
-Phase = Literal["Pending", "Running", "Suspended", "Complete", "Failed"]
 Action = Literal["add", "suspend", "resume", "fail", "finish", "release"]
-
-PENDING: Phase = "Pending"
-TERMINAL: frozenset[str] = frozenset({"Complete", "Failed"})
 
 TASK_PREFIX = "mb-"
 
-REASON_RUNNING = "Running"
-REASON_SUSPENDED = "Suspended"
-REASON_SUCCEEDED = "Succeeded"
 REASON_ERROR_THRESHOLD = "ErrorThresholdExceeded"
 REASON_MINI_BATCH_ERROR_THRESHOLD = "MiniBatchErrorThresholdExceeded"
-REASON_DEADLINE = "DeadlineExceeded"
 REASON_JOB_TERMINATED = "JobTerminated"
 REASON_POOL_NOT_MANAGED = "PoolNotManaged"
-# status field: the finished job holds no compute any more (its Batch job ended, the pool amlops made deleted).
-RELEASED = "resourcesReleased"
-SUSPENDED_MESSAGE = "Suspended by spec.suspend"
 
 # Batch job states in which the job can still run tasks (and so can be terminated, disabled or enabled).
 _LIVE = frozenset({"active", "disabling", "disabled", "enabling"})
@@ -122,7 +112,7 @@ class Counts:
 
 @dataclass(frozen=True)
 class Decision:
-    phase: Phase
+    phase: JobPhase
     counts: Counts
     action: Action | None = None
     reason: str = ""
@@ -168,8 +158,8 @@ def decide(facts: Facts) -> Decision:
     counts = count(facts)
     live = facts.job_state in _LIVE
     failure = threshold_failure(counts, facts.error_threshold, facts.mini_batch_error_threshold)
-    if failure is None and facts.deadline is not None and facts.elapsed is not None and facts.elapsed > facts.deadline:
-        failure = REASON_DEADLINE, f"the job ran longer than activeDeadlineSeconds ({facts.deadline})"
+    if failure is None:
+        failure = job.deadline_exceeded(facts.deadline, facts.elapsed)
     all_finished = counts.finished == facts.total
     if failure is None and not live and not all_finished:
         why = facts.terminate_reason or "unknown"
@@ -235,93 +225,13 @@ def status_fields(decision: Decision, elapsed: float | None) -> dict[str, Any]:
 
 
 def observation(decision: Decision, at_provider: Mapping[str, Any], owner: str) -> Observation:
-    """The engine's view of a decision: an action → not up to date (the engine calls ``update``); Running →
-    transitional; Suspended → settled but not Ready; Complete → Ready; Failed → failure (Stalled)."""
-    reason, message = decision.reason, decision.message
+    """The engine's view of a decision: an action → not up to date (the engine calls ``update``, and doing it
+    again is progress: a step); otherwise the job's phase as every job kind reports it (``reconcile/job.py``)."""
     if decision.action is not None:
         return Observation(
-            True, resource_up_to_date=False, owner=owner, at_provider=at_provider, diff=message, step=True
+            True, resource_up_to_date=False, owner=owner, at_provider=at_provider, diff=decision.message, step=True
         )
-    if decision.phase == "Running":
-        return Observation(
-            True,
-            transitional=True,
-            transitional_reason=reason,
-            message=message,
-            owner=owner,
-            at_provider=at_provider,
-            conditions=(
-                ConditionUpdate(RUNNING, "True", reason, message),
-                ConditionUpdate(SUSPENDED, "False", reason, ""),
-            ),
-        )
-    if decision.phase == "Suspended":
-        return Observation(
-            True,
-            ready=False,
-            reason=reason,
-            message=message,
-            owner=owner,
-            at_provider=at_provider,
-            conditions=(
-                ConditionUpdate(RUNNING, "False", reason, ""),
-                ConditionUpdate(SUSPENDED, "True", reason, message),
-            ),
-        )
-    if decision.phase == "Complete":
-        return complete(message, at_provider, owner, reason)
-    return failed(reason, message, at_provider, owner)
-
-
-def complete(message: str, at_provider: Mapping[str, Any], owner: str, reason: str = REASON_SUCCEEDED) -> Observation:
-    return Observation(
-        True,
-        message=message,
-        owner=owner,
-        at_provider=at_provider,
-        conditions=(
-            ConditionUpdate(COMPLETE, "True", reason, message),
-            ConditionUpdate(RUNNING, "False", reason, ""),
-        ),
-    )
-
-
-def failed(reason: str, message: str, at_provider: Mapping[str, Any], owner: str) -> Observation:
-    return Observation(
-        True,
-        failure=(reason, message),
-        owner=owner,
-        at_provider=at_provider,
-        conditions=(
-            ConditionUpdate(FAILED, "True", reason, message),
-            ConditionUpdate(RUNNING, "False", reason, ""),
-        ),
-    )
-
-
-def sticky(status: Mapping[str, Any], owner: str) -> Observation | None:
-    """A finished job's observation from its own status, once its compute is released: Complete and Failed never
-    change, and cost no call. Until the status records the release, observe looks at Azure (a pool left by a
-    crash between ending the job and deleting its pool, or by a job ended from outside, keeps billing)."""
-    if status.get("phase") not in TERMINAL or not status.get(RELEASED):
-        return None
-    return finished_observation(status, owner, {})
-
-
-def unreleased(status: Mapping[str, Any]) -> bool:
-    """Finished, and the release of its compute is not recorded yet."""
-    return status.get("phase") in TERMINAL and not status.get(RELEASED)
-
-
-def finished_observation(status: Mapping[str, Any], owner: str, at_provider: Mapping[str, Any]) -> Observation:
-    """Complete or Failed, as the status says (reason and message from its condition)."""
-    phase = status.get("phase")
-    conditions = status.get("conditions") or []
-    condition = find(conditions, COMPLETE if phase == "Complete" else FAILED) or {}
-    reason, message = str(condition.get("reason") or phase), str(condition.get("message") or "")
-    if phase == "Complete":
-        return complete(message, at_provider, owner, reason)
-    return failed(reason, message, at_provider, owner)
+    return job.settled(decision.phase, decision.reason, decision.message, at_provider, owner)
 
 
 def releasing(decision: Decision, pool_left: bool) -> Decision:
@@ -333,15 +243,6 @@ def releasing(decision: Decision, pool_left: bool) -> Decision:
     return decision
 
 
-def release_observation(status: Mapping[str, Any], owner: str, pool_left: bool) -> Observation:
-    """A job already finished: while its own pool is there, the release to carry out (not up to date); then
-    Complete or Failed as before, with the release recorded."""
-    if pool_left:
-        return Observation(True, resource_up_to_date=False, owner=owner, at_provider={RELEASED: False},
-                           diff="deleting the job's pool")  # fmt: skip
-    return finished_observation(status, owner, {RELEASED: True})
-
-
 def unmanaged_pool(pool_id: str | None, managed: Iterable[str], compute: str) -> str | None:
     """Why ``compute.poolId`` may not be used (None: it may): only a pool of the BatchCompute's ``spec.pools``,
     never another job's ``pj-`` pool nor a pool amlops does not manage."""
@@ -351,23 +252,3 @@ def unmanaged_pool(pool_id: str | None, managed: Iterable[str], compute: str) ->
         f"pool {pool_id} (compute.poolId) is not one of BatchCompute {compute}'s spec.pools ({sorted(managed)}): "
         "a job runs only on a pool that BatchCompute manages, or on a pool of its own (omit poolId)"
     )
-
-
-def ttl_remaining(ttl_seconds: int | None, status: Mapping[str, Any], now: datetime) -> float | None:
-    """Seconds until a finished job with ``ttlSecondsAfterFinished`` is deleted (≤ 0: now); None when it is not
-    finished or has no TTL. Counted from ``completionTime``, as batch/v1 Job counts from its finish."""
-    finished = parse_time(status.get("completionTime"))
-    if ttl_seconds is None or status.get("phase") not in TERMINAL or finished is None:
-        return None
-    return ttl_seconds - (now - finished).total_seconds()
-
-
-def parse_time(stamp: Any) -> datetime | None:
-    """An RFC 3339 time as Kubernetes and Batch write it (``Z`` or an offset; none means UTC), else None."""
-    if not stamp:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

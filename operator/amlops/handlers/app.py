@@ -14,9 +14,7 @@ from amlops import metrics
 from amlops.api import KINDS
 from amlops.api.kind import GROUP
 from amlops.azure.clients import AzureClients
-from amlops.external.amlcompute import AmlComputeClient
-from amlops.external.batchcompute import BatchComputeClient
-from amlops.external.paralleljob import ParallelJobClient
+from amlops.handlers import kinds
 from amlops.handlers.bridge import DELETING, FINALIZER, REQUEUE, TTL_PENDING, WAITING_FOR_FINALIZER
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.handlers.kube_api import KubeApi, connection_info
@@ -54,24 +52,20 @@ async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.AiohttpSessio
 
 @kopf.on.startup()
 async def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Shared clients live in the operator memo (kopf copies a reference into every object's memo)."""
-    amlops_settings = Settings()
+    """Shared clients live in the operator memo (kopf copies a reference into every object's memo); ``run``
+    put the settings there."""
+    amlops_settings: Settings = memo["settings"]
     clients = AzureClients(amlops_settings)
     kube = KubeApi(lambda: connection_info(settings), timeout=settings.networking.request_timeout or 60)
-    memo["settings"] = amlops_settings
     memo["clients"] = clients
     memo["timing"] = Timing(short=amlops_settings.requeue_seconds, stalled=amlops_settings.stalled_recheck_seconds)
     memo["kube"] = kube
-    memo["amlcompute_client"] = AmlComputeClient(clients, kube, kube)
-    memo["batchcompute_client"] = BatchComputeClient(clients, kube, kube)
-    memo["paralleljob_client"] = ParallelJobClient(clients, kube, kube)
+    memo[kinds.EXTERNAL] = kinds.connect(clients, kube)
 
 
 @kopf.on.cleanup()
 async def disconnect(memo: kopf.Memo, **_: Any) -> None:
-    paralleljobs: ParallelJobClient | None = memo.get("paralleljob_client")
-    if paralleljobs is not None:
-        await paralleljobs.close()
+    await kinds.disconnect(memo)
     clients: AzureClients | None = memo.get("clients")
     if clients is not None:
         await clients.close()
@@ -104,7 +98,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # slots: 1,000 objects Ready in 52 s). Measured at 1,000 objects with status written under the object's
     # lock: 400 slots released after 0.5 s idle took 29-31 s; 200 slots and 5 s, 41 s; 1,000 slots, 41 s;
     # 400 slots held 1 s, 31 s. Peak memory ~250 MB at 400 (kopf's connections bounded in login()).
-    own = Settings()
+    own: Settings = memo["settings"]
     settings.queueing.worker_limit = own.worker_limit
     settings.queueing.idle_timeout = own.worker_idle_seconds
 
@@ -146,9 +140,9 @@ def run(
     metrics_port: int = 9090,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM; watch ``namespaces``, or every namespace when empty."""
-    from amlops.handlers import kinds
-
-    kinds.register(Settings())
+    # Read once, here: the handlers' intervals and the start-up handlers (through the memo) see the same values.
+    settings = Settings()
+    kinds.register(settings)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -172,5 +166,6 @@ def run(
         namespaces=list(namespaces),
         clusterwide=not namespaces,
         liveness_endpoint=liveness_endpoint,
+        memo=kopf.Memo(settings=settings),
     )
     return 0

@@ -1,4 +1,5 @@
-"""Handlers for the three kinds: create, update, resume, a timer and delete all call the one engine.
+"""The kind registry, and the handlers every kind gets: create, update, resume, a timer and delete all call
+the one engine.
 
 kopf supplies events, retries and the finalizer; the engine decides. A new or resumed object gets one pass;
 while it converges the poll timer looks again (in memory, no progress annotations); an update pass that is
@@ -11,13 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import kopf
 
 from amlops import metrics
 from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob
+from amlops.api.job import is_job
 from amlops.api.kind import GROUP, VERSION, CustomResource
+from amlops.azure.clients import AzureClients
+from amlops.external.amlcompute import AmlComputeClient
+from amlops.external.batchcompute import BatchComputeClient
+from amlops.external.paralleljob import ParallelJobClient
 from amlops.handlers import credentials_in_use, ttl
 from amlops.handlers.bridge import (
     DELETING,
@@ -29,6 +35,7 @@ from amlops.handlers.bridge import (
     object_lock,
     write_outcome,
 )
+from amlops.handlers.kube_api import KubeApi
 from amlops.reconcile.engine import Timing, reconcile
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
@@ -36,50 +43,75 @@ from amlops.reconcile.outcome import Outcome
 from amlops.settings import Settings
 from amlops.status import stalled
 
-ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
 RELEASED = "released"  # per-object memo: the deletion has let go of Azure; no pass acts on the object any more
+EXTERNAL = "external"  # operator memo: kind name → its ExternalClient, built once at start-up (app.connect)
 # After a pass: seconds until this object wants another look sooner than the steady timer gives it (None: no
-# need), e.g. a finished ParallelJob's ttlSecondsAfterFinished.
-AfterPass = Callable[[kopf.Body, Outcome, kopf.Memo], Awaitable[float | None]]
+# need), e.g. a finished job's ttlSecondsAfterFinished.
+AfterPass = Callable[[type[CustomResource], kopf.Body, Outcome, kopf.Memo], Awaitable[float | None]]
+ClientT = TypeVar("ClientT", bound=ExternalClient[Any])
 
 
 @dataclass(frozen=True)
-class KindHandlers:
-    """What the handlers need of a kind besides its API model: its Azure client (from the operator memo, built
-    at start-up in ``app.connect``) and what runs after each pass."""
+class KindHandlers(Generic[ClientT]):
+    """A kind of the registry: its API model, how its Azure client is built at start-up (``app.connect``),
+    what runs after each pass, and what its client keeps per object or for the whole process."""
 
     kind: type[CustomResource]
-    client: ClientFactory
+    build: Callable[[AzureClients, KubeApi], ClientT]
     after_pass: AfterPass | None = None
     # Once an object is gone: what its client keeps for it alone (besides the shared clients' caches).
-    forget: Callable[[kopf.Memo, str], Awaitable[None]] | None = None
+    forget: Callable[[ClientT, str], Awaitable[None]] | None = None
+    # At shutdown: what the client holds open of its own (besides the shared clients).
+    close: Callable[[ClientT], Awaitable[None]] | None = None
+
+    def client(self, memo: kopf.Memo) -> ClientT:
+        client: ClientT = memo[EXTERNAL][self.kind.kind()]
+        return client
 
 
-async def _collect_ttl(body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> float | None:
-    return await ttl.collect(body, outcome, memo["kube"])
+async def collect_ttl(kind: type[CustomResource], body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> float | None:
+    """Every job kind's after-pass: a finished job deletes itself ttlSecondsAfterFinished after it ended."""
+    return await ttl.collect(kind, body, outcome, memo["kube"])
 
 
-REGISTRY: tuple[KindHandlers, ...] = (
-    KindHandlers(AmlCompute, lambda memo: memo["amlcompute_client"]),
-    KindHandlers(BatchCompute, lambda memo: memo["batchcompute_client"]),
+# The one list of kinds the operator serves: each API kind (``amlops.api.KINDS``, which crdgen and the chart's
+# RBAC are generated from) with its client.
+REGISTRY: tuple[KindHandlers[Any], ...] = (
+    KindHandlers(AmlCompute, lambda clients, kube: AmlComputeClient(clients, kube, kube)),
+    KindHandlers(BatchCompute, lambda clients, kube: BatchComputeClient(clients, kube, kube)),
     KindHandlers(
         ParallelJob,
-        lambda memo: memo["paralleljob_client"],
-        after_pass=_collect_ttl,
-        forget=lambda memo, uid: memo["paralleljob_client"].release(uid),
+        lambda clients, kube: ParallelJobClient(clients, kube, kube),
+        after_pass=collect_ttl,
+        forget=ParallelJobClient.release,
+        close=ParallelJobClient.close,
     ),
 )
-assert {h.kind for h in REGISTRY} == set(KINDS), "every kind of the API has its handlers"
+assert [h.kind for h in REGISTRY] == list(KINDS), "every kind of the API has its handlers, in the same order"
+assert all((h.after_pass is collect_ttl) is is_job(h.kind) for h in REGISTRY), "every job kind, and only they, TTL"
 
 
-def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[..., Awaitable[Outcome]]:
+def connect(clients: AzureClients, kube: KubeApi) -> dict[str, ExternalClient[Any]]:
+    """Every kind's client, for the operator memo (``EXTERNAL``)."""
+    return {h.kind.kind(): h.build(clients, kube) for h in REGISTRY}
+
+
+async def disconnect(memo: kopf.Memo) -> None:
+    for handlers in REGISTRY:
+        if handlers.close is not None and handlers.kind.kind() in memo.get(EXTERNAL, {}):
+            await handlers.close(handlers.client(memo))
+
+
+def _engine(handlers: KindHandlers[Any]) -> Callable[..., Awaitable[Outcome]]:
+    kind = handlers.kind
+
     async def run(body: kopf.Body, memo: kopf.Memo, deleting: bool) -> Outcome:
         timing: Timing = memo["timing"]
         try:
             mr = managed_from(kind, body, deleting=deleting, memo=memo)
         except TerminalError as e:
             return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=timing.stalled)
-        return await reconcile(mr, factory(memo), timing)
+        return await reconcile(mr, handlers.client(memo), timing)
 
     return run
 
@@ -90,9 +122,9 @@ def register(settings: Settings) -> None:
         _register(handlers, settings)
 
 
-def _register(handlers: KindHandlers, settings: Settings) -> None:
+def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
     kind = handlers.kind
-    reconcile_kind = _engine(kind, handlers.client)
+    reconcile_kind = _engine(handlers)
     # Steady resources are looked at once per poll ceiling; the shared workspace poller makes that one list
     # call per workspace, however many resources it holds.
     steady_interval, requeue_seconds = settings.poll_ceiling_seconds, settings.requeue_seconds
@@ -118,7 +150,7 @@ def _register(handlers: KindHandlers, settings: Settings) -> None:
         return outcome
 
     async def collect(body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> None:
-        left = await handlers.after_pass(body, outcome, memo) if handlers.after_pass else None
+        left = await handlers.after_pass(kind, body, outcome, memo) if handlers.after_pass else None
         if left is not None and left < steady_interval:  # sooner than the steady timer would look again
             raise kopf.TemporaryError(TTL_PENDING, delay=left)
 
@@ -156,7 +188,7 @@ def _register(handlers: KindHandlers, settings: Settings) -> None:
         # Per-tenant caches (clients, credentials, pollers, stores) this object alone used go with it.
         await memo["clients"].release(uid)
         if handlers.forget is not None:
-            await handlers.forget(memo, uid)
+            await handlers.forget(handlers.client(memo), uid)
 
     kopf.on.resume(*resource, id="reconcile")(on_arrival)
     kopf.on.create(*resource, id="reconcile")(on_arrival)
