@@ -34,7 +34,6 @@ from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
 from amlops.reconcile.outcome import Outcome
 from amlops.settings import Settings
-from amlops.status import stalled
 
 ClientFactory = Callable[[kopf.Memo], ExternalClient[Any]]
 RELEASED = "released"  # per-object memo: the deletion has let go of Azure; no pass acts on the object any more
@@ -78,7 +77,7 @@ def _engine(kind: type[CustomResource], factory: ClientFactory) -> Callable[...,
         try:
             mr = managed_from(kind, body, deleting=deleting, memo=memo)
         except TerminalError as e:
-            return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=timing.stalled)
+            return Outcome.stalled(e.reason, e.message, timing.stalled)
         return await reconcile(mr, factory(memo), timing)
 
     return run
@@ -112,8 +111,7 @@ def _register(handlers: KindHandlers, settings: Settings) -> None:
             if deleting and outcome.release_finalizer:
                 memo[RELEASED] = True
             await write_outcome(outcome, plural=kind.plural(), body=body, memo=memo, writer=memo["kube"])
-        result = "stalled" if outcome.terminal else "retry" if outcome.retry else "ok"
-        metrics.RECONCILE_TOTAL.labels(name, result).inc()
+        metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
         metrics.record(name, body.metadata.namespace or "", body.metadata.name or "", outcome)
         return outcome
 
