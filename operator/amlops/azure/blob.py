@@ -29,6 +29,7 @@ from azure.storage.blob import BlobBlock, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient
 
 from amlops.azure.errors import azure_errors
+from amlops.azure.pipeline import blob_accounting
 from amlops.reconcile.errors import RetryableError, TerminalError
 
 NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
@@ -70,7 +71,12 @@ class BlobStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> BlobStore:
-        return cls(BlobServiceClient.from_connection_string(connection_string))
+        # The storage SDK takes extra policies only through this kwarg; it appends them after its retry policy, so
+        # every attempt is counted like ARM's and Batch's (amlops.azure.pipeline).
+        service = BlobServiceClient.from_connection_string(
+            connection_string, _additional_pipeline_policies=[blob_accounting()]
+        )
+        return cls(service)
 
     async def close(self) -> None:
         await self._service.close()

@@ -23,7 +23,7 @@ from azure.core.rest import HttpRequest
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
 from amlops.azure.errors import azure_errors
-from amlops.azure.pipeline import ArmAccounting, CappedRetryPolicy, ThrottleBudget
+from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, arm_accounting
 from amlops.reconcile.external import Pending
 from amlops.settings import Settings
 
@@ -76,7 +76,7 @@ class MlClient:
             subscription_id,
             base_url=settings.arm_endpoint,
             polling_interval=settings.lro_polling_interval,
-            per_retry_policies=[ArmAccounting(budget)],
+            per_retry_policies=[arm_accounting(budget)],
             retry_policy=CappedRetryPolicy(),
             **kwargs,
         )
