@@ -115,5 +115,11 @@ class Outcome:
         return next((c for c in self.conditions if c.type == STALLED and c.status == "True"), None)
 
 
+MESSAGE_LIMIT = 300  # of the exception's text in the condition: the log has all of it
+
+
 def internal_error_message(error: BaseException) -> str:
-    return f"amlops failed unexpectedly ({type(error).__name__}: {error}); see the operator's log"
+    text = str(error)
+    if len(text) > MESSAGE_LIMIT:
+        text = f"{text[:MESSAGE_LIMIT]}..."
+    return f"amlops failed unexpectedly ({type(error).__name__}: {text}); see the operator's log"
