@@ -22,7 +22,7 @@ RECONCILE_DURATION = Histogram(
 )
 AZURE_REQUESTS = Counter(
     "amlops_azure_requests_total",
-    "Azure requests by service, operation and HTTP code.",
+    "Azure requests (each attempt) by service (arm, batch, blob), operation and HTTP code (none: no answer).",
     ["service", "operation", "code"],
 )
 AZURE_REQUEST_DURATION = Histogram(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from amlops.reconcile.engine import Timing, next_update_attempts, reconcile
+from amlops.reconcile.engine import Timing, internal_error_backoff, next_update_attempts, reconcile
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
@@ -318,6 +319,22 @@ CASES = [
         {"Ready": ("False", "Suspended"), "Reconciling": ("False", "Suspended"), "Stalled": ("False", "Suspended")},
     ),
     Case(
+        "A bug in the external client (KeyError): Stalled InternalError, tried again, never WaitingForAzure",
+        managed(),
+        Scripted(observe_error=KeyError("provisioningState")),
+        ["observe"],
+        {"Stalled": ("True", "InternalError"), "Reconciling": ("False", "InternalError")},
+        retry=True,
+    ),
+    Case(
+        "A bug while creating: the same",
+        managed(),
+        Scripted(write_error=TypeError("'NoneType' object is not iterable")),
+        ["observe", "create"],
+        {"Stalled": ("True", "InternalError")},
+        retry=True,
+    ),
+    Case(
         "Create refused terminally: Stalled with Azure's code",
         managed(),
         Scripted(write_error=TerminalError("ParentResourceNotFound", "workspace ws not found")),
@@ -445,22 +462,84 @@ def test_next_update_attempts(
 
 
 @pytest.mark.parametrize(
-    ("why", "mr", "observation", "terminal"),
+    ("why", "mr", "client", "result"),
     [
-        ("owned by someone else", managed(), Observation(True, owner=LIVE_OTHER), True),
-        ("failed in Azure", managed(), Observation(True, owner=OWNER, failure=("QuotaExceeded", "no cores")), True),
-        ("ObserveOnly and missing", managed(spec={"management_policy": "ObserveOnly"}), Observation(False), True),
-        ("converging is no stall", managed(), Observation(True, owner=OWNER, transitional=True), False),
-        ("ready is no stall", managed(), EXISTS_OURS, False),
+        ("owned by someone else", managed(), Scripted(observation=Observation(True, owner=LIVE_OTHER)), "stalled"),
+        (
+            "failed in Azure",
+            managed(),
+            Scripted(observation=Observation(True, owner=OWNER, failure=("QuotaExceeded", "no cores"))),
+            "stalled",
+        ),
+        ("ObserveOnly and missing", managed(spec={"management_policy": "ObserveOnly"}), Scripted(), "stalled"),
+        ("of another type", managed(), Scripted(observation=Observation(True, foreign_type="Kubernetes")), "stalled"),
+        ("refused by Azure", managed(), Scripted(observe_error=TerminalError("QuotaExceeded", "no")), "stalled"),
+        ("a bug in amlops", managed(), Scripted(observe_error=AttributeError("as_dict")), "error"),
+        ("throttled", managed(), Scripted(observe_error=RetryableError("Throttled", "429")), "retry"),
+        ("creating", managed(), Scripted(), "retry"),
+        ("converging", managed(), Scripted(observation=Observation(True, owner=OWNER, transitional=True)), "retry"),
+        ("ready but settling", managed(), Scripted(observation=Observation(True, owner=OWNER, settling=True)), "retry"),
+        ("ready", managed(), Scripted(observation=EXISTS_OURS), "ok"),
+        ("settled, not ready", managed(), Scripted(observation=Observation(True, owner=OWNER, ready=False)), "ok"),
+        ("paused", managed(annotations={"amlops.io/paused": "true"}), Scripted(), "ok"),
+        ("deleted and gone", managed(deleting=True), Scripted(), "ok"),
     ],
 )
-async def test_a_stalled_outcome_is_terminal_in_every_branch(
-    why: str, mr: Managed[Spec], observation: Observation, terminal: bool
+async def test_the_reconcile_metric_label_follows_the_conditions(
+    why: str, mr: Managed[Spec], client: Scripted, result: str
 ) -> None:
-    """The reconcile metric's ``stalled`` label is read from the conditions (issue 14: NotOwned, Failed and
-    ObserveOnly-missing were Stalled but counted ok)."""
-    outcome = await reconcile(mr, Scripted(observation=observation))
-    assert outcome.terminal is terminal, why
+    """``amlops_reconcile_total``'s ``result`` is read from the conditions (issue 14: NotOwned, Failed and
+    ObserveOnly-missing were Stalled but counted ok; a bug was not counted at all)."""
+    outcome = await reconcile(mr, client)
+    assert outcome.result == result, why
+    assert outcome.terminal is (result in ("stalled", "error")), why
+
+
+async def test_an_internal_error_says_what_broke_and_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcome = await reconcile(managed(), Scripted(observe_error=KeyError("provisioningState")), Timing(short=2))
+    stall = next(c for c in outcome.conditions if c.type == "Stalled")
+    assert "KeyError: 'provisioningState'" in stall.message
+    assert (outcome.retry, outcome.requeue_after) == (True, 2)
+    [record] = [r for r in caplog.records if r.name == "amlops.reconcile.engine"]
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
+
+
+def _internal(since: str, message: str = "m", status: str = "True", reason: str = "InternalError") -> dict[str, Any]:
+    return {"type": "Stalled", "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
+
+
+NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("why", "conditions", "delay", "repeated"),
+    [
+        ("a first failure is tried again soon", [], 5, False),
+        (
+            "after a Stalled of another reason: the first of its kind",
+            [_internal("2026-11-29T11:00:00Z", reason="NotOwned")],
+            5,
+            False,
+        ),
+        ("not Stalled any more: a new failure", [_internal("2026-11-29T11:00:00Z", status="False")], 5, False),
+        ("failing for 2 s: never sooner than short", [_internal("2026-11-29T11:59:58Z")], 5, True),
+        ("failing for 40 s: wait 40 s (the waits double)", [_internal("2026-11-29T11:59:20Z")], 40, True),
+        ("failing for an hour: at most the stalled interval", [_internal("2026-11-29T11:00:00Z")], 300, True),
+        (
+            "another message: a failure of its own, whose traceback is logged",
+            [_internal("2026-11-29T11:59:20Z", "x")],
+            40,
+            False,
+        ),
+        ("an unreadable time: from now", [_internal("yesterday")], 5, True),
+    ],
+)
+def test_internal_error_backoff(why: str, conditions: list[dict[str, Any]], delay: float, repeated: bool) -> None:
+    got = internal_error_backoff(conditions, "m", NOW, Timing(short=5, stalled=300))
+    assert got == (delay, repeated), why
 
 
 async def test_a_deletion_without_credentials_it_may_use_ends_with_a_warning() -> None:

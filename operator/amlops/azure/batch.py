@@ -7,50 +7,37 @@ Every error leaves this module as the engine's RetryableError / TerminalError (B
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-from amlops.azure.errors import error_code, translate
+from amlops.azure.errors import azure_errors, error_code
 
-T = TypeVar("T")
 JSON = dict[str, Any]
 
 
-async def _call(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except Exception as e:
-        raise translate(e) from e
-
-
 async def list_pools(client: BatchClient) -> list[JSON]:
-    async def collect() -> list[JSON]:
+    with azure_errors():
         return [dict(pool.as_dict()) async for pool in client.list_pools()]
-
-    return await _call(collect)
 
 
 async def pool_node_counts(client: BatchClient) -> dict[str, JSON]:
     """Per-pool node counts by state: one ``list_pool_node_counts`` call for the whole account."""
-
-    async def collect() -> dict[str, JSON]:
+    with azure_errors():
         return {str(c.pool_id): dict(c.as_dict()) async for c in client.list_pool_node_counts()}
-
-    return await _call(collect)
 
 
 async def get_pool(client: BatchClient, pool_id: str) -> JSON | None:
     """One pool (state, metadata, targets), or None when the account has no such pool."""
-    try:
-        return dict((await client.get_pool(pool_id)).as_dict())
-    except ResourceNotFoundError:
-        return None
-    except Exception as e:
-        raise translate(e) from e
+    with azure_errors():
+        try:
+            pool = await client.get_pool(pool_id)
+        except ResourceNotFoundError:
+            return None
+    return dict(pool.as_dict())
 
 
 async def set_pool_metadata(client: BatchClient, pool_id: str, metadata: list[JSON], etag: str | None) -> None:
@@ -59,21 +46,21 @@ async def set_pool_metadata(client: BatchClient, pool_id: str, metadata: list[JS
     items = [models.BatchMetadataItem(name=str(m["name"]), value=str(m["value"])) for m in metadata]
     options = models.BatchPoolUpdateOptions(metadata=items)
     condition = MatchConditions.IfNotModified if etag else None
-    await _call(lambda: client.update_pool(pool_id, options, etag=etag, match_condition=condition))
+    with azure_errors():
+        await client.update_pool(pool_id, options, etag=etag, match_condition=condition)
 
 
 async def create_if_absent(create: Callable[[], Awaitable[None]], exists_code: str) -> bool:
     """Run a Batch create; False when the entity exists already (Batch creates are idempotent by id for us)."""
-    try:
-        await create()
-    except ResourceExistsError:
-        return False
-    except HttpResponseError as e:
-        if error_code(e) == exists_code:
+    with azure_errors():
+        try:
+            await create()
+        except ResourceExistsError:
             return False
-        raise translate(e) from e
-    except Exception as e:
-        raise translate(e) from e
+        except HttpResponseError as e:
+            if error_code(e) == exists_code:
+                return False
+            raise
     return True
 
 
@@ -85,13 +72,13 @@ async def create_pool(client: BatchClient, pool: JSON) -> bool:
 async def resize_pool(client: BatchClient, pool_id: str, dedicated: int, low_priority: int) -> None:
     options = models.BatchPoolResizeOptions(target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority)
     # Start the resize and return: the pool's allocationState tells the rest on the next poll.
-    await _call(lambda: client.begin_resize_pool(pool_id, options, polling_interval=0))
+    with azure_errors():
+        await client.begin_resize_pool(pool_id, options, polling_interval=0)
 
 
 async def delete_pool(client: BatchClient, pool_id: str) -> None:
-    try:
-        await client.begin_delete_pool(pool_id, polling_interval=0)
-    except ResourceNotFoundError:
-        return
-    except Exception as e:
-        raise translate(e) from e
+    with azure_errors():
+        try:
+            await client.begin_delete_pool(pool_id, polling_interval=0)
+        except ResourceNotFoundError:
+            return

@@ -16,7 +16,7 @@ from azure.batch.aio import BatchClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from amlops.azure.batch import create_if_absent
-from amlops.azure.errors import error_code, translate
+from amlops.azure.errors import azure_errors, error_code, is_azure_failure, translate
 from amlops.reconcile.errors import TerminalError
 
 JSON = dict[str, Any]
@@ -31,32 +31,29 @@ async def create_job(client: BatchClient, job: JSON) -> bool:
 
 
 async def get_job(client: BatchClient, job_id: str) -> JSON | None:
-    try:
-        return dict((await client.get_job(job_id)).as_dict())
-    except ResourceNotFoundError:
-        return None
-    except Exception as e:
-        raise translate(e) from e
+    with azure_errors():
+        try:
+            job = await client.get_job(job_id)
+        except ResourceNotFoundError:
+            return None
+    return dict(job.as_dict())
 
 
 async def list_tasks(client: BatchClient, job_id: str, state: str | None = None) -> list[JSON]:
     """The job's tasks (only those in ``state`` when given) with state and execution info, in pages of 1000."""
     query = f"state eq '{state}'" if state else None
-    try:
-        pages = client.list_tasks(job_id, filter=query, select=TASK_FIELDS, max_results=1000)
-        return [dict(t.as_dict()) async for t in pages]
-    except ResourceNotFoundError:
-        return []
-    except Exception as e:
-        raise translate(e) from e
+    with azure_errors():
+        try:
+            pages = client.list_tasks(job_id, filter=query, select=TASK_FIELDS, max_results=1000)
+            return [dict(t.as_dict()) async for t in pages]
+        except ResourceNotFoundError:
+            return []
 
 
 async def task_counts(client: BatchClient, job_id: str) -> JSON:
     """``{active, running, completed, succeeded, failed}`` for the job (one call)."""
-    try:
+    with azure_errors():
         result = await client.get_job_task_counts(job_id)
-    except Exception as e:
-        raise translate(e) from e
     return dict(result.task_counts.as_dict())
 
 
@@ -65,12 +62,11 @@ async def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[JSON], con
     ``concurrency`` at a time, and retries server errors; tasks that exist already are skipped (``TaskExists``),
     so adding again after a crash is harmless. Returns how many were submitted."""
     options = [models.BatchTaskCreateOptions(task) for task in tasks]
-    try:
-        await client.create_tasks(job_id, options, max_concurrency=concurrency)
-    except models.CreateTasksError as e:
-        raise _create_tasks_error(e) from e
-    except Exception as e:
-        raise translate(e) from e
+    with azure_errors():
+        try:
+            await client.create_tasks(job_id, options, max_concurrency=concurrency)
+        except models.CreateTasksError as e:
+            raise _create_tasks_error(e) from e
     return len(tasks)
 
 
@@ -97,23 +93,22 @@ async def delete_job(client: BatchClient, job_id: str) -> None:
 
 
 async def _ignoring_ended(call: Callable[[], Awaitable[object]]) -> None:
-    try:
-        await call()
-    except ResourceNotFoundError:
-        return
-    except HttpResponseError as e:
-        if error_code(e) in _ENDED or error_code(e) == "JobNotFound":
+    with azure_errors():
+        try:
+            await call()
+        except ResourceNotFoundError:
             return
-        raise translate(e) from e
-    except Exception as e:
-        raise translate(e) from e
+        except HttpResponseError as e:
+            if error_code(e) in _ENDED or error_code(e) == "JobNotFound":
+                return
+            raise
 
 
 def _create_tasks_error(error: Any) -> Exception:
     """The first underlying failure of a ``CreateTasksError``: a request error, or a task the service refused."""
     for failure in list(getattr(error, "errors", ()) or ()):
         if isinstance(failure, Exception):
-            return translate(failure)
+            return translate(failure) if is_azure_failure(failure) else failure
     for result in list(getattr(error, "failure_tasks", ()) or ()):
         inner = getattr(result, "error", None)
         code = str(getattr(inner, "code", None) or "InvalidTask")

@@ -2,7 +2,7 @@
 
 Listing a folder as a stream, ranged reads, small JSON/text writes (plain or exactly-once), block staging for
 the aggregated output, blob-level account-key SAS URLs for the node driver, and code-folder uploads. Every Azure error
-leaves through :func:`amlops.azure.errors.translate`, except the answers that are facts here ("not found",
+leaves through :func:`amlops.azure.errors.azure_errors`, except the answers that are facts here ("not found",
 "already exists"), which become return values.
 
 A folder is ``(container, prefix)``; folder URIs name the account's endpoint, as Azure and Azurite print them
@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,11 +24,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient
 
-from amlops.azure.errors import translate
+from amlops.azure.errors import azure_errors
+from amlops.azure.pipeline import blob_accounting
 from amlops.reconcile.errors import RetryableError, TerminalError
 
 NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
@@ -69,7 +71,12 @@ class BlobStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> BlobStore:
-        return cls(BlobServiceClient.from_connection_string(connection_string))
+        # The storage SDK takes extra policies only through this kwarg; it appends them after its retry policy, so
+        # every attempt is counted like ARM's and Batch's (amlops.azure.pipeline).
+        service = BlobServiceClient.from_connection_string(
+            connection_string, _additional_pipeline_policies=[blob_accounting()]
+        )
+        return cls(service)
 
     async def close(self) -> None:
         await self._service.close()
@@ -113,31 +120,28 @@ class BlobStore:
     async def list_folder(self, folder: BlobFolder) -> AsyncIterator[ListedBlob]:
         """Every blob under the folder, in name order, page by page (never the whole listing in memory)."""
         container = self._service.get_container_client(folder.container)
-        try:
+        with azure_errors():
             async for blob in container.list_blobs(name_starts_with=folder.prefix or None):
                 yield ListedBlob(str(blob.name)[len(folder.prefix) :], int(blob.size), str(blob.etag).strip('"'))
-        except AzureError as error:
-            raise translate(error) from error
 
     async def read(self, folder: BlobFolder, name: str, offset: int = 0, length: int | None = None) -> bytes | None:
         """The blob's bytes (a range when ``length`` is given), or None when it does not exist."""
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
-        try:
-            stream = await blob.download_blob(offset=offset, length=length)
-            data: bytes = await stream.readall()
-            return data
-        except ResourceNotFoundError:
-            return None
-        except AzureError as error:
-            if getattr(error, "status_code", None) == 416:  # a range starting at or past the end: nothing there
-                return b""
-            raise translate(error) from error
+        with azure_errors():
+            try:
+                stream = await blob.download_blob(offset=offset, length=length)
+                data: bytes = await stream.readall()
+            except ResourceNotFoundError:
+                return None
+            except HttpResponseError as error:
+                if error.status_code == 416:  # a range starting at or past the end: nothing there
+                    return b""
+                raise
+        return data
 
     async def exists(self, folder: BlobFolder, name: str) -> bool:
-        try:
+        with azure_errors():
             return bool(await self._service.get_blob_client(folder.container, folder.blob(name)).exists())
-        except AzureError as error:
-            raise translate(error) from error
 
     async def chunks(self, folder: BlobFolder, name: str, size: int = READ_CHUNK) -> AsyncIterator[bytes]:
         """The blob from start to end in ranged reads of ``size`` bytes: never the whole blob in memory."""
@@ -151,69 +155,57 @@ class BlobStore:
     async def properties(self, folder: BlobFolder, name: str) -> tuple[str, dict[str, str]] | None:
         """(etag, metadata) of the blob, or None when it does not exist."""
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
-        try:
-            found = await blob.get_blob_properties()
-        except ResourceNotFoundError:
-            return None
-        except AzureError as error:
-            raise translate(error) from error
+        with azure_errors():
+            try:
+                found = await blob.get_blob_properties()
+            except ResourceNotFoundError:
+                return None
         return str(found.etag), dict(found.metadata or {})
 
     async def size(self, folder: BlobFolder, name: str) -> int | None:
-        try:
-            properties = await self._service.get_blob_client(folder.container, folder.blob(name)).get_blob_properties()
-            return int(properties.size)
-        except ResourceNotFoundError:
-            return None
-        except AzureError as error:
-            raise translate(error) from error
+        with azure_errors():
+            try:
+                found = await self._service.get_blob_client(folder.container, folder.blob(name)).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+        return int(found.size)
 
     # ------------------------------------------------------------------------------------------- writes
 
     async def create_container(self, container: str) -> None:
-        try:
+        with azure_errors(), suppress(ResourceExistsError):
             await self._service.create_container(container)
-        except ResourceExistsError:
-            pass
-        except AzureError as error:
-            raise translate(error) from error
 
     async def write(self, folder: BlobFolder, name: str, data: bytes, content_type: str = TEXT_TYPE) -> None:
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
-        try:
+        with azure_errors():
             await blob.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
-        except AzureError as error:
-            raise translate(error) from error
 
     async def write_if_absent(self, folder: BlobFolder, name: str, data: bytes, content_type: str = TEXT_TYPE) -> bool:
         """Exactly-once write (``If-None-Match: *``): True when written, False when the blob already existed."""
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
-        try:
-            await blob.upload_blob(data, overwrite=False, content_settings=ContentSettings(content_type=content_type))
-            return True
-        except ResourceExistsError:
-            return False
-        except AzureError as error:
-            if getattr(error, "status_code", None) == 412:  # the condition failed: someone wrote it first
+        settings = ContentSettings(content_type=content_type)
+        with azure_errors():
+            try:
+                await blob.upload_blob(data, overwrite=False, content_settings=settings)
+            except ResourceExistsError:
                 return False
-            raise translate(error) from error
+            except HttpResponseError as error:
+                if error.status_code == 412:  # the condition failed: someone wrote it first
+                    return False
+                raise
+        return True
 
     async def delete_blob(self, folder: BlobFolder, name: str) -> None:
         """Delete one blob; one already gone is not an error."""
-        try:
+        with azure_errors(), suppress(ResourceNotFoundError):
             await self._service.get_blob_client(folder.container, folder.blob(name)).delete_blob()
-        except ResourceNotFoundError:
-            pass
-        except AzureError as error:
-            raise translate(error) from error
 
     async def stage_block(self, folder: BlobFolder, name: str, block_id: str, data: bytes) -> None:
         """An uncommitted block; staging the same id again replaces it, so a retry is harmless."""
         blob = self._service.get_blob_client(folder.container, folder.blob(name))
-        try:
+        with azure_errors():
             await blob.stage_block(block_id, data)
-        except AzureError as error:
-            raise translate(error) from error
 
     async def commit_blocks_if_absent(
         self, folder: BlobFolder, name: str, block_ids: Iterable[str], content_type: str = TEXT_TYPE
@@ -239,24 +231,26 @@ class BlobStore:
             if replacing
             else {"match_condition": MatchConditions.IfMissing}
         )
-        try:
-            await blob.commit_block_list(
-                [BlobBlock(block_id) for block_id in block_ids],
-                content_settings=ContentSettings(content_type=content_type),
-                metadata=dict(metadata or {}),
-                **condition,
-            )
-            return True
-        except ResourceExistsError:
-            return False
-        except AzureError as error:
-            if getattr(error, "status_code", None) in (409, 412):
+        with azure_errors():
+            try:
+                await blob.commit_block_list(
+                    [BlobBlock(block_id) for block_id in block_ids],
+                    content_settings=ContentSettings(content_type=content_type),
+                    metadata=dict(metadata or {}),
+                    **condition,
+                )
+            except ResourceExistsError:
                 return False
-            if str(getattr(error, "error_code", "")) == "InvalidBlockList":
-                # Another writer committed this blob meanwhile, which discards blocks staged by others: stage again.
-                message = f"{folder.blob(name)} was written by another job meanwhile"
-                raise RetryableError("OutputContended", message) from None
-            raise translate(error) from error
+            except HttpResponseError as error:
+                if error.status_code in (409, 412):
+                    return False
+                if str(getattr(error, "error_code", "")) == "InvalidBlockList":
+                    # Another writer committed this blob meanwhile, which discards blocks staged by others: stage
+                    # again.
+                    message = f"{folder.blob(name)} was written by another job meanwhile"
+                    raise RetryableError("OutputContended", message) from None
+                raise
+        return True
 
     async def upload_directory(self, local: Path, folder: BlobFolder) -> int:
         """Every file under ``local`` (relative names kept), e.g. ``task.code`` as the job's code folder."""

@@ -16,7 +16,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from amlops.azure import credentials
 from amlops.azure.leases import Leases
 from amlops.azure.ml import MlClient, WorkspaceId
-from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget
+from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, batch_accounting
 from amlops.azure.pollers import Pollers, WorkspacePoller
 from amlops.settings import Settings
 
@@ -138,7 +138,13 @@ class AzureClients:
             credential: AzureNamedKeyCredential | AsyncTokenCredential = (
                 AzureNamedKeyCredential(account, shared_key) if shared_key else self.credential(credential_key, secret)
             )
-            client = BatchClient(endpoint, credential, retry_policy=CappedRetryPolicy(), **kwargs)
+            client = BatchClient(
+                endpoint,
+                credential,
+                retry_policy=CappedRetryPolicy(),
+                per_retry_policies=[batch_accounting(endpoint)],
+                **kwargs,
+            )
             self._batch[(endpoint, key_id)] = client
         return client
 

@@ -1,16 +1,23 @@
-"""ARM error classification: one table (after ASO's error_classifier.go), one function.
+"""The one Azure error funnel: one table (after ASO's error_classifier.go), one function, one context manager.
 
 Turns an ``azure.core`` exception into the engine's vocabulary: :class:`RetryableError` (look again after
-Retry-After or a backoff) or :class:`TerminalError` (Stalled, reason = Azure's code).
+Retry-After or a backoff) or :class:`TerminalError` (Stalled, reason = Azure's code). Every adapter call runs
+inside :func:`azure_errors`. Anything else (a ``KeyError`` in our code, an answer we cannot parse) is not Azure's
+failure and is not waited for as one: it leaves the funnel untouched and the engine reports it as ``InternalError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
+    DecodeError,
     HttpResponseError,
+    IncompleteReadError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -32,6 +39,8 @@ ARM_CODES: dict[str, Class] = {
     "GatewayTimeout": "retryable",
     "OperationTimedOut": "retryable",
     "PoolNotSteady": "retryable",
+    # An If-Match write lost to another writer (Batch, Blob storage): read again and decide again.
+    "ConditionNotMet": "retryable",
     # Until a human acts (quota raised, role granted, parent created): the timer rechecks slowly.
     "QuotaExceeded": "terminal",
     "ResourceQuotaExceeded": "terminal",
@@ -65,14 +74,19 @@ INSECURE_ENDPOINT = "InsecureEndpoint"
 # azure-core's BearerTokenCredentialPolicy refuses, before sending anything, to put a token on a plain-http URL:
 # no retry can change that, only another endpoint (or a shared key) can.
 _BEARER_OVER_HTTP = "Bearer token authentication is not permitted for non-TLS"
+# No (whole) answer: the connection failed, broke mid-body or timed out. Raw socket errors and timeouts too, in
+# case a transport does not wrap them in azure-core's own.
+_NO_ANSWER = (IncompleteReadError, ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)
 
 
 def classify(code: str | None, status: int | None) -> Class:
+    """A known code decides; else the status: throttling (429), a timeout (408), a server error (5xx) or no answer
+    at all pass with time; any other 4xx is the request's fault and repeating it changes nothing (design.md §4)."""
     if code and code in ARM_CODES:
         return ARM_CODES[code]
-    if status == 429 or status is None or status >= 500:
+    if status is None or status in (408, 429) or status >= 500:
         return "retryable"
-    return "terminal" if status in (400, 401, 403, 404, 409, 422) else "retryable"
+    return "terminal" if status >= 400 else "retryable"
 
 
 def retry_after(error: HttpResponseError) -> float | None:
@@ -107,8 +121,39 @@ def _without_trailer(message: str) -> str:
     return message.split("\nRequestId:", 1)[0]
 
 
+@contextmanager
+def azure_errors() -> Iterator[None]:
+    """Run Azure calls inside: Azure's failure to answer (or its refusal) leaves as the engine's Retryable/Terminal
+    error. Answers that are facts for the caller (not found, exists) are caught inside it, before the funnel.
+
+    Not translated (see :func:`is_azure_failure`): anything else, e.g. our own ``KeyError``/``TypeError``, or an
+    answer azure-core could not decode. Waiting for Azure would never fix those; the engine shows them as
+    ``InternalError`` with their traceback in the log.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not is_azure_failure(error):
+            raise
+        raise translate(error) from error
+
+
+def is_azure_failure(error: BaseException) -> bool:
+    """Whether ``error`` is Azure's doing (an HTTP error answer, no answer, a body cut short, azure-core giving up
+    after its retries) rather than ours (a bug, a stream misused, an answer we cannot decode)."""
+    if isinstance(error, _NO_ANSWER):
+        return True
+    if isinstance(error, DecodeError):
+        return False  # an answer that does not parse: waiting would read the same one again
+    if isinstance(error, HttpResponseError):
+        return True
+    # A bare AzureError: azure-core's "Maximum retries exceeded", Blob storage's checksum mismatch. Its
+    # subclasses outside the above (StreamConsumedError, ResponseNotReadError...) are misuse of the SDK.
+    return type(error) is AzureError
+
+
 def translate(error: Exception) -> ReconcileError:
-    """Any exception from an Azure call → the engine's error vocabulary."""
+    """An Azure failure (:func:`is_azure_failure`) → the engine's error vocabulary."""
     if isinstance(error, ClientAuthenticationError) and (error.status_code is None or error_code(error) is None):
         # No token at all (azure-identity's refusal: the identity platform's AADSTS code is in the message), as
         # opposed to a token Azure refused (ARM's own code, e.g. InvalidAuthenticationToken).
@@ -118,7 +163,7 @@ def translate(error: Exception) -> ReconcileError:
             INSECURE_ENDPOINT,
             "a Microsoft Entra ID token is sent only over https: use an https endpoint (or a shared key)",
         )
-    if isinstance(error, ServiceRequestError | ServiceResponseError):
+    if isinstance(error, _NO_ANSWER):
         return RetryableError("WaitingForAzure", f"Azure unreachable: {error}", DEFAULT_RETRY)
     if isinstance(error, HttpResponseError):
         status = error.status_code
@@ -129,4 +174,5 @@ def translate(error: Exception) -> ReconcileError:
         if classify(code, status) == "retryable":
             return RetryableError(code, message, retry_after(error) or DEFAULT_RETRY)
         return TerminalError(code, message)
+    # A bare AzureError: azure-core gave up after its retries, or a download failed its checksum.
     return RetryableError("WaitingForAzure", f"{type(error).__name__}: {error}", DEFAULT_RETRY)

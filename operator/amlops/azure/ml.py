@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceNotFoundError
@@ -22,13 +22,12 @@ from azure.core.polling import AsyncLROPoller
 from azure.core.rest import HttpRequest
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
-from amlops.azure.errors import translate
-from amlops.azure.pipeline import ArmAccounting, CappedRetryPolicy, ThrottleBudget
+from amlops.azure.errors import azure_errors
+from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, arm_accounting
 from amlops.reconcile.external import Pending
 from amlops.settings import Settings
 
 JSON = dict[str, Any]
-T = TypeVar("T")
 API_VERSION = "2020-08-01"
 
 
@@ -77,7 +76,7 @@ class MlClient:
             subscription_id,
             base_url=settings.arm_endpoint,
             polling_interval=settings.lro_polling_interval,
-            per_retry_policies=[ArmAccounting(budget)],
+            per_retry_policies=[arm_accounting(budget)],
             retry_policy=CappedRetryPolicy(),
             **kwargs,
         )
@@ -86,30 +85,21 @@ class MlClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await call()
-        except Exception as e:  # every Azure error becomes Retryable or Terminal
-            raise translate(e) from e
-
     # -- workspaces -----------------------------------------------------------------------------------
     async def workspace_location(self, ws: WorkspaceId) -> str:
-        async def call() -> str:
+        with azure_errors():
             workspace = await self._client.workspaces.get(ws.resource_group, ws.name)
-            return str(workspace.location)
-
-        return await self._call(call)
+        return str(workspace.location)
 
     # -- computes ---------------------------------------------------------------------------------------
     async def get_compute(self, ws: WorkspaceId, name: str) -> JSON | None:
         ops = self._client.machine_learning_compute
-        try:
-            body: JSON = await ops.get(ws.resource_group, ws.name, name, cls=_raw)  # type: ignore[assignment]
-            return body
-        except ResourceNotFoundError:
-            return None
-        except Exception as e:
-            raise translate(e) from e
+        with azure_errors():
+            try:
+                body: JSON = await ops.get(ws.resource_group, ws.name, name, cls=_raw)  # type: ignore[assignment]
+            except ResourceNotFoundError:
+                return None
+        return body
 
     async def list_computes(self, ws: WorkspaceId) -> list[JSON]:
         """Every compute of the workspace as raw JSON, following nextLink through the SDK's pipeline.
@@ -118,16 +108,14 @@ class MlClient:
         computes polled every few seconds that round trip is most of the operator's CPU.
         """
 
-        async def collect() -> list[JSON]:
-            items: list[JSON] = []
-            url: str | None = f"{self._settings.arm_endpoint.rstrip('/')}{ws.arm_id}/computes"
-            while url:
+        items: list[JSON] = []
+        url: str | None = f"{self._settings.arm_endpoint.rstrip('/')}{ws.arm_id}/computes"
+        while url:
+            with azure_errors():
                 page = await self._get_page(url)
-                items.extend(page.get("value") or [])
-                url = page.get("nextLink")
-            return items
-
-        return await self._call(collect)
+            items.extend(page.get("value") or [])
+            url = page.get("nextLink")
+        return items
 
     async def _get_page(self, url: str) -> JSON:
         # nextLink carries its own query; the client's api-version replaces whatever it holds (as the SDK does).
@@ -162,7 +150,8 @@ class MlClient:
         return await self._begin("delete", lambda: ops.begin_delete(ws.resource_group, ws.name, name, action))
 
     async def _begin(self, operation: str, begin: Callable[[], Awaitable[AsyncLROPoller[Any]]]) -> Pending:
-        poller = await self._call(begin)
+        with azure_errors():
+            poller = await begin()
         # Never await the result: the engine looks again later, and a restarted operator resumes from the
         # saved token instead of writing a second time.
         token = poller.continuation_token()
@@ -186,15 +175,14 @@ class MlClient:
         }
         if pending.operation not in resume:
             return None
-        try:
-            poller = await resume[pending.operation]()
-            method = poller.polling_method()
-            await method.update_status()  # type: ignore[attr-defined]
-            status = str(method.status()).lower()
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return None  # an unreadable token is dropped; observe falls back to GET
-        except Exception as e:
-            raise translate(e) from e
+        with azure_errors():
+            try:
+                poller = await resume[pending.operation]()
+                method = poller.polling_method()
+                await method.update_status()  # type: ignore[attr-defined]
+                status = str(method.status()).lower()
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None  # an unreadable token is dropped; observe falls back to GET
         if status in ("succeeded", "canceled", "cancelled"):
             return OperationState(done=True)
         if status == "failed":
@@ -203,48 +191,38 @@ class MlClient:
         return OperationState(done=False)
 
     async def list_nodes(self, ws: WorkspaceId, name: str, limit: int) -> tuple[list[JSON], int]:
-        async def collect() -> tuple[list[JSON], int]:
-            nodes: list[JSON] = []
-            total = 0
+        nodes: list[JSON] = []
+        total = 0
+        with azure_errors():
             async for node in self._client.machine_learning_compute.list_nodes(ws.resource_group, ws.name, name):
                 total += 1
                 if len(nodes) < limit:
                     nodes.append(dict(node.serialize(keep_readonly=True)))
-            return nodes, total
-
-        return await self._call(collect)
+        return nodes, total
 
     # -- location -----------------------------------------------------------------------------------------
     async def vm_sizes(self, location: str) -> list[JSON]:
-        async def call() -> list[JSON]:
+        with azure_errors():
             result = await self._client.virtual_machine_sizes.list(location)
-            return [dict(s.serialize(keep_readonly=True)) for s in (result.aml_compute or [])]
-
-        return await self._call(call)
+        return [dict(s.serialize(keep_readonly=True)) for s in (result.aml_compute or [])]
 
     async def usages(self, location: str) -> list[JSON]:
-        async def call() -> list[JSON]:
+        with azure_errors():
             return [dict(u.serialize(keep_readonly=True)) async for u in self._client.usages.list(location)]
 
-        return await self._call(call)
-
     async def quotas(self, location: str) -> list[JSON]:
-        async def call() -> list[JSON]:
+        with azure_errors():
             return [dict(q.serialize(keep_readonly=True)) async for q in self._client.quotas.list(location)]
-
-        return await self._call(call)
 
     async def send_raw(self, method: str, url: str, body: JSON | None = None) -> JSON:
         """A request through the SDK's own pipeline (auth, retries, accounting) for what no model covers."""
 
-        async def call() -> JSON:
-            request = HttpRequest(method, url, json=body, params={"api-version": API_VERSION})
+        request = HttpRequest(method, url, json=body, params={"api-version": API_VERSION})
+        with azure_errors():
             response = await self._client._send_request(request)
             response.raise_for_status()
-            text = response.text()
-            return json.loads(text) if text else {}
-
-        return await self._call(call)
+        text = response.text()
+        return json.loads(text) if text else {}
 
 
 def _bytes(body: JSON) -> IO[bytes]:

@@ -41,7 +41,6 @@ from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
 from amlops.reconcile.outcome import Outcome
 from amlops.settings import Settings
-from amlops.status import stalled
 
 RELEASED = "released"  # per-object memo: the deletion has let go of Azure; no pass acts on the object any more
 EXTERNAL = "external"  # operator memo: kind name → its ExternalClient, built once at start-up (app.connect)
@@ -110,7 +109,7 @@ def _engine(handlers: KindHandlers[Any]) -> Callable[..., Awaitable[Outcome]]:
         try:
             mr = managed_from(kind, body, deleting=deleting, memo=memo)
         except TerminalError as e:
-            return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=timing.stalled)
+            return Outcome.stalled(e.reason, e.message, timing.stalled)
         return await reconcile(mr, handlers.client(memo), timing)
 
     return run
@@ -144,8 +143,7 @@ def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
             if deleting and outcome.release_finalizer:
                 memo[RELEASED] = True
             await write_outcome(outcome, plural=kind.plural(), body=body, memo=memo, writer=memo["kube"])
-        result = "stalled" if outcome.terminal else "retry" if outcome.retry else "ok"
-        metrics.RECONCILE_TOTAL.labels(name, result).inc()
+        metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
         metrics.record(name, body.metadata.namespace or "", body.metadata.name or "", outcome)
         return outcome
 

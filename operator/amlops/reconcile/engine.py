@@ -22,15 +22,17 @@ Linear, and every branch ends alike: an :class:`Outcome` with conditions, status
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from amlops.reconcile import policy
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import ExternalClient, Observation, Pending
 from amlops.reconcile.managed import Managed
-from amlops.reconcile.outcome import Outcome
+from amlops.reconcile.outcome import REASON_INTERNAL_ERROR, Outcome, internal_error_message
 from amlops.status import (
     READY,
     REASON_CREATING,
@@ -43,9 +45,9 @@ from amlops.status import (
     STALLED,
     ConditionUpdate,
     EventRecord,
+    find,
     progressing,
     ready,
-    stalled,
 )
 
 REASON_NOT_OWNED = "NotOwned"
@@ -58,6 +60,9 @@ REASON_UPDATE_DOES_NOT_CONVERGE = "UpdateDoesNotConverge"
 # Updates with the same diff (same generation) before the diff counts as one that never converges.
 MAX_UPDATE_ATTEMPTS = 3
 UPDATE_ATTEMPTS = "updateAttempts"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+log = logging.getLogger(__name__)
 
 
 class Timing:
@@ -78,7 +83,7 @@ async def reconcile(mr: Managed[Any], client: ExternalClient[Any], timing: Timin
     try:
         return await _reconcile(mr, client, t)
     except RetryableError as e:
-        return Outcome(conditions=tuple(progressing(e.reason, e.message)), requeue_after=e.delay, retry=True)
+        return Outcome.converging(e.reason, e.message, e.delay)
     except TerminalError as e:
         if mr.deleting and policy.nothing_left(e.reason):
             # A missing parent (a typo in spec.workspace, a deleted resource group or Batch account) holds
@@ -94,7 +99,48 @@ async def reconcile(mr: Managed[Any], client: ExternalClient[Any], timing: Timin
                 release_finalizer=True,
                 events=(EventRecord("Warning", REASON_CREDENTIALS_GONE, message),),
             )
-        return Outcome(conditions=tuple(stalled(e.reason, e.message)), requeue_after=t.stalled)
+        return Outcome.stalled(e.reason, e.message, t.stalled)
+    except Exception as e:  # not the error vocabulary: a bug, or an answer amlops cannot read
+        return _internal_error(mr, e, t)
+
+
+def _internal_error(mr: Managed[Any], error: Exception, t: Timing) -> Outcome:
+    conditions = mr.status.get("conditions") or []
+    delay, repeated = internal_error_backoff(conditions, internal_error_message(error), datetime.now(UTC), t)
+    if repeated:  # its traceback is in the log already
+        log.error(
+            "%s/%s %s: still failing (%s: %s); next try in %.0fs",
+            mr.namespace,
+            mr.name,
+            mr.kind,
+            type(error).__name__,
+            error,
+            delay,
+        )
+    else:
+        log.exception(
+            "%s/%s %s: reconcile failed unexpectedly; next try in %.0fs", mr.namespace, mr.name, mr.kind, delay
+        )
+    return Outcome.error(error, delay)
+
+
+def internal_error_backoff(
+    conditions: Sequence[Mapping[str, Any]], message: str, now: datetime, t: Timing
+) -> tuple[float, bool]:
+    """(seconds until the next try, whether the object already shows this very failure).
+
+    Each try waits as long as the failure has lasted (since its Stalled condition's ``lastTransitionTime``), at
+    least ``t.short`` and at most ``t.stalled``: the waits double, bounded, and no counter is kept anywhere.
+    """
+    stall = find(conditions, STALLED)
+    if stall is None or stall.get("status") != "True" or stall.get("reason") != REASON_INTERNAL_ERROR:
+        return t.short, False
+    try:
+        since = datetime.strptime(str(stall.get("lastTransitionTime")), TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        since = now
+    lasted = (now - since).total_seconds()
+    return min(max(lasted, t.short), t.stalled), stall.get("message") == message
 
 
 async def _reconcile(mr: Managed[Any], client: ExternalClient[Any], t: Timing) -> Outcome:
@@ -103,9 +149,7 @@ async def _reconcile(mr: Managed[Any], client: ExternalClient[Any], t: Timing) -
             message = (
                 f"waiting for {', '.join(waiting)} to be deleted first: they still need this object's Azure access"
             )
-            return Outcome(
-                conditions=tuple(progressing(REASON_WAITING_FOR_DEPENDENTS, message)), requeue_after=t.short, retry=True
-            )
+            return Outcome.converging(REASON_WAITING_FOR_DEPENDENTS, message, t.short)
         if not policy.deletes_in_azure(mr):
             return Outcome(release_finalizer=True)
     obs = await client.observe(mr)
@@ -130,24 +174,17 @@ async def _decide(mr: Managed[Any], client: ExternalClient[Any], obs: Observatio
             f"an Azure resource of this name is of type {obs.foreign_type}, not what this object declares: amlops "
             "never changes or deletes it; use another name"
         )
-        return Outcome(conditions=tuple(stalled(REASON_TYPE_MISMATCH, message)), status=status, requeue_after=t.stalled)
+        return Outcome.stalled(REASON_TYPE_MISMATCH, message, t.stalled, status=status)
 
     if policy.observe_only(mr):
         if not obs.resource_exists:
-            return Outcome(
-                conditions=tuple(stalled(REASON_NOT_FOUND, "ObserveOnly: the resource does not exist in Azure")),
-                status=status,
-                requeue_after=t.stalled,
-            )
+            message = "ObserveOnly: the resource does not exist in Azure"
+            return Outcome.stalled(REASON_NOT_FOUND, message, t.stalled, status=status)
         return _steady(obs, status, t)
 
     if not mr.has_finalizer:
-        return Outcome(
-            conditions=tuple(progressing(REASON_WAITING_FOR_FINALIZER, "waiting for the amlops.io finalizer")),
-            status=status,
-            requeue_after=t.short,
-            retry=True,
-        )
+        message = "waiting for the amlops.io finalizer"
+        return Outcome.converging(REASON_WAITING_FOR_FINALIZER, message, t.short, status=status)
 
     if not obs.resource_exists:
         pending = await client.create(mr)
@@ -155,11 +192,11 @@ async def _decide(mr: Managed[Any], client: ExternalClient[Any], obs: Observatio
 
     if not await _owned(mr, client, obs.owner):
         message = policy.not_owned_message(mr, obs.owner)
-        return Outcome(conditions=tuple(stalled(REASON_NOT_OWNED, message)), status=status, requeue_after=t.stalled)
+        return Outcome.stalled(REASON_NOT_OWNED, message, t.stalled, status=status)
 
     if obs.failure is not None:
         code, message = obs.failure
-        return Outcome(conditions=(*stalled(code, message), *obs.conditions), status=status, requeue_after=t.stalled)
+        return Outcome.stalled(code, message, t.stalled, status=status, conditions=obs.conditions)
 
     if obs.resource_up_to_date:
         return _steady(obs, {**status, UPDATE_ATTEMPTS: None}, t)
@@ -189,11 +226,8 @@ def _count_update(
     if attempts["count"] <= MAX_UPDATE_ATTEMPTS:
         return {**status, UPDATE_ATTEMPTS: attempts}, None
     message = f"{MAX_UPDATE_ATTEMPTS} updates left Azure still differing from the spec: {obs.diff}"
-    return status, Outcome(
-        conditions=tuple(stalled(REASON_UPDATE_DOES_NOT_CONVERGE, message)),
-        status={**status, UPDATE_ATTEMPTS: {**attempts, "count": MAX_UPDATE_ATTEMPTS}},
-        requeue_after=t.stalled,
-    )
+    status = {**status, UPDATE_ATTEMPTS: {**attempts, "count": MAX_UPDATE_ATTEMPTS}}
+    return status, Outcome.stalled(REASON_UPDATE_DOES_NOT_CONVERGE, message, t.stalled, status=status)
 
 
 def next_update_attempts(previous: Mapping[str, Any] | None, diff: str, generation: int) -> dict[str, Any]:
@@ -214,11 +248,8 @@ def _published(obs: Observation) -> dict[str, Any]:
 
 def _steady(obs: Observation, status: dict[str, Any], t: Timing) -> Outcome:
     if obs.transitional:
-        return Outcome(
-            conditions=(*progressing(obs.transitional_reason, obs.message), *obs.conditions),
-            status=status,
-            requeue_after=t.short,
-            retry=True,
+        return Outcome.converging(
+            obs.transitional_reason, obs.message, t.short, status=status, conditions=obs.conditions
         )
     if not obs.ready:
         idle = (
@@ -226,17 +257,13 @@ def _steady(obs: Observation, status: dict[str, Any], t: Timing) -> Outcome:
             ConditionUpdate(RECONCILING, "False", obs.reason, ""),
             ConditionUpdate(STALLED, "False", obs.reason, ""),
         )
-        return Outcome(conditions=(*idle, *obs.conditions), status=status)
+        return Outcome.steady((*idle, *obs.conditions), status=status)
     reason = REASON_SUCCEEDED if obs.resource_exists else REASON_OBSERVED
-    return Outcome(
-        conditions=(*ready(reason, obs.message), *obs.conditions),
-        status=status,
-        requeue_after=t.short if obs.settling else None,
-        retry=obs.settling,
-    )
+    settle_after = t.short if obs.settling else None
+    return Outcome.steady((*ready(reason, obs.message), *obs.conditions), status=status, settle_after=settle_after)
 
 
 def _converging(reason: str, message: str, status: dict[str, Any], pending: Pending | None, t: Timing) -> Outcome:
     if pending is not None:
         status = {**status, "pendingOperation": pending.to_status()}
-    return Outcome(conditions=tuple(progressing(reason, message)), status=status, requeue_after=t.short, retry=True)
+    return Outcome.converging(reason, message, t.short, status=status)

@@ -2,7 +2,8 @@
 
 Adapters classify Azure's answers (azure/errors.py) into one of these two; the engine turns them into
 conditions: retryable → ``Reconciling`` (reason ``WaitingForAzure``/``Throttled``), terminal → ``Stalled`` with
-Azure's error code as the reason.
+Azure's error code as the reason. Any other exception is a bug (or an answer amlops cannot read), never a wait for
+Azure: ``Stalled`` ``InternalError``, its traceback logged, tried again with a bounded back-off.
 """
 
 from __future__ import annotations
