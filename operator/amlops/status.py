@@ -54,8 +54,24 @@ class EventRecord:
     message: str
 
 
+# The one timestamp form amlops writes (status, conditions, annotations): RFC 3339 in UTC, whole seconds, as
+# Kubernetes writes metav1.Time.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now_iso(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (now or datetime.now(UTC)).strftime(TIME_FORMAT)
+
+
+def parse_time(stamp: Any) -> datetime | None:
+    """An RFC 3339 time as Kubernetes, ARM and Batch write it (``Z`` or an offset; none means UTC), else None."""
+    if not stamp:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def set_conditions(

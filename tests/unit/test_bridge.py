@@ -13,7 +13,7 @@ import pytest
 
 from amlops import status as st
 from amlops.handlers.app import RoutineObjectLogs
-from amlops.handlers.bridge import SYNC_TIME_FORMAT, StatusHistory, next_status
+from amlops.handlers.bridge import StatusHistory, next_status
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.reconcile.outcome import Outcome
 
@@ -61,7 +61,7 @@ def test_history_remembers_each_status_once() -> None:
 
 
 def _synced(ago: timedelta) -> str:
-    return (datetime.now(UTC) - ago).strftime(SYNC_TIME_FORMAT)
+    return st.now_iso(datetime.now(UTC) - ago)
 
 
 def test_a_pass_that_learns_nothing_new_writes_nothing() -> None:

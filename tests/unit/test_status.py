@@ -58,3 +58,28 @@ def test_message_change_alone_updates_the_condition_without_an_event() -> None:
     assert second[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
     assert second[0]["message"] == "2/4 nodes"
     assert events == []
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        pytest.param("2026-01-02T03:04:05Z", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), id="what amlops writes"),
+        pytest.param(
+            "2022-08-30T19:56:28.2261097+00:00",
+            datetime(2022, 8, 30, 19, 56, 28, 226109, tzinfo=UTC),
+            id="ARM: seven fractional digits and an offset",
+        ),
+        pytest.param("2023-09-07T07:17:50.4424278Z", datetime(2023, 9, 7, 7, 17, 50, 442427, tzinfo=UTC), id="Batch"),
+        pytest.param("2026-01-02T03:04:05", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), id="no zone means UTC"),
+        pytest.param("yesterday", None, id="garbage"),
+        pytest.param(None, None, id="absent"),
+    ],
+)
+def test_parse_time(stamp: str | None, expected: datetime | None) -> None:
+    assert st.parse_time(stamp) == expected
+
+
+def test_now_iso_round_trips_through_parse_time() -> None:
+    moment = datetime(2026, 11, 29, 10, 0, 1, tzinfo=UTC)
+    assert st.now_iso(moment) == "2026-11-29T10:00:01Z"
+    assert st.parse_time(st.now_iso(moment)) == moment

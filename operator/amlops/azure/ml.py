@@ -12,7 +12,6 @@ import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -26,6 +25,7 @@ from amlops.azure.errors import azure_errors
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, arm_accounting
 from amlops.reconcile.external import Pending
 from amlops.settings import Settings
+from amlops.status import now_iso
 
 JSON = dict[str, Any]
 API_VERSION = "2020-08-01"
@@ -155,7 +155,7 @@ class MlClient:
         # Never await the result: the engine looks again later, and a restarted operator resumes from the
         # saved token instead of writing a second time.
         token = poller.continuation_token()
-        return Pending(operation, token, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return Pending(operation, token, now_iso())
 
     async def operation_state(self, ws: WorkspaceId, name: str, pending: Pending) -> OperationState | None:
         """Check a saved operation once, without waiting; None when the token cannot be used any more."""

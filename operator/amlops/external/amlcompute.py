@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from amlops import metrics
@@ -22,6 +21,7 @@ from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
+from amlops.status import now_iso
 
 REASON_VM_SIZE_NOT_AVAILABLE = "VmSizeNotAvailable"
 REASON_SECRET_MISSING = "SecretNotFound"
@@ -118,7 +118,7 @@ class AmlComputeClient:
         # The size and quota pre-flight judges a create or an update; a deletion needs neither (an unknown vmSize
         # would otherwise keep the finalizer of an object that never created anything).
         quota, sufficient = (None, None) if mr.deleting else await self._preflight(ml, mr, location)
-        sync = {"lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "quota": quota}
+        sync = {"lastSyncTime": now_iso(), "quota": quota}
         if body is None:
             return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
         if (other := foreign_type(body, "AmlCompute")) is not None:

@@ -98,7 +98,7 @@ from amlops.runtime.command import (
     driver_source,
     with_input_urls,
 )
-from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC, EventRecord
+from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC, EventRecord, now_iso
 
 Mr = Managed[ParallelJobSpec]
 
@@ -291,7 +291,7 @@ class ParallelJobClient:
             job.RELEASED: True if ended else None,
         }
         if ended:
-            status["completionTime"] = _now()
+            status["completionTime"] = now_iso()
             self._finished.pop(job_id(mr), None)
         return replace(m.observation(decision, status, mr.owner), intent=Step(decision, added, index))
 
@@ -464,7 +464,7 @@ class ParallelJobClient:
                 PLAN_CHANGED, f"{layout.plan.blob(REUSE_MARKER)} is damaged: delete and recreate the job"
             )
         status = {k: marker.get(k) for k in ("output", "miniBatches", "items", "progress", "progressPercentage")}
-        now = _now()
+        now = now_iso()
         status.update(
             {"phase": "Complete", "reusedFrom": marker["from"], "contentHash": marker["contentHash"],
              "startTime": mr.status.get("startTime") or now, "completionTime": now, job.RELEASED: True}
@@ -758,7 +758,3 @@ def shared_storage_refusal(namespace: str, allowed: str, containers: Iterable[st
 
 def _image(spec: ParallelJobSpec) -> str | None:
     return spec.task.environment.image if spec.task.environment else None
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -15,7 +15,7 @@ from amlops.api.kind import GROUP, CustomResource
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.managed import RECONCILE_REQUESTED_ANNOTATION, Managed
 from amlops.reconcile.outcome import Outcome
-from amlops.status import REASON_INVALID_SPEC, EventRecord, set_conditions
+from amlops.status import REASON_INVALID_SPEC, EventRecord, parse_time, set_conditions
 
 FINALIZER = f"{GROUP}/finalizer"
 # The messages of the kopf.TemporaryErrors that only ask kopf to call a handler again.
@@ -24,7 +24,6 @@ WAITING_FOR_FINALIZER = "waiting for kopf to add the finalizer"
 DELETING = "deleting"
 TTL_PENDING = "ttlSecondsAfterFinished"
 SYNC_TIME = "lastSyncTime"
-SYNC_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # status.lastSyncTime is exact whenever anything else in the status changes, and never older than this.
 SYNC_TIME_REFRESH = timedelta(minutes=5)
 
@@ -157,8 +156,5 @@ def _only_sync_time_moved(current: Mapping[str, Any], new: Mapping[str, Any]) ->
         return False  # a None value removes a field: equal to an absent one
     if SYNC_TIME not in new:
         return True
-    try:
-        synced = datetime.strptime(str(current.get(SYNC_TIME)), SYNC_TIME_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return False
-    return datetime.now(UTC) - synced < SYNC_TIME_REFRESH
+    synced = parse_time(current.get(SYNC_TIME))
+    return synced is not None and datetime.now(UTC) - synced < SYNC_TIME_REFRESH

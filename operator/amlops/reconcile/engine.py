@@ -46,6 +46,7 @@ from amlops.status import (
     ConditionUpdate,
     EventRecord,
     find,
+    parse_time,
     progressing,
     ready,
 )
@@ -60,7 +61,6 @@ REASON_UPDATE_DOES_NOT_CONVERGE = "UpdateDoesNotConverge"
 # Updates with the same diff (same generation) before the diff counts as one that never converges.
 MAX_UPDATE_ATTEMPTS = 3
 UPDATE_ATTEMPTS = "updateAttempts"
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,7 @@ def internal_error_backoff(
     stall = find(conditions, STALLED)
     if stall is None or stall.get("status") != "True" or stall.get("reason") != REASON_INTERNAL_ERROR:
         return t.short, False
-    try:
-        since = datetime.strptime(str(stall.get("lastTransitionTime")), TIME_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        since = now
+    since = parse_time(stall.get("lastTransitionTime")) or now
     lasted = (now - since).total_seconds()
     return min(max(lasted, t.short), t.stalled), stall.get("message") == message
 

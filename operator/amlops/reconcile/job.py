@@ -11,12 +11,12 @@ again (as batch/v1 Job's). The fields read are ``api/job.py``'s: ``suspend``, ``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from amlops.api.job import JobPhase
 from amlops.reconcile.external import Observation
-from amlops.status import COMPLETE, FAILED, RUNNING, SUSPENDED, ConditionUpdate, find
+from amlops.status import COMPLETE, FAILED, RUNNING, SUSPENDED, ConditionUpdate, find, parse_time
 
 PENDING: Final[JobPhase] = "Pending"
 TERMINAL: frozenset[str] = frozenset({"Complete", "Failed"})
@@ -141,14 +141,3 @@ def seconds_since(stamp: Any, now: datetime) -> float | None:
     """Seconds from an RFC 3339 ``stamp`` (e.g. startTime) to ``now``, never negative; None without a stamp."""
     started = parse_time(stamp)
     return None if started is None else max(0.0, (now - started).total_seconds())
-
-
-def parse_time(stamp: Any) -> datetime | None:
-    """An RFC 3339 time as Kubernetes and Batch write it (``Z`` or an offset; none means UTC), else None."""
-    if not stamp:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
