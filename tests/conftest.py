@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import ssl
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -45,70 +41,24 @@ def namespace(k8s: testbed.Testbed, request: pytest.FixtureRequest) -> str:
     return ns
 
 
-class OperatorProcess:
-    """``amlops run`` as a child process against the test bed, watching one namespace."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path, liveness: str, metrics_url: str) -> None:
-        self.proc = proc
-        self.log = log
-        self.liveness = liveness
-        self.metrics_url = metrics_url
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        testbed.terminate(self.proc, grace=timeout, sig=sig)
-        return self.proc.returncode
-
-
 @pytest.fixture
-def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
-    started: list[OperatorProcess] = []
+def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..., testbed.OperatorRun]]:
+    """Start ``amlops run`` watching the given namespaces, live when returned; all are stopped after the test."""
+    started: list[testbed.OperatorRun] = []
 
-    def start(*namespaces: str, extra_env: dict[str, str] | None = None, verbose: bool = True) -> OperatorProcess:
-        port, metrics_port = testbed.free_port(), testbed.free_port()
-        liveness = f"http://127.0.0.1:{port}/healthz"
-        log = tmp_path / f"operator-{len(started)}.log"
-        args = [sys.executable, "-m", "amlops", "run", "--liveness", liveness]
+    def start(*namespaces: str, extra_env: dict[str, str] | None = None, verbose: bool = True) -> testbed.OperatorRun:
         # Verbose by default (a failing test shows every step); a test of thousands of objects turns it off.
-        args += ["--verbose"] if verbose else []
-        args += ["--metrics-port", str(metrics_port)]
+        args = ["--verbose"] if verbose else []
         for ns in namespaces:
             args += ["--namespace", ns]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                args,
-                env={**k8s.env(), **testbed.offline_azure_env(), **(extra_env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        op = OperatorProcess(proc, log, liveness, f"http://127.0.0.1:{metrics_port}/metrics")
+        log = tmp_path / f"operator-{len(started)}.log"
+        op = testbed.start_operator(k8s, log, *args, env=extra_env)
         started.append(op)
-        _wait_live(op)
         return op
 
     yield start
     for op in started:
         op.stop()
-
-
-def _wait_live(op: OperatorProcess, timeout: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if op.proc.poll() is not None:
-            raise RuntimeError(f"operator exited with {op.proc.returncode}:\n{op.output()[-3000:]}")
-        try:
-            with urllib.request.urlopen(op.liveness, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"operator not live after {timeout}s:\n{op.output()[-3000:]}")
 
 
 class EmulatorProcess:

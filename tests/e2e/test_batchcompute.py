@@ -14,8 +14,9 @@ from azure.core.credentials import AzureNamedKeyCredential
 
 import amlops_testbed as testbed
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+from tests.support.objects import apply, condition, wait_condition, wait_gone
 
-from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition
+from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 
 pytestmark = pytest.mark.e2e
 
@@ -38,17 +39,6 @@ def manifest(name: str, compute: str, **spec: Any) -> str:
 
 def key_secret(k8s: testbed.Testbed, namespace: str, key: str = DEFAULT_BATCH_KEY) -> None:
     k8s.kubectl("create", "secret", "generic", "batch-key", "-n", namespace, f"--from-literal=key={key}")
-
-
-def wait(
-    k8s: testbed.Testbed, ns: str, name: str, type_: str, status: str = "True", timeout: float = 90
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = testbed.get_object(k8s, "batchcompute", name, ns)
-        c = condition(obj, type_)
-        return obj if c and c["status"] == status else None
-
-    return testbed.eventually(probe, timeout=timeout, what=f"batchcompute/{name} {type_}={status}")
 
 
 def batch(azure: Any, call: Any) -> Any:
@@ -90,7 +80,7 @@ def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, s
     cname = compute_name()
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 4}
     apply(k8s, namespace, manifest("batch", cname, pools=[pool]))
-    wait(k8s, namespace, "batch", "Ready")
+    wait_condition(k8s, "batchcompute", "batch", namespace, "Ready")
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert code == 200
     assert body["properties"]["computeType"] == "Batch"
@@ -118,11 +108,11 @@ def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, s
         "-p", '[{"op":"replace","path":"/spec/pools/0/targetDedicatedNodes","value":3}]',
     )  # fmt: skip
     testbed.eventually(lambda: pools(azure)["scoring"].target_dedicated_nodes == 3, what="resized in Batch")
-    wait(k8s, namespace, "batch", "Ready")
+    wait_condition(k8s, "batchcompute", "batch", namespace, "Ready")
     assert resizes(azure) - before == 1
 
     k8s.kubectl("delete", "batchcompute/batch", "-n", namespace, "--wait=false")
-    testbed.eventually(lambda: testbed.get_object(k8s, "batchcompute", "batch", namespace) is None, what="released")
+    wait_gone(k8s, "batchcompute", "batch", namespace)
     assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
     remaining = pools(azure)
     assert "theirs" in remaining
@@ -135,7 +125,7 @@ def test_orphan_stays_attached(k8s: testbed.Testbed, namespace: str, start_opera
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(k8s, namespace, manifest("kept", cname, deletionPolicy="Orphan"))
-    wait(k8s, namespace, "kept", "Ready")
+    wait_condition(k8s, "batchcompute", "kept", namespace, "Ready")
     k8s.kubectl("delete", "batchcompute/kept", "-n", namespace)
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert code == 200
@@ -148,8 +138,8 @@ def test_wrong_batch_key_is_stalled_authentication_failed(
     key_secret(k8s, namespace, key="d3Jvbmcta2V5")
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("badkey", compute_name()))
-    obj = wait(k8s, namespace, "badkey", "Stalled")
-    assert condition(obj, "Stalled")["reason"] == "AuthenticationFailed"  # type: ignore[index]
+    obj = wait_condition(k8s, "batchcompute", "badkey", namespace, "Stalled")
+    assert condition(obj, "Stalled")["reason"] == "AuthenticationFailed"
 
 
 def test_missing_account_is_stalled_with_azures_code(
@@ -161,9 +151,8 @@ def test_missing_account_is_stalled_with_azures_code(
         f"accountName: {DEFAULT_BATCH_ACCOUNT}", "accountName: nosuchaccount"
     )
     apply(k8s, namespace, text)
-    obj = wait(k8s, namespace, "noacct", "Stalled")
+    obj = wait_condition(k8s, "batchcompute", "noacct", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] not in ("", "WaitingForAzure")
 
 
@@ -191,7 +180,7 @@ def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
     azure.control("POST", "/clock/advance", {"seconds": 600})
     testbed.eventually(lambda: "p1" in pools(azure), what="managed pool created")
     azure.control("POST", "/clock/advance", {"seconds": 600})
-    wait(k8s, namespace, "crash", "Ready")
+    wait_condition(k8s, "batchcompute", "crash", namespace, "Ready")
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1
     assert list(pools(azure)) == ["p1"]
 
@@ -200,6 +189,6 @@ def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
     second.stop(signal.SIGKILL)
     start_operator(namespace, extra_env=env)
     azure.control("POST", "/clock/advance", {"seconds": 600})
-    testbed.eventually(lambda: testbed.get_object(k8s, "batchcompute", "crash", namespace) is None, what="released")
+    wait_gone(k8s, "batchcompute", "crash", namespace)
     assert attach_state() is None
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1

@@ -45,12 +45,12 @@ from amlops.api.kind import API_VERSION, CustomResource
 from amlops.reconcile.managed import OWNER_TAG, owner_value
 from amlops_emulator.azurite import Azurite
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
+from tests.support.objects import apply, condition, conditions, is_true, wait_condition
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 from .test_batchcompute import batch, key_secret
 from .test_batchcompute import manifest as batch_manifest
-from .test_batchcompute import wait as batch_wait
-from .test_paralleljob import SCORE, blobs, kubectl_apply
+from .test_paralleljob import SCORE, blobs
 
 pytestmark = pytest.mark.e2e
 
@@ -543,20 +543,16 @@ def listing(bed: testbed.Testbed, namespace: str, kind: str) -> dict[str, dict[s
     return {item["metadata"]["name"]: item for item in json.loads(body)["items"]}
 
 
-def conditions(obj: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-
-
 def state(obj: Mapping[str, Any]) -> str:
     """What an object says now, for grouping: ``Stalled/InvalidSpec``, ``Reconciling/Creating``, ``unseen``."""
     status = obj.get("status") or {}
     if status.get("observedGeneration") != obj["metadata"].get("generation"):
         return "unseen" if not status else "stale"
-    found = conditions(obj)
     for kind in ("Stalled", "Failed", "Complete", "Ready", "Suspended", "Reconciling"):
-        if found.get(kind, {}).get("status") == "True":
-            return f"{kind}/{found[kind].get('reason')}"
-    return "other/" + ",".join(f"{t}={c.get('status')}:{c.get('reason')}" for t, c in sorted(found.items()))
+        if is_true(obj, kind):
+            return f"{kind}/{condition(obj, kind).get('reason')}"
+    found = sorted(conditions(obj), key=lambda c: str(c["type"]))
+    return "other/" + ",".join(f"{c['type']}={c.get('status')}:{c.get('reason')}" for c in found)
 
 
 def settled(kind: str, obj: Mapping[str, Any]) -> bool:
@@ -723,7 +719,7 @@ def job_namespace(k8s: testbed.Testbed, ns: str, azure: Any, azurite: Azurite, c
 
     blobs(azurite, upload)
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1, "taskSlotsPerNode": 4}
-    kubectl_apply(k8s, ns, batch_manifest("batch", compute_name(), pools=[pool]))
+    apply(k8s, ns, batch_manifest("batch", compute_name(), pools=[pool]))
 
 
 def other_namespace(k8s: testbed.Testbed, ns: str, azure: Any) -> None:
@@ -751,7 +747,7 @@ def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
         other_namespace(k8s, namespaces[kind], azure)
     job_namespace(k8s, namespaces["ParallelJob"], azure, azurite, container)
     operator = start_operator(*namespaces.values(), extra_env=azure.operator_env(), verbose=False)
-    batch_wait(k8s, namespaces["ParallelJob"], "batch", "Ready")
+    wait_condition(k8s, "batchcompute", "batch", namespaces["ParallelJob"], "Ready")
 
     endpoint = f"{azure.batch_url}/{DEFAULT_BATCH_ACCOUNT}"
     values = {BLOB: azurite.blob_endpoint, CONTAINER: container, "{batch}": endpoint}

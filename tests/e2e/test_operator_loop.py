@@ -9,18 +9,10 @@ from typing import Any
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.objects import condition, find_condition, observed, wait_for
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-
-
-def _reconciling(obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not obj:
-        return None
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"]["generation"]:
-        return None
-    return next((c for c in status.get("conditions", []) if c["type"] == "Reconciling"), None)
 
 
 @pytest.mark.parametrize(
@@ -32,12 +24,17 @@ def test_operator_writes_observed_generation_and_reconciling(
 ) -> None:
     start_operator(namespace)
     k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / f"{resource}.yaml"))
-    condition = testbed.eventually(
-        lambda: _reconciling(testbed.get_object(k8s, resource, name, namespace)),
+    obj = wait_for(
+        k8s,
+        resource,
+        name,
+        namespace,
+        lambda o: observed(o) and find_condition(o, "Reconciling"),
+        what="observed",
         timeout=60,
-        what=f"{resource}/{name} observed",
     )
-    assert condition["status"] == "True"
-    assert condition["reason"] == reason
+    reconciling = condition(obj, "Reconciling")
+    assert reconciling["status"] == "True"
+    assert reconciling["reason"] == reason
     # kubectl wait understands the condition, as kstatus-based tools do.
     k8s.kubectl("wait", f"{resource}/{name}", "-n", namespace, "--for=condition=Reconciling", "--timeout=30s")

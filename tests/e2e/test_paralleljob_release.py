@@ -12,10 +12,11 @@ import pytest
 from azure.batch import models
 
 import amlops_testbed as testbed
+from tests.support.objects import condition, find_condition, wait_condition
 
 from . import test_paralleljob
-from .test_batchcompute import batch, pools, wait
-from .test_paralleljob import Bed, condition, files
+from .test_batchcompute import batch, pools
+from .test_paralleljob import Bed, files
 
 pytestmark = pytest.mark.e2e
 bed = test_paralleljob.bed  # the same test bed: a Ready BatchCompute "batch", the storage Secret, code
@@ -59,7 +60,7 @@ def start_own_pool_job(b: Bed, name: str, count: int = 8, delay: str = "1") -> d
 
 def stalled_reason(b: Bed, kind: str, name: str) -> tuple[str, str] | None:
     obj = testbed.get_object(b.k8s, kind, name, b.ns) or {}
-    found = condition(obj, "Stalled")
+    found = find_condition(obj, "Stalled") or {}
     return (found["reason"], found["message"]) if found.get("status") == "True" else None
 
 
@@ -107,7 +108,7 @@ def test_pools_are_touched_only_by_their_owner(bed: Bed) -> None:
 
     # An explicit adopt takes the bare pool over: owner metadata written, then resized.
     set_pools({**foreign, "adopt": True})
-    wait(bed.k8s, bed.ns, "batch", "Ready")
+    wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Ready")
     taken = testbed.eventually(
         lambda: (p := pools(bed.azure)["foreign"]).target_dedicated_nodes == 1 and p, what="adopted pool resized"
     )
@@ -126,7 +127,7 @@ def test_a_compute_being_deleted_waits_for_its_jobs_and_they_still_release_their
     # As a namespace deletion does, the BatchCompute goes first: it waits for the job that runs on it
     # (WaitingForDependents), no longer Ready, still attached.
     bed.k8s.kubectl("delete", "batchcompute/batch", "-n", bed.ns, "--wait=false")
-    waiting = wait(bed.k8s, bed.ns, "batch", "Reconciling")
+    waiting = wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Reconciling")
     assert condition(waiting, "Reconciling")["reason"] == "WaitingForDependents"
     assert "ParallelJob own" in condition(waiting, "Reconciling")["message"]
     assert condition(waiting, "Ready")["status"] == "False"
@@ -151,7 +152,7 @@ def test_deleting_a_job_while_its_compute_is_throttled_releases_its_pool(bed: Be
         "/faults",
         {"method": "GET", "path": "/pools$", "status": 429, "code": "TooManyRequests", "retryAfter": 1},
     )
-    throttled = wait(bed.k8s, bed.ns, "batch", "Reconciling")
+    throttled = wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Reconciling")
     assert condition(throttled, "Reconciling")["reason"] == "Throttled"
     assert condition(throttled, "Ready")["status"] == "False"
 
@@ -203,7 +204,7 @@ def test_a_job_terminated_from_outside_releases_its_pool(bed: Bed) -> None:
 
     batch(bed.azure, terminate)
     failed = testbed.eventually(
-        lambda: (o := bed.get("ended"))["status"].get("resourcesReleased") and condition(o, "Failed") and o,
+        lambda: (o := bed.get("ended"))["status"].get("resourcesReleased") and find_condition(o, "Failed") and o,
         timeout=90,
         what="Failed with its pool released",
     )
@@ -220,7 +221,7 @@ def test_a_job_whose_compute_was_removed_by_force_goes_with_a_warning_naming_wha
     job_id, pool_id = own["status"]["jobId"], own["status"]["poolId"]
     # Someone removes the BatchCompute's finalizer while it waits for its jobs: it is gone, its access with it.
     bed.k8s.kubectl("delete", "batchcompute/batch", "-n", bed.ns, "--wait=false")
-    wait(bed.k8s, bed.ns, "batch", "Reconciling")
+    wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Reconciling")
     bed.k8s.kubectl(
         "patch", "batchcompute/batch", "-n", bed.ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
     )

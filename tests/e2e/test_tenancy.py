@@ -16,11 +16,11 @@ import yaml
 import amlops_testbed as testbed
 from amlops.handlers.kube_api import CREDENTIALS_FINALIZER, KubeApi
 from amlops.reconcile.errors import TerminalError
+from tests.support.objects import apply, condition, wait_condition, wait_gone
 
-from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition, manifest, wait_condition
+from .test_amlcompute import WORKSPACE, WS_PATH, compute_name, manifest
 from .test_batchcompute import manifest as batch_manifest
 from .test_batchcompute import pools
-from .test_batchcompute import wait as batch_wait
 from .test_kube_api import _info
 
 pytestmark = pytest.mark.e2e
@@ -193,9 +193,8 @@ def test_a_namespace_without_credentials_does_not_act_as_the_operator(
     azure.control("DELETE", "/stats")
     cname = compute_name()
     apply(k8s, namespace, manifest("nocreds", cname))
-    obj = wait_condition(k8s, namespace, "nocreds", "Stalled")
+    obj = wait_condition(k8s, "amlcompute", "nocreds", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] == "CredentialsMissing"
     assert "operator's own identity does not serve" in stalled["message"]
     assert azure.operations() == {}, "nothing reached Azure"
@@ -214,17 +213,14 @@ def test_a_credentials_secret_outlives_the_resources_that_need_it(
     start_operator(namespace, extra_env=env)
     cname = compute_name()
     apply(k8s, namespace, manifest("held", cname))
-    wait_condition(k8s, namespace, "held", "Ready", timeout=120)
+    wait_condition(k8s, "amlcompute", "held", namespace, "Ready", timeout=120)
     secret = json.loads(k8s.kubectl("get", "secret", "team-creds", "-n", namespace, "-o", "json"))
     assert CREDENTIALS_FINALIZER in secret["metadata"]["finalizers"]
 
     k8s.kubectl("delete", "secret", "team-creds", "-n", namespace, "--wait=false")
     k8s.kubectl("delete", "amlcompute", "held", "-n", namespace, "--wait=false")
-    testbed.eventually(
-        lambda: testbed.get_object(k8s, "secret", "team-creds", namespace) is None,
-        timeout=120,
-        what="the Secret goes once the AmlCompute no longer needs it",
-    )
+    # The Secret goes once the AmlCompute no longer needs it.
+    wait_gone(k8s, "secret", "team-creds", namespace, timeout=120)
     assert testbed.get_object(k8s, "amlcompute", "held", namespace) is None
     status, _ = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status == 404, "the cluster was deleted in Azure, not leaked"
@@ -241,9 +237,8 @@ def test_a_resource_acts_with_its_own_service_principal(
     start_operator(namespace, extra_env=azure.operator_env())
     for name, secret in (("own", "sp"), ("wrong", "sp-wrong")):
         apply(k8s, namespace, manifest(name, compute_name(), credentials={"secretRef": {"name": secret}}))
-    wait_condition(k8s, namespace, "own", "Ready", timeout=120)
-    stalled = condition(wait_condition(k8s, namespace, "wrong", "Stalled"), "Stalled")
-    assert stalled is not None
+    wait_condition(k8s, "amlcompute", "own", namespace, "Ready", timeout=120)
+    stalled = condition(wait_condition(k8s, "amlcompute", "wrong", namespace, "Stalled"), "Stalled")
     assert stalled["reason"] == "AuthenticationFailed"
     assert "AADSTS7000215" in stalled["message"]
 
@@ -266,10 +261,9 @@ def test_the_batch_data_plane_acts_with_the_resources_own_service_principal(
         doc["spec"].pop("batchCredentials")
         doc["spec"]["credentials"] = {"secretRef": {"name": secret}}
         apply(k8s, namespace, yaml.safe_dump(doc))
-    batch_wait(k8s, namespace, "aad", "Ready", timeout=120)
+    wait_condition(k8s, "batchcompute", "aad", namespace, "Ready", timeout=120)
     assert "aad-pool" in pools(azure), "the pool was created with the service principal's token"
-    stalled = condition(batch_wait(k8s, namespace, "aad-wrong", "Stalled"), "Stalled")
-    assert stalled is not None
+    stalled = condition(wait_condition(k8s, "batchcompute", "aad-wrong", namespace, "Stalled"), "Stalled")
     assert stalled["reason"] == "AuthenticationFailed"
     assert "aad-wrong-pool" not in pools(azure)
 
@@ -287,8 +281,10 @@ def test_objects_that_could_never_reach_azure_are_deleted_without_waiting(
     doc = yaml.safe_load(batch_manifest("elsewhere", cname, endpoint="https://collector.example/acct"))
     doc["spec"].pop("batchCredentials")
     apply(k8s, namespace, yaml.safe_dump(doc))
-    assert condition(wait_condition(k8s, namespace, "nosecret", "Stalled"), "Stalled")["reason"] == "CredentialsMissing"  # type: ignore[index]
-    assert condition(batch_wait(k8s, namespace, "elsewhere", "Stalled"), "Stalled")["reason"] == "EndpointNotAllowed"  # type: ignore[index]
+    nosecret = wait_condition(k8s, "amlcompute", "nosecret", namespace, "Stalled")
+    assert condition(nosecret, "Stalled")["reason"] == "CredentialsMissing"
+    elsewhere = wait_condition(k8s, "batchcompute", "elsewhere", namespace, "Stalled")
+    assert condition(elsewhere, "Stalled")["reason"] == "EndpointNotAllowed"
     status, _ = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status == 200, "the attach went through ARM before the data plane was refused"
     k8s.kubectl("delete", "amlcompute/nosecret", "batchcompute/elsewhere", "-n", namespace, "--timeout=120s")

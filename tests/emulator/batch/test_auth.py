@@ -11,12 +11,12 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.rest import HttpRequest
-from tests.emulator.batch.conftest import BatchEmulator
 
 from amlops_emulator.batch.auth import authenticate
 from amlops_emulator.batch.wire import BatchError
 from amlops_emulator.credentials import EMULATOR_TOKEN
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+from tests.emulator.batch.conftest import BatchEmulator
 
 pytestmark = pytest.mark.emulator
 

@@ -10,6 +10,7 @@ from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
 from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
 pytestmark = pytest.mark.emulator

@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 from azure.batch import models
 from azure.batch.aio import BatchClient
-from tests.emulator.batch.conftest import BatchEmulator
 
 from amlops_emulator.batch import BatchEmulatorSettings, build_batch_app
 from amlops_emulator.clock import VirtualClock
 from amlops_emulator.seed import Seed
+from tests.emulator.batch.conftest import BatchEmulator
 
 pytestmark = pytest.mark.emulator
 

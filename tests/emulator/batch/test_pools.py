@@ -8,9 +8,9 @@ import pytest
 from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
 from amlops_emulator.batch.pools import DELETE_SECONDS, NODE_START_SECONDS, RESIZE_SECONDS, STOP_RESIZE_SECONDS
+from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
 pytestmark = pytest.mark.emulator
 

@@ -8,6 +8,7 @@ import pytest
 from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core.exceptions import ResourceNotFoundError
+
 from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
 pytestmark = pytest.mark.emulator
