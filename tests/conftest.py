@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.tiers import pytest_collection_modifyitems  # noqa: F401  (a hook: pytest finds it here)
+
+# pytester: a unit test runs a small session to prove the tier check (tests/support/tiers.py) stops the run.
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
