@@ -93,6 +93,13 @@ async def _apply_all(session: aiohttp.ClientSession, base: str, docs: list[dict[
     await asyncio.gather(*(apply(doc) for doc in docs))
 
 
+def _program(proc: subprocess.Popen[bytes]) -> str:
+    """The program's name (etcd, kube-apiserver) of a test bed process, started from an argument list."""
+    args = proc.args
+    assert isinstance(args, list), args
+    return Path(str(args[0])).name
+
+
 def _machine_seconds() -> dict[str, float]:
     """This machine's CPU time so far, all cores: busy, and stolen by the hypervisor (other tenants)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -244,7 +251,7 @@ def main() -> int:
         cpu_of = {
             "operator": operator.proc.pid,
             "emulator": emulator.proc.pid,
-            **{Path(str(p.args[0])).name: p.pid for p in bed.processes},  # type: ignore[index]
+            **{_program(p): p.pid for p in bed.processes},
         }
         cpu_before = {name: testbed.cpu_seconds(pid) for name, pid in cpu_of.items()}
         machine_before = _machine_seconds()

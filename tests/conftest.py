@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import ssl
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 from tests.support.tiers import pytest_collection_modifyitems  # noqa: F401  (a hook: pytest finds it here)
 
 # pytester: a unit test runs a small session to prove the tier check (tests/support/tiers.py) stops the run.
@@ -46,7 +42,7 @@ def namespace(k8s: testbed.Testbed, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..., testbed.OperatorRun]]:
+def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[StartOperator]:
     """Start ``amlops run`` watching the given namespaces, live when returned; all are stopped after the test."""
     started: list[testbed.OperatorRun] = []
 
@@ -65,63 +61,8 @@ def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..
         op.stop()
 
 
-class EmulatorProcess:
-    """An emulator process (``amlops_testbed.start_emulator``) with raw HTTPS helpers for assertions and faults."""
-
-    def __init__(self, run: testbed.EmulatorRun) -> None:
-        self.run = run
-        self.proc = run.proc
-        self.log = run.log
-        endpoints = run.endpoints
-        self.arm_url: str = endpoints["armUrl"]
-        self.batch_url: str | None = endpoints.get("batchUrl")
-        self.control_url: str = endpoints["controlUrl"]
-        self.ca_file: str = endpoints["caFile"]
-        self.token: str = endpoints["token"]
-
-    def operator_env(self) -> dict[str, str]:
-        return self.run.operator_env(
-            AMLOPS_POLL_FLOOR_SECONDS="0.5",
-            AMLOPS_POLL_CEILING_SECONDS="5",
-            AMLOPS_REQUEUE_SECONDS="1",
-            AMLOPS_STALLED_RECHECK_SECONDS="5",
-        )
-
-    def request(self, method: str, url: str, body: Any = None, *, auth: bool = True) -> tuple[int, Any]:
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, context=ctx, timeout=10) as response:
-                text = response.read()
-                return response.status, json.loads(text) if text else None
-        except urllib.error.HTTPError as e:
-            text = e.read()
-            return e.code, json.loads(text) if text else None
-
-    def arm(self, method: str, path: str, body: Any = None, api_version: str = "2020-08-01") -> tuple[int, Any]:
-        sep = "&" if "?" in path else "?"
-        return self.request(method, f"{self.arm_url}{path}{sep}api-version={api_version}", body)
-
-    def control(self, method: str, path: str, body: Any = None) -> Any:
-        status, answer = self.request(method, f"{self.control_url}{path}", body, auth=False)
-        assert status < 300, (status, answer)
-        return answer
-
-    def operations(self) -> dict[str, int]:
-        """Calls per SDK operation id since the last reset of the statistics."""
-        stats = self.control("GET", "/stats")
-        return {name: op["count"] for name, op in stats["operations"].items()}
-
-    def stop(self) -> None:
-        self.run.stop()
-
-
 @pytest.fixture
-def start_azure(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
+def start_azure(tmp_path: Path) -> Iterator[StartAzure]:
     """Start ``amlops emulator`` processes (ARM over HTTPS + Batch); all are stopped after the test."""
     started: list[EmulatorProcess] = []
 
@@ -138,6 +79,6 @@ def start_azure(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
 
 
 @pytest.fixture
-def azure(start_azure: Callable[..., EmulatorProcess]) -> EmulatorProcess:
+def azure(start_azure: StartAzure) -> EmulatorProcess:
     """A fresh emulator per test, its clock 60x real time."""
     return start_azure(60.0)

@@ -12,7 +12,6 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +21,7 @@ from amlops_emulator.azurite import azurite_blob
 from amlops_emulator.seed import DEFAULT_BATCH_KEY
 from amlops_testbed import demo
 from tests.support.objects import wait_condition
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from .conftest import Release
 
@@ -57,8 +57,8 @@ def test_operator_completes_every_flow_with_only_the_charts_namespaced_rbac(
     k8s: testbed.Testbed,
     namespace: str,
     install_chart: Callable[..., Release],
-    start_operator: Any,
-    azure: Any,
+    start_operator: StartOperator,
+    azure: EmulatorProcess,
     tmp_path: Path,
 ) -> None:
     """The operator as the chart's ServiceAccount (a real token, namespaced Role): AmlCompute and BatchCompute

@@ -11,6 +11,7 @@ import yaml
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartOperator
 
 pytestmark = pytest.mark.e2e
 WORKSPACE = {
@@ -34,7 +35,7 @@ def manifest(name: str, compute: str, **spec: Any) -> str:
     return yaml.safe_dump(body)
 
 
-def azure_max_nodes(azure: Any, cname: str) -> int:
+def azure_max_nodes(azure: EmulatorProcess, cname: str) -> int:
     """The cluster's maxNodeCount as Azure (the emulator) has it now."""
     body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]
     return int(body["properties"]["properties"]["scaleSettings"]["maxNodeCount"])
@@ -45,7 +46,7 @@ def compute_name() -> str:
 
 
 def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_deletes(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
@@ -55,9 +56,9 @@ def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_dele
     status_code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status_code == 200
     assert body["tags"]["amlops.io-owner"] == f"{namespace}.cpu.{obj['metadata']['uid']}"
-    obj = testbed.get_object(k8s, "amlcompute", "cpu", namespace)
-    assert obj is not None
-    status = obj["status"]
+    current = testbed.get_object(k8s, "amlcompute", "cpu", namespace)
+    assert current is not None
+    status = current["status"]
     assert status["resourceId"].endswith(f"/computes/{cname}")
     assert status["provisioningState"] == "Succeeded"
     assert status["currentNodeCount"] >= 1
@@ -102,7 +103,7 @@ def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_dele
 
 
 def test_orphan_leaves_the_cluster_in_azure(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
@@ -116,7 +117,7 @@ def test_orphan_leaves_the_cluster_in_azure(
 
 
 def test_an_untagged_cluster_is_adopted_only_with_adopt_true(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     cname = compute_name()
     put = {
@@ -144,7 +145,7 @@ def test_an_untagged_cluster_is_adopted_only_with_adopt_true(
 
 
 def test_missing_workspace_is_stalled_with_azures_code(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     text = manifest("nows", compute_name()).replace("ws-amlops", "ws-missing")
@@ -159,7 +160,7 @@ def test_missing_workspace_is_stalled_with_azures_code(
 
 
 def test_quota_numbers_are_in_the_condition_message(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("big", compute_name(), scaleSettings={"minNodeCount": 0, "maxNodeCount": 50}))
@@ -169,7 +170,9 @@ def test_quota_numbers_are_in_the_condition_message(
     assert "standardDSv2Family quota 24" in quota["message"]
 
 
-def test_unknown_vm_size_is_stalled(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_unknown_vm_size_is_stalled(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("odd", compute_name(), vmSize="STANDARD_NOPE_V9"))
     obj = wait_condition(k8s, "amlcompute", "odd", namespace, "Stalled")

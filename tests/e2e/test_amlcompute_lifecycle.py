@@ -6,25 +6,25 @@ import json
 import signal
 import time
 import uuid
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 from .test_amlcompute import WS_PATH, azure_max_nodes, compute_name, manifest
 
 pytestmark = pytest.mark.e2e
 
 
-def _azure_state(azure: Any, cname: str) -> str | None:
+def _azure_state(azure: EmulatorProcess, cname: str) -> str | None:
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     return body["properties"]["provisioningState"] if code == 200 else None
 
 
 def test_operator_killed_mid_create_and_mid_delete_never_writes_twice(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, start_azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
 ) -> None:
     azure = start_azure(speed=0)  # a stopped clock: Azure stays in Creating/Deleting until the test moves it
     env = azure.operator_env()
@@ -53,7 +53,7 @@ def test_operator_killed_mid_create_and_mid_delete_never_writes_twice(
 
 
 def test_a_429_storm_converges_and_retry_after_is_honoured(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     storm = 4
     azure.control(
@@ -86,7 +86,7 @@ def test_a_429_storm_converges_and_retry_after_is_honoured(
 
 
 def test_admin_password_never_appears_in_logs_events_or_status(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     password = f"Pw-{uuid.uuid4().hex}"
     k8s.kubectl("create", "secret", "generic", "admin", "-n", namespace, f"--from-literal=password={password}")
@@ -120,7 +120,7 @@ def test_admin_password_never_appears_in_logs_events_or_status(
 
 
 def test_missing_password_secret_is_stalled(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     apply(
@@ -136,7 +136,7 @@ def test_missing_password_secret_is_stalled(
 
 
 def test_observe_only_reports_and_never_writes(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     cname = compute_name()
     body = {
@@ -165,7 +165,7 @@ def test_observe_only_reports_and_never_writes(
 
 
 def test_paused_writes_nothing_until_unpaused(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
@@ -192,7 +192,9 @@ def test_paused_writes_nothing_until_unpaused(
     )
 
 
-def test_identity_and_node_report(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_identity_and_node_report(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(

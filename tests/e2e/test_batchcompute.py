@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -15,10 +16,12 @@ from azure.core.credentials import AzureNamedKeyCredential
 import amlops_testbed as testbed
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
 from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 
 pytestmark = pytest.mark.e2e
+T = TypeVar("T")
 
 
 def manifest(name: str, compute: str, **spec: Any) -> str:
@@ -41,8 +44,10 @@ def key_secret(k8s: testbed.Testbed, namespace: str, key: str = DEFAULT_BATCH_KE
     k8s.kubectl("create", "secret", "generic", "batch-key", "-n", namespace, f"--from-literal=key={key}")
 
 
-def batch(azure: Any, call: Any) -> Any:
-    async def run() -> Any:
+def batch(azure: EmulatorProcess, call: Callable[[BatchClient], Awaitable[T]]) -> T:
+    """``call`` with a Batch client of the emulator's account (shared key), run to its end."""
+
+    async def run() -> T:
         async with BatchClient(
             f"{azure.batch_url}/{DEFAULT_BATCH_ACCOUNT}",
             AzureNamedKeyCredential(DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY),
@@ -52,18 +57,20 @@ def batch(azure: Any, call: Any) -> Any:
     return asyncio.run(run())
 
 
-def pools(azure: Any) -> dict[str, Any]:
+def pools(azure: EmulatorProcess) -> dict[str, Any]:
     async def collect(client: BatchClient) -> dict[str, Any]:
         return {p.id: p async for p in client.list_pools()}
 
-    return batch(azure, collect)  # type: ignore[no-any-return]
+    return batch(azure, collect)
 
 
-def resizes(azure: Any) -> int:
+def resizes(azure: EmulatorProcess) -> int:
     return sum(n for op, n in azure.operations().items() if op.endswith("/resize"))
 
 
-def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_attach_report_resize_and_detach(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     key_secret(k8s, namespace)
     # A pool somebody else made: reported, never touched.
     batch(
@@ -120,7 +127,9 @@ def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, s
     assert "scoring" not in remaining or remaining["scoring"].state == "deleting"
 
 
-def test_orphan_stays_attached(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_orphan_stays_attached(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     key_secret(k8s, namespace)
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
@@ -133,7 +142,7 @@ def test_orphan_stays_attached(k8s: testbed.Testbed, namespace: str, start_opera
 
 
 def test_wrong_batch_key_is_stalled_authentication_failed(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     key_secret(k8s, namespace, key="d3Jvbmcta2V5")
     start_operator(namespace, extra_env=azure.operator_env())
@@ -143,7 +152,7 @@ def test_wrong_batch_key_is_stalled_authentication_failed(
 
 
 def test_missing_account_is_stalled_with_azures_code(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     key_secret(k8s, namespace)
     start_operator(namespace, extra_env=azure.operator_env())
@@ -157,7 +166,7 @@ def test_missing_account_is_stalled_with_azures_code(
 
 
 def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, start_azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
 ) -> None:
     azure = start_azure(speed=0)
     key_secret(k8s, namespace)

@@ -46,6 +46,7 @@ from amlops.reconcile.managed import OWNER_TAG, owner_value
 from amlops_emulator.azurite import Azurite
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
 from tests.support.objects import apply, condition, conditions, is_true, wait_condition
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 from .test_batchcompute import batch, key_secret
@@ -586,7 +587,7 @@ Stuck = dict[str, tuple[str, Submitted]]
 
 
 def wait_settled(
-    bed: testbed.Testbed, namespaces: Mapping[str, str], accepted: list[Submitted], operator: Any
+    bed: testbed.Testbed, namespaces: Mapping[str, str], accepted: list[Submitted], operator: testbed.OperatorRun
 ) -> tuple[dict[str, str], Stuck]:
     """Poll the three listings until every accepted object has settled (or the deadline passed): each object's
     last state by kind/name, and those not settled."""
@@ -635,7 +636,7 @@ def delete_all(bed: testbed.Testbed, namespaces: Mapping[str, str], accepted: li
 # ------------------------------------------------------------------------------------------ the emulator
 
 
-def arm_computes(azure: Any) -> list[dict[str, Any]]:
+def arm_computes(azure: EmulatorProcess) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     status, page = azure.arm("GET", f"{WS_PATH}/computes")
     while True:
@@ -646,7 +647,7 @@ def arm_computes(azure: Any) -> list[dict[str, Any]]:
         status, page = azure.request("GET", page["nextLink"])
 
 
-def batch_owned(azure: Any) -> list[tuple[str, str]]:
+def batch_owned(azure: EmulatorProcess) -> list[tuple[str, str]]:
     """Every Batch pool and job (not already deleting) with an amlops owner in its metadata."""
 
     async def collect(client: Any) -> list[tuple[str, str]]:
@@ -661,10 +662,10 @@ def batch_owned(azure: Any) -> list[tuple[str, str]]:
                 owned.append((f"job {job.id}", owner))
         return owned
 
-    return batch(azure, collect)  # type: ignore[no-any-return]
+    return batch(azure, collect)
 
 
-def leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
+def leaks(azure: EmulatorProcess, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
     """amlops-owned resources left behind by the fuzz objects, but for what ``deletionPolicy: Orphan`` keeps."""
     # The owner values Orphan objects wrote, computed as the operator does (a long name is cut and hashed).
     orphaned = {
@@ -679,7 +680,7 @@ def leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) 
     return [f"{what} owned by {owner}" for what, owner in owned if owner.startswith(fuzz) and owner not in orphaned]
 
 
-def remaining_leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
+def remaining_leaks(azure: EmulatorProcess, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
     """``leaks`` once nothing is on its way out any more (a compute being deleted is still listed for a while)."""
     deadline = time.monotonic() + 60
     while (left := leaks(azure, namespaces, accepted)) and time.monotonic() < deadline:
@@ -701,7 +702,7 @@ def unexpected_errors(log: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ the test
 
 
-def job_namespace(k8s: testbed.Testbed, ns: str, azure: Any, azurite: Azurite, container: str) -> None:
+def job_namespace(k8s: testbed.Testbed, ns: str, azure: EmulatorProcess, azurite: Azurite, container: str) -> None:
     """What the jobs may point at: a Ready BatchCompute ``batch`` (pool ``scoring``), the storage Secret, a
     garbage one, a ConfigMap of code, three small input files and the code folder in Azurite."""
     key_secret(k8s, ns)
@@ -722,7 +723,7 @@ def job_namespace(k8s: testbed.Testbed, ns: str, azure: Any, azurite: Azurite, c
     apply(k8s, ns, batch_manifest("batch", compute_name(), pools=[pool]))
 
 
-def other_namespace(k8s: testbed.Testbed, ns: str, azure: Any) -> None:
+def other_namespace(k8s: testbed.Testbed, ns: str, azure: EmulatorProcess) -> None:
     """Secrets the computes may name: a working service principal, one without keys, the Batch key."""
     principal = azure.run.endpoints["servicePrincipal"]
     literals = [f"--from-literal={k}={v}" for k, v in principal.items()]
@@ -734,7 +735,7 @@ def other_namespace(k8s: testbed.Testbed, ns: str, azure: Any) -> None:
 
 @pytest.mark.timeout(1800)
 def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
-    k8s: testbed.Testbed, start_operator: Any, start_azure: Any, azurite: Azurite
+    k8s: testbed.Testbed, start_operator: StartOperator, start_azure: StartAzure, azurite: Azurite
 ) -> None:
     started = time.monotonic()
     run = uuid.uuid4().hex[:6]

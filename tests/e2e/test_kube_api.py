@@ -17,15 +17,13 @@ from tests.support.objects import apply
 pytestmark = pytest.mark.e2e
 
 
-def _info(k8s: testbed.Testbed, **overrides: str) -> kopf.ConnectionInfo:
-    fields = {
-        "server": k8s.server,
-        "ca_path": str(k8s.ca_file),
-        "certificate_path": str(k8s.client_cert),
-        "private_key_path": str(k8s.client_key),
-        **overrides,
-    }
-    return kopf.ConnectionInfo(**fields)
+def _info(k8s: testbed.Testbed) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(
+        server=k8s.server,
+        ca_path=str(k8s.ca_file),
+        certificate_path=str(k8s.client_cert),
+        private_key_path=str(k8s.client_key),
+    )
 
 
 COMPUTE = {

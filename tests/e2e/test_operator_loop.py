@@ -4,12 +4,12 @@ kind still gets observedGeneration at once and an honest Reconciling condition s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
 from tests.support.objects import condition, find_condition, observed, wait_for
+from tests.support.processes import StartOperator
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -20,7 +20,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
     [("batchcompute", "batch", "WaitingForAzure"), ("paralleljob", "score", "WaitingForCompute")],
 )
 def test_operator_writes_observed_generation_and_reconciling(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, resource: str, name: str, reason: str
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, resource: str, name: str, reason: str
 ) -> None:
     start_operator(namespace)
     k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / f"{resource}.yaml"))

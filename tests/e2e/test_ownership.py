@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, condition, find_condition, wait_condition
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from . import test_batchcompute
 from .test_amlcompute import WORKSPACE, WS_PATH, azure_max_nodes, compute_name, manifest
@@ -20,14 +20,14 @@ pytestmark = pytest.mark.e2e
 WRITES = ("MachineLearningCompute_CreateOrUpdate", "MachineLearningCompute_Update", "MachineLearningCompute_Delete")
 
 
-def _owner_tag(azure: Any, cname: str) -> str | None:
+def _owner_tag(azure: EmulatorProcess, cname: str) -> str | None:
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert code == 200, body
     return (body.get("tags") or {}).get("amlops.io-owner")
 
 
 def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
@@ -73,7 +73,7 @@ def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
 
 @pytest.mark.parametrize("kind", ["amlcompute", "batchcompute"])
 def test_deleting_an_object_whose_workspace_does_not_exist_completes(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, kind: str
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess, kind: str
 ) -> None:
     """The emulator answers a compute under a missing workspace as ARM does: 404 ``ParentResourceNotFound``
     (azure-api-fidelity.md, "Missing workspace", from MicrosoftLearning/mslearn-azure-ml PR #27)."""
@@ -111,7 +111,7 @@ def test_deleting_an_object_whose_workspace_does_not_exist_completes(
 
 
 def test_an_amlcompute_never_acts_on_a_compute_of_another_type(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """Found by the spec fuzz: an AmlCompute (adopt, reportNodes) named like an attached Batch compute was
     Stalled with listNodes' BadRequest and its deletion never ended. It is Stalled ComputeTypeMismatch, Azure

@@ -14,6 +14,7 @@ import uuid
 import zipfile
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
@@ -23,6 +24,7 @@ import amlops_testbed as testbed
 from amlops.azure.blob import BlobFolder, BlobStore
 from amlops_emulator.azurite import Azurite
 from tests.support.objects import apply, condition, find_condition, is_true, wait_condition, wait_for, wait_gone
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from .test_amlcompute import compute_name
 from .test_amlcompute import manifest as aml_manifest
@@ -114,11 +116,11 @@ def blobs(azurite: Azurite, work: Callable[[BlobStore], Coroutine[Any, Any, T]])
 class Bed:
     k8s: testbed.Testbed
     ns: str
-    azure: Any
+    azure: EmulatorProcess
     azurite: Azurite
     container: str
     start_operator: Callable[..., Any]
-    operator: Any = None
+    operator: testbed.OperatorRun | None = None
 
     def uri(self, path: str) -> str:
         return f"{self.azurite.blob_endpoint}/{self.container}/{path}"
@@ -189,7 +191,9 @@ class Bed:
 
 
 @pytest.fixture
-def bed(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, azurite: Azurite) -> Bed:
+def bed(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess, azurite: Azurite
+) -> Bed:
     """A Ready BatchCompute ``batch`` with a pool ``scoring`` (2 nodes, 4 slots each), the storage Secret, code."""
     key_secret(k8s, namespace)
     k8s.kubectl(
@@ -290,7 +294,7 @@ def test_a_task_can_write_only_its_own_result_blobs(bed: Bed) -> None:
 
 
 def test_the_operators_storage_account_reaches_only_the_namespaces_own_containers(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, azurite: Azurite
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess, azurite: Azurite
 ) -> None:
     """Without spec.storageCredentials the operator's account is used, for a namespace it lists, and only in
     containers named after that namespace: a job whose input is another team's container is Stalled
@@ -405,6 +409,7 @@ def test_operator_killed_mid_run_resumes_without_rerunning(bed: Bed) -> None:
         return 0 < done < total
 
     testbed.eventually(midway, timeout=90, what="some mini-batches finished")
+    assert bed.operator is not None
     bed.operator.stop(signal.SIGKILL)
     bed.operator = bed.start_operator(bed.ns, extra_env=bed.azure.operator_env())
 
@@ -709,7 +714,7 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
         "laughs": "CondaFileHasAliases",
     }
     for name, reason in expected.items():
-        found = testbed.eventually(lambda n=name: stalled(bed, n), timeout=60, what=f"{name} Stalled")
+        found = testbed.eventually(partial(stalled, bed, name), timeout=60, what=f"{name} Stalled")
         assert found["reason"] == reason, (name, found)
     assert "balance its quotes" in condition(bed.get("quotes"), "Stalled")["message"]
     assert "not a connection" not in condition(bed.get("garbage"), "Stalled")["message"], "never echo the secret"

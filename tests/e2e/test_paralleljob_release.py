@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from azure.batch import models
 
 import amlops_testbed as testbed
 from tests.support.objects import condition, find_condition, wait_condition
+from tests.support.processes import EmulatorProcess
 
 from . import test_paralleljob
 from .test_batchcompute import batch, pools
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.e2e
 bed = test_paralleljob.bed  # the same test bed: a Ready BatchCompute "batch", the storage Secret, code
 
 
-def account(azure: Any) -> tuple[list[str], dict[str, str]]:
+def account(azure: EmulatorProcess) -> tuple[list[str], dict[str, str]]:
     """The account's job ids and its pools by id with their state."""
 
     async def collect(client: Any) -> tuple[list[str], dict[str, str]]:
@@ -30,7 +32,7 @@ def account(azure: Any) -> tuple[list[str], dict[str, str]]:
         found = {p.id: p.state async for p in client.list_pools()}
         return jobs, found
 
-    return batch(azure, collect)  # type: ignore[no-any-return]
+    return batch(azure, collect)
 
 
 def assert_nothing_left(b: Bed) -> None:
@@ -51,7 +53,7 @@ def start_own_pool_job(b: Bed, name: str, count: int = 8, delay: str = "1") -> d
     """A job on a pool of its own (no poolId), seen running a mini-batch."""
     b.upload("inputs", files(count))
     b.job(name, compute={"name": "batch"}, instanceCount=1, miniBatchSize="1", environmentVariables={"DELAY": delay})
-    return testbed.eventually(  # type: ignore[no-any-return]
+    return testbed.eventually(
         lambda: b.get(name) if (b.get(name).get("status") or {}).get("miniBatches", {}).get("running") else None,
         timeout=90,
         what=f"paralleljob/{name} running on its own pool",
@@ -79,7 +81,7 @@ def test_pools_are_touched_only_by_their_owner(bed: Bed) -> None:
     bed.job("stray", compute={"name": "batch", "poolId": "foreign"})
     bed.job("thief", compute={"name": "batch", "poolId": own_pool})
     for name, pool in (("stray", "foreign"), ("thief", own_pool)):
-        found = testbed.eventually(lambda n=name: stalled_reason(bed, "paralleljob", n), what=f"{name} refused")
+        found = testbed.eventually(partial(stalled_reason, bed, "paralleljob", name), what=f"{name} refused")
         assert found[0] == "PoolNotManaged", found
         assert pool in found[1]
     assert account(bed.azure)[0] == jobs_before
@@ -180,6 +182,7 @@ def test_operator_killed_between_ending_the_job_and_deleting_its_pool_releases_i
     found = account(bed.azure)[1]
     assert found[status["poolId"]] == "active"
     assert batch(bed.azure, lambda c: c.get_job(status["jobId"])).state == "completed"
+    assert bed.operator is not None
     bed.operator.stop(signal.SIGKILL)
     bed.azure.control("DELETE", f"/faults/{fault}")
 

@@ -17,6 +17,7 @@ import amlops_testbed as testbed
 from amlops.handlers.kube_api import CREDENTIALS_FINALIZER, KubeApi
 from amlops.reconcile.errors import TerminalError
 from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name, manifest
 from .test_batchcompute import manifest as batch_manifest
@@ -39,7 +40,7 @@ def _try_apply(k8s: testbed.Testbed, namespace: str, doc: dict[str, Any]) -> sub
 
 
 def _principal_secret(
-    k8s: testbed.Testbed, namespace: str, name: str, azure: Any, client_secret: str | None = None
+    k8s: testbed.Testbed, namespace: str, name: str, azure: EmulatorProcess, client_secret: str | None = None
 ) -> None:
     """A credentials Secret holding the emulator's service principal (with another client secret, if given)."""
     principal = dict(azure.run.endpoints["servicePrincipal"])
@@ -184,7 +185,7 @@ def test_immutable_fields_cannot_be_changed_added_or_removed(
 
 
 def test_a_namespace_without_credentials_does_not_act_as_the_operator(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """The operator's identity serves only the namespaces it is given: elsewhere a resource without credentials
     is Stalled CredentialsMissing, and Azure sees no request from it."""
@@ -203,7 +204,7 @@ def test_a_namespace_without_credentials_does_not_act_as_the_operator(
 
 
 def test_a_credentials_secret_outlives_the_resources_that_need_it(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """A namespace deletion removes the Secrets and the resources at once. The in-use finalizer keeps the
     credentials until the resource has deleted its cluster in Azure, then lets the Secret go."""
@@ -227,7 +228,7 @@ def test_a_credentials_secret_outlives_the_resources_that_need_it(
 
 
 def test_a_resource_acts_with_its_own_service_principal(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """spec.credentials names a service principal's Secret: the operator exchanges it for a token at the identity
     platform (the emulator's) and acts with that; a wrong client secret is Stalled AuthenticationFailed, with the
@@ -244,7 +245,7 @@ def test_a_resource_acts_with_its_own_service_principal(
 
 
 def test_the_batch_data_plane_acts_with_the_resources_own_service_principal(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """A BatchCompute without a shared key reaches the Batch data plane with Microsoft Entra tokens of its own
     spec.credentials (it used to send the operator's): the pool it manages is created with the service
@@ -269,7 +270,7 @@ def test_the_batch_data_plane_acts_with_the_resources_own_service_principal(
 
 
 def test_objects_that_could_never_reach_azure_are_deleted_without_waiting(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """Found by the spec fuzz: a credentials Secret that never existed, and a BatchCompute whose endpoint was
     never the account's, kept their finalizers for ever. Neither could have created anything there (the data

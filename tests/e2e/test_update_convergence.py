@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, condition, wait_condition
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from .test_amlcompute import WS_PATH, compute_name, manifest
 
@@ -33,7 +33,7 @@ def requested_pass(k8s: testbed.Testbed, namespace: str, name: str, value: str) 
 
 
 def test_a_patch_azure_never_applies_is_stalled_after_three_tries(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()

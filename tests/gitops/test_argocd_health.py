@@ -115,7 +115,7 @@ def test_action_changes_only_spec_suspend(action: str, fixture: str, suspend: bo
 def _readme_argocd_cm() -> dict[str, Any]:
     text = ARGOCD_README.read_text()
     start = text.index("```yaml\n") + len("```yaml\n")
-    block = yaml.safe_load(text[start : text.index("```", start)])
+    block: dict[str, Any] = yaml.safe_load(text[start : text.index("```", start)])
     assert block["kind"] == "ConfigMap"
     assert block["metadata"]["name"] == "argocd-cm"
     return block

@@ -6,13 +6,13 @@ import copy
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
 from tests.gitops import gitops_support as gs
 from tests.support.objects import is_true, observed, wait_for
+from tests.support.processes import StartOperator
 
 pytestmark = pytest.mark.tools
 
@@ -45,7 +45,7 @@ SAMPLE_OBJECTS = (("amlcompute", "cpu-cluster"), ("batchcompute", "batch"), ("pa
 
 @pytest.mark.e2e
 def test_kstatus_and_argocd_on_what_the_operator_writes(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, kstatus_bin: Path, tmp_path: Path
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, kstatus_bin: Path, tmp_path: Path
 ) -> None:
     k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES))
     for resource, name in SAMPLE_OBJECTS:

@@ -22,6 +22,7 @@ import pytest
 import amlops_testbed as testbed
 from amlops import __version__
 from tests.support.objects import wait_condition
+from tests.support.processes import EmulatorProcess
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +140,7 @@ def test_image_cannot_run_the_emulator_the_test_bed_or_the_demo(container: str) 
 
 
 def test_operator_from_the_image_takes_an_amlcompute_to_ready(
-    k8s: testbed.Testbed, namespace: str, container: str, azure: Any, tmp_path: Path
+    k8s: testbed.Testbed, namespace: str, container: str, azure: EmulatorProcess, tmp_path: Path
 ) -> None:
     """The operator as the image runs it, against the real apiserver and the ARM emulator (its CA mounted):
     the AmlCompute sample is created in Azure and becomes Ready."""

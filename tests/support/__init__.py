@@ -1,2 +1,4 @@
-"""What many test files need, written once: Kubernetes objects (``objects``: apply a manifest, read a condition,
-wait for one with a deadline). Processes (the operator, the emulator) are the test bed's: ``amlops_testbed``."""
+"""What many test files need, written once. ``objects``: apply a manifest, read a condition (through the
+operator's own ``amlops.status``), wait for a condition or a deletion with a deadline. ``processes``: the typed
+operator and emulator the fixtures hand out. ``tiers``: the check that every test carries its tier marker.
+Starting and stopping processes is the test bed's job: ``amlops_testbed.start_operator``, ``terminate``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from azure.batch import models
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.emulator
 Raw = Callable[..., Awaitable[RawResponse]]
 
 
-def job(job_id: str, pool_id: str = "pool", **kwargs: object) -> models.BatchJobCreateOptions:
+def job(job_id: str, pool_id: str = "pool", **kwargs: Any) -> models.BatchJobCreateOptions:
     return models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), **kwargs)
 
 
