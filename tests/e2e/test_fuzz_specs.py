@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from azure.batch.aio import BatchClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -650,7 +651,7 @@ def arm_computes(azure: EmulatorProcess) -> list[dict[str, Any]]:
 def batch_owned(azure: EmulatorProcess) -> list[tuple[str, str]]:
     """Every Batch pool and job (not already deleting) with an amlops owner in its metadata."""
 
-    async def collect(client: Any) -> list[tuple[str, str]]:
+    async def collect(client: BatchClient) -> list[tuple[str, str]]:
         owned: list[tuple[str, str]] = []
         async for pool in client.list_pools():
             owner = next((m.value for m in pool.metadata or [] if m.name == OWNER_TAG), None)

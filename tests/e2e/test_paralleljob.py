@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from azure.batch.aio import BatchClient
 
 import amlops_testbed as testbed
 from amlops.azure.blob import BlobFolder, BlobStore
@@ -119,7 +120,7 @@ class Bed:
     azure: EmulatorProcess
     azurite: Azurite
     container: str
-    start_operator: Callable[..., Any]
+    start_operator: StartOperator
     operator: testbed.OperatorRun | None = None
 
     def uri(self, path: str) -> str:
@@ -337,7 +338,7 @@ def test_the_operators_storage_account_reaches_only_the_namespaces_own_container
     assert blobs(azurite, lambda store: _names(store, namespace)) == [], "nothing was planned or uploaded"
 
 
-async def _job_ids(client: Any) -> list[str]:
+async def _job_ids(client: BatchClient) -> list[str]:
     return [str(job.id) async for job in client.list_jobs()]
 
 
@@ -466,7 +467,7 @@ def test_suspend_resume_and_delete(bed: Bed) -> None:
     bed.k8s.kubectl("delete", "paralleljob/own", "-n", bed.ns, "--wait=false")
     wait_gone(bed.k8s, "paralleljob", "own", bed.ns)
 
-    async def gone(client: Any) -> tuple[list[str], dict[str, str]]:
+    async def gone(client: BatchClient) -> tuple[list[str], dict[str, str]]:
         jobs = [j.id async for j in client.list_jobs()]
         pools = {p.id: p.state async for p in client.list_pools()}
         return jobs, pools
@@ -666,7 +667,7 @@ def test_code_from_a_configmap_and_ttl_after_finished_deletes_the_job(bed: Bed) 
     events = bed.k8s.kubectl("get", "events", "-n", bed.ns, "-o", "json")
     assert any(e["reason"] == "TTLExpired" and e["involvedObject"]["uid"] == uid for e in json.loads(events)["items"])
 
-    async def job_ids(client: Any) -> list[str]:
+    async def job_ids(client: BatchClient) -> list[str]:
         return [j.id async for j in client.list_jobs()]
 
     testbed.eventually(lambda: f"pj-{uid}" not in batch(bed.azure, job_ids), timeout=60, what="Batch job deleted")
@@ -720,7 +721,7 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
     assert "not a connection" not in condition(bed.get("garbage"), "Stalled")["message"], "never echo the secret"
     assert "a.csv" in condition(bed.get("latin"), "Stalled")["message"]
 
-    async def ours(client: Any) -> tuple[list[str], list[str]]:
+    async def ours(client: BatchClient) -> tuple[list[str], list[str]]:
         jobs = [j.id async for j in client.list_jobs()]
         pools = [p.id async for p in client.list_pools()]
         return jobs, pools

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from azure.batch import models
+from azure.batch.aio import BatchClient
 
 import amlops_testbed as testbed
 from tests.support.objects import condition, find_condition, wait_condition
@@ -27,7 +28,7 @@ bed = test_paralleljob.bed  # the same test bed: a Ready BatchCompute "batch", t
 def account(azure: EmulatorProcess) -> tuple[list[str], dict[str, str]]:
     """The account's job ids and its pools by id with their state."""
 
-    async def collect(client: Any) -> tuple[list[str], dict[str, str]]:
+    async def collect(client: BatchClient) -> tuple[list[str], dict[str, str]]:
         jobs = [j.id async for j in client.list_jobs()]
         found = {p.id: p.state async for p in client.list_pools()}
         return jobs, found
@@ -202,8 +203,10 @@ def test_a_job_terminated_from_outside_releases_its_pool(bed: Bed) -> None:
     own = start_own_pool_job(bed, "ended", delay="5")
     job_id, pool_id = own["status"]["jobId"], own["status"]["poolId"]
 
-    async def terminate(client: Any) -> None:
-        await client.begin_terminate_job(job_id, {"terminateReason": "UserTerminate"}, polling_interval=0)
+    async def terminate(client: BatchClient) -> None:
+        # azure-batch 15.1.0 does not export BatchJobTerminateOptions: the options go as a plain mapping.
+        reason = {"terminateReason": "UserTerminate"}
+        await client.begin_terminate_job(job_id, reason, polling_interval=0)  # type: ignore[arg-type]
 
     batch(bed.azure, terminate)
     failed = testbed.eventually(
@@ -246,7 +249,7 @@ def test_a_job_whose_compute_was_removed_by_force_goes_with_a_warning_naming_wha
     assert found[pool_id] == "active"
 
     # What the Event names is what a human deletes.
-    async def clean_up(client: Any) -> None:
+    async def clean_up(client: BatchClient) -> None:
         await client.begin_delete_job(job_id, polling_interval=0)
         await client.begin_delete_pool(pool_id, polling_interval=0)
 
