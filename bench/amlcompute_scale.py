@@ -20,10 +20,8 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import aiohttp
 
 import amlops_testbed as testbed
+from amlops.status import is_true
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = {
@@ -94,12 +93,11 @@ async def _apply_all(session: aiohttp.ClientSession, base: str, docs: list[dict[
     await asyncio.gather(*(apply(doc) for doc in docs))
 
 
-def _live(url: str) -> bool | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200 or None
-    except OSError:
-        return None
+def _program(proc: subprocess.Popen[bytes]) -> str:
+    """The program's name (etcd, kube-apiserver) of a test bed process, started from an argument list."""
+    args = proc.args
+    assert isinstance(args, list), args
+    return Path(str(args[0])).name
 
 
 def _machine_seconds() -> dict[str, float]:
@@ -114,7 +112,7 @@ def _phase(status: dict[str, Any]) -> str:
     """unseen (amlops has written no status yet), creating (in Azure), ready, or other."""
     if not status:
         return "unseen"
-    if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
+    if is_true(status.get("conditions") or [], "Ready"):
         return "ready"
     return "creating" if status.get("provisioningState") == "Creating" else "other"
 
@@ -227,25 +225,14 @@ def main() -> int:
         extra = [arg for flag in buckets for arg in (flag, "100000")]
         emulator = testbed.start_emulator(work / "emulator", "--no-batch", *extra, speed=600)
         procs.append(emulator.proc)
-        env = {
-            **bed.env(),
-            **emulator.operator_env(
-                AMLOPS_POLL_FLOOR_SECONDS="1",
-                AMLOPS_POLL_CEILING_SECONDS=str(args.poll_interval),
-                AMLOPS_REQUEUE_SECONDS="2",
-            ),
-        }
-        op_log = (work / "operator.log").open("wb")
-        liveness = f"http://127.0.0.1:{testbed.free_port()}/healthz"
-        launched = time.monotonic()
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "amlops", "run", "-n", "bench", "--liveness", liveness, "--metrics-port", "0"],
-            env=env,
-            stdout=op_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        env = emulator.operator_env(
+            AMLOPS_POLL_FLOOR_SECONDS="1",
+            AMLOPS_POLL_CEILING_SECONDS=str(args.poll_interval),
+            AMLOPS_REQUEUE_SECONDS="2",
         )
-        procs.append(operator)
+        launched = time.monotonic()
+        operator = testbed.start_operator(bed, work / "operator.log", "-n", "bench", env=env, wait=False)
+        procs.append(operator.proc)
         docs = [
             {
                 "apiVersion": "amlops.io/v1alpha1",
@@ -257,14 +244,14 @@ def main() -> int:
         ]
         # The clock starts with a running operator (kopf serves liveness once its startup handlers are done):
         # what is measured is reconciling N objects, not importing the operator.
-        testbed.eventually(lambda: _live(liveness), timeout=120, interval=0.2, what="operator live")
+        operator.wait_live(timeout=120)
         startup = time.monotonic() - launched
         api_before = _apiserver_requests(bed)
         # Every process shares this machine's cores: where the CPU went shows what limits the wall time.
         cpu_of = {
-            "operator": operator.pid,
+            "operator": operator.proc.pid,
             "emulator": emulator.proc.pid,
-            **{Path(str(p.args[0])).name: p.pid for p in bed.processes},  # type: ignore[index]
+            **{_program(p): p.pid for p in bed.processes},
         }
         cpu_before = {name: testbed.cpu_seconds(pid) for name, pid in cpu_of.items()}
         machine_before = _machine_seconds()
@@ -291,7 +278,7 @@ def main() -> int:
             "arm_calls_by_operation": calls,
             "apiserver_requests_amlcomputes": sum(v for k, v in api_requests.items() if k.startswith("amlcomputes")),
             "apiserver_requests_by_verb": api_requests,
-            "operator_peak_rss_mb": testbed.peak_rss_mb(operator.pid),
+            "operator_peak_rss_mb": testbed.peak_rss_mb(operator.proc.pid),
             "cpu_seconds_to_all_ready": cpu_to_ready,
             # The whole machine over the same time: what the cores had (cores x wall), used and lost to steal.
             "machine_cpu_seconds_to_all_ready": {"cores": os.cpu_count(), **machine},

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,7 +119,7 @@ async def plan_done(connection_string: str, uid: str) -> bool:
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     total = args.mini_batches
     bed = testbed.start(testbed.ensure_built(), work / "testbed")
-    operator: subprocess.Popen[bytes] | None = None
+    operator: testbed.OperatorRun | None = None
     emulator: testbed.EmulatorRun | None = None
     try:
         with azurite_blob(work / "azurite", in_memory=True) as azurite:
@@ -135,17 +133,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             bed.kubectl(
                 "create", "secret", "generic", "batch-key", "-n", NAMESPACE, f"--from-literal=key={DEFAULT_BATCH_KEY}"
             )
-            env = {**bed.env(), **emulator.operator_env(AMLOPS_POLL_FLOOR_SECONDS="1", AMLOPS_REQUEUE_SECONDS="1"),
+            env = {**emulator.operator_env(AMLOPS_POLL_FLOOR_SECONDS="1", AMLOPS_REQUEUE_SECONDS="1"),
                    "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
                    "AMLOPS_SHARED_STORAGE_NAMESPACES": NAMESPACE}  # fmt: skip
-            liveness = f"http://127.0.0.1:{testbed.free_port()}/healthz"
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "amlops", "run", "-n", NAMESPACE, "--liveness", liveness, "--metrics-port", "0"],
-                env=env,
-                stdout=(work / "operator.log").open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            operator = testbed.start_operator(bed, work / "operator.log", "-n", NAMESPACE, env=env, wait=False)
             # The compute first: the bench measures the job, not the attach.
             bed.kubectl("apply", "-n", NAMESPACE, "-f", "-", input_text=compute_manifest())
             bed.kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "batchcompute/batch", "--timeout=120s")
@@ -157,8 +148,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             submitted: float | None = None
             batch_url = emulator.endpoints["batchUrl"]
             while time.monotonic() - applied < args.timeout:
-                if operator.poll() is not None:
-                    raise RuntimeError(f"the operator exited ({operator.returncode}); see {work / 'operator.log'}")
+                if operator.proc.poll() is not None:
+                    raise RuntimeError(f"the operator exited ({operator.proc.returncode}); see {work / 'operator.log'}")
                 if planned is None and asyncio.run(plan_done(azurite.connection_string, uid)):
                     planned = time.monotonic() - applied
                 if asyncio.run(task_count(batch_url, f"pj-{uid}")) >= total:
@@ -167,15 +158,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 time.sleep(0.5)
             if submitted is None:
                 raise TimeoutError(f"not every task was added within {args.timeout} s; see {work / 'operator.log'}")
-            rss = testbed.peak_rss_mb(operator.pid)
-            cpu = testbed.cpu_seconds(operator.pid)
+            rss = testbed.peak_rss_mb(operator.proc.pid)
+            cpu = testbed.cpu_seconds(operator.proc.pid)
             status = json.loads(bed.kubectl("get", "paralleljob", "big", "-n", NAMESPACE, "-o", "json")).get(
                 "status", {}
             )
             stats = emulator.operations()
     finally:
         if operator is not None:
-            testbed.terminate(operator)
+            operator.stop(grace=10)
         if emulator is not None:
             emulator.stop()
         bed.stop()

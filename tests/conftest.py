@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import signal
-import ssl
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
+from tests.support.tiers import pytest_collection_modifyitems  # noqa: F401  (a hook: pytest finds it here)
+
+# pytester: a unit test runs a small session to prove the tier check (tests/support/tiers.py) stops the run.
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
@@ -45,48 +41,19 @@ def namespace(k8s: testbed.Testbed, request: pytest.FixtureRequest) -> str:
     return ns
 
 
-class OperatorProcess:
-    """``amlops run`` as a child process against the test bed, watching one namespace."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path, liveness: str, metrics_url: str) -> None:
-        self.proc = proc
-        self.log = log
-        self.liveness = liveness
-        self.metrics_url = metrics_url
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        testbed.terminate(self.proc, grace=timeout, sig=sig)
-        return self.proc.returncode
-
-
 @pytest.fixture
-def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
-    started: list[OperatorProcess] = []
+def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[StartOperator]:
+    """Start ``amlops run`` watching the given namespaces, live when returned; all are stopped after the test."""
+    started: list[testbed.OperatorRun] = []
 
-    def start(*namespaces: str, extra_env: dict[str, str] | None = None, verbose: bool = True) -> OperatorProcess:
-        port, metrics_port = testbed.free_port(), testbed.free_port()
-        liveness = f"http://127.0.0.1:{port}/healthz"
-        log = tmp_path / f"operator-{len(started)}.log"
-        args = [sys.executable, "-m", "amlops", "run", "--liveness", liveness]
+    def start(*namespaces: str, extra_env: dict[str, str] | None = None, verbose: bool = True) -> testbed.OperatorRun:
         # Verbose by default (a failing test shows every step); a test of thousands of objects turns it off.
-        args += ["--verbose"] if verbose else []
-        args += ["--metrics-port", str(metrics_port)]
+        args = ["--verbose"] if verbose else []
         for ns in namespaces:
             args += ["--namespace", ns]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                args,
-                env={**k8s.env(), **testbed.offline_azure_env(), **(extra_env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        op = OperatorProcess(proc, log, liveness, f"http://127.0.0.1:{metrics_port}/metrics")
+        log = tmp_path / f"operator-{len(started)}.log"
+        op = testbed.start_operator(k8s, log, *args, env=extra_env)
         started.append(op)
-        _wait_live(op)
         return op
 
     yield start
@@ -94,80 +61,8 @@ def start_operator(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[Callable[..
         op.stop()
 
 
-def _wait_live(op: OperatorProcess, timeout: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if op.proc.poll() is not None:
-            raise RuntimeError(f"operator exited with {op.proc.returncode}:\n{op.output()[-3000:]}")
-        try:
-            with urllib.request.urlopen(op.liveness, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"operator not live after {timeout}s:\n{op.output()[-3000:]}")
-
-
-class EmulatorProcess:
-    """An emulator process (``amlops_testbed.start_emulator``) with raw HTTPS helpers for assertions and faults."""
-
-    def __init__(self, run: testbed.EmulatorRun) -> None:
-        self.run = run
-        self.proc = run.proc
-        self.log = run.log
-        endpoints = run.endpoints
-        self.arm_url: str = endpoints["armUrl"]
-        self.batch_url: str | None = endpoints.get("batchUrl")
-        self.control_url: str = endpoints["controlUrl"]
-        self.ca_file: str = endpoints["caFile"]
-        self.token: str = endpoints["token"]
-
-    def operator_env(self) -> dict[str, str]:
-        return self.run.operator_env(
-            AMLOPS_POLL_FLOOR_SECONDS="0.5",
-            AMLOPS_POLL_CEILING_SECONDS="5",
-            AMLOPS_REQUEUE_SECONDS="1",
-            AMLOPS_STALLED_RECHECK_SECONDS="5",
-        )
-
-    def request(self, method: str, url: str, body: Any = None, *, auth: bool = True) -> tuple[int, Any]:
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, context=ctx, timeout=10) as response:
-                text = response.read()
-                return response.status, json.loads(text) if text else None
-        except urllib.error.HTTPError as e:
-            text = e.read()
-            return e.code, json.loads(text) if text else None
-
-    def arm(self, method: str, path: str, body: Any = None, api_version: str = "2020-08-01") -> tuple[int, Any]:
-        sep = "&" if "?" in path else "?"
-        return self.request(method, f"{self.arm_url}{path}{sep}api-version={api_version}", body)
-
-    def control(self, method: str, path: str, body: Any = None) -> Any:
-        status, answer = self.request(method, f"{self.control_url}{path}", body, auth=False)
-        assert status < 300, (status, answer)
-        return answer
-
-    def operations(self) -> dict[str, int]:
-        """Calls per SDK operation id since the last reset of the statistics."""
-        stats = self.control("GET", "/stats")
-        return {name: op["count"] for name, op in stats["operations"].items()}
-
-    def stop(self) -> None:
-        self.run.stop()
-
-
 @pytest.fixture
-def start_azure(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
+def start_azure(tmp_path: Path) -> Iterator[StartAzure]:
     """Start ``amlops emulator`` processes (ARM over HTTPS + Batch); all are stopped after the test."""
     started: list[EmulatorProcess] = []
 
@@ -184,6 +79,6 @@ def start_azure(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
 
 
 @pytest.fixture
-def azure(start_azure: Callable[..., EmulatorProcess]) -> EmulatorProcess:
+def azure(start_azure: StartAzure) -> EmulatorProcess:
     """A fresh emulator per test, its clock 60x real time."""
     return start_azure(60.0)

@@ -62,9 +62,6 @@ def chart_copy(tmp_path: Path) -> Path:
     return copy
 
 
-offline_azure_env = testbed.offline_azure_env
-
-
 @dataclass(frozen=True)
 class Release:
     name: str

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.objects import wait_gone
 
 from .conftest import Release
 
@@ -94,8 +95,4 @@ def test_deletion_protection_denies_delete_until_unprotected(
         _protect(k8s, namespace, resource, name, False)
         allowed = _delete(k8s, namespace, resource, name)
         assert allowed.returncode == 0, allowed.stderr
-        testbed.eventually(
-            lambda resource=resource, name=name: testbed.get_object(k8s, resource, name, namespace) is None,
-            timeout=30,
-            what=f"{resource}/{name} deleted",
-        )
+        wait_gone(k8s, resource, name, namespace, timeout=30)

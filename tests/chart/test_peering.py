@@ -8,10 +8,6 @@ random priority: the highest is active, the other stands by.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +15,7 @@ import pytest
 
 import amlops_testbed as testbed
 
-from .conftest import Release, offline_azure_env
+from .conftest import Release
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -27,37 +23,35 @@ FROZEN = "Pausing all operators, including self"
 
 
 @pytest.fixture
-def replicas(k8s: testbed.Testbed, tmp_path: Path) -> Iterator[list[tuple[subprocess.Popen[bytes], Path]]]:
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+def replicas() -> Iterator[list[testbed.OperatorRun]]:
+    started: list[testbed.OperatorRun] = []
     yield started
-    for proc, _ in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+    for replica in started:
+        replica.stop(grace=30)
 
 
 def test_two_replicas_elect_one_active_operator(
     k8s: testbed.Testbed,
     namespace: str,
     install_chart: Callable[..., Release],
-    replicas: list[tuple[subprocess.Popen[bytes], Path]],
+    replicas: list[testbed.OperatorRun],
     tmp_path: Path,
 ) -> None:
     install_chart(namespace, "replicas=2", f"watchNamespaces={{{namespace}}}")
-    # The arguments the chart's Deployment passes, and the pod name kopf takes as its identity.
-    args = [sys.executable, "-m", "amlops", "run", f"--namespace={namespace}", "--peering=amlops", "--liveness=off"]
+    # The arguments the chart's Deployment passes (no liveness here: two replicas on one host), and the pod
+    # name kopf takes as its identity.
     for pod in ("amlops-0", "amlops-1"):
-        log = tmp_path / f"{pod}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                # --verbose: kopf's per-object "succeeded" lines, which count the handler runs below, are DEBUG.
-                [*args, "--metrics-port=0", "--verbose"],
-                env={**k8s.env(), **offline_azure_env(), "POD_ID": pod},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        replicas.append((proc, log))
+        replica = testbed.start_operator(
+            k8s,
+            tmp_path / f"{pod}.log",
+            f"--namespace={namespace}",
+            "--peering=amlops",
+            # --verbose: kopf's per-object "succeeded" lines, which count the handler runs below, are DEBUG.
+            "--verbose",
+            env={"POD_ID": pod},
+            liveness=False,
+        )
+        replicas.append(replica)
 
     def peers() -> set[str]:
         out = k8s.kubectl("get", "kopfpeering", "amlops", "-n", namespace, "-o", "jsonpath={.status}")
@@ -67,7 +61,7 @@ def test_two_replicas_elect_one_active_operator(
     k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "amlcompute.yaml"))
 
     def reconciled_or_frozen() -> str | None:
-        if any(FROZEN in log.read_text(errors="replace") for _, log in replicas):
+        if any(FROZEN in replica.output() for replica in replicas):
             return "frozen"
         obj = testbed.get_object(k8s, "amlcompute", "cpu-cluster", namespace)
         return "reconciled" if obj and (obj.get("status") or {}).get("observedGeneration") else None
@@ -78,7 +72,7 @@ def test_two_replicas_elect_one_active_operator(
         # Handler activity per replica: kopf logs every handler and timer run ("Handler 'reconcile'
         # succeeded.", "Timer 'poll' failed temporarily: ...").
         runs = ("kopf.objects: Handler '", "kopf.objects: Timer '")
-        lines = [log.read_text(errors="replace").splitlines() for _, log in replicas]
+        lines = [replica.output().splitlines() for replica in replicas]
         return [sum(1 for line in replica if any(run in line for run in runs)) for replica in lines]
 
     # kopf pauses a replica when it sees a higher-priority peer, but a watch stream already open may still

@@ -12,7 +12,6 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +20,8 @@ import amlops_testbed as testbed
 from amlops_emulator.azurite import azurite_blob
 from amlops_emulator.seed import DEFAULT_BATCH_KEY
 from amlops_testbed import demo
+from tests.support.objects import wait_condition
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from .conftest import Release
 
@@ -52,18 +53,12 @@ def as_operator(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-def _true(obj: dict[str, Any] | None, type_: str) -> bool:
-    if not obj or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-        return False
-    return any(c["type"] == type_ and c["status"] == "True" for c in obj["status"].get("conditions", []))
-
-
 def test_operator_completes_every_flow_with_only_the_charts_namespaced_rbac(
     k8s: testbed.Testbed,
     namespace: str,
     install_chart: Callable[..., Release],
-    start_operator: Any,
-    azure: Any,
+    start_operator: StartOperator,
+    azure: EmulatorProcess,
     tmp_path: Path,
 ) -> None:
     """The operator as the chart's ServiceAccount (a real token, namespaced Role): AmlCompute and BatchCompute
@@ -90,13 +85,7 @@ def test_operator_completes_every_flow_with_only_the_charts_namespaced_rbac(
         for resource, name, done in (("amlcompute", "cpu-cluster", "Ready"), ("batchcompute", "batch", "Ready"),
                                      ("paralleljob", "score", "Complete")):  # fmt: skip
             try:
-                testbed.eventually(
-                    lambda resource=resource, name=name, done=done: _true(
-                        testbed.get_object(k8s, resource, name, namespace), done
-                    ),
-                    timeout=120,
-                    what=f"{resource}/{name} {done} with the operator as its ServiceAccount",
-                )
+                wait_condition(k8s, resource, name, namespace, done, timeout=120)
             except TimeoutError as e:
                 # A missing grant shows only in the operator's log.
                 raise AssertionError(f"{e}\n--- operator log ---\n{operator.output()[-5000:]}") from e

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from typing import Any
 
@@ -11,6 +10,8 @@ import pytest
 import yaml
 
 import amlops_testbed as testbed
+from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartOperator
 
 pytestmark = pytest.mark.e2e
 WORKSPACE = {
@@ -34,38 +35,7 @@ def manifest(name: str, compute: str, **spec: Any) -> str:
     return yaml.safe_dump(body)
 
 
-def apply(k8s: testbed.Testbed, namespace: str, text: str) -> None:
-    subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"],
-        input=text,
-        env=k8s.env(),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if not obj:
-        return None
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"]["generation"]:
-        return None
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
-
-
-def wait_condition(
-    k8s: testbed.Testbed, ns: str, name: str, type_: str, status: str = "True", timeout: float = 60
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = testbed.get_object(k8s, "amlcompute", name, ns)
-        c = condition(obj, type_)
-        return obj if c and c["status"] == status else None
-
-    return testbed.eventually(probe, timeout=timeout, what=f"amlcompute/{name} {type_}={status}")
-
-
-def azure_max_nodes(azure: Any, cname: str) -> int:
+def azure_max_nodes(azure: EmulatorProcess, cname: str) -> int:
     """The cluster's maxNodeCount as Azure (the emulator) has it now."""
     body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]
     return int(body["properties"]["properties"]["scaleSettings"]["maxNodeCount"])
@@ -76,19 +46,19 @@ def compute_name() -> str:
 
 
 def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_deletes(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(k8s, namespace, manifest("cpu", cname, scaleSettings={"minNodeCount": 1, "maxNodeCount": 3}))
-    obj = wait_condition(k8s, namespace, "cpu", "Ready")
-    wait_condition(k8s, namespace, "cpu", "MinNodesAvailable")
+    obj = wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready")
+    wait_condition(k8s, "amlcompute", "cpu", namespace, "MinNodesAvailable")
     status_code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status_code == 200
     assert body["tags"]["amlops.io-owner"] == f"{namespace}.cpu.{obj['metadata']['uid']}"
-    obj = testbed.get_object(k8s, "amlcompute", "cpu", namespace)
-    assert obj is not None
-    status = obj["status"]
+    current = testbed.get_object(k8s, "amlcompute", "cpu", namespace)
+    assert current is not None
+    status = current["status"]
     assert status["resourceId"].endswith(f"/computes/{cname}")
     assert status["provisioningState"] == "Succeeded"
     assert status["currentNodeCount"] >= 1
@@ -101,7 +71,7 @@ def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_dele
         lambda: azure_max_nodes(azure, cname) == 5,
         what="maxNodeCount 5 in Azure",
     )
-    wait_condition(k8s, namespace, "cpu", "Ready")
+    wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready")
     assert azure.operations().get("MachineLearningCompute_Update") == 1
     assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") is None
 
@@ -128,26 +98,26 @@ def test_apply_becomes_ready_with_the_emulators_node_counts_then_scales_and_dele
     assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") is None
 
     k8s.kubectl("delete", "amlcompute/cpu", "-n", namespace, "--wait=false")
-    testbed.eventually(lambda: testbed.get_object(k8s, "amlcompute", "cpu", namespace) is None, what="CR gone")
+    wait_gone(k8s, "amlcompute", "cpu", namespace)
     assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
 
 
 def test_orphan_leaves_the_cluster_in_azure(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(k8s, namespace, manifest("keep", cname, deletionPolicy="Orphan"))
-    wait_condition(k8s, namespace, "keep", "Ready")
+    wait_condition(k8s, "amlcompute", "keep", namespace, "Ready")
     k8s.kubectl("delete", "amlcompute/keep", "-n", namespace, "--wait=false")
-    testbed.eventually(lambda: testbed.get_object(k8s, "amlcompute", "keep", namespace) is None, what="CR gone")
+    wait_gone(k8s, "amlcompute", "keep", namespace)
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert code == 200
     assert body["properties"]["provisioningState"] == "Succeeded"
 
 
 def test_an_untagged_cluster_is_adopted_only_with_adopt_true(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     cname = compute_name()
     put = {
@@ -160,9 +130,8 @@ def test_an_untagged_cluster_is_adopted_only_with_adopt_true(
     assert azure.arm("PUT", f"{WS_PATH}/computes/{cname}", put)[0] == 201
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("theirs", cname, scaleSettings={"minNodeCount": 0, "maxNodeCount": 4}))
-    obj = wait_condition(k8s, namespace, "theirs", "Stalled")
+    obj = wait_condition(k8s, "amlcompute", "theirs", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] == "NotOwned"
     assert "spec.adopt" in stalled["message"]
     k8s.kubectl("delete", "amlcompute/theirs", "-n", namespace)
@@ -170,20 +139,19 @@ def test_an_untagged_cluster_is_adopted_only_with_adopt_true(
     assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 200
 
     apply(k8s, namespace, manifest("adopted", cname, adopt=True, scaleSettings={"minNodeCount": 0, "maxNodeCount": 4}))
-    wait_condition(k8s, namespace, "adopted", "Ready")
+    wait_condition(k8s, "amlcompute", "adopted", namespace, "Ready")
     _, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert body["properties"]["properties"]["scaleSettings"]["maxNodeCount"] == 4
 
 
 def test_missing_workspace_is_stalled_with_azures_code(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     text = manifest("nows", compute_name()).replace("ws-amlops", "ws-missing")
     apply(k8s, namespace, text)
-    obj = wait_condition(k8s, namespace, "nows", "Stalled")
+    obj = wait_condition(k8s, "amlcompute", "nows", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] == "ParentResourceNotFound"
     events = k8s.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "reason=ParentResourceNotFound", "-o", "json"
@@ -192,25 +160,25 @@ def test_missing_workspace_is_stalled_with_azures_code(
 
 
 def test_quota_numbers_are_in_the_condition_message(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("big", compute_name(), scaleSettings={"minNodeCount": 0, "maxNodeCount": 50}))
-    obj = wait_condition(k8s, namespace, "big", "QuotaSufficient", status="False")
+    obj = wait_condition(k8s, "amlcompute", "big", namespace, "QuotaSufficient", status="False")
     quota = condition(obj, "QuotaSufficient")
-    assert quota is not None
     assert "maxNodeCount 50 x 4 vCPUs = 200 vCPUs" in quota["message"]
     assert "standardDSv2Family quota 24" in quota["message"]
 
 
-def test_unknown_vm_size_is_stalled(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_unknown_vm_size_is_stalled(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("odd", compute_name(), vmSize="STANDARD_NOPE_V9"))
-    obj = wait_condition(k8s, namespace, "odd", "Stalled")
+    obj = wait_condition(k8s, "amlcompute", "odd", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] == "VmSizeNotAvailable"
     assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") is None
     # Nothing was created, so nothing holds the deletion (the pre-flight judges creates, not deletions).
     k8s.kubectl("delete", "amlcompute/odd", "-n", namespace, "--wait=false")
-    testbed.eventually(lambda: testbed.get_object(k8s, "amlcompute", "odd", namespace) is None, what="CR gone")
+    wait_gone(k8s, "amlcompute", "odd", namespace)

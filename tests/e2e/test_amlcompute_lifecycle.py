@@ -6,24 +6,25 @@ import json
 import signal
 import time
 import uuid
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
-from .test_amlcompute import WS_PATH, apply, azure_max_nodes, compute_name, condition, manifest, wait_condition
+from .test_amlcompute import WS_PATH, azure_max_nodes, compute_name, manifest
 
 pytestmark = pytest.mark.e2e
 
 
-def _azure_state(azure: Any, cname: str) -> str | None:
+def _azure_state(azure: EmulatorProcess, cname: str) -> str | None:
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     return body["properties"]["provisioningState"] if code == 200 else None
 
 
 def test_operator_killed_mid_create_and_mid_delete_never_writes_twice(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, start_azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
 ) -> None:
     azure = start_azure(speed=0)  # a stopped clock: Azure stays in Creating/Deleting until the test moves it
     env = azure.operator_env()
@@ -35,9 +36,9 @@ def test_operator_killed_mid_create_and_mid_delete_never_writes_twice(
 
     second = start_operator(namespace, extra_env=env)
     # The new operator sees the cluster still Creating (its saved operation, or GET) and waits.
-    wait_condition(k8s, namespace, "crash", "Reconciling")
+    wait_condition(k8s, "amlcompute", "crash", namespace, "Reconciling")
     azure.control("POST", "/clock/advance", {"seconds": 600})
-    wait_condition(k8s, namespace, "crash", "Ready")
+    wait_condition(k8s, "amlcompute", "crash", namespace, "Ready")
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1
 
     k8s.kubectl("delete", "amlcompute/crash", "-n", namespace, "--wait=false")
@@ -45,14 +46,14 @@ def test_operator_killed_mid_create_and_mid_delete_never_writes_twice(
     second.stop(signal.SIGKILL)
     start_operator(namespace, extra_env=env)
     azure.control("POST", "/clock/advance", {"seconds": 600})
-    testbed.eventually(lambda: testbed.get_object(k8s, "amlcompute", "crash", namespace) is None, what="CR released")
+    wait_gone(k8s, "amlcompute", "crash", namespace)
     assert _azure_state(azure, cname) is None
     assert azure.operations()["MachineLearningCompute_Delete"] == 1
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1
 
 
 def test_a_429_storm_converges_and_retry_after_is_honoured(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     storm = 4
     azure.control(
@@ -71,7 +72,7 @@ def test_a_429_storm_converges_and_retry_after_is_honoured(
     started = time.monotonic()
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("storm", compute_name()))
-    wait_condition(k8s, namespace, "storm", "Ready", timeout=90)
+    wait_condition(k8s, "amlcompute", "storm", namespace, "Ready", timeout=90)
     elapsed = time.monotonic() - started
     stats = azure.control("GET", "/stats")
     throttled = sum(op["statuses"].get("429", 0) for op in stats["operations"].values())
@@ -85,7 +86,7 @@ def test_a_429_storm_converges_and_retry_after_is_honoured(
 
 
 def test_admin_password_never_appears_in_logs_events_or_status(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     password = f"Pw-{uuid.uuid4().hex}"
     k8s.kubectl("create", "secret", "generic", "admin", "-n", namespace, f"--from-literal=password={password}")
@@ -97,7 +98,7 @@ def test_admin_password_never_appears_in_logs_events_or_status(
             "secretive", compute_name(), adminUser={"username": "azureuser", "passwordSecretRef": {"name": "admin"}}
         ),
     )
-    wait_condition(k8s, namespace, "secretive", "Ready")
+    wait_condition(k8s, "amlcompute", "secretive", namespace, "Ready")
     k8s.kubectl("annotate", "amlcompute/secretive", "-n", namespace, "amlops.io/reconcile-requested-at=now-1")
     testbed.eventually(
         lambda: (
@@ -119,7 +120,7 @@ def test_admin_password_never_appears_in_logs_events_or_status(
 
 
 def test_missing_password_secret_is_stalled(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     apply(
@@ -129,14 +130,13 @@ def test_missing_password_secret_is_stalled(
             "nosecret", compute_name(), adminUser={"username": "azureuser", "passwordSecretRef": {"name": "absent"}}
         ),
     )
-    obj = wait_condition(k8s, namespace, "nosecret", "Stalled")
+    obj = wait_condition(k8s, "amlcompute", "nosecret", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] == "SecretNotFound"
 
 
 def test_observe_only_reports_and_never_writes(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     cname = compute_name()
     body = {
@@ -151,7 +151,7 @@ def test_observe_only_reports_and_never_writes(
     azure.control("DELETE", "/stats")
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("watch", cname, managementPolicy="ObserveOnly", scaleSettings={"maxNodeCount": 9}))
-    obj = wait_condition(k8s, namespace, "watch", "Ready")
+    obj = wait_condition(k8s, "amlcompute", "watch", namespace, "Ready")
     assert obj["status"]["provisioningState"] == "Succeeded"
     k8s.kubectl("delete", "amlcompute/watch", "-n", namespace)
     ops = azure.operations()
@@ -165,12 +165,12 @@ def test_observe_only_reports_and_never_writes(
 
 
 def test_paused_writes_nothing_until_unpaused(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(k8s, namespace, manifest("pause", cname, scaleSettings={"maxNodeCount": 2}))
-    wait_condition(k8s, namespace, "pause", "Ready")
+    wait_condition(k8s, "amlcompute", "pause", namespace, "Ready")
     k8s.kubectl("annotate", "amlcompute/pause", "-n", namespace, "amlops.io/paused=true")
     azure.control("DELETE", "/stats")
     k8s.kubectl(
@@ -182,8 +182,8 @@ def test_paused_writes_nothing_until_unpaused(
         "-p",
         '{"spec":{"scaleSettings":{"maxNodeCount":3}}}',
     )
-    obj = wait_condition(k8s, namespace, "pause", "Reconciling", status="False")
-    assert condition(obj, "Reconciling")["reason"] == "Paused"  # type: ignore[index]
+    obj = wait_condition(k8s, "amlcompute", "pause", namespace, "Reconciling", status="False")
+    assert condition(obj, "Reconciling")["reason"] == "Paused"
     assert "MachineLearningCompute_Update" not in azure.operations()
     k8s.kubectl("annotate", "amlcompute/pause", "-n", namespace, "amlops.io/paused-")
     testbed.eventually(
@@ -192,13 +192,15 @@ def test_paused_writes_nothing_until_unpaused(
     )
 
 
-def test_identity_and_node_report(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_identity_and_node_report(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(
         k8s, namespace, manifest("ident", cname, scaleSettings={"minNodeCount": 2, "maxNodeCount": 2}, reportNodes=True)
     )
-    wait_condition(k8s, namespace, "ident", "MinNodesAvailable")
+    wait_condition(k8s, "amlcompute", "ident", namespace, "MinNodesAvailable")
     obj = testbed.eventually(
         lambda: (
             (o := testbed.get_object(k8s, "amlcompute", "ident", namespace)) and o["status"].get("nodeCount") == 2 and o

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -14,10 +15,13 @@ from azure.core.credentials import AzureNamedKeyCredential
 
 import amlops_testbed as testbed
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
-from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition
+from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 
 pytestmark = pytest.mark.e2e
+T = TypeVar("T")
 
 
 def manifest(name: str, compute: str, **spec: Any) -> str:
@@ -40,19 +44,10 @@ def key_secret(k8s: testbed.Testbed, namespace: str, key: str = DEFAULT_BATCH_KE
     k8s.kubectl("create", "secret", "generic", "batch-key", "-n", namespace, f"--from-literal=key={key}")
 
 
-def wait(
-    k8s: testbed.Testbed, ns: str, name: str, type_: str, status: str = "True", timeout: float = 90
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = testbed.get_object(k8s, "batchcompute", name, ns)
-        c = condition(obj, type_)
-        return obj if c and c["status"] == status else None
+def batch(azure: EmulatorProcess, call: Callable[[BatchClient], Awaitable[T]]) -> T:
+    """``call`` with a Batch client of the emulator's account (shared key), run to its end."""
 
-    return testbed.eventually(probe, timeout=timeout, what=f"batchcompute/{name} {type_}={status}")
-
-
-def batch(azure: Any, call: Any) -> Any:
-    async def run() -> Any:
+    async def run() -> T:
         async with BatchClient(
             f"{azure.batch_url}/{DEFAULT_BATCH_ACCOUNT}",
             AzureNamedKeyCredential(DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY),
@@ -62,18 +57,20 @@ def batch(azure: Any, call: Any) -> Any:
     return asyncio.run(run())
 
 
-def pools(azure: Any) -> dict[str, Any]:
+def pools(azure: EmulatorProcess) -> dict[str, Any]:
     async def collect(client: BatchClient) -> dict[str, Any]:
         return {p.id: p async for p in client.list_pools()}
 
-    return batch(azure, collect)  # type: ignore[no-any-return]
+    return batch(azure, collect)
 
 
-def resizes(azure: Any) -> int:
+def resizes(azure: EmulatorProcess) -> int:
     return sum(n for op, n in azure.operations().items() if op.endswith("/resize"))
 
 
-def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_attach_report_resize_and_detach(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     key_secret(k8s, namespace)
     # A pool somebody else made: reported, never touched.
     batch(
@@ -90,7 +87,7 @@ def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, s
     cname = compute_name()
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 4}
     apply(k8s, namespace, manifest("batch", cname, pools=[pool]))
-    wait(k8s, namespace, "batch", "Ready")
+    wait_condition(k8s, "batchcompute", "batch", namespace, "Ready")
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert code == 200
     assert body["properties"]["computeType"] == "Batch"
@@ -118,11 +115,11 @@ def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, s
         "-p", '[{"op":"replace","path":"/spec/pools/0/targetDedicatedNodes","value":3}]',
     )  # fmt: skip
     testbed.eventually(lambda: pools(azure)["scoring"].target_dedicated_nodes == 3, what="resized in Batch")
-    wait(k8s, namespace, "batch", "Ready")
+    wait_condition(k8s, "batchcompute", "batch", namespace, "Ready")
     assert resizes(azure) - before == 1
 
     k8s.kubectl("delete", "batchcompute/batch", "-n", namespace, "--wait=false")
-    testbed.eventually(lambda: testbed.get_object(k8s, "batchcompute", "batch", namespace) is None, what="released")
+    wait_gone(k8s, "batchcompute", "batch", namespace)
     assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
     remaining = pools(azure)
     assert "theirs" in remaining
@@ -130,12 +127,14 @@ def test_attach_report_resize_and_detach(k8s: testbed.Testbed, namespace: str, s
     assert "scoring" not in remaining or remaining["scoring"].state == "deleting"
 
 
-def test_orphan_stays_attached(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any) -> None:
+def test_orphan_stays_attached(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
     key_secret(k8s, namespace)
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(k8s, namespace, manifest("kept", cname, deletionPolicy="Orphan"))
-    wait(k8s, namespace, "kept", "Ready")
+    wait_condition(k8s, "batchcompute", "kept", namespace, "Ready")
     k8s.kubectl("delete", "batchcompute/kept", "-n", namespace)
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert code == 200
@@ -143,17 +142,17 @@ def test_orphan_stays_attached(k8s: testbed.Testbed, namespace: str, start_opera
 
 
 def test_wrong_batch_key_is_stalled_authentication_failed(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     key_secret(k8s, namespace, key="d3Jvbmcta2V5")
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("badkey", compute_name()))
-    obj = wait(k8s, namespace, "badkey", "Stalled")
-    assert condition(obj, "Stalled")["reason"] == "AuthenticationFailed"  # type: ignore[index]
+    obj = wait_condition(k8s, "batchcompute", "badkey", namespace, "Stalled")
+    assert condition(obj, "Stalled")["reason"] == "AuthenticationFailed"
 
 
 def test_missing_account_is_stalled_with_azures_code(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     key_secret(k8s, namespace)
     start_operator(namespace, extra_env=azure.operator_env())
@@ -161,14 +160,13 @@ def test_missing_account_is_stalled_with_azures_code(
         f"accountName: {DEFAULT_BATCH_ACCOUNT}", "accountName: nosuchaccount"
     )
     apply(k8s, namespace, text)
-    obj = wait(k8s, namespace, "noacct", "Stalled")
+    obj = wait_condition(k8s, "batchcompute", "noacct", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] not in ("", "WaitingForAzure")
 
 
 def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, start_azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
 ) -> None:
     azure = start_azure(speed=0)
     key_secret(k8s, namespace)
@@ -191,7 +189,7 @@ def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
     azure.control("POST", "/clock/advance", {"seconds": 600})
     testbed.eventually(lambda: "p1" in pools(azure), what="managed pool created")
     azure.control("POST", "/clock/advance", {"seconds": 600})
-    wait(k8s, namespace, "crash", "Ready")
+    wait_condition(k8s, "batchcompute", "crash", namespace, "Ready")
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1
     assert list(pools(azure)) == ["p1"]
 
@@ -200,6 +198,6 @@ def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
     second.stop(signal.SIGKILL)
     start_operator(namespace, extra_env=env)
     azure.control("POST", "/clock/advance", {"seconds": 600})
-    testbed.eventually(lambda: testbed.get_object(k8s, "batchcompute", "crash", namespace) is None, what="released")
+    wait_gone(k8s, "batchcompute", "crash", namespace)
     assert attach_state() is None
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1

@@ -25,7 +25,6 @@ def test_demo_runs_to_the_final_table_and_stops_on_ctrl_c(tmp_path: Path) -> Non
             [sys.executable, "-m", "amlops", "demo", "--timeout", "180", "--workdir", str(workdir)],
             stdout=sink,
             stderr=subprocess.STDOUT,
-            text=True,
         )
     try:
         testbed.eventually(

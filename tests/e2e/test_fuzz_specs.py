@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from azure.batch.aio import BatchClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -45,12 +46,13 @@ from amlops.api.kind import API_VERSION, CustomResource
 from amlops.reconcile.managed import OWNER_TAG, owner_value
 from amlops_emulator.azurite import Azurite
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
+from tests.support.objects import apply, condition, conditions, is_true, wait_condition
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 from .test_batchcompute import batch, key_secret
 from .test_batchcompute import manifest as batch_manifest
-from .test_batchcompute import wait as batch_wait
-from .test_paralleljob import SCORE, blobs, kubectl_apply
+from .test_paralleljob import SCORE, blobs
 
 pytestmark = pytest.mark.e2e
 
@@ -543,20 +545,16 @@ def listing(bed: testbed.Testbed, namespace: str, kind: str) -> dict[str, dict[s
     return {item["metadata"]["name"]: item for item in json.loads(body)["items"]}
 
 
-def conditions(obj: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-
-
 def state(obj: Mapping[str, Any]) -> str:
     """What an object says now, for grouping: ``Stalled/InvalidSpec``, ``Reconciling/Creating``, ``unseen``."""
     status = obj.get("status") or {}
     if status.get("observedGeneration") != obj["metadata"].get("generation"):
         return "unseen" if not status else "stale"
-    found = conditions(obj)
     for kind in ("Stalled", "Failed", "Complete", "Ready", "Suspended", "Reconciling"):
-        if found.get(kind, {}).get("status") == "True":
-            return f"{kind}/{found[kind].get('reason')}"
-    return "other/" + ",".join(f"{t}={c.get('status')}:{c.get('reason')}" for t, c in sorted(found.items()))
+        if is_true(obj, kind):
+            return f"{kind}/{condition(obj, kind).get('reason')}"
+    found = sorted(conditions(obj), key=lambda c: str(c["type"]))
+    return "other/" + ",".join(f"{c['type']}={c.get('status')}:{c.get('reason')}" for c in found)
 
 
 def settled(kind: str, obj: Mapping[str, Any]) -> bool:
@@ -590,7 +588,7 @@ Stuck = dict[str, tuple[str, Submitted]]
 
 
 def wait_settled(
-    bed: testbed.Testbed, namespaces: Mapping[str, str], accepted: list[Submitted], operator: Any
+    bed: testbed.Testbed, namespaces: Mapping[str, str], accepted: list[Submitted], operator: testbed.OperatorRun
 ) -> tuple[dict[str, str], Stuck]:
     """Poll the three listings until every accepted object has settled (or the deadline passed): each object's
     last state by kind/name, and those not settled."""
@@ -639,7 +637,7 @@ def delete_all(bed: testbed.Testbed, namespaces: Mapping[str, str], accepted: li
 # ------------------------------------------------------------------------------------------ the emulator
 
 
-def arm_computes(azure: Any) -> list[dict[str, Any]]:
+def arm_computes(azure: EmulatorProcess) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     status, page = azure.arm("GET", f"{WS_PATH}/computes")
     while True:
@@ -650,10 +648,10 @@ def arm_computes(azure: Any) -> list[dict[str, Any]]:
         status, page = azure.request("GET", page["nextLink"])
 
 
-def batch_owned(azure: Any) -> list[tuple[str, str]]:
+def batch_owned(azure: EmulatorProcess) -> list[tuple[str, str]]:
     """Every Batch pool and job (not already deleting) with an amlops owner in its metadata."""
 
-    async def collect(client: Any) -> list[tuple[str, str]]:
+    async def collect(client: BatchClient) -> list[tuple[str, str]]:
         owned: list[tuple[str, str]] = []
         async for pool in client.list_pools():
             owner = next((m.value for m in pool.metadata or [] if m.name == OWNER_TAG), None)
@@ -665,10 +663,10 @@ def batch_owned(azure: Any) -> list[tuple[str, str]]:
                 owned.append((f"job {job.id}", owner))
         return owned
 
-    return batch(azure, collect)  # type: ignore[no-any-return]
+    return batch(azure, collect)
 
 
-def leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
+def leaks(azure: EmulatorProcess, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
     """amlops-owned resources left behind by the fuzz objects, but for what ``deletionPolicy: Orphan`` keeps."""
     # The owner values Orphan objects wrote, computed as the operator does (a long name is cut and hashed).
     orphaned = {
@@ -683,7 +681,7 @@ def leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) 
     return [f"{what} owned by {owner}" for what, owner in owned if owner.startswith(fuzz) and owner not in orphaned]
 
 
-def remaining_leaks(azure: Any, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
+def remaining_leaks(azure: EmulatorProcess, namespaces: Mapping[str, str], accepted: list[Submitted]) -> list[str]:
     """``leaks`` once nothing is on its way out any more (a compute being deleted is still listed for a while)."""
     deadline = time.monotonic() + 60
     while (left := leaks(azure, namespaces, accepted)) and time.monotonic() < deadline:
@@ -705,7 +703,7 @@ def unexpected_errors(log: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ the test
 
 
-def job_namespace(k8s: testbed.Testbed, ns: str, azure: Any, azurite: Azurite, container: str) -> None:
+def job_namespace(k8s: testbed.Testbed, ns: str, azure: EmulatorProcess, azurite: Azurite, container: str) -> None:
     """What the jobs may point at: a Ready BatchCompute ``batch`` (pool ``scoring``), the storage Secret, a
     garbage one, a ConfigMap of code, three small input files and the code folder in Azurite."""
     key_secret(k8s, ns)
@@ -723,10 +721,10 @@ def job_namespace(k8s: testbed.Testbed, ns: str, azure: Any, azurite: Azurite, c
 
     blobs(azurite, upload)
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1, "taskSlotsPerNode": 4}
-    kubectl_apply(k8s, ns, batch_manifest("batch", compute_name(), pools=[pool]))
+    apply(k8s, ns, batch_manifest("batch", compute_name(), pools=[pool]))
 
 
-def other_namespace(k8s: testbed.Testbed, ns: str, azure: Any) -> None:
+def other_namespace(k8s: testbed.Testbed, ns: str, azure: EmulatorProcess) -> None:
     """Secrets the computes may name: a working service principal, one without keys, the Batch key."""
     principal = azure.run.endpoints["servicePrincipal"]
     literals = [f"--from-literal={k}={v}" for k, v in principal.items()]
@@ -738,7 +736,7 @@ def other_namespace(k8s: testbed.Testbed, ns: str, azure: Any) -> None:
 
 @pytest.mark.timeout(1800)
 def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
-    k8s: testbed.Testbed, start_operator: Any, start_azure: Any, azurite: Azurite
+    k8s: testbed.Testbed, start_operator: StartOperator, start_azure: StartAzure, azurite: Azurite
 ) -> None:
     started = time.monotonic()
     run = uuid.uuid4().hex[:6]
@@ -751,7 +749,7 @@ def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
         other_namespace(k8s, namespaces[kind], azure)
     job_namespace(k8s, namespaces["ParallelJob"], azure, azurite, container)
     operator = start_operator(*namespaces.values(), extra_env=azure.operator_env(), verbose=False)
-    batch_wait(k8s, namespaces["ParallelJob"], "batch", "Ready")
+    wait_condition(k8s, "batchcompute", "batch", namespaces["ParallelJob"], "Ready")
 
     endpoint = f"{azure.batch_url}/{DEFAULT_BATCH_ACCOUNT}"
     values = {BLOB: azurite.blob_endpoint, CONTAINER: container, "{batch}": endpoint}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import subprocess
 
 import kopf
 import pytest
@@ -14,27 +12,18 @@ from aiohttp import web
 
 import amlops_testbed as testbed
 from amlops.handlers.kube_api import KubeApi, KubeApiError
+from tests.support.objects import apply
 
 pytestmark = pytest.mark.e2e
 
 
-def _info(k8s: testbed.Testbed, **overrides: str) -> kopf.ConnectionInfo:
-    fields = {
-        "server": k8s.server,
-        "ca_path": str(k8s.ca_file),
-        "certificate_path": str(k8s.client_cert),
-        "private_key_path": str(k8s.client_key),
-        **overrides,
-    }
-    return kopf.ConnectionInfo(**fields)
-
-
-def _apply(k8s: testbed.Testbed, namespace: str, doc: dict[str, object]) -> dict[str, object]:
-    try:
-        out = k8s.kubectl("apply", "-n", namespace, "-o", "json", "-f", "-", input_text=json.dumps(doc))
-    except subprocess.CalledProcessError as e:
-        raise AssertionError(e.stderr) from e
-    return dict(json.loads(out))
+def _info(k8s: testbed.Testbed) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(
+        server=k8s.server,
+        ca_path=str(k8s.ca_file),
+        certificate_path=str(k8s.client_cert),
+        private_key_path=str(k8s.client_key),
+    )
 
 
 COMPUTE = {
@@ -50,7 +39,7 @@ COMPUTE = {
 
 
 async def test_reads_secrets_config_maps_and_custom_objects(k8s: testbed.Testbed, namespace: str) -> None:
-    _apply(
+    apply(
         k8s,
         namespace,
         {
@@ -60,7 +49,7 @@ async def test_reads_secrets_config_maps_and_custom_objects(k8s: testbed.Testbed
             "stringData": {"AZURE_CLIENT_SECRET": "s3cr3t"},
         },
     )
-    _apply(
+    apply(
         k8s,
         namespace,
         {
@@ -71,7 +60,7 @@ async def test_reads_secrets_config_maps_and_custom_objects(k8s: testbed.Testbed
             "binaryData": {"model.bin": base64.b64encode(b"\x00\xff").decode()},
         },
     )
-    _apply(k8s, namespace, COMPUTE)
+    apply(k8s, namespace, COMPUTE)
     api = KubeApi(lambda: _info(k8s))
     try:
         assert await api.read(namespace, "creds") == {"AZURE_CLIENT_SECRET": "s3cr3t"}
@@ -92,7 +81,7 @@ async def test_reads_secrets_config_maps_and_custom_objects(k8s: testbed.Testbed
 
 
 async def test_delete_only_hits_the_object_with_that_uid(k8s: testbed.Testbed, namespace: str) -> None:
-    metadata = _apply(k8s, namespace, COMPUTE)["metadata"]
+    metadata = apply(k8s, namespace, COMPUTE)["metadata"]
     assert isinstance(metadata, dict)
     uid = str(metadata["uid"])
     api = KubeApi(lambda: _info(k8s))
@@ -132,7 +121,7 @@ async def test_a_401_logs_in_again_once(k8s: testbed.Testbed, namespace: str) ->
 
 
 async def test_patch_status_merges_into_the_status_subresource(k8s: testbed.Testbed, namespace: str) -> None:
-    _apply(k8s, namespace, COMPUTE)
+    apply(k8s, namespace, COMPUTE)
     api = KubeApi(lambda: _info(k8s))
     try:
         stored = await api.patch_status("amlcomputes", namespace, "cpu", {"provisioningState": "Creating"})

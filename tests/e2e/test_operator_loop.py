@@ -4,23 +4,15 @@ kind still gets observedGeneration at once and an honest Reconciling condition s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.objects import condition, find_condition, observed, wait_for
+from tests.support.processes import StartOperator
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-
-
-def _reconciling(obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not obj:
-        return None
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"]["generation"]:
-        return None
-    return next((c for c in status.get("conditions", []) if c["type"] == "Reconciling"), None)
 
 
 @pytest.mark.parametrize(
@@ -28,16 +20,21 @@ def _reconciling(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     [("batchcompute", "batch", "WaitingForAzure"), ("paralleljob", "score", "WaitingForCompute")],
 )
 def test_operator_writes_observed_generation_and_reconciling(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, resource: str, name: str, reason: str
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, resource: str, name: str, reason: str
 ) -> None:
     start_operator(namespace)
     k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / f"{resource}.yaml"))
-    condition = testbed.eventually(
-        lambda: _reconciling(testbed.get_object(k8s, resource, name, namespace)),
+    obj = wait_for(
+        k8s,
+        resource,
+        name,
+        namespace,
+        lambda o: observed(o) and find_condition(o, "Reconciling"),
+        what="observed",
         timeout=60,
-        what=f"{resource}/{name} observed",
     )
-    assert condition["status"] == "True"
-    assert condition["reason"] == reason
+    reconciling = condition(obj, "Reconciling")
+    assert reconciling["status"] == "True"
+    assert reconciling["reason"] == reason
     # kubectl wait understands the condition, as kstatus-based tools do.
     k8s.kubectl("wait", f"{resource}/{name}", "-n", namespace, "--for=condition=Reconciling", "--timeout=30s")

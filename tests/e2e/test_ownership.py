@@ -6,41 +6,33 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.objects import apply, condition, find_condition, wait_condition
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from . import test_batchcompute
-from .test_amlcompute import (
-    WORKSPACE,
-    WS_PATH,
-    apply,
-    azure_max_nodes,
-    compute_name,
-    condition,
-    manifest,
-    wait_condition,
-)
+from .test_amlcompute import WORKSPACE, WS_PATH, azure_max_nodes, compute_name, manifest
 
 pytestmark = pytest.mark.e2e
 WRITES = ("MachineLearningCompute_CreateOrUpdate", "MachineLearningCompute_Update", "MachineLearningCompute_Delete")
 
 
-def _owner_tag(azure: Any, cname: str) -> str | None:
+def _owner_tag(azure: EmulatorProcess, cname: str) -> str | None:
     code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert code == 200, body
     return (body.get("tags") or {}).get("amlops.io-owner")
 
 
 def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(k8s, namespace, manifest("first", cname, scaleSettings={"maxNodeCount": 2}))
-    first = wait_condition(k8s, namespace, "first", "Ready")
+    first = wait_condition(k8s, "amlcompute", "first", namespace, "Ready")
     first_tag = f"{namespace}.first.{first['metadata']['uid']}"
     assert _owner_tag(azure, cname) == first_tag
 
@@ -48,9 +40,8 @@ def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
     # sees no write at all, neither while it is Stalled nor when it is deleted.
     azure.control("DELETE", "/stats")
     apply(k8s, namespace, manifest("second", cname, adopt=True, scaleSettings={"maxNodeCount": 5}))
-    second = wait_condition(k8s, namespace, "second", "Stalled")
+    second = wait_condition(k8s, "amlcompute", "second", namespace, "Stalled")
     stalled = condition(second, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] == "NotOwned"
     assert first_tag in stalled["message"]
     k8s.kubectl("delete", "amlcomputes/second", "-n", namespace, "--timeout=60s")
@@ -69,7 +60,7 @@ def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
     k8s.kubectl("delete", "amlcompute/first", "-n", namespace, "--timeout=60s")
     assert _owner_tag(azure, cname) == first_tag
     apply(k8s, namespace, manifest("third", cname, adopt=True, scaleSettings={"maxNodeCount": 3}))
-    wait_condition(k8s, namespace, "third", "Ready")
+    wait_condition(k8s, "amlcompute", "third", namespace, "Ready")
     testbed.eventually(
         lambda: azure_max_nodes(azure, cname) == 3,
         what="the adopted compute scaled to the adopter's spec",
@@ -82,7 +73,7 @@ def test_adopt_never_takes_over_a_compute_another_existing_object_owns(
 
 @pytest.mark.parametrize("kind", ["amlcompute", "batchcompute"])
 def test_deleting_an_object_whose_workspace_does_not_exist_completes(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, kind: str
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess, kind: str
 ) -> None:
     """The emulator answers a compute under a missing workspace as ARM does: 404 ``ParentResourceNotFound``
     (azure-api-fidelity.md, "Missing workspace", from MicrosoftLearning/mslearn-azure-ml PR #27)."""
@@ -95,7 +86,7 @@ def test_deleting_an_object_whose_workspace_does_not_exist_completes(
         apply(k8s, namespace, test_batchcompute.manifest("typo", compute_name(), workspace=typo))
     stalled = testbed.eventually(
         lambda: (
-            (c := condition(testbed.get_object(k8s, kind, "typo", namespace), "Stalled"))
+            (c := find_condition(testbed.get_object(k8s, kind, "typo", namespace), "Stalled"))
             and c["status"] == "True"
             and c
         ),
@@ -120,7 +111,7 @@ def test_deleting_an_object_whose_workspace_does_not_exist_completes(
 
 
 def test_an_amlcompute_never_acts_on_a_compute_of_another_type(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """Found by the spec fuzz: an AmlCompute (adopt, reportNodes) named like an attached Batch compute was
     Stalled with listNodes' BadRequest and its deletion never ended. It is Stalled ComputeTypeMismatch, Azure
@@ -130,11 +121,10 @@ def test_an_amlcompute_never_acts_on_a_compute_of_another_type(
     test_batchcompute.key_secret(k8s, namespace)
     cname = compute_name()
     apply(k8s, namespace, test_batchcompute.manifest("batch", cname))
-    test_batchcompute.wait(k8s, namespace, "batch", "Ready")
+    wait_condition(k8s, "batchcompute", "batch", namespace, "Ready")
     azure.control("DELETE", "/stats")
     apply(k8s, namespace, manifest("lookalike", cname, adopt=True, reportNodes=True))
-    stalled = condition(wait_condition(k8s, namespace, "lookalike", "Stalled"), "Stalled")
-    assert stalled is not None
+    stalled = condition(wait_condition(k8s, "amlcompute", "lookalike", namespace, "Stalled"), "Stalled")
     assert stalled["reason"] == "ComputeTypeMismatch"
     assert "type Batch" in stalled["message"]
     k8s.kubectl("delete", "amlcompute/lookalike", "-n", namespace, "--timeout=60s")

@@ -14,18 +14,22 @@ import uuid
 import zipfile
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
 import yaml
+from azure.batch.aio import BatchClient
 
 import amlops_testbed as testbed
 from amlops.azure.blob import BlobFolder, BlobStore
 from amlops_emulator.azurite import Azurite
+from tests.support.objects import apply, condition, find_condition, is_true, wait_condition, wait_for, wait_gone
+from tests.support.processes import EmulatorProcess, StartOperator
 
 from .test_amlcompute import compute_name
 from .test_amlcompute import manifest as aml_manifest
-from .test_batchcompute import batch, key_secret, manifest, wait
+from .test_batchcompute import batch, key_secret, manifest
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -113,11 +117,11 @@ def blobs(azurite: Azurite, work: Callable[[BlobStore], Coroutine[Any, Any, T]])
 class Bed:
     k8s: testbed.Testbed
     ns: str
-    azure: Any
+    azure: EmulatorProcess
     azurite: Azurite
     container: str
-    start_operator: Callable[..., Any]
-    operator: Any = None
+    start_operator: StartOperator
+    operator: testbed.OperatorRun | None = None
 
     def uri(self, path: str) -> str:
         return f"{self.azurite.blob_endpoint}/{self.container}/{path}"
@@ -159,18 +163,17 @@ class Bed:
                 **spec,
             },
         }
-        kubectl_apply(self.k8s, self.ns, yaml.safe_dump(body))
+        apply(self.k8s, self.ns, yaml.safe_dump(body))
 
     def get(self, name: str) -> dict[str, Any]:
         return testbed.get_object(self.k8s, "paralleljob", name, self.ns) or {}
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
-        def probe() -> dict[str, Any] | None:
-            obj = self.get(name)
-            return obj if (obj.get("status") or {}).get("phase") in phases else None
+        def in_phase(obj: dict[str, Any]) -> bool:
+            return (obj.get("status") or {}).get("phase") in phases
 
         try:
-            return testbed.eventually(probe, timeout=timeout, what=f"paralleljob/{name} {phases}")
+            return wait_for(self.k8s, "paralleljob", name, self.ns, in_phase, what=f"{phases}", timeout=timeout)
         except Exception:
             print(json.dumps(self.get(name).get("status"), indent=1))
             if self.operator is not None:
@@ -188,19 +191,10 @@ class Bed:
         return [json.loads(self.read(f"{folder}/{n}") or "{}") for n in self.listing(folder) if n.endswith(".json")]
 
 
-def kubectl_apply(k8s: testbed.Testbed, namespace: str, text: str) -> None:
-    subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"], input=text, env=k8s.env(), check=True, capture_output=True,
-        text=True,
-    )  # fmt: skip
-
-
-def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
-
-
 @pytest.fixture
-def bed(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, azurite: Azurite) -> Bed:
+def bed(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess, azurite: Azurite
+) -> Bed:
     """A Ready BatchCompute ``batch`` with a pool ``scoring`` (2 nodes, 4 slots each), the storage Secret, code."""
     key_secret(k8s, namespace)
     k8s.kubectl(
@@ -212,8 +206,8 @@ def bed(k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, a
     b.upload("code", {name: textwrap.dedent(text).lstrip() for name, text in scripts.items()})
     b.operator = start_operator(namespace, extra_env=azure.operator_env())
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 4}
-    kubectl_apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
-    wait(k8s, namespace, "batch", "Ready")
+    apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
+    wait_condition(k8s, "batchcompute", "batch", namespace, "Ready")
     return b
 
 
@@ -301,7 +295,7 @@ def test_a_task_can_write_only_its_own_result_blobs(bed: Bed) -> None:
 
 
 def test_the_operators_storage_account_reaches_only_the_namespaces_own_containers(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any, azurite: Azurite
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess, azurite: Azurite
 ) -> None:
     """Without spec.storageCredentials the operator's account is used, for a namespace it lists, and only in
     containers named after that namespace: a job whose input is another team's container is Stalled
@@ -311,8 +305,8 @@ def test_the_operators_storage_account_reaches_only_the_namespaces_own_container
               "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace}  # fmt: skip
     operator = start_operator(namespace, extra_env={**azure.operator_env(), **shared})
     pool = {"id": "scoring", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 0}
-    kubectl_apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
-    wait(k8s, namespace, "batch", "Ready")
+    apply(k8s, namespace, manifest("batch", compute_name(), pools=[pool]))
+    wait_condition(k8s, "batchcompute", "batch", namespace, "Ready")
     other = f"other-team-{uuid.uuid4().hex[:8]}"
     endpoint = azurite.blob_endpoint
     blobs(azurite, lambda store: store.create_container(namespace))  # the namespace's own, empty
@@ -329,15 +323,10 @@ def test_the_operators_storage_account_reaches_only_the_namespaces_own_container
             "task": {"code": f"{endpoint}/{namespace}-code/src", "entryScript": "score.py"},
         },
     }
-    kubectl_apply(k8s, namespace, yaml.safe_dump(body))
-
-    def stalled() -> dict[str, Any] | None:
-        obj = testbed.get_object(k8s, "paralleljob", "borrowed", namespace) or {}
-        found = condition(obj, "Stalled")
-        return obj if found.get("status") == "True" else None
+    apply(k8s, namespace, yaml.safe_dump(body))
 
     try:
-        obj = testbed.eventually(stalled, timeout=60, what="paralleljob/borrowed Stalled")
+        obj = wait_condition(k8s, "paralleljob", "borrowed", namespace, "Stalled", timeout=60)
     except TimeoutError:
         print(operator.output()[-4000:])
         raise
@@ -349,7 +338,7 @@ def test_the_operators_storage_account_reaches_only_the_namespaces_own_container
     assert blobs(azurite, lambda store: _names(store, namespace)) == [], "nothing was planned or uploaded"
 
 
-async def _job_ids(client: Any) -> list[str]:
+async def _job_ids(client: BatchClient) -> list[str]:
     return [str(job.id) async for job in client.list_jobs()]
 
 
@@ -421,6 +410,7 @@ def test_operator_killed_mid_run_resumes_without_rerunning(bed: Bed) -> None:
         return 0 < done < total
 
     testbed.eventually(midway, timeout=90, what="some mini-batches finished")
+    assert bed.operator is not None
     bed.operator.stop(signal.SIGKILL)
     bed.operator = bed.start_operator(bed.ns, extra_env=bed.azure.operator_env())
 
@@ -475,9 +465,9 @@ def test_suspend_resume_and_delete(bed: Bed) -> None:
     own_job, own_pool = running["status"]["jobId"], running["status"]["poolId"]
     assert own_pool == own_job
     bed.k8s.kubectl("delete", "paralleljob/own", "-n", bed.ns, "--wait=false")
-    testbed.eventually(lambda: not bed.get("own"), timeout=60, what="paralleljob/own released")
+    wait_gone(bed.k8s, "paralleljob", "own", bed.ns)
 
-    async def gone(client: Any) -> tuple[list[str], dict[str, str]]:
+    async def gone(client: BatchClient) -> tuple[list[str], dict[str, str]]:
         jobs = [j.id async for j in client.list_jobs()]
         pools = {p.id: p.state async for p in client.list_pools()}
         return jobs, pools
@@ -527,11 +517,11 @@ def test_tabular_input_is_split_by_size(bed: Bed) -> None:
 def test_compute_not_ready_waits_and_amlcompute_is_refused(bed: Bed) -> None:
     bed.upload("inputs", files(2))
     bed.job("nowhere", compute={"name": "later", "poolId": "scoring"})
-    kubectl_apply(bed.k8s, bed.ns, aml_manifest("cpu", compute_name()))
+    apply(bed.k8s, bed.ns, aml_manifest("cpu", compute_name()))
     bed.job("on-aml", compute={"name": "cpu"})
 
     def reason(name: str, type_: str) -> str | None:
-        return condition(bed.get(name), type_).get("reason")
+        return (find_condition(bed.get(name), type_) or {}).get("reason")
 
     # A pool the BatchCompute does not manage (here one the account does not even have), and an image on a pool
     # that cannot run containers: refused before any task is added.
@@ -637,16 +627,12 @@ def test_environment_requirements_are_installed_once_per_node_and_failures_are_c
     assert errors
     assert all("pip install -r requirements.txt failed" in e and "no-such-package-amlops" in e for e in errors)
 
-    def stalled() -> dict[str, Any] | None:
-        found = condition(bed.get("conda-only"), "Stalled")
-        return found if found.get("status") == "True" else None
-
     # A conda file naming only the interpreter installs nothing, and the job runs as without one.
     plain_run = bed.wait_phase("interpreter", "Complete", "Failed", timeout=120)
     assert plain_run["status"]["phase"] == "Complete", plain_run["status"]
     assert bed.output_rows("interpreter") == [f"f{i:04d}.txt ITEM{i}" for i in range(24)]
 
-    refused = testbed.eventually(stalled, timeout=60, what="conda-only Stalled")
+    refused = testbed.eventually(lambda: stalled(bed, "conda-only"), timeout=60, what="conda-only Stalled")
     assert refused["reason"] == "InvalidSpec"
     assert "numpy=2.1" in refused["message"]
     assert "pip: section" in refused["message"]
@@ -665,7 +651,8 @@ def test_code_from_a_configmap_and_ttl_after_finished_deletes_the_job(bed: Bed) 
     # The ConfigMap comes after the job (GitOps applies in any order): Stalled, then it runs once it exists.
     bed.job("from-cm", task={k: v for k, v in code.items() if v is not None}, ttlSecondsAfterFinished=4)
     testbed.eventually(
-        lambda: condition(bed.get("from-cm"), "Stalled").get("reason") == "ConfigMapNotFound", what="Stalled"
+        lambda: (find_condition(bed.get("from-cm"), "Stalled") or {}).get("reason") == "ConfigMapNotFound",
+        what="Stalled",
     )
     bed.k8s.kubectl(
         "create", "configmap", "scoring-code", "-n", bed.ns, f"--from-literal=score.py={textwrap.dedent(SCORE)}"
@@ -676,20 +663,21 @@ def test_code_from_a_configmap_and_ttl_after_finished_deletes_the_job(bed: Bed) 
     assert bed.output_rows("from-cm") == [f"f{i:04d}.txt ITEM{i}" for i in range(12)]
 
     # ttlSecondsAfterFinished: gone a few seconds after completionTime, with its Batch job; the output stays.
-    testbed.eventually(lambda: not bed.get("from-cm"), timeout=60, what="paralleljob/from-cm deleted by its TTL")
+    wait_gone(bed.k8s, "paralleljob", "from-cm", bed.ns)  # deleted by its TTL
     events = bed.k8s.kubectl("get", "events", "-n", bed.ns, "-o", "json")
     assert any(e["reason"] == "TTLExpired" and e["involvedObject"]["uid"] == uid for e in json.loads(events)["items"])
 
-    async def job_ids(client: Any) -> list[str]:
+    async def job_ids(client: BatchClient) -> list[str]:
         return [j.id async for j in client.list_jobs()]
 
     testbed.eventually(lambda: f"pj-{uid}" not in batch(bed.azure, job_ids), timeout=60, what="Batch job deleted")
     assert bed.output_rows("from-cm")
 
 
-def stalled(bed: Bed, name: str) -> dict[str, Any] | None:
-    found = condition(bed.get(name), "Stalled")
-    return found if found.get("status") == "True" else None
+def stalled(bed: Bed, name: str) -> Mapping[str, Any] | None:
+    """The Stalled condition of ``paralleljob/name`` once it is True."""
+    obj = bed.get(name)
+    return condition(obj, "Stalled") if is_true(obj, "Stalled") else None
 
 
 def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Bed) -> None:
@@ -727,13 +715,13 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
         "laughs": "CondaFileHasAliases",
     }
     for name, reason in expected.items():
-        found = testbed.eventually(lambda n=name: stalled(bed, n), timeout=60, what=f"{name} Stalled")
+        found = testbed.eventually(partial(stalled, bed, name), timeout=60, what=f"{name} Stalled")
         assert found["reason"] == reason, (name, found)
     assert "balance its quotes" in condition(bed.get("quotes"), "Stalled")["message"]
     assert "not a connection" not in condition(bed.get("garbage"), "Stalled")["message"], "never echo the secret"
     assert "a.csv" in condition(bed.get("latin"), "Stalled")["message"]
 
-    async def ours(client: Any) -> tuple[list[str], list[str]]:
+    async def ours(client: BatchClient) -> tuple[list[str], list[str]]:
         jobs = [j.id async for j in client.list_jobs()]
         pools = [p.id async for p in client.list_pools()]
         return jobs, pools

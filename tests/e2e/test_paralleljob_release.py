@@ -6,30 +6,34 @@ from __future__ import annotations
 
 import json
 import signal
+from functools import partial
 from typing import Any
 
 import pytest
 from azure.batch import models
+from azure.batch.aio import BatchClient
 
 import amlops_testbed as testbed
+from tests.support.objects import condition, find_condition, wait_condition
+from tests.support.processes import EmulatorProcess
 
 from . import test_paralleljob
-from .test_batchcompute import batch, pools, wait
-from .test_paralleljob import Bed, condition, files
+from .test_batchcompute import batch, pools
+from .test_paralleljob import Bed, files
 
 pytestmark = pytest.mark.e2e
 bed = test_paralleljob.bed  # the same test bed: a Ready BatchCompute "batch", the storage Secret, code
 
 
-def account(azure: Any) -> tuple[list[str], dict[str, str]]:
+def account(azure: EmulatorProcess) -> tuple[list[str], dict[str, str]]:
     """The account's job ids and its pools by id with their state."""
 
-    async def collect(client: Any) -> tuple[list[str], dict[str, str]]:
+    async def collect(client: BatchClient) -> tuple[list[str], dict[str, str]]:
         jobs = [j.id async for j in client.list_jobs()]
         found = {p.id: p.state async for p in client.list_pools()}
         return jobs, found
 
-    return batch(azure, collect)  # type: ignore[no-any-return]
+    return batch(azure, collect)
 
 
 def assert_nothing_left(b: Bed) -> None:
@@ -50,7 +54,7 @@ def start_own_pool_job(b: Bed, name: str, count: int = 8, delay: str = "1") -> d
     """A job on a pool of its own (no poolId), seen running a mini-batch."""
     b.upload("inputs", files(count))
     b.job(name, compute={"name": "batch"}, instanceCount=1, miniBatchSize="1", environmentVariables={"DELAY": delay})
-    return testbed.eventually(  # type: ignore[no-any-return]
+    return testbed.eventually(
         lambda: b.get(name) if (b.get(name).get("status") or {}).get("miniBatches", {}).get("running") else None,
         timeout=90,
         what=f"paralleljob/{name} running on its own pool",
@@ -59,7 +63,7 @@ def start_own_pool_job(b: Bed, name: str, count: int = 8, delay: str = "1") -> d
 
 def stalled_reason(b: Bed, kind: str, name: str) -> tuple[str, str] | None:
     obj = testbed.get_object(b.k8s, kind, name, b.ns) or {}
-    found = condition(obj, "Stalled")
+    found = find_condition(obj, "Stalled") or {}
     return (found["reason"], found["message"]) if found.get("status") == "True" else None
 
 
@@ -78,7 +82,7 @@ def test_pools_are_touched_only_by_their_owner(bed: Bed) -> None:
     bed.job("stray", compute={"name": "batch", "poolId": "foreign"})
     bed.job("thief", compute={"name": "batch", "poolId": own_pool})
     for name, pool in (("stray", "foreign"), ("thief", own_pool)):
-        found = testbed.eventually(lambda n=name: stalled_reason(bed, "paralleljob", n), what=f"{name} refused")
+        found = testbed.eventually(partial(stalled_reason, bed, "paralleljob", name), what=f"{name} refused")
         assert found[0] == "PoolNotManaged", found
         assert pool in found[1]
     assert account(bed.azure)[0] == jobs_before
@@ -107,7 +111,7 @@ def test_pools_are_touched_only_by_their_owner(bed: Bed) -> None:
 
     # An explicit adopt takes the bare pool over: owner metadata written, then resized.
     set_pools({**foreign, "adopt": True})
-    wait(bed.k8s, bed.ns, "batch", "Ready")
+    wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Ready")
     taken = testbed.eventually(
         lambda: (p := pools(bed.azure)["foreign"]).target_dedicated_nodes == 1 and p, what="adopted pool resized"
     )
@@ -126,7 +130,7 @@ def test_a_compute_being_deleted_waits_for_its_jobs_and_they_still_release_their
     # As a namespace deletion does, the BatchCompute goes first: it waits for the job that runs on it
     # (WaitingForDependents), no longer Ready, still attached.
     bed.k8s.kubectl("delete", "batchcompute/batch", "-n", bed.ns, "--wait=false")
-    waiting = wait(bed.k8s, bed.ns, "batch", "Reconciling")
+    waiting = wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Reconciling")
     assert condition(waiting, "Reconciling")["reason"] == "WaitingForDependents"
     assert "ParallelJob own" in condition(waiting, "Reconciling")["message"]
     assert condition(waiting, "Ready")["status"] == "False"
@@ -151,7 +155,7 @@ def test_deleting_a_job_while_its_compute_is_throttled_releases_its_pool(bed: Be
         "/faults",
         {"method": "GET", "path": "/pools$", "status": 429, "code": "TooManyRequests", "retryAfter": 1},
     )
-    throttled = wait(bed.k8s, bed.ns, "batch", "Reconciling")
+    throttled = wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Reconciling")
     assert condition(throttled, "Reconciling")["reason"] == "Throttled"
     assert condition(throttled, "Ready")["status"] == "False"
 
@@ -179,6 +183,7 @@ def test_operator_killed_between_ending_the_job_and_deleting_its_pool_releases_i
     found = account(bed.azure)[1]
     assert found[status["poolId"]] == "active"
     assert batch(bed.azure, lambda c: c.get_job(status["jobId"])).state == "completed"
+    assert bed.operator is not None
     bed.operator.stop(signal.SIGKILL)
     bed.azure.control("DELETE", f"/faults/{fault}")
 
@@ -198,12 +203,14 @@ def test_a_job_terminated_from_outside_releases_its_pool(bed: Bed) -> None:
     own = start_own_pool_job(bed, "ended", delay="5")
     job_id, pool_id = own["status"]["jobId"], own["status"]["poolId"]
 
-    async def terminate(client: Any) -> None:
-        await client.begin_terminate_job(job_id, {"terminateReason": "UserTerminate"}, polling_interval=0)
+    async def terminate(client: BatchClient) -> None:
+        # azure-batch 15.1.0 does not export BatchJobTerminateOptions: the options go as a plain mapping.
+        reason = {"terminateReason": "UserTerminate"}
+        await client.begin_terminate_job(job_id, reason, polling_interval=0)  # type: ignore[arg-type]
 
     batch(bed.azure, terminate)
     failed = testbed.eventually(
-        lambda: (o := bed.get("ended"))["status"].get("resourcesReleased") and condition(o, "Failed") and o,
+        lambda: (o := bed.get("ended"))["status"].get("resourcesReleased") and find_condition(o, "Failed") and o,
         timeout=90,
         what="Failed with its pool released",
     )
@@ -220,7 +227,7 @@ def test_a_job_whose_compute_was_removed_by_force_goes_with_a_warning_naming_wha
     job_id, pool_id = own["status"]["jobId"], own["status"]["poolId"]
     # Someone removes the BatchCompute's finalizer while it waits for its jobs: it is gone, its access with it.
     bed.k8s.kubectl("delete", "batchcompute/batch", "-n", bed.ns, "--wait=false")
-    wait(bed.k8s, bed.ns, "batch", "Reconciling")
+    wait_condition(bed.k8s, "batchcompute", "batch", bed.ns, "Reconciling")
     bed.k8s.kubectl(
         "patch", "batchcompute/batch", "-n", bed.ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
     )
@@ -242,7 +249,7 @@ def test_a_job_whose_compute_was_removed_by_force_goes_with_a_warning_naming_wha
     assert found[pool_id] == "active"
 
     # What the Event names is what a human deletes.
-    async def clean_up(client: Any) -> None:
+    async def clean_up(client: BatchClient) -> None:
         await client.begin_delete_job(job_id, polling_interval=0)
         await client.begin_delete_pool(pool_id, polling_interval=0)
 

@@ -16,11 +16,12 @@ import yaml
 import amlops_testbed as testbed
 from amlops.handlers.kube_api import CREDENTIALS_FINALIZER, KubeApi
 from amlops.reconcile.errors import TerminalError
+from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.processes import EmulatorProcess, StartOperator
 
-from .test_amlcompute import WORKSPACE, WS_PATH, apply, compute_name, condition, manifest, wait_condition
+from .test_amlcompute import WORKSPACE, WS_PATH, compute_name, manifest
 from .test_batchcompute import manifest as batch_manifest
 from .test_batchcompute import pools
-from .test_batchcompute import wait as batch_wait
 from .test_kube_api import _info
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,7 @@ def _try_apply(k8s: testbed.Testbed, namespace: str, doc: dict[str, Any]) -> sub
 
 
 def _principal_secret(
-    k8s: testbed.Testbed, namespace: str, name: str, azure: Any, client_secret: str | None = None
+    k8s: testbed.Testbed, namespace: str, name: str, azure: EmulatorProcess, client_secret: str | None = None
 ) -> None:
     """A credentials Secret holding the emulator's service principal (with another client secret, if given)."""
     principal = dict(azure.run.endpoints["servicePrincipal"])
@@ -184,7 +185,7 @@ def test_immutable_fields_cannot_be_changed_added_or_removed(
 
 
 def test_a_namespace_without_credentials_does_not_act_as_the_operator(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """The operator's identity serves only the namespaces it is given: elsewhere a resource without credentials
     is Stalled CredentialsMissing, and Azure sees no request from it."""
@@ -193,9 +194,8 @@ def test_a_namespace_without_credentials_does_not_act_as_the_operator(
     azure.control("DELETE", "/stats")
     cname = compute_name()
     apply(k8s, namespace, manifest("nocreds", cname))
-    obj = wait_condition(k8s, namespace, "nocreds", "Stalled")
+    obj = wait_condition(k8s, "amlcompute", "nocreds", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
-    assert stalled is not None
     assert stalled["reason"] == "CredentialsMissing"
     assert "operator's own identity does not serve" in stalled["message"]
     assert azure.operations() == {}, "nothing reached Azure"
@@ -204,7 +204,7 @@ def test_a_namespace_without_credentials_does_not_act_as_the_operator(
 
 
 def test_a_credentials_secret_outlives_the_resources_that_need_it(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """A namespace deletion removes the Secrets and the resources at once. The in-use finalizer keeps the
     credentials until the resource has deleted its cluster in Azure, then lets the Secret go."""
@@ -214,24 +214,21 @@ def test_a_credentials_secret_outlives_the_resources_that_need_it(
     start_operator(namespace, extra_env=env)
     cname = compute_name()
     apply(k8s, namespace, manifest("held", cname))
-    wait_condition(k8s, namespace, "held", "Ready", timeout=120)
+    wait_condition(k8s, "amlcompute", "held", namespace, "Ready", timeout=120)
     secret = json.loads(k8s.kubectl("get", "secret", "team-creds", "-n", namespace, "-o", "json"))
     assert CREDENTIALS_FINALIZER in secret["metadata"]["finalizers"]
 
     k8s.kubectl("delete", "secret", "team-creds", "-n", namespace, "--wait=false")
     k8s.kubectl("delete", "amlcompute", "held", "-n", namespace, "--wait=false")
-    testbed.eventually(
-        lambda: testbed.get_object(k8s, "secret", "team-creds", namespace) is None,
-        timeout=120,
-        what="the Secret goes once the AmlCompute no longer needs it",
-    )
+    # The Secret goes once the AmlCompute no longer needs it.
+    wait_gone(k8s, "secret", "team-creds", namespace, timeout=120)
     assert testbed.get_object(k8s, "amlcompute", "held", namespace) is None
     status, _ = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status == 404, "the cluster was deleted in Azure, not leaked"
 
 
 def test_a_resource_acts_with_its_own_service_principal(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """spec.credentials names a service principal's Secret: the operator exchanges it for a token at the identity
     platform (the emulator's) and acts with that; a wrong client secret is Stalled AuthenticationFailed, with the
@@ -241,15 +238,14 @@ def test_a_resource_acts_with_its_own_service_principal(
     start_operator(namespace, extra_env=azure.operator_env())
     for name, secret in (("own", "sp"), ("wrong", "sp-wrong")):
         apply(k8s, namespace, manifest(name, compute_name(), credentials={"secretRef": {"name": secret}}))
-    wait_condition(k8s, namespace, "own", "Ready", timeout=120)
-    stalled = condition(wait_condition(k8s, namespace, "wrong", "Stalled"), "Stalled")
-    assert stalled is not None
+    wait_condition(k8s, "amlcompute", "own", namespace, "Ready", timeout=120)
+    stalled = condition(wait_condition(k8s, "amlcompute", "wrong", namespace, "Stalled"), "Stalled")
     assert stalled["reason"] == "AuthenticationFailed"
     assert "AADSTS7000215" in stalled["message"]
 
 
 def test_the_batch_data_plane_acts_with_the_resources_own_service_principal(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """A BatchCompute without a shared key reaches the Batch data plane with Microsoft Entra tokens of its own
     spec.credentials (it used to send the operator's): the pool it manages is created with the service
@@ -266,16 +262,15 @@ def test_the_batch_data_plane_acts_with_the_resources_own_service_principal(
         doc["spec"].pop("batchCredentials")
         doc["spec"]["credentials"] = {"secretRef": {"name": secret}}
         apply(k8s, namespace, yaml.safe_dump(doc))
-    batch_wait(k8s, namespace, "aad", "Ready", timeout=120)
+    wait_condition(k8s, "batchcompute", "aad", namespace, "Ready", timeout=120)
     assert "aad-pool" in pools(azure), "the pool was created with the service principal's token"
-    stalled = condition(batch_wait(k8s, namespace, "aad-wrong", "Stalled"), "Stalled")
-    assert stalled is not None
+    stalled = condition(wait_condition(k8s, "batchcompute", "aad-wrong", namespace, "Stalled"), "Stalled")
     assert stalled["reason"] == "AuthenticationFailed"
     assert "aad-wrong-pool" not in pools(azure)
 
 
 def test_objects_that_could_never_reach_azure_are_deleted_without_waiting(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     """Found by the spec fuzz: a credentials Secret that never existed, and a BatchCompute whose endpoint was
     never the account's, kept their finalizers for ever. Neither could have created anything there (the data
@@ -287,8 +282,10 @@ def test_objects_that_could_never_reach_azure_are_deleted_without_waiting(
     doc = yaml.safe_load(batch_manifest("elsewhere", cname, endpoint="https://collector.example/acct"))
     doc["spec"].pop("batchCredentials")
     apply(k8s, namespace, yaml.safe_dump(doc))
-    assert condition(wait_condition(k8s, namespace, "nosecret", "Stalled"), "Stalled")["reason"] == "CredentialsMissing"  # type: ignore[index]
-    assert condition(batch_wait(k8s, namespace, "elsewhere", "Stalled"), "Stalled")["reason"] == "EndpointNotAllowed"  # type: ignore[index]
+    nosecret = wait_condition(k8s, "amlcompute", "nosecret", namespace, "Stalled")
+    assert condition(nosecret, "Stalled")["reason"] == "CredentialsMissing"
+    elsewhere = wait_condition(k8s, "batchcompute", "elsewhere", namespace, "Stalled")
+    assert condition(elsewhere, "Stalled")["reason"] == "EndpointNotAllowed"
     status, _ = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status == 200, "the attach went through ARM before the data plane was refused"
     k8s.kubectl("delete", "amlcompute/nosecret", "batchcompute/elsewhere", "-n", namespace, "--timeout=120s")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.objects import try_apply
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -18,17 +18,6 @@ WORKSPACE = """\
     resourceGroup: rg-amlops
     name: ws-amlops
 """
-
-
-def _apply(k8s: testbed.Testbed, namespace: str, manifest: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"],
-        input=manifest,
-        env=k8s.env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_discovery_lists_the_three_kinds_in_the_amlops_category(k8s: testbed.Testbed) -> None:
@@ -107,7 +96,7 @@ def test_samples_apply_and_show_in_kubectl_get_amlops(k8s: testbed.Testbed, name
 def test_invalid_manifests_are_rejected_with_a_clear_message(
     k8s: testbed.Testbed, namespace: str, manifest: str, expected: str
 ) -> None:
-    result = _apply(k8s, namespace, "apiVersion: amlops.io/v1alpha1\n" + manifest)
+    result = try_apply(k8s, namespace, "apiVersion: amlops.io/v1alpha1\n" + manifest)
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
 
@@ -124,8 +113,8 @@ def test_vm_size_change_is_rejected_with_what_to_do_instead(k8s: testbed.Testbed
         )
         + WORKSPACE
     )
-    assert _apply(k8s, namespace, manifest + "  vmSize: STANDARD_NC6\n").returncode == 0
-    result = _apply(k8s, namespace, manifest + "  vmSize: STANDARD_NC12\n")
+    assert try_apply(k8s, namespace, manifest + "  vmSize: STANDARD_NC6\n").returncode == 0
+    result = try_apply(k8s, namespace, manifest + "  vmSize: STANDARD_NC12\n")
     assert result.returncode != 0
     assert "vmSize is immutable: create a new AmlCompute with the new size" in result.stderr
 

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
+from tests.support.objects import apply, condition, wait_condition
+from tests.support.processes import EmulatorProcess, StartOperator
 
-from .test_amlcompute import WS_PATH, apply, compute_name, manifest, wait_condition
+from .test_amlcompute import WS_PATH, compute_name, manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -32,18 +33,18 @@ def requested_pass(k8s: testbed.Testbed, namespace: str, name: str, value: str) 
 
 
 def test_a_patch_azure_never_applies_is_stalled_after_three_tries(
-    k8s: testbed.Testbed, namespace: str, start_operator: Any, azure: Any
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
     start_operator(namespace, extra_env=azure.operator_env())
     cname = compute_name()
     apply(k8s, namespace, manifest("cpu", cname, scaleSettings={"minNodeCount": 0, "maxNodeCount": 2}))
-    wait_condition(k8s, namespace, "cpu", "Ready")
+    wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready")
 
     azure.control("POST", "/faults", {"method": "PATCH", "path": f"/computes/{cname}$", "discard": True})
     azure.control("DELETE", "/stats")
     k8s.kubectl("scale", "amlcompute/cpu", "-n", namespace, "--replicas=5")
-    stalled = wait_condition(k8s, namespace, "cpu", "Stalled", timeout=90)
-    found = next(c for c in stalled["status"]["conditions"] if c["type"] == "Stalled")
+    stalled = wait_condition(k8s, "amlcompute", "cpu", namespace, "Stalled", timeout=90)
+    found = condition(stalled, "Stalled")
     assert found["reason"] == "UpdateDoesNotConverge"
     assert found["message"] == ("3 updates left Azure still differing from the spec: scaleSettings.maxNodeCount 2 → 5")
     assert stalled["status"]["updateAttempts"]["count"] == 3
@@ -62,7 +63,7 @@ def test_a_patch_azure_never_applies_is_stalled_after_three_tries(
         "patch", "amlcompute/cpu", "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"scaleSettings": {"maxNodeCount": 6}}}),
     )  # fmt: skip
-    ready = wait_condition(k8s, namespace, "cpu", "Ready", timeout=90)
+    ready = wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready", timeout=90)
     assert ready["status"].get("updateAttempts") is None
     body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")[1]
     assert body["properties"]["properties"]["scaleSettings"]["maxNodeCount"] == 6

@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,62 +199,7 @@ def dashboard_exprs() -> list[str]:
     return exprs
 
 
-# --- processes: the operator with a metrics port, Prometheus ----------------------------------------------
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        # Own process group, so testbed.terminate() ends it together with anything it started.
-        return subprocess.Popen(list(args), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_up(what: str, proc: subprocess.Popen[bytes], log: Path, *urls: str) -> None:
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        return all(_http_ok(url) for url in urls)
-
-    testbed.eventually(up, timeout=60, what=f"{what} up")
-
-
-@dataclass
-class Operator:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    metrics_port: int
-
-    @property
-    def metrics_target(self) -> str:
-        return f"127.0.0.1:{self.metrics_port}"
-
-
-@contextlib.contextmanager
-def running_operator(
-    k8s: testbed.Testbed, namespace: str, workdir: Path, azure_env: dict[str, str] | None = None
-) -> Iterator[Operator]:
-    """``amlops run`` for one namespace with /metrics on a free port, Azure pointed at a closed loopback port."""
-    port, liveness_port = testbed.free_port(), testbed.free_port()
-    log = workdir / f"operator-{namespace}.log"
-    args = [
-        sys.executable, "-m", "amlops", "run",
-        "--namespace", namespace,
-        "--metrics-port", str(port),
-        "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
-    ]  # fmt: skip
-    proc = _spawn(args, log, {**k8s.env(), **(azure_env or testbed.offline_azure_env())})
-    try:
-        _wait_up("operator", proc, log, f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{liveness_port}/healthz")
-        yield Operator(proc, log, port)
-    finally:
-        testbed.terminate(proc, grace=20)
+# --- processes: Prometheus (the operator is the test bed's: amlops_testbed.start_operator) ---------------
 
 
 @dataclass
@@ -286,10 +230,10 @@ def running_prometheus(targets: Sequence[str], workdir: Path, rule_files: Sequen
         f"--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn",
     ]
-    proc = _spawn(args, log)
+    proc = testbed.spawn(args, log)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_up("prometheus", proc, log, url + "/-/ready")
+        testbed.wait_up("prometheus", lambda: testbed.http_ok(url + "/-/ready"), proc, log, timeout=60)
         yield Prometheus(proc, url, log)
     finally:
         testbed.terminate(proc, grace=20)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.gitops import gitops_support as gs
 
 from amlops.api import KINDS, CustomResource
 from amlops.api.job import is_job
+from tests.gitops import gitops_support as gs
 
 pytestmark = pytest.mark.tools
 
@@ -117,7 +117,7 @@ def test_action_changes_only_spec_suspend(action: str, fixture: str, suspend: bo
 def _readme_argocd_cm() -> dict[str, Any]:
     text = ARGOCD_README.read_text()
     start = text.index("```yaml\n") + len("```yaml\n")
-    block = yaml.safe_load(text[start : text.index("```", start)])
+    block: dict[str, Any] = yaml.safe_load(text[start : text.index("```", start)])
     assert block["kind"] == "ConfigMap"
     assert block["metadata"]["name"] == "argocd-cm"
     return block

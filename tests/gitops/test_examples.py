@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.gitops import gitops_support as gs
 
 import amlops_testbed as testbed
+from tests.gitops import gitops_support as gs
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = gs.REPO / "examples"

@@ -6,12 +6,13 @@ import copy
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tests.gitops import gitops_support as gs
 
 import amlops_testbed as testbed
+from tests.gitops import gitops_support as gs
+from tests.support.objects import is_true, observed, wait_for
+from tests.support.processes import StartOperator
 
 pytestmark = pytest.mark.tools
 
@@ -39,22 +40,12 @@ def test_kstatus_terminating_and_yaml_input(kstatus_bin: Path, tmp_path: Path) -
     assert json.loads(out.stdout)["status"] == "Failed"
 
 
-def _observed(obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not obj or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-        return None
-    return obj
-
-
-def _true(obj: dict[str, Any], condition_type: str) -> bool:
-    return any(c["type"] == condition_type and c["status"] == "True" for c in obj["status"].get("conditions", []))
-
-
 SAMPLE_OBJECTS = (("amlcompute", "cpu-cluster"), ("batchcompute", "batch"), ("paralleljob", "score"))
 
 
 @pytest.mark.e2e
 def test_kstatus_and_argocd_on_what_the_operator_writes(
-    k8s: testbed.Testbed, namespace: str, operator_with_metrics: Any, kstatus_bin: Path, tmp_path: Path
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, kstatus_bin: Path, tmp_path: Path
 ) -> None:
     k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES))
     for resource, name in SAMPLE_OBJECTS:
@@ -64,20 +55,15 @@ def test_kstatus_and_argocd_on_what_the_operator_writes(
         assert gs.kstatus(kstatus_bin, fresh)["status"] == "Current"
         assert gs.health(fresh, tmp_path) == {"status": "Progressing", "message": "Waiting for amlops"}
 
-    # One operator for the three kinds. Not conftest's start_operator: that binds /metrics to 9090, which a
-    # concurrent run may hold.
-    operator_with_metrics(namespace)
+    # One operator for the three kinds.
+    start_operator(namespace)
     for resource, name in SAMPLE_OBJECTS:
-        live = testbed.eventually(
-            lambda r=resource, n=name: _observed(testbed.get_object(k8s, r, n, namespace)),
-            timeout=60,
-            what=f"{resource}/{name} status written",
-        )
+        live = wait_for(k8s, resource, name, namespace, observed, what="status written", timeout=60)
         # Without Azure on the bed a kind is either waiting (Reconciling, as every kind did at first) or, once
         # its reconciler exists, stalled (no credentials): both tools must read the same verdict from it.
-        if _true(live, "Stalled"):
+        if is_true(live, "Stalled"):
             want = ("Failed", "Degraded")
-        elif _true(live, "Reconciling"):
+        elif is_true(live, "Reconciling"):
             want = ("InProgress", "Progressing")
         else:
             pytest.fail(f"{resource}: amlops wrote neither Reconciling=True nor Stalled=True: {live['status']}")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.gitops import gitops_support as gs
 
 import amlops_testbed as testbed
+from tests.gitops import gitops_support as gs
 
 pytestmark = pytest.mark.e2e
 EXPECTED = gs.expected()
@@ -21,7 +21,7 @@ EXPECTED = gs.expected()
 
 def _shift_generations(status: dict[str, Any], by: int) -> dict[str, Any]:
     """The fixture's status with every observedGeneration moved by ``by`` (the live object starts at 1)."""
-    out = json.loads(json.dumps(status))
+    out: dict[str, Any] = json.loads(json.dumps(status))
     out["observedGeneration"] += by
     for condition in out.get("conditions", []):
         condition["observedGeneration"] += by

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.gitops import gitops_support as gs
-from tests.gitops.gitops_support import RULES, Prometheus, dashboard_exprs, running_operator, running_prometheus
 
 import amlops_testbed as testbed
 from amlops.api import KINDS
+from tests.gitops import gitops_support as gs
+from tests.gitops.gitops_support import RULES, Prometheus, dashboard_exprs, running_prometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -40,8 +40,10 @@ def prom(k8s: testbed.Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iter
     emulator = testbed.start_emulator(workdir / "emulator")
     try:
         with (
-            running_operator(k8s, namespace, workdir, emulator.operator_env()) as operator,
-            running_prometheus([operator.metrics_target], workdir, [RULES]) as prometheus,
+            testbed.start_operator(
+                k8s, workdir / "operator.log", "--namespace", namespace, env=emulator.operator_env()
+            ) as operator,
+            running_prometheus([f"127.0.0.1:{operator.metrics_port}"], workdir, [RULES]) as prometheus,
         ):
             yield prometheus
     finally:

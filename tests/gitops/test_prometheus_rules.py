@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 import yaml
+
 from tests.gitops import gitops_support as gs
 
 pytestmark = pytest.mark.tools

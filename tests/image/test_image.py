@@ -21,6 +21,8 @@ import pytest
 
 import amlops_testbed as testbed
 from amlops import __version__
+from tests.support.objects import wait_condition
+from tests.support.processes import EmulatorProcess
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -137,14 +139,8 @@ def test_image_cannot_run_the_emulator_the_test_bed_or_the_demo(container: str) 
     assert operator.returncode == 0, operator.stderr
 
 
-def _ready(obj: dict[str, Any] | None) -> bool:
-    if not obj or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-        return False
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", []))
-
-
 def test_operator_from_the_image_takes_an_amlcompute_to_ready(
-    k8s: testbed.Testbed, namespace: str, container: str, azure: Any, tmp_path: Path
+    k8s: testbed.Testbed, namespace: str, container: str, azure: EmulatorProcess, tmp_path: Path
 ) -> None:
     """The operator as the image runs it, against the real apiserver and the ARM emulator (its CA mounted):
     the AmlCompute sample is created in Azure and becomes Ready."""
@@ -152,61 +148,31 @@ def test_operator_from_the_image_takes_an_amlcompute_to_ready(
     kubeconfig = tmp_path / "kubeconfig"
     shutil.copyfile(k8s.kubeconfig, kubeconfig)
     kubeconfig.chmod(0o644)
-    health_port, metrics_port = testbed.free_port(), testbed.free_port()
     ca = tmp_path / "emulator-ca.pem"
     shutil.copyfile(azure.ca_file, ca)
     ca.chmod(0o644)
     env = {**azure.operator_env(), "AMLOPS_CA_BUNDLE": "/etc/amlops/ca.pem"}
-    log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                "buildah",
-                "run",
-                "--isolation=chroot",
-                "--network=host",
-                f"--volume={kubeconfig}:/etc/amlops/kubeconfig:ro",
-                f"--volume={ca}:/etc/amlops/ca.pem:ro",
-                "--env=KUBECONFIG=/etc/amlops/kubeconfig",
-                # Every Azure endpoint is the emulator's (or a closed loopback port): nothing leaves this machine.
-                *(f"--env={k}={v}" for k, v in sorted(env.items())),
-                container,
-                "--",
-                "amlops",
-                "run",
-                f"--namespace={namespace}",
-                f"--liveness=http://127.0.0.1:{health_port}/healthz",
-                f"--metrics-port={metrics_port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        testbed.eventually(
-            lambda: _healthy(proc, health_port, log), timeout=60, what="the operator in the image is live"
-        )
+    in_the_image = [
+        "buildah",
+        "run",
+        "--isolation=chroot",
+        "--network=host",
+        f"--volume={kubeconfig}:/etc/amlops/kubeconfig:ro",
+        f"--volume={ca}:/etc/amlops/ca.pem:ro",
+        "--env=KUBECONFIG=/etc/amlops/kubeconfig",
+        # Every Azure endpoint is the emulator's (or a closed loopback port): nothing leaves this machine.
+        *(f"--env={k}={v}" for k, v in sorted(env.items())),
+        container,
+        "--",
+        "amlops",
+        "run",
+    ]
+    with testbed.start_operator(k8s, tmp_path / "operator.log", f"--namespace={namespace}", command=in_the_image) as op:
         k8s.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "amlcompute.yaml"))
         try:
-            testbed.eventually(
-                lambda: _ready(testbed.get_object(k8s, "amlcompute", "cpu-cluster", namespace)),
-                timeout=90,
-                what="amlcompute/cpu-cluster Ready, reconciled by the operator in the image",
-            )
+            wait_condition(k8s, "amlcompute", "cpu-cluster", namespace, "Ready")
         except TimeoutError as e:
-            raise AssertionError(f"{e}\n--- operator log ---\n{log.read_text(errors='replace')[-4000:]}") from e
+            raise AssertionError(f"{e}\n--- operator log ---\n{op.output()[-4000:]}") from e
         assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(op.metrics_url, timeout=5) as response:
             assert b"amlops_reconcile_total" in response.read()
-    finally:
-        testbed.terminate(proc, grace=30)
-
-
-def _healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"the operator exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False

@@ -58,6 +58,7 @@ def test_a_storage_error_keeps_its_code_and_drops_the_request_trailer() -> None:
         "ErrorCode:ContainerNotFound"
     )
     raised.status_code = 404
+    # The storage SDK sets error_code on the exception it raises; azure-core's class does not declare it.
     raised.error_code = "ContainerNotFound"  # type: ignore[attr-defined]
     error = translate(raised)
     assert isinstance(error, TerminalError)

@@ -75,7 +75,7 @@ def test_attach_body_names_the_account_and_carries_the_owner() -> None:
 
 
 def test_attached_status_and_account() -> None:
-    body = {
+    body: dict[str, Any] = {
         "id": "/subscriptions/s/.../computes/batch",
         "location": "westeurope",
         "properties": {

@@ -147,7 +147,8 @@ def test_the_essence_is_what_kopf_builds_without_copying_the_whole_body() -> Non
                     "kopf.amlops.io/last-handled-configuration": "{}",
                     "kubectl.kubernetes.io/last-applied-configuration": "{}",
                 },
-                "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+                # kopf's RawMeta omits managedFields, which every object from an apiserver carries.
+                "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],  # type: ignore[typeddict-unknown-key]
                 "finalizers": ["amlops.io/finalizer"],
             },
             "spec": {"vmSize": "STANDARD_D1_V2", "scaleSettings": {"maxNodeCount": 2}},

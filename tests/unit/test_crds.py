@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_every_spec_field_is_described_for_kubectl_explain(kind: type) -> None:
     root = crdgen.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     undocumented: list[str] = []
 
-    def walk(node: dict, path: str) -> None:
+    def walk(node: dict[str, Any], path: str) -> None:
         for name, sub in node.get("properties", {}).items():
             if "description" not in sub:
                 undocumented.append(f"{path}.{name}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from amlops.api.amlcompute import AmlComputeSpec
 from amlops.api.batchcompute import BatchComputeSpec
@@ -63,7 +63,7 @@ def test_custom_object_paths_escape_every_segment() -> None:
 @dataclass(frozen=True)
 class Spec:
     reason: str
-    model: type
+    model: type[BaseModel]
     spec: dict[str, object]
 
 

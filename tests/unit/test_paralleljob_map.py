@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def queued(index: int) -> m.TaskFact:
     return m.TaskFact(index, "active")
 
 
-def facts(tasks: list[m.TaskFact], total: int | None = None, **kw: object) -> m.Facts:
+def facts(tasks: list[m.TaskFact], total: int | None = None, **kw: Any) -> m.Facts:
     # One item per mini-batch: a failed task failed its item, a succeeded one processed it.
     items = {"failure": (0, 1), "success": (1, 0)}
     done = {t.index: m.finished(t, items[t.result or ""]) for t in tasks if t.state == "completed"}
@@ -39,7 +40,7 @@ def facts(tasks: list[m.TaskFact], total: int | None = None, **kw: object) -> m.
         finished=done,
         job_state="active",
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
 THREE_FAILED = [ok(0), bad(1), ok(2), bad(3), bad(4), ok(5)]
@@ -247,7 +248,7 @@ def test_unmanaged_pool(reason: str, pool_id: str | None, allowed: bool) -> None
 
 
 def test_task_ids_round_trip_and_foreign_tasks_are_ignored() -> None:
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"id": m.task_id(7), "state": "completed", "executionInfo": {"result": "failure", "retryCount": 2}},
         {"id": "someone-elses", "state": "running"},
         {"id": "mb-x", "state": "running"},

@@ -24,7 +24,7 @@ class Workspace:
 
     def __init__(self, clock: Clock, took: float = 0.0) -> None:
         self.clock, self.took, self.calls = clock, took, 0
-        self.computes = [{"name": "CPU-1", "properties": {}}]
+        self.computes: list[dict[str, object]] = [{"name": "CPU-1", "properties": {}}]
 
     async def list(self) -> list[dict[str, object]]:
         self.calls += 1

@@ -61,8 +61,9 @@ class EmulatorCredential:
 
     async def __aexit__(
         self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
+        # Defaults as AsyncTokenCredential declares them: without, this is no AsyncTokenCredential to mypy.
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
     ) -> None:
         await self.close()

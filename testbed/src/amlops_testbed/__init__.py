@@ -18,11 +18,12 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -173,12 +174,13 @@ def cpu_seconds(pid: int) -> float:
 WORKDIR_TAG = "AMLOPS_TESTBED_WORKDIR"
 
 
-def _spawn(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-    # Own process group: teardown kills the whole group, so nothing outlives the test session. The work
+def spawn(args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``args`` with stdout and stderr appended to ``log``, this environment updated with ``env``."""
+    # Own process group: terminate() kills the whole group, so nothing outlives the test session. The work
     # directory in the environment tags every process, so a leak check can find them all.
-    env = {**os.environ, WORKDIR_TAG: str(log.parent)}
+    full_env = {**os.environ, **(env or {}), WORKDIR_TAG: str(log.parent)}
     with log.open("ab") as out:
-        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -198,15 +200,25 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def _wait(what: str, ok: object, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def wait_up(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Poll ``ready`` until it is true; fail at once, with the log's tail, if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
-        if callable(ok) and ok():
+        if ready():
             return
         time.sleep(0.2)
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s:\n{_tail(log)}")
+
+
+def http_ok(url: str) -> bool:
+    """``url`` answers 200 now (a liveness or readiness probe); anything else, including no listener, is no."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:  # refused, reset, timed out, or an HTTP error status (HTTPError is an OSError)
+        return False
 
 
 def _tail(log: Path, lines: int = 30) -> str:
@@ -255,7 +267,7 @@ def start(bin_dir: Path, workdir: Path | None = None, timeout: float = 120.0) ->
     )
     try:
         etcd_log = work / "etcd.log"
-        etcd = _spawn(
+        etcd = spawn(
             [
                 str(bin_dir / "etcd"),
                 "--name=default",
@@ -271,10 +283,10 @@ def start(bin_dir: Path, workdir: Path | None = None, timeout: float = 120.0) ->
             etcd_log,
         )
         bed.processes.append(etcd)
-        _wait("etcd", lambda: _port_open(client_port), etcd, etcd_log, timeout)
+        wait_up("etcd", lambda: _port_open(client_port), etcd, etcd_log, timeout)
 
         api_log = work / "kube-apiserver.log"
-        api = _spawn(
+        api = spawn(
             [
                 str(bin_dir / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{client_port}",
@@ -300,7 +312,7 @@ def start(bin_dir: Path, workdir: Path | None = None, timeout: float = 120.0) ->
         )
         bed.processes.append(api)
         _write_kubeconfig(bed, pki)
-        _wait("kube-apiserver", lambda: bed.get("/readyz")[0] == 200, api, api_log, timeout)
+        wait_up("kube-apiserver", lambda: bed.get("/readyz")[0] == 200, api, api_log, timeout)
     except BaseException:
         bed.stop()
         raise
@@ -433,17 +445,82 @@ class EmulatorRun:
 
 def start_emulator(state_dir: Path, *extra_args: str, speed: float = 60.0, timeout: float = 30.0) -> EmulatorRun:
     """Start the emulator on free ports; return once ``endpoints.json`` says it listens."""
-    import sys
-
     log = state_dir.with_suffix(".log")
     args = [sys.executable, "-m", "amlops_emulator", "--arm-port", "0", "--batch-port", "0", "--batch-tls-port", "0"]
     args += ["--state-dir", str(state_dir), "--speed", str(speed), *extra_args]
-    proc = _spawn(args, log)
+    proc = spawn(args, log)
     endpoints_file = state_dir / "endpoints.json"
     try:
-        _wait("the emulator", endpoints_file.exists, proc, log, timeout)
+        wait_up("the emulator", endpoints_file.exists, proc, log, timeout)
         endpoints = json.loads(endpoints_file.read_text())
     except BaseException:
         terminate(proc)
         raise
     return EmulatorRun(proc, state_dir, log, endpoints)
+
+
+OPERATOR_COMMAND = (sys.executable, "-m", "amlops", "run")
+
+
+@dataclass
+class OperatorRun:
+    """``amlops run`` as a child process against a test bed, as tests, the demo and benches run it."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    liveness: str | None
+    metrics_port: int
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_live(self, timeout: float = 60.0) -> None:
+        """Until kopf serves liveness (its startup handlers are done); at once if the operator exits."""
+        if self.liveness is not None:
+            liveness = self.liveness
+            wait_up("the operator", lambda: http_ok(liveness), self.proc, self.log, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, *, grace: float = 30.0) -> int:
+        """``sig`` to its process group (SIGKILL: a crash), SIGKILL after ``grace`` seconds; its exit code."""
+        terminate(self.proc, grace=grace, sig=sig)
+        return self.proc.returncode
+
+    def __enter__(self) -> OperatorRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_operator(
+    bed: Testbed,
+    log: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    liveness: bool = True,
+    metrics: bool = True,
+    wait: bool = True,
+    command: Sequence[str] = OPERATOR_COMMAND,
+) -> OperatorRun:
+    """Start the operator against ``bed`` with ``args`` (namespaces, ``--verbose`` ...), its log in ``log``.
+
+    Azure is out of reach (``offline_azure_env``) unless ``env`` says otherwise (``EmulatorRun.operator_env``).
+    Liveness and /metrics listen on free loopback ports (``liveness``/``metrics`` False: off), so operators
+    of concurrent runs never collide. ``wait``: return once live. ``command``: how to run ``amlops run``
+    (the image test runs it inside a container)."""
+    liveness_url = f"http://127.0.0.1:{free_port()}/healthz" if liveness else None
+    metrics_port = free_port() if metrics else 0
+    argv = [*command, "--liveness", liveness_url or "off", "--metrics-port", str(metrics_port), *args]
+    proc = spawn(argv, log, {**bed.env(), **offline_azure_env(), **(env or {})})
+    run = OperatorRun(proc, log, liveness_url, metrics_port)
+    if wait:
+        try:
+            run.wait_live()
+        except BaseException:
+            run.stop()
+            raise
+    return run

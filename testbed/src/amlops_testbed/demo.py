@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import amlops_testbed as testbed
+from amlops.status import find, is_true
 from amlops_emulator.seed import DEFAULT_BATCH_KEY
 
 SAMPLES = testbed.REPO_ROOT / "samples"
 CRDS = testbed.REPO_ROOT / "charts" / "amlops" / "crds"
 
 
-OPERATOR_ARGS = (sys.executable, "-m", "amlops", "run", "--liveness", "off")
 SAMPLE_CONTAINER = "amlops"  # what samples/*.yaml say; replaced by the namespace's own container
 SAMPLE_FILES = 100
 SAMPLE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"  # what samples/*.yaml say; replaced by Azurite's URL
@@ -50,7 +49,7 @@ def upload_sample_data(connection_string: str, container_name: str) -> None:
 def _summary_line(item: dict[str, Any]) -> str:
     kind, name = item["kind"], item["metadata"]["name"]
     status = item.get("status") or {}
-    ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+    ready = find(status.get("conditions") or [], "Ready") or {}
     detail = ""
     if kind == "AmlCompute":
         detail = f"{status.get('provisioningState', '-')}, nodes {status.get('currentNodeCount', '-')}"
@@ -70,8 +69,7 @@ def sample_manifests(blob_endpoint: str, container: str) -> list[str]:
 
 def _done(items: list[dict[str, Any]]) -> bool:
     def true(item: dict[str, Any], type_: str) -> bool:
-        conditions = (item.get("status") or {}).get("conditions", [])
-        return any(c["type"] == type_ and c["status"] == "True" for c in conditions)
+        return is_true((item.get("status") or {}).get("conditions") or [], type_)
 
     return len(items) == 3 and all(true(i, "Complete" if i["kind"] == "ParallelJob" else "Ready") for i in items)
 
@@ -94,7 +92,7 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
     print(f"==> building or reusing the Kubernetes test bed (cache: {testbed.cache_dir()})", flush=True)
     bin_dir = testbed.ensure_built()
     bed = testbed.start(bin_dir, work / "testbed")
-    operator: subprocess.Popen[bytes] | None = None
+    operator: testbed.OperatorRun | None = None
     emulator: testbed.EmulatorRun | None = None
     try:
         with azurite_blob(work / "azurite") as azurite:
@@ -111,20 +109,20 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             # The emulator's well-known account key (not a secret: the seed's default), as samples/ expects.
             key = f"--from-literal=key={DEFAULT_BATCH_KEY}"
             bed.kubectl("create", "secret", "generic", "amlopsbatch-key", "-n", namespace, key)
-            log = (work / "operator.log").open("wb")
-            operator = subprocess.Popen(
-                [*OPERATOR_ARGS, "--namespace", namespace, "--metrics-port", str(testbed.free_port())],
+            operator = testbed.start_operator(
+                bed,
+                work / "operator.log",
+                "--namespace",
+                namespace,
                 env={
-                    **bed.env(),
                     **azure_env,
                     "AMLOPS_BLOB_CONNECTION_STRING": azurite.connection_string,
                     "AMLOPS_SHARED_STORAGE_NAMESPACES": namespace,
                 },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                liveness=False,
+                wait=False,
             )
-            print(f"==> operator started (pid {operator.pid}, log {work / 'operator.log'})", flush=True)
+            print(f"==> operator started (pid {operator.proc.pid}, log {work / 'operator.log'})", flush=True)
             for text in sample_manifests(azurite.blob_endpoint, namespace):
                 print(bed.kubectl("apply", "-n", namespace, "-f", "-", input_text=text), end="", flush=True)
             deadline = time.monotonic() + timeout
@@ -138,8 +136,10 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
                         shown[item["kind"]] = line
                 if _done(items):
                     break
-                if operator.poll() is not None:
-                    print(f"operator exited with {operator.returncode}; see {work / 'operator.log'}", file=sys.stderr)
+                if operator.proc.poll() is not None:
+                    print(
+                        f"operator exited with {operator.proc.returncode}; see {work / 'operator.log'}", file=sys.stderr
+                    )
                     return 1
                 time.sleep(0.5)
             else:
@@ -162,7 +162,7 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
         return 0
     finally:
         if operator is not None:
-            testbed.terminate(operator, grace=10)
+            operator.stop(grace=10)
         if emulator is not None:
             emulator.stop()
         bed.stop()

@@ -101,7 +101,7 @@ async def test_c02_async_operation_goes_in_progress_then_succeeded(frozen: Runni
         async with frozen_arm.session.get(operation) as response:
             assert await response.json() == {"status": "Succeeded", "percentComplete": 100.0}
         result = await poller.result()
-    assert result.properties.provisioning_state == "Succeeded"
+    assert compute_of(result).provisioning_state == "Succeeded"
     polls = [e for e in recorder.exchanges if "computeOperationsStatus" in e[1]]
     assert polls
     assert all(e[2] == 200 for e in polls)
@@ -128,12 +128,12 @@ async def test_c03_sdk_final_get_shows_a_steady_empty_cluster(
     )
     poller = await ml_client.machine_learning_compute.begin_create_or_update(RG, WS, "cpu", params)
     result = await poller.result()
-    aml = result.properties.properties
-    assert result.properties.provisioning_state == "Succeeded"
+    aml = cluster(result)
+    assert compute_of(result).provisioning_state == "Succeeded"
     assert (aml.allocation_state, aml.current_node_count, aml.target_node_count) == ("Steady", 0, 0)
     assert aml.vm_size == "Standard_DS2_v2"
-    assert aml.scale_settings.max_node_count == 2
-    assert aml.scale_settings.node_idle_time_before_scale_down == timedelta(minutes=5)
+    assert scale(result).max_node_count == 2
+    assert scale(result).node_idle_time_before_scale_down == timedelta(minutes=5)
     _, _, raw = await arm.call("GET", f"{BASE}/computes/cpu")
     props = raw["properties"]["properties"]
     assert all(props["nodeStateCounts"][key] == 0 for key in STATE_COUNTS)
@@ -208,9 +208,9 @@ async def test_c05_put_on_existing_compute_is_201_creating_and_ignores_vm_size(
     # The same PUT again while that update runs joins it (a retried PUT is idempotent); the SDK polls it.
     poller = await ml_client.machine_learning_compute.begin_create_or_update(RG, WS, "cpu", _io(changed))
     result = await poller.result()
-    aml = result.properties.properties
-    assert aml.scale_settings.node_idle_time_before_scale_down == timedelta(minutes=3, seconds=20)
-    assert aml.scale_settings.max_node_count == 3
+    aml = cluster(result)
+    assert scale(result).node_idle_time_before_scale_down == timedelta(minutes=3, seconds=20)
+    assert scale(result).max_node_count == 3
     assert aml.vm_size == "Standard_DS2_v2"  # Azure silently ignores vmSize changes on an existing cluster
 
 
@@ -245,8 +245,8 @@ async def test_c06_patch_scale_settings(ml_client: MachineLearningServicesMgmtCl
         )
     )
     result = await (await ml_client.machine_learning_compute.begin_update(RG, WS, "cpu", update)).result()
-    assert result.properties.provisioning_state == "Succeeded"
-    assert result.properties.properties.scale_settings.max_node_count == 2
+    assert compute_of(result).provisioning_state == "Succeeded"
+    assert scale(result).max_node_count == 2
     same = {
         "properties": {"scaleSettings": {"maxNodeCount": 2, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT2M"}}
     }
@@ -283,9 +283,12 @@ async def test_c06_patch_identity_with_a_raw_body(ml_client: MachineLearningServ
     uai = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
     body = {"identity": {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {uai: {}}}}
     result = await (await ml_client.machine_learning_compute.begin_update(RG, WS, "cpu", _io(body))).result()
-    assert result.identity.type == "SystemAssigned,UserAssigned"
-    assert result.identity.principal_id
-    assert result.identity.user_assigned_identities[uai].client_id
+    identity = result.identity
+    assert identity is not None
+    assert identity.type == "SystemAssigned,UserAssigned"
+    assert identity.principal_id
+    assert identity.user_assigned_identities is not None
+    assert identity.user_assigned_identities[uai].client_id
     result = await (
         await ml_client.machine_learning_compute.begin_update(RG, WS, "cpu", _io({"identity": {"type": "None"}}))
     ).result()
@@ -357,9 +360,10 @@ async def test_c21_quota_exceeded_fails_the_operation(ml_client: MachineLearning
         await poller.result()
     assert "QuotaExceeded" in str(raised.value)
     compute = await ml_client.machine_learning_compute.get(RG, WS, "nd")
-    assert compute.properties.provisioning_state == "Failed"
-    errors = compute.properties.provisioning_errors
+    assert compute_of(compute).provisioning_state == "Failed"
+    errors = compute_of(compute).provisioning_errors
     assert errors
+    assert errors[0].error is not None
     assert errors[0].error.code == "QuotaExceeded"
 
 
@@ -395,7 +399,27 @@ async def test_c21_injected_async_failure_shows_in_status_and_provisioning_error
     result = await (
         await ml_client.machine_learning_compute.begin_create_or_update(RG, WS, "cpu", _io(aml_body("Standard_DS2_v2")))
     ).result()
-    assert result.properties.provisioning_state == "Succeeded"
+    assert compute_of(result).provisioning_state == "Succeeded"
+
+
+def compute_of(resource: models.ComputeResource) -> models.Compute:
+    """The compute inside an ARM resource (every field of the SDK's models is optional)."""
+    assert resource.properties is not None, resource
+    return resource.properties
+
+
+def cluster(resource: models.ComputeResource) -> models.AmlComputeProperties:
+    """An AmlCompute's own properties: the SDK types ``properties`` as the Compute base class."""
+    aml = resource.properties
+    assert isinstance(aml, models.AmlCompute), aml
+    assert aml.properties is not None, aml
+    return aml.properties
+
+
+def scale(resource: models.ComputeResource) -> models.ScaleSettings:
+    settings = cluster(resource).scale_settings
+    assert settings is not None, resource
+    return settings
 
 
 def _io(body: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
 from amlops_emulator.arm.throttle import BucketLimit, SubscriptionThrottle, ThrottleLimits
 from amlops_emulator.instrumentation import OPERATION, FaultSpec, Platform
@@ -21,10 +22,13 @@ from .conftest import BASE, FAST, RG, SUB, WS, Arm, Starter, aml_body, client_fo
 pytestmark = pytest.mark.emulator
 
 
-async def test_c17_missing_workspace_is_parent_resource_not_found(ml_client, arm: Arm) -> None:  # type: ignore[no-untyped-def]
+async def test_c17_missing_workspace_is_parent_resource_not_found(
+    ml_client: MachineLearningServicesMgmtClient, arm: Arm
+) -> None:
     """C17: an unknown workspace: 404 ParentResourceNotFound with ARM's message."""
     with pytest.raises(ResourceNotFoundError) as raised:
         await ml_client.machine_learning_compute.get(RG, "nows", "cpu")
+    assert raised.value.error is not None
     assert raised.value.error.code == "ParentResourceNotFound"
     status, headers, body = await arm.call("GET", BASE.replace(WS, "nows") + "/computes/cpu")
     assert status == 404
@@ -34,10 +38,13 @@ async def test_c17_missing_workspace_is_parent_resource_not_found(ml_client, arm
     )
 
 
-async def test_c18_missing_resource_group_is_resource_group_not_found(ml_client, arm: Arm) -> None:  # type: ignore[no-untyped-def]
+async def test_c18_missing_resource_group_is_resource_group_not_found(
+    ml_client: MachineLearningServicesMgmtClient, arm: Arm
+) -> None:
     """C18: any call under an unknown resource group: 404 ResourceGroupNotFound."""
     with pytest.raises(ResourceNotFoundError) as raised:
         await ml_client.machine_learning_compute.get("norg", WS, "cpu")
+    assert raised.value.error is not None
     assert raised.value.error.code == "ResourceGroupNotFound"
     with pytest.raises(ResourceNotFoundError, match="ResourceGroupNotFound"):
         [c async for c in ml_client.machine_learning_compute.list_by_workspace("norg", WS)]
@@ -126,8 +133,6 @@ async def test_requests_without_a_bearer_token_get_arms_401(emulator: RunningEmu
     async with session_for(emulator, token="not-the-token") as session:
         status, _, body = await Arm(emulator, session).call("GET", f"{BASE}/computes")
         assert (status, body["error"]["code"]) == (401, "InvalidAuthenticationToken")
-    from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
-
     from amlops_emulator.credentials import EmulatorCredential
 
     async with MachineLearningServicesMgmtClient(
@@ -150,7 +155,7 @@ async def test_tls_is_verified_against_the_generated_ca(emulator: RunningEmulato
             await session.get(f"{emulator.arm_url}/_emulator/health")
 
 
-async def test_faults_inject_status_then_run_out(ml_client, arm: Arm) -> None:  # type: ignore[no-untyped-def]
+async def test_faults_inject_status_then_run_out(ml_client: MachineLearningServicesMgmtClient, arm: Arm) -> None:
     """Faults: a 500 for GET compute, twice: the SDK's retries absorb it; statistics count per operation."""
     await arm.call("PUT", f"{BASE}/computes/cpu", aml_body("Standard_DS2_v2"))
     added = await arm.control(

@@ -21,7 +21,7 @@ from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
-from azure.core.rest import HttpRequest
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 from multidict import CIMultiDict
 
 from amlops_emulator.batch import BatchEmulatorSettings, build_batch_app
@@ -142,7 +142,9 @@ def raw(client: BatchClient) -> Callable[..., Awaitable[RawResponse]]:
         try:
             response = await client.send_request(request)
         except HttpResponseError as error:
-            if error.response is None:
+            # azure-core types the error's response as the base of its two response APIs; send_request's is
+            # the azure.core.rest one.
+            if not isinstance(error.response, AsyncHttpResponse):
                 raise
             response = error.response
         if not response.is_stream_consumed:

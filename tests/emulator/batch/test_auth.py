@@ -10,13 +10,13 @@ from azure.batch._patch import BatchSharedKeyAuthPolicy
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import PipelineContext, PipelineRequest
-from azure.core.rest import HttpRequest
-from tests.emulator.batch.conftest import BatchEmulator
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 
 from amlops_emulator.batch.auth import authenticate
 from amlops_emulator.batch.wire import BatchError
 from amlops_emulator.credentials import EMULATOR_TOKEN
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+from tests.emulator.batch.conftest import BatchEmulator
 
 pytestmark = pytest.mark.emulator
 
@@ -83,9 +83,10 @@ async def test_wrong_key_is_403_authentication_failed(emulator: BatchEmulator) -
     assert raised.value.status_code == 403
     assert raised.value.error is not None
     assert raised.value.error.code == "AuthenticationFailed"
-    assert raised.value.response is not None
-    assert "Retry-After" not in raised.value.response.headers
-    body = raised.value.response.json()
+    response = raised.value.response
+    assert isinstance(response, AsyncHttpResponse), response  # the azure.core.rest response of a typespec client
+    assert "Retry-After" not in response.headers
+    body = response.json()
     assert body["values"][0]["key"] == "AuthenticationErrorDetail"
 
 

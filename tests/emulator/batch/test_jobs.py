@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from azure.batch import models
@@ -11,6 +12,7 @@ from azure.batch.aio import BatchClient
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
+
 from tests.emulator.batch.conftest import API_VERSION, BatchEmulator, RawResponse
 
 pytestmark = pytest.mark.emulator
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.emulator
 Raw = Callable[..., Awaitable[RawResponse]]
 
 
-def job(job_id: str, pool_id: str = "pool", **kwargs: object) -> models.BatchJobCreateOptions:
+def job(job_id: str, pool_id: str = "pool", **kwargs: Any) -> models.BatchJobCreateOptions:
     return models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), **kwargs)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from azure.batch import models
 from azure.batch.aio import BatchClient
+
 from tests.emulator.batch.conftest import BatchEmulator
 
 pytestmark = pytest.mark.emulator

@@ -6,17 +6,18 @@ import os
 import socket
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from azure.batch import models
 from azure.batch.aio import BatchClient
-from tests.emulator.batch.conftest import BatchEmulator
 
 from amlops_emulator.batch import BatchEmulatorSettings, build_batch_app
 from amlops_emulator.clock import VirtualClock
 from amlops_emulator.seed import Seed
+from tests.emulator.batch.conftest import BatchEmulator
 
 pytestmark = pytest.mark.emulator
 
@@ -34,7 +35,7 @@ def running(pid: int) -> bool:
         return False
 
 
-def job(job_id: str, pool_id: str = "pool", **kwargs: object) -> models.BatchJobCreateOptions:
+def job(job_id: str, pool_id: str = "pool", **kwargs: Any) -> models.BatchJobCreateOptions:
     return models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), **kwargs)
 
 
@@ -168,6 +169,7 @@ async def test_preempted_node_requeues_its_running_task(emulator: BatchEmulator,
     before = await emulator.eventually(running)
     assert before.node_info is not None
     node_id = before.node_info.node_id
+    assert node_id is not None
     async with aiohttp.ClientSession() as http:
         url = f"{emulator.root_url}/_emulator/batch/amlopsbatch/pools/spot/nodes/{node_id}/preempt"
         async with http.post(url) as response:

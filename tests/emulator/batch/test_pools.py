@@ -8,9 +8,9 @@ import pytest
 from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
 from amlops_emulator.batch.pools import DELETE_SECONDS, NODE_START_SECONDS, RESIZE_SECONDS, STOP_RESIZE_SECONDS
+from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
 pytestmark = pytest.mark.emulator
 
@@ -112,7 +112,7 @@ async def test_b4_resize_goes_resizing_then_steady_and_nodes_boot(emulator: Batc
     assert (after.current_dedicated_nodes, after.current_low_priority_nodes) == (2, 1)
     assert starting == [models.BatchNodeState.STARTING] * 3
     assert [n.state for n in booted] == [models.BatchNodeState.IDLE] * 3
-    assert sorted(n.is_dedicated for n in booted) == [False, True, True]
+    assert sorted(str(n.is_dedicated) for n in booted) == ["False", "True", "True"]
 
 
 async def test_b4_stop_resize_shows_stopping_then_steady(emulator: BatchEmulator, client: BatchClient) -> None:

@@ -18,9 +18,9 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 from azure.storage.blob.aio import BlobServiceClient
-from tests.emulator.batch.conftest import BatchEmulator
 
 from amlops_emulator.azurite import Azurite, azurite_blob
+from tests.emulator.batch.conftest import BatchEmulator
 
 pytestmark = pytest.mark.emulator
 

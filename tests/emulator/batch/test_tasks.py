@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from azure.batch import models
 from azure.batch.aio import BatchClient
 from azure.core.exceptions import ResourceNotFoundError
+
 from tests.emulator.batch.conftest import BatchEmulator, RawResponse
 
 pytestmark = pytest.mark.emulator
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.emulator
 Raw = Callable[..., Awaitable[RawResponse]]
 
 
-def task(task_id: str, command_line: str = "true", **kwargs: object) -> models.BatchTaskCreateOptions:
+def task(task_id: str, command_line: str = "true", **kwargs: Any) -> models.BatchTaskCreateOptions:
     return models.BatchTaskCreateOptions(id=task_id, command_line=command_line, **kwargs)
 
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.batch import models
 from azure.batch.aio import BatchClient
-from tests.emulator.batch.conftest import BatchEmulator, client, emulator
 
 from amlops.azure.blob import READ_WRITE, WRITE, BlobFolder, BlobRangeReader, BlobStore, JsonFolder
 from amlops.external.paralleljob import input_names
@@ -43,6 +42,7 @@ from amlops.runtime.command import (
     with_input_urls,
 )
 from amlops_emulator.azurite import Azurite, azurite_blob
+from tests.emulator.batch.conftest import BatchEmulator, client, emulator
 
 __all__ = ["client", "emulator"]  # the Batch emulator fixtures, shared with tests/emulator/batch
 

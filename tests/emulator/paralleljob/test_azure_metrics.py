@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
-from tests.emulator.batch.conftest import BatchEmulator
 
 from amlops.azure import batch
 from amlops.azure.blob import BlobFolder, BlobStore
@@ -21,6 +20,7 @@ from amlops.azure.clients import AzureClients
 from amlops.settings import Settings
 from amlops_emulator.azurite import Azurite
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
+from tests.emulator.batch.conftest import BatchEmulator
 
 pytestmark = pytest.mark.emulator
 

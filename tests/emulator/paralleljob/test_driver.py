@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from azure.batch import models
-from tests.emulator.paralleljob.conftest import ParallelRun, script
 
 from amlops.external.paralleljob_output import OUTPUT_FILE, aggregate
 from amlops.external.paralleljob_plan import PlanSpec
 from amlops.runtime import driver
+from tests.emulator.paralleljob.conftest import ParallelRun, script
 
 pytestmark = pytest.mark.emulator
 
