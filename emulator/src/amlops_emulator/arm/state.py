@@ -111,6 +111,11 @@ class Quotas:
     by_workspace: dict[tuple[str, str], int] = field(default_factory=dict)  # (workspace id lower, family)
 
 
+def _hidden(extras: dict[str, Any], version: ApiVersion) -> dict[str, Any]:
+    """The later AmlCompute properties that ``version`` does not define."""
+    return {name: value for name, value in extras.items() if name not in version.aml_properties}
+
+
 def _key(*parts: str) -> tuple[str, ...]:
     return tuple(p.lower() for p in parts)
 
@@ -269,7 +274,9 @@ class ArmState:
                 scale=spec.scale,
                 remote_login=spec.remote_login,
                 user_account=spec.user_account,
-                extras=spec.extras,
+                # Emulator policy (no public evidence either way): what this version cannot see stays as a newer
+                # client set it, so an old client's PUT does not clear properties it has no words for.
+                extras={**_hidden(kept.extras, version), **spec.extras},
             )
         if existing is not None and (busy := self._busy(existing)) is not None:
             same = (existing.aml, existing.tags, existing.description) == (spec, tags, description)
@@ -281,6 +288,8 @@ class ArmState:
         now = self.clock.now()
         if live and existing is not None and existing.cluster is not None:
             existing.aml, existing.tags, existing.description, existing.identity = spec, tags, description, identity
+            if disable_local_auth is not None:
+                existing.disable_local_auth = disable_local_auth
             existing.cluster.set_scale(now, spec.scale)
             return existing, self._start(existing, "Creating", self.settings.timings.update, failure)
         record = existing or ComputeRecord(
