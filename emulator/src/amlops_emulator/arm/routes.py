@@ -154,7 +154,7 @@ class Dispatcher:
         try:
             return self._workspace(p).location
         except ArmError:
-            return "*"  # the workspace is unknown: ARM answered '*' when no location applied (sdk-for-js#4097)
+            return "*"  # no known location: ARM said '*' for a subscription-wide call (sdk-for-js#4097)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
