@@ -340,7 +340,7 @@ async def test_c08_delete_without_underlying_resource_action_is_400(arm: Arm) ->
 
 
 async def test_c09_delete_of_a_missing_compute(ml_client: MachineLearningServicesMgmtClient, arm: Arm) -> None:
-    """C9: policy: 404 ResourceNotFound for 2020-08-01 (its SDK accepts only 200/202), 204 from 2024-10-01."""
+    """C9: policy: 404 ResourceNotFound for 2020-08-01 (its SDK accepts only 200/202); 204 from 2022-05-01 (C22)."""
     with pytest.raises(ResourceNotFoundError) as raised:
         await ml_client.machine_learning_compute.begin_delete(RG, WS, "nope", "Delete")
     assert raised.value.error is not None

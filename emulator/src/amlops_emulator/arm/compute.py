@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from amlops_emulator.arm.catalogue import VmSize, find_size
 from amlops_emulator.arm.errors import bad_request
 from amlops_emulator.arm.simulator import Cluster, ScaleSettings
+from amlops_emulator.arm.versions import DEFAULT, ApiVersion
 
 COMPUTE_TYPE = "Microsoft.MachineLearningServices/workspaces/computes"
 AML_COMPUTE = "AmlCompute"
 BATCH = "Batch"  # azureml-core's attach type; in no swagger enum (fidelity trap 4)
+TENANT_ID = "00000000-0000-0000-0000-00000000000a"  # the emulator's one Entra tenant
 DEFAULT_IDLE = "PT30M"  # the service default when scaleSettings omits nodeIdleTimeBeforeScaleDown
 
 _DURATION = re.compile(
@@ -58,6 +61,14 @@ def opt_str(value: Any, where: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise bad_request(f"'{where}' must be a string.")
+    return value
+
+
+def opt_bool(value: Any, where: str) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise bad_request(f"'{where}' must be a boolean.")
     return value
 
 
@@ -111,7 +122,7 @@ def identity_of(value: Any, previous: dict[str, Any] | None) -> dict[str, Any] |
     if "SystemAssigned" in kind:
         old = previous or {}
         result["principalId"] = old.get("principalId") or str(uuid.uuid4())
-        result["tenantId"] = old.get("tenantId") or "00000000-0000-0000-0000-00000000000a"
+        result["tenantId"] = old.get("tenantId") or TENANT_ID
     if "UserAssigned" in kind:
         requested = obj(body.get("userAssignedIdentities") or {}, "identity.userAssignedIdentities")
         known = (previous or {}).get("userAssignedIdentities") or {}
@@ -164,13 +175,47 @@ class AmlSpec:
     remote_login: str
     user_account: dict[str, Any] | None
     subnet: dict[str, Any] | None
+    # AmlComputeProperties that later api-versions added (ApiVersion.aml_properties), as the client sent them.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def low_priority(self) -> bool:
         return self.vm_priority == "LowPriority"
 
 
-def aml_spec_of(value: Any) -> AmlSpec:
+def _image(value: Any, where: str) -> dict[str, Any] | None:
+    image = opt_obj(value, where)
+    if image is not None and not opt_str(image.get("id"), f"{where}.id"):
+        raise bad_request(f"'{where}.id' is required.")  # VirtualMachineImage.required: ["id"]
+    return {"id": image["id"]} if image is not None else None
+
+
+# The later AmlComputeProperties: their checkers, and what a GET shows when the client sent none.
+_EXTRA_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "enableNodePublicIp": opt_bool,
+    "isolatedNetwork": opt_bool,
+    "virtualMachineImage": _image,
+    "propertyBag": opt_obj,
+}
+# As the recording (test_compute.pyTestComputetest_aml_compute_create_and_delete.json) shows them when the client
+# sent none: enableNodePublicIp true (also the swagger's default), isolatedNetwork false, virtualMachineImage null,
+# and propertyBag {} on GETs (the initial 201 has no propertyBag key).
+_EXTRA_DEFAULTS: dict[str, Any] = {
+    "enableNodePublicIp": True,
+    "isolatedNetwork": False,
+    "virtualMachineImage": None,
+    "propertyBag": {},
+}
+
+
+def extras_of(body: dict[str, Any], accepted: frozenset[str]) -> dict[str, Any]:
+    """The properties this api-version knows. Others are ignored, as ARM RPs ignore unknown properties (no
+    public recording shows the ML RP refusing one)."""
+    extras = {name: _EXTRA_CHECKS[name](body.get(name), f"properties.properties.{name}") for name in accepted}
+    return {name: value for name, value in extras.items() if value is not None}
+
+
+def aml_spec_of(value: Any, version: ApiVersion = DEFAULT) -> AmlSpec:
     body = obj(value, "properties.properties")
     size_name = opt_str(body.get("vmSize"), "properties.properties.vmSize")
     if not size_name:
@@ -199,6 +244,7 @@ def aml_spec_of(value: Any) -> AmlSpec:
         ),
         user_account=user,
         subnet={"id": subnet["id"]} if subnet else None,
+        extras=extras_of(body, version.aml_properties),
     )
 
 
@@ -227,6 +273,7 @@ class ComputeRecord:
     identity: dict[str, Any] | None = None
     description: str | None = None
     resource_id: str | None = None  # Batch: the attached account
+    disable_local_auth: bool | None = None  # Compute.disableLocalAuth (2021-07-01 and later)
     aml: AmlSpec | None = None
     cluster: Cluster | None = None
     operation_id: str | None = None  # the latest operation: it decides provisioningState (state.py)
@@ -243,9 +290,11 @@ def render(
     provisioning_errors: list[dict[str, Any]] | None = None,
     *,
     initial: bool = False,
+    version: ApiVersion = DEFAULT,
 ) -> dict[str, Any]:
-    """The ``ComputeResource`` body. ``initial`` gives the PUT response, as recorded from the real service:
-    vmSize upper-cased, every observed field null, credentials omitted, tags null when none were sent."""
+    """The ``ComputeResource`` body in ``version``'s shape. ``initial`` gives the PUT response, as recorded from
+    the real service: vmSize upper-cased, every observed field null, credentials omitted, tags null when none
+    were sent."""
     properties: dict[str, Any] = {
         "computeType": record.compute_type,
         "computeLocation": record.location,
@@ -257,6 +306,8 @@ def render(
         "provisioningErrors": provisioning_errors,
         "isAttachedCompute": record.attached,
     }
+    if "disableLocalAuth" in version.compute_properties:
+        properties["disableLocalAuth"] = bool(record.disable_local_auth)
     if record.aml is not None:
         if (
             provisioning_state == "Creating"
@@ -269,7 +320,7 @@ def render(
             properties["resourceId"] = (
                 f"{ws_prefix}/providers/Microsoft.BatchAI/workspaces/{record.workspace_name}/clusters/{record.name}"
             )
-        properties["properties"] = _render_aml(record.aml, record.cluster, initial=initial)
+        properties["properties"] = _render_aml(record.aml, record.cluster, initial=initial, version=version)
     else:
         properties["properties"] = None
     tags = record.tags if record.tags is not None else (None if initial else {})
@@ -279,13 +330,21 @@ def render(
         "type": COMPUTE_TYPE,
         "location": record.location,
         "tags": tags,
-        "identity": record.identity,
+        "identity": _render_identity(record.identity, version),
         "sku": None,
         "properties": properties,
     }
 
 
-def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool) -> dict[str, Any]:
+def _render_identity(identity: dict[str, Any] | None, version: ApiVersion) -> dict[str, Any] | None:
+    if identity is None or not version.user_identity_tenant or "userAssignedIdentities" not in identity:
+        return identity
+    # 2021-07-01's local UserAssignedIdentity also declares tenantId (common-types v3 MSI, from 2022-05-01, not).
+    users = {arm_id: {**entry, "tenantId": TENANT_ID} for arm_id, entry in identity["userAssignedIdentities"].items()}
+    return {**identity, "userAssignedIdentities": users}
+
+
+def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool, version: ApiVersion) -> dict[str, Any]:
     remote = spec.remote_login
     if remote == "NotSpecified" and not initial:
         # The swagger (AmlComputeProperties.remoteLoginPortPublicAccess): "NotSpecified - … closed on all nodes of
@@ -306,6 +365,8 @@ def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool) -> dic
         "targetNodeCount": None,
         "nodeStateCounts": None,
     }
+    for name in sorted(version.aml_properties - ({"propertyBag"} if initial else set())):
+        body[name] = spec.extras.get(name, _EXTRA_DEFAULTS[name])
     if not initial and spec.user_account is not None:
         body["userAccountCredentials"] = {
             "adminUserName": spec.user_account.get("adminUserName"),

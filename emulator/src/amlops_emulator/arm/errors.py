@@ -1,4 +1,8 @@
-"""ARM error bodies (``{"error": {"code", "message", "details"}}``) and the exception that carries them.
+"""ARM error bodies and the exception that carries them.
+
+The body's shape depends on the api-version (:mod:`amlops_emulator.arm.versions`): ``MachineLearningServiceError``
+``{"error": {"code", "message", "details"}}`` up to 2021-04-01, the common-types ``ErrorResponse``
+``{"error": {"code", "message", "target", "details", "additionalInfo"}}`` from 2021-07-01.
 
 Never attach ``Retry-After`` to 400/404/409: azure-core retries any response that has one (fidelity trap 7).
 """
@@ -9,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from amlops_emulator.arm.versions import DEFAULT, ErrorShape
+
 
 class ArmError(Exception):
     def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
@@ -18,19 +24,28 @@ class ArmError(Exception):
         self.message = message
         self.headers = headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return error_body(self.code, self.message)
+    def body(self, shape: ErrorShape = DEFAULT.errors) -> dict[str, Any]:
+        return error_body(self.code, self.message, shape)
 
-    def response(self) -> web.Response:
-        return error_response(self.status, self.code, self.message, self.headers)
+    def response(self, shape: ErrorShape = DEFAULT.errors) -> web.Response:
+        return error_response(self.status, self.code, self.message, self.headers, shape)
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
+def error_body(code: str, message: str, shape: ErrorShape = DEFAULT.errors) -> dict[str, Any]:
+    if shape is ErrorShape.COMMON_TYPES:
+        # common-types ErrorDetail: every field is read-only and present; target null when none applies.
+        return {"error": {"code": code, "message": message, "target": None, "details": [], "additionalInfo": []}}
     return {"error": {"code": code, "message": message, "details": []}}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    response = web.json_response(error_body(code, message), status=status, headers=headers)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    shape: ErrorShape = DEFAULT.errors,
+) -> web.Response:
+    response = web.json_response(error_body(code, message, shape), status=status, headers=headers)
     response.headers["x-ms-response-type"] = "error"
     return response
 

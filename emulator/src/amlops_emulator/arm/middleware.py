@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from amlops_emulator.arm.errors import ArmError, error_response
 from amlops_emulator.arm.throttle import SubscriptionThrottle, kind_of
+from amlops_emulator.arm.versions import DEFAULT, ErrorShape, api_version
 from amlops_emulator.credentials import BEARER_CHALLENGE, bearer_problem
 from amlops_emulator.identity import Identity, is_identity_path
 from amlops_emulator.instrumentation import CONTROL_PREFIX
@@ -26,9 +27,14 @@ log = logging.getLogger(__name__)
 _SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 
 
-def render_error(_: web.Request, status: int, code: str, message: str) -> web.Response:
+def render_error(request: web.Request, status: int, code: str, message: str) -> web.Response:
     """The :data:`amlops_emulator.instrumentation.ErrorRenderer` for ARM: faults look like ARM's own errors."""
-    return error_response(status, code, message)
+    return error_response(status, code, message, shape=error_shape(request))
+
+
+def error_shape(request: web.Request) -> ErrorShape:
+    """The error body shape of the request's api-version (the operator's version when it names none we serve)."""
+    return (api_version(request.query.get("api-version")) or DEFAULT).errors
 
 
 def envelope(region: str) -> Middleware:
@@ -39,14 +45,16 @@ def envelope(region: str) -> Middleware:
         try:
             response = await handler(request)
         except ArmError as exc:
-            response = exc.response()
+            response = exc.response(error_shape(request))
         except web.HTTPException as exc:
             # aiohttp's own refusals (body too large, bad request line...) in ARM's shape.
             code = exc.reason.replace(" ", "") or "BadRequest"
-            response = error_response(exc.status, code, exc.text or exc.reason)
+            response = error_response(exc.status, code, exc.text or exc.reason, shape=error_shape(request))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            response = error_response(500, "InternalServerError", "The emulator failed to handle the request.")
+            response = error_response(
+                500, "InternalServerError", "The emulator failed to handle the request.", shape=error_shape(request)
+            )
         if request.path.startswith(CONTROL_PREFIX):
             return response
         request_id = str(uuid.uuid4())

@@ -22,31 +22,11 @@ from amlops_emulator.arm import catalogue
 from amlops_emulator.arm.compute import AML_COMPUTE, ComputeRecord, obj, opt_int, opt_str, render
 from amlops_emulator.arm.errors import ArmError, bad_request
 from amlops_emulator.arm.state import PROVIDER, ArmState, Workspace
+from amlops_emulator.arm.versions import SUPPORTED_API_VERSIONS, ApiVersion, api_version
 from amlops_emulator.instrumentation import ASYNC_FAILURE, DISCARD, OPERATION
 
-SUPPORTED_API_VERSIONS = (
-    "2018-11-19",
-    "2019-05-01",
-    "2019-06-01",
-    "2020-01-01",
-    "2020-04-01",
-    "2020-06-01",
-    "2020-08-01",
-    "2021-01-01",
-    "2021-07-01",
-    "2022-10-01",
-    "2023-04-01",
-    "2023-10-01",
-    "2024-04-01",
-    "2024-10-01",
-    "2025-09-01",
-)
-# Trap 1: 2020-08-01 wraps VM sizes in "amlCompute"; later versions use "value" (the switch point is not
-# verified, so the first version after 2020-08-01 that the emulator knows takes "value").
-LAST_AML_COMPUTE_KEY_VERSION = "2020-08-01"
-# 2024-10-01 documents 204 for deleting a compute that does not exist; older clients only accept 200/202, so
-# they get ARM's 404 ResourceNotFound (C9).
-FIRST_DELETE_204_VERSION = "2024-10-01"
+# The request's ApiVersion, set once its api-version is checked.
+API_VERSION = web.RequestKey("amlops_emulator.arm.api_version", ApiVersion)
 
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _WS = _SUB + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
@@ -60,6 +40,7 @@ RouteHandler = Callable[[web.Request, Params], Awaitable[web.StreamResponse]]
 @dataclass(frozen=True)
 class Route:
     pattern: re.Pattern[str]
+    resource_type: str  # as ARM names it in NoRegisteredProviderFound, e.g. 'workspaces/computes'
     methods: dict[str, tuple[str, RouteHandler]]  # method -> (operation id, handler)
 
 
@@ -97,7 +78,10 @@ class Dispatcher:
 
     @staticmethod
     def _route(pattern: str, **methods: tuple[str, RouteHandler]) -> Route:
-        return Route(re.compile(f"^{pattern}/?$", re.IGNORECASE), methods)
+        # The resource type is the path after the provider without its names: .../workspaces/{ws}/computes/{c}
+        # is 'workspaces/computes', .../locations/{loc}/vmSizes is 'locations/vmSizes'.
+        tail = re.sub(r"/\(\?P<\w+>\[\^/\]\+\)", "", pattern.split(r"Microsoft\.MachineLearningServices/")[1])
+        return Route(re.compile(f"^{pattern}/?$", re.IGNORECASE), tail, methods)
 
     # -- dispatch ------------------------------------------------------------------------------------------------
     def operation_of(self, method: str, path: str) -> str | None:
@@ -123,7 +107,7 @@ class Dispatcher:
                 )
             operation, handler = entry
             request[OPERATION] = operation
-            self._check_api_version(request)
+            request[API_VERSION] = self._check_api_version(request, route.resource_type, match.groupdict())
             return await handler(request, match.groupdict())
         self._not_found(request)
 
@@ -143,31 +127,50 @@ class Dispatcher:
             )
         raise ArmError(404, "NotFound", f"The requested path '{request.path}' does not exist.")
 
-    @staticmethod
-    def _check_api_version(request: web.Request) -> None:
-        version = request.query.get("api-version")
-        if not version:
+    def _check_api_version(self, request: web.Request, resource_type: str, p: Params) -> ApiVersion:
+        name = request.query.get("api-version")
+        if not name:
             raise bad_request(
                 "The api-version query parameter (?api-version=) is required for all requests.",
                 code="MissingApiVersionParameter",
             )
-        if version not in SUPPORTED_API_VERSIONS:
+        version = api_version(name)
+        if version is None:
+            # ARM's own refusal, as quoted in MicrosoftDocs/azure-docs#92520 and Azure/azure-sdk-for-js#4097:
+            # 400 NoRegisteredProviderFound naming the location, the version and the type, then the versions and
+            # locations it does serve (ascending, ", "-separated).
             raise bad_request(
-                f"No registered resource provider found for api version '{version}'. The supported "
-                f"api-versions are '{', '.join(SUPPORTED_API_VERSIONS)}'.",
+                f"No registered resource provider found for location '{self._location_for(p)}' and API version "
+                f"'{name}' for type '{resource_type}'. The supported api-versions are "
+                f"'{', '.join(SUPPORTED_API_VERSIONS)}'. The supported locations are "
+                f"'{', '.join(self.state.locations())}'.",
                 code="NoRegisteredProviderFound",
             )
+        return version
+
+    def _location_for(self, p: Params) -> str:
+        if "loc" in p:
+            return p["loc"]
+        try:
+            return self._workspace(p).location
+        except ArmError:
+            return "*"  # no known location: ARM said '*' for a subscription-wide call (sdk-for-js#4097)
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _version(request: web.Request) -> ApiVersion:
+        return request[API_VERSION]
+
     def _workspace(self, p: Params) -> Workspace:
         return self.state.workspace(p["sub"], p["rg"], p["ws"])
 
-    def _render(self, record: ComputeRecord, *, initial: bool = False) -> dict[str, Any]:
+    def _render(self, request: web.Request, record: ComputeRecord, *, initial: bool = False) -> dict[str, Any]:
         return render(
             record,
             self.state.provisioning_state(record),
             self.state.provisioning_errors(record),
             initial=initial,
+            version=self._version(request),
         )
 
     @staticmethod
@@ -215,7 +218,7 @@ class Dispatcher:
 
     @staticmethod
     def _offset(request: web.Request) -> int:
-        token = request.query.get("$skiptoken") or request.query.get("$skipToken")
+        token = _query(request, "$skiptoken") or _query(request, "$skip")
         if not token:
             return 0
         try:
@@ -227,17 +230,20 @@ class Dispatcher:
         return offset
 
     @staticmethod
-    def _next_link(request: web.Request, offset: int) -> str:
+    def _next_link(request: web.Request, offset: int, parameter: str) -> str:
         token = base64.urlsafe_b64encode(str(offset).encode()).decode()
-        query = {k: v for k, v in request.query.items() if k.lower() != "$skiptoken"}
-        query["$skiptoken"] = token
+        query = {k: v for k, v in request.query.items() if k.lower() not in ("$skiptoken", "$skip")}
+        query[parameter] = token
         return str(request.url.with_query(query))
 
-    def _page(self, request: web.Request, items: list[Any]) -> tuple[list[Any], str | None]:
+    def _page(
+        self, request: web.Request, items: list[Any], parameter: str = "$skiptoken"
+    ) -> tuple[list[Any], str | None]:
+        """One page and the nextLink to the next, carrying the opaque token in ``parameter``."""
         offset = self._offset(request)
         size = self.state.settings.page_size
         end = offset + size
-        return items[offset:end], (self._next_link(request, end) if end < len(items) else None)
+        return items[offset:end], (self._next_link(request, end, parameter) if end < len(items) else None)
 
     # -- workspaces ------------------------------------------------------------------------------------------
     async def get_workspace(self, request: web.Request, p: Params) -> web.Response:
@@ -257,21 +263,22 @@ class Dispatcher:
     # -- computes --------------------------------------------------------------------------------------------
     async def list_computes(self, request: web.Request, p: Params) -> web.Response:
         ws = self._workspace(p)
-        page, next_link = self._page(request, self.state.computes_in(ws))
-        return web.json_response({"value": [self._render(r) for r in page], "nextLink": next_link})
+        # The list's paging parameter: $skiptoken up to 2021-04-01, PaginationParameter $skip from 2022-05-01.
+        page, next_link = self._page(request, self.state.computes_in(ws), self._version(request).skip_parameter)
+        return web.json_response({"value": [self._render(request, r) for r in page], "nextLink": next_link})
 
     async def get_compute(self, request: web.Request, p: Params) -> web.Response:
         record = self.state.get(self._workspace(p), p["name"])
-        return web.json_response(self._render(record))
+        return web.json_response(self._render(request, record))
 
     async def put_compute(self, request: web.Request, p: Params) -> web.Response:
         ws = self._workspace(p)
         _check_name(p["name"])
         body = await self._body(request)
-        record, op = self.state.put(ws, p["name"], body, self._failure(request))
+        record, op = self.state.put(ws, p["name"], body, self._failure(request), self._version(request))
         # Trap 2: 201 and Azure-AsyncOperation only (no Location, no Retry-After), on create and on update.
         return web.json_response(
-            self._render(record, initial=True),
+            self._render(request, record, initial=True),
             status=201,
             headers={"Azure-AsyncOperation": self._operation_url(request, ws.subscription, op.location, op.id)},
         )
@@ -280,12 +287,12 @@ class Dispatcher:
         ws = self._workspace(p)
         body = await self._body(request, lenient=True)
         if request.get(DISCARD):  # a fault: accepted, nothing changes (answered as a PATCH that changed nothing)
-            return web.json_response(self._render(self.state.get(ws, p["name"])))
-        record, op = self.state.patch(ws, p["name"], body, self._failure(request))
+            return web.json_response(self._render(request, self.state.get(ws, p["name"])))
+        record, op = self.state.patch(ws, p["name"], body, self._failure(request), self._version(request))
         headers = {}
         if op is not None:  # "Patch API will not return Azure-AsyncOperation if nothing has changed"
             headers["Azure-AsyncOperation"] = self._operation_url(request, ws.subscription, op.location, op.id)
-        return web.json_response(self._render(record), headers=headers)
+        return web.json_response(self._render(request, record), headers=headers)
 
     async def delete_compute(self, request: web.Request, p: Params) -> web.Response:
         ws = self._workspace(p)
@@ -301,7 +308,8 @@ class Dispatcher:
                 f"The value '{action}' of 'underlyingResourceAction' is invalid: use Delete or Detach.",
                 code="InvalidParameter",
             )
-        if self.state.find(ws, p["name"]) is None and request.query["api-version"] >= FIRST_DELETE_204_VERSION:
+        if self.state.find(ws, p["name"]) is None and self._version(request).delete_missing_204:
+            # "204: No content; The target compute does not exist." (from 2022-05-01); before, ARM's 404 (C9).
             return web.Response(status=204)
         _, op = self.state.delete(ws, p["name"], canonical, self._failure(request))
         # Trap 3: 202, empty body, Azure-AsyncOperation (the recording had no Location).
@@ -339,8 +347,8 @@ class Dispatcher:
             for s in catalogue.SIZES
             if wanted is None or wanted.lower() in ("amlcompute", "computeinstance")
         ]
-        key = "amlCompute" if request.query["api-version"] <= LAST_AML_COMPUTE_KEY_VERSION else "value"
-        return web.json_response({key: sizes})
+        # Trap 1: each version's swagger key (amlCompute up to 2021-07-01, value from 2022-05-01).
+        return web.json_response({self._version(request).vm_sizes_key: sizes})
 
     async def usages(self, request: web.Request, p: Params) -> web.Response:
         sub = self.state.subscription(p["sub"])

@@ -23,6 +23,7 @@ from amlops_emulator.arm.compute import (
     enum,
     identity_of,
     obj,
+    opt_bool,
     opt_obj,
     opt_str,
     scale_of,
@@ -37,6 +38,7 @@ from amlops_emulator.arm.errors import (
     subscription_not_found,
 )
 from amlops_emulator.arm.simulator import Cluster
+from amlops_emulator.arm.versions import DEFAULT, ApiVersion
 from amlops_emulator.clock import VirtualClock
 from amlops_emulator.seed import Seed
 
@@ -109,6 +111,11 @@ class Quotas:
     by_workspace: dict[tuple[str, str], int] = field(default_factory=dict)  # (workspace id lower, family)
 
 
+def _hidden(extras: dict[str, Any], version: ApiVersion) -> dict[str, Any]:
+    """The later AmlCompute properties that ``version`` does not define."""
+    return {name: value for name, value in extras.items() if name not in version.aml_properties}
+
+
 def _key(*parts: str) -> tuple[str, ...]:
     return tuple(p.lower() for p in parts)
 
@@ -154,6 +161,10 @@ class ArmState:
         if ws is None:
             raise parent_not_found(name)
         return ws
+
+    def locations(self) -> list[str]:
+        """Every location the seed knows, as NoRegisteredProviderFound lists them."""
+        return sorted({ws.location for ws in self._workspaces.values()} | {rg.location for rg in self._groups.values()})
 
     def workspaces_in(self, subscription: str, location: str) -> list[Workspace]:
         return [
@@ -226,7 +237,12 @@ class ArmState:
 
     # -- PUT ---------------------------------------------------------------------------------------------------
     def put(
-        self, ws: Workspace, name: str, body: dict[str, Any], failure: dict[str, Any] | None
+        self,
+        ws: Workspace,
+        name: str,
+        body: dict[str, Any],
+        failure: dict[str, Any] | None,
+        version: ApiVersion = DEFAULT,
     ) -> tuple[ComputeRecord, Operation]:
         """Create, or update by PUT: both answer 201 with a fresh operation (fidelity trap 2)."""
         properties = obj(body.get("properties"), "properties")
@@ -242,13 +258,26 @@ class ArmState:
                 f"The compute '{name}' is of type {existing.compute_type}; its type cannot change to {compute_type}."
             )
         identity = identity_of(body.get("identity"), existing.identity if existing else None)
-        spec = aml_spec_of(properties.get("properties")) if compute_type == AML_COMPUTE else None
+        spec = aml_spec_of(properties.get("properties"), version) if compute_type == AML_COMPUTE else None
+        disable_local_auth = (
+            opt_bool(properties.get("disableLocalAuth"), "properties.disableLocalAuth")
+            if "disableLocalAuth" in version.compute_properties
+            else None
+        )
         live = existing is not None and existing.cluster is not None and existing.aml is not None
         if spec is not None and live and existing is not None and existing.aml is not None:
             # The service silently ignores a vmSize change on an existing cluster (azure-rest-api-specs #18889);
             # priority and subnet cannot change under live nodes either.
             kept = existing.aml
-            spec = replace(kept, scale=spec.scale, remote_login=spec.remote_login, user_account=spec.user_account)
+            spec = replace(
+                kept,
+                scale=spec.scale,
+                remote_login=spec.remote_login,
+                user_account=spec.user_account,
+                # Emulator policy (no public evidence either way): what this version cannot see stays as a newer
+                # client set it, so an old client's PUT does not clear properties it has no words for.
+                extras={**_hidden(kept.extras, version), **spec.extras},
+            )
         if existing is not None and (busy := self._busy(existing)) is not None:
             same = (existing.aml, existing.tags, existing.description) == (spec, tags, description)
             if busy.label == "Creating" and same and spec is not None:
@@ -259,6 +288,8 @@ class ArmState:
         now = self.clock.now()
         if live and existing is not None and existing.cluster is not None:
             existing.aml, existing.tags, existing.description, existing.identity = spec, tags, description, identity
+            if disable_local_auth is not None:
+                existing.disable_local_auth = disable_local_auth
             existing.cluster.set_scale(now, spec.scale)
             return existing, self._start(existing, "Creating", self.settings.timings.update, failure)
         record = existing or ComputeRecord(
@@ -271,7 +302,7 @@ class ArmState:
             modified_on=now,
         )
         record.aml, record.tags, record.description, record.identity = spec, tags, description, identity
-        record.location = location
+        record.location, record.disable_local_auth = location, disable_local_auth
         self.computes[_key(ws.subscription, ws.resource_group, ws.name, name)] = record
         error = failure or self._quota_check(ws, record)
         op = self._start(record, "Creating", self.settings.timings.create, error)
@@ -330,15 +361,22 @@ class ArmState:
 
     # -- PATCH -------------------------------------------------------------------------------------------------
     def patch(
-        self, ws: Workspace, name: str, body: dict[str, Any], failure: dict[str, Any] | None
+        self,
+        ws: Workspace,
+        name: str,
+        body: dict[str, Any],
+        failure: dict[str, Any] | None,
+        version: ApiVersion = DEFAULT,
     ) -> tuple[ComputeRecord, Operation | None]:
         """Scale settings and identity. ``None`` operation: nothing changed, so no Azure-AsyncOperation."""
         record = self.get(ws, name)
         properties = opt_obj(body.get("properties"), "properties") or {}
-        # ClusterUpdateParameters puts scaleSettings at properties.scaleSettings; azureml-core nests it one level
-        # deeper (properties.properties.scaleSettings). Accept both.
-        inner = opt_obj(properties.get("properties"), "properties.properties") or {}
-        scale_body = properties.get("scaleSettings", inner.get("scaleSettings"))
+        # ClusterUpdateParameters puts scaleSettings at properties.scaleSettings up to 2021-04-01 and at
+        # properties.properties.scaleSettings from 2021-07-01 (ScaleSettingsInformation). The other place is an
+        # unknown property for that version, ignored as ARM RPs do.
+        if version.nested_patch:
+            properties = opt_obj(properties.get("properties"), "properties.properties") or {}
+        scale_body = properties.get("scaleSettings")
         new_identity = identity_of(body.get("identity"), record.identity)
         new_tags = tags_of(body["tags"]) if "tags" in body else record.tags
         busy = self._busy(record)
