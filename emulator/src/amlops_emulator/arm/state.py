@@ -25,6 +25,7 @@ from amlops_emulator.arm.compute import (
     obj,
     opt_obj,
     opt_str,
+    render,
     scale_of,
     tags_of,
 )
@@ -211,6 +212,24 @@ class ArmState:
         if op is None or op.error is None or not op.done(self.clock.now()):
             return None
         return [{"error": op.error}]
+
+    def render(self, record: ComputeRecord, *, initial: bool = False) -> dict[str, Any]:
+        """The compute's body now (``initial``: as a PUT's 201 answers it)."""
+        return render(
+            record,
+            self.provisioning_state(record),
+            self.provisioning_errors(record),
+            initial=initial,
+            modified_on=self.modified_on(record),
+        )
+
+    def modified_on(self, record: ComputeRecord) -> datetime:
+        """``modifiedOn`` advances when an operation ends, not only when it starts: the recording's GET after the
+        create shows it about ten seconds past ``createdOn`` (``…:28.2261097`` → ``…:37.8772733``)."""
+        op = self.operation_of(record)
+        if op is not None and op.done(self.clock.now()):
+            return max(record.modified_on, op.ends)
+        return record.modified_on
 
     def _start(self, record: ComputeRecord, label: str, seconds: float, error: dict[str, Any] | None) -> Operation:
         now = self.clock.now()
