@@ -150,7 +150,10 @@ async def test_c03_sdk_final_get_shows_a_steady_empty_cluster(
     [
         pytest.param(None, "Enabled", id="no VNet: open"),
         pytest.param(
-            {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/default"},
+            {
+                "id": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network"
+                "/virtualNetworks/v/subnets/default"
+            },
             "Disabled",
             id="in a VNet: closed",
         ),

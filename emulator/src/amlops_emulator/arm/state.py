@@ -37,6 +37,7 @@ from amlops_emulator.arm.errors import (
     resource_not_found,
     subscription_not_found,
 )
+from amlops_emulator.arm.references import check_identities, check_subnet
 from amlops_emulator.arm.simulator import Cluster
 from amlops_emulator.clock import VirtualClock
 from amlops_emulator.seed import Seed
@@ -148,6 +149,9 @@ class ArmState:
         self.subscription(subscription)
         if _key(subscription, resource_group) not in self._groups:
             raise resource_group_not_found(resource_group)
+
+    def group_exists(self, subscription: str, resource_group: str) -> bool:
+        return _key(subscription, resource_group) in self._groups
 
     def workspace(self, subscription: str, resource_group: str, name: str) -> Workspace:
         self.resource_group(subscription, resource_group)
@@ -262,6 +266,9 @@ class ArmState:
             )
         identity = identity_of(body.get("identity"), existing.identity if existing else None)
         spec = aml_spec_of(properties.get("properties")) if compute_type == AML_COMPUTE else None
+        compute_id = f"{ws.arm_id}/computes/{name}"
+        check_identities(compute_id, identity, self.group_exists)
+        check_subnet(compute_id, spec.subnet if spec else None, self.group_exists)
         live = existing is not None and existing.cluster is not None and existing.aml is not None
         if spec is not None and live and existing is not None and existing.aml is not None:
             # The service silently ignores a vmSize change on an existing cluster (azure-rest-api-specs #18889);
@@ -359,6 +366,7 @@ class ArmState:
         inner = opt_obj(properties.get("properties"), "properties.properties") or {}
         scale_body = properties.get("scaleSettings", inner.get("scaleSettings"))
         new_identity = identity_of(body.get("identity"), record.identity)
+        check_identities(record.arm_id, new_identity, self.group_exists)
         new_tags = tags_of(body["tags"]) if "tags" in body else record.tags
         busy = self._busy(record)
         if busy is not None:
