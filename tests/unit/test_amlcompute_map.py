@@ -274,7 +274,10 @@ def test_transitional_states_and_resizing() -> None:
 
 
 def test_a_vm_size_azure_kept_is_reported_not_patched() -> None:
-    assert m.vm_size_mismatch(spec(vmSize="Standard_DS3_v2"), arm_body(vmSize="STANDARD_DS3_V2")) is None, "case"
+    # Azure's GETs echo vmSize upper-cased (the azure-ai-ml recording test_aml_compute_create_and_delete); issue 15
+    # expected canonical casing. Either form, against either spelling in the spec, is the same size.
+    assert m.vm_size_mismatch(spec(vmSize="Standard_DS3_v2"), arm_body(vmSize="STANDARD_DS3_V2")) is None, "upper"
+    assert m.vm_size_mismatch(spec(vmSize="STANDARD_DS3_V2"), arm_body(vmSize="Standard_DS3_v2")) is None, "canonical"
     message = m.vm_size_mismatch(spec(vmSize="STANDARD_NC6"), arm_body(vmSize="STANDARD_DS3_V2"))
     assert message is not None
     assert "STANDARD_DS3_V2" in message

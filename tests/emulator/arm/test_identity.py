@@ -12,13 +12,16 @@ unknown token: ``InvalidAuthenticationToken`` (azure-rest-api-specs, common erro
 from __future__ import annotations
 
 import pytest
+from azure.batch.aio import BatchClient
 from azure.core.exceptions import ClientAuthenticationError
+from azure.core.rest import AsyncHttpResponse
 from azure.identity.aio import ClientSecretCredential
 
 from amlops_emulator.identity import DEFAULT_PRINCIPAL
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
 from amlops_emulator.server import RunningEmulator
 
-from .conftest import BASE, Arm, session_for
+from .conftest import BASE, FAST, Arm, Starter, session_for
 
 pytestmark = pytest.mark.emulator
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -68,3 +71,50 @@ async def test_the_platform_refuses_what_it_does_not_know(
         with pytest.raises(ClientAuthenticationError) as refused:
             await credential.get_token(ARM_SCOPE)
     assert code in str(refused.value)
+
+
+async def test_batch_accepts_the_tokens_issued_here_and_refuses_a_real_token_issued_elsewhere(
+    start_emulator: Starter,
+) -> None:
+    """Issue 15, point 7: Batch in AAD mode checks bearer tokens as ARM does (one function, ``bearer_problem``).
+    azure-batch's own ``BatchClient`` with azure-identity's ``ClientSecretCredential`` (scope
+    ``https://batch.core.windows.net//.default``) works against the emulator that issued its token. A token that
+    is genuine but was issued by another identity platform (a second emulator) is refused by both halves: Batch
+    answers 401 ``AuthenticationFailed``, "Server failed to authenticate the request. Make sure the value of
+    Authorization header is formed correctly." with the token's problem as ``AuthenticationErrorDetail``
+    (azure-sdk-for-net issue 8026 and microsoft-authentication-library-for-js issue 1735, a token Batch did not
+    accept), with a ``Bearer`` ``WWW-Authenticate`` challenge; ARM answers 401 ``InvalidAuthenticationToken``."""
+    ours = await start_emulator(speed=FAST, serve_batch=True)
+    elsewhere = await start_emulator(speed=FAST, serve_batch=True)
+    assert ours.batch_tls_url is not None
+    endpoint = f"{ours.batch_tls_url}/{DEFAULT_BATCH_ACCOUNT}"
+    verify = str(ours.tls.ca)
+
+    async with _credential(ours) as issued_here, BatchClient(endpoint, issued_here, connection_verify=verify) as batch:
+        pools = [pool async for pool in batch.list_pools()]
+    async with (
+        _credential(elsewhere) as issued_elsewhere,
+        BatchClient(endpoint, issued_elsewhere, connection_verify=verify) as foreign,
+    ):
+        with pytest.raises(ClientAuthenticationError) as refused:
+            [pool async for pool in foreign.list_pools()]
+        foreign_token = (await issued_elsewhere.get_token(ARM_SCOPE)).token
+    async with session_for(ours, token=foreign_token) as session:
+        arm_status, _, arm_body = await Arm(ours, session).call("GET", f"{BASE}/computes")
+
+    assert pools == []
+    response = refused.value.response
+    assert isinstance(response, AsyncHttpResponse), response  # the azure.core.rest response of a typespec client
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert "Retry-After" not in response.headers
+    body = response.json()
+    assert body["code"] == "AuthenticationFailed"
+    assert body["message"]["lang"] == "en-US"
+    assert body["message"]["value"].startswith(
+        "Server failed to authenticate the request. Make sure the value of Authorization header is formed "
+        "correctly.\nRequestId:"
+    )
+    assert body["values"] == [{"key": "AuthenticationErrorDetail", "value": "The access token is invalid."}]
+    assert arm_status == 401
+    assert arm_body["error"]["code"] == "InvalidAuthenticationToken"

@@ -121,7 +121,9 @@ async def test_b10_task_lifecycle_and_execution_info(emulator: BatchEmulator, cl
     done = await client.get_task(job, "life")
 
     assert queued.state == models.BatchTaskState.ACTIVE
-    assert queued.execution_info is None
+    assert queued.execution_info is not None
+    assert (queued.execution_info.retry_count, queued.execution_info.requeue_count) == (0, 0)
+    assert queued.execution_info.start_time is None
     assert done.state == models.BatchTaskState.COMPLETED
     assert done.previous_state == models.BatchTaskState.RUNNING
     info = done.execution_info
@@ -208,3 +210,38 @@ async def test_delete_task(client: BatchClient, job: str) -> None:
         await client.get_task(job, "doomed")
     assert raised.value.error is not None
     assert raised.value.error.code == "TaskNotFound"
+
+
+async def test_b12_list_task_entries_carry_the_service_defaults(client: BatchClient, job: str, raw: Raw) -> None:
+    """Tasks_ListTasks.json (azure-rest-api-specs, Batch data plane stable/2025-06-01): every entry of a list,
+    even one never run, carries ``executionInfo`` ``{"retryCount": 0, "requeueCount": 0}`` (no start time yet),
+    ``userIdentity`` ``{"autoUser": {"scope": "task", "elevationLevel": "nonadmin"}}`` when the task named no
+    user, and ``requiredSlots`` (1 unless sent, as sent otherwise), beside ``constraints`` filled in full."""
+    await client.create_task(job, task("plain"))
+    await client.create_task(
+        job,
+        task(
+            "admin",
+            required_slots=2,
+            user_identity=models.UserIdentity(
+                auto_user=models.AutoUserSpecification(
+                    scope=models.AutoUserScope.POOL, elevation_level=models.ElevationLevel.ADMIN
+                )
+            ),
+        ),
+    )
+
+    listed = await raw("GET", f"/jobs/{job}/tasks")
+
+    assert listed.status == 200
+    entries = {entry["id"]: entry for entry in listed.json()["value"]}
+    plain, admin = entries["plain"], entries["admin"]
+    assert plain["state"] == "active"
+    assert plain["executionInfo"] == {"retryCount": 0, "requeueCount": 0}
+    assert plain["userIdentity"] == {"autoUser": {"scope": "task", "elevationLevel": "nonadmin"}}
+    assert plain["requiredSlots"] == 1
+    assert set(plain["constraints"]) == {"maxWallClockTime", "retentionTime", "maxTaskRetryCount"}
+    assert plain["constraints"]["maxWallClockTime"] == "P10675199DT2H48M5.4775807S"
+    assert admin["requiredSlots"] == 2
+    assert admin["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "admin"}}
+    assert admin["executionInfo"] == {"retryCount": 0, "requeueCount": 0}

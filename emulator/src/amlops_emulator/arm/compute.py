@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from amlops_emulator.arm.catalogue import VmSize, find_size
@@ -291,31 +291,34 @@ def render(
     *,
     initial: bool = False,
     version: ApiVersion = DEFAULT,
+    modified_on: datetime | None = None,
 ) -> dict[str, Any]:
-    """The ``ComputeResource`` body in ``version``'s shape. ``initial`` gives the PUT response, as recorded from
-    the real service: vmSize upper-cased, every observed field null, credentials omitted, tags null when none
-    were sent."""
+    """The ``ComputeResource`` body in ``version``'s shape, as the recording of azure-ai-ml's
+    ``test_aml_compute_create_and_delete`` shows it. ``initial`` gives a PUT's 201: vmSize upper-cased, every
+    observed field null, credentials omitted. A create's 201 also has no ``computeLocation`` and ``tags`` null
+    when none were sent; an update's 201 has both, and the BatchAI cluster as ``resourceId``. ``identity`` and
+    ``sku`` are absent when there are none (never null keys). ``modified_on``: when the last operation ended (it
+    advances then), else the record's."""
+    provisioned = record.cluster is not None and record.cluster.provisioned
+    creating = initial and record.modified_on == record.created_on  # the create's own 201 (or a joined retry)
     properties: dict[str, Any] = {
         "computeType": record.compute_type,
         "computeLocation": record.location,
         "description": record.description,
         "resourceId": record.resource_id,
         "provisioningState": provisioning_state,
-        "createdOn": _iso(record.created_on),
-        "modifiedOn": _iso(record.modified_on),
+        "createdOn": arm_time(record.created_on),
+        "modifiedOn": arm_time(modified_on or record.modified_on),
         "provisioningErrors": provisioning_errors,
         "isAttachedCompute": record.attached,
     }
     if "disableLocalAuth" in version.compute_properties:
         properties["disableLocalAuth"] = bool(record.disable_local_auth)
+    if creating:
+        del properties["computeLocation"]
     if record.aml is not None:
-        if (
-            provisioning_state == "Creating"
-            and record.cluster is not None
-            and record.cluster.provisioned
-            and not initial
-        ):
-            # A PUT on an existing cluster shows the BatchAI cluster id while it runs (recording §3.1).
+        if provisioning_state == "Creating" and provisioned:
+            # A PUT on an existing cluster shows the BatchAI cluster id while it runs, its 201 included.
             ws_prefix = record.arm_id.split("/providers/")[0]
             properties["resourceId"] = (
                 f"{ws_prefix}/providers/Microsoft.BatchAI/workspaces/{record.workspace_name}/clusters/{record.name}"
@@ -323,17 +326,17 @@ def render(
         properties["properties"] = _render_aml(record.aml, record.cluster, initial=initial, version=version)
     else:
         properties["properties"] = None
-    tags = record.tags if record.tags is not None else (None if initial else {})
-    return {
+    body: dict[str, Any] = {
         "id": record.arm_id,
         "name": record.name,
         "type": COMPUTE_TYPE,
         "location": record.location,
-        "tags": tags,
-        "identity": _render_identity(record.identity, version),
-        "sku": None,
-        "properties": properties,
+        "tags": record.tags if record.tags is not None else (None if creating else {}),
     }
+    if record.identity is not None:
+        body["identity"] = _render_identity(record.identity, version)
+    body["properties"] = properties
+    return body
 
 
 def _render_identity(identity: dict[str, Any] | None, version: ApiVersion) -> dict[str, Any] | None:
@@ -353,13 +356,13 @@ def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool, versio
         remote = "Disabled" if spec.subnet else "Enabled"
     body: dict[str, Any] = {
         "osType": spec.os_type,
-        "vmSize": spec.vm_size.name.upper() if initial else spec.vm_size.name,
+        # Upper-cased in the 201 and in every GET after it (the recording); see test_c03's docstring.
+        "vmSize": spec.vm_size.name.upper(),
         "vmPriority": spec.vm_priority,
         "scaleSettings": spec.scale.to_wire(),
         "subnet": spec.subnet,
         "remoteLoginPortPublicAccess": remote,
         "allocationState": None,
-        "allocationStateTransitionTime": None,
         "errors": None,
         "currentNodeCount": None,
         "targetNodeCount": None,
@@ -367,6 +370,8 @@ def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool, versio
     }
     for name in sorted(version.aml_properties - ({"propertyBag"} if initial else set())):
         body[name] = spec.extras.get(name, _EXTRA_DEFAULTS[name])
+    if not initial:
+        body["allocationStateTransitionTime"] = None  # absent from the 201, null while the cluster is made
     if not initial and spec.user_account is not None:
         body["userAccountCredentials"] = {
             "adminUserName": spec.user_account.get("adminUserName"),
@@ -376,7 +381,9 @@ def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool, versio
     if cluster is not None and cluster.provisioned and not initial:
         body.update(
             allocationState=cluster.allocation_state,
-            allocationStateTransitionTime=_iso(cluster.allocation_changed) if cluster.allocation_changed else None,
+            allocationStateTransitionTime=(
+                arm_time(cluster.allocation_changed, digits=3) if cluster.allocation_changed else None
+            ),
             errors=cluster.errors,
             currentNodeCount=cluster.current_node_count(),
             targetNodeCount=cluster.target_node_count(),
@@ -385,5 +392,10 @@ def _render_aml(spec: AmlSpec, cluster: Cluster | None, *, initial: bool, versio
     return body
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+def arm_time(moment: datetime, digits: int = 7) -> str:
+    """A timestamp as the ML RP writes it (.NET's ``yyyy-MM-ddTHH:mm:ss.FFFFFFFzzz``): up to seven fractional
+    digits with trailing zeros dropped, and ``+00:00`` rather than ``Z`` — ``2022-08-30T19:56:28.2261097+00:00``,
+    ``…:59.264095+00:00``; ``allocationStateTransitionTime`` carries milliseconds only (``…:28.632+00:00``)."""
+    utc = moment.astimezone(UTC)
+    fraction = f"{utc.microsecond:06d}0"[:digits].rstrip("0")
+    return utc.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "+00:00"

@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from amlops_emulator.arm.compute import render
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.arm.state import ArmState
 
@@ -53,7 +52,7 @@ def add_simulator_controls(app: web.Application, state: ArmState) -> None:
             raise ArmError(400, "BadRequest", str(exc)) from None
 
     def answer(record: Any) -> web.Response:
-        return web.json_response(render(record, state.provisioning_state(record), state.provisioning_errors(record)))
+        return web.json_response(state.render(record))
 
     async def workload(request: web.Request) -> web.Response:
         body: _Workload = await parse(request, _Workload)

@@ -19,7 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from amlops_emulator.arm import catalogue
-from amlops_emulator.arm.compute import AML_COMPUTE, ComputeRecord, obj, opt_int, opt_str, render
+from amlops_emulator.arm.compute import AML_COMPUTE, ComputeRecord, obj, opt_int, opt_str
 from amlops_emulator.arm.errors import ArmError, bad_request
 from amlops_emulator.arm.state import PROVIDER, ArmState, Workspace
 from amlops_emulator.arm.versions import SUPPORTED_API_VERSIONS, ApiVersion, api_version
@@ -165,13 +165,7 @@ class Dispatcher:
         return self.state.workspace(p["sub"], p["rg"], p["ws"])
 
     def _render(self, request: web.Request, record: ComputeRecord, *, initial: bool = False) -> dict[str, Any]:
-        return render(
-            record,
-            self.state.provisioning_state(record),
-            self.state.provisioning_errors(record),
-            initial=initial,
-            version=self._version(request),
-        )
+        return self.state.render(record, initial=initial, version=self._version(request))
 
     @staticmethod
     def _failure(request: web.Request) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from amlops_emulator.arm.compute import (
     opt_bool,
     opt_obj,
     opt_str,
+    render,
     scale_of,
     tags_of,
 )
@@ -37,6 +38,7 @@ from amlops_emulator.arm.errors import (
     resource_not_found,
     subscription_not_found,
 )
+from amlops_emulator.arm.references import check_identities, check_subnet
 from amlops_emulator.arm.simulator import Cluster
 from amlops_emulator.arm.versions import DEFAULT, ApiVersion
 from amlops_emulator.clock import VirtualClock
@@ -155,6 +157,9 @@ class ArmState:
         if _key(subscription, resource_group) not in self._groups:
             raise resource_group_not_found(resource_group)
 
+    def group_exists(self, subscription: str, resource_group: str) -> bool:
+        return _key(subscription, resource_group) in self._groups
+
     def workspace(self, subscription: str, resource_group: str, name: str) -> Workspace:
         self.resource_group(subscription, resource_group)
         ws = self._workspaces.get(_key(subscription, resource_group, name))
@@ -223,6 +228,25 @@ class ArmState:
             return None
         return [{"error": op.error}]
 
+    def render(self, record: ComputeRecord, *, initial: bool = False, version: ApiVersion = DEFAULT) -> dict[str, Any]:
+        """The compute's body now in ``version``'s shape (``initial``: as a PUT's 201 answers it)."""
+        return render(
+            record,
+            self.provisioning_state(record),
+            self.provisioning_errors(record),
+            initial=initial,
+            version=version,
+            modified_on=self.modified_on(record),
+        )
+
+    def modified_on(self, record: ComputeRecord) -> datetime:
+        """``modifiedOn`` advances when an operation ends, not only when it starts: the recording's GET after the
+        create shows it about ten seconds past ``createdOn`` (``…:28.2261097`` → ``…:37.8772733``)."""
+        op = self.operation_of(record)
+        if op is not None and op.done(self.clock.now()):
+            return max(record.modified_on, op.ends)
+        return record.modified_on
+
     def _start(self, record: ComputeRecord, label: str, seconds: float, error: dict[str, Any] | None) -> Operation:
         now = self.clock.now()
         op = Operation(str(uuid.uuid4()), label, record.location, now, now + timedelta(seconds=seconds), error)
@@ -264,6 +288,9 @@ class ArmState:
             if "disableLocalAuth" in version.compute_properties
             else None
         )
+        compute_id = f"{ws.arm_id}/computes/{name}"
+        check_identities(compute_id, identity, self.group_exists)
+        check_subnet(compute_id, spec.subnet if spec else None, self.group_exists)
         live = existing is not None and existing.cluster is not None and existing.aml is not None
         if spec is not None and live and existing is not None and existing.aml is not None:
             # The service silently ignores a vmSize change on an existing cluster (azure-rest-api-specs #18889);
@@ -378,6 +405,7 @@ class ArmState:
             properties = opt_obj(properties.get("properties"), "properties.properties") or {}
         scale_body = properties.get("scaleSettings")
         new_identity = identity_of(body.get("identity"), record.identity)
+        check_identities(record.arm_id, new_identity, self.group_exists)
         new_tags = tags_of(body["tags"]) if "tags" in body else record.tags
         busy = self._busy(record)
         if busy is not None:

@@ -184,8 +184,8 @@ class Task:
         if self.previous_state is not None and self.previous_state_since is not None:
             body["previousState"] = self.previous_state
             body["previousStateTransitionTime"] = iso(self.previous_state_since)
-        if self.start_time is not None or self.result is not None or self.retry_count or self.requeue_count:
-            body["executionInfo"] = self._execution_info()
+        # Always present, {"retryCount": 0, "requeueCount": 0} before the first run (Tasks_ListTasks.json).
+        body["executionInfo"] = self._execution_info()
         if self.node_id is not None and self.pool_id is not None:
             pool_url = f"{account_url}/pools/{self.pool_id}"
             body["nodeInfo"] = {

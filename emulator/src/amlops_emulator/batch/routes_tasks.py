@@ -91,9 +91,11 @@ def _new_task(job: Job, body: JSON, now: datetime) -> Task:
     durations(constraints, "maxWallClockTime", "retentionTime")
     max_retries = integer(constraints, "maxTaskRetryCount", 0, -1, 1_000_000)
     job.task_seq += 1
-    task = Task(
-        job=job, spec={**body, "constraints": constraints}, seq=job.task_seq, created=now, max_retries=max_retries
-    )
+    # The service fills the defaults it lists back (Tasks_ListTasks.json, 2025-06-01): one slot, and a
+    # non-admin auto-user of the task's own when the body names nobody to run as.
+    own_user = {"autoUser": {"scope": "task", "elevationLevel": "nonadmin"}}
+    spec = {"userIdentity": own_user, "requiredSlots": 1, **body, "constraints": constraints}
+    task = Task(job=job, spec=spec, seq=job.task_seq, created=now, max_retries=max_retries)
     task.last_modified = now
     return task
 
