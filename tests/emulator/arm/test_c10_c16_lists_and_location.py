@@ -163,15 +163,17 @@ async def test_c13_usages_follow_node_counts(frozen: RunningEmulator, frozen_arm
 
 
 async def test_c14_list_quotas_by_vm_family(ml_client: Any, arm: Arm) -> None:
-    """C14: Quotas (and lower-case quotas) list subscription-level and workspace-level family limits."""
+    """C14: Quotas (and lower-case quotas) list subscription-level and workspace-level family limits, ids and
+    ``name.value`` capitalised as usages' ("StandardDSv2Family": ``stable/2020-08-01/examples/
+    ListWorkspaceQuotasByVMFamily.json``)."""
     quotas = [q async for q in ml_client.quotas.list(LOC)]
     kinds = {q.type for q in quotas}
     assert kinds == {
         "Microsoft.MachineLearningServices/vmFamily/dedicatedCores/quotas",
         "Microsoft.MachineLearningServices/workspaces/dedicatedCores/quotas",
     }
-    dsv2 = next(q for q in quotas if q.id == f"/subscriptions/{SUB}/quotas/standardDSv2Family")
-    assert (dsv2.limit, dsv2.unit, dsv2.name.value) == (24, "Count", "standardDSv2Family")
+    dsv2 = next(q for q in quotas if q.id == f"/subscriptions/{SUB}/quotas/StandardDSv2Family")
+    assert (dsv2.limit, dsv2.unit, dsv2.name.value) == (24, "Count", "StandardDSv2Family")
     status, _, lower = await arm.call("GET", f"{LOCATION}/quotas")
     assert status == 200
     assert len(lower["value"]) == len(quotas)
@@ -195,7 +197,7 @@ async def test_c15_update_quotas_statuses(ml_client: Any) -> None:
         "InvalidQuotaExceedsSubscriptionLimit",
     ]
     quotas = [q async for q in ml_client.quotas.list(LOC)]
-    assert next(q for q in quotas if q.id == f"{ws_id}/quotas/standardDSv2Family").limit == 10
+    assert next(q for q in quotas if q.id == f"{ws_id}/quotas/StandardDSv2Family").limit == 10
     # The workspace limit now caps clusters: 6 DS2_v2 nodes (12 vCPUs) exceed 10.
     with pytest.raises(HttpResponseError, match="specified workspace has a Standard DSv2 family vCPU quota of 10"):
         await (

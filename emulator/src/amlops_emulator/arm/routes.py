@@ -356,7 +356,7 @@ class Dispatcher:
         for family in catalogue.FAMILIES:
             items.append(
                 _quota_item(
-                    f"/subscriptions/{sub}/quotas/{family.name}",
+                    f"/subscriptions/{sub}/quotas/{family.usage_name}",
                     f"{PROVIDER}/vmFamily/dedicatedCores/quotas",
                     family,
                     self.state.family_limit(family),
@@ -365,7 +365,7 @@ class Dispatcher:
             for ws in self.state.workspaces_in(sub, p["loc"]):
                 items.append(
                     _quota_item(
-                        f"{ws.arm_id}/quotas/{family.name}",
+                        f"{ws.arm_id}/quotas/{family.usage_name}",
                         f"{PROVIDER}/workspaces/dedicatedCores/quotas",
                         family,
                         self.state.workspace_limit(ws.arm_id, family),
@@ -439,7 +439,7 @@ def _quota_item(quota_id: str, kind: str, family: catalogue.VmFamily, limit: int
     return {
         "id": quota_id,
         "type": kind,
-        "name": {"value": family.name, "localizedValue": family.display},
+        "name": {"value": family.usage_name, "localizedValue": family.display},
         "limit": limit,
         "unit": "Count",
     }
