@@ -63,9 +63,9 @@ class ArmSettings:
     family_quotas: dict[str, int] = field(default_factory=dict)
     total_dedicated_cores: int = catalogue.TOTAL_DEDICATED_CORES
     total_low_priority_cores: int = catalogue.TOTAL_LOW_PRIORITY_CORES
-    # The key of the VM-size list at api-version 2020-08-01: the swagger's "amlCompute" (fidelity trap 1), or
-    # "value" as that version's own example ListVMSizesResult.json shows it; the evidence conflicts, clients must
-    # read either.
+    # The key of the VM-size list at api-version 2020-08-01 (and the older ones served): the swagger's
+    # "amlCompute" (fidelity trap 1), or "value" as that version's own example ListVMSizesResult.json shows it;
+    # the evidence conflicts, so clients must read either.
     vm_sizes_key_2020_08_01: str = "amlCompute"
 
 
