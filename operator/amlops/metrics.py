@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from amlops.reconcile.outcome import Outcome
-from amlops.status import READY
+from amlops.status import READY, STALLED
 
 RECONCILE_TOTAL = Counter(
     "amlops_reconcile_total", "Reconcile passes by kind and result (ok, retry, stalled, error).", ["kind", "result"]
@@ -39,6 +39,12 @@ RESOURCE_CONDITION = Gauge(
     "1 while the resource's condition of this type is True, else 0 (Ready, Reconciling, Stalled, job conditions).",
     ["kind", "namespace", "name", "type"],
 )
+RESOURCE_STALLED = Gauge(
+    "amlops_resource_stalled",
+    "1 while the resource is Stalled, labelled with the Stalled condition's reason (amlops' stable reasons, e.g. "
+    "QuotaExceeded, VmSizeNotAvailable, whatever code Azure used); absent while it is not Stalled.",
+    ["kind", "namespace", "name", "reason"],
+)
 RESOURCE_READY = Gauge("amlops_resource_ready", "1 when the resource is Ready, else 0.", ["kind", "namespace", "name"])
 COMPUTE_NODES = Gauge("amlops_compute_nodes", "Nodes of a compute by node state.", ["namespace", "name", "state"])
 COMPUTE_TARGET_NODES = Gauge("amlops_compute_target_nodes", "Target node count of a compute.", ["namespace", "name"])
@@ -61,6 +67,7 @@ def forget(kind: str, namespace: str, name: str) -> None:
     """Drop every series of one resource (called once it is gone from the cluster)."""
     RESOURCE_READY.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
     RESOURCE_CONDITION.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+    RESOURCE_STALLED.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
     for metric in _PER_RESOURCE[1:]:
         metric.remove_by_labels({"namespace": namespace, "name": name})
 
@@ -71,6 +78,11 @@ def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
         RESOURCE_CONDITION.labels(kind, namespace, name, condition.type).set(1 if condition.status == "True" else 0)
         if condition.type == READY:
             RESOURCE_READY.labels(kind, namespace, name).set(1 if condition.status == "True" else 0)
+        if condition.type == STALLED:
+            # One series at most per resource: the current reason's (an alert can name the reason it fires on).
+            RESOURCE_STALLED.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+            if condition.status == "True":
+                RESOURCE_STALLED.labels(kind, namespace, name, condition.reason).set(1)
     status = outcome.status
     counts = status.get("nodeStateCounts")
     if isinstance(counts, dict):

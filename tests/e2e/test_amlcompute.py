@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import amlops_testbed as testbed
-from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.objects import apply, condition, events, wait_condition, wait_gone
 from tests.support.processes import EmulatorProcess, StartOperator
 
 pytestmark = pytest.mark.e2e
@@ -153,10 +153,7 @@ def test_missing_workspace_is_stalled_with_azures_code(
     obj = wait_condition(k8s, "amlcompute", "nows", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
     assert stalled["reason"] == "ParentResourceNotFound"
-    events = k8s.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", "reason=ParentResourceNotFound", "-o", "json"
-    )
-    assert any(e["type"] == "Warning" for e in json.loads(events)["items"])
+    assert any(e["type"] == "Warning" for e in events(k8s, namespace, "ParentResourceNotFound"))
 
 
 def test_quota_numbers_are_in_the_condition_message(
@@ -182,3 +179,54 @@ def test_unknown_vm_size_is_stalled(
     # Nothing was created, so nothing holds the deletion (the pre-flight judges creates, not deletions).
     k8s.kubectl("delete", "amlcompute/odd", "-n", namespace, "--wait=false")
     wait_gone(k8s, "amlcompute", "odd", namespace)
+
+
+def _warning_events(k8s: testbed.Testbed, namespace: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in events(k8s, namespace, reason) if e["type"] == "Warning"]
+
+
+def test_a_size_azure_refuses_after_accepting_the_create_is_stalled_with_the_supported_sizes(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
+    """Azure accepts the PUT of an unsupported size and fails the create: InvalidPropertyValue "... is not a
+    supported VM size", the supported sizes in the error's details (Azure/MachineLearningNotebooks#1169). The
+    pre-flight cannot know here (vmSizes refused): the asynchronous failure alone stalls the object, with the
+    same reason as the pre-flight's, the size and the supported list in the message, and a Warning Event."""
+    azure.control("POST", "/faults", {"method": "GET", "path": "/vmSizes$", "status": 400, "code": "BadRequest"})
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("b2s", cname, vmSize="Standard_B2s"))
+    obj = wait_condition(k8s, "amlcompute", "b2s", namespace, "Stalled")
+    stalled = condition(obj, "Stalled")
+    assert stalled["reason"] == "VmSizeNotAvailable"
+    assert stalled["message"].startswith("InvalidPropertyValue: The specified value Standard_B2s for property")
+    assert "SupportedVMSizes: " in stalled["message"]
+    assert "STANDARD_DS3_V2" in stalled["message"]
+    assert obj["status"]["provisioningState"] == "Failed"
+    assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") == 1, "created once, never again"
+    testbed.eventually(lambda: _warning_events(k8s, namespace, "VmSizeNotAvailable"), what="a Warning Event")
+    # The failed cluster exists in Azure and is ours: deleting the object deletes it.
+    k8s.kubectl("delete", "amlcompute/b2s", "-n", namespace, "--wait=false")
+    wait_gone(k8s, "amlcompute", "b2s", namespace)
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
+
+
+def test_a_quota_azure_reports_as_bad_request_is_stalled_quota_exceeded(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
+    """Azure fails a create its vCPU quota cannot hold with code BadRequest and a message naming the quota
+    ("The specified subscription has a Standard DSv2 family vCPU quota of 24 and cannot accomodate ...":
+    dotnet/machinelearning-modelbuilder#2140, Azure/mlops-v2#81). amlops classifies it itself: Stalled
+    ``QuotaExceeded`` (what alerts and Argo CD read), Azure's code and message kept in the condition."""
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("nocores", cname, scaleSettings={"minNodeCount": 7, "maxNodeCount": 7}))
+    obj = wait_condition(k8s, "amlcompute", "nocores", namespace, "Stalled")
+    stalled = condition(obj, "Stalled")
+    assert stalled["reason"] == "QuotaExceeded"
+    assert stalled["message"].startswith(
+        "BadRequest: The specified subscription has a Standard DSv2 family vCPU quota of 24 and cannot accomodate "
+        "for at least 7 requested managed compute nodes which maps to 28 vCPUs."
+    )
+    assert obj["status"]["provisioningErrors"][0]["code"] == "BadRequest"
+    testbed.eventually(lambda: _warning_events(k8s, namespace, "QuotaExceeded"), what="a Warning Event")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
@@ -10,7 +9,7 @@ import uuid
 import pytest
 
 import amlops_testbed as testbed
-from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.objects import apply, condition, events, wait_condition, wait_gone
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 from .test_amlcompute import WS_PATH, azure_max_nodes, compute_name, manifest
@@ -240,6 +239,5 @@ def test_identity_and_node_report(
         ),
         what="identity removed",
     )
-    events = json.loads(k8s.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
-    assert any(e["reason"] == "Updating" for e in events)
+    assert events(k8s, namespace, "Updating")
     del code

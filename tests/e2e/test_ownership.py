@@ -4,13 +4,12 @@ and 12)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
 
 import amlops_testbed as testbed
-from tests.support.objects import apply, condition, find_condition, wait_condition
+from tests.support.objects import apply, condition, events, find_condition, wait_condition
 from tests.support.processes import EmulatorProcess, StartOperator
 
 from . import test_batchcompute
@@ -103,8 +102,7 @@ def test_deleting_an_object_whose_workspace_does_not_exist_completes(
     assert "MachineLearningCompute_Delete" not in azure.operations()
 
     def told() -> bool:
-        events = json.loads(k8s.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
-        return any("nothing to delete in Azure: ParentResourceNotFound" in e["message"] for e in events)
+        return any("nothing to delete in Azure: ParentResourceNotFound" in e["message"] for e in events(k8s, namespace))
 
     if kind == "amlcompute":  # a BatchCompute reads a missing workspace as "nothing attached" and goes quietly
         testbed.eventually(told, what="an Event says why the deletion ended")

@@ -24,7 +24,7 @@ from azure.batch.aio import BatchClient
 import amlops_testbed as testbed
 from amlops.azure.blob import BlobFolder, BlobStore
 from amlops_emulator.azurite import Azurite
-from tests.support.objects import apply, condition, find_condition, is_true, wait_condition, wait_for, wait_gone
+from tests.support.objects import apply, condition, events, find_condition, is_true, wait_condition, wait_for, wait_gone
 from tests.support.processes import EmulatorProcess, StartOperator
 
 from .test_amlcompute import compute_name
@@ -664,8 +664,7 @@ def test_code_from_a_configmap_and_ttl_after_finished_deletes_the_job(bed: Bed) 
 
     # ttlSecondsAfterFinished: gone a few seconds after completionTime, with its Batch job; the output stays.
     wait_gone(bed.k8s, "paralleljob", "from-cm", bed.ns)  # deleted by its TTL
-    events = bed.k8s.kubectl("get", "events", "-n", bed.ns, "-o", "json")
-    assert any(e["reason"] == "TTLExpired" and e["involvedObject"]["uid"] == uid for e in json.loads(events)["items"])
+    assert any(e["involvedObject"]["uid"] == uid for e in events(bed.k8s, bed.ns, "TTLExpired"))
 
     async def job_ids(client: BatchClient) -> list[str]:
         return [j.id async for j in client.list_jobs()]

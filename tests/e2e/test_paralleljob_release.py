@@ -14,7 +14,7 @@ from azure.batch import models
 from azure.batch.aio import BatchClient
 
 import amlops_testbed as testbed
-from tests.support.objects import condition, find_condition, wait_condition
+from tests.support.objects import condition, events, find_condition, wait_condition
 from tests.support.processes import EmulatorProcess
 
 from . import test_paralleljob
@@ -237,8 +237,7 @@ def test_a_job_whose_compute_was_removed_by_force_goes_with_a_warning_naming_wha
     bed.k8s.kubectl("delete", "paralleljob/stranded", "-n", bed.ns, "--timeout=60s")
 
     def warning() -> dict[str, Any] | None:
-        events = json.loads(bed.k8s.kubectl("get", "events", "-n", bed.ns, "-o", "json"))["items"]
-        return next((e for e in events if e["reason"] == "ComputeGone"), None)
+        return next(iter(events(bed.k8s, bed.ns, "ComputeGone")), None)
 
     event = testbed.eventually(warning, what="a ComputeGone Warning")
     assert event["type"] == "Warning"

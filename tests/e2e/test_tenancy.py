@@ -16,7 +16,7 @@ import yaml
 import amlops_testbed as testbed
 from amlops.handlers.kube_api import CREDENTIALS_FINALIZER, KubeApi
 from amlops.reconcile.errors import TerminalError
-from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.objects import apply, condition, events, wait_condition, wait_gone
 from tests.support.processes import EmulatorProcess, StartOperator
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name, manifest
@@ -291,7 +291,4 @@ def test_objects_that_could_never_reach_azure_are_deleted_without_waiting(
     k8s.kubectl("delete", "amlcompute/nosecret", "batchcompute/elsewhere", "-n", namespace, "--timeout=120s")
     status, _ = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status == 404, "detached, not left attached"
-    events = json.loads(
-        k8s.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=CredentialsGone", "-o", "json")
-    )
-    assert [e["involvedObject"]["name"] for e in events["items"]] == ["nosecret"]
+    assert [e["involvedObject"]["name"] for e in events(k8s, namespace, "CredentialsGone")] == ["nosecret"]

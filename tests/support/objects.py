@@ -47,6 +47,16 @@ def apply(k8s: testbed.Testbed, namespace: str, manifest: str | Object) -> dict[
     return stored
 
 
+def events(k8s: testbed.Testbed, namespace: str, reason: str | None = None) -> list[dict[str, Any]]:
+    """The namespace's Events (core/v1), those of one ``reason`` when given (a field selector: the apiserver
+    filters)."""
+    selector = ("--field-selector", f"reason={reason}") if reason else ()
+    items: list[dict[str, Any]] = json.loads(k8s.kubectl("get", "events", "-n", namespace, *selector, "-o", "json"))[
+        "items"
+    ]
+    return items
+
+
 def conditions(obj: Object | None) -> Sequence[Mapping[str, Any]]:
     conditions: Sequence[Mapping[str, Any]] = ((obj or {}).get("status") or {}).get("conditions") or []
     return conditions

@@ -285,10 +285,49 @@ def test_a_vm_size_azure_kept_is_reported_not_patched() -> None:
 
 
 SIZES = [{"name": "Standard_DS3_v2", "family": "standardDSv2Family", "vCPUs": 4}]
+USAGES = "Microsoft.MachineLearningServices"
+WS_ID = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws-1"
 
 
-def usage(name: str, limit: int, current: int) -> dict[str, Any]:
-    return {"name": {"value": name, "localizedValue": name}, "limit": limit, "currentValue": current, "unit": "Count"}
+def usage(usage_id: str, kind: str, name: str, limit: int, current: int) -> dict[str, Any]:
+    return {
+        "id": usage_id,
+        "type": f"{USAGES}/{kind}/usages",
+        "name": {"value": name, "localizedValue": name},
+        "limit": limit,
+        "currentValue": current,
+        "unit": "Count",
+    }
+
+
+def usages_2020(family_limit: int = 24, family_used: int = 2, low_limit: int = 50) -> list[dict[str, Any]]:
+    """The rows of ``stable/2020-08-01/examples/ListUsages.json`` (azure-rest-api-specs), for DSv2: totals, the
+    subscription's family row, its workspace and compute rows, then the low-priority rows with ``limit: -1``
+    sharing the family row's id and name."""
+    fam = "StandardDSv2Family"
+    return [
+        usage(f"/subscriptions/{SUB}", "totalCores", "TotalCores", 100, 7),
+        usage(f"/subscriptions/{SUB}", "totalDedicatedCores", "TotalDedicatedCores", 24, 14),
+        usage(f"/subscriptions/{SUB}/usages/{fam}", "vmFamily/dedicatedCores", fam, family_limit, family_used),
+        usage(f"{WS_ID}/usages/{fam}", "workspaces/dedicatedCores", fam, 8, 2),
+        usage(f"{WS_ID}/computes/c1/usages/{fam}", "workspaces/computes/dedicatedCores", fam, 24, 2),
+        usage(f"/subscriptions/{SUB}", "totalLowPriorityCores", "TotalLowPriorityCores", low_limit, 18),
+        usage(f"/subscriptions/{SUB}/usages/{fam}", "vmFamily/lowPriorityCores", fam, -1, 0),
+        usage(f"{WS_ID}/usages/{fam}", "workspace/lowPriorityCores", fam, -1, 0),
+    ]
+
+
+def usages_2024(family_limit: int = 24) -> list[dict[str, Any]]:
+    """The same rows as ``stable/2024-10-01/examples/Usage/list.json`` spells them: names are the display names,
+    types drop ``dedicatedCores``/``lowPriorityCores``, and the low-priority family row comes first here."""
+    ded, low = "Standard DSv2 Family Cluster Dedicated vCPUs", "Standard DSv2 Family Cluster LowPriority vCPUs"
+    return [
+        usage(f"/subscriptions/{SUB}/usages", "totalCores", "Clusters", 100, 7),
+        usage(f"/subscriptions/{SUB}/usages/{low.replace(' ', '_')}", "vmFamily", low, -1, 0),
+        usage(f"{WS_ID}/usages/{ded.replace(' ', '_')}", "workspaces", ded, 4, 2),
+        usage(f"/subscriptions/{SUB}/usages/{ded.replace(' ', '_')}", "vmFamily", ded, family_limit, 2),
+        usage(f"/subscriptions/{SUB}/usages", "lowPriorityCores", "Total Cluster LowPriority Regional vCPUs", 50, 18),
+    ]
 
 
 @dataclass(frozen=True)
@@ -297,33 +336,91 @@ class Quota:
     fields: dict[str, Any]
     usages: list[dict[str, Any]]
     sufficient: bool | None
+    limit: int | None = None
     error: bool = False
+    sizes: list[dict[str, Any]] = field(default_factory=lambda: SIZES)
 
 
 QUOTAS = [
-    Quota("fits: 4 nodes x 4 vCPUs within 24 free", {}, [usage("standardDSv2Family", 24, 0)], True),
-    Quota("exactly the headroom fits", {}, [usage("standardDSv2Family", 20, 4)], True),
-    Quota("one vCPU over", {"scaleSettings": {"maxNodeCount": 5}}, [usage("standardDSv2Family", 20, 1)], False),
-    Quota("the family's row is matched whatever its case", {}, [usage("StandardDSv2Family", 16, 0)], True),
+    Quota("fits: 4 nodes x 4 vCPUs within 22 free", {}, usages_2020(), True, 24),
+    Quota("exactly the headroom fits", {}, usages_2020(20, 4), True, 20),
+    Quota("one vCPU over", {"scaleSettings": {"maxNodeCount": 5}}, usages_2020(20, 1), False, 20),
     Quota(
-        "low priority counts against the low-priority row",
-        {"vmPriority": "LowPriority"},
-        [usage("standardDSv2Family", 0, 0), usage("lowPriorityCores", 100, 0)],
+        "the subscription's family row, not the workspace's, the compute's or the low-priority one (-1)",
+        {"scaleSettings": {"maxNodeCount": 5}},
+        usages_2020(40, 0),
         True,
+        40,
     ),
-    Quota("no row for the family: no verdict", {}, [usage("standardNCFamily", 24, 0)], None),
+    Quota(
+        "2024-10-01 names: the dedicated family row, though the low-priority one comes first",
+        {},
+        usages_2024(),
+        True,
+        24,
+    ),
+    Quota(
+        "low priority counts against the subscription's low-priority total",
+        {"vmPriority": "LowPriority", "scaleSettings": {"maxNodeCount": 8}},
+        usages_2020(0, 0, 50),
+        True,
+        50,
+    ),
+    Quota(
+        "low priority at 2024-10-01 names",
+        {"vmPriority": "LowPriority", "scaleSettings": {"maxNodeCount": 9}},
+        usages_2024(),
+        False,
+        50,
+    ),
+    Quota(
+        "no row for the family: no verdict", {}, [usage(f"/subscriptions/{SUB}", "x", "StandardNCFamily", 24, 0)], None
+    ),
+    Quota(
+        "only an unlimited row (-1): no verdict",
+        {},
+        [
+            usage(
+                f"/subscriptions/{SUB}/usages/StandardDSv2Family",
+                "vmFamily/dedicatedCores",
+                "StandardDSv2Family",
+                -1,
+                0,
+            )
+        ],
+        None,
+    ),
     Quota("a size the location does not offer", {"vmSize": "Standard_Unknown"}, [], None, error=True),
 ]
 
 
 @pytest.mark.parametrize("case", QUOTAS, ids=lambda c: c.reason)
 def test_quota_check(case: Quota) -> None:
-    quota, error, sufficient = m.quota_check(spec(**case.fields), SIZES, case.usages)
+    quota, error, sufficient = m.quota_check(spec(**case.fields), case.sizes, case.usages)
     assert (error is not None) is case.error
     if case.error:
         return
     assert quota is not None
     assert quota["family"] == "standardDSv2Family"
+    assert quota.get("limit") == case.limit
     assert (sufficient[0] if sufficient else None) is case.sufficient
     if sufficient:
         assert "vCPUs" in sufficient[1]
+
+
+def test_no_size_list_gives_no_verdict() -> None:
+    """vmSizes could not be read (or answered a shape no version has): Azure judges the size when it creates."""
+    assert m.quota_check(spec(vmSize="Standard_Unknown"), [], usages_2020()) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("reason", "body", "names"),
+    [
+        ("the 2020-08-01 swagger's key", {"amlCompute": SIZES}, ["Standard_DS3_v2"]),
+        ("the 2020-08-01 example's (and every later version's) key", {"value": SIZES}, ["Standard_DS3_v2"]),
+        ("neither: nothing", {"sizes": SIZES}, []),
+        ("not a list: nothing", {"value": None}, []),
+    ],
+)
+def test_vm_sizes_of(reason: str, body: dict[str, Any], names: list[str]) -> None:
+    assert [s["name"] for s in m.vm_sizes_of(body)] == names, reason

@@ -49,6 +49,15 @@ CREATE = Pending("create", "token-0")
 DONE = OperationState(done=True)
 RUNNING = OperationState(done=False)
 FAILED = OperationState(done=True, failed=True, error_code="BadRequest", error_message="update refused")
+# What Azure reports for a cluster it cannot build (public threads: Azure/mlops-v2#81 for the quota,
+# Azure/MachineLearningNotebooks#1169 for the size, its supported sizes in the details).
+QUOTA = (
+    "The specified subscription has a total vCPU quota of 0 and cannot accomodate for at least 1 requested managed "
+    "compute node which maps to 2 vCPUs."
+)
+SIZE = "The specified value Standard_B2s for property Cluster.Properties.VMSize is not a supported VM size."
+SIZES_DETAIL = {"code": "SupportedVMSizes", "message": "STANDARD_D1,STANDARD_D2"}
+QUOTA_FAILED = OperationState(done=True, failed=True, error_code="BadRequest", error_message=QUOTA)
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,15 @@ CASES = [
     Case("an update only its operation says failed", body(), UPDATE, FAILED, True, False, None,
          ("BadRequest", "update refused")),
     Case("a token Azure no longer knows: done", body(), UPDATE, None, True, False, None),
+    Case("a quota named in a BadRequest: amlops' reason, Azure's code and message kept", body("Failed",
+         [{"error": {"code": "BadRequest", "message": QUOTA}}]), CREATE, None, False, False, None,
+         ("QuotaExceeded", f"BadRequest: {QUOTA}")),
+    Case("the same from a failed operation", body(), UPDATE, QUOTA_FAILED, True, False, None,
+         ("QuotaExceeded", f"BadRequest: {QUOTA}")),
+    Case("a size the cluster refuses: the size and the supported list in the message", body("Failed",
+         [{"error": {"code": "InvalidPropertyValue", "message": SIZE, "details": [SIZES_DETAIL]}}]), CREATE, None,
+         False, False, None,
+         ("VmSizeNotAvailable", f"InvalidPropertyValue: {SIZE} (SupportedVMSizes: STANDARD_D1,STANDARD_D2)")),
 ]  # fmt: skip
 
 

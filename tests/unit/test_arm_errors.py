@@ -25,7 +25,14 @@ from azure.core.exceptions import (
 )
 
 from amlops.azure import batch, batch_jobs
-from amlops.azure.errors import azure_errors, classify, is_azure_failure, translate
+from amlops.azure.errors import (
+    arm_error_text,
+    azure_errors,
+    classify,
+    failure_reason,
+    is_azure_failure,
+    translate,
+)
 from amlops.reconcile.errors import ReconcileError, RetryableError, TerminalError
 
 pytestmark = pytest.mark.unit
@@ -114,6 +121,83 @@ def test_translate(reason: str, raised: Exception, kind: type[ReconcileError], c
     assert caught.value.reason == code, reason
     assert caught.value.__cause__ is raised, "the SDK's exception stays reachable for the log"
     assert type(translate(raised)) is kind
+
+
+TOTAL = (
+    "The specified subscription has a total vCPU quota of 0 and cannot accomodate for at least 1 requested managed "
+    "compute node which maps to 2 vCPUs."
+)
+FAMILY = (
+    "The specified subscription has a Standard NC family vCPU quota of 0 and cannot accomodate for at least 1 "
+    "requested managed compute nodes which maps to 12 vCPUs. Talk to your Subscription Admin or refer to "
+    "https://docs.microsoft.com/azure/machine-learning/how-to-manage-quotas#request-quota-increases to increase "
+    "the family quota"
+)
+SIZE = (
+    "The specified value Standard_B2s for property Cluster.Properties.VMSize is not a supported VM size. See "
+    "additional details for supported VM sizes."
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "code", "message", "reason"),
+    [
+        ("Azure/mlops-v2#81: the subscription's total, as BadRequest", "BadRequest", TOTAL, "QuotaExceeded"),
+        ("dotnet/machinelearning-modelbuilder#2140: a family's quota", "BadRequest", FAMILY, "QuotaExceeded"),
+        (
+            "the same text under ClusterMinNodesExceedCoreQuota",
+            "ClusterMinNodesExceedCoreQuota",
+            FAMILY,
+            "QuotaExceeded",
+        ),
+        ("the emulator's former code, and any other client's", "QuotaExceeded", "no cores", "QuotaExceeded"),
+        ("mslearn-dp100#35: a job's node count", "JobNodeCountExceedsCoreQuota", "…", "QuotaExceeded"),
+        (
+            "scylla-cluster-tests#12948: CRP's wording under OperationNotAllowed",
+            "OperationNotAllowed",
+            "Operation could not be completed as it results in exceeding approved standardFSv2Family Cores quota.",
+            "QuotaExceeded",
+        ),
+        (
+            "MachineLearningNotebooks#1169: a size the cluster refuses",
+            "InvalidPropertyValue",
+            SIZE,
+            "VmSizeNotAvailable",
+        ),
+        (
+            "another InvalidPropertyValue keeps Azure's code",
+            "InvalidPropertyValue",
+            "maxNodeCount is negative",
+            "InvalidPropertyValue",
+        ),
+        ("a BadRequest about something else keeps Azure's code", "BadRequest", "The request is invalid", "BadRequest"),
+    ],
+)
+def test_failure_reason(source: str, code: str, message: str, reason: str) -> None:
+    """amlops' own, stable reason; Azure's code stays in the message whenever it is not the reason."""
+    got_reason, got_message = failure_reason(code, message)
+    assert got_reason == reason, source
+    assert got_message == (message if reason == code else f"{code}: {message}"), source
+
+
+def test_a_quota_refused_at_once_stalls_as_quota_exceeded_too() -> None:
+    """A synchronous 400 (ClusterMinNodesExceedCoreQuota on a create, or a BadRequest naming a quota) gets the same
+    reason as an asynchronous failure."""
+    with pytest.raises(TerminalError) as caught, azure_errors():
+        raise _http(400, "BadRequest", TOTAL)
+    assert (caught.value.reason, caught.value.message) == ("QuotaExceeded", f"BadRequest: {TOTAL}")
+
+
+def test_arm_error_text_keeps_the_details() -> None:
+    """The supported sizes come in ``details`` (MachineLearningNotebooks#1169), and a human needs them."""
+    error = {
+        "code": "InvalidPropertyValue",
+        "message": SIZE,
+        "details": [{"code": "SupportedVMSizes", "message": "STANDARD_D1,STANDARD_D2"}],
+    }
+    assert arm_error_text(error) == f"{SIZE} (SupportedVMSizes: STANDARD_D1,STANDARD_D2)"
+    assert arm_error_text({"code": "X", "message": "m", "details": []}) == "m"
+    assert arm_error_text(None) == ""
 
 
 @pytest.mark.parametrize(

@@ -44,12 +44,13 @@ DISCARD = web.RequestKey("amlops_emulator.discard", bool)
 
 class FaultSpec(BaseModel):
     """One rule of ``POST /_emulator/faults``. With no ``status``, ``asyncFailure`` or ``discard`` it only adds
-    latency."""
+    latency. ``status`` is an error (400-599), rendered in the app's error shape, or 204: an empty answer, as a
+    DELETE of a compute that does not exist gets from api-version 2024-10-01 on."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     method: str = ".*"
     path: str
-    status: int | None = Field(default=None, ge=400, le=599)
+    status: int | None = Field(default=None, ge=200, le=599)
     code: str | None = None
     message: str | None = None
     retry_after: int | None = Field(default=None, alias="retryAfter", ge=0)
@@ -60,6 +61,13 @@ class FaultSpec(BaseModel):
     discard: bool = False
     count: int | None = Field(default=None, ge=1)
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("status")
+    @classmethod
+    def _answerable(cls, value: int | None) -> int | None:
+        if value is not None and value < 400 and value != 204:
+            raise ValueError("status must be 204 (no content) or an error, 400-599")
+        return value
 
     @field_validator("method", "path")
     @classmethod
@@ -224,6 +232,8 @@ def fault_middleware(platform: Platform, render: ErrorRenderer) -> Middleware:
         if spec.latency_ms:
             # Latency is felt by the client in real time, whatever the emulator clock's speed.
             await asyncio.sleep(spec.latency_ms / 1000)
+        if spec.status == 204:
+            return web.Response(status=204)
         if spec.status is not None:
             response = render(
                 request,

@@ -8,6 +8,7 @@ failure and is not waited for as one: it leaves the funnel untouched and the eng
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -45,6 +46,7 @@ ARM_CODES: dict[str, Class] = {
     "QuotaExceeded": "terminal",
     "ResourceQuotaExceeded": "terminal",
     "ClusterMinNodesExceedCoreQuota": "terminal",
+    "JobNodeCountExceedsCoreQuota": "terminal",
     "AuthorizationFailed": "terminal",
     "AuthenticationFailed": "terminal",
     "AccountNotFound": "terminal",
@@ -68,6 +70,24 @@ ARM_CODES: dict[str, Class] = {
     "ValidationError": "terminal",
 }
 
+# Stable reasons amlops gives a failure whatever code Azure chose for it (design.md §3: a reason a human and an
+# alert can rely on). Azure's ML RP reports one cause under several codes: a quota shortfall comes back as
+# BadRequest "The specified subscription has a total vCPU quota of 4 and cannot accomodate for at least 1
+# requested ... node which maps to 24 vCPUs" (Azure/mlops-v2#81, microsoft/InnerEye-DeepLearning#253), as
+# "... has a Standard NC family vCPU quota of 0 and cannot accomodate ..." (dotnet/machinelearning-modelbuilder
+# #2140), as ClusterMinNodesExceedCoreQuota with the same text, or as QuotaExceeded; an unsupported size as
+# InvalidPropertyValue "The specified value Standard_B2s for property Cluster.Properties.VMSize is not a supported
+# VM size" (Azure/MachineLearningNotebooks#1169, microsoft/az-deep-batch-score#4).
+QUOTA_EXCEEDED = "QuotaExceeded"
+VM_SIZE_NOT_AVAILABLE = "VmSizeNotAvailable"
+_QUOTA_CODES = frozenset(
+    {"QuotaExceeded", "ResourceQuotaExceeded", "ClusterMinNodesExceedCoreQuota", "JobNodeCountExceedsCoreQuota"}
+)
+# "... family vCPU quota of 0 ...", "exceeding approved standardNCADSA100v4Family Cores quota", "exceeding quota
+# limits of Core": a quota named in the message, whatever the code around it.
+_QUOTA_MESSAGE = re.compile(r"\bvCPU quota\b|\bexceeding\b.{0,80}?\bquota", re.IGNORECASE)
+_VM_SIZE_MESSAGE = re.compile(r"not a supported VM size", re.IGNORECASE)
+
 DEFAULT_RETRY = 10.0
 THROTTLED = "Throttled"
 INSECURE_ENDPOINT = "InsecureEndpoint"
@@ -87,6 +107,35 @@ def classify(code: str | None, status: int | None) -> Class:
     if status is None or status in (408, 429) or status >= 500:
         return "retryable"
     return "terminal" if status >= 400 else "retryable"
+
+
+def stable_reason(code: str, message: str) -> str:
+    """amlops' own reason for Azure's ``code`` and ``message``: ``QuotaExceeded`` for every quota shortfall,
+    ``VmSizeNotAvailable`` for a size the service refuses, else Azure's code as it is."""
+    if code in _QUOTA_CODES or _QUOTA_MESSAGE.search(message):
+        return QUOTA_EXCEEDED
+    if _VM_SIZE_MESSAGE.search(message):
+        return VM_SIZE_NOT_AVAILABLE
+    return code
+
+
+def failure_reason(code: str, message: str) -> tuple[str, str]:
+    """(reason, message) for a Stalled condition: :func:`stable_reason`, and Azure's own code kept in front of
+    its message whenever the reason is not that code (nothing of what Azure said is lost)."""
+    reason = stable_reason(code, message)
+    return reason, message if reason == code else f"{code}: {message}"
+
+
+def arm_error_text(error: Any) -> str:
+    """An ARM error object's message with its details after it: the ML RP puts what a human needs there, e.g.
+    ``{"code": "SupportedVMSizes", "message": "STANDARD_D1,STANDARD_D2,..."}`` after "is not a supported VM
+    size" (Azure/MachineLearningNotebooks#1169)."""
+    if not isinstance(error, dict):
+        return ""
+    message = str(error.get("message") or "")
+    details = [d for d in error.get("details") or [] if isinstance(d, dict) and d.get("message")]
+    notes = "; ".join(f"{d.get('code') or 'Detail'}: {d['message']}" for d in details)
+    return f"{message} ({notes})" if notes and message else message or notes
 
 
 def retry_after(error: HttpResponseError) -> float | None:
@@ -173,6 +222,6 @@ def translate(error: Exception) -> ReconcileError:
             return RetryableError(THROTTLED, message, retry_after(error) or DEFAULT_RETRY)
         if classify(code, status) == "retryable":
             return RetryableError(code, message, retry_after(error) or DEFAULT_RETRY)
-        return TerminalError(code, message)
+        return TerminalError(*failure_reason(code, message))
     # A bare AzureError: azure-core gave up after its retries, or a download failed its checksum.
     return RetryableError("WaitingForAzure", f"{type(error).__name__}: {error}", DEFAULT_RETRY)

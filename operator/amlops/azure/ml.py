@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.polling import AsyncLROPoller
 from azure.core.rest import HttpRequest
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
-from amlops.azure.errors import azure_errors
+from amlops.azure.errors import arm_error_text, azure_errors
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, arm_accounting
 from amlops.reconcile.external import Pending
 from amlops.settings import Settings
@@ -145,17 +145,27 @@ class MlClient:
             ),
         )
 
-    async def begin_delete_compute(self, ws: WorkspaceId, name: str, action: str) -> Pending:
+    async def begin_delete_compute(self, ws: WorkspaceId, name: str, action: str) -> Pending | None:
+        """None: the compute is not there, so there is nothing to wait for. Azure says so with a 404 (whatever
+        its code: ``ResourceNotFound``, or the ML RP's ``UserError``) or, from api-version 2024-10-01, with a 204
+        (``Compute_Delete`` in the swagger), which SDK 1.0.1's 2020-08-01 code accepts as neither 200 nor 202 and
+        raises as an error: read as gone at every api-version, never retried."""
         ops = self._client.machine_learning_compute
-        return await self._begin("delete", lambda: ops.begin_delete(ws.resource_group, ws.name, name, action))
+        with azure_errors():
+            try:
+                poller = await ops.begin_delete(ws.resource_group, ws.name, name, action)
+            except ResourceNotFoundError:
+                return None
+            except HttpResponseError as error:
+                if error.status_code == 204:
+                    return None
+                raise
+        return _pending("delete", poller)
 
     async def _begin(self, operation: str, begin: Callable[[], Awaitable[AsyncLROPoller[Any]]]) -> Pending:
         with azure_errors():
             poller = await begin()
-        # Never await the result: the engine looks again later, and a restarted operator resumes from the
-        # saved token instead of writing a second time.
-        token = poller.continuation_token()
-        return Pending(operation, token, now_iso())
+        return _pending(operation, poller)
 
     async def operation_state(self, ws: WorkspaceId, name: str, pending: Pending) -> OperationState | None:
         """Check a saved operation once, without waiting; None when the token cannot be used any more."""
@@ -201,10 +211,12 @@ class MlClient:
         return nodes, total
 
     # -- location -----------------------------------------------------------------------------------------
-    async def vm_sizes(self, location: str) -> list[JSON]:
+    async def vm_sizes(self, location: str) -> JSON:
+        """The raw answer: SDK 1.0.1's model reads only ``amlCompute``, and Azure may name the list ``value``
+        (``amlcompute_map.vm_sizes_of`` reads either)."""
         with azure_errors():
-            result = await self._client.virtual_machine_sizes.list(location)
-        return [dict(s.serialize(keep_readonly=True)) for s in (result.aml_compute or [])]
+            body: JSON = await self._client.virtual_machine_sizes.list(location, cls=_raw)  # type: ignore[assignment]
+        return body
 
     async def usages(self, location: str) -> list[JSON]:
         with azure_errors():
@@ -225,6 +237,13 @@ class MlClient:
         return json.loads(text) if text else {}
 
 
+def _pending(operation: str, poller: AsyncLROPoller[Any]) -> Pending:
+    # Never await the result: the engine looks again later, and a restarted operator resumes from the saved
+    # token instead of writing a second time.
+    token = poller.continuation_token()
+    return Pending(operation, token, now_iso())
+
+
 def _bytes(body: JSON) -> IO[bytes]:
     return io.BytesIO(json.dumps(body).encode())
 
@@ -235,4 +254,4 @@ def _operation_error(method: Any) -> tuple[str, str]:
     except Exception:
         return "OperationFailed", "the Azure operation failed"
     error = body.get("error") or {}
-    return str(error.get("code") or "OperationFailed"), str(error.get("message") or "the Azure operation failed")
+    return str(error.get("code") or "OperationFailed"), arm_error_text(error) or "the Azure operation failed"

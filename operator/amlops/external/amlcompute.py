@@ -4,6 +4,7 @@ DELETE with ``underlyingResourceAction=Delete``. The mappings are pure (``amlcom
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from amlops import metrics
 from amlops.api.amlcompute import AmlComputeSpec
 from amlops.azure.clients import AzureClients
+from amlops.azure.errors import VM_SIZE_NOT_AVAILABLE
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external import amlcompute_observe as o
@@ -18,15 +20,16 @@ from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader
-from amlops.reconcile.errors import TerminalError
+from amlops.reconcile.errors import ReconcileError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
 from amlops.status import now_iso
 
-REASON_VM_SIZE_NOT_AVAILABLE = "VmSizeNotAvailable"
+REASON_VM_SIZE_NOT_AVAILABLE = VM_SIZE_NOT_AVAILABLE  # the same reason as Azure's own refusal of a size
 REASON_SECRET_MISSING = "SecretNotFound"
 
 Mr = Managed[AmlComputeSpec]
+log = logging.getLogger(__name__)
 
 
 def compute_name(mr: Mr) -> str:
@@ -81,8 +84,11 @@ class AmlComputeClient:
         self, ml: MlClient, mr: Mr, location: str
     ) -> tuple[dict[str, Any] | None, tuple[bool, str] | None]:
         """The VM size exists in the location (else Stalled) and the family's quota: (quota status, verdict).
-        The headroom is exported as a metric whoever asks."""
-        sizes = await self._sizes.get(location, lambda: ml.vm_sizes(location))
+        The headroom is exported as a metric whoever asks.
+
+        Only a shortcut: Azure judges the size itself when it creates (a failed create, Stalled with the same
+        reason). So a size list that cannot be read does not hold the create back: it gives no verdict."""
+        sizes = await self._size_list(ml, location)
         usages = await self._usages.get(f"{ml.subscription_id}/{location}", lambda: ml.usages(location))
         quota, size_error, sufficient = m.quota_check(mr.spec, sizes, usages)
         if size_error:
@@ -92,6 +98,14 @@ class AmlComputeClient:
                 quota["limit"] - quota["usage"]
             )
         return quota, sufficient
+
+    async def _size_list(self, ml: MlClient, location: str) -> list[dict[str, Any]]:
+        try:
+            body = await self._sizes.get(location, lambda: ml.vm_sizes(location))
+        except ReconcileError as error:
+            log.warning("vmSizes in %s could not be read (%s); Azure will judge the size itself", location, error)
+            return []
+        return m.vm_sizes_of(body)
 
     def _poller_max_age(self, mr: Mr) -> float:
         s = self._clients.settings

@@ -12,6 +12,7 @@ from typing import Any
 import isodate
 
 from amlops.api.amlcompute import AmlComputeSpec, Identity
+from amlops.azure.errors import arm_error_text
 from amlops.external.compute_arm import provisioning_errors
 from amlops.reconcile.managed import OWNER_TAG
 
@@ -129,7 +130,7 @@ def failure(body: JSON) -> tuple[str, str] | None:
     for item in compute.get("provisioningErrors") or []:
         error = item.get("error") or {}
         if error.get("code"):
-            return str(error["code"]), str(error.get("message") or "")
+            return str(error["code"]), arm_error_text(error)
     return "ProvisioningFailed", "Azure reports provisioningState Failed without an error"
 
 
@@ -215,22 +216,68 @@ def node_to_status(node: JSON) -> JSON:
     }
 
 
+def vm_sizes_of(body: JSON) -> list[JSON]:
+    """The sizes of a ``vmSizes`` answer. The 2020-08-01 swagger (and SDK 1.0.1's model) name the list
+    ``amlCompute``; that version's own example ``ListVMSizesResult.json`` and every later version name it
+    ``value``. The evidence conflicts, so either is read."""
+    for key in ("amlCompute", "value"):
+        sizes = body.get(key)
+        if isinstance(sizes, list):
+            return [s for s in sizes if isinstance(s, dict)]
+    return []
+
+
+def _key(text: Any) -> str:
+    """Letters and digits, lower-cased: "standardDSv2Family", "StandardDSv2Family" and "Standard DSv2 Family"
+    are one family."""
+    return "".join(c for c in str(text or "").lower() if c.isalnum())
+
+
+def _subscription_row(row: JSON) -> bool:
+    """A subscription-wide row (``/subscriptions/{s}``, ``/subscriptions/{s}/usages[/...]``), not one of a
+    workspace or a compute."""
+    return "/resourcegroups/" not in str(row.get("id") or "").lower()
+
+
+def usage_row(usages: list[JSON], family: str, low_priority: bool) -> JSON | None:
+    """The usage row that bounds a new cluster, among the several Azure lists per family (subscription, each
+    workspace, each compute; dedicated and low priority: ``ListUsages.json``).
+
+    Dedicated: the subscription's row for the family. At 2020-08-01 it is ``name.value`` "StandardDSv2Family"
+    with type ``.../vmFamily/dedicatedCores/usages`` (its low-priority twin has the same id and name, type
+    ``.../vmFamily/lowPriorityCores/usages``, limit -1); from 2024-10-01 ``name.value`` reads "Standard DSv2
+    Family Cluster Dedicated vCPUs" and the type is ``.../vmFamily/usages``. Low priority: the subscription's
+    total ("TotalLowPriorityCores", later "Total Cluster LowPriority Regional vCPUs"), since the per-family
+    low-priority rows are unlimited (-1)."""
+    rows = [u for u in usages if _subscription_row(u)]
+    if low_priority:
+        totals = ("totallowprioritycores", "totalclusterlowpriorityregionalvcpus")
+        return next((u for u in rows if _key((u.get("name") or {}).get("value")) in totals), None)
+    fam = _key(family)
+    for row in rows:
+        name, kind = _key((row.get("name") or {}).get("value")), str(row.get("type") or "").lower()
+        if name == f"{fam}clusterdedicatedvcpus" or (name == fam and "lowprioritycores" not in kind):
+            return row
+    return None
+
+
 def quota_check(
     spec: AmlComputeSpec, sizes: list[JSON], usages: list[JSON]
 ) -> tuple[JSON | None, str | None, tuple[bool, str] | None]:
-    """(quota status, error when the VM size does not exist, (sufficient, message) for QuotaSufficient)."""
+    """(quota status, error when the VM size does not exist, (sufficient, message) for QuotaSufficient).
+
+    No sizes at all (the list could not be read): no verdict on the size, Azure's own is awaited."""
+    if not sizes:
+        return None, None, None
     size = next((s for s in sizes if str(s.get("name", "")).lower() == spec.vm_size.lower()), None)
     if size is None:
         return None, f"VM size {spec.vm_size} is not available for AmlCompute in this location", None
     family = str(size.get("family") or "")
     cores = int(size.get("vCPUs") or 0)
-    if spec.vm_priority == "LowPriority":
-        usage = next((u for u in usages if "lowpriority" in str((u.get("name") or {}).get("value", "")).lower()), None)
-    else:
-        usage = next((u for u in usages if str((u.get("name") or {}).get("value", "")).lower() == family.lower()), None)
-    if usage is None:
+    usage = usage_row(usages, family, spec.vm_priority == "LowPriority")
+    limit = int(usage.get("limit") or 0) if usage else -1
+    if usage is None or limit < 0:  # no row, or an unlimited one (-1): nothing to judge by
         return {"family": family}, None, None
-    limit = int(usage.get("limit") or 0)
     used = int(usage.get("currentValue") or 0)
     needed = cores * spec.scale_settings.max_node_count
     quota = {"family": family, "limit": limit, "usage": used, "coresPerNode": cores}

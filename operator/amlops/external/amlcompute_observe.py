@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amlops.api.amlcompute import AmlComputeSpec
+from amlops.azure.errors import failure_reason
 from amlops.azure.ml import OperationState
 from amlops.external import amlcompute_map as m
 from amlops.external.compute_arm import owner_of
@@ -61,14 +62,18 @@ class Progress:
 
 
 def progress(pending: Pending | None, body: JSON, state: OperationState | None) -> Progress:
+    """The failure is amlops' stable reason for Azure's code and message (``QuotaExceeded`` for a BadRequest
+    naming a vCPU quota, ``VmSizeNotAvailable`` for InvalidPropertyValue "not a supported VM size"), Azure's code
+    and message kept in the condition's message (``azure.errors.failure_reason``)."""
     transitional = m.is_transitional(body)
-    failure = m.failure(body)
+    failed = m.failure(body)
+    failure = failure_reason(*failed) if failed else None
     if pending is None or transitional:
         return Progress(transitional, pending if transitional else None, failure)
     if state is not None and not state.done:
         return Progress(True, pending, failure)
     if state is not None and state.failed and failure is None:
-        failure = (state.error_code, state.error_message)
+        failure = failure_reason(state.error_code, state.error_message)
     return Progress(False, None, failure)
 
 

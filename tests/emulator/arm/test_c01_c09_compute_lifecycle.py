@@ -356,22 +356,6 @@ async def test_c09_delete_of_a_missing_compute(ml_client: MachineLearningService
     assert (status, body) == (204, None)
 
 
-async def test_c21_quota_exceeded_fails_the_operation(ml_client: MachineLearningServicesMgmtClient) -> None:
-    """C21: a create beyond the family quota: the operation Fails, the SDK raises, GET shows the errors."""
-    poller = await ml_client.machine_learning_compute.begin_create_or_update(
-        RG, WS, "nd", _io(aml_body("Standard_ND40rs_v2", min_nodes=1, max_nodes=2))
-    )
-    with pytest.raises(HttpResponseError) as raised:
-        await poller.result()
-    assert "QuotaExceeded" in str(raised.value)
-    compute = await ml_client.machine_learning_compute.get(RG, WS, "nd")
-    assert compute_of(compute).provisioning_state == "Failed"
-    errors = compute_of(compute).provisioning_errors
-    assert errors
-    assert errors[0].error is not None
-    assert errors[0].error.code == "QuotaExceeded"
-
-
 async def test_c21_injected_async_failure_shows_in_status_and_provisioning_errors(
     ml_client: MachineLearningServicesMgmtClient, arm: Arm
 ) -> None:

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.emulator
 
 LOC = "westeurope"
 LOCATION = f"/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/{LOC}"
+WS_ID = BASE  # the seeded workspace's ARM id
 
 
 def _io(body: dict[str, Any]) -> Any:
@@ -113,15 +114,28 @@ async def test_c12_vm_sizes_use_the_aml_compute_key(ml_client: Any, arm: Arm) ->
 
 
 def usage(usages: list[models.Usage], name: str) -> models.Usage:
-    return next(u for u in usages if u.name is not None and u.name.value == name)
+    return next(u for u in usages if name_of(u) == name)
+
+
+def name_of(row: models.Usage) -> str | None:
+    return row.name.value if row.name is not None else None
 
 
 async def test_c13_usages_follow_node_counts(frozen: RunningEmulator, frozen_arm: Arm) -> None:
-    """C13: usages list totals and per-family dedicated cores; currentValue follows the cluster's nodes."""
+    """C13: the rows of ``stable/2020-08-01/examples/ListUsages.json`` (azure-rest-api-specs): the subscription's
+    totals with id ``/subscriptions/{s}``, a row per VM family with id ``/subscriptions/{s}/usages/{Family}`` and a
+    capitalised ``name.value``, then each workspace's and each cluster's row of that family (where clusters are),
+    then the low-priority rows, whose family rows have ``limit: -1``. ``currentValue`` follows the nodes.
+
+    The 2024-10-01 example (``examples/Usage/list.json``) spells names as display names ("Standard DSv2 Family
+    Cluster Dedicated vCPUs") and types without ``dedicatedCores``; the emulator serves the 2020-08-01 rows, and
+    the operator reads both (tests/unit/test_amlcompute_map.py). The 2020-08-01 example misspells some types
+    (``.../workspace/...``); the emulator writes ``workspaces``."""
     async with client_for(frozen) as client:
         usages = [u async for u in client.usages.list(LOC)]
         total = usage(usages, "TotalCores")
-        assert (total.type, total.current_value, total.limit, total.unit) == (
+        assert (total.id, total.type, total.current_value, total.limit, total.unit) == (
+            f"/subscriptions/{SUB}",
             "Microsoft.MachineLearningServices/totalCores/usages",
             0,
             100,
@@ -129,27 +143,46 @@ async def test_c13_usages_follow_node_counts(frozen: RunningEmulator, frozen_arm
         )
         assert total.name is not None
         assert total.name.localized_value == "Total Cluster vCPUs"
+        assert [name_of(u) for u in usages[:2]] == ["TotalCores", "TotalDedicatedCores"]
+        assert not any(str(u.id).startswith(f"{WS_ID}/") for u in usages), "no workspace rows without clusters"
         await frozen_arm.call("PUT", f"{BASE}/computes/cpu", aml_body("Standard_DS2_v2", min_nodes=2, max_nodes=2))
         await frozen_arm.advance(30 + 30 + 60)
         usages = [u async for u in client.usages.list(LOC)]
-    family = usage(usages, "standardDSv2Family")
-    assert (family.current_value, family.limit) == (4, 24)
+    dsv2 = [u for u in usages if name_of(u) == "StandardDSv2Family"]
+    assert [
+        (u.id, str(u.type).removeprefix("Microsoft.MachineLearningServices/"), u.current_value, u.limit) for u in dsv2
+    ] == [
+        (f"/subscriptions/{SUB}/usages/StandardDSv2Family", "vmFamily/dedicatedCores/usages", 4, 24),
+        (f"{WS_ID}/usages/StandardDSv2Family", "workspaces/dedicatedCores/usages", 4, 24),
+        (f"{WS_ID}/computes/cpu/usages/StandardDSv2Family", "workspaces/computes/dedicatedCores/usages", 4, 24),
+        (f"/subscriptions/{SUB}/usages/StandardDSv2Family", "vmFamily/lowPriorityCores/usages", 0, -1),
+    ]
+    assert {u.name.localized_value for u in dsv2 if u.name is not None} == {
+        "Standard DSv2 Family Cluster Dedicated vCPUs",
+        "Standard DSv2 Family Cluster LowPriority vCPUs",
+    }
     assert usage(usages, "TotalCores").current_value == 4
-    _, _, expanded = await frozen_arm.call("GET", f"{LOCATION}/usages", expandChildren="true")
-    per_compute = [u for u in expanded["value"] if u["type"].endswith("workspaces/computes/dedicatedCores/usages")]
-    assert [(u["name"]["value"], u["currentValue"]) for u in per_compute] == [("cpu", 4)]
+    low_total = usage(usages, "TotalLowPriorityCores")
+    assert (low_total.id, low_total.limit) == (f"/subscriptions/{SUB}", 100)
+    names = [name_of(u) for u in usages]
+    assert names.index("TotalLowPriorityCores") > names.index("StandardDSv2Family"), "dedicated rows first"
+    _, _, raw = await frozen_arm.call("GET", f"{LOCATION}/usages")
+    assert raw["nextLink"] is None
+    assert set(raw["value"][0]) == {"id", "type", "unit", "currentValue", "limit", "name"}
 
 
 async def test_c14_list_quotas_by_vm_family(ml_client: Any, arm: Arm) -> None:
-    """C14: Quotas (and lower-case quotas) list subscription-level and workspace-level family limits."""
+    """C14: Quotas (and lower-case quotas) list subscription-level and workspace-level family limits, ids and
+    ``name.value`` capitalised as usages' ("StandardDSv2Family": ``stable/2020-08-01/examples/
+    ListWorkspaceQuotasByVMFamily.json``)."""
     quotas = [q async for q in ml_client.quotas.list(LOC)]
     kinds = {q.type for q in quotas}
     assert kinds == {
         "Microsoft.MachineLearningServices/vmFamily/dedicatedCores/quotas",
         "Microsoft.MachineLearningServices/workspaces/dedicatedCores/quotas",
     }
-    dsv2 = next(q for q in quotas if q.id == f"/subscriptions/{SUB}/quotas/standardDSv2Family")
-    assert (dsv2.limit, dsv2.unit, dsv2.name.value) == (24, "Count", "standardDSv2Family")
+    dsv2 = next(q for q in quotas if q.id == f"/subscriptions/{SUB}/quotas/StandardDSv2Family")
+    assert (dsv2.limit, dsv2.unit, dsv2.name.value) == (24, "Count", "StandardDSv2Family")
     status, _, lower = await arm.call("GET", f"{LOCATION}/quotas")
     assert status == 200
     assert len(lower["value"]) == len(quotas)
@@ -173,9 +206,9 @@ async def test_c15_update_quotas_statuses(ml_client: Any) -> None:
         "InvalidQuotaExceedsSubscriptionLimit",
     ]
     quotas = [q async for q in ml_client.quotas.list(LOC)]
-    assert next(q for q in quotas if q.id == f"{ws_id}/quotas/standardDSv2Family").limit == 10
+    assert next(q for q in quotas if q.id == f"{ws_id}/quotas/StandardDSv2Family").limit == 10
     # The workspace limit now caps clusters: 6 DS2_v2 nodes (12 vCPUs) exceed 10.
-    with pytest.raises(HttpResponseError, match="QuotaExceeded"):
+    with pytest.raises(HttpResponseError, match="specified workspace has a Standard DSv2 family vCPU quota of 10"):
         await (
             await ml_client.machine_learning_compute.begin_create_or_update(
                 RG, WS, "big", _io(aml_body("Standard_DS2_v2", min_nodes=6, max_nodes=6))

@@ -15,9 +15,24 @@ OS_VHD_SIZE_MB = 1047552
 
 @dataclass(frozen=True)
 class VmFamily:
-    name: str  # wire spelling, e.g. "standardDSv2Family"
-    display: str
+    name: str  # vmSizes' spelling, e.g. "standardDSv2Family"
+    display: str  # the dedicated usage row's localizedValue, e.g. "Standard DSv2 Family Cluster Dedicated vCPUs"
     default_quota: int  # dedicated vCPUs per subscription and location
+
+    @property
+    def usage_name(self) -> str:
+        """``name.value`` of the family's usage rows: capitalised, "StandardDSv2Family" (ListUsages.json)."""
+        return self.name[:1].upper() + self.name[1:]
+
+    @property
+    def low_priority_display(self) -> str:
+        return self.display.replace("Dedicated", "LowPriority")
+
+    @property
+    def quota_label(self) -> str:
+        """How the ML RP names the family in a quota failure: "Standard NC family" (the message quoted in
+        dotnet/machinelearning-modelbuilder#2140)."""
+        return f"Standard {self.name.removeprefix('standard').removesuffix('Family')} family"
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,7 @@ class VmSize:
     premium_io: bool
     price: float  # USD per hour, dedicated Linux
     low_priority_capable: bool = True
+    supported: bool = True  # False: a size a client asked for that no cluster here can have (see unsupported())
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -110,6 +126,12 @@ _FAMILIES_BY_KEY = {family.name.lower(): family for family in FAMILIES}
 def find_size(name: str) -> VmSize | None:
     """Sizes are matched case-insensitively: clients send "STANDARD_NC6" as often as "Standard_NC6"."""
     return _SIZES_BY_KEY.get(name.lower())
+
+
+def unsupported(name: str) -> VmSize:
+    """A size the service does not offer here. Azure accepts the PUT and fails the create asynchronously with
+    InvalidPropertyValue (Azure/MachineLearningNotebooks#1169), so the request must be kept until then."""
+    return VmSize(name, "", 0, 0.0, 0, 0, False, 0.0, supported=False)
 
 
 def find_family(name: str) -> VmFamily | None:

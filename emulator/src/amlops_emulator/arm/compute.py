@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from amlops_emulator.arm.catalogue import VmSize, find_size
+from amlops_emulator.arm.catalogue import VmSize, find_size, unsupported
 from amlops_emulator.arm.errors import bad_request
 from amlops_emulator.arm.simulator import Cluster, ScaleSettings
 from amlops_emulator.arm.versions import DEFAULT, ApiVersion
@@ -220,11 +220,10 @@ def aml_spec_of(value: Any, version: ApiVersion = DEFAULT) -> AmlSpec:
     size_name = opt_str(body.get("vmSize"), "properties.properties.vmSize")
     if not size_name:
         raise bad_request("'properties.properties.vmSize' is required for AmlCompute.")
-    size = find_size(size_name)
-    if size is None:
-        raise bad_request(f"The VM size '{size_name}' is not supported for AmlCompute in this region.")
+    # An unknown size is no 400: the create fails later, as Azure's does (state.ArmState.put).
+    size = find_size(size_name) or unsupported(size_name)
     priority = enum(body.get("vmPriority"), _PRIORITIES, "vmPriority", "Dedicated")
-    if priority == "LowPriority" and not size.low_priority_capable:
+    if priority == "LowPriority" and size.supported and not size.low_priority_capable:
         raise bad_request(f"The VM size '{size.name}' does not support low priority.")
     if body.get("scaleSettings") is None:
         raise bad_request("'properties.properties.scaleSettings' is required for AmlCompute.")

@@ -341,15 +341,18 @@ class Dispatcher:
             for s in catalogue.SIZES
             if wanted is None or wanted.lower() in ("amlcompute", "computeinstance")
         ]
-        # Trap 1: each version's swagger key (amlCompute up to 2021-07-01, value from 2022-05-01).
-        return web.json_response({self._version(request).vm_sizes_key: sizes})
+        # Trap 1: each version's swagger key (amlCompute up to 2021-07-01, value from 2022-05-01); the official
+        # 2020-08-01 example shows `value`, so a setting lets tests serve that form too.
+        key = self._version(request).vm_sizes_key
+        if key == "amlCompute":
+            key = self.state.settings.vm_sizes_key_2020_08_01
+        return web.json_response({key: sizes})
 
     async def usages(self, request: web.Request, p: Params) -> web.Response:
         sub = self.state.subscription(p["sub"])
         loc = p["loc"]
         records = self.state.all_in(sub, loc)
-        expand = request.query.get("expandChildren", "").lower() == "true"
-        return web.json_response({"value": _usages(self.state, sub, loc, records, expand), "nextLink": None})
+        return web.json_response({"value": _usages(self.state, sub, loc, records), "nextLink": None})
 
     async def list_quotas(self, request: web.Request, p: Params) -> web.Response:
         sub = self.state.subscription(p["sub"])
@@ -357,7 +360,7 @@ class Dispatcher:
         for family in catalogue.FAMILIES:
             items.append(
                 _quota_item(
-                    f"/subscriptions/{sub}/quotas/{family.name}",
+                    f"/subscriptions/{sub}/quotas/{family.usage_name}",
                     f"{PROVIDER}/vmFamily/dedicatedCores/quotas",
                     family,
                     self.state.family_limit(family),
@@ -366,7 +369,7 @@ class Dispatcher:
             for ws in self.state.workspaces_in(sub, p["loc"]):
                 items.append(
                     _quota_item(
-                        f"{ws.arm_id}/quotas/{family.name}",
+                        f"{ws.arm_id}/quotas/{family.usage_name}",
                         f"{PROVIDER}/workspaces/dedicatedCores/quotas",
                         family,
                         self.state.workspace_limit(ws.arm_id, family),
@@ -440,7 +443,7 @@ def _quota_item(quota_id: str, kind: str, family: catalogue.VmFamily, limit: int
     return {
         "id": quota_id,
         "type": kind,
-        "name": {"value": family.name, "localizedValue": family.display},
+        "name": {"value": family.usage_name, "localizedValue": family.display},
         "limit": limit,
         "unit": "Count",
     }
@@ -457,84 +460,77 @@ def _usage(usage_id: str, kind: str, value: str, label: str, current: int, limit
     }
 
 
-def _usages(state: ArmState, sub: str, loc: str, records: list[ComputeRecord], expand: bool) -> list[dict[str, Any]]:
-    """Totals, then per VM family; with ``expandChildren=true`` also per workspace and per cluster."""
+def _usages(state: ArmState, sub: str, loc: str, records: list[ComputeRecord]) -> list[dict[str, Any]]:
+    """The rows of ``stable/2020-08-01/examples/ListUsages.json``, in its order: the subscription's totals, then
+    per VM family the subscription's dedicated row (``/subscriptions/{s}/usages/StandardDSv2Family``), each
+    workspace's and each cluster's row of that family; then the low-priority total and the same rows for
+    low priority, whose family rows have no limit (-1). Workspace and cluster rows exist only where clusters of
+    the family do; a cluster row's limit is the family's."""
     clusters = [r for r in records if r.cluster is not None and r.aml is not None]
 
-    def cores(rs: list[ComputeRecord], low: bool, family: str | None = None) -> int:
-        return sum(
-            r.cluster.cores_in_use()
-            for r in rs
-            if r.cluster is not None
-            and r.aml is not None
-            and r.aml.low_priority == low
-            and (family is None or r.aml.vm_size.family == family)
-        )
+    def cores(rs: list[ComputeRecord]) -> int:
+        return sum(r.cluster.cores_in_use() for r in rs if r.cluster is not None)
 
-    base = f"/subscriptions/{sub}/providers/{PROVIDER}/locations/{loc}"
-    dedicated, low = cores(clusters, False), cores(clusters, True)
-    total_limit = state.settings.total_dedicated_cores
-    low_limit = state.settings.total_low_priority_cores
+    def tier(low: bool) -> list[ComputeRecord]:
+        return [r for r in clusters if r.aml is not None and r.aml.low_priority == low]
+
+    subscription = f"/subscriptions/{sub}"
+    dedicated, low = tier(False), tier(True)
     items = [
         _usage(
-            f"/subscriptions/{sub}", "totalCores", "TotalCores", "Total Cluster vCPUs", dedicated + low, total_limit
+            subscription,
+            "totalCores",
+            "TotalCores",
+            "Total Cluster vCPUs",
+            cores(clusters),
+            state.settings.total_dedicated_cores,
         ),
         _usage(
-            f"{base}/totalDedicatedCores",
+            subscription,
             "totalDedicatedCores",
             "TotalDedicatedCores",
             "Total Cluster Dedicated Regional vCPUs",
-            dedicated,
-            total_limit,
+            cores(dedicated),
+            state.settings.total_dedicated_cores,
         ),
+        *_family_usages(state, sub, loc, dedicated, low_priority=False),
         _usage(
-            f"{base}/totalLowPriorityCores",
+            subscription,
             "totalLowPriorityCores",
             "TotalLowPriorityCores",
             "Total Cluster LowPriority Regional vCPUs",
-            low,
-            low_limit,
+            cores(low),
+            state.settings.total_low_priority_cores,
         ),
+        *_family_usages(state, sub, loc, low, low_priority=True),
     ]
+    return items
+
+
+def _family_usages(
+    state: ArmState, sub: str, loc: str, clusters: list[ComputeRecord], *, low_priority: bool
+) -> list[dict[str, Any]]:
+    kind = "lowPriorityCores" if low_priority else "dedicatedCores"
+    items: list[dict[str, Any]] = []
     for family in catalogue.FAMILIES:
-        items.append(
-            _usage(
-                f"{base}/vmFamily/{family.name}/dedicatedCores",
-                "vmFamily/dedicatedCores",
-                family.name,
-                family.display,
-                cores(clusters, False, family.name),
-                state.family_limit(family),
-            )
-        )
-    if not expand:
-        return items
-    for ws in state.workspaces_in(sub, loc):
-        mine = [r for r in clusters if r.arm_id.lower().startswith(ws.arm_id.lower() + "/")]
-        for family in catalogue.FAMILIES:
-            in_family = [r for r in mine if r.aml is not None and r.aml.vm_size.family == family.name]
-            if not in_family:
+        name = family.usage_name
+        label = family.low_priority_display if low_priority else family.display
+        mine = [r for r in clusters if r.aml is not None and r.aml.vm_size.family == family.name]
+        family_limit = -1 if low_priority else state.family_limit(family)
+        used = sum(r.cluster.cores_in_use() for r in mine if r.cluster is not None)
+        items.append(_usage(f"/subscriptions/{sub}/usages/{name}", f"vmFamily/{kind}", name, label, used, family_limit))
+        for ws in state.workspaces_in(sub, loc):
+            in_ws = [r for r in mine if r.arm_id.lower().startswith(ws.arm_id.lower() + "/")]
+            if not in_ws:
                 continue
-            limit = state.workspace_limit(ws.arm_id, family)
-            items.append(
-                _usage(
-                    f"{ws.arm_id}/vmFamily/{family.name}/dedicatedCores",
-                    "workspaces/dedicatedCores",
-                    family.name,
-                    f"{family.display} in {ws.name}",
-                    cores(in_family, False),
-                    limit,
-                )
-            )
-            for r in in_family:
+            ws_limit = -1 if low_priority else state.workspace_limit(ws.arm_id, family)
+            ws_used = sum(r.cluster.cores_in_use() for r in in_ws if r.cluster is not None)
+            items.append(_usage(f"{ws.arm_id}/usages/{name}", f"workspaces/{kind}", name, label, ws_used, ws_limit))
+            for r in in_ws:
+                r_used = r.cluster.cores_in_use() if r.cluster is not None else 0
                 items.append(
                     _usage(
-                        f"{r.arm_id}/dedicatedCores",
-                        "workspaces/computes/dedicatedCores",
-                        r.name,
-                        r.name,
-                        cores([r], False),
-                        limit,
+                        f"{r.arm_id}/usages/{name}", f"workspaces/computes/{kind}", name, label, r_used, family_limit
                     )
                 )
     return items

@@ -67,6 +67,10 @@ class ArmSettings:
     family_quotas: dict[str, int] = field(default_factory=dict)
     total_dedicated_cores: int = catalogue.TOTAL_DEDICATED_CORES
     total_low_priority_cores: int = catalogue.TOTAL_LOW_PRIORITY_CORES
+    # The key of the VM-size list at api-version 2020-08-01 (and the older ones served): the swagger's
+    # "amlCompute" (fidelity trap 1), or "value" as that version's own example ListVMSizesResult.json shows it;
+    # the evidence conflicts, so clients must read either.
+    vm_sizes_key_2020_08_01: str = "amlCompute"
 
 
 @dataclass(frozen=True)
@@ -331,7 +335,7 @@ class ArmState:
         record.aml, record.tags, record.description, record.identity = spec, tags, description, identity
         record.location, record.disable_local_auth = location, disable_local_auth
         self.computes[_key(ws.subscription, ws.resource_group, ws.name, name)] = record
-        error = failure or self._quota_check(ws, record)
+        error = failure or _size_check(spec.vm_size) or self._quota_check(ws, record)
         op = self._start(record, "Creating", self.settings.timings.create, error)
         record.cluster = None
         if error is None:
@@ -456,16 +460,19 @@ class ArmState:
         return self.quotas.by_workspace.get((ws_id.lower(), family.name), self.family_limit(family))
 
     def _available_cores(self, ws: Workspace, record: ComputeRecord) -> int:
-        """vCPUs ``record`` may still use: the tightest of the subscription's low-priority or dedicated total,
-        the VM family's limit and the workspace's limit, less what the other clusters hold.
+        """vCPUs ``record`` may still use: the low-priority total's headroom, or the tightest dedicated quota's."""
+        return min(limit - used for _, limit, used in self._quotas_for(ws, record))
+
+    def _quotas_for(self, ws: Workspace, record: ComputeRecord) -> list[tuple[str, int, int]]:
+        """(scope, limit, vCPUs the other clusters hold) of each quota ``record`` counts against: the subscription's
+        low-priority total, or its dedicated total, the VM family's limit and the workspace's limit.
 
         One pass over the location's clusters, counting only those holding nodes: this runs for every create
         (and every cluster's advance), so a workspace of a thousand computes must not cost a thousand x three.
         """
         assert record.aml is not None
         low_priority = record.aml.low_priority
-        family = None if low_priority else catalogue.find_family(record.aml.vm_size.family)
-        assert low_priority or family is not None
+        family = catalogue.find_family(record.aml.vm_size.family)
         ws_prefix = ws.arm_id.lower() + "/"
         in_tier = in_family = in_workspace = 0
         for r in self._records_for_quota(ws.subscription, record.location):
@@ -479,13 +486,13 @@ class ArmState:
                 in_family += used
                 if r.arm_id.lower().startswith(ws_prefix):
                     in_workspace += used
-        if family is None:
-            return self.settings.total_low_priority_cores - in_tier
-        return min(
-            self.settings.total_dedicated_cores - in_tier,
-            self.family_limit(family) - in_family,
-            self.workspace_limit(ws.arm_id, family) - in_workspace,
-        )
+        if low_priority or family is None:
+            return [("lowPriority", self.settings.total_low_priority_cores, in_tier)]
+        return [
+            ("total", self.settings.total_dedicated_cores, in_tier),
+            ("family", self.family_limit(family), in_family),
+            ("workspace", self.workspace_limit(ws.arm_id, family), in_workspace),
+        ]
 
     def _records_for_quota(self, subscription: str, location: str) -> list[ComputeRecord]:
         # No settling here: this runs inside a cluster's own advance(), and must not recurse into clusters.
@@ -499,19 +506,52 @@ class ArmState:
         return capacity
 
     def _quota_check(self, ws: Workspace, record: ComputeRecord) -> dict[str, Any] | None:
-        """Quota is checked when the create runs and surfaces as a Failed operation, never a synchronous 4xx."""
+        """Quota is checked when the create runs and surfaces as a Failed operation, never a synchronous 4xx, with
+        code BadRequest and the ML RP's message naming the quota that binds: the subscription's total
+        (Azure/mlops-v2#81: Terraform "waiting for creation of Compute Cluster ... Code="BadRequest"") or the
+        family's (dotnet/machinelearning-modelbuilder#2140). A workspace's own limit (updateQuotas) is worded
+        like the family's: no public text of that refusal is known.
+
+        Dedicated clusters only, at least one node even with minNodeCount 0: a low-priority cluster is created
+        whatever its quota, and only its nodes fail to come (a public account of real creates, 2026: "A
+        *low-priority* cluster is not [quota-checked at create], and creates happily whatever the quota")."""
         assert record.aml is not None
-        size = record.aml.vm_size
-        needed = max(1, record.aml.scale.min_nodes) * size.vcpus
-        available = self._available_cores(ws, record)
-        if needed <= available:
+        if record.aml.low_priority:
             return None
-        kind = "low priority" if record.aml.low_priority else f"'{size.family}' dedicated"
+        size = record.aml.vm_size
+        nodes = max(1, record.aml.scale.min_nodes)
+        needed = nodes * size.vcpus
+        family = catalogue.find_family(size.family)
+        assert family is not None
+        # The quota that leaves the least room names the refusal.
+        scope, limit, used = min(self._quotas_for(ws, record), key=lambda q: q[1] - q[2])
+        if needed <= limit - used:
+            return None
+        whose = "workspace" if scope == "workspace" else "subscription"
+        quota = "total vCPU quota" if scope == "total" else f"{family.quota_label} vCPU quota"
+        increase = "total vCPU quota" if scope == "total" else "family quota"
         return {
-            "code": "QuotaExceeded",
+            "code": "BadRequest",
             "message": (
-                f"Operation results in exceeding quota limits: the {kind} vCPU quota available in "
-                f"{record.location} is {max(0, available)} and cannot accommodate {needed // size.vcpus} "
-                f"requested node(s) of {size.name}, which map to {needed} vCPUs."
+                f"The specified {whose} has a {quota} of {limit} and cannot accomodate for at least {nodes} "
+                f"requested managed compute nodes which maps to {needed} vCPUs. Talk to your Subscription Admin "
+                "or refer to https://docs.microsoft.com/azure/machine-learning/how-to-manage-quotas"
+                f"#request-quota-increases to increase the {increase}"
             ),
         }
+
+
+def _size_check(size: catalogue.VmSize) -> dict[str, Any] | None:
+    """A size the location does not offer: the create fails with InvalidPropertyValue, the supported sizes in the
+    details, upper-cased and comma-separated (Azure/MachineLearningNotebooks#1169, microsoft/az-deep-batch-score
+    #4)."""
+    if size.supported:
+        return None
+    return {
+        "code": "InvalidPropertyValue",
+        "message": (
+            f"The specified value {size.name} for property Cluster.Properties.VMSize is not a supported VM size. "
+            "See additional details for supported VM sizes."
+        ),
+        "details": [{"code": "SupportedVMSizes", "message": ",".join(sorted(s.name.upper() for s in catalogue.SIZES))}],
+    }
