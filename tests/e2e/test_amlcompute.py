@@ -11,7 +11,7 @@ import yaml
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, condition, events, wait_condition, wait_gone
-from tests.support.processes import EmulatorProcess, StartOperator
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 pytestmark = pytest.mark.e2e
 WORKSPACE = {
@@ -230,3 +230,46 @@ def test_a_quota_azure_reports_as_bad_request_is_stalled_quota_exceeded(
     )
     assert obj["status"]["provisioningErrors"][0]["code"] == "BadRequest"
     testbed.eventually(lambda: _warning_events(k8s, namespace, "QuotaExceeded"), what="a Warning Event")
+
+
+@pytest.mark.parametrize("key", ["amlCompute", "value"])
+def test_vm_sizes_listed_under_either_key_are_read(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure, key: str
+) -> None:
+    """At api-version 2020-08-01 the swagger names the vmSizes list ``amlCompute`` and the official example
+    (``stable/2020-08-01/examples/ListVMSizesResult.json``) ``value``; later versions say ``value``. An operator
+    reading only one key sees no sizes under the other and stalls every AmlCompute ``VmSizeNotAvailable``: here a
+    listed size becomes Ready and an unlisted one is refused by the pre-flight before any PUT, under both keys."""
+    azure = start_azure(60.0, "--vm-sizes-key", key)
+    start_operator(namespace, extra_env=azure.operator_env())
+    apply(k8s, namespace, manifest("listed", compute_name()))
+    apply(k8s, namespace, manifest("unlisted", compute_name(), vmSize="Standard_Q99_v9"))
+    wait_condition(k8s, "amlcompute", "listed", namespace, "Ready")
+    stalled = condition(wait_condition(k8s, "amlcompute", "unlisted", namespace, "Stalled"), "Stalled")
+    assert stalled["reason"] == "VmSizeNotAvailable"
+    assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") == 1, "only the listed size was PUT"
+
+
+def test_a_delete_answered_204_is_no_error(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
+    """Newer api-versions document 204 for the DELETE of a compute that is not there (``Compute_Delete`` from
+    stable/2022-05-01; the emulator answers so there: tests/emulator/arm/test_c22_api_versions.py), which SDK
+    1.0.1's 2020-08-01 code raises as an unexpected status. The operator reads it as gone, never as a failure.
+    Here a fault answers the first DELETE 204 while the cluster stays listed (ARM's list may lag a deletion):
+    the operator, looking again, finds it and deletes it for real. Two DELETEs, never Stalled, gone."""
+    start_operator(namespace, extra_env=azure.operator_env())
+    cname = compute_name()
+    apply(k8s, namespace, manifest("vanishing", cname))
+    wait_condition(k8s, "amlcompute", "vanishing", namespace, "Ready")
+    azure.control("POST", "/faults", {"method": "DELETE", "path": f"/computes/{cname}$", "status": 204, "count": 1})
+    azure.control("DELETE", "/stats")
+    k8s.kubectl("delete", "amlcompute/vanishing", "-n", namespace, "--wait=false")
+    wait_gone(k8s, "amlcompute", "vanishing", namespace)
+    assert azure.operations().get("MachineLearningCompute_Delete") == 2
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
+    # Read as an error, the 204 showed as Reconciling "Http204: Operation returned an invalid status 'No
+    # Content'" (an Event) and was retried after a back-off.
+    reasons = {e["reason"] for e in events(k8s, namespace)}
+    assert "Http204" not in reasons, reasons
+    assert not [e for e in events(k8s, namespace) if e["type"] == "Warning"], "the 204 was no failure"

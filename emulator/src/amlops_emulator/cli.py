@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=Path, default=None, help="seed file (YAML or JSON); default: one workspace")
     parser.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second (0 = frozen)")
     parser.add_argument("--page-size", type=int, default=50, help="items per list page")
+    parser.add_argument(
+        "--vm-sizes-key",
+        choices=("amlCompute", "value"),
+        default="amlCompute",
+        help="key of the vmSizes list up to api-version 2021-07-01: the swagger's amlCompute (default), or value "
+        "as the 2020-08-01 example shows it (clients must read either)",
+    )
     for kind, size, refill in (("reads", 250, 25.0), ("writes", 200, 10.0), ("deletes", 200, 10.0)):
         parser.add_argument(f"--{kind}-bucket", type=int, default=size, help=f"ARM {kind} bucket size")
         parser.add_argument(f"--{kind}-refill", type=float, default=refill, help=f"ARM {kind} refill per second")
@@ -59,7 +66,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
             (args.writes_bucket, args.writes_refill),
             (args.deletes_bucket, args.deletes_refill),
         ),
-        arm=ArmSettings(page_size=args.page_size),
+        arm=ArmSettings(page_size=args.page_size, vm_sizes_key_2020_08_01=args.vm_sizes_key),
         serve_batch=not args.no_batch,
         allow_remote_control=args.allow_remote_control,
     )

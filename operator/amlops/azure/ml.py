@@ -147,7 +147,7 @@ class MlClient:
 
     async def begin_delete_compute(self, ws: WorkspaceId, name: str, action: str) -> Pending | None:
         """None: the compute is not there, so there is nothing to wait for. Azure says so with a 404 (whatever
-        its code: ``ResourceNotFound``, or the ML RP's ``UserError``) or, from api-version 2024-10-01, with a 204
+        its code: ``ResourceNotFound``, or the ML RP's ``UserError``) or, from api-version 2022-05-01, with a 204
         (``Compute_Delete`` in the swagger), which SDK 1.0.1's 2020-08-01 code accepts as neither 200 nor 202 and
         raises as an error: read as gone at every api-version, never retried."""
         ops = self._client.machine_learning_compute
