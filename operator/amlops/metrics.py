@@ -6,6 +6,8 @@ resource is deleted (:func:`forget`), so dashboards do not show ghosts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from amlops.reconcile.outcome import Outcome
@@ -53,6 +55,18 @@ QUOTA_HEADROOM_CORES = Gauge(
     "Family vCPU quota minus usage, by subscription, location and VM family.",
     ["subscription", "location", "family"],
 )
+QUOTA_LIMIT_CORES = Gauge(
+    "amlops_quota_limit_cores",
+    "Dedicated vCPU limit of a VM family by subscription, location, workspace (empty: the subscription's own "
+    "limit) and family, as a WorkspaceQuota last read it.",
+    ["subscription", "location", "workspace", "family"],
+)
+QUOTA_USAGE_CORES = Gauge(
+    "amlops_quota_usage_cores",
+    "vCPUs of a VM family in use by subscription, location, workspace (empty: the whole subscription), family and "
+    "priority (dedicated, lowPriority), as a WorkspaceQuota last read it.",
+    ["subscription", "location", "workspace", "family", "priority"],
+)
 PARALLELJOB_MINIBATCHES = Gauge(
     "amlops_paralleljob_minibatches", "Mini-batches of a ParallelJob by state.", ["namespace", "name", "state"]
 )
@@ -98,6 +112,31 @@ def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
     if isinstance(items, dict):
         for state in ("processed", "failed"):
             PARALLELJOB_ITEMS.labels(namespace, name, state).set(int(items.get(state) or 0))
+
+
+def record_quota(subscription: str, location: str, workspace: str, families: list[dict[str, Any]]) -> None:
+    """A WorkspaceQuota's reading (``status.families``): limits and usage per family, and the subscription's
+    headroom in ``amlops_quota_headroom_cores`` (the figure AmlCompute's pre-flight exports too). Labels are
+    locations, workspaces and VM families: a few dozen series, not one per object. The series stay when the
+    object goes: deleting it does not change the quota."""
+    for f in families:
+        # vmSizes' spelling ("standardDSv2Family"), as AmlCompute's pre-flight labels it: one series per family.
+        family = str(f["vmFamily"])[:1].lower() + str(f["vmFamily"])[1:]
+        limits = {workspace: f.get("workspaceLimit"), "": f.get("subscriptionLimit")}
+        for scope, limit in limits.items():
+            if isinstance(limit, int):
+                QUOTA_LIMIT_CORES.labels(subscription, location, scope, family).set(limit)
+        usage = {
+            ("", "dedicated"): f.get("dedicatedUsage"),
+            (workspace, "dedicated"): f.get("workspaceDedicatedUsage"),
+            ("", "lowPriority"): f.get("lowPriorityUsage"),
+        }
+        for (scope, priority), used in usage.items():
+            if isinstance(used, int):
+                QUOTA_USAGE_CORES.labels(subscription, location, scope, family, priority).set(used)
+        subscription_limit, dedicated = f.get("subscriptionLimit"), f.get("dedicatedUsage")
+        if isinstance(subscription_limit, int) and subscription_limit >= 0:
+            QUOTA_HEADROOM_CORES.labels(subscription, location, family).set(subscription_limit - (dedicated or 0))
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

@@ -7,8 +7,9 @@ from amlops.api.amlcompute import AmlCompute, AmlComputeSpec, AmlComputeStatus
 from amlops.api.batchcompute import BatchCompute, BatchComputeSpec, BatchComputeStatus
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.api.paralleljob import ParallelJob, ParallelJobSpec, ParallelJobStatus
+from amlops.api.workspacequota import WorkspaceQuota, WorkspaceQuotaSpec, WorkspaceQuotaStatus
 
-KINDS: tuple[type[CustomResource], ...] = (AmlCompute, BatchCompute, ParallelJob)
+KINDS: tuple[type[CustomResource], ...] = (AmlCompute, BatchCompute, ParallelJob, WorkspaceQuota)
 
 __all__ = [
     "GROUP",
@@ -24,4 +25,7 @@ __all__ = [
     "ParallelJob",
     "ParallelJobSpec",
     "ParallelJobStatus",
+    "WorkspaceQuota",
+    "WorkspaceQuotaSpec",
+    "WorkspaceQuotaStatus",
 ]

@@ -20,6 +20,7 @@ from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.polling import AsyncLROPoller
 from azure.core.rest import HttpRequest
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
+from azure.mgmt.machinelearningservices.models import QuotaBaseProperties, QuotaUpdateParameters
 
 from amlops.azure.errors import arm_error_text, azure_errors
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, arm_accounting
@@ -225,6 +226,19 @@ class MlClient:
     async def quotas(self, location: str) -> list[JSON]:
         with azure_errors():
             return [dict(q.serialize(keep_readonly=True)) async for q in self._client.quotas.list(location)]
+
+    async def update_quotas(self, location: str, items: list[JSON]) -> list[JSON]:
+        """``Quotas_Update`` (POST .../locations/{location}/updateQuotas) through the SDK's own model and operation;
+        the per-item answers raw (``status`` says whether each limit was applied: Azure answers 200 either way)."""
+        parameters = QuotaUpdateParameters(
+            value=[
+                QuotaBaseProperties(id=i["id"], type=i["type"], limit=i["limit"], unit=i.get("unit", "Count"))
+                for i in items
+            ]
+        )
+        with azure_errors():
+            body: JSON = await self._client.quotas.update(location, parameters, cls=_raw)  # type: ignore[assignment]
+        return [item for item in body.get("value") or [] if isinstance(item, dict)]
 
     async def send_raw(self, method: str, url: str, body: JSON | None = None) -> JSON:
         """A request through the SDK's own pipeline (auth, retries, accounting) for what no model covers."""

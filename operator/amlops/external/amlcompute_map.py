@@ -227,7 +227,7 @@ def vm_sizes_of(body: JSON) -> list[JSON]:
     return []
 
 
-def _key(text: Any) -> str:
+def family_key(text: Any) -> str:
     """Letters and digits, lower-cased: "standardDSv2Family", "StandardDSv2Family" and "Standard DSv2 Family"
     are one family."""
     return "".join(c for c in str(text or "").lower() if c.isalnum())
@@ -249,16 +249,34 @@ def usage_row(usages: list[JSON], family: str, low_priority: bool) -> JSON | Non
     Family Cluster Dedicated vCPUs" and the type is ``.../vmFamily/usages``. Low priority: the subscription's
     total ("TotalLowPriorityCores", later "Total Cluster LowPriority Regional vCPUs"), since the per-family
     low-priority rows are unlimited (-1)."""
-    rows = [u for u in usages if _subscription_row(u)]
     if low_priority:
         totals = ("totallowprioritycores", "totalclusterlowpriorityregionalvcpus")
-        return next((u for u in rows if _key((u.get("name") or {}).get("value")) in totals), None)
-    fam = _key(family)
-    for row in rows:
-        name, kind = _key((row.get("name") or {}).get("value")), str(row.get("type") or "").lower()
-        if name == f"{fam}clusterdedicatedvcpus" or (name == fam and "lowprioritycores" not in kind):
-            return row
-    return None
+        rows = [u for u in usages if _subscription_row(u)]
+        return next((u for u in rows if family_key((u.get("name") or {}).get("value")) in totals), None)
+    return family_usage_row(usages, family, low_priority=False)
+
+
+def _family_row(row: JSON, fam: str, low_priority: bool) -> bool:
+    """Whether ``row`` is one of the family's, of the tier asked: "StandardDSv2Family" typed
+    ``.../dedicatedCores/usages`` or ``.../lowPriorityCores/usages`` (2020-08-01), or "Standard DSv2 Family
+    Cluster Dedicated vCPUs" / "... LowPriority vCPUs" (2024-10-01)."""
+    name, kind = family_key((row.get("name") or {}).get("value")), str(row.get("type") or "").lower()
+    tier = "lowpriority" if low_priority else "dedicated"
+    return name == f"{fam}cluster{tier}vcpus" or (name == fam and ("lowprioritycores" in kind) == low_priority)
+
+
+def family_usage_row(
+    usages: list[JSON], family: str, *, low_priority: bool, workspace_id: str | None = None
+) -> JSON | None:
+    """One family's usage row of one tier: the subscription's (``workspace_id`` None), or the workspace's
+    (``{workspace_id}/usages/{family}``; Azure lists it only while clusters of the family exist there)."""
+    fam = family_key(family)
+    if workspace_id is None:
+        rows = [u for u in usages if _subscription_row(u)]
+    else:
+        prefix = f"{workspace_id.lower()}/usages/"
+        rows = [u for u in usages if str(u.get("id") or "").lower().startswith(prefix)]
+    return next((row for row in rows if _family_row(row, fam, low_priority)), None)
 
 
 def quota_check(

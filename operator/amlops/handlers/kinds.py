@@ -17,13 +17,14 @@ from typing import Any, Generic, TypeVar
 import kopf
 
 from amlops import metrics
-from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob
+from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob, WorkspaceQuota
 from amlops.api.job import is_job
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.azure.clients import AzureClients
 from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
 from amlops.external.paralleljob import ParallelJobClient
+from amlops.external.workspacequota import WorkspaceQuotaClient
 from amlops.handlers import credentials_in_use, ttl
 from amlops.handlers.bridge import (
     DELETING,
@@ -85,6 +86,7 @@ REGISTRY: tuple[KindHandlers[Any], ...] = (
         forget=ParallelJobClient.release,
         close=ParallelJobClient.close,
     ),
+    KindHandlers(WorkspaceQuota, lambda clients, kube: WorkspaceQuotaClient(clients, kube)),
 )
 assert [h.kind for h in REGISTRY] == list(KINDS), "every kind of the API has its handlers, in the same order"
 assert all((h.after_pass is collect_ttl) is is_job(h.kind) for h in REGISTRY), "every job kind, and only they, TTL"

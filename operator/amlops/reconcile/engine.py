@@ -16,7 +16,8 @@ Linear, and every branch ends alike: an :class:`Outcome` with conditions, status
 9. Up to date: Ready, or Reconciling while Azure converges on its own.
 10. Otherwise: ``update()``, at most ``MAX_UPDATE_ATTEMPTS`` times for the same diff of the same generation
     (counted in ``status.updateAttempts``): a diff that survives them never converges (Azure normalises or
-    ignores the change), and is Stalled ``UpdateDoesNotConverge`` instead of a write every few seconds.
+    ignores the change), and is Stalled ``UpdateDoesNotConverge`` instead of a write every few seconds. Azure
+    refusing the update: Stalled with Azure's code, the observation still published.
 """
 
 from __future__ import annotations
@@ -198,11 +199,17 @@ async def _decide(mr: Managed[Any], client: ExternalClient[Any], obs: Observatio
     if obs.resource_up_to_date:
         return _steady(obs, {**status, UPDATE_ATTEMPTS: None}, t)
 
-    status, stuck = _count_update(mr, obs, status, t)
+    counted, stuck = _count_update(mr, obs, status, t)
     if stuck is not None:
         return stuck
-    pending = await client.update(mr, obs)
-    return _converging(REASON_UPDATING, obs.diff or "updating in Azure", status, pending, t)
+    try:
+        pending = await client.update(mr, obs)
+    except TerminalError as e:
+        # Azure refused the change (a workspace quota above the subscription's): what was observed is still
+        # true, so it is published with the refusal. A refusal is Azure's verdict, not an update that failed to
+        # converge: it is not counted, and the reason stays Azure's code.
+        return Outcome.stalled(e.reason, e.message, t.stalled, status=status, conditions=obs.conditions)
+    return _converging(REASON_UPDATING, obs.diff or "updating in Azure", counted, pending, t)
 
 
 async def _owned(mr: Managed[Any], client: ExternalClient[Any], azure_owner: str | None) -> bool:

@@ -1,0 +1,135 @@
+"""WorkspaceQuota: pure mappings between the spec, the quotas/usages/vmSizes answers and the CR status. No I/O.
+
+Wire format (api-version 2020-08-01, ``stable/2020-08-01/examples``): ``Quotas_List`` (ListWorkspaceQuotasByVMFamily
+.json) answers one row per family for the subscription (``/subscriptions/{s}/quotas/{Family}``, type
+``.../vmFamily/dedicatedCores/quotas``) and one per workspace of the location (``{workspace}/quotas/{Family}``,
+type ``.../workspaces/dedicatedCores/quotas``); ``Quotas_Update`` (updateQuota.json) takes ``{value: [{id, type,
+limit, unit}]}`` and answers each item with a ``status`` (``Success``, ``InvalidQuotaExceedsSubscriptionLimit``,
+``InvalidVMFamilyName``, ``InvalidQuotaBelowClusterMinimum``, ``Failure``, ``Undefined``,
+``OperationNotSupportedForSku``, ``OperationNotEnabledForRegion``: the swagger's ``UpdateWorkspaceQuotas``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amlops.api.workspacequota import WorkspaceQuotaSpec
+from amlops.external.amlcompute_map import family_key, family_usage_row, usage_row
+
+JSON = dict[str, Any]
+WORKSPACE_QUOTA_TYPE = "Microsoft.MachineLearningServices/workspaces/dedicatedCores/quotas"
+SUBSCRIPTION_QUOTA_TYPE = "Microsoft.MachineLearningServices/vmFamily/dedicatedCores/quotas"
+SUCCESS = "Success"
+# Azure answered an item without a status: nothing says it failed, nothing says it applied.
+REASON_NO_STATUS = "QuotaUpdateUnanswered"
+
+
+def quota_name(family: str) -> str:
+    """The family as the quotas API writes it in ids and ``name.value``: "StandardDSv2Family"
+    (vmSizes' ``family`` starts lower-case: "standardDSv2Family")."""
+    return family[:1].upper() + family[1:]
+
+
+def _limits(quotas: list[JSON], kind: str, scope: str) -> dict[str, int]:
+    """Family key → limit of the quota rows of ``kind`` whose id is ``{scope}/quotas/{family}``."""
+    prefix = f"{scope.lower()}/quotas/"
+    out: dict[str, int] = {}
+    for row in quotas:
+        quota_id = str(row.get("id") or "")
+        if str(row.get("type") or "").lower() != kind.lower() or not quota_id.lower().startswith(prefix):
+            continue
+        if isinstance(row.get("limit"), int):
+            out[family_key(quota_id[len(prefix) :])] = row["limit"]
+    return out
+
+
+def workspace_limits(quotas: list[JSON], workspace_id: str) -> dict[str, int]:
+    return _limits(quotas, WORKSPACE_QUOTA_TYPE, workspace_id)
+
+
+def subscription_limits(quotas: list[JSON], subscription_id: str) -> dict[str, int]:
+    return _limits(quotas, SUBSCRIPTION_QUOTA_TYPE, f"/subscriptions/{subscription_id}")
+
+
+def diff(spec: WorkspaceQuotaSpec, quotas: list[JSON], workspace_id: str) -> tuple[list[JSON], list[str]]:
+    """The ``Quotas_Update`` items that make Azure match the spec (empty when it does), and what differs."""
+    current = workspace_limits(quotas, workspace_id)
+    items: list[JSON] = []
+    changes: list[str] = []
+    for wanted in spec.limits:
+        have = current.get(family_key(wanted.vm_family))
+        if have == wanted.limit:
+            continue
+        items.append(
+            {
+                "id": f"{workspace_id}/quotas/{quota_name(wanted.vm_family)}",
+                "type": WORKSPACE_QUOTA_TYPE,
+                "limit": wanted.limit,
+                "unit": "Count",
+            }
+        )
+        changes.append(f"{wanted.vm_family} {have if have is not None else 'unknown'} → {wanted.limit}")
+    return items, changes
+
+
+def refusal(results: list[JSON]) -> tuple[str, str] | None:
+    """(Azure's status, message) of the first item ``Quotas_Update`` did not apply; None when all succeeded."""
+    for item in results:
+        status = str(item.get("status") or "")
+        if status == SUCCESS:
+            continue
+        family = str(item.get("id") or "").rsplit("/", 1)[-1]
+        code = status or REASON_NO_STATUS
+        return code, f"Azure did not set the {family} workspace quota to {item.get('limit')}: {code}"
+    return None
+
+
+def _value(row: JSON | None) -> int | None:
+    value = (row or {}).get("currentValue")
+    return value if isinstance(value, int) else None
+
+
+def _headroom(limit: int | None, used: int | None) -> int | None:
+    return None if limit is None or limit < 0 else limit - (used or 0)
+
+
+def families(
+    spec: WorkspaceQuotaSpec, quotas: list[JSON], usages: list[JSON], workspace_id: str, subscription_id: str
+) -> list[JSON]:
+    """``status.families``: per family of the spec, in its order, the limits, usage and headroom."""
+    ws_limits = workspace_limits(quotas, workspace_id)
+    sub_limits = subscription_limits(quotas, subscription_id)
+    out: list[JSON] = []
+    for wanted in spec.limits:
+        fam = wanted.vm_family
+        ws_limit, sub_limit = ws_limits.get(family_key(fam)), sub_limits.get(family_key(fam))
+        dedicated = _value(family_usage_row(usages, fam, low_priority=False))
+        ws_used = _value(family_usage_row(usages, fam, low_priority=False, workspace_id=workspace_id))
+        # Azure lists a workspace's row only while clusters of the family exist there: none is none in use.
+        ws_used = ws_used if ws_used is not None else 0
+        room = [h for h in (_headroom(ws_limit, ws_used), _headroom(sub_limit, dedicated)) if h is not None]
+        out.append(
+            {
+                "vmFamily": fam,
+                "workspaceLimit": ws_limit,
+                "subscriptionLimit": sub_limit,
+                "dedicatedUsage": dedicated,
+                "workspaceDedicatedUsage": ws_used,
+                "lowPriorityUsage": _value(family_usage_row(usages, fam, low_priority=True)),
+                "headroom": min(room) if room else None,
+            }
+        )
+    return out
+
+
+def low_priority_total(usages: list[JSON]) -> JSON:
+    """``lowPriorityLimit`` and ``lowPriorityUsage``: the subscription's low-priority total (every family)."""
+    row = usage_row(usages, "", low_priority=True)
+    limit = (row or {}).get("limit")
+    return {"lowPriorityLimit": limit if isinstance(limit, int) else None, "lowPriorityUsage": _value(row)}
+
+
+def vm_size(size: JSON) -> JSON:
+    """One ``status.vmSizes`` entry, in Azure's ``VirtualMachineSize`` names."""
+    keys = ("name", "family", "vCPUs", "memoryGB", "gpus", "maxResourceVolumeMB", "lowPriorityCapable")
+    return {key: size.get(key) for key in keys}
