@@ -215,6 +215,36 @@ def test_families_keep_the_spec_order() -> None:
     assert [r["vmFamily"] for r in rows] == ["standardNCFamily", "standardDSv2Family"]
 
 
+@pytest.mark.parametrize(
+    ("reason", "families", "expected"),
+    [
+        (
+            "the family with the least headroom is the one shown",
+            [
+                {"vmFamily": "a", "headroom": 14, "workspaceLimit": 24},
+                {"vmFamily": "b", "headroom": 0, "workspaceLimit": 0},
+            ],
+            {"tightestFamily": "b", "minHeadroom": 0, "headroomSummary": "a 14/24, b 0/0"},
+        ),
+        (
+            "a family Azure does not know has no headroom: not the tightest, '?' in the summary",
+            [
+                {"vmFamily": "x", "headroom": None, "workspaceLimit": None},
+                {"vmFamily": "a", "headroom": 3, "workspaceLimit": 4},
+            ],
+            {"tightestFamily": "a", "minHeadroom": 3, "headroomSummary": "x ?/?, a 3/4"},
+        ),
+        (
+            "nothing known: nothing shown",
+            [{"vmFamily": "x", "headroom": None}],
+            {"tightestFamily": None, "minHeadroom": None, "headroomSummary": "x ?/?"},
+        ),
+    ],
+)
+def test_headroom(reason: str, families: list[dict[str, Any]], expected: dict[str, Any]) -> None:
+    assert m.headroom(families) == expected, reason
+
+
 def test_low_priority_total_and_vm_size() -> None:
     assert m.low_priority_total(USAGES) == {"lowPriorityLimit": 100, "lowPriorityUsage": 6}
     assert m.low_priority_total([]) == {"lowPriorityLimit": None, "lowPriorityUsage": None}

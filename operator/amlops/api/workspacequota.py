@@ -125,6 +125,11 @@ class WorkspaceQuotaStatus(StatusBase):
     families: list[FamilyQuota] = Field(
         default_factory=list, description="Per family of spec.limits, in its order: limits, usage and headroom."
     )
+    tightest_family: str | None = Field(default=None, description="The family of spec.limits with the least headroom.")
+    min_headroom: int | None = Field(default=None, description="The headroom of tightestFamily, in vCPUs.")
+    headroom_summary: str | None = Field(
+        default=None, description='Every family\'s headroom and workspace limit: "standardDSv2Family 16/24, ...".'
+    )
     low_priority_limit: int | None = Field(
         default=None, description="Seed: list_usages. The subscription's total low-priority vCPU limit."
     )
@@ -147,10 +152,12 @@ class WorkspaceQuota(CustomResource):
         printer_columns=(
             PrinterColumn("Workspace", ".spec.workspace.name"),
             PrinterColumn("Location", ".status.location"),
-            PrinterColumn("Families", ".status.families[*].vmFamily", description="VM families of spec.limits"),
-            PrinterColumn("Limit", ".status.families[*].workspaceLimit", description="Workspace limits, in order"),
+            PrinterColumn("Tightest", ".status.tightestFamily", description="The family with the least headroom"),
             PrinterColumn(
-                "Headroom", ".status.families[*].headroom", description="vCPUs a cluster may still add, in order"
+                "Headroom", ".status.minHeadroom", type="integer", description="vCPUs a cluster may still add there"
+            ),
+            PrinterColumn(
+                "Families", ".status.headroomSummary", description="Headroom/workspace limit per family", priority=1
             ),
             READY_COLUMN,
             REASON_COLUMN,

@@ -38,6 +38,7 @@ class WorkspaceQuotaClient:
         status = {
             "location": location,
             "families": families,
+            **m.headroom(families),
             **m.low_priority_total(usages),
             "vmSizes": [m.vm_size(s) for s in sizes],
             "lastSyncTime": now_iso(),

@@ -122,6 +122,23 @@ def families(
     return out
 
 
+def headroom(families_: list[JSON]) -> JSON:
+    """The status fields the printer columns show (a column shows one value, not a list): the family with the
+    least headroom, that headroom, and "family free/limit" of every family."""
+    known = [f for f in families_ if f.get("headroom") is not None]
+    tightest = min(known, key=lambda f: int(f["headroom"]), default=None)
+    summary = ", ".join(
+        f"{f['vmFamily']} {f.get('headroom') if f.get('headroom') is not None else '?'}/"
+        f"{f.get('workspaceLimit') if f.get('workspaceLimit') is not None else '?'}"
+        for f in families_
+    )
+    return {
+        "tightestFamily": tightest["vmFamily"] if tightest else None,
+        "minHeadroom": tightest["headroom"] if tightest else None,
+        "headroomSummary": summary,
+    }
+
+
 def low_priority_total(usages: list[JSON]) -> JSON:
     """``lowPriorityLimit`` and ``lowPriorityUsage``: the subscription's low-priority total (every family)."""
     row = usage_row(usages, "", low_priority=True)
