@@ -81,6 +81,7 @@ def test_samples_dry_run(gitops_bed: testbed.Testbed, namespace: str) -> None:
         "amlcompute.amlops.io/cpu-cluster",
         "batchcompute.amlops.io/batch",
         "paralleljob.amlops.io/score",
+        "workspacequota.amlops.io/team-quota",
     ]
 
 

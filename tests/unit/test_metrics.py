@@ -34,3 +34,38 @@ def test_the_current_stalled_reason_only() -> None:
     metrics.record(KIND, NAMESPACE, NAME, Outcome.stalled("QuotaExceeded", "again", 300))
     metrics.forget(KIND, NAMESPACE, NAME)
     assert stalled_reasons() == {}, "a deleted resource leaves no ghost"
+
+
+def quota_samples(subscription: str) -> dict[tuple[str, ...], float]:
+    names = ("amlops_quota_limit_cores", "amlops_quota_usage_cores", "amlops_quota_headroom_cores")
+    return {
+        (metric.name, *(v for k, v in sorted(sample.labels.items()) if k != "subscription")): sample.value
+        for metric in REGISTRY.collect()
+        if metric.name in names
+        for sample in metric.samples
+        if sample.labels["subscription"] == subscription
+    }
+
+
+def test_a_workspace_quota_reading_exports_limits_usage_and_headroom_per_family() -> None:
+    """Labels: location, workspace (empty for the subscription's figures), family in vmSizes' spelling (the one
+    AmlCompute's pre-flight uses, so both feed one headroom series), priority; never an object's name."""
+    family = {
+        "vmFamily": "StandardDSv2Family",
+        "workspaceLimit": 16,
+        "subscriptionLimit": 24,
+        "dedicatedUsage": 10,
+        "workspaceDedicatedUsage": 4,
+        "lowPriorityUsage": 2,
+        "headroom": 12,
+    }
+    metrics.record_quota("sub-metrics", "westeurope", "ws-1", [family])
+    f = "standardDSv2Family"
+    assert quota_samples("sub-metrics") == {
+        ("amlops_quota_limit_cores", f, "westeurope", "ws-1"): 16,
+        ("amlops_quota_limit_cores", f, "westeurope", ""): 24,
+        ("amlops_quota_usage_cores", f, "westeurope", "dedicated", ""): 10,
+        ("amlops_quota_usage_cores", f, "westeurope", "dedicated", "ws-1"): 4,
+        ("amlops_quota_usage_cores", f, "westeurope", "lowPriority", ""): 2,
+        ("amlops_quota_headroom_cores", f, "westeurope"): 14,
+    }

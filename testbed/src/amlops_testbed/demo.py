@@ -57,6 +57,8 @@ def _summary_line(item: dict[str, Any]) -> str:
         detail = f"pools {status.get('poolCount', '-')}, dedicated nodes {status.get('dedicatedNodes', '-')}"
     elif kind == "ParallelJob":
         detail = f"{status.get('phase', '-')}, mini-batches {status.get('progress', '-')}"
+    elif kind == "WorkspaceQuota":
+        detail = f"headroom {status.get('headroomSummary', '-')}"
     return f"{kind}/{name}: Ready={ready.get('status', '-')} ({ready.get('reason', '-')}) {detail}"
 
 
@@ -71,7 +73,8 @@ def _done(items: list[dict[str, Any]]) -> bool:
     def true(item: dict[str, Any], type_: str) -> bool:
         return is_true((item.get("status") or {}).get("conditions") or [], type_)
 
-    return len(items) == 3 and all(true(i, "Complete" if i["kind"] == "ParallelJob" else "Ready") for i in items)
+    samples = len(list(SAMPLES.glob("*.yaml")))
+    return len(items) == samples and all(true(i, "Complete" if i["kind"] == "ParallelJob" else "Ready") for i in items)
 
 
 def _stop(signum: int, frame: object) -> None:
