@@ -20,12 +20,13 @@ WORKSPACE = """\
 """
 
 
-def test_discovery_lists_the_three_kinds_in_the_amlops_category(k8s: testbed.Testbed) -> None:
+def test_discovery_lists_every_kind_in_the_amlops_category(k8s: testbed.Testbed) -> None:
     resources = k8s.kubectl("api-resources", "--api-group=amlops.io", "-o", "name")
     assert sorted(resources.split()) == [
         "amlcomputes.amlops.io",
         "batchcomputes.amlops.io",
         "paralleljobs.amlops.io",
+        "workspacequotas.amlops.io",
     ]
     assert testbed.discovery_has(k8s, "amlops.io/v1alpha1", "amlcomputes")
 
@@ -37,6 +38,7 @@ def test_samples_apply_and_show_in_kubectl_get_amlops(k8s: testbed.Testbed, name
         "amlcompute.amlops.io/cpu-cluster",
         "batchcompute.amlops.io/batch",
         "paralleljob.amlops.io/score",
+        "workspacequota.amlops.io/team-quota",
     ):
         assert name in table
     # Defaults from the typed models are applied by the apiserver (structural schema defaulting).

@@ -113,6 +113,19 @@ def test_a_limit_above_the_subscriptions_is_stalled_with_azures_code_and_an_even
         what="a Warning Event InvalidQuotaExceedsSubscriptionLimit",
     )
 
+    # A further pass (forced) sends nothing while the refusal stands: the subscription's limit is still 24.
+    k8s.kubectl("annotate", "workspacequota/too-much", "-n", namespace, "amlops.io/reconcile-requested-at=again")
+    again = testbed.eventually(
+        lambda: (
+            (o := testbed.get_object(k8s, "workspacequota", "too-much", namespace))
+            and o["status"].get("lastHandledReconcileAt") == "again"
+            and o
+        ),
+        what="the forced pass",
+    )
+    assert condition(again, "Stalled")["reason"] == "InvalidQuotaExceedsSubscriptionLimit"
+    assert azure.operations().get("Quotas_Update") == 1
+
     # Within the subscription's limit it applies.
     k8s.kubectl(
         "patch",

@@ -444,6 +444,20 @@ async def test_an_update_that_does_not_converge_is_stalled(
         assert stalled.message == "3 updates left Azure still differing from the spec: identity None → SystemAssigned"
 
 
+async def test_an_update_azure_refuses_is_stalled_with_its_code_and_the_observation_published() -> None:
+    """A WorkspaceQuota limit above the subscription's: Azure's code is the reason, what was observed is still
+    published (the limits it reports), and a refusal is not counted towards UpdateDoesNotConverge."""
+    refused = TerminalError("InvalidQuotaExceedsSubscriptionLimit", "Azure did not set the quota")
+    observed = replace(DRIFT, at_provider={"families": [{"vmFamily": "standardDSv2Family", "workspaceLimit": 24}]})
+    client = Scripted(observation=observed, write_error=refused)
+    outcome = await reconcile(managed(status=attempts(2)), client, Timing(short=1, stalled=300))
+    assert client.calls == ["observe", "update"]
+    assert outcome.terminal
+    assert {c.reason for c in outcome.conditions} == {"InvalidQuotaExceedsSubscriptionLimit"}
+    assert outcome.status["families"] == observed.at_provider["families"]
+    assert "updateAttempts" not in outcome.status, "left as it was: the refusal is no update that failed to converge"
+
+
 @pytest.mark.parametrize(
     ("previous", "diff", "generation", "count", "why"),
     [

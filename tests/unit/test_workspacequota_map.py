@@ -289,3 +289,50 @@ def test_the_model_refuses_what_the_schema_refuses(reason: str, limits: list[dic
         assert refused, reason
     else:
         assert not refused, reason
+
+
+def stalled(reason: str, generation: int = 2) -> list[dict[str, Any]]:
+    return [{"type": "Stalled", "status": "True", "reason": reason, "message": "m", "observedGeneration": generation}]
+
+
+@pytest.mark.parametrize(
+    ("reason", "limits", "conditions", "expected"),
+    [
+        (
+            "refused above the subscription's 24, still above it: no second POST",
+            (("standardDSv2Family", 500),),
+            stalled(m.EXCEEDS_SUBSCRIPTION),
+            m.EXCEEDS_SUBSCRIPTION,
+        ),
+        (
+            "the subscription's limit now allows it (raised outside the cluster): ask Azure again",
+            (("standardDSv2Family", 20),),
+            stalled(m.EXCEEDS_SUBSCRIPTION),
+            None,
+        ),
+        (
+            "a refusal of an earlier generation is not this spec's",
+            (("standardDSv2Family", 500),),
+            stalled(m.EXCEEDS_SUBSCRIPTION, generation=1),
+            None,
+        ),
+        (
+            "an unknown family Azure still does not list",
+            (("standardXYZFamily", 4),),
+            stalled(m.INVALID_FAMILY),
+            m.INVALID_FAMILY,
+        ),
+        (
+            "below what clusters hold: usage may drop, Azure judges again",
+            (("standardDSv2Family", 1),),
+            stalled("InvalidQuotaBelowClusterMinimum"),
+            None,
+        ),
+        ("not Stalled: nothing stands", (("standardDSv2Family", 500),), [], None),
+    ],
+)
+def test_standing_refusal(
+    reason: str, limits: tuple[tuple[str, int], ...], conditions: list[dict[str, Any]], expected: str | None
+) -> None:
+    refused = m.standing_refusal(spec(*limits), conditions, 2, QUOTAS, SUB)
+    assert (refused[0] if refused else None) == expected, reason

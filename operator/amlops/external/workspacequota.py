@@ -35,6 +35,8 @@ class WorkspaceQuotaClient:
         families = m.families(mr.spec, quotas, usages, ws.arm_id, ws.subscription_id)
         metrics.record_quota(ws.subscription_id, location, ws.name, families)
         items, changes = m.diff(mr.spec, quotas, ws.arm_id)
+        conditions = mr.status.get("conditions") or []
+        refused = m.standing_refusal(mr.spec, conditions, mr.generation, quotas, ws.subscription_id) if items else None
         status = {
             "location": location,
             "families": families,
@@ -49,6 +51,7 @@ class WorkspaceQuotaClient:
             resource_up_to_date=not items,
             owner=mr.owner,
             at_provider=status,
+            failure=refused,
             diff="; ".join(changes),
             intent=items,
         )

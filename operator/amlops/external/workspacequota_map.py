@@ -11,10 +11,12 @@ limit, unit}]}`` and answers each item with a ``status`` (``Success``, ``Invalid
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from amlops.api.workspacequota import WorkspaceQuotaSpec
 from amlops.external.amlcompute_map import family_key, family_usage_row, usage_row
+from amlops.status import STALLED, find
 
 JSON = dict[str, Any]
 WORKSPACE_QUOTA_TYPE = "Microsoft.MachineLearningServices/workspaces/dedicatedCores/quotas"
@@ -81,6 +83,34 @@ def refusal(results: list[JSON]) -> tuple[str, str] | None:
         family = str(item.get("id") or "").rsplit("/", 1)[-1]
         code = status or REASON_NO_STATUS
         return code, f"Azure did not set the {family} workspace quota to {item.get('limit')}: {code}"
+    return None
+
+
+EXCEEDS_SUBSCRIPTION = "InvalidQuotaExceedsSubscriptionLimit"
+INVALID_FAMILY = "InvalidVMFamilyName"
+
+
+def standing_refusal(
+    spec: WorkspaceQuotaSpec,
+    conditions: Sequence[Mapping[str, Any]],
+    generation: int,
+    quotas: list[JSON],
+    subscription_id: str,
+) -> tuple[str, str] | None:
+    """Azure's refusal of this generation, while what Azure judged is still so: a limit above the subscription's
+    limit as listed now, or a family the list does not have. Then nothing is sent again (the poll timer would
+    otherwise POST the same refused limits every minute); a subscription limit raised outside the cluster ends
+    it, and so does a spec change. Other refusals (below what clusters hold, ``Failure``) are asked again."""
+    stall = find(conditions, STALLED)
+    if stall is None or stall.get("status") != "True" or stall.get("observedGeneration") != generation:
+        return None
+    reason, message = str(stall.get("reason") or ""), str(stall.get("message") or "")
+    allowed = subscription_limits(quotas, subscription_id)
+    wanted = [(family_key(f.vm_family), f.limit) for f in spec.limits]
+    if reason == EXCEEDS_SUBSCRIPTION and any(k in allowed and n > allowed[k] for k, n in wanted):
+        return reason, message
+    if reason == INVALID_FAMILY and any(k not in allowed for k, _ in wanted):
+        return reason, message
     return None
 
 
