@@ -355,6 +355,8 @@ class Dispatcher:
         return web.json_response({"value": _usages(self.state, sub, loc, records), "nextLink": None})
 
     async def list_quotas(self, request: web.Request, p: Params) -> web.Response:
+        """``Quotas_List`` as ``stable/2020-08-01/examples/ListWorkspaceQuotasByVMFamily.json``: per family the
+        subscription's row, then each workspace's of the location."""
         sub = self.state.subscription(p["sub"])
         items: list[dict[str, Any]] = []
         for family in catalogue.FAMILIES:
@@ -378,6 +380,9 @@ class Dispatcher:
         return web.json_response({"value": items, "nextLink": None})
 
     async def update_quotas(self, request: web.Request, p: Params) -> web.Response:
+        """``Quotas_Update`` as ``stable/2020-08-01/examples/updateQuota.json`` shows it: 200 with each item's id,
+        type, limit and unit echoed and a ``status``; a refused item is answered in the list with the swagger's
+        ``UpdateWorkspaceQuotas.status`` value, never as an HTTP error (tests/emulator/arm/test_quotas_update.py)."""
         sub = self.state.subscription(p["sub"])
         body = await self._body(request)
         value = body.get("value")
