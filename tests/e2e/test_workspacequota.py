@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, condition, events, try_apply, wait_condition, wait_gone
@@ -39,10 +41,26 @@ def azure_workspace_limit(azure: EmulatorProcess, family: str) -> int:
     return int(next(q["limit"] for q in body["value"] if q["id"] == f"{WS_PATH}/quotas/{family}"))
 
 
+def key(base: dict[str, str], **labels: str) -> frozenset[tuple[str, str]]:
+    return frozenset({**base, **labels}.items())
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The operator's quota gauges: (name, labels) → value."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("amlops_quota_")
+        for sample in family.samples
+    }
+
+
 def test_apply_sets_the_limit_reports_limits_usage_and_sizes_and_delete_leaves_it(
     k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
 ) -> None:
-    start_operator(namespace, extra_env=azure.operator_env())
+    operator = start_operator(namespace, extra_env=azure.operator_env())
     assert azure_workspace_limit(azure, "StandardDSv2Family") == 24
     limits = [{"vmFamily": "standardDSv2Family", "limit": 16}, {"vmFamily": "StandardNCFamily", "limit": 6}]
     apply(k8s, namespace, manifest("team-quota", limits))
@@ -85,6 +103,15 @@ def test_apply_sets_the_limit_reports_limits_usage_and_sizes_and_delete_leaves_i
     assert "StandardNCFamily" in table.split()  # Tightest, then its Headroom
     assert table.split()[table.split().index("StandardNCFamily") + 1] == "6"
     assert "standardDSv2Family 16/16, StandardNCFamily 6/6" in table
+
+    # The gauges per family, from the operator's /metrics (family in vmSizes' spelling, as AmlCompute's).
+    gauges = scrape(operator.metrics_url)
+    here = {"subscription": SUB, "location": "westeurope"}
+    assert gauges[("amlops_quota_limit_cores", key(here, workspace="ws-amlops", family="standardNCFamily"))] == 6
+    assert gauges[("amlops_quota_limit_cores", key(here, workspace="", family="standardNCFamily"))] == 24
+    assert gauges[("amlops_quota_headroom_cores", key(here, family="standardDSv2Family"))] == 24
+    dedicated = key(here, workspace="", family="standardDSv2Family", priority="dedicated")
+    assert gauges[("amlops_quota_usage_cores", dedicated)] == 0
 
     # Deleting the object changes nothing in Azure: the quota is a setting amlops does not restore.
     k8s.kubectl("delete", "workspacequota", "team-quota", "-n", namespace, "--wait=false")
