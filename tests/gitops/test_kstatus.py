@@ -40,7 +40,12 @@ def test_kstatus_terminating_and_yaml_input(kstatus_bin: Path, tmp_path: Path) -
     assert json.loads(out.stdout)["status"] == "Failed"
 
 
-SAMPLE_OBJECTS = (("amlcompute", "cpu-cluster"), ("batchcompute", "batch"), ("paralleljob", "score"))
+SAMPLE_OBJECTS = (
+    ("amlcompute", "cpu-cluster"),
+    ("batchcompute", "batch"),
+    ("paralleljob", "score"),
+    ("workspacequota", "team-quota"),
+)
 
 
 @pytest.mark.e2e
@@ -55,7 +60,7 @@ def test_kstatus_and_argocd_on_what_the_operator_writes(
         assert gs.kstatus(kstatus_bin, fresh)["status"] == "Current"
         assert gs.health(fresh, tmp_path) == {"status": "Progressing", "message": "Waiting for amlops"}
 
-    # One operator for the three kinds.
+    # One operator for every kind.
     start_operator(namespace)
     for resource, name in SAMPLE_OBJECTS:
         live = wait_for(k8s, resource, name, namespace, observed, what="status written", timeout=60)
