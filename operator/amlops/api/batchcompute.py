@@ -13,6 +13,7 @@ from amlops.api.common import (
     ApiModel,
     Credentials,
     ManagementPolicy,
+    ProvisioningError,
     SecretRef,
     StatusBase,
     WorkspaceRef,
@@ -160,6 +161,10 @@ class PoolStatus(ApiModel):
 class BatchComputeStatus(StatusBase):
     resource_id: str | None = None
     provisioning_state: str | None = None
+    provisioning_errors: list[ProvisioningError] = Field(
+        default_factory=list,
+        description="Seed: provisioning_errors. Why Azure failed the attach (Azure: properties.provisioningErrors).",
+    )
     is_attached_compute: bool | None = None
     cluster_location: str | None = None
     pools: list[PoolStatus] = Field(default_factory=list)
