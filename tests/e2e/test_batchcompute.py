@@ -198,6 +198,36 @@ def test_a_failed_attach_is_stalled_with_azures_error_in_provisioning_errors(
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1, "a Failed attach is not retried"
 
 
+def test_an_untagged_attach_is_adopted_only_with_adopt_true(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
+    """An account attached outside amlops (no owner tag) is another's until ``spec.adopt`` says otherwise, as for
+    an AmlCompute: Stalled NotOwned and left attached when the object goes; adopted, its pools are managed and
+    the object's deletion detaches it."""
+    key_secret(k8s, namespace)
+    cname = compute_name()
+    account = f"/subscriptions/{WORKSPACE['subscriptionId']}/resourceGroups/rg-amlops/providers/Microsoft.Batch"
+    attach = {"computeType": "Batch", "resourceId": f"{account}/batchAccounts/{DEFAULT_BATCH_ACCOUNT}"}
+    assert azure.arm("PUT", f"{WS_PATH}/computes/{cname}", {"location": "westeurope", "properties": attach})[0] == 201
+    start_operator(namespace, extra_env=azure.operator_env())
+    pool = {"id": "adopted-attach", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1}
+
+    apply(k8s, namespace, manifest("theirs", cname, pools=[pool]))
+    stalled = condition(wait_condition(k8s, "batchcompute", "theirs", namespace, "Stalled"), "Stalled")
+    assert stalled["reason"] == "NotOwned"
+    assert "spec.adopt" in stalled["message"]
+    k8s.kubectl("delete", "batchcompute/theirs", "-n", namespace, "--timeout=60s")
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 200, "a refused object's deletion detaches nothing"
+    assert "adopted-attach" not in pools(azure)
+
+    apply(k8s, namespace, manifest("adopter", cname, adopt=True, pools=[pool]))
+    wait_condition(k8s, "batchcompute", "adopter", namespace, "Ready")
+    assert "adopted-attach" in pools(azure)
+    k8s.kubectl("delete", "batchcompute/adopter", "-n", namespace, "--wait=false")
+    wait_gone(k8s, "batchcompute", "adopter", namespace)
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
+
+
 def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(
     k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
 ) -> None:

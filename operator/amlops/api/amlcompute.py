@@ -193,7 +193,8 @@ class AmlComputeSpec(ApiModel):
         description=(
             "Take over an existing cluster of this name that has no amlops.io-owner tag, or whose tag names an "
             "object that no longer exists. A cluster owned by another existing object is never taken over "
-            "(Stalled NotOwned)."
+            "(Stalled NotOwned), nor a compute of another type, such as an attached Batch account (Stalled "
+            "ComputeTypeMismatch; deleting this object then leaves it as it is)."
         ),
     )
     deletion_protection: bool = deletion_protection_field()
