@@ -15,7 +15,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 
 import amlops_testbed as testbed
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT, DEFAULT_BATCH_KEY
-from tests.support.objects import apply, condition, wait_condition, wait_gone
+from tests.support.objects import apply, condition, events, wait_condition, wait_gone
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
@@ -163,6 +163,69 @@ def test_missing_account_is_stalled_with_azures_code(
     obj = wait_condition(k8s, "batchcompute", "noacct", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
     assert stalled["reason"] not in ("", "WaitingForAzure")
+
+
+def test_a_failed_attach_is_stalled_with_azures_error_in_provisioning_errors(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
+    """An attach is a long-running operation; when Azure ends it Failed, the compute reads provisioningState Failed
+    with ``properties.provisioningErrors`` (azure-rest-api-specs machinelearningservices 2020-08-01
+    ``Compute.provisioningErrors``, "Errors during provisioning"; the seed prints ``provisioning_errors`` after
+    the attach's ``wait_for_completion``). The emulator's asyncFailure fault ends the attach's operation so
+    (C21). It was reported Ready, with provisioningErrors pruned by the apiserver: now Stalled with Azure's code,
+    the errors in the status, no pool created through it, and its deletion detaches it."""
+    key_secret(k8s, namespace)
+    cname = compute_name()
+    failure = {"code": "InternalServerError", "message": "The operation failed (injected by the emulator)."}
+    azure.control("POST", "/faults", {"method": "PUT", "path": f"/computes/{cname}$", "asyncFailure": failure})
+    start_operator(namespace, extra_env=azure.operator_env())
+    pool = {"id": "failed-attach", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1}
+    apply(k8s, namespace, manifest("failing", cname, pools=[pool]))
+    obj = wait_condition(k8s, "batchcompute", "failing", namespace, "Stalled")
+    stalled = condition(obj, "Stalled")
+    assert (stalled["reason"], stalled["message"]) == (failure["code"], failure["message"])
+    assert condition(obj, "Ready")["status"] == "False"
+    assert obj["status"]["provisioningState"] == "Failed"
+    assert obj["status"]["provisioningErrors"] == [failure]
+    testbed.eventually(
+        lambda: any(e["type"] == "Warning" for e in events(k8s, namespace, failure["code"])), what="a Warning Event"
+    )
+    assert "failed-attach" not in pools(azure)
+
+    k8s.kubectl("delete", "batchcompute/failing", "-n", namespace, "--wait=false")
+    wait_gone(k8s, "batchcompute", "failing", namespace)
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
+    assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 1, "a Failed attach is not retried"
+
+
+def test_an_untagged_attach_is_adopted_only_with_adopt_true(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
+    """An account attached outside amlops (no owner tag) is another's until ``spec.adopt`` says otherwise, as for
+    an AmlCompute: Stalled NotOwned and left attached when the object goes; adopted, its pools are managed and
+    the object's deletion detaches it."""
+    key_secret(k8s, namespace)
+    cname = compute_name()
+    account = f"/subscriptions/{WORKSPACE['subscriptionId']}/resourceGroups/rg-amlops/providers/Microsoft.Batch"
+    attach = {"computeType": "Batch", "resourceId": f"{account}/batchAccounts/{DEFAULT_BATCH_ACCOUNT}"}
+    assert azure.arm("PUT", f"{WS_PATH}/computes/{cname}", {"location": "westeurope", "properties": attach})[0] == 201
+    start_operator(namespace, extra_env=azure.operator_env())
+    pool = {"id": "adopted-attach", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1}
+
+    apply(k8s, namespace, manifest("theirs", cname, pools=[pool]))
+    stalled = condition(wait_condition(k8s, "batchcompute", "theirs", namespace, "Stalled"), "Stalled")
+    assert stalled["reason"] == "NotOwned"
+    assert "spec.adopt" in stalled["message"]
+    k8s.kubectl("delete", "batchcompute/theirs", "-n", namespace, "--timeout=60s")
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 200, "a refused object's deletion detaches nothing"
+    assert "adopted-attach" not in pools(azure)
+
+    apply(k8s, namespace, manifest("adopter", cname, adopt=True, pools=[pool]))
+    wait_condition(k8s, "batchcompute", "adopter", namespace, "Ready")
+    assert "adopted-attach" in pools(azure)
+    k8s.kubectl("delete", "batchcompute/adopter", "-n", namespace, "--wait=false")
+    wait_gone(k8s, "batchcompute", "adopter", namespace)
+    assert azure.arm("GET", f"{WS_PATH}/computes/{cname}")[0] == 404
 
 
 def test_operator_killed_mid_attach_and_mid_detach_converges_without_duplicates(

@@ -261,6 +261,7 @@ def batchcompute_specs() -> st.SearchStrategy[dict[str, Any]]:
                 "tags": string_maps([OWNER_TAG]),
                 "managementPolicy": enum("Manage", "ObserveOnly"),
                 "deletionPolicy": enum("Detach", "Orphan"),
+                "adopt": booleans(),
                 "deletionProtection": booleans(),
                 "pools": mix(st.lists(pool, max_size=2), wrong_types),
             },

@@ -5,10 +5,12 @@ and 12)."""
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 import pytest
 
 import amlops_testbed as testbed
+from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
 from tests.support.objects import apply, condition, events, find_condition, wait_condition
 from tests.support.processes import EmulatorProcess, StartOperator
 
@@ -131,3 +133,66 @@ def test_an_amlcompute_never_acts_on_a_compute_of_another_type(
     status, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
     assert status == 200
     assert body["properties"]["computeType"] == "Batch"
+
+
+def _put_untagged(azure: EmulatorProcess, cname: str, compute: dict[str, Any]) -> dict[str, Any]:
+    """A compute made outside amlops (no owner tag: adopt: true could take it over), once Azure has made it."""
+    code, answer = azure.arm("PUT", f"{WS_PATH}/computes/{cname}", {"location": "westeurope", "properties": compute})
+    assert code in (200, 201), answer
+
+    def made() -> dict[str, Any] | None:
+        code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+        return body if code == 200 and body["properties"]["provisioningState"] == "Succeeded" else None
+
+    return dict(testbed.eventually(made, what=f"{cname} made in Azure"))
+
+
+def _writes(azure: EmulatorProcess) -> list[str]:
+    """ARM writes (by SDK operation id) and Batch data-plane writes (named by method and path) since the
+    statistics were reset."""
+    return [
+        op for op in azure.operations()
+        if op.split("_")[-1] in ("CreateOrUpdate", "Update", "Delete")
+        or op.split(" ")[0] in ("POST", "PUT", "PATCH", "DELETE")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["amlcompute", "batchcompute"])
+def test_adopt_never_acts_on_an_untagged_compute_of_another_type(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess, kind: str
+) -> None:
+    """adopt: true takes over an untagged compute of its own type only. An AmlCompute named like an attached Batch
+    account, or a BatchCompute named like a cluster, is Stalled ComputeTypeMismatch: Azure sees no write, no pool
+    is made in the account, and deleting the object (deletionPolicy Delete, or Detach) changes nothing in Azure
+    (the seed: ``AmlCompute.detach`` "is not supported", ``BatchCompute.delete`` "is not supported": each type
+    goes its own way, never through the other's)."""
+    start_operator(namespace, extra_env=azure.operator_env())
+    test_batchcompute.key_secret(k8s, namespace)
+    cname = compute_name()
+    if kind == "amlcompute":
+        account = f"/subscriptions/{WORKSPACE['subscriptionId']}/resourceGroups/rg-amlops/providers/Microsoft.Batch"
+        foreign = _put_untagged(
+            azure, cname, {"computeType": "Batch", "resourceId": f"{account}/batchAccounts/{DEFAULT_BATCH_ACCOUNT}"}
+        )
+        other = "Batch"
+        text = manifest("lookalike", cname, adopt=True, reportNodes=True, scaleSettings={"maxNodeCount": 3})
+    else:
+        cluster = {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 2}}
+        foreign = _put_untagged(azure, cname, {"computeType": "AmlCompute", "properties": cluster})
+        other = "AmlCompute"
+        pool = {"id": "lookalike", "vmSize": "STANDARD_D2S_V3", "targetDedicatedNodes": 1, "adopt": True}
+        text = test_batchcompute.manifest("lookalike", cname, adopt=True, pools=[pool])
+    azure.control("DELETE", "/stats")
+
+    apply(k8s, namespace, text)
+    stalled = condition(wait_condition(k8s, kind, "lookalike", namespace, "Stalled"), "Stalled")
+    assert stalled["reason"] == "ComputeTypeMismatch"
+    assert f"type {other}" in stalled["message"]
+    k8s.kubectl("delete", f"{kind}/lookalike", "-n", namespace, "--timeout=60s")
+    assert testbed.get_object(k8s, kind, "lookalike", namespace) is None
+
+    assert _writes(azure) == [], azure.operations()
+    code, body = azure.arm("GET", f"{WS_PATH}/computes/{cname}")
+    assert code == 200
+    assert body == foreign, "the foreign compute is as it was: type, tags, settings, modifiedOn"
+    assert "lookalike" not in test_batchcompute.pools(azure)

@@ -14,6 +14,7 @@ import pytest
 
 from amlops.api.amlcompute import AmlComputeSpec
 from amlops.external import amlcompute_map as m
+from amlops.external.compute_arm import timestamp
 
 pytestmark = pytest.mark.unit
 
@@ -221,6 +222,67 @@ FROM_ARM = [
         arm_body("Creating"),
         {"currentNodeCount": None, "allocationState": None},
     ),
+    FromArm(
+        "the cluster's errors (2020-08-01 MachineLearningServiceError: {error: {code, message, details}}), as Azure "
+        "gives them: the nodes the autoscaler could not allocate",
+        arm_body(
+            allocationState="Resizing",
+            errors=[
+                {
+                    "error": {
+                        "code": "QuotaExceeded",
+                        "message": "Operation results in exceeding quota limits",
+                        "details": [{"code": "VmFamily", "message": "standardDSv2Family"}, "not an object"],
+                    }
+                },
+                {"error": {"code": "DiskFull", "message": "no space left on device"}},
+            ],
+        ),
+        {
+            "errors": [
+                {
+                    "code": "QuotaExceeded",
+                    "message": "Operation results in exceeding quota limits",
+                    "details": [{"code": "VmFamily", "message": "standardDSv2Family"}],
+                },
+                {"code": "DiskFull", "message": "no space left on device", "details": []},
+            ]
+        },
+    ),
+    FromArm(
+        "no errors (null while the cluster is made, as the recording shows): an empty list, never a missing field",
+        arm_body("Creating", errors=None),
+        {"errors": []},
+    ),
+    FromArm(
+        "an entry without the error wrapper is not an error Azure reported: skipped",
+        arm_body(errors=[{"code": "X"}, None]),
+        {"errors": []},
+    ),
+    FromArm(
+        "times as the ML RP writes them (.NET seven digits and +00:00; milliseconds for the allocation state) in "
+        "status' one form, whole seconds",
+        {
+            **arm_body(allocationState="Steady", allocationStateTransitionTime="2022-08-30T19:56:28.632+00:00"),
+            "properties": {
+                **arm_body(allocationState="Steady", allocationStateTransitionTime="2022-08-30T19:56:28.632+00:00")[
+                    "properties"
+                ],
+                "createdOn": "2022-08-30T19:56:28.2261097+00:00",
+                "modifiedOn": "2022-08-30T19:56:37.8772733+00:00",
+            },
+        },
+        {
+            "createdOn": "2022-08-30T19:56:28Z",
+            "modifiedOn": "2022-08-30T19:56:37Z",
+            "allocationStateTransitionTime": "2022-08-30T19:56:28Z",
+        },
+    ),
+    FromArm(
+        "a transition time Azure has not set yet (null while the cluster is made)",
+        arm_body("Creating", allocationStateTransitionTime=None),
+        {"allocationStateTransitionTime": None, "createdOn": None, "modifiedOn": None},
+    ),
 ]
 
 
@@ -424,3 +486,19 @@ def test_no_size_list_gives_no_verdict() -> None:
 )
 def test_vm_sizes_of(reason: str, body: dict[str, Any], names: list[str]) -> None:
     assert [s["name"] for s in m.vm_sizes_of(body)] == names, reason
+
+
+@pytest.mark.parametrize(
+    ("reason", "value", "expected"),
+    [
+        (".NET's seven fractional digits and an offset", "2022-08-30T19:56:28.2261097+00:00", "2022-08-30T19:56:28Z"),
+        ("milliseconds", "2022-08-30T19:56:28.632+00:00", "2022-08-30T19:56:28Z"),
+        ("Z", "2022-08-30T19:56:28Z", "2022-08-30T19:56:28Z"),
+        ("another offset is converted to UTC", "2022-08-30T21:56:28+02:00", "2022-08-30T19:56:28Z"),
+        ("no zone means UTC", "2022-08-30T19:56:28", "2022-08-30T19:56:28Z"),
+        ("absent", None, None),
+        ("not a time: None rather than a value the apiserver's date-time format refuses", "yesterday", None),
+    ],
+)
+def test_timestamp(reason: str, value: str | None, expected: str | None) -> None:
+    assert timestamp(value) == expected, reason

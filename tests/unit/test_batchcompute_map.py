@@ -152,3 +152,39 @@ def test_pools_status_counts_nodes_per_state_and_marks_managed_pools() -> None:
     assert (status["poolCount"], status["dedicatedNodes"], status["lowPriorityNodes"]) == (2, 3, 1)
     assert m.any_resizing(pools)
     assert not m.any_resizing([pools[1]])
+
+
+def attached(state: str, *errors: dict[str, Any]) -> dict[str, Any]:
+    properties: dict[str, Any] = {"computeType": "Batch", "provisioningState": state, "resourceId": ACCOUNT_ID}
+    if errors:
+        properties["provisioningErrors"] = [{"error": e} for e in errors]
+    return {"id": "/subscriptions/s/.../computes/batch", "location": "westeurope", "properties": properties}
+
+
+@pytest.mark.parametrize(
+    ("reason", "body", "expected"),
+    [
+        ("an attach that succeeded is no failure", attached("Succeeded"), None),
+        ("one still running is no failure yet", attached("Creating"), None),
+        (
+            "a Failed attach: Azure's code and message (its provisioningErrors, as the seed prints them)",
+            attached("Failed", {"code": "InternalServerError", "message": "the attach failed"}),
+            ("InternalServerError", "the attach failed"),
+        ),
+        (
+            "the details follow the message",
+            attached(
+                "Failed",
+                {"code": "BadRequest", "message": "invalid", "details": [{"code": "Account", "message": "gone"}]},
+            ),
+            ("BadRequest", "invalid (Account: gone)"),
+        ),
+        (
+            "Failed without an error still fails",
+            attached("Failed"),
+            ("ProvisioningFailed", "Azure reports provisioningState Failed without an error"),
+        ),
+    ],
+)
+def test_attach_failure(reason: str, body: dict[str, Any], expected: tuple[str, str] | None) -> None:
+    assert m.attach_failure(body) == expected, reason

@@ -61,3 +61,20 @@ def test_owns_is_the_one_comparison() -> None:
     assert not mr.owns(f"{NS63}.{NAME253}.{UID}"), "an over-long value could never have been written"
     assert owned(mr, mr.owner, tagged_owner_exists=True)
     assert not owned(mr, "other.obj.uid", tagged_owner_exists=True)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "handled", "expected", "why"),
+    [
+        (None, None, False, "no annotation: the shared listing serves"),
+        ("2026-01-01T00:00:00Z", None, True, "a first request: read afresh"),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", False, "already handled: not again on every pass"),
+        ("again", "2026-01-01T00:00:00Z", True, "any new value asks again"),
+        ("", None, False, "an empty value asks nothing"),
+    ],
+)
+def test_refresh_requested(annotation: str | None, handled: str | None, expected: bool, why: str) -> None:
+    annotations = {} if annotation is None else {"amlops.io/reconcile-requested-at": annotation}
+    status = {} if handled is None else {"lastHandledReconcileAt": handled}
+    mr = Managed("AmlCompute", "ns", "cpu", UID, 1, Spec(), status=status, annotations=annotations)
+    assert mr.refresh_requested is expected, why

@@ -84,3 +84,43 @@ async def test_a_slow_listing_stretches_the_floor() -> None:
     clock.now += 1
     await poller.get("cpu-1", max_age=0)
     assert workspace.calls == 2
+
+
+async def test_a_get_replaces_the_listed_entry_until_a_later_listing() -> None:
+    """A refresh a human asked for reads one compute by GET: the poller keeps that answer, so the next pass that
+    reads the (older) listing does not bring the previous state back."""
+    clock = Clock()
+    workspace = Workspace(clock)
+    poller = WorkspacePoller(workspace.list, floor=1.0, clock=clock)
+    await poller.get("cpu-1", max_age=60)
+
+    clock.now += 5
+    poller.remember("CPU-1", {"name": "CPU-1", "properties": {"provisioningState": "Failed"}})
+    _, body = await poller.get("cpu-1", max_age=60)
+    assert body is not None
+    assert body["properties"] == {"provisioningState": "Failed"}, "the GET's answer, not the listing's"
+    assert workspace.calls == 1
+
+    poller.remember("cpu-1", None)
+    assert await poller.get("cpu-1", max_age=60) == (True, None), "a GET that found nothing removes the entry"
+
+    clock.now += 60
+    _, body = await poller.get("cpu-1", max_age=1)
+    assert workspace.calls == 2
+    assert body is not None
+    assert body["properties"] == {}, "a listing started after the GET is the newer word"
+
+
+async def test_a_get_made_while_a_listing_runs_wins_over_it() -> None:
+    clock = Clock()
+    fresh = {"name": "cpu-1", "properties": {"provisioningState": "Updating"}}
+
+    async def listing() -> list[dict[str, object]]:
+        clock.now += 1
+        poller.remember("cpu-1", fresh)  # a GET answered while the listing's pages were read
+        clock.now += 1
+        return [{"name": "cpu-1", "properties": {}}]
+
+    poller = WorkspacePoller(listing, floor=1.0, clock=clock)
+    _, body = await poller.get("cpu-1", max_age=0)
+    assert body == fresh, "the listing started before the GET: it does not bring the older state back"

@@ -14,6 +14,7 @@ from amlops.api.common import (
     ApiModel,
     Credentials,
     ManagementPolicy,
+    ProvisioningError,
     SecretRef,
     StatusBase,
     WorkspaceRef,
@@ -192,7 +193,8 @@ class AmlComputeSpec(ApiModel):
         description=(
             "Take over an existing cluster of this name that has no amlops.io-owner tag, or whose tag names an "
             "object that no longer exists. A cluster owned by another existing object is never taken over "
-            "(Stalled NotOwned)."
+            "(Stalled NotOwned), nor a compute of another type, such as an attached Batch account (Stalled "
+            "ComputeTypeMismatch; deleting this object then leaves it as it is)."
         ),
     )
     deletion_protection: bool = deletion_protection_field()
@@ -208,9 +210,19 @@ class NodeStateCounts(ApiModel):
     preempted_node_count: int = 0
 
 
-class ProvisioningError(ApiModel):
-    code: str
-    message: str = ""
+class ErrorDetail(ApiModel):
+    code: str = Field(default="", description="Azure's code of the detail (errors[].error.details[].code).")
+    message: str = Field(default="", description="Azure's text of the detail (errors[].error.details[].message).")
+
+
+class ClusterError(ApiModel):
+    """One of the errors the cluster's nodes met (Azure: properties.properties.errors[].error)."""
+
+    code: str = Field(default="", description="Azure's error code, e.g. QuotaExceeded (errors[].error.code).")
+    message: str = Field(default="", description="Azure's message (errors[].error.message).")
+    details: list[ErrorDetail] = Field(
+        default_factory=list, description="Azure's details of the error (errors[].error.details), as Azure gives them."
+    )
 
 
 class Quota(ApiModel):
@@ -237,8 +249,35 @@ class NodeStatus(ApiModel):
 class AmlComputeStatus(StatusBase):
     resource_id: str | None = Field(default=None, description="ARM id of the compute.")
     provisioning_state: str | None = Field(default=None, description="Creating, Succeeded, Failed, ...")
-    provisioning_errors: list[ProvisioningError] = Field(default_factory=list)
-    allocation_state: str | None = Field(default=None, description="Steady or Resizing.")
+    provisioning_errors: list[ProvisioningError] = Field(
+        default_factory=list,
+        description="Seed: provisioning_errors. Why Azure failed the create or update "
+        "(Azure: properties.provisioningErrors).",
+    )
+    created_on: datetime | None = Field(
+        default=None,
+        description="Seed: get_status().creation_time. When the compute was created (Azure: properties.createdOn).",
+    )
+    modified_on: datetime | None = Field(
+        default=None,
+        description="Seed: get_status().modified_time. When an operation last changed the compute "
+        "(Azure: properties.modifiedOn).",
+    )
+    allocation_state: str | None = Field(
+        default=None,
+        description="Seed: get_status().allocation_state. Steady or Resizing (Azure: "
+        "properties.properties.allocationState).",
+    )
+    allocation_state_transition_time: datetime | None = Field(
+        default=None,
+        description="Seed: get_status().allocation_state_transition_time. When the cluster entered its "
+        "allocationState (Azure: properties.properties.allocationStateTransitionTime).",
+    )
+    errors: list[ClusterError] = Field(
+        default_factory=list,
+        description="Seed: get_status().errors. Errors the cluster's nodes met, e.g. QuotaExceeded when the "
+        "autoscaler cannot allocate nodes; empty when Azure reports none (Azure: properties.properties.errors).",
+    )
     current_node_count: int | None = None
     target_node_count: int | None = None
     node_state_counts: NodeStateCounts | None = None

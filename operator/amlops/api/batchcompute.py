@@ -13,6 +13,7 @@ from amlops.api.common import (
     ApiModel,
     Credentials,
     ManagementPolicy,
+    ProvisioningError,
     SecretRef,
     StatusBase,
     WorkspaceRef,
@@ -133,6 +134,16 @@ class BatchComputeSpec(ApiModel):
         default="Detach",
         description="Detach the account on delete (never deletes it), or Orphan: leave attached.",
     )
+    adopt: bool = Field(
+        default=False,
+        description=(
+            "Take over an existing attached compute of this name (computeType Batch, attached to this account) "
+            "that has no amlops.io-owner tag, or whose tag names an object that no longer exists: amlops then "
+            "manages its pools and detaches it on delete. A compute owned by another existing object is never "
+            "taken over (Stalled NotOwned), nor a compute of another type, such as an AmlCompute cluster (Stalled "
+            "ComputeTypeMismatch; deleting this object then leaves it as it is)."
+        ),
+    )
     deletion_protection: bool = deletion_protection_field()
     pools: list[ManagedPool] = Field(
         default_factory=list,
@@ -160,6 +171,10 @@ class PoolStatus(ApiModel):
 class BatchComputeStatus(StatusBase):
     resource_id: str | None = None
     provisioning_state: str | None = None
+    provisioning_errors: list[ProvisioningError] = Field(
+        default_factory=list,
+        description="Seed: provisioning_errors. Why Azure failed the attach (Azure: properties.provisioningErrors).",
+    )
     is_attached_compute: bool | None = None
     cluster_location: str | None = None
     pools: list[PoolStatus] = Field(default_factory=list)

@@ -90,6 +90,13 @@ class Condition(ApiModel):
     observed_generation: int | None = None
 
 
+class ProvisioningError(ApiModel):
+    """One entry of Azure's properties.provisioningErrors (seed: provisioning_errors)."""
+
+    code: str = Field(description="Azure's error code (properties.provisioningErrors[].error.code).")
+    message: str = Field(default="", description="Azure's message (properties.provisioningErrors[].error.message).")
+
+
 class PendingOperation(ApiModel):
     """A long-running Azure operation in flight; a restarted operator resumes it instead of writing again."""
 

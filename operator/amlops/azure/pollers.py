@@ -34,12 +34,26 @@ class WorkspacePoller:
         self._fetched_at: float | None = None
         self._took = 0.0
         self._written: dict[str, float] = {}  # compute name → when amlops last wrote it
+        self._read: dict[str, tuple[float, JSON | None]] = {}  # compute name → when a GET read it, and its body
         self._lock = asyncio.Lock()
         self.refreshes = 0
 
     def invalidate(self, name: str) -> None:
         """amlops just wrote compute ``name``: a listing that started before now does not show it."""
         self._written[name.lower()] = self._clock()
+
+    def remember(self, name: str, body: JSON | None) -> None:
+        """A GET of compute ``name`` just answered ``body`` (None: absent): it replaces the listed entry, and a
+        listing that started before the GET does not bring the older state back."""
+        key = name.lower()
+        self._read[key] = (self._clock(), body)
+        self._set(key, body)
+
+    def _set(self, key: str, body: JSON | None) -> None:
+        if body is None:
+            self._computes.pop(key, None)
+        else:
+            self._computes[key] = body
 
     def _fresh(self, name: str, max_age: float) -> bool:
         if self._fetched_at is None:
@@ -65,8 +79,11 @@ class WorkspacePoller:
         self._computes = {str(item.get("name", "")).lower(): item for item in items}
         self._fetched_at = started
         self._took = self._clock() - started
-        # Writes the new listing has seen need no more tracking.
+        # Writes the new listing has seen need no more tracking; GETs made while it ran are newer than it.
         self._written = {k: t for k, t in self._written.items() if t >= started}
+        self._read = {k: read for k, read in self._read.items() if read[0] >= started}
+        for key, (_, body) in self._read.items():
+            self._set(key, body)
         self.refreshes += 1
 
 

@@ -40,6 +40,24 @@ def workspace_of(spec: Any) -> WorkspaceId:
     return WorkspaceId(spec.workspace.subscription_id, spec.workspace.resource_group, spec.workspace.name)
 
 
+async def read_compute(
+    clients: AzureClients, key: str, ml: MlClient, mr: Managed[Any], name: str, max_age: float
+) -> dict[str, Any] | None:
+    """Compute ``name`` of ``mr``'s workspace: from the shared listing when it is at most ``max_age`` old, by its
+    own GET when a refresh is asked for (``amlops.io/reconcile-requested-at``, the seed's ``refresh_state()``)
+    or when the listing lacks it (it may be a poll interval old: absence is confirmed before anything is
+    created). The poller keeps what a GET read, fresher than its listing."""
+    ws = workspace_of(mr.spec)
+    poller = clients.workspace_poller(key, ml, ws, user=mr.uid)
+    body = None
+    if not mr.refresh_requested:
+        _, body = await poller.get(name, max_age)
+    if body is None:
+        body = await ml.get_compute(ws, name)
+        poller.remember(name, body)
+    return body
+
+
 class _TtlCache:
     """Per-location answers that change rarely (VM sizes) or slowly (usages), loaded once for all askers:
     a thousand resources created at once make one vmSizes call, not a thousand."""
@@ -124,10 +142,7 @@ class AmlComputeClient:
             # for a thousand computes, while every other new object waits for the same one).
             body = await ml.get_compute(ws, name)
         else:
-            _, body = await self._clients.workspace_poller(key, ml, ws, user=mr.uid).get(name, self._poller_max_age(mr))
-            if body is None:
-                # The listing may be a poll interval old: confirm with a GET before anything is created.
-                body = await ml.get_compute(ws, name)
+            body = await read_compute(self._clients, key, ml, mr, name, self._poller_max_age(mr))
         location = (body or {}).get("location") or await self._location(ml, mr)
         # The size and quota pre-flight judges a create or an update; a deletion needs neither (an unknown vmSize
         # would otherwise keep the finalizer of an object that never created anything).

@@ -12,8 +12,8 @@ from typing import Any
 import isodate
 
 from amlops.api.amlcompute import AmlComputeSpec, Identity
-from amlops.azure.errors import arm_error_text
-from amlops.external.compute_arm import provisioning_errors
+from amlops.external.compute_arm import failure as compute_failure
+from amlops.external.compute_arm import provisioning_errors, timestamp
 from amlops.reconcile.managed import OWNER_TAG
 
 JSON = dict[str, Any]
@@ -124,14 +124,26 @@ def is_resizing(body: JSON) -> bool:
 
 def failure(body: JSON) -> tuple[str, str] | None:
     """(code, message) when Azure reports the cluster as Failed."""
-    compute, _ = _props(body)
-    if provisioning_state(body).lower() != "failed":
-        return None
-    for item in compute.get("provisioningErrors") or []:
-        error = item.get("error") or {}
-        if error.get("code"):
-            return str(error["code"]), arm_error_text(error)
-    return "ProvisioningFailed", "Azure reports provisioningState Failed without an error"
+    return compute_failure(_props(body)[0])
+
+
+def cluster_errors(props: JSON) -> list[JSON]:
+    """``properties.properties.errors`` as status entries ``{code, message, details}``: what the cluster's nodes
+    met (an allocation short of quota, a node setup failure). Each is ``{"error": {code, message, details}}``
+    (2020-08-01 ``MachineLearningServiceError``, later ``ErrorResponse``); the details keep their code and
+    message, as Azure gives them."""
+    out: list[JSON] = []
+    for item in props.get("errors") or []:
+        error = item.get("error") if isinstance(item, dict) else None
+        if not isinstance(error, dict):
+            continue
+        details = [_code_and_message(d) for d in error.get("details") or [] if isinstance(d, dict)]
+        out.append({**_code_and_message(error), "details": details})
+    return out
+
+
+def _code_and_message(error: JSON) -> JSON:
+    return {"code": str(error.get("code") or ""), "message": str(error.get("message") or "")}
 
 
 def from_arm(body: JSON) -> JSON:
@@ -143,7 +155,11 @@ def from_arm(body: JSON) -> JSON:
         "resourceId": body.get("id"),
         "provisioningState": compute.get("provisioningState"),
         "provisioningErrors": provisioning_errors(compute),
+        "createdOn": timestamp(compute.get("createdOn")),
+        "modifiedOn": timestamp(compute.get("modifiedOn")),
         "allocationState": props.get("allocationState"),
+        "allocationStateTransitionTime": timestamp(props.get("allocationStateTransitionTime")),
+        "errors": cluster_errors(props),
         "currentNodeCount": props.get("currentNodeCount"),
         "targetNodeCount": props.get("targetNodeCount"),
         "nodeStateCounts": {f"{s}NodeCount": int(counts.get(f"{s}NodeCount") or 0) for s in NODE_STATES},

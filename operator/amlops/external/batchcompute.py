@@ -16,7 +16,7 @@ from amlops.azure import batch
 from amlops.azure.clients import AzureClients
 from amlops.azure.errors import INSECURE_ENDPOINT
 from amlops.external import batchcompute_map as m
-from amlops.external.amlcompute import workspace_of
+from amlops.external.amlcompute import read_compute, workspace_of
 from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, resolve, secret_value
 from amlops.external.ownership import owner_exists
@@ -126,10 +126,9 @@ class BatchComputeClient:
 
     async def _attached(self, mr: Mr) -> dict[str, Any] | None:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
-        ws = workspace_of(mr.spec)
-        poller = self._clients.workspace_poller(key, ml, ws, user=mr.uid)
-        _, body = await poller.get(compute_name(mr), self._clients.settings.poll_floor_seconds)
-        return body if body is not None else await ml.get_compute(ws, compute_name(mr))
+        return await read_compute(
+            self._clients, key, ml, mr, compute_name(mr), self._clients.settings.poll_floor_seconds
+        )
 
     async def _observe_deleting(self, mr: Mr) -> Observation:
         """What is left to delete: the attach, and the pools amlops created for this object, which live in the
@@ -178,6 +177,9 @@ class BatchComputeClient:
             return Observation(
                 True, owner=owner_of(body), failure=(REASON_ACCOUNT_MISMATCH, message), at_provider=status
             )
+        if (failed := m.attach_failure(body)) is not None:
+            # A Failed attach never becomes usable on its own: Stalled with Azure's error (provisioningErrors).
+            return Observation(True, owner=owner_of(body), failure=failed, at_provider=status)
         transitional = str(status.get("provisioningState") or "").lower() in ("creating", "updating", "deleting")
         if transitional:
             return Observation(True, transitional=transitional, owner=owner_of(body), at_provider=status)

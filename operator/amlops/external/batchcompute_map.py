@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from amlops.api.batchcompute import BatchComputeSpec, ManagedPool
+from amlops.azure.errors import failure_reason
+from amlops.external.compute_arm import failure as compute_failure
 from amlops.external.compute_arm import provisioning_errors
 from amlops.reconcile.managed import OWNER_TAG
 
@@ -67,6 +69,14 @@ def attached_status(body: JSON) -> JSON:
         "clusterLocation": compute.get("computeLocation") or body.get("location"),
         "provisioningErrors": provisioning_errors(compute),
     }
+
+
+def attach_failure(body: JSON) -> tuple[str, str] | None:
+    """(reason, message) when Azure failed the attach (provisioningState Failed): Azure's code, or amlops' stable
+    reason for it with Azure's code and message kept in the message (``azure.errors.failure_reason``), as for an
+    AmlCompute's failed create."""
+    failed = compute_failure(body.get("properties") or {})
+    return failure_reason(*failed) if failed else None
 
 
 def attached_account(body: JSON) -> str:

@@ -90,5 +90,13 @@ class Managed(Generic[SpecT]):
     def reconcile_requested_at(self) -> str | None:
         return self.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
 
+    @property
+    def refresh_requested(self) -> bool:
+        """A value of ``amlops.io/reconcile-requested-at`` not handled yet (``status.lastHandledReconcileAt``;
+        the seed's ``refresh_state()``): this pass reads its resource from Azure afresh, not from a shared
+        listing that may be a poll interval old."""
+        requested = self.reconcile_requested_at
+        return bool(requested) and requested != self.status.get("lastHandledReconcileAt")
+
     def spec_value(self, name: str, default: Any = None) -> Any:
         return getattr(self.spec, name, default)
