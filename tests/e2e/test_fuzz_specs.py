@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import amlops_testbed as testbed
-from amlops.api import AmlCompute, BatchCompute, ParallelJob
+from amlops.api import AmlCompute, BatchCompute, ParallelJob, WorkspaceQuota
 from amlops.api.common import COMPUTE_NAME
 from amlops.api.kind import API_VERSION, CustomResource
 from amlops.reconcile.managed import OWNER_TAG, owner_value
@@ -365,6 +365,30 @@ def paralleljob_specs() -> st.SearchStrategy[dict[str, Any]]:
     ).flatmap(lambda spec: unknown_fields().map(lambda extra: {**spec, **extra}))
 
 
+# Families as the quotas API and the vmSizes API spell them, one the emulator does not know, and near misses.
+FAMILIES = ["standardDSv2Family", "StandardDSv2Family", "standardNCFamily", "standardDFamily", "standardZZFamily"]
+
+
+def workspacequota_specs() -> st.SearchStrategy[dict[str, Any]]:
+    limit = st.fixed_dictionaries(
+        {
+            "vmFamily": mix(
+                st.sampled_from(FAMILIES), bad("DSv2", "standard Family", "standard" + "x" * 60 + "Family")
+            ),
+            "limit": ints(0, 2**31 - 1, (0, 200)),
+        }
+    )
+    return st.fixed_dictionaries(
+        {"workspace": workspaces(), "limits": mix(st.lists(limit, min_size=1, max_size=3), wrong_types)},
+        optional={
+            "credentials": credentials(),
+            "location": mix(st.sampled_from(["westeurope", "eastus", "nowhere"]), bad("West Europe", "-x")),
+            "managementPolicy": enum("Manage", "ObserveOnly"),
+            "deletionPolicy": enum("Orphan"),
+        },
+    ).flatmap(lambda spec: unknown_fields().map(lambda extra: {**spec, **extra}))
+
+
 # metadata.name: short, dotted (a valid Kubernetes name that is not an Azure compute name), or 246 characters
 # (the longest owner tag: namespace.name.uid).
 NAME_STYLES = st.sampled_from([f"f{INDEX}", f"f{INDEX}", f"f{INDEX}.dotted", f"f{INDEX}-" + "x" * 240])
@@ -372,9 +396,10 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy[dict[str, Any]]]] = {
     "AmlCompute": amlcompute_specs,
     "BatchCompute": batchcompute_specs,
     "ParallelJob": paralleljob_specs,
+    "WorkspaceQuota": workspacequota_specs,
 }
 KINDS: dict[str, type[CustomResource]] = {"AmlCompute": AmlCompute, "BatchCompute": BatchCompute,
-                                          "ParallelJob": ParallelJob}  # fmt: skip
+                                          "ParallelJob": ParallelJob, "WorkspaceQuota": WorkspaceQuota}  # fmt: skip
 
 
 def generate(kind: str) -> list[tuple[str, dict[str, Any]]]:
@@ -455,6 +480,10 @@ def cel_refusals(kind: str, name: str, spec: Mapping[str, Any]) -> list[str]:
         ids = [p.get("id") for p in spec.get("pools") or []]
         if len(ids) != len(set(ids)):
             broken.append("Duplicate value")
+    if kind == "WorkspaceQuota":
+        families = [str(item.get("vmFamily")).lower() for item in spec.get("limits") or []]
+        if len(families) != len(set(families)):
+            broken.append("each vmFamily may appear once in limits")
     if kind == "ParallelJob":
         task = spec.get("task") or {}
         if ("code" in task) == ("codeConfigMap" in task):
@@ -746,7 +775,7 @@ def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
         k8s.kubectl("create", "namespace", ns)
     azure = start_azure(60.0, *FAST_BUCKETS)
     container = f"fuzz{run}"
-    for kind in ("AmlCompute", "BatchCompute"):
+    for kind in ("AmlCompute", "BatchCompute", "WorkspaceQuota"):
         other_namespace(k8s, namespaces[kind], azure)
     job_namespace(k8s, namespaces["ParallelJob"], azure, azurite, container)
     operator = start_operator(*namespaces.values(), extra_env=azure.operator_env(), verbose=False)

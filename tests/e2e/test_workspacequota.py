@@ -12,7 +12,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import amlops_testbed as testbed
-from tests.support.objects import apply, condition, events, try_apply, wait_condition, wait_gone
+from tests.support.objects import apply, condition, events, find_condition, try_apply, wait_condition, wait_gone
 from tests.support.processes import EmulatorProcess, StartOperator
 
 pytestmark = pytest.mark.e2e
@@ -166,6 +166,45 @@ def test_a_limit_above_the_subscriptions_is_stalled_with_azures_code_and_an_even
     )
     wait_condition(k8s, "workspacequota", "too-much", namespace, "Ready")
     assert azure_workspace_limit(azure, "StandardDSv2Family") == 20
+
+
+def test_two_writers_of_one_family_stop_fighting(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, azure: EmulatorProcess
+) -> None:
+    """Two WorkspaceQuotas set one workspace's family to 6 and to 9 (found by the spec fuzz): each applied its
+    limit, saw the other's and applied its own again, Ready in turn, for ever. Now each counts how often its
+    applied limits drifted away (``status.driftRepairs``) and, past three, is Stalled ``QuotaContended`` and stops
+    writing; the Quotas_Update calls are bounded."""
+    start_operator(namespace, extra_env=azure.operator_env())
+    apply(k8s, namespace, manifest("six", [{"vmFamily": "standardNCFamily", "limit": 6}]))
+    apply(k8s, namespace, manifest("nine", [{"vmFamily": "standardNCFamily", "limit": 9}]))
+
+    def contended(name: str) -> bool:
+        obj = testbed.get_object(k8s, "workspacequota", name, namespace)
+        stalled = find_condition(obj, "Stalled")
+        return stalled is not None and stalled.get("status") == "True" and stalled.get("reason") == "QuotaContended"
+
+    testbed.eventually(lambda: contended("six") or contended("nine"), timeout=180, what="one writer Stalled")
+    stalled = next(name for name in ("six", "nine") if contended(name))
+    obj = testbed.get_object(k8s, "workspacequota", stalled, namespace)
+    assert obj is not None
+    assert "another writer keeps changing them" in condition(obj, "Stalled")["message"]
+    assert obj["status"]["driftRepairs"]["count"] > 3
+    # The other one may end Ready (the last writer) or Stalled too: either way the writes have stopped.
+    writes = azure.operations().get("Quotas_Update", 0)
+    k8s.kubectl("annotate", "workspacequota", "--all", "-n", namespace, "amlops.io/reconcile-requested-at=look")
+    testbed.eventually(
+        lambda: all(
+            (testbed.get_object(k8s, "workspacequota", n, namespace) or {})
+            .get("status", {})
+            .get("lastHandledReconcileAt")
+            == "look"
+            for n in ("six", "nine")
+        ),
+        what="a forced pass of both",
+    )
+    assert azure.operations().get("Quotas_Update", 0) <= writes + 1, "the Stalled writer wrote again"
+    assert writes <= 2 * 5, f"{writes} writes: the fight was not bounded"
 
 
 @pytest.mark.parametrize(

@@ -336,3 +336,67 @@ def test_standing_refusal(
 ) -> None:
     refused = m.standing_refusal(spec(*limits), conditions, 2, QUOTAS, SUB)
     assert (refused[0] if refused else None) == expected, reason
+
+
+def _ready(generation: int, status: str = "True") -> dict[str, Any]:
+    return {"type": "Ready", "status": status, "observedGeneration": generation}
+
+
+@pytest.mark.parametrize(
+    ("status", "drifted", "count", "contended"),
+    [
+        pytest.param({}, True, None, False, id="the first apply is no repair"),
+        pytest.param(
+            {"conditions": [{"type": "Reconciling", "status": "True", "reason": "Updating", "observedGeneration": 2}]},
+            True,
+            1,
+            False,
+            id="drift right after our own update (two writers in turn): 1",
+        ),
+        pytest.param(
+            {"conditions": [{"type": "Reconciling", "status": "True", "reason": "Creating", "observedGeneration": 2}]},
+            True,
+            None,
+            False,
+            id="another Reconciling reason is no apply",
+        ),
+        pytest.param({"conditions": [_ready(2)]}, False, None, False, id="converged and unchanged: nothing"),
+        pytest.param({"conditions": [_ready(2)]}, True, 1, False, id="drift after Ready of this generation: 1"),
+        pytest.param({"conditions": [_ready(1)]}, True, None, False, id="Ready of an older generation: a new spec"),
+        pytest.param(
+            {"conditions": [_ready(2, "False")], "driftRepairs": {"generation": 2, "count": 2}},
+            True,
+            2,
+            False,
+            id="not Ready before (applying, or Azure refused): not counted again",
+        ),
+        pytest.param(
+            {"conditions": [_ready(2)], "driftRepairs": {"generation": 2, "count": 3}},
+            True,
+            4,
+            True,
+            id="past the limit: Stalled, no more writes",
+        ),
+        pytest.param(
+            {"conditions": [_ready(2, "False")], "driftRepairs": {"generation": 2, "count": 4}},
+            False,
+            4,
+            True,
+            id="stays Stalled while the generation is the same",
+        ),
+        pytest.param(
+            {"conditions": [_ready(1)], "driftRepairs": {"generation": 1, "count": 4}},
+            True,
+            None,
+            False,
+            id="a spec change starts the count again",
+        ),
+    ],
+)
+def test_drift_repairs(status: dict[str, Any], drifted: bool, count: int | None, contended: bool) -> None:
+    record, failure = m.drift_repairs(status, 2, drifted, ["standardNCFamily 9 → 6"])
+    assert (record or {}).get("count") == count
+    assert (failure is not None) is contended
+    if failure:
+        assert failure[0] == m.REASON_CONTENDED
+        assert "standardNCFamily 9 → 6" in failure[1]

@@ -120,6 +120,11 @@ class VmSize(ApiModel):
     low_priority_capable: bool | None = Field(default=None, description="Whether low-priority VMs of it exist.")
 
 
+class DriftRepairs(ApiModel):
+    generation: int = Field(description="The metadata.generation whose limits were applied again.")
+    count: int = Field(description="How many times, after they had been applied.")
+
+
 class WorkspaceQuotaStatus(StatusBase):
     location: str | None = Field(default=None, description="The location the quota was read and set in.")
     families: list[FamilyQuota] = Field(
@@ -140,6 +145,13 @@ class WorkspaceQuotaStatus(StatusBase):
         default_factory=list, description="Seed: supported_vmsizes. The VM sizes AmlCompute supports in the location."
     )
     last_sync_time: datetime | None = Field(default=None, description="When amlops last read the quotas from Azure.")
+    drift_repairs: DriftRepairs | None = Field(
+        default=None,
+        description="How often this generation's limits were found changed in Azure after they had been applied, "
+        "and applied again. Past 3 the object is Stalled QuotaContended and stops writing: another writer (a "
+        "second WorkspaceQuota for the same workspace and family, or a tool outside amlops) keeps changing them. "
+        "A spec change starts the count again.",
+    )
 
 
 class WorkspaceQuota(CustomResource):

@@ -37,6 +37,7 @@ class WorkspaceQuotaClient:
         items, changes = m.diff(mr.spec, quotas, ws.arm_id)
         conditions = mr.status.get("conditions") or []
         refused = m.standing_refusal(mr.spec, conditions, mr.generation, quotas, ws.subscription_id) if items else None
+        repairs, contended = m.drift_repairs(mr.status, mr.generation, bool(items), changes)
         status = {
             "location": location,
             "families": families,
@@ -44,6 +45,7 @@ class WorkspaceQuotaClient:
             **m.low_priority_total(usages),
             "vmSizes": [m.vm_size(s) for s in sizes],
             "lastSyncTime": now_iso(),
+            "driftRepairs": repairs,
         }
         # A workspace quota has no tags to carry an owner: the object that declares it is its owner.
         return Observation(
@@ -51,7 +53,7 @@ class WorkspaceQuotaClient:
             resource_up_to_date=not items,
             owner=mr.owner,
             at_provider=status,
-            failure=refused,
+            failure=refused or contended,
             diff="; ".join(changes),
             intent=items,
         )

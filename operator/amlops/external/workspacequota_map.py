@@ -16,7 +16,7 @@ from typing import Any
 
 from amlops.api.workspacequota import WorkspaceQuotaSpec
 from amlops.external.amlcompute_map import family_key, family_usage_row, usage_row
-from amlops.status import STALLED, find
+from amlops.status import READY, REASON_UPDATING, RECONCILING, STALLED, find
 
 JSON = dict[str, Any]
 WORKSPACE_QUOTA_TYPE = "Microsoft.MachineLearningServices/workspaces/dedicatedCores/quotas"
@@ -86,6 +86,8 @@ def refusal(results: list[JSON]) -> tuple[str, str] | None:
     return None
 
 
+REASON_CONTENDED = "QuotaContended"
+MAX_DRIFT_REPAIRS = 3
 EXCEEDS_SUBSCRIPTION = "InvalidQuotaExceedsSubscriptionLimit"
 INVALID_FAMILY = "InvalidVMFamilyName"
 
@@ -112,6 +114,40 @@ def standing_refusal(
     if reason == INVALID_FAMILY and any(k not in allowed for k, _ in wanted):
         return reason, message
     return None
+
+
+def drift_repairs(
+    status: Mapping[str, Any], generation: int, drifted: bool, changes: Sequence[str]
+) -> tuple[dict[str, int] | None, tuple[str, str] | None]:
+    """``status.driftRepairs`` after this observation, and Stalled ``QuotaContended`` once the limits of this
+    generation have drifted away after being applied more than ``MAX_DRIFT_REPAIRS`` times. Without it, two
+    writers of one workspace and family (two WorkspaceQuotas, or one and a script) overwrite each other for ever,
+    each finding the other's limit on every pass. Counted only when the previous pass had applied this
+    generation's limits (Reconciling ``Updating``) or found them in place (Ready), so the first apply and Azure's
+    own refusals (Stalled) do not count."""
+    previous = status.get("driftRepairs") or {}
+    count = int(previous.get("count") or 0) if previous.get("generation") == generation else 0
+    if drifted and _applied(status.get("conditions") or [], generation):
+        count += 1
+    record = {"generation": generation, "count": count} if count else None
+    if count <= MAX_DRIFT_REPAIRS:
+        return record, None
+    message = (
+        f"the limits were changed in Azure {count} times after amlops had applied them ({'; '.join(changes)}): "
+        "another writer keeps changing them (a second WorkspaceQuota for this workspace and family, or a tool "
+        "outside amlops). amlops stopped writing; remove the other writer, then change this spec."
+    )
+    return record, (REASON_CONTENDED, message)
+
+
+def _applied(conditions: Sequence[Mapping[str, Any]], generation: int) -> bool:
+    """The last pass applied this generation's limits, or found them in place."""
+    ready, reconciling = find(conditions, READY), find(conditions, RECONCILING)
+    updating = reconciling if reconciling is not None and reconciling.get("reason") == REASON_UPDATING else None
+    return any(
+        c is not None and c.get("status") == "True" and c.get("observedGeneration") == generation
+        for c in (ready, updating)
+    )
 
 
 def _value(row: JSON | None) -> int | None:
