@@ -57,6 +57,10 @@ from .test_paralleljob import SCORE, blobs
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = 1000
+# WorkspaceQuotas all set the one seeded workspace's few families, so most of them contend with each other (each
+# is bounded: Stalled QuotaContended), and each pass of each reads the location's quotas, usages and VM sizes:
+# fewer of them keep the settle window about the operator, not about 500 fights on one machine.
+FEWER_EXAMPLES = {"WorkspaceQuota": 200}
 SUBMIT_CONCURRENCY = 24
 SETTLE_SECONDS = 600.0  # a busy 2-core machine: every accepted object settled within this
 GONE_SECONDS = 300.0
@@ -402,14 +406,18 @@ KINDS: dict[str, type[CustomResource]] = {"AmlCompute": AmlCompute, "BatchComput
                                           "ParallelJob": ParallelJob, "WorkspaceQuota": WorkspaceQuota}  # fmt: skip
 
 
+def examples(kind: str) -> int:
+    return FEWER_EXAMPLES.get(kind, EXAMPLES)
+
+
 def generate(kind: str) -> list[tuple[str, dict[str, Any]]]:
-    """``EXAMPLES`` (name template, spec) pairs from the kind's strategy, the same on every run."""
+    """``examples(kind)`` (name template, spec) pairs from the kind's strategy, the same on every run."""
     found: list[tuple[str, dict[str, Any]]] = []
 
     @settings(
         derandomize=True,
         database=None,
-        max_examples=EXAMPLES,
+        max_examples=examples(kind),
         deadline=None,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
@@ -786,7 +794,7 @@ def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
     docs: list[Submitted] = []
     for kind in KINDS:
         generated = generate(kind)
-        assert len(generated) >= EXAMPLES, f"{kind}: only {len(generated)} examples"
+        assert len(generated) >= examples(kind), f"{kind}: only {len(generated)} examples"
         for i, (name, spec) in enumerate(generated):
             index = {INDEX: f"{i:04d}"}
             docs.append(Submitted(kind, bind(name, index), bind(spec, {**values, **index}), 0))
@@ -797,7 +805,9 @@ def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
     accepted = [item for item in docs if item.accepted]
     counts = Counter(f"{item.kind} {'accepted' if item.accepted else 'refused'}" for item in docs)
     print("specs:", dict(sorted(counts.items())))
-    assert all(counts[f"{kind} accepted"] >= 100 for kind in KINDS), f"too few specs reach the operator: {counts}"
+    assert all(counts[f"{kind} accepted"] >= examples(kind) // 10 for kind in KINDS), (
+        f"too few specs reach the operator: {counts}"
+    )
 
     final, stuck = wait_settled(k8s, namespaces, accepted, operator)
     settled_at = time.monotonic()
