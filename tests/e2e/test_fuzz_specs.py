@@ -396,10 +396,10 @@ def workspacequota_specs() -> st.SearchStrategy[dict[str, Any]]:
 # metadata.name: short, dotted (a valid Kubernetes name that is not an Azure compute name), or 246 characters
 # (the longest owner tag: namespace.name.uid).
 NAME_STYLES = st.sampled_from([f"f{INDEX}", f"f{INDEX}", f"f{INDEX}.dotted", f"f{INDEX}-" + "x" * 240])
-# WorkspaceQuota's strategy (workspacequota_specs) is kept for that but not run: its objects all set the one seeded workspace's few families
-# (each contention ends Stalled QuotaContended), and each pass of each reads the location's quotas, usages and
-# VM sizes; with 200 of them beside 3,000 other objects on two busy cores they did not all settle within the
-# window (a shared per-location read is issue 20's ground). tests/e2e/test_workspacequota.py covers the kind.
+# WorkspaceQuota's strategy (workspacequota_specs) is written but not run yet: its objects all set the one
+# seeded workspace's few families (each contention ends Stalled QuotaContended), and each pass of each reads the
+# location's quotas, usages and VM sizes; 200 of them beside 3,000 other objects on two busy cores did not all
+# settle within the window (a shared per-location read is issue 20's ground). test_workspacequota.py covers it.
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[dict[str, Any]]]] = {
     "AmlCompute": amlcompute_specs,
     "BatchCompute": batchcompute_specs,
