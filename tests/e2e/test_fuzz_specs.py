@@ -786,7 +786,7 @@ def test_fuzzed_specs_are_refused_or_settle_and_leave_nothing_behind(
         k8s.kubectl("create", "namespace", ns)
     azure = start_azure(60.0, *FAST_BUCKETS)
     container = f"fuzz{run}"
-    for kind in ("AmlCompute", "BatchCompute", "WorkspaceQuota"):
+    for kind in ("AmlCompute", "BatchCompute"):
         other_namespace(k8s, namespaces[kind], azure)
     job_namespace(k8s, namespaces["ParallelJob"], azure, azurite, container)
     operator = start_operator(*namespaces.values(), extra_env=azure.operator_env(), verbose=False)
