@@ -174,7 +174,8 @@ def test_two_writers_of_one_family_stop_fighting(
     """Two WorkspaceQuotas set one workspace's family to 6 and to 9 (found by the spec fuzz): each applied its
     limit, saw the other's and applied its own again, Ready in turn, for ever. Now each counts how often its
     applied limits drifted away (``status.driftRepairs``) and, past three, is Stalled ``QuotaContended`` and stops
-    writing; the Quotas_Update calls are bounded."""
+    writing. When the two alternate so that one never sees its own limit in place, the engine's bound on updates
+    that do not converge stops it first (Stalled ``UpdateDoesNotConverge``). Either way the writes end."""
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("six", [{"vmFamily": "standardNCFamily", "limit": 6}]))
     apply(k8s, namespace, manifest("nine", [{"vmFamily": "standardNCFamily", "limit": 9}]))
@@ -182,14 +183,19 @@ def test_two_writers_of_one_family_stop_fighting(
     def contended(name: str) -> bool:
         obj = testbed.get_object(k8s, "workspacequota", name, namespace)
         stalled = find_condition(obj, "Stalled")
-        return stalled is not None and stalled.get("status") == "True" and stalled.get("reason") == "QuotaContended"
+        return (
+            stalled is not None
+            and stalled.get("status") == "True"
+            and stalled.get("reason") in ("QuotaContended", "UpdateDoesNotConverge")
+        )
 
     testbed.eventually(lambda: contended("six") or contended("nine"), timeout=180, what="one writer Stalled")
     stalled = next(name for name in ("six", "nine") if contended(name))
     obj = testbed.get_object(k8s, "workspacequota", stalled, namespace)
     assert obj is not None
-    assert "another writer keeps changing them" in condition(obj, "Stalled")["message"]
-    assert obj["status"]["driftRepairs"]["count"] > 3
+    if condition(obj, "Stalled")["reason"] == "QuotaContended":
+        assert "another writer keeps changing them" in condition(obj, "Stalled")["message"]
+        assert obj["status"]["driftRepairs"]["count"] > 3
     # The other one may end Ready (the last writer) or Stalled too: either way the writes have stopped.
     writes = azure.operations().get("Quotas_Update", 0)
     k8s.kubectl("annotate", "workspacequota", "--all", "-n", namespace, "amlops.io/reconcile-requested-at=look")
