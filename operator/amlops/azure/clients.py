@@ -15,6 +15,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 
 from amlops.azure import credentials
 from amlops.azure.leases import Leases
+from amlops.azure.location_reads import LocationReads
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, batch_accounting
 from amlops.azure.pollers import Pollers, WorkspacePoller
@@ -35,6 +36,7 @@ class AzureClients:
         self.settings = settings
         self.budget = ThrottleBudget()
         self.pollers = Pollers(settings.poll_floor_seconds)
+        self.locations = LocationReads(settings)
         self._credentials: dict[str, AsyncTokenCredential] = {}
         self._ml: dict[tuple[str, str], MlClient] = {}
         self._batch: dict[tuple[str, str], BatchClient] = {}

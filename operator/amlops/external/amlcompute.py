@@ -3,10 +3,7 @@ DELETE with ``underlyingResourceAction=Delete``. The mappings are pure (``amlcom
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from amlops import metrics
@@ -58,45 +55,17 @@ async def read_compute(
     return body
 
 
-class _TtlCache:
-    """Per-location answers that change rarely (VM sizes) or slowly (usages), loaded once for all askers:
-    a thousand resources created at once make one vmSizes call, not a thousand."""
-
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
-        self._items: dict[str, tuple[float, Any]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def _fresh(self, key: str) -> Any | None:
-        hit = self._items.get(key)
-        return hit[1] if hit and time.monotonic() - hit[0] < self._ttl else None
-
-    async def get(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
-        if (value := self._fresh(key)) is not None:
-            return value
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            if (value := self._fresh(key)) is not None:
-                return value
-            value = await load()
-            self._items[key] = (time.monotonic(), value)
-            return value
-
-
 class AmlComputeClient:
     def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ObjectReader) -> None:
         self._clients = clients
         self._secrets = secrets
         self._objects = objects
-        settings = clients.settings
-        self._sizes = _TtlCache(settings.vm_size_cache_seconds)
-        self._usages = _TtlCache(settings.poll_ceiling_seconds)
-        self._locations = _TtlCache(settings.vm_size_cache_seconds)
 
     async def _location(self, ml: MlClient, mr: Mr) -> str:
         if mr.spec.location:
             return mr.spec.location
         ws = workspace_of(mr.spec)
-        return str(await self._locations.get(ws.arm_id, lambda: ml.workspace_location(ws)))
+        return await self._clients.locations.workspace_location(ml, ws)
 
     async def _preflight(
         self, ml: MlClient, mr: Mr, location: str
@@ -107,7 +76,7 @@ class AmlComputeClient:
         Only a shortcut: Azure judges the size itself when it creates (a failed create, Stalled with the same
         reason). So a size list that cannot be read does not hold the create back: it gives no verdict."""
         sizes = await self._size_list(ml, location)
-        usages = await self._usages.get(f"{ml.subscription_id}/{location}", lambda: ml.usages(location))
+        usages = await self._clients.locations.usages(ml, location)
         quota, size_error, sufficient = m.quota_check(mr.spec, sizes, usages)
         if size_error:
             raise TerminalError(REASON_VM_SIZE_NOT_AVAILABLE, size_error)
@@ -119,7 +88,7 @@ class AmlComputeClient:
 
     async def _size_list(self, ml: MlClient, location: str) -> list[dict[str, Any]]:
         try:
-            body = await self._sizes.get(location, lambda: ml.vm_sizes(location))
+            body = await self._clients.locations.vm_sizes(ml, location)
         except ReconcileError as error:
             log.warning("vmSizes in %s could not be read (%s); Azure will judge the size itself", location, error)
             return []

@@ -28,10 +28,11 @@ class WorkspaceQuotaClient:
     async def observe(self, mr: Mr) -> Observation:
         _, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
-        location = mr.spec.location or await ml.workspace_location(ws)
-        quotas = await ml.quotas(location)
-        usages = await ml.usages(location)
-        sizes = vm_sizes_of(await ml.vm_sizes(location))
+        reads = self._clients.locations
+        location = mr.spec.location or await reads.workspace_location(ml, ws)
+        quotas = await ml.quotas(location)  # not shared: it must show this object's own update at once
+        usages = await reads.usages(ml, location)
+        sizes = vm_sizes_of(await reads.vm_sizes(ml, location))
         families = m.families(mr.spec, quotas, usages, ws.arm_id, ws.subscription_id)
         metrics.record_quota(ws.subscription_id, location, ws.name, families)
         items, changes = m.diff(mr.spec, quotas, ws.arm_id)
