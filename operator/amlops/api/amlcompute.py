@@ -96,6 +96,22 @@ class AdminUser(ApiModel):
 
 
 class Subnet(ApiModel):
+    """The subnet by its ARM id, or by its virtual network's and its own name: one form, whole (a part of the names
+    alone would send no subnet at all, and a cluster outside the network would become Ready)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.subnetId) ? !has(self.vnetName) && !has(self.subnetName) && "
+                    "!has(self.vnetResourceGroup) : has(self.vnetName) && has(self.subnetName)",
+                    "message": "set subnet.subnetId, or subnet.vnetName and subnet.subnetName (with "
+                    "vnetResourceGroup when the network is in another resource group than the workspace), not both",
+                }
+            ]
+        }
+    )
+
     vnet_resource_group: str | None = Field(
         default=None, pattern=AZURE_NAME, max_length=90, description="Seed: vnet_resourcegroup_name."
     )
