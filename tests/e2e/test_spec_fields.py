@@ -644,6 +644,8 @@ def walk_amlcompute(b: Bed) -> None:
     )
     walk = Walk(b, "amlcompute", "cpu", {"compute": cname})
     testbed.eventually(lambda: ready(walk), timeout=TIMEOUT, what="amlcompute/cpu Ready")
+    # The subnet's two names reach Azure as its id (half of them, now refused, was sent as no subnet at all).
+    assert aml_body(walk)["properties"]["properties"]["subnet"]["id"].lower() == SUBNET_ID.lower()
 
     # The admin password: Azure sets it only at creation. A new one in the same Secret is not applied; the
     # AdminCredentialsCurrent condition says so (the Secret's uid and resourceVersion, never its data, compared).
