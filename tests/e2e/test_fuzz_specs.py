@@ -467,22 +467,32 @@ def model_refusal(kind: str, spec: Any) -> str | None:
     return None
 
 
+def _amlcompute_cel(spec: Mapping[str, Any]) -> list[str]:
+    """The messages of AmlCompute's own CEL rules (scale settings, identity, subnet) that ``spec`` breaks."""
+    broken: list[str] = []
+    scale = spec.get("scaleSettings") or {}
+    if scale.get("minNodeCount", 0) > scale.get("maxNodeCount", 4):
+        broken.append("minNodeCount must be <= maxNodeCount")
+    identity = spec.get("identity")
+    if identity is not None:
+        user = "UserAssigned" in identity.get("type", "None")
+        ids = identity.get("userAssignedIdentities") or []
+        if not user and ids:
+            broken.append("userAssignedIdentities are only allowed with type UserAssigned")
+        if user and not ids:
+            broken.append("type UserAssigned needs at least one entry in userAssignedIdentities")
+    subnet = spec.get("subnet")
+    if subnet is not None:
+        names = ("vnetName" in subnet, "subnetName" in subnet, "vnetResourceGroup" in subnet)
+        if any(names) if "subnetId" in subnet else not all(names[:2]):
+            broken.append("set subnet.subnetId, or subnet.vnetName and subnet.subnetName")
+    return broken
+
+
 def cel_refusals(kind: str, name: str, spec: Mapping[str, Any]) -> list[str]:
     """The messages of the CRD's CEL rules (and list-map keys) that a create of ``spec`` breaks (a spec the model
     accepts; defaults as the CRD has them). The rules are CEL in the CRD; this is their reading for one create."""
-    broken: list[str] = []
-    if kind == "AmlCompute":
-        scale = spec.get("scaleSettings") or {}
-        if scale.get("minNodeCount", 0) > scale.get("maxNodeCount", 4):
-            broken.append("minNodeCount must be <= maxNodeCount")
-        identity = spec.get("identity")
-        if identity is not None:
-            user = "UserAssigned" in identity.get("type", "None")
-            ids = identity.get("userAssignedIdentities") or []
-            if not user and ids:
-                broken.append("userAssignedIdentities are only allowed with type UserAssigned")
-            if user and not ids:
-                broken.append("type UserAssigned needs at least one entry in userAssignedIdentities")
+    broken: list[str] = _amlcompute_cel(spec) if kind == "AmlCompute" else []
     if kind in ("AmlCompute", "BatchCompute") and "computeName" not in spec and not COMPUTE_NAME_RE.match(name):
         broken.append("metadata.name is not a valid Azure compute name")
     if kind == "BatchCompute":

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 import amlops_testbed as testbed
+from amlops.external.ports import SecretVersion
 from amlops.handlers.kube_api import KubeApi, KubeApiError
 from tests.support.objects import apply
 
@@ -65,6 +66,11 @@ async def test_reads_secrets_config_maps_and_custom_objects(k8s: testbed.Testbed
     try:
         assert await api.read(namespace, "creds") == {"AZURE_CLIENT_SECRET": "s3cr3t"}
         assert await api.read(namespace, "absent") is None
+        stored = testbed.get_object(k8s, "secret", "creds", namespace)
+        assert stored is not None
+        meta = stored["metadata"]
+        assert await api.version(namespace, "creds") == SecretVersion(meta["uid"], meta["resourceVersion"])
+        assert await api.version(namespace, "absent") is None
         assert await api.read_config_map(namespace, "code") == {
             "score.py": b"def run(b):\n    return b\n",
             "model.bin": b"\x00\xff",

@@ -12,6 +12,7 @@ import pytest
 from amlops.api.amlcompute import AmlComputeSpec
 from amlops.azure.ml import OperationState
 from amlops.external import amlcompute_observe as o
+from amlops.external.ports import SecretVersion
 from amlops.reconcile.external import Pending
 
 pytestmark = pytest.mark.unit
@@ -154,3 +155,49 @@ def test_resizing_is_settling_not_converging() -> None:
     obs = o.observation(spec(), body(allocationState="Resizing"), sync=SYNC, quota=None)
     assert obs.settling
     assert not obs.transitional
+
+
+RECORDED = {"name": "admin", "uid": "u-1", "resourceVersion": "41"}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "current", "status", "reason", "fragment"),
+    [
+        # The Secret as it was when the cluster was created: its password is the nodes'.
+        (RECORDED, SecretVersion("u-1", "41"), "True", "AsCreated", "resourceVersion 41"),
+        # A new password in the same Secret (any write gives a new resourceVersion): Azure cannot apply it.
+        (RECORDED, SecretVersion("u-1", "57"), "False", "SecretChangedSinceCreate", "create a new AmlCompute"),
+        # Deleted and made anew under the same name: another uid, so another Secret.
+        (RECORDED, SecretVersion("u-2", "41"), "False", "SecretChangedSinceCreate", "uid u-2"),
+        # Gone: the nodes keep the password of the creation.
+        (RECORDED, None, "False", "SecretNotFound", "no longer exists"),
+        # Adopted, or created before amlops recorded it: no claim either way.
+        (None, SecretVersion("u-1", "41"), "Unknown", "NotRecorded", "cannot tell"),
+        ({}, SecretVersion("u-1", "41"), "Unknown", "NotRecorded", "cannot tell"),
+    ],
+)
+def test_admin_credentials_condition(
+    recorded: dict[str, str] | None, current: SecretVersion | None, status: str, reason: str, fragment: str
+) -> None:
+    got = o.admin_credentials_condition(recorded, "admin", current)
+    assert (got.type, got.status, got.reason) == ("AdminCredentialsCurrent", status, reason)
+    assert fragment in got.message
+
+
+@pytest.mark.parametrize(
+    ("version", "record"),
+    [
+        # What is recorded is the Secret's identity and version, nothing derived from its data.
+        (SecretVersion("u-1", "41"), {"name": "admin", "uid": "u-1", "resourceVersion": "41"}),
+        # No Secret yet: nothing to record (the create fails SecretNotFound anyway).
+        (None, None),
+    ],
+)
+def test_secret_record(version: SecretVersion | None, record: dict[str, str] | None) -> None:
+    assert o.secret_record("admin", version) == record
+
+
+def test_the_admin_condition_joins_the_observations_conditions() -> None:
+    admin = o.admin_credentials_condition(RECORDED, "admin", SecretVersion("u-1", "57"))
+    obs = o.observation(spec(), body(), sync=SYNC, quota=None, admin=admin)
+    assert admin in obs.conditions

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob, crdgen
+from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob, amlcompute, batchcompute, crdgen, workspacequota
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -66,3 +67,27 @@ def test_every_spec_field_is_described_for_kubectl_explain(kind: type) -> None:
 
     walk(root["properties"]["spec"], "spec")
     assert undocumented == []
+
+
+FROZEN = [
+    (amlcompute.AmlComputeSpec, amlcompute.IMMUTABLE),
+    (batchcompute.BatchComputeSpec, batchcompute.IMMUTABLE),
+    (batchcompute.ManagedPool, batchcompute.POOL_IMMUTABLE),
+    (workspacequota.WorkspaceQuotaSpec, workspacequota.IMMUTABLE),
+]
+
+
+@pytest.mark.parametrize(("model", "fields"), FROZEN, ids=lambda v: getattr(v, "__name__", ""))
+def test_each_immutable_field_exists_and_its_rule_says_what_to_do(
+    model: type[BaseModel], fields: dict[str, str]
+) -> None:
+    """A rule on a field the model lacks would never fire (a typo freezes nothing); each message says what to
+    do instead of the change."""
+    names = {info.alias or name for name, info in model.model_fields.items()}
+    assert set(fields) <= names, f"not fields of {model.__name__}: {set(fields) - names}"
+    rules = model.model_json_schema(by_alias=True)["x-kubernetes-validations"]
+    for name, instead in fields.items():
+        rule = next(r for r in rules if r.get("fieldPath") == f".{name}")
+        assert rule["message"].startswith(f"{name} is immutable: {instead}")
+        assert f"self.{name} == oldSelf.{name}" in rule["rule"]
+        assert "create" in instead or "add" in instead or "attach" in instead, f"{name}: what to do instead?"

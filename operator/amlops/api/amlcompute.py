@@ -11,16 +11,19 @@ from amlops.api.common import (
     AZURE_NAME,
     COMPUTE_NAME,
     COMPUTE_NAME_RULE,
+    LOCATION,
     ApiModel,
     Credentials,
     ManagementPolicy,
     ProvisioningError,
     SecretRef,
     StatusBase,
+    TagValue,
     WorkspaceRef,
     data_key,
     deletion_protection_field,
     frozen,
+    tags_field,
 )
 from amlops.api.kind import (
     AGE_COLUMN,
@@ -76,16 +79,39 @@ class SecretKeyRef(SecretRef):
 
 
 class AdminUser(ApiModel):
+    """Azure sets these only when it creates the cluster: every field is immutable."""
+
     username: str = Field(
         min_length=1, max_length=64, description="Seed: admin_username. Admin account on the nodes (immutable)."
     )
     password_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Seed: admin_user_password, read from a Secret; never logged."
+        default=None,
+        description="Seed: admin_user_password, read from a Secret when the cluster is created; never logged "
+        "(immutable). Azure sets the password only then: a new password in the same Secret is not applied, and "
+        "the AdminCredentialsCurrent condition turns False (SecretChangedSinceCreate) once the Secret changes.",
     )
-    ssh_public_key: str | None = Field(default=None, max_length=8192, description="Seed: admin_user_ssh_key.")
+    ssh_public_key: str | None = Field(
+        default=None, max_length=8192, description="Seed: admin_user_ssh_key (immutable)."
+    )
 
 
 class Subnet(ApiModel):
+    """The subnet by its ARM id, or by its virtual network's and its own name: one form, whole (a part of the names
+    alone would send no subnet at all, and a cluster outside the network would become Ready)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.subnetId) ? !has(self.vnetName) && !has(self.subnetName) && "
+                    "!has(self.vnetResourceGroup) : has(self.vnetName) && has(self.subnetName)",
+                    "message": "set subnet.subnetId, or subnet.vnetName and subnet.subnetName (with "
+                    "vnetResourceGroup when the network is in another resource group than the workspace), not both",
+                }
+            ]
+        }
+    )
+
     vnet_resource_group: str | None = Field(
         default=None, pattern=AZURE_NAME, max_length=90, description="Seed: vnet_resourcegroup_name."
     )
@@ -127,7 +153,10 @@ class Identity(ApiModel):
 
 
 # Azure sets these when it creates the cluster and cannot change them afterwards; adding or removing one later
-# is a change too.
+# is a change too. Its update (PATCH, ClusterUpdateParameters) takes scaleSettings, and identity; a PUT on an
+# existing compute is accepted and its property changes ignored (Azure/bicep#17617, azure-rest-api-specs#18889;
+# Terraform azurerm and Pulumi: "it can only be created and deleted"). So every other field is refused here,
+# never accepted and silently not applied.
 IMMUTABLE = {
     "workspace": "create the AmlCompute anew in the other workspace and delete this one",
     "computeName": "create a new AmlCompute with the other name and delete this one",
@@ -135,7 +164,16 @@ IMMUTABLE = {
     "vmPriority": "create a new AmlCompute with the other priority and delete this one",
     "subnet": "create a new AmlCompute in the other subnet and delete this one",
     "location": "create a new AmlCompute in the other region and delete this one",
-    "adminUser": "admin credentials are set when the cluster is created: create a new AmlCompute and delete this one",
+    "adminUser": "Azure sets the admin credentials (username, passwordSecretRef, sshPublicKey) only when it creates "
+    "the cluster: create a new AmlCompute with the new ones and delete this one",
+    "tags": "Azure sets a cluster's tags only when it creates it: create a new AmlCompute with the new tags and "
+    "delete this one",
+    "description": "Azure sets a cluster's description only when it creates it: create a new AmlCompute with the "
+    "new description and delete this one",
+    "remoteLoginPortPublicAccess": "Azure sets the SSH port's public access only when it creates the cluster: "
+    "create a new AmlCompute with the new setting and delete this one",
+    "enableNodePublicIp": "Azure gives the nodes public IPs or not only when it creates the cluster: create a new "
+    "AmlCompute with the new setting and delete this one",
 }
 
 
@@ -162,7 +200,9 @@ class AmlComputeSpec(ApiModel):
         default="Dedicated",
         description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (immutable).",
     )
-    scale_settings: ScaleSettings = Field(default_factory=ScaleSettings, description="Seed: min/max nodes.")
+    scale_settings: ScaleSettings = Field(
+        default_factory=ScaleSettings, description="Seed: min/max nodes. Changes are applied (PATCH)."
+    )
     admin_user: AdminUser | None = Field(
         default=None, description="Seed: admin_username/password/ssh key (immutable: set when the cluster is created)."
     )
@@ -170,18 +210,29 @@ class AmlComputeSpec(ApiModel):
         default=None,
         description="Seed: vnet_resourcegroup_name, vnet_name, subnet_name (immutable).",
     )
-    tags: dict[str, str] = Field(default_factory=dict, description="Seed: tags. Azure tags of the compute.")
-    description: str | None = Field(default=None, max_length=256, description="Seed: description.")
-    remote_login_port_public_access: Literal["Enabled", "Disabled", "NotSpecified"] = Field(
-        default="NotSpecified", description="Seed: remote_login_port_public_access. Public SSH port state."
+    tags: dict[str, TagValue] = tags_field("Seed: tags. Azure tags of the compute (immutable: set at creation).")
+    description: str | None = Field(
+        default=None, max_length=256, description="Seed: description (immutable: set at creation)."
     )
-    identity: Identity | None = Field(default=None, description="Seed: identity_type / identity_id.")
+    remote_login_port_public_access: Literal["Enabled", "Disabled", "NotSpecified"] = Field(
+        default="NotSpecified",
+        description="Seed: remote_login_port_public_access. Public SSH port state (immutable: set at creation).",
+    )
+    identity: Identity | None = Field(
+        default=None,
+        description="Seed: identity_type / identity_id. Changes are applied (PATCH), as azureml-core's "
+        "add_identity / remove_identity do.",
+    )
     location: str | None = Field(
         default=None,
+        pattern=LOCATION,
         max_length=64,
-        description="Seed: location. Azure region of the nodes; defaults to the workspace's (immutable).",
+        description="Seed: location. Azure region of the nodes, e.g. westeurope; defaults to the workspace's "
+        "(immutable).",
     )
-    enable_node_public_ip: bool = Field(default=True, description="Seed: enable_node_public_ip.")
+    enable_node_public_ip: bool = Field(
+        default=True, description="Seed: enable_node_public_ip (immutable: set at creation)."
+    )
     management_policy: ManagementPolicy = Field(
         default="Manage", description="Manage writes to Azure; ObserveOnly only reads and reports."
     )
@@ -246,6 +297,14 @@ class NodeStatus(ApiModel):
     run_id: str | None = None
 
 
+class SecretVersion(ApiModel):
+    """Which version of a Secret was used: its identity, never anything derived from its content."""
+
+    name: str = Field(description="The Secret's name.")
+    uid: str = Field(description="The Secret's metadata.uid (a Secret deleted and made anew has another).")
+    resource_version: str = Field(description="The Secret's metadata.resourceVersion (any change gives a new one).")
+
+
 class AmlComputeStatus(StatusBase):
     resource_id: str | None = Field(default=None, description="ARM id of the compute.")
     provisioning_state: str | None = Field(default=None, description="Creating, Succeeded, Failed, ...")
@@ -288,6 +347,12 @@ class AmlComputeStatus(StatusBase):
     )
     node_count: int | None = Field(default=None, description="Total nodes listNodes returned (status.nodes is capped).")
     last_sync_time: datetime | None = Field(default=None, description="When amlops last read the cluster from Azure.")
+    admin_password_secret: SecretVersion | None = Field(
+        default=None,
+        description="The Secret of spec.adminUser.passwordSecretRef as it was when amlops created the cluster (its "
+        "uid and resourceVersion, never its content): Azure sets the password only then, so AdminCredentialsCurrent "
+        "turns False when the Secret is no longer that version.",
+    )
 
 
 class AmlCompute(CustomResource):

@@ -16,10 +16,12 @@ from amlops.api.common import (
     ProvisioningError,
     SecretRef,
     StatusBase,
+    TagValue,
     WorkspaceRef,
     data_key,
     deletion_protection_field,
     frozen,
+    tags_field,
 )
 from amlops.api.kind import (
     AGE_COLUMN,
@@ -44,6 +46,26 @@ IMMUTABLE = {
     "batchAccount": "attach the other account with a new BatchCompute and delete this one",
     "resourceId": "attach the other account with a new BatchCompute and delete this one",
     "endpoint": "create a BatchCompute anew with the other endpoint and delete this one",
+    # Azure sets an attached compute's description and tags when it attaches it; its update takes AmlCompute's
+    # scaleSettings alone.
+    "description": "Azure sets an attached compute's description only when it attaches it: detach (delete this "
+    "BatchCompute) and attach again with a new one",
+    "tags": "Azure sets an attached compute's tags only when it attaches it: detach (delete this BatchCompute) "
+    "and attach again with a new one",
+}
+# Batch fixes these when it creates a pool (Pool - Patch takes start task, metadata and packages; amlops
+# applies only target node counts): a change means a new pool.
+POOL_IMMUTABLE = {
+    "vmSize": "Batch sets a pool's VM size when it creates the pool: add a pool with another id (amlops creates it) "
+    "and remove this one (amlops deletes it)",
+    "taskSlotsPerNode": "Batch sets a pool's task slots when it creates the pool: add a pool with another id "
+    "(amlops creates it) and remove this one (amlops deletes it)",
+    "imageReference": "Batch sets a pool's OS image when it creates the pool: add a pool with another id (amlops "
+    "creates it) and remove this one (amlops deletes it)",
+    "nodeAgentSkuId": "Batch sets a pool's node agent when it creates the pool: add a pool with another id (amlops "
+    "creates it) and remove this one (amlops deletes it)",
+    "startTask": "amlops sets a pool's start task when it creates the pool: add a pool with another id (amlops "
+    "creates it) and remove this one (amlops deletes it)",
 }
 
 
@@ -78,14 +100,25 @@ class StartTask(ApiModel):
 
 
 class ManagedPool(ApiModel):
+    """Applied: the target node counts (a resize) and adopt; a pool added or removed is created or deleted. The
+    rest is set when the pool is created (immutable)."""
+
+    model_config = ConfigDict(json_schema_extra=frozen(POOL_IMMUTABLE))
+
     id: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="Batch pool id.")
-    vm_size: str = Field(min_length=1, description="VM size of the pool's nodes.")
-    target_dedicated_nodes: int = Field(default=0, ge=0, le=10000, description="Dedicated nodes wanted.")
-    target_low_priority_nodes: int = Field(default=0, ge=0, le=10000, description="Low-priority (Spot) nodes wanted.")
-    task_slots_per_node: int = Field(default=1, ge=1, le=256, description="Concurrent tasks per node.")
-    image_reference: ImageReference = Field(default_factory=ImageReference, description="Node OS image.")
-    node_agent_sku_id: str = Field(default="batch.node.ubuntu 22.04", description="Batch node agent SKU.")
-    start_task: StartTask | None = Field(default=None, description="Task every node runs when it joins.")
+    vm_size: str = Field(min_length=1, max_length=64, description="VM size of the pool's nodes (immutable).")
+    target_dedicated_nodes: int = Field(
+        default=0, ge=0, le=10000, description="Dedicated nodes wanted. Changes are applied (a resize)."
+    )
+    target_low_priority_nodes: int = Field(
+        default=0, ge=0, le=10000, description="Low-priority (Spot) nodes wanted. Changes are applied (a resize)."
+    )
+    task_slots_per_node: int = Field(default=1, ge=1, le=256, description="Concurrent tasks per node (immutable).")
+    image_reference: ImageReference = Field(default_factory=ImageReference, description="Node OS image (immutable).")
+    node_agent_sku_id: str = Field(
+        default="batch.node.ubuntu 22.04", max_length=64, description="Batch node agent SKU (immutable)."
+    )
+    start_task: StartTask | None = Field(default=None, description="Task every node runs when it joins (immutable).")
     adopt: bool = Field(
         default=False,
         description=(
@@ -125,8 +158,10 @@ class BatchComputeSpec(ApiModel):
         "(https://<account>.<region>.batch.azure.com on Azure), else the object is Stalled (EndpointNotAllowed).",
     )
     batch_credentials: BatchCredentials | None = Field(default=None, description="Data-plane credential.")
-    description: str | None = Field(default=None, max_length=256, description="Description of the compute.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Azure tags of the compute target.")
+    description: str | None = Field(
+        default=None, max_length=256, description="Description of the compute (immutable: set when attached)."
+    )
+    tags: dict[str, TagValue] = tags_field("Azure tags of the compute target (immutable: set when attached).")
     management_policy: ManagementPolicy = Field(
         default="Manage", description="Manage writes to Azure; ObserveOnly only reads and reports."
     )

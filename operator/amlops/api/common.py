@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -37,6 +37,13 @@ COMPUTE_NAME_RULE = Rule(
     "set spec.computeName",
 )
 SUBSCRIPTION_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# An Azure region's name as ARM spells it in URLs (…/locations/westeurope/usages): letters and digits.
+LOCATION = r"^[a-zA-Z][a-zA-Z0-9]{1,63}$"
+# Azure's tag limits (learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations):
+# 50 tags a resource, of which amlops' owner tag is one; a value of at most 256 characters. Bounded in the
+# model as in the schema, which also keeps the cost of the tags' immutability rule within the apiserver's budget.
+MAX_TAGS = 49
+TagValue = Annotated[str, Field(max_length=256)]
 
 
 class WorkspaceRef(ApiModel):
@@ -51,6 +58,11 @@ class WorkspaceRef(ApiModel):
     name: str = Field(
         pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$", max_length=33, description="Name of the Azure ML workspace."
     )
+
+
+def tags_field(description: str) -> Any:
+    """Azure tags of a resource amlops creates (its owner tag is added to them)."""
+    return Field(default_factory=dict, max_length=MAX_TAGS, description=description)
 
 
 def object_name(description: str) -> Any:

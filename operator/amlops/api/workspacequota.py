@@ -14,13 +14,12 @@ from typing import ClassVar, Literal
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
-from amlops.api.common import ApiModel, Credentials, ManagementPolicy, StatusBase, WorkspaceRef, frozen
+from amlops.api.common import LOCATION, ApiModel, Credentials, ManagementPolicy, StatusBase, WorkspaceRef, frozen
 from amlops.api.kind import AGE_COLUMN, READY_COLUMN, REASON_COLUMN, CustomResource, Definition, Names, PrinterColumn
 
 # Azure's VM family names as the quotas and vmSizes APIs spell them: "standardDSv2Family" (vmSizes'
 # ``family``), "StandardDSv2Family" (quotas' ``name.value``), "standardNCASv3_T4Family".
 VM_FAMILY = r"^[Ss]tandard[A-Za-z0-9_]{1,48}Family$"
-LOCATION = r"^[a-zA-Z][a-zA-Z0-9]{1,63}$"
 INT32_MAX = 2**31 - 1
 MAX_LIMITS = 64
 IMMUTABLE = {

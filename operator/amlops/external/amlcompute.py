@@ -16,7 +16,7 @@ from amlops.external import amlcompute_observe as o
 from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, secret_value
 from amlops.external.ownership import owner_exists
-from amlops.external.ports import ObjectReader, SecretReader
+from amlops.external.ports import ObjectReader, SecretReader, SecretVersion
 from amlops.reconcile.errors import ReconcileError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
@@ -116,8 +116,15 @@ class AmlComputeClient:
         # The size and quota pre-flight judges a create or an update; a deletion needs neither (an unknown vmSize
         # would otherwise keep the finalizer of an object that never created anything).
         quota, sufficient = (None, None) if mr.deleting else await self._preflight(ml, mr, location)
-        sync = {"lastSyncTime": now_iso(), "quota": quota}
+        sync: dict[str, Any] = {"lastSyncTime": now_iso(), "quota": quota}
+        # Azure sets the admin password only at creation: before it, the Secret's version a create uses now is
+        # recorded; after it, compared with the Secret's now (AdminCredentialsCurrent). A create reads the Secret
+        # again: a change in between can only make the condition call a password not applied that was, never the
+        # other way round.
+        secret = None if mr.deleting else await self._admin_password_secret(mr)
         if body is None:
+            if secret is not None:
+                sync[o.ADMIN_PASSWORD_SECRET] = o.secret_record(*secret)
             return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
         if (other := foreign_type(body, "AmlCompute")) is not None:
             return Observation(True, foreign_type=other, owner=owner_of(body))
@@ -130,7 +137,13 @@ class AmlComputeClient:
         if o.reports_nodes(mr.spec, progress.transitional):
             nodes = await ml.list_nodes(ws, name, self._clients.settings.nodes_report_limit)
         return o.observation(
-            mr.spec, body, sync=sync, quota=o.quota_condition(sufficient), progress_=progress, nodes=nodes
+            mr.spec,
+            body,
+            sync=sync,
+            quota=o.quota_condition(sufficient),
+            progress_=progress,
+            nodes=nodes,
+            admin=o.admin_credentials_condition(mr.status.get(o.ADMIN_PASSWORD_SECRET), *secret) if secret else None,
         )
 
     async def create(self, mr: Mr) -> Pending | None:
@@ -167,6 +180,15 @@ class AmlComputeClient:
 
     async def dependents(self, mr: Mr) -> tuple[str, ...]:
         return ()
+
+    async def _admin_password_secret(self, mr: Mr) -> tuple[str, SecretVersion | None] | None:
+        """The name and version of the admin password's Secret (None in the tuple when it does not exist); None
+        without one."""
+        user = mr.spec.admin_user
+        if user is None or user.password_secret_ref is None:
+            return None
+        name = user.password_secret_ref.name
+        return name, await self._secrets.version(mr.namespace, name)
 
     async def _admin_password(self, mr: Mr) -> str | None:
         user = mr.spec.admin_user

@@ -7,6 +7,7 @@ operation's state when :func:`needs_operation_state` says so, and the nodes when
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +16,18 @@ from amlops.azure.errors import failure_reason
 from amlops.azure.ml import OperationState
 from amlops.external import amlcompute_map as m
 from amlops.external.compute_arm import owner_of
+from amlops.external.ports import SecretVersion
 from amlops.reconcile.external import Observation, Pending
 from amlops.status import REASON_IMMUTABLE, ConditionUpdate
 
 QUOTA_SUFFICIENT = "QuotaSufficient"
 MIN_NODES_AVAILABLE = "MinNodesAvailable"
+ADMIN_CREDENTIALS_CURRENT = "AdminCredentialsCurrent"
+REASON_AS_CREATED = "AsCreated"
+REASON_SECRET_CHANGED = "SecretChangedSinceCreate"
+REASON_SECRET_GONE = "SecretNotFound"
+REASON_NOT_RECORDED = "NotRecorded"
+ADMIN_PASSWORD_SECRET = "adminPasswordSecret"  # status field: the Secret's version the cluster was created with
 JSON = dict[str, Any]
 
 
@@ -30,6 +38,62 @@ def quota_condition(sufficient: tuple[bool, str] | None) -> ConditionUpdate | No
     ok, message = sufficient
     return ConditionUpdate(
         QUOTA_SUFFICIENT, "True" if ok else "False", "QuotaAvailable" if ok else "QuotaExceeded", message
+    )
+
+
+def secret_record(name: str, version: SecretVersion | None) -> JSON | None:
+    """``status.adminPasswordSecret``: which Secret, in which version; nothing derived from its data."""
+    if version is None:
+        return None
+    return {"name": name, "uid": version.uid, "resourceVersion": version.resource_version}
+
+
+def admin_credentials_condition(
+    recorded: Mapping[str, Any] | None, name: str, current: SecretVersion | None
+) -> ConditionUpdate:
+    """``AdminCredentialsCurrent``: whether the password Secret is still the version the cluster was created with.
+
+    Azure sets the admin password only when it creates a cluster (its update takes scaleSettings and identity),
+    so a new password in the Secret cannot be applied: this says so instead of staying silent. Any change of the
+    Secret counts (labels too): amlops keeps nothing derived from the password to compare with."""
+    if not recorded:
+        return ConditionUpdate(
+            ADMIN_CREDENTIALS_CURRENT,
+            "Unknown",
+            REASON_NOT_RECORDED,
+            f"amlops did not record which version of Secret {name} the cluster was created with (an adopted "
+            "cluster, or one created by an older amlops): it cannot tell whether the nodes' password is the "
+            "Secret's",
+        )
+    then = f"uid {recorded.get('uid')}, resourceVersion {recorded.get('resourceVersion')}"
+    instead = (
+        "Azure sets the admin password only when it creates a cluster, so the nodes keep the one of then: to use "
+        "a new password, create a new AmlCompute and delete this one"
+    )
+    if current is None:
+        return ConditionUpdate(
+            ADMIN_CREDENTIALS_CURRENT,
+            "False",
+            REASON_SECRET_GONE,
+            f"Secret {name}, the cluster was created with ({then}), no longer exists; {instead}",
+        )
+    now = f"uid {current.uid}, resourceVersion {current.resource_version}"
+    if (recorded.get("name"), recorded.get("uid"), recorded.get("resourceVersion")) != (
+        name,
+        current.uid,
+        current.resource_version,
+    ):
+        return ConditionUpdate(
+            ADMIN_CREDENTIALS_CURRENT,
+            "False",
+            REASON_SECRET_CHANGED,
+            f"Secret {name} changed after the cluster was created ({then}; now {now}); {instead}",
+        )
+    return ConditionUpdate(
+        ADMIN_CREDENTIALS_CURRENT,
+        "True",
+        REASON_AS_CREATED,
+        f"Secret {name} is the version the cluster was created with ({now})",
     )
 
 
@@ -90,9 +154,10 @@ def observation(
     quota: ConditionUpdate | None,
     progress_: Progress | None = None,
     nodes: tuple[list[JSON], int] | None = None,
+    admin: ConditionUpdate | None = None,
 ) -> Observation:
     """What the engine needs to decide: exists, up to date, converging, failed (and why), status, conditions."""
-    conditions = (quota,) if quota else ()
+    conditions = tuple(c for c in (quota, admin) if c is not None)
     if body is None:
         return Observation(resource_exists=False, at_provider=sync, conditions=conditions)
     p = progress_ or progress(None, body, None)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """Which Secret, in which version: its metadata only, never anything derived from its data."""
+
+    uid: str
+    resource_version: str
 
 
 class SecretReader(Protocol):
@@ -10,6 +19,10 @@ class SecretReader(Protocol):
         """The Secret's decoded data, or None when it does not exist. ``protect``: the Secret holds credentials a
         resource needs until it is deleted; give it the in-use finalizer (``CREDENTIALS_FINALIZER``) unless it
         has it or is being deleted already."""
+        ...
+
+    async def version(self, namespace: str, name: str) -> SecretVersion | None:
+        """The Secret's uid and resourceVersion, or None when it does not exist."""
         ...
 
 

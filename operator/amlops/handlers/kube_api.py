@@ -22,6 +22,7 @@ import yarl
 
 from amlops import retry_after
 from amlops.api.kind import GROUP, VERSION
+from amlops.external.ports import SecretVersion
 from amlops.reconcile.errors import TerminalError
 from amlops.status import REASON_INVALID_SPEC
 
@@ -133,6 +134,13 @@ class KubeApi:
             patch = {"metadata": {"finalizers": [CREDENTIALS_FINALIZER]}}
             await self._request("PATCH", path, patch, STRATEGIC_MERGE)
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    async def version(self, namespace: str, name: str) -> SecretVersion | None:
+        status, secret = await self._request("GET", _core("secrets", namespace, name))
+        if status == 404:
+            return None
+        meta = secret.get("metadata") or {}
+        return SecretVersion(str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
 
     async def release_secret(self, namespace: str, name: str) -> None:
         """Remove the in-use finalizer (no other resource needs the Secret); a Secret being deleted then goes."""
