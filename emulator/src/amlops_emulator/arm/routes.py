@@ -406,7 +406,7 @@ class Dispatcher:
         if match is None or match["sub"].lower() != subscription.lower():
             raise bad_request(f"The quota id '{quota_id}' is not a workspace quota of this subscription.")
         ws = self.state.workspace(match["sub"], match["rg"], match["ws"])
-        family = catalogue.find_family(match["family"]) or catalogue.find_family(f"standard{match['family'][8:]}")
+        family = _quota_family(match["family"])
         if family is None:
             return {**result, "status": "InvalidVMFamilyName"}
         if limit > self.state.family_limit(family):
@@ -442,6 +442,13 @@ def _check_name(name: str) -> None:
             f"The compute name '{name}' is invalid: use 2 to 24 letters, digits or hyphens, starting with a letter.",
             code="InvalidComputeName",
         )
+
+
+def _quota_family(name: str) -> catalogue.VmFamily | None:
+    """The family a quota id names: "StandardDSv2Family" (2020-08-01's ``updateQuota.json``) or
+    "Standard_DSv2_Family_Cluster_Dedicated_vCPUs" (2025-12-01's ``Quota/update.json``)."""
+    key = name.replace("_", "").lower().removesuffix("clusterdedicatedvcpus")
+    return next((f for f in catalogue.FAMILIES if f.name.replace("_", "").lower() == key), None)
 
 
 def _quota_item(quota_id: str, kind: str, family: catalogue.VmFamily, limit: int) -> dict[str, Any]:
