@@ -197,7 +197,14 @@ class AmlComputeSpec(ApiModel):
         default="Dedicated",
         description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (immutable).",
     )
-    scale_settings: ScaleSettings = Field(default_factory=ScaleSettings, description="Seed: min/max nodes.")
+    # A schema default makes the apiserver store the default counts at create: `kubectl scale` (the scale
+    # subresource) of an object written without scaleSettings then sets maxNodeCount beside them, where the
+    # rule minNodeCount <= maxNodeCount can read both (without it: "no such key: minNodeCount").
+    scale_settings: ScaleSettings = Field(
+        default_factory=ScaleSettings,
+        json_schema_extra={"default": ScaleSettings().model_dump(by_alias=True)},
+        description="Seed: min/max nodes.",
+    )
     admin_user: AdminUser | None = Field(
         default=None, description="Seed: admin_username/password/ssh key (immutable: set when the cluster is created)."
     )

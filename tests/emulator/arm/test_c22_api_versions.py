@@ -341,3 +341,47 @@ async def test_c22_later_properties_sent_to_an_older_version_are_ignored(frozen_
     assert "enableNodePublicIp" in body["error"]["message"]
     status, _, _ = await frozen_arm.call("PUT", f"{BASE}/computes/bad", bad, api_version="2020-08-01")
     assert status == 201
+
+
+async def test_c22_basic_aml_compute_example_at_2025_12_01_is_kept_and_echoed(frozen_arm: Arm) -> None:
+    """C22: the request of stable/2025-12-01/examples/Compute/createOrUpdate/BasicAmlCompute.json (osType Windows,
+    a Compute Gallery image version as virtualMachineImage, isolatedNetwork false, enableNodePublicIp true,
+    remoteLoginPortPublicAccess NotSpecified) is accepted, and a GET shows what it sent in the places
+    stable/2025-12-01/examples/Compute/get/AmlCompute.json shows them (osType, virtualMachineImage,
+    isolatedNetwork and enableNodePublicIp under ``properties.properties``); the vmSize upper-cased as that
+    example and the recording show it. These are the properties the operator sends at 2025-12-01."""
+    image = (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/myResourceGroup/providers/"
+        "Microsoft.Compute/galleries/myImageGallery/images/myImageDefinition/versions/0.0.1"
+    )
+    body = {
+        "location": "eastus",
+        "properties": {
+            "computeType": "AmlCompute",
+            "properties": {
+                "vmSize": "STANDARD_NC6",
+                "vmPriority": "Dedicated",
+                "osType": "Windows",
+                "virtualMachineImage": {"id": image},
+                "isolatedNetwork": False,
+                "scaleSettings": {"maxNodeCount": 1, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT5M"},
+                "remoteLoginPortPublicAccess": "NotSpecified",
+                "enableNodePublicIp": True,
+            },
+        },
+    }
+    status, _, _ = await frozen_arm.call("PUT", f"{BASE}/computes/basic", body, api_version="2025-12-01")
+    assert status == 201
+    await _settle(frozen_arm)
+    status, _, got = await frozen_arm.call("GET", f"{BASE}/computes/basic", api_version="2025-12-01")
+    assert status == 200
+    aml = got["properties"]["properties"]
+    assert {
+        k: aml[k] for k in ("vmSize", "osType", "virtualMachineImage", "isolatedNetwork", "enableNodePublicIp")
+    } == {
+        "vmSize": "STANDARD_NC6",
+        "osType": "Windows",
+        "virtualMachineImage": {"id": image},
+        "isolatedNetwork": False,
+        "enableNodePublicIp": True,
+    }
