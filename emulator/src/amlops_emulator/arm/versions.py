@@ -110,7 +110,8 @@ _TABLE: dict[str, ApiVersion] = {
 
 API_VERSIONS: dict[str, ApiVersion] = {name: replace(traits, name=name) for name, traits in _TABLE.items()}
 SUPPORTED_API_VERSIONS = tuple(API_VERSIONS)
-# The version ARM-level refusals (before any api-version is known) are rendered in: the one the operator uses.
+# The version ARM-level refusals (before any api-version is known) are rendered in, and the default of callers
+# that name none (the operator itself asks at 2025-12-01).
 DEFAULT = API_VERSIONS["2020-08-01"]
 
 
