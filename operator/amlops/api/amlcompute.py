@@ -145,6 +145,7 @@ class VirtualMachineImage(ApiModel):
 # Azure's AmlComputeProperties.propertyBag is a free-form object: kept as written, bounded in its top-level keys.
 PropertyBag = Annotated[
     dict[str, Any],
+    Field(max_length=PROPERTY_BAG_MAX),
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True, "maxProperties": PROPERTY_BAG_MAX}),
 ]
 

@@ -5,22 +5,22 @@ and attached ``computeType: Batch`` (which no SDK model knows) goes through the 
 Every error leaves this module as the engine's RetryableError / TerminalError.
 
 Why SDK 1.0.1's client at an api-version it was not generated for: azure-mgmt-machinelearningservices stops at
-1.0.1 (api-version 2020-08-01, where ``enableNodePublicIp``, ``osType``, ``virtualMachineImage``,
-``isolatedNetwork``, ``propertyBag`` and ``disableLocalAuth`` do not exist). The only Python client of a current
-stable version is azure-ai-ml's private generated ``_restclient.arm_ml_service`` (2025-12-01), and importing it
-loads all of azure.ai.ml: 762 modules, 161 MB of RSS and 2.3 s at start. So the operator keeps 1.0.1's aio
-client and its pipeline (credential, retries, LRO polling, throttle accounting), sends every request at
+1.0.1 (api-version 2020-08-01, where ``enableNodePublicIp``, ``virtualMachineImage``, ``isolatedNetwork``,
+``propertyBag`` and ``disableLocalAuth`` do not exist: Azure ignored ``enableNodePublicIp`` there). The only Python
+client of a current stable version is azure-ai-ml's private generated ``_restclient.arm_ml_service`` (2025-12-01),
+and importing it loads all of azure.ai.ml: 762 modules, 161 MB of RSS and 2.3 s at start. So the operator keeps
+1.0.1's aio client and its pipeline (credential, retries, LRO polling, throttle accounting), sends every request at
 :data:`API_VERSION` (the client's ``api_version`` keyword), writes bodies as raw JSON and reads answers raw, so
-that 1.0.1's 2020-08-01 models never drop a field of the newer version. tests/unit/test_arm_models.py checks
-every body the mappings build against azure-ai-ml's 2025-12-01 models (a test dependency only).
+that 1.0.1's 2020-08-01 models never drop a field of the newer version. tests/unit/test_arm_models.py checks every
+body the mappings build against azure-ai-ml's 2025-12-01 models (a test dependency only).
 
-Checked at 2025-12-01 (``stable/2025-12-01/openapi.json`` and its examples, and 1.0.1's operation code): PUT
-answers 200/201 (1.0.1 accepts both), PATCH 200 (likewise) with the nested ``ClusterUpdateParameters``
-``{properties: {properties: {scaleSettings}}}``, DELETE 200/202 and 204 "the target compute does not exist"
-(read as gone, below); errors are common-types ``ErrorResponse`` ``{error: {code, message, details}}``, the
-same wire shape azure-core's ARM error format reads; the computes list pages with ``nextLink`` (``$skip``);
-vmSizes lists under ``value``; usages and quotas name a family "Standard DSv2 Family Cluster Dedicated vCPUs"
-(the mappings read that and the 2020-08-01 names).
+Checked at 2025-12-01 (the examples of ``stable/2025-12-01``, azure-ai-ml's client generated from that swagger, and
+1.0.1's operation code): PUT answers 200/201 (1.0.1 accepts both), PATCH 200 (likewise) with the nested
+``ClusterUpdateParameters`` ``{properties: {properties: {scaleSettings}}}``, DELETE 200/202 and 204 "the target
+compute does not exist" (read as gone, below); errors are common-types ``ErrorResponse`` ``{error: {code, message,
+details}}``, the same wire shape azure-core's ARM error format reads; the computes list pages with ``nextLink``
+(``$skip``); vmSizes lists under ``value``; usages and quotas name a family "Standard DSv2 Family Cluster Dedicated
+vCPUs" (the mappings read that and the 2020-08-01 names).
 """
 
 from __future__ import annotations
