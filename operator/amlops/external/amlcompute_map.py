@@ -276,8 +276,9 @@ def usage_row(usages: list[JSON], family: str, low_priority: bool) -> JSON | Non
 
     Dedicated: the subscription's row for the family. At 2020-08-01 it is ``name.value`` "StandardDSv2Family"
     with type ``.../vmFamily/dedicatedCores/usages`` (its low-priority twin has the same id and name, type
-    ``.../vmFamily/lowPriorityCores/usages``, limit -1); from 2024-10-01 ``name.value`` reads "Standard DSv2
-    Family Cluster Dedicated vCPUs" and the type is ``.../vmFamily/usages``. Low priority: the subscription's
+    ``.../vmFamily/lowPriorityCores/usages``, limit -1); from 2022-05-01 (2025-12-01, the operator's, included:
+    ``examples/Usage/list.json``) ``name.value`` reads "Standard DSv2 Family Cluster Dedicated vCPUs" and the type
+    is ``.../vmFamily/usages``. Low priority: the subscription's
     total ("TotalLowPriorityCores", later "Total Cluster LowPriority Regional vCPUs"), since the per-family
     low-priority rows are unlimited (-1)."""
     if low_priority:
@@ -290,7 +291,7 @@ def usage_row(usages: list[JSON], family: str, low_priority: bool) -> JSON | Non
 def _family_row(row: JSON, fam: str, low_priority: bool) -> bool:
     """Whether ``row`` is one of the family's, of the tier asked: "StandardDSv2Family" typed
     ``.../dedicatedCores/usages`` or ``.../lowPriorityCores/usages`` (2020-08-01), or "Standard DSv2 Family
-    Cluster Dedicated vCPUs" / "... LowPriority vCPUs" (2024-10-01)."""
+    Cluster Dedicated vCPUs" / "... LowPriority vCPUs" (2022-05-01 on, 2025-12-01 included)."""
     name, kind = family_key((row.get("name") or {}).get("value")), str(row.get("type") or "").lower()
     tier = "lowpriority" if low_priority else "dedicated"
     return name == f"{fam}cluster{tier}vcpus" or (name == fam and ("lowprioritycores" in kind) == low_priority)
