@@ -191,6 +191,24 @@ def test_refusal(reason: str, results: list[dict[str, Any]], expected: str | Non
         assert results[-1]["id"].rsplit("/", 1)[-1] in refused[1], reason
 
 
+def test_a_refusal_names_the_family_as_the_spec_does() -> None:
+    """At 2025-12-01 Azure names the quota "Standard_DSv2_Family_Cluster_Dedicated_vCPUs" (Quota/update.json); the
+    message says the spec's "standardDSv2Family" first, Azure's name beside it."""
+    results = [
+        {
+            "id": f"{WS_ID}/quotas/Standard_DSv2_Family_Cluster_Dedicated_vCPUs",
+            "status": "InvalidQuotaExceedsSubscriptionLimit",
+            "limit": 500,
+        }
+    ]
+    refused = m.refusal(results, ["standardNCFamily", "standardDSv2Family"])
+    assert refused == (
+        "InvalidQuotaExceedsSubscriptionLimit",
+        "Azure did not set the standardDSv2Family (Standard_DSv2_Family_Cluster_Dedicated_vCPUs) workspace quota to "
+        "500: InvalidQuotaExceedsSubscriptionLimit",
+    )
+
+
 @dataclass(frozen=True)
 class Families:
     reason: str

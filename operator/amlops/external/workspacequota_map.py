@@ -99,15 +99,19 @@ def diff(spec: WorkspaceQuotaSpec, quotas: list[JSON], workspace_id: str) -> tup
     return items, changes
 
 
-def refusal(results: list[JSON]) -> tuple[str, str] | None:
-    """(Azure's status, message) of the first item ``Quotas_Update`` did not apply; None when all succeeded."""
+def refusal(results: list[JSON], families: Sequence[str] = ()) -> tuple[str, str] | None:
+    """(Azure's status, message) of the first item ``Quotas_Update`` did not apply; None when all succeeded. The
+    message names the family as ``families`` (the spec's ``vmFamily`` values) spell it, with Azure's quota name
+    beside it when that differs ("Standard_DSv2_Family_Cluster_Dedicated_vCPUs" at 2025-12-01)."""
     for item in results:
         status = str(item.get("status") or "")
         if status == SUCCESS:
             continue
-        family = str(item.get("id") or "").rsplit("/", 1)[-1]
+        quota = str(item.get("id") or "").rsplit("/", 1)[-1]
+        family = next((f for f in families if quota_family(f) == quota_family(quota)), quota)
+        named = family if family == quota else f"{family} ({quota})"
         code = status or REASON_NO_STATUS
-        return code, f"Azure did not set the {family} workspace quota to {item.get('limit')}: {code}"
+        return code, f"Azure did not set the {named} workspace quota to {item.get('limit')}: {code}"
     return None
 
 
