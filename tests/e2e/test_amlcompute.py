@@ -233,13 +233,15 @@ def test_a_quota_azure_reports_as_bad_request_is_stalled_quota_exceeded(
 
 
 @pytest.mark.parametrize("key", ["amlCompute", "value"])
-def test_vm_sizes_listed_under_either_key_are_read(
+def test_vm_sizes_are_read_whatever_the_emulator_gives_2020_08_01(
     k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure, key: str
 ) -> None:
     """At api-version 2020-08-01 the swagger names the vmSizes list ``amlCompute`` and the official example
-    (``stable/2020-08-01/examples/ListVMSizesResult.json``) ``value``; later versions say ``value``. An operator
-    reading only one key sees no sizes under the other and stalls every AmlCompute ``VmSizeNotAvailable``: here a
-    listed size becomes Ready and an unlisted one is refused by the pre-flight before any PUT, under both keys."""
+    (``stable/2020-08-01/examples/ListVMSizesResult.json``) ``value``; every version from 2022-05-01 says ``value``.
+    The operator asks at 2025-12-01, so whichever key the emulator serves 2020-08-01, the list it reads is
+    ``value`` (``vm_sizes_of`` reads either: tests/unit/test_amlcompute_map.py); an operator reading the other key
+    would see no sizes and stall every AmlCompute ``VmSizeNotAvailable``. Here a listed size becomes Ready and an
+    unlisted one is refused by the pre-flight before any PUT."""
     azure = start_azure(60.0, "--vm-sizes-key", key)
     start_operator(namespace, extra_env=azure.operator_env())
     apply(k8s, namespace, manifest("listed", compute_name()))

@@ -165,6 +165,7 @@ def unknown_fields() -> st.SearchStrategy[dict[str, Any]]:
 ARM = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-amlops/providers"
 IDENTITY = f"{ARM}/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
 SUBNET = f"{ARM}/Microsoft.Network/virtualNetworks/vnet/subnets/default"
+IMAGE = f"{ARM}/Microsoft.Compute/galleries/gallery1/images/win2022/versions/1.0.0"
 
 
 VM_SIZES = ["STANDARD_DS3_V2", "STANDARD_D1_V2", "Standard_DS2_v2"]
@@ -197,12 +198,19 @@ def amlcompute_specs() -> st.SearchStrategy[dict[str, Any]]:
         type=enum("SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned", "None"),
         userAssignedIdentities=st.lists(mix(st.just(IDENTITY), bad(IDENTITY.upper(), IDENTITY + "/x")), max_size=2),
     )
+    image = optional(id=mix(st.just(IMAGE), bad(IMAGE.replace("Compute", "Storage"), IMAGE + "/x", "win2022")))
+    bag = st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8) | st.booleans(), max_size=4)
     return st.fixed_dictionaries(
         {"workspace": workspaces()},
         optional={
             "credentials": credentials(),
             "computeName": compute_names(),
             "vmSize": mix(st.sampled_from(VM_SIZES), bad("STANDARD_NOPE_V9", "v" * 65)),
+            "osType": enum("Linux", "Windows"),
+            "virtualMachineImage": mix(image, wrong_types),
+            "isolatedNetwork": booleans(),
+            "disableLocalAuth": booleans(),
+            "propertyBag": mix(bag, st.sampled_from([{f"k{n}": n for n in range(65)}, ["a"], "bag"])),
             "vmPriority": enum("Dedicated", "LowPriority"),
             "scaleSettings": mix(scale, wrong_types),
             "adminUser": mix(admin, wrong_types | st.just({})),

@@ -130,7 +130,7 @@ def test_a_limit_above_the_subscriptions_is_stalled_with_azures_code_and_an_even
     obj = wait_condition(k8s, "workspacequota", "too-much", namespace, "Stalled")
     stalled = condition(obj, "Stalled")
     assert stalled["reason"] == "InvalidQuotaExceedsSubscriptionLimit"
-    assert "StandardDSv2Family" in stalled["message"]
+    assert "standardDSv2Family" in stalled["message"]  # the family as the spec names it
     assert condition(obj, "Ready")["status"] == "False"
     (family,) = obj["status"]["families"]
     assert (family["workspaceLimit"], family["subscriptionLimit"]) == (24, 24)

@@ -110,6 +110,21 @@ def test_diff(wanted: AmlComputeSpec, observed: dict[str, Any], change: str, why
     assert any(change in c for c in changes), (why, changes)
 
 
+def test_the_patch_body_is_2025_12_01_s_cluster_update_parameters() -> None:
+    """``ClusterUpdateParameters`` at 2025-12-01 (stable/2025-12-01/examples/Compute/patch.json) nests the scale
+    settings one level deeper than 2020-08-01 did: ``{properties: {properties: {scaleSettings}}}``. The identity
+    travels beside it, as azureml-core's ``add_identity`` sends it."""
+    patch, _ = diff(spec(identity=USER), body({"maxNodeCount": 3}))
+    assert patch == {
+        "properties": {
+            "properties": {
+                "scaleSettings": {"maxNodeCount": 4, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT120S"}
+            }
+        },
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {UAI: {}}},
+    }
+
+
 @pytest.mark.parametrize(
     ("value", "seconds", "why"),
     [

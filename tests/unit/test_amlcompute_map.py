@@ -1,9 +1,10 @@
 """AmlCompute's pure mappings, case by case (crossplane-style tables: each case says why).
 
 spec → ARM PUT body (every provisioning_configuration field), ARM body → status, Failed → (code, message), the
-quota pre-flight. Wire shapes: api-version 2020-08-01 ``ComputeResource`` (azure-rest-api-specs
-machinelearningservices/stable/2020-08-01, examples createBasicAmlCompute.json, createFullAmlCompute.json,
-getAmlCompute.json)."""
+quota pre-flight. Wire shapes: api-version 2025-12-01 ``ComputeResource`` (azure-rest-api-specs
+machinelearningservices/stable/2025-12-01, examples Compute/createOrUpdate/BasicAmlCompute.json, AmlCompute.json,
+Compute/get/AmlCompute.json); answers of 2020-08-01 (createBasicAmlCompute.json, getAmlCompute.json) read alike.
+tests/unit/test_arm_models.py checks each body built here against the 2025-12-01 models."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ NET = f"/subscriptions/{SUB}/resourceGroups"
 VNETS = "providers/Microsoft.Network/virtualNetworks"
 COMPUTES = "providers/Microsoft.MachineLearningServices/workspaces/ws-1/computes"
 UAI = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
+# BasicAmlCompute.json's virtualMachineImage.id: a Compute Gallery image version.
+IMAGE = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/myResourceGroup/providers/Microsoft.Compute"
+    "/galleries/myImageGallery/images/myImageDefinition/versions/0.0.1"
+)
 
 
 def spec(**fields: Any) -> AmlComputeSpec:

@@ -5,7 +5,9 @@ per-item ``status`` → Stalled. Wire shapes: azure-rest-api-specs machinelearni
 examples ``ListWorkspaceQuotasByVMFamily.json`` (ids ``/subscriptions/{s}/quotas/StandardDSv2Family`` and
 ``{workspace}/quotas/StandardDSv2Family``), ``updateQuota.json`` (items ``{id, type, limit, unit}``, answered
 with ``status: Success``), ``ListUsages.json``; the status values are the swagger's ``UpdateWorkspaceQuotas``
-enum."""
+enum. At the operator's api-version, 2025-12-01 (``stable/2025-12-01/examples/Quota/list.json``, ``update.json``,
+``Usage/list.json``), a quota is ``.../quotas/Standard_DSv2_Family_Cluster_Dedicated_vCPUs`` typed
+``.../workspaces/quotas`` or ``.../vmFamily/quotas``: both spellings are read (``QUOTAS_2025``)."""
 
 from __future__ import annotations
 
@@ -68,6 +70,28 @@ QUOTAS = [
     sub_quota("StandardNCFamily", 12),
     ws_quota("StandardNCFamily", 0),
 ]
+
+
+def quota_2025(scope: str, family: str, limit: int) -> dict[str, Any]:
+    """A row of ``stable/2025-12-01/examples/Quota/list.json``: "Standard_DSv2_Family_Cluster_Dedicated_vCPUs"."""
+    name = f"Standard_{family}_Family_Cluster_Dedicated_vCPUs"
+    kind = "vmFamily" if "/resourceGroups/" not in scope else "workspaces"
+    return {
+        "id": f"{scope}/quotas/{name}",
+        "type": f"{PROVIDER}/{kind}/quotas",
+        "limit": limit,
+        "name": {"value": name.replace("_", " "), "localizedValue": name.replace("_", " ")},
+        "unit": "Count",
+    }
+
+
+QUOTAS_2025 = [
+    quota_2025(f"/subscriptions/{SUB}", "DSv2", 24),
+    quota_2025(WS_ID, "DSv2", 24),
+    quota_2025(OTHER_WS, "DSv2", 12),
+    quota_2025(f"/subscriptions/{SUB}", "NC", 12),
+    quota_2025(WS_ID, "NC", 0),
+]
 USAGES = [
     usage(f"/subscriptions/{SUB}", "totalLowPriorityCores", "TotalLowPriorityCores", 6, 100),
     usage(f"/subscriptions/{SUB}/usages/StandardDSv2Family", "vmFamily/dedicatedCores", "StandardDSv2Family", 10, 24),
@@ -84,6 +108,7 @@ class Diff:
     limits: tuple[tuple[str, int], ...]
     quotas: list[dict[str, Any]]
     expected: list[tuple[str, int]]  # (quota id's family segment, limit) of each item sent
+    kind: str = f"{PROVIDER}/workspaces/dedicatedCores/quotas"  # the type of each item sent
 
 
 DIFFS = [
@@ -101,12 +126,22 @@ DIFFS = [
         [("StandardDSv2Family", 12)],
     ),
     Diff(
-        "a family Azure does not list for the workspace is sent: Azure judges it (InvalidVMFamilyName)",
+        "a family Azure does not list for the workspace is sent in 2025-12-01's spelling (update.json): Azure "
+        "judges it (InvalidVMFamilyName)",
         (("standardXYZFamily", 4),),
         QUOTAS,
-        [("StandardXYZFamily", 4)],
+        [("Standard_XYZ_Family_Cluster_Dedicated_vCPUs", 4)],
+        f"{PROVIDER}/workspaces/quotas",
     ),
     Diff("limit 0 is a limit, not absence", (("standardDSv2Family", 0),), QUOTAS, [("StandardDSv2Family", 0)]),
+    Diff("2025-12-01: the limit Azure has already", (("standardDSv2Family", 24),), QUOTAS_2025, []),
+    Diff(
+        "2025-12-01: the quota named and typed as Azure listed it (Quota/list.json, update.json)",
+        (("StandardDSv2Family", 16), ("standardNCFamily", 0)),
+        QUOTAS_2025,
+        [("Standard_DSv2_Family_Cluster_Dedicated_vCPUs", 16)],
+        f"{PROVIDER}/workspaces/quotas",
+    ),
 ]
 
 
@@ -117,7 +152,7 @@ def test_diff(case: Diff) -> None:
     assert len(changes) == len(items), case.reason
     for item in items:
         assert item["id"].startswith(f"{WS_ID}/quotas/"), case.reason
-        assert (item["type"], item["unit"]) == (f"{PROVIDER}/workspaces/dedicatedCores/quotas", "Count"), case.reason
+        assert (item["type"], item["unit"]) == (case.kind, "Count"), case.reason
 
 
 @pytest.mark.parametrize(
@@ -154,6 +189,24 @@ def test_refusal(reason: str, results: list[dict[str, Any]], expected: str | Non
     assert (refused[0] if refused else None) == expected, reason
     if refused:
         assert results[-1]["id"].rsplit("/", 1)[-1] in refused[1], reason
+
+
+def test_a_refusal_names_the_family_as_the_spec_does() -> None:
+    """At 2025-12-01 Azure names the quota "Standard_DSv2_Family_Cluster_Dedicated_vCPUs" (Quota/update.json); the
+    message says the spec's "standardDSv2Family" first, Azure's name beside it."""
+    results = [
+        {
+            "id": f"{WS_ID}/quotas/Standard_DSv2_Family_Cluster_Dedicated_vCPUs",
+            "status": "InvalidQuotaExceedsSubscriptionLimit",
+            "limit": 500,
+        }
+    ]
+    refused = m.refusal(results, ["standardNCFamily", "standardDSv2Family"])
+    assert refused == (
+        "InvalidQuotaExceedsSubscriptionLimit",
+        "Azure did not set the standardDSv2Family (Standard_DSv2_Family_Cluster_Dedicated_vCPUs) workspace quota to "
+        "500: InvalidQuotaExceedsSubscriptionLimit",
+    )
 
 
 @dataclass(frozen=True)
@@ -207,6 +260,32 @@ FAMILIES = [
 def test_families(case: Families) -> None:
     (row,) = m.families(spec((case.family, 1)), QUOTAS, USAGES, WS_ID, SUB)
     assert row == {"vmFamily": case.family, **case.expected}, case.reason
+
+
+def test_families_read_2025_12_01_names() -> None:
+    """The same limits and usage as ``QUOTAS``/``USAGES``, in 2025-12-01's spelling (Quota/list.json: ids
+    ``.../quotas/Standard_DSv2_Family_Cluster_Dedicated_vCPUs``; Usage/list.json: "Standard DSv2 Family Cluster
+    Dedicated vCPUs" typed ``.../vmFamily/usages``, the low-priority total "Total Cluster LowPriority Regional
+    vCPUs"), give the same status."""
+    dsv2 = "Standard DSv2 Family Cluster Dedicated vCPUs"
+    usages = [
+        usage(f"/subscriptions/{SUB}/usages", "lowPriorityCores", "Total Cluster LowPriority Regional vCPUs", 6, 100),
+        usage(f"/subscriptions/{SUB}/usages/Standard_DSv2_Family_Cluster_Dedicated_vCPUs", "vmFamily", dsv2, 10, 24),
+        usage(f"{WS_ID}/usages/Standard_DSv2_Family_Cluster_Dedicated_vCPUs", "workspaces", dsv2, 4, 24),
+        usage(
+            f"/subscriptions/{SUB}/usages/Standard_DSv2_Family_Cluster_LowPriority_vCPUs",
+            "vmFamily",
+            "Standard DSv2 Family Cluster LowPriority vCPUs",
+            2,
+            -1,
+        ),
+    ]
+    new = m.families(spec(("standardDSv2Family", 1)), QUOTAS_2025, usages, WS_ID, SUB)
+    old = m.families(spec(("standardDSv2Family", 1)), QUOTAS, USAGES, WS_ID, SUB)
+    assert new == old
+    assert new[0]["workspaceLimit"] == 24
+    assert new[0]["headroom"] == 14
+    assert m.low_priority_total(usages) == m.low_priority_total(USAGES)
 
 
 def test_families_keep_the_spec_order() -> None:

@@ -146,6 +146,7 @@ class Call:
     path: str
     operation: str
     status: int
+    api_version: str | None = None  # the ``api-version`` query parameter the client sent (ARM), if any
 
 
 class CallStats:
@@ -172,7 +173,14 @@ class CallStats:
             "total": sum(op["count"] for op in operations.values()),
             "operations": operations,
             "recent": [
-                {"method": c.method, "path": c.path, "operation": c.operation, "status": c.status} for c in self._recent
+                {
+                    "method": c.method,
+                    "path": c.path,
+                    "operation": c.operation,
+                    "status": c.status,
+                    "apiVersion": c.api_version,
+                }
+                for c in self._recent
             ],
         }
 
@@ -215,7 +223,8 @@ def stats_middleware(platform: Platform, namer: OperationNamer | None = None) ->
             # A faulted call never reaches its handler, so the app's namer names it from method and path.
             operation = request.get(OPERATION) or (namer and namer(request.method, request.path))
             operation = operation or f"{request.method} {request.path}"
-            platform.stats.record(Call(request.method, request.path, operation, status))
+            version = request.query.get("api-version")
+            platform.stats.record(Call(request.method, request.path, operation, status, version))
 
     return record_call
 

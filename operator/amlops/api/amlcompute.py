@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, WithJsonSchema
 
 from amlops.api.common import (
     AZURE_NAME,
@@ -46,7 +46,13 @@ SUBNET_ID = (
     rf"(?i)^/subscriptions/{_SEGMENT}/resourceGroups/{_SEGMENT}/providers/Microsoft\.Network/virtualNetworks"
     rf"/{_SEGMENT}/subnets/{_SEGMENT}$"
 )
+# A custom node image: a Compute Gallery image (the latest version), one of its versions, or a managed image.
+VM_IMAGE_ID = (
+    rf"(?i)^/subscriptions/{_SEGMENT}/resourceGroups/{_SEGMENT}/providers/Microsoft\.Compute"
+    rf"/(galleries/{_SEGMENT}/images/{_SEGMENT}(/versions/{_SEGMENT})?|images/{_SEGMENT})$"
+)
 NETWORK_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,79}$"
+PROPERTY_BAG_MAX = 64
 IdentityId = Annotated[str, Field(pattern=IDENTITY_ID, max_length=1024)]
 IdentityType = Literal["SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned", "None"]
 
@@ -152,6 +158,24 @@ class Identity(ApiModel):
     )
 
 
+class VirtualMachineImage(ApiModel):
+    id: str = Field(
+        pattern=VM_IMAGE_ID,
+        max_length=1024,
+        description="ARM id of the image: a Compute Gallery image (/subscriptions/…/providers/Microsoft.Compute/"
+        "galleries/<gallery>/images/<image>), one of its versions (…/images/<image>/versions/<version>), or a "
+        "managed image (/subscriptions/…/providers/Microsoft.Compute/images/<image>).",
+    )
+
+
+# Azure's AmlComputeProperties.propertyBag is a free-form object: kept as written, bounded in its top-level keys.
+PropertyBag = Annotated[
+    dict[str, Any],
+    Field(max_length=PROPERTY_BAG_MAX),
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True, "maxProperties": PROPERTY_BAG_MAX}),
+]
+
+
 # Azure sets these when it creates the cluster and cannot change them afterwards; adding or removing one later
 # is a change too. Its update (PATCH, ClusterUpdateParameters) takes scaleSettings, and identity; a PUT on an
 # existing compute is accepted and its property changes ignored (Azure/bicep#17617, azure-rest-api-specs#18889;
@@ -174,6 +198,18 @@ IMMUTABLE = {
     "create a new AmlCompute with the new setting and delete this one",
     "enableNodePublicIp": "Azure gives the nodes public IPs or not only when it creates the cluster: create a new "
     "AmlCompute with the new setting and delete this one",
+    # api-version 2025-12-01's create-only properties (Azure keeps what the create sent: a PUT on an existing
+    # cluster does not change them, and PATCH changes only scaleSettings).
+    "osType": "the OS is chosen when the cluster is created: create a new AmlCompute with the other OS and delete "
+    "this one",
+    "virtualMachineImage": "the node image is chosen when the cluster is created: create a new AmlCompute with "
+    "the other image and delete this one",
+    "isolatedNetwork": "network isolation is set when the cluster is created: create a new AmlCompute and delete "
+    "this one",
+    "disableLocalAuth": "local authentication is set when the cluster is created: create a new AmlCompute and "
+    "delete this one",
+    "propertyBag": "Azure reads the property bag only when it creates the cluster: create a new AmlCompute with "
+    "the new bag and delete this one",
 }
 
 
@@ -200,8 +236,13 @@ class AmlComputeSpec(ApiModel):
         default="Dedicated",
         description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (immutable).",
     )
+    # A schema default makes the apiserver store the default counts at create: `kubectl scale` (the scale
+    # subresource) of an object written without scaleSettings then sets maxNodeCount beside them, where the
+    # rule minNodeCount <= maxNodeCount can read both (without it: "no such key: minNodeCount").
     scale_settings: ScaleSettings = Field(
-        default_factory=ScaleSettings, description="Seed: min/max nodes. Changes are applied (PATCH)."
+        default_factory=ScaleSettings,
+        json_schema_extra={"default": ScaleSettings().model_dump(by_alias=True)},
+        description="Seed: min/max nodes. Changes are applied (PATCH).",
     )
     admin_user: AdminUser | None = Field(
         default=None, description="Seed: admin_username/password/ssh key (immutable: set when the cluster is created)."
@@ -231,7 +272,36 @@ class AmlComputeSpec(ApiModel):
         "(immutable).",
     )
     enable_node_public_ip: bool = Field(
-        default=True, description="Seed: enable_node_public_ip (immutable: set at creation)."
+        default=True,
+        description="Seed: enable_node_public_ip. Whether the nodes get public IP addresses (Azure: "
+        "properties.properties.enableNodePublicIp; Azure's default is true) (immutable: set at creation).",
+    )
+    os_type: Literal["Linux", "Windows"] | None = Field(
+        default=None,
+        description="OS of the nodes, Linux or Windows (Azure: properties.properties.osType); unset: not sent, "
+        "Azure's default applies (Linux) (immutable).",
+    )
+    virtual_machine_image: VirtualMachineImage | None = Field(
+        default=None,
+        description="A custom image for the nodes instead of Azure's (Azure: properties.properties."
+        'virtualMachineImage, which its API reference describes as "windows only": use it with osType Windows); '
+        "unset: not sent, Azure's own image (immutable).",
+    )
+    isolated_network: bool | None = Field(
+        default=None,
+        description="Whether the cluster's network is isolated (Azure: properties.properties.isolatedNetwork); "
+        "unset: not sent, Azure's default applies (false) (immutable).",
+    )
+    disable_local_auth: bool | None = Field(
+        default=None,
+        description="Opt out of local authentication, so that only managed identities and Microsoft Entra ID "
+        "authenticate to the compute (Azure: properties.disableLocalAuth); unset: not sent, Azure's default "
+        "applies (immutable).",
+    )
+    property_bag: PropertyBag | None = Field(
+        default=None,
+        description="Additional properties for Azure, sent as written (Azure: properties.properties.propertyBag, "
+        f"a free-form object); at most {PROPERTY_BAG_MAX} top-level keys; unset: none sent (immutable).",
     )
     management_policy: ManagementPolicy = Field(
         default="Manage", description="Manage writes to Azure; ObserveOnly only reads and reports."

@@ -3,6 +3,24 @@
 Bodies are plain dicts in ARM's wire format: the external clients build and read them with pure functions,
 and attached ``computeType: Batch`` (which no SDK model knows) goes through the same SDK pipeline as raw bytes.
 Every error leaves this module as the engine's RetryableError / TerminalError.
+
+Why SDK 1.0.1's client at an api-version it was not generated for: azure-mgmt-machinelearningservices stops at
+1.0.1 (api-version 2020-08-01, where ``enableNodePublicIp``, ``virtualMachineImage``, ``isolatedNetwork``,
+``propertyBag`` and ``disableLocalAuth`` do not exist: Azure ignored ``enableNodePublicIp`` there). The only Python
+client of a current stable version is azure-ai-ml's private generated ``_restclient.arm_ml_service`` (2025-12-01),
+and importing it loads all of azure.ai.ml: 762 modules, 161 MB of RSS and 2.3 s at start. So the operator keeps
+1.0.1's aio client and its pipeline (credential, retries, LRO polling, throttle accounting), sends every request at
+:data:`API_VERSION` (the client's ``api_version`` keyword), writes bodies as raw JSON and reads answers raw, so
+that 1.0.1's 2020-08-01 models never drop a field of the newer version. tests/unit/test_arm_models.py checks every
+body the mappings build against azure-ai-ml's 2025-12-01 models (a test dependency only).
+
+Checked at 2025-12-01 (the examples of ``stable/2025-12-01``, azure-ai-ml's client generated from that swagger, and
+1.0.1's operation code): PUT answers 200/201 (1.0.1 accepts both), PATCH 200 (likewise) with the nested
+``ClusterUpdateParameters`` ``{properties: {properties: {scaleSettings}}}``, DELETE 200/202 and 204 "the target
+compute does not exist" (read as gone, below); errors are common-types ``ErrorResponse`` ``{error: {code, message,
+details}}``, the same wire shape azure-core's ARM error format reads; the computes list pages with ``nextLink``
+(``$skip``); vmSizes lists under ``value``; usages and quotas name a family "Standard DSv2 Family Cluster Dedicated
+vCPUs" (the mappings read that and the 2020-08-01 names).
 """
 
 from __future__ import annotations
@@ -19,6 +37,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.polling import AsyncLROPoller
 from azure.core.rest import HttpRequest
+from azure.mgmt.core.exceptions import ARMErrorFormat
 from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 from azure.mgmt.machinelearningservices.models import QuotaBaseProperties, QuotaUpdateParameters
 
@@ -29,7 +48,8 @@ from amlops.settings import Settings
 from amlops.status import now_iso
 
 JSON = dict[str, Any]
-API_VERSION = "2020-08-01"
+# The newest stable api-version with a generated Python client (azure-ai-ml 1.35.2's default); see above.
+API_VERSION = "2025-12-01"
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,7 @@ class MlClient:
             credential,
             subscription_id,
             base_url=settings.arm_endpoint,
+            api_version=API_VERSION,
             polling_interval=settings.lro_polling_interval,
             per_retry_policies=[arm_accounting(budget)],
             retry_policy=CappedRetryPolicy(),
@@ -109,22 +130,29 @@ class MlClient:
         computes polled every few seconds that round trip is most of the operator's CPU.
         """
 
+        return await self._list_raw("GET", f"{ws.arm_id}/computes")
+
+    async def _list_raw(self, method: str, path: str, key: str = "value") -> list[JSON]:
+        """Every item of a paged list (``key``), following ``nextLink`` with GET through the SDK's pipeline, as
+        1.0.1's pagers do, without building its models."""
         items: list[JSON] = []
-        url: str | None = f"{self._settings.arm_endpoint.rstrip('/')}{ws.arm_id}/computes"
+        url: str | None = f"{self._settings.arm_endpoint.rstrip('/')}{path}"
         while url:
             with azure_errors():
-                page = await self._get_page(url)
-            items.extend(page.get("value") or [])
-            url = page.get("nextLink")
+                page = await self._send(method, url)
+            items.extend(item for item in page.get(key) or [] if isinstance(item, dict))
+            url, method = page.get("nextLink"), "GET"
         return items
 
-    async def _get_page(self, url: str) -> JSON:
+    async def _send(self, method: str, url: str) -> JSON:
         # nextLink carries its own query; the client's api-version replaces whatever it holds (as the SDK does).
         base, _, query = url.partition("?")
         params = {k: v for k, v in urllib.parse.parse_qsl(query) if k != "api-version"}
         params["api-version"] = API_VERSION
-        response = await self._client._send_request(HttpRequest("GET", base, params=params))
-        response.raise_for_status()
+        response = await self._client._send_request(HttpRequest(method, base, params=params))
+        if response.status_code >= 400:
+            # As 1.0.1's own operations raise it: Azure's code and message read from the ARM error body.
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
         page: JSON = response.json()
         return page
 
@@ -149,8 +177,8 @@ class MlClient:
     async def begin_delete_compute(self, ws: WorkspaceId, name: str, action: str) -> Pending | None:
         """None: the compute is not there, so there is nothing to wait for. Azure says so with a 404 (whatever
         its code: ``ResourceNotFound``, or the ML RP's ``UserError``) or, from api-version 2022-05-01, with a 204
-        (``Compute_Delete`` in the swagger), which SDK 1.0.1's 2020-08-01 code accepts as neither 200 nor 202 and
-        raises as an error: read as gone at every api-version, never retried."""
+        (``Compute_Delete`` in the swagger, 2025-12-01 included), which SDK 1.0.1's 2020-08-01 code accepts as
+        neither 200 nor 202 and raises as an error: read as gone, never retried."""
         ops = self._client.machine_learning_compute
         with azure_errors():
             try:
@@ -202,14 +230,9 @@ class MlClient:
         return OperationState(done=False)
 
     async def list_nodes(self, ws: WorkspaceId, name: str, limit: int) -> tuple[list[JSON], int]:
-        nodes: list[JSON] = []
-        total = 0
-        with azure_errors():
-            async for node in self._client.machine_learning_compute.list_nodes(ws.resource_group, ws.name, name):
-                total += 1
-                if len(nodes) < limit:
-                    nodes.append(dict(node.serialize(keep_readonly=True)))
-        return nodes, total
+        """``MachineLearningCompute_ListNodes``: POST ``listNodes``, its pages under ``nodes``."""
+        nodes = await self._list_raw("POST", f"{ws.arm_id}/computes/{name}/listNodes", key="nodes")
+        return nodes[:limit], len(nodes)
 
     # -- location -----------------------------------------------------------------------------------------
     async def vm_sizes(self, location: str) -> JSON:
@@ -220,35 +243,37 @@ class MlClient:
         return body
 
     async def usages(self, location: str) -> list[JSON]:
-        with azure_errors():
-            return [dict(u.serialize(keep_readonly=True)) async for u in self._client.usages.list(location)]
+        """``Usages_List``, raw: 1.0.1's ``Usage`` model would drop 2025-12-01's ``amlWorkspaceLocation``."""
+        return await self._list_raw("GET", f"{self._location_path(location)}/usages")
 
     async def quotas(self, location: str) -> list[JSON]:
-        with azure_errors():
-            return [dict(q.serialize(keep_readonly=True)) async for q in self._client.quotas.list(location)]
+        """``Quotas_List``, raw: 1.0.1's ``ResourceQuota`` model would drop 2025-12-01's ``amlWorkspaceLocation``."""
+        return await self._list_raw("GET", f"{self._location_path(location)}/quotas")
+
+    def _location_path(self, location: str) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/providers/Microsoft.MachineLearningServices/locations/"
+            f"{urllib.parse.quote(location, safe='')}"
+        )
 
     async def update_quotas(self, location: str, items: list[JSON]) -> list[JSON]:
         """``Quotas_Update`` (POST .../locations/{location}/updateQuotas) through the SDK's own model and operation;
         the per-item answers raw (``status`` says whether each limit was applied: Azure answers 200 either way)."""
-        parameters = QuotaUpdateParameters(
-            value=[
-                QuotaBaseProperties(id=i["id"], type=i["type"], limit=i["limit"], unit=i.get("unit", "Count"))
-                for i in items
-            ]
-        )
         with azure_errors():
-            body: JSON = await self._client.quotas.update(location, parameters, cls=_raw)  # type: ignore[assignment]
+            body: JSON = await self._client.quotas.update(  # type: ignore[assignment]
+                location, quota_update_parameters(items), cls=_raw
+            )
         return [item for item in body.get("value") or [] if isinstance(item, dict)]
 
-    async def send_raw(self, method: str, url: str, body: JSON | None = None) -> JSON:
-        """A request through the SDK's own pipeline (auth, retries, accounting) for what no model covers."""
 
-        request = HttpRequest(method, url, json=body, params={"api-version": API_VERSION})
-        with azure_errors():
-            response = await self._client._send_request(request)
-            response.raise_for_status()
-        text = response.text()
-        return json.loads(text) if text else {}
+def quota_update_parameters(items: list[JSON]) -> QuotaUpdateParameters:
+    """The ``Quotas_Update`` body as SDK 1.0.1's model (its fields are 2025-12-01's ``QuotaBaseProperties`` too)."""
+    return QuotaUpdateParameters(
+        value=[
+            QuotaBaseProperties(id=i["id"], type=i["type"], limit=i["limit"], unit=i.get("unit", "Count"))
+            for i in items
+        ]
+    )
 
 
 def _pending(operation: str, poller: AsyncLROPoller[Any]) -> Pending:

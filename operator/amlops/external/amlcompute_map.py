@@ -1,7 +1,9 @@
 """AmlCompute: pure mappings between the spec, ARM's wire format and the CR status. No I/O.
 
-Wire format: api-version 2020-08-01 ``ComputeResource`` with ``properties.computeType: AmlCompute`` and the
-cluster's own settings one level deeper under ``properties.properties``.
+Wire format: api-version 2025-12-01 (``azure.ml.API_VERSION``) ``ComputeResource`` with ``properties.computeType:
+AmlCompute`` and the cluster's own settings (``AmlComputeProperties``) one level deeper under
+``properties.properties``; the PATCH body is ``ClusterUpdateParameters`` ``{properties: {properties:
+{scaleSettings}}}``. tests/unit/test_arm_models.py checks every body built here against that version's models.
 """
 
 from __future__ import annotations
@@ -87,6 +89,14 @@ def to_arm(spec: AmlComputeSpec, *, owner: str, location: str, admin_password: s
         "remoteLoginPortPublicAccess": spec.remote_login_port_public_access,
         "enableNodePublicIp": spec.enable_node_public_ip,
     }
+    # Unset: not sent, so Azure's default applies (as it did before amlops knew these properties).
+    optional: JSON = {
+        "osType": spec.os_type,
+        "virtualMachineImage": {"id": spec.virtual_machine_image.id} if spec.virtual_machine_image else None,
+        "isolatedNetwork": spec.isolated_network,
+        "propertyBag": spec.property_bag,
+    }
+    props.update({key: value for key, value in optional.items() if value is not None})
     if spec.admin_user is not None:
         creds: JSON = {"adminUserName": spec.admin_user.username}
         if spec.admin_user.ssh_public_key:
@@ -99,6 +109,8 @@ def to_arm(spec: AmlComputeSpec, *, owner: str, location: str, admin_password: s
     compute: JSON = {"computeType": "AmlCompute", "properties": props}
     if spec.description:
         compute["description"] = spec.description
+    if spec.disable_local_auth is not None:
+        compute["disableLocalAuth"] = spec.disable_local_auth
     body: JSON = {"location": location, "tags": {**spec.tags, OWNER_TAG: owner}, "properties": compute}
     if identity := identity_to_arm(spec.identity):
         body["identity"] = identity
@@ -130,8 +142,8 @@ def failure(body: JSON) -> tuple[str, str] | None:
 def cluster_errors(props: JSON) -> list[JSON]:
     """``properties.properties.errors`` as status entries ``{code, message, details}``: what the cluster's nodes
     met (an allocation short of quota, a node setup failure). Each is ``{"error": {code, message, details}}``
-    (2020-08-01 ``MachineLearningServiceError``, later ``ErrorResponse``); the details keep their code and
-    message, as Azure gives them."""
+    (common-types ``ErrorResponse`` at 2025-12-01, 2020-08-01's ``MachineLearningServiceError`` has the same
+    shape); the details keep their code and message, as Azure gives them."""
     out: list[JSON] = []
     for item in props.get("errors") or []:
         error = item.get("error") if isinstance(item, dict) else None
@@ -173,7 +185,10 @@ def from_arm(body: JSON) -> JSON:
 def diff(spec: AmlComputeSpec, body: JSON) -> tuple[JSON, list[str]]:
     """The PATCH body that makes Azure match the spec (empty when up to date) and what differs, for humans.
 
-    Only scale settings and identity can change on an existing cluster; the CRD makes the rest immutable.
+    Only scale settings and identity can change on an existing cluster; the CRD makes the rest immutable. The
+    scale settings go where api-version 2025-12-01's ``ClusterUpdateParameters`` has them (``properties.properties.
+    scaleSettings``; 2020-08-01 had them one level up); ``identity`` is no field of that model, but azureml-core's
+    ``add_identity``/``remove_identity`` PATCH it so, and Azure applies it.
     """
     _, props = _props(body)
     observed = props.get("scaleSettings") or {}
@@ -189,7 +204,7 @@ def diff(spec: AmlComputeSpec, body: JSON) -> tuple[JSON, list[str]]:
         )
     patch: JSON = {}
     if changes:
-        patch["properties"] = {"scaleSettings": wanted}
+        patch["properties"] = {"properties": {"scaleSettings": wanted}}
     wanted_identity = identity_to_arm(spec.identity)
     if _identity_key(body.get("identity")) != _identity_key(wanted_identity):
         patch["identity"] = wanted_identity or {"type": "None"}
@@ -233,9 +248,9 @@ def node_to_status(node: JSON) -> JSON:
 
 
 def vm_sizes_of(body: JSON) -> list[JSON]:
-    """The sizes of a ``vmSizes`` answer. The 2020-08-01 swagger (and SDK 1.0.1's model) name the list
-    ``amlCompute``; that version's own example ``ListVMSizesResult.json`` and every later version name it
-    ``value``. The evidence conflicts, so either is read."""
+    """The sizes of a ``vmSizes`` answer: ``value`` at 2025-12-01 (every version from 2022-05-01). The 2020-08-01
+    swagger (and SDK 1.0.1's model) named the list ``amlCompute``, that version's own example
+    ``ListVMSizesResult.json`` ``value``; either is read, so the answer of any version is."""
     for key in ("amlCompute", "value"):
         sizes = body.get(key)
         if isinstance(sizes, list):
@@ -261,8 +276,9 @@ def usage_row(usages: list[JSON], family: str, low_priority: bool) -> JSON | Non
 
     Dedicated: the subscription's row for the family. At 2020-08-01 it is ``name.value`` "StandardDSv2Family"
     with type ``.../vmFamily/dedicatedCores/usages`` (its low-priority twin has the same id and name, type
-    ``.../vmFamily/lowPriorityCores/usages``, limit -1); from 2024-10-01 ``name.value`` reads "Standard DSv2
-    Family Cluster Dedicated vCPUs" and the type is ``.../vmFamily/usages``. Low priority: the subscription's
+    ``.../vmFamily/lowPriorityCores/usages``, limit -1); from 2022-05-01 (2025-12-01, the operator's, included:
+    ``examples/Usage/list.json``) ``name.value`` reads "Standard DSv2 Family Cluster Dedicated vCPUs" and the type
+    is ``.../vmFamily/usages``. Low priority: the subscription's
     total ("TotalLowPriorityCores", later "Total Cluster LowPriority Regional vCPUs"), since the per-family
     low-priority rows are unlimited (-1)."""
     if low_priority:
@@ -275,7 +291,7 @@ def usage_row(usages: list[JSON], family: str, low_priority: bool) -> JSON | Non
 def _family_row(row: JSON, fam: str, low_priority: bool) -> bool:
     """Whether ``row`` is one of the family's, of the tier asked: "StandardDSv2Family" typed
     ``.../dedicatedCores/usages`` or ``.../lowPriorityCores/usages`` (2020-08-01), or "Standard DSv2 Family
-    Cluster Dedicated vCPUs" / "... LowPriority vCPUs" (2024-10-01)."""
+    Cluster Dedicated vCPUs" / "... LowPriority vCPUs" (2022-05-01 on, 2025-12-01 included)."""
     name, kind = family_key((row.get("name") or {}).get("value")), str(row.get("type") or "").lower()
     tier = "lowpriority" if low_priority else "dedicated"
     return name == f"{fam}cluster{tier}vcpus" or (name == fam and ("lowprioritycores" in kind) == low_priority)

@@ -71,7 +71,7 @@ class WorkspaceQuotaClient:
         _, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         location = str(observation.at_provider.get("location") or mr.spec.location)
         results = await ml.update_quotas(location, items)
-        if refused := m.refusal(results):
+        if refused := m.refusal(results, [f.vm_family for f in mr.spec.limits]):
             raise TerminalError(*refused)
         return None
 

@@ -1,12 +1,15 @@
 """WorkspaceQuota: pure mappings between the spec, the quotas/usages/vmSizes answers and the CR status. No I/O.
 
-Wire format (api-version 2020-08-01, ``stable/2020-08-01/examples``): ``Quotas_List`` (ListWorkspaceQuotasByVMFamily
-.json) answers one row per family for the subscription (``/subscriptions/{s}/quotas/{Family}``, type
-``.../vmFamily/dedicatedCores/quotas``) and one per workspace of the location (``{workspace}/quotas/{Family}``,
-type ``.../workspaces/dedicatedCores/quotas``); ``Quotas_Update`` (updateQuota.json) takes ``{value: [{id, type,
+Wire format: ``Quotas_List`` answers one row per family for the subscription (``/subscriptions/{s}/quotas/{q}``)
+and one per workspace of the location (``{workspace}/quotas/{q}``); ``Quotas_Update`` takes ``{value: [{id, type,
 limit, unit}]}`` and answers each item with a ``status`` (``Success``, ``InvalidQuotaExceedsSubscriptionLimit``,
 ``InvalidVMFamilyName``, ``InvalidQuotaBelowClusterMinimum``, ``Failure``, ``Undefined``,
 ``OperationNotSupportedForSku``, ``OperationNotEnabledForRegion``: the swagger's ``UpdateWorkspaceQuotas``).
+The operator's api-version, 2025-12-01 (``stable/2025-12-01/examples/Quota/list.json``, ``update.json``), names a
+quota ``Standard_DSv2_Family_Cluster_Dedicated_vCPUs`` with types ``.../vmFamily/quotas`` and
+``.../workspaces/quotas``; 2020-08-01 (``ListWorkspaceQuotasByVMFamily.json``, ``updateQuota.json``) named it
+``StandardDSv2Family`` with types ``.../vmFamily/dedicatedCores/quotas`` and ``.../workspaces/dedicatedCores/
+quotas``. Both are read; an update names a quota as Azure listed it.
 """
 
 from __future__ import annotations
@@ -19,53 +22,75 @@ from amlops.external.amlcompute_map import family_key, family_usage_row, usage_r
 from amlops.status import READY, REASON_UPDATING, RECONCILING, STALLED, find
 
 JSON = dict[str, Any]
-WORKSPACE_QUOTA_TYPE = "Microsoft.MachineLearningServices/workspaces/dedicatedCores/quotas"
-SUBSCRIPTION_QUOTA_TYPE = "Microsoft.MachineLearningServices/vmFamily/dedicatedCores/quotas"
+# The type of a workspace quota at 2025-12-01 (``examples/Quota/update.json``), for a family Azure did not list.
+WORKSPACE_QUOTA_TYPE = "Microsoft.MachineLearningServices/workspaces/quotas"
+_DEDICATED_SUFFIX = "clusterdedicatedvcpus"
 SUCCESS = "Success"
 # Azure answered an item without a status: nothing says it failed, nothing says it applied.
 REASON_NO_STATUS = "QuotaUpdateUnanswered"
 
 
 def quota_name(family: str) -> str:
-    """The family as the quotas API writes it in ids and ``name.value``: "StandardDSv2Family"
-    (vmSizes' ``family`` starts lower-case: "standardDSv2Family")."""
-    return family[:1].upper() + family[1:]
+    """The 2025-12-01 name of the family's dedicated quota: "Standard_DSv2_Family_Cluster_Dedicated_vCPUs" for
+    "standardDSv2Family" (vmSizes' spelling) or "StandardDSv2Family" (2020-08-01's)."""
+    core = family[len("standard") :] if family.lower().startswith("standard") else family
+    core = core[: -len("family")] if core.lower().endswith("family") else core
+    return f"Standard_{core.strip('_')}_Family_Cluster_Dedicated_vCPUs"
 
 
-def _limits(quotas: list[JSON], kind: str, scope: str) -> dict[str, int]:
-    """Family key → limit of the quota rows of ``kind`` whose id is ``{scope}/quotas/{family}``."""
+def quota_family(name: str) -> str:
+    """The family key (``family_key``) of a quota's name or id segment, either version's spelling:
+    "Standard_DSv2_Family_Cluster_Dedicated_vCPUs" and "StandardDSv2Family" are "standarddsv2family"."""
+    key = family_key(name)
+    return key[: -len(_DEDICATED_SUFFIX)] if key.endswith(_DEDICATED_SUFFIX) else key
+
+
+def _dedicated(row: JSON, name: str) -> bool:
+    """A dedicated-vCPU quota: 2020-08-01 says so in the type (``.../dedicatedCores/quotas``), 2025-12-01 in the
+    name ("..._Cluster_Dedicated_vCPUs"); a low-priority row of either is not a workspace's dedicated limit."""
+    kind, key = str(row.get("type") or "").lower(), family_key(name)
+    return "lowpriority" not in kind and "lowpriority" not in key
+
+
+def _rows(quotas: list[JSON], scope: str) -> dict[str, JSON]:
+    """Family key → the dedicated quota row whose id is ``{scope}/quotas/{name}``."""
     prefix = f"{scope.lower()}/quotas/"
-    out: dict[str, int] = {}
+    out: dict[str, JSON] = {}
     for row in quotas:
         quota_id = str(row.get("id") or "")
-        if str(row.get("type") or "").lower() != kind.lower() or not quota_id.lower().startswith(prefix):
-            continue
-        if isinstance(row.get("limit"), int):
-            out[family_key(quota_id[len(prefix) :])] = row["limit"]
+        name = quota_id[len(prefix) :]
+        if quota_id.lower().startswith(prefix) and "/" not in name and _dedicated(row, name):
+            out[quota_family(name)] = row
     return out
 
 
+def _limits(quotas: list[JSON], scope: str) -> dict[str, int]:
+    return {fam: row["limit"] for fam, row in _rows(quotas, scope).items() if isinstance(row.get("limit"), int)}
+
+
 def workspace_limits(quotas: list[JSON], workspace_id: str) -> dict[str, int]:
-    return _limits(quotas, WORKSPACE_QUOTA_TYPE, workspace_id)
+    return _limits(quotas, workspace_id)
 
 
 def subscription_limits(quotas: list[JSON], subscription_id: str) -> dict[str, int]:
-    return _limits(quotas, SUBSCRIPTION_QUOTA_TYPE, f"/subscriptions/{subscription_id}")
+    return _limits(quotas, f"/subscriptions/{subscription_id}")
 
 
 def diff(spec: WorkspaceQuotaSpec, quotas: list[JSON], workspace_id: str) -> tuple[list[JSON], list[str]]:
     """The ``Quotas_Update`` items that make Azure match the spec (empty when it does), and what differs."""
-    current = workspace_limits(quotas, workspace_id)
+    listed = _rows(quotas, workspace_id)
     items: list[JSON] = []
     changes: list[str] = []
     for wanted in spec.limits:
-        have = current.get(family_key(wanted.vm_family))
+        row = listed.get(quota_family(wanted.vm_family)) or {}
+        have = row.get("limit") if isinstance(row.get("limit"), int) else None
         if have == wanted.limit:
             continue
+        # The quota as Azure listed it (its id and type, in the spelling of its api-version); else 2025-12-01's.
         items.append(
             {
-                "id": f"{workspace_id}/quotas/{quota_name(wanted.vm_family)}",
-                "type": WORKSPACE_QUOTA_TYPE,
+                "id": str(row.get("id") or f"{workspace_id}/quotas/{quota_name(wanted.vm_family)}"),
+                "type": str(row.get("type") or WORKSPACE_QUOTA_TYPE),
                 "limit": wanted.limit,
                 "unit": "Count",
             }
@@ -74,15 +99,19 @@ def diff(spec: WorkspaceQuotaSpec, quotas: list[JSON], workspace_id: str) -> tup
     return items, changes
 
 
-def refusal(results: list[JSON]) -> tuple[str, str] | None:
-    """(Azure's status, message) of the first item ``Quotas_Update`` did not apply; None when all succeeded."""
+def refusal(results: list[JSON], families: Sequence[str] = ()) -> tuple[str, str] | None:
+    """(Azure's status, message) of the first item ``Quotas_Update`` did not apply; None when all succeeded. The
+    message names the family as ``families`` (the spec's ``vmFamily`` values) spell it, with Azure's quota name
+    beside it when that differs ("Standard_DSv2_Family_Cluster_Dedicated_vCPUs" at 2025-12-01)."""
     for item in results:
         status = str(item.get("status") or "")
         if status == SUCCESS:
             continue
-        family = str(item.get("id") or "").rsplit("/", 1)[-1]
+        quota = str(item.get("id") or "").rsplit("/", 1)[-1]
+        family = next((f for f in families if quota_family(f) == quota_family(quota)), quota)
+        named = family if family == quota else f"{family} ({quota})"
         code = status or REASON_NO_STATUS
-        return code, f"Azure did not set the {family} workspace quota to {item.get('limit')}: {code}"
+        return code, f"Azure did not set the {named} workspace quota to {item.get('limit')}: {code}"
     return None
 
 
@@ -108,7 +137,7 @@ def standing_refusal(
         return None
     reason, message = str(stall.get("reason") or ""), str(stall.get("message") or "")
     allowed = subscription_limits(quotas, subscription_id)
-    wanted = [(family_key(f.vm_family), f.limit) for f in spec.limits]
+    wanted = [(quota_family(f.vm_family), f.limit) for f in spec.limits]
     if reason == EXCEEDS_SUBSCRIPTION and any(k in allowed and n > allowed[k] for k, n in wanted):
         return reason, message
     if reason == INVALID_FAMILY and any(k not in allowed for k, _ in wanted):
@@ -168,7 +197,7 @@ def families(
     out: list[JSON] = []
     for wanted in spec.limits:
         fam = wanted.vm_family
-        ws_limit, sub_limit = ws_limits.get(family_key(fam)), sub_limits.get(family_key(fam))
+        ws_limit, sub_limit = ws_limits.get(quota_family(fam)), sub_limits.get(quota_family(fam))
         dedicated = _value(family_usage_row(usages, fam, low_priority=False))
         ws_used = _value(family_usage_row(usages, fam, low_priority=False, workspace_id=workspace_id))
         # Azure lists a workspace's row only while clusters of the family exist there: none is none in use.

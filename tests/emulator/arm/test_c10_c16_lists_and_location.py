@@ -127,10 +127,10 @@ async def test_c13_usages_follow_node_counts(frozen: RunningEmulator, frozen_arm
     capitalised ``name.value``, then each workspace's and each cluster's row of that family (where clusters are),
     then the low-priority rows, whose family rows have ``limit: -1``. ``currentValue`` follows the nodes.
 
-    The 2024-10-01 example (``examples/Usage/list.json``) spells names as display names ("Standard DSv2 Family
-    Cluster Dedicated vCPUs") and types without ``dedicatedCores``; the emulator serves the 2020-08-01 rows, and
-    the operator reads both (tests/unit/test_amlcompute_map.py). The 2020-08-01 example misspells some types
-    (``.../workspace/...``); the emulator writes ``workspaces``."""
+    From 2022-05-01 the example (``examples/Usage/list.json``) spells names as display names ("Standard DSv2 Family
+    Cluster Dedicated vCPUs") and types without ``dedicatedCores``; the emulator serves those at those versions
+    (test_c22_api_versions.py), and the operator reads both (tests/unit/test_amlcompute_map.py). The examples
+    misspell some types (``.../workspace/...``); the emulator writes ``workspaces``."""
     async with client_for(frozen) as client:
         usages = [u async for u in client.usages.list(LOC)]
         total = usage(usages, "TotalCores")

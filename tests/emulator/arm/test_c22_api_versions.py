@@ -341,3 +341,88 @@ async def test_c22_later_properties_sent_to_an_older_version_are_ignored(frozen_
     assert "enableNodePublicIp" in body["error"]["message"]
     status, _, _ = await frozen_arm.call("PUT", f"{BASE}/computes/bad", bad, api_version="2020-08-01")
     assert status == 201
+
+
+async def test_c22_basic_aml_compute_example_at_2025_12_01_is_kept_and_echoed(frozen_arm: Arm) -> None:
+    """C22: the request of stable/2025-12-01/examples/Compute/createOrUpdate/BasicAmlCompute.json (osType Windows,
+    a Compute Gallery image version as virtualMachineImage, isolatedNetwork false, enableNodePublicIp true,
+    remoteLoginPortPublicAccess NotSpecified) is accepted, and a GET shows what it sent in the places
+    stable/2025-12-01/examples/Compute/get/AmlCompute.json shows them (osType, virtualMachineImage,
+    isolatedNetwork and enableNodePublicIp under ``properties.properties``); the vmSize upper-cased as that
+    example and the recording show it. These are the properties the operator sends at 2025-12-01."""
+    image = (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/myResourceGroup/providers/"
+        "Microsoft.Compute/galleries/myImageGallery/images/myImageDefinition/versions/0.0.1"
+    )
+    body = {
+        "location": "eastus",
+        "properties": {
+            "computeType": "AmlCompute",
+            "properties": {
+                "vmSize": "STANDARD_NC6",
+                "vmPriority": "Dedicated",
+                "osType": "Windows",
+                "virtualMachineImage": {"id": image},
+                "isolatedNetwork": False,
+                "scaleSettings": {"maxNodeCount": 1, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT5M"},
+                "remoteLoginPortPublicAccess": "NotSpecified",
+                "enableNodePublicIp": True,
+            },
+        },
+    }
+    status, _, _ = await frozen_arm.call("PUT", f"{BASE}/computes/basic", body, api_version="2025-12-01")
+    assert status == 201
+    await _settle(frozen_arm)
+    status, _, got = await frozen_arm.call("GET", f"{BASE}/computes/basic", api_version="2025-12-01")
+    assert status == 200
+    aml = got["properties"]["properties"]
+    assert {
+        k: aml[k] for k in ("vmSize", "osType", "virtualMachineImage", "isolatedNetwork", "enableNodePublicIp")
+    } == {
+        "vmSize": "STANDARD_NC6",
+        "osType": "Windows",
+        "virtualMachineImage": {"id": image},
+        "isolatedNetwork": False,
+        "enableNodePublicIp": True,
+    }
+
+
+async def test_c22_usages_and_quotas_in_2025_12_01_names(frozen_arm: Arm) -> None:
+    """C22 (C13-C15 per version): from 2022-05-01 (``examples/Usage/list.json`` of 2022-05-01, 2024-04-01 and
+    2025-12-01) a family's usage row is ``/subscriptions/{s}/usages/Standard_DSv2_Family_Cluster_Dedicated_vCPUs``
+    named "Standard DSv2 Family Cluster Dedicated vCPUs" and typed ``.../vmFamily/usages`` (workspace rows
+    ``.../workspaces/usages``), the totals ``/subscriptions/{s}/usages`` typed ``.../dedicatedCores/usages`` and
+    ``.../lowPriorityCores/usages``; quotas (``stable/2025-12-01/examples/Quota/list.json``) are
+    ``.../quotas/Standard_DSv2_Family_Cluster_Dedicated_vCPUs`` typed ``.../vmFamily/quotas`` and
+    ``.../workspaces/quotas``, and ``Quota/update.json`` sets a workspace's limit by that id. 2020-08-01 keeps its
+    own names ("StandardDSv2Family", test_c10_c16_lists_and_location.py)."""
+    await frozen_arm.call(
+        "PUT", f"{BASE}/computes/cpu", aml_body("Standard_DS2_v2", min_nodes=1), api_version="2025-12-01"
+    )
+    await frozen_arm.advance(30 + 30 + 60)  # create, allocate, prepare: one node
+    provider = "Microsoft.MachineLearningServices"
+    location = f"/subscriptions/{SUB}/providers/{provider}/locations/westeurope"
+    name = "Standard_DSv2_Family_Cluster_Dedicated_vCPUs"
+    status, _, usages = await frozen_arm.call("GET", f"{location}/usages", api_version="2025-12-01")
+    assert status == 200
+    rows = {(u["id"], u["type"]): u for u in usages["value"]}
+    family = rows[(f"/subscriptions/{SUB}/usages/{name}", f"{provider}/vmFamily/usages")]
+    assert family["name"]["value"] == "Standard DSv2 Family Cluster Dedicated vCPUs"
+    assert family["currentValue"] == 2  # one Standard_DS2_v2 node: 2 vCPUs
+    assert (f"{BASE}/usages/{name}", f"{provider}/workspaces/usages") in rows
+    total = rows[(f"/subscriptions/{SUB}/usages", f"{provider}/lowPriorityCores/usages")]
+    assert total["name"]["value"] == "Total Cluster LowPriority Regional vCPUs"
+    assert not [u for u in usages["value"] if "dedicatedCores/usages" in u["type"] and "/usages/" in u["id"]]
+
+    status, _, quotas = await frozen_arm.call("GET", f"{location}/quotas", api_version="2025-12-01")
+    assert status == 200
+    by_id = {q["id"]: q for q in quotas["value"]}
+    assert by_id[f"/subscriptions/{SUB}/quotas/{name}"]["type"] == f"{provider}/vmFamily/quotas"
+    assert by_id[f"{BASE}/quotas/{name}"]["type"] == f"{provider}/workspaces/quotas"
+    update = {"value": [{"id": f"{BASE}/quotas/{name}", "type": f"{provider}/workspaces/quotas", "limit": 8}]}
+    status, _, answer = await frozen_arm.call("POST", f"{location}/updateQuotas", update, api_version="2025-12-01")
+    assert (status, answer["value"][0]["status"]) == (200, "Success")
+    _, _, after = await frozen_arm.call("GET", f"{location}/quotas", api_version="2025-12-01")
+    assert {q["id"]: q["limit"] for q in after["value"]}[f"{BASE}/quotas/{name}"] == 8
+    _, _, old = await frozen_arm.call("GET", f"{location}/quotas", api_version="2020-08-01")
+    assert {q["id"]: q["limit"] for q in old["value"]}[f"{BASE}/quotas/StandardDSv2Family"] == 8

@@ -54,15 +54,17 @@ def spec(vm_size: str, max_nodes: int, priority: str = "Dedicated") -> AmlComput
 
 
 @pytest.mark.parametrize("key", ["amlCompute", "value"])
-async def test_vm_sizes_are_read_under_either_key(start_emulator: Starter, key: str) -> None:
+async def test_vm_sizes_are_read_at_the_operators_api_version(start_emulator: Starter, key: str) -> None:
     """Fidelity trap 1: the 2020-08-01 swagger (``VirtualMachineSizeListResult.amlCompute``) and SDK 1.0.1's model
-    name the list ``amlCompute``; the same version's example ``examples/ListVMSizesResult.json`` shows ``value``.
-    The emulator serves the swagger's key unless told otherwise; the operator finds the sizes, and judges a size by
-    them, either way (before, ``value`` left it no sizes and every AmlCompute Stalled VmSizeNotAvailable)."""
+    name the list ``amlCompute``; the same version's example ``examples/ListVMSizesResult.json`` shows ``value``,
+    as every version from 2022-05-01 does. The adapter asks at 2025-12-01, so it gets ``value`` whichever key the
+    emulator gives 2020-08-01 (``amlcompute_map.vm_sizes_of`` reads either: tests/unit/test_amlcompute_map.py),
+    and judges a size by the list (an adapter reading another key would find no sizes and Stall every AmlCompute
+    VmSizeNotAvailable)."""
     running = await start_emulator(speed=FAST, arm=ArmSettings(vm_sizes_key_2020_08_01=key))
     async for ml in _ml(running):
         body = await ml.vm_sizes(LOC)
-        assert list(body) == [key]
+        assert list(body) == ["value"]
         sizes = m.vm_sizes_of(body)
         assert "Standard_DS3_v2" in {s["name"] for s in sizes}
         _, size_error, _ = m.quota_check(spec("STANDARD_DS3_V2", 2), sizes, await ml.usages(LOC))
@@ -72,10 +74,10 @@ async def test_vm_sizes_are_read_under_either_key(start_emulator: Starter, key: 
 
 
 async def test_the_quota_check_picks_the_subscription_family_row(frozen: RunningEmulator) -> None:
-    """``examples/ListUsages.json`` (2020-08-01) lists, per family, the subscription's row, each workspace's and
-    each cluster's (same ``name.value``), and low-priority rows with the same id and name and ``limit: -1``. The
-    dedicated check must read the subscription's dedicated row (24 here, 8 in use), low priority the subscription's
-    low-priority total (100)."""
+    """``examples/Usage/list.json`` (2025-12-01, the adapter's version; 2020-08-01's ``ListUsages.json`` alike in
+    its own names) lists, per family, the subscription's row, each workspace's and each cluster's (same
+    ``name.value``), and low-priority rows with ``limit: -1``. The dedicated check must read the subscription's
+    dedicated row (24 here, 8 in use), low priority the subscription's low-priority total (100)."""
     async with session_for(frozen) as session:
         arm = Arm(frozen, session)
         await arm.call("PUT", f"{BASE}/computes/busy", aml_body("Standard_DS3_v2", min_nodes=2, max_nodes=2))
@@ -85,7 +87,8 @@ async def test_the_quota_check_picks_the_subscription_family_row(frozen: Running
         usages = await ml.usages(LOC)
     row = m.usage_row(usages, "standardDSv2Family", low_priority=False)
     assert row is not None
-    assert (row["id"], row["limit"], row["currentValue"]) == (f"/subscriptions/{SUB}/usages/StandardDSv2Family", 24, 8)
+    dsv2 = f"/subscriptions/{SUB}/usages/Standard_DSv2_Family_Cluster_Dedicated_vCPUs"
+    assert (row["id"], row["limit"], row["currentValue"]) == (dsv2, 24, 8)
     quota, _, verdict = m.quota_check(spec("Standard_DS3_v2", 4), sizes, usages)
     assert quota == {"family": "standardDSv2Family", "limit": 24, "usage": 8, "coresPerNode": 4}
     assert verdict is not None

@@ -352,30 +352,30 @@ class Dispatcher:
         sub = self.state.subscription(p["sub"])
         loc = p["loc"]
         records = self.state.all_in(sub, loc)
-        return web.json_response({"value": _usages(self.state, sub, loc, records), "nextLink": None})
+        names = _Names(self._version(request).cluster_vcpu_names)
+        return web.json_response({"value": _usages(self.state, sub, loc, records, names), "nextLink": None})
 
     async def list_quotas(self, request: web.Request, p: Params) -> web.Response:
-        """``Quotas_List`` as ``stable/2020-08-01/examples/ListWorkspaceQuotasByVMFamily.json``: per family the
+        """``Quotas_List`` as ``stable/2020-08-01/examples/ListWorkspaceQuotasByVMFamily.json`` and
+        ``stable/2025-12-01/examples/Quota/list.json`` show it (each in its version's names): per family the
         subscription's row, then each workspace's of the location."""
         sub = self.state.subscription(p["sub"])
+        names = _Names(self._version(request).cluster_vcpu_names)
         items: list[dict[str, Any]] = []
         for family in catalogue.FAMILIES:
-            items.append(
-                _quota_item(
-                    f"/subscriptions/{sub}/quotas/{family.usage_name}",
-                    f"{PROVIDER}/vmFamily/dedicatedCores/quotas",
-                    family,
-                    self.state.family_limit(family),
-                )
-            )
-            for ws in self.state.workspaces_in(sub, p["loc"]):
+            scopes = [(f"/subscriptions/{sub}", "vmFamily", self.state.family_limit(family))] + [
+                (ws.arm_id, "workspaces", self.state.workspace_limit(ws.arm_id, family))
+                for ws in self.state.workspaces_in(sub, p["loc"])
+            ]
+            for scope, kind, limit in scopes:
                 items.append(
-                    _quota_item(
-                        f"{ws.arm_id}/quotas/{family.usage_name}",
-                        f"{PROVIDER}/workspaces/dedicatedCores/quotas",
-                        family,
-                        self.state.workspace_limit(ws.arm_id, family),
-                    )
+                    {
+                        "id": f"{scope}/quotas/{names.segment(family, low_priority=False)}",
+                        "type": f"{PROVIDER}/{names.kind(kind, 'quotas', low_priority=False)}",
+                        "name": {"value": names.value(family, low_priority=False), "localizedValue": family.display},
+                        "limit": limit,
+                        "unit": "Count",
+                    }
                 )
         return web.json_response({"value": items, "nextLink": None})
 
@@ -406,7 +406,7 @@ class Dispatcher:
         if match is None or match["sub"].lower() != subscription.lower():
             raise bad_request(f"The quota id '{quota_id}' is not a workspace quota of this subscription.")
         ws = self.state.workspace(match["sub"], match["rg"], match["ws"])
-        family = catalogue.find_family(match["family"]) or catalogue.find_family(f"standard{match['family'][8:]}")
+        family = _quota_family(match["family"])
         if family is None:
             return {**result, "status": "InvalidVMFamilyName"}
         if limit > self.state.family_limit(family):
@@ -444,20 +444,38 @@ def _check_name(name: str) -> None:
         )
 
 
-def _quota_item(quota_id: str, kind: str, family: catalogue.VmFamily, limit: int) -> dict[str, Any]:
-    return {
-        "id": quota_id,
-        "type": kind,
-        "name": {"value": family.usage_name, "localizedValue": family.display},
-        "limit": limit,
-        "unit": "Count",
-    }
+def _quota_family(name: str) -> catalogue.VmFamily | None:
+    """The family a quota id names: "StandardDSv2Family" (2020-08-01's ``updateQuota.json``) or
+    "Standard_DSv2_Family_Cluster_Dedicated_vCPUs" (2025-12-01's ``Quota/update.json``)."""
+    key = name.replace("_", "").lower().removesuffix("clusterdedicatedvcpus")
+    return next((f for f in catalogue.FAMILIES if f.name.replace("_", "").lower() == key), None)
+
+
+@dataclass(frozen=True)
+class _Names:
+    """How a version names a family's usage and quota rows (``ApiVersion.cluster_vcpu_names``): the id segment,
+    ``name.value`` and type of a row of ``scope`` ("vmFamily", "workspaces", "workspaces/computes")."""
+
+    cluster_vcpus: bool
+
+    def value(self, family: catalogue.VmFamily, *, low_priority: bool) -> str:
+        if not self.cluster_vcpus:
+            return family.usage_name  # "StandardDSv2Family"
+        return family.low_priority_display if low_priority else family.display
+
+    def segment(self, family: catalogue.VmFamily, *, low_priority: bool) -> str:
+        return self.value(family, low_priority=low_priority).replace(" ", "_")
+
+    def kind(self, scope: str, what: str, *, low_priority: bool) -> str:
+        if self.cluster_vcpus:
+            return f"{scope}/{what}"
+        return f"{scope}/{'lowPriorityCores' if low_priority else 'dedicatedCores'}/{what}"
 
 
 def _usage(usage_id: str, kind: str, value: str, label: str, current: int, limit: int) -> dict[str, Any]:
     return {
         "id": usage_id,
-        "type": f"{PROVIDER}/{kind}/usages",
+        "type": f"{PROVIDER}/{kind}",
         "unit": "Count",
         "currentValue": current,
         "limit": limit,
@@ -465,12 +483,15 @@ def _usage(usage_id: str, kind: str, value: str, label: str, current: int, limit
     }
 
 
-def _usages(state: ArmState, sub: str, loc: str, records: list[ComputeRecord]) -> list[dict[str, Any]]:
+def _usages(state: ArmState, sub: str, loc: str, records: list[ComputeRecord], names: _Names) -> list[dict[str, Any]]:
     """The rows of ``stable/2020-08-01/examples/ListUsages.json``, in its order: the subscription's totals, then
     per VM family the subscription's dedicated row (``/subscriptions/{s}/usages/StandardDSv2Family``), each
     workspace's and each cluster's row of that family; then the low-priority total and the same rows for
     low priority, whose family rows have no limit (-1). Workspace and cluster rows exist only where clusters of
-    the family do; a cluster row's limit is the family's."""
+    the family do; a cluster row's limit is the family's. From 2022-05-01 (``examples/Usage/list.json``) the
+    same rows in that version's names: ``/subscriptions/{s}/usages/Standard_DSv2_Family_Cluster_Dedicated_vCPUs``
+    typed ``.../vmFamily/usages``, the totals at ``/subscriptions/{s}/usages`` typed ``.../dedicatedCores/usages``
+    and ``.../lowPriorityCores/usages`` (its "Clusters" count row is not served)."""
     clusters = [r for r in records if r.cluster is not None and r.aml is not None]
 
     def cores(rs: list[ComputeRecord]) -> int:
@@ -479,63 +500,68 @@ def _usages(state: ArmState, sub: str, loc: str, records: list[ComputeRecord]) -
     def tier(low: bool) -> list[ComputeRecord]:
         return [r for r in clusters if r.aml is not None and r.aml.low_priority == low]
 
-    subscription = f"/subscriptions/{sub}"
     dedicated, low = tier(False), tier(True)
-    items = [
-        _usage(
-            subscription,
-            "totalCores",
-            "TotalCores",
-            "Total Cluster vCPUs",
-            cores(clusters),
-            state.settings.total_dedicated_cores,
-        ),
-        _usage(
-            subscription,
-            "totalDedicatedCores",
-            "TotalDedicatedCores",
-            "Total Cluster Dedicated Regional vCPUs",
-            cores(dedicated),
-            state.settings.total_dedicated_cores,
-        ),
-        *_family_usages(state, sub, loc, dedicated, low_priority=False),
-        _usage(
-            subscription,
-            "totalLowPriorityCores",
-            "TotalLowPriorityCores",
-            "Total Cluster LowPriority Regional vCPUs",
-            cores(low),
-            state.settings.total_low_priority_cores,
-        ),
-        *_family_usages(state, sub, loc, low, low_priority=True),
+    dedicated_limit, low_limit = state.settings.total_dedicated_cores, state.settings.total_low_priority_cores
+    dedicated_total, low_total = "Total Cluster Dedicated Regional vCPUs", "Total Cluster LowPriority Regional vCPUs"
+    if names.cluster_vcpus:
+        totals = f"/subscriptions/{sub}/usages"
+        head = [
+            _usage(totals, "dedicatedCores/usages", dedicated_total, dedicated_total, cores(dedicated), dedicated_limit)
+        ]
+        low_head = _usage(totals, "lowPriorityCores/usages", low_total, low_total, cores(low), low_limit)
+    else:
+        totals = f"/subscriptions/{sub}"
+        head = [
+            _usage(totals, "totalCores/usages", "TotalCores", "Total Cluster vCPUs", cores(clusters), dedicated_limit),
+            _usage(
+                totals,
+                "totalDedicatedCores/usages",
+                "TotalDedicatedCores",
+                dedicated_total,
+                cores(dedicated),
+                dedicated_limit,
+            ),
+        ]
+        low_head = _usage(
+            totals, "totalLowPriorityCores/usages", "TotalLowPriorityCores", low_total, cores(low), low_limit
+        )
+    return [
+        *head,
+        *_family_usages(state, sub, loc, dedicated, names, low_priority=False),
+        low_head,
+        *_family_usages(state, sub, loc, low, names, low_priority=True),
     ]
-    return items
 
 
 def _family_usages(
-    state: ArmState, sub: str, loc: str, clusters: list[ComputeRecord], *, low_priority: bool
+    state: ArmState, sub: str, loc: str, clusters: list[ComputeRecord], names: _Names, *, low_priority: bool
 ) -> list[dict[str, Any]]:
-    kind = "lowPriorityCores" if low_priority else "dedicatedCores"
+    def kind(scope: str) -> str:
+        return names.kind(scope, "usages", low_priority=low_priority)
+
     items: list[dict[str, Any]] = []
     for family in catalogue.FAMILIES:
-        name = family.usage_name
+        value = names.value(family, low_priority=low_priority)
+        segment = names.segment(family, low_priority=low_priority)
         label = family.low_priority_display if low_priority else family.display
         mine = [r for r in clusters if r.aml is not None and r.aml.vm_size.family == family.name]
         family_limit = -1 if low_priority else state.family_limit(family)
         used = sum(r.cluster.cores_in_use() for r in mine if r.cluster is not None)
-        items.append(_usage(f"/subscriptions/{sub}/usages/{name}", f"vmFamily/{kind}", name, label, used, family_limit))
+        items.append(
+            _usage(f"/subscriptions/{sub}/usages/{segment}", kind("vmFamily"), value, label, used, family_limit)
+        )
         for ws in state.workspaces_in(sub, loc):
             in_ws = [r for r in mine if r.arm_id.lower().startswith(ws.arm_id.lower() + "/")]
             if not in_ws:
                 continue
             ws_limit = -1 if low_priority else state.workspace_limit(ws.arm_id, family)
             ws_used = sum(r.cluster.cores_in_use() for r in in_ws if r.cluster is not None)
-            items.append(_usage(f"{ws.arm_id}/usages/{name}", f"workspaces/{kind}", name, label, ws_used, ws_limit))
+            items.append(_usage(f"{ws.arm_id}/usages/{segment}", kind("workspaces"), value, label, ws_used, ws_limit))
             for r in in_ws:
                 r_used = r.cluster.cores_in_use() if r.cluster is not None else 0
                 items.append(
                     _usage(
-                        f"{r.arm_id}/usages/{name}", f"workspaces/computes/{kind}", name, label, r_used, family_limit
+                        f"{r.arm_id}/usages/{segment}", kind("workspaces/computes"), value, label, r_used, family_limit
                     )
                 )
     return items

@@ -21,7 +21,11 @@ Microsoft.MachineLearningServices/stable/<version>/machineLearningServices.json`
 - 2022-05-01 and later: common-types v3 ``ErrorResponse`` and ``ManagedServiceIdentity`` (user-assigned values
   ``{principalId, clientId}``, no ``tenantId``); DELETE documents ``204 "No content; The target compute does not
   exist."``; ``VirtualMachineSizeListResult.value``; ``AmlComputeProperties`` has ``virtualMachineImage``,
-  ``isolatedNetwork``, ``enableNodePublicIp`` and ``propertyBag``; ``Compute.disableLocalAuth`` stays.
+  ``isolatedNetwork``, ``enableNodePublicIp`` and ``propertyBag``; ``Compute.disableLocalAuth`` stays; usages
+  and quotas name a family "Standard DSv2 Family Cluster Dedicated vCPUs" (``examples/Usage/list.json`` of
+  2022-05-01, 2024-04-01 and 2025-12-01, ``examples/Quota/list.json`` and ``update.json`` of 2025-12-01), where
+  2020-08-01's ``ListUsages.json`` and ``ListWorkspaceQuotasByVMFamily.json`` say "StandardDSv2Family" (2021-*
+  not checked: taken as 2020-08-01).
   2025-12-01 was checked through its generated client (azure-ai-ml 1.35.2 ``_restclient/arm_ml_service``, default
   api-version 2025-12-01): ``properties.properties.scaleSettings``, DELETE 200/202/204, ``value``, ``$skip``.
   2026-07-01 (the newest stable folder) is taken as 2025-12-01.
@@ -47,6 +51,9 @@ class ApiVersion:
     errors: ErrorShape
     user_identity_tenant: bool  # UserAssignedIdentity carries tenantId (2021-07-01's local Identity)
     skip_parameter: str  # the computes list's paging query parameter
+    # Usages and quotas name a family "Standard DSv2 Family Cluster Dedicated vCPUs" (ids ..._Cluster_Dedicated_vCPUs,
+    # types .../vmFamily/usages, .../workspaces/quotas), else "StandardDSv2Family" (.../vmFamily/dedicatedCores/...).
+    cluster_vcpu_names: bool
     aml_properties: frozenset[str]  # AmlComputeProperties beyond the 2020-08-01 set: accepted and echoed
     compute_properties: frozenset[str]  # Compute (properties.*) fields beyond the 2020-08-01 set
 
@@ -59,6 +66,7 @@ _CLASSIC = ApiVersion(
     errors=ErrorShape.ML_SERVICE,
     user_identity_tenant=False,
     skip_parameter="$skiptoken",
+    cluster_vcpu_names=False,
     aml_properties=frozenset(),
     compute_properties=frozenset(),
 )
@@ -79,6 +87,7 @@ _2022_05 = replace(
     delete_missing_204=True,
     vm_sizes_key="value",
     user_identity_tenant=False,
+    cluster_vcpu_names=True,
     aml_properties=_2021_07.aml_properties | {"propertyBag"},
 )
 
@@ -110,7 +119,8 @@ _TABLE: dict[str, ApiVersion] = {
 
 API_VERSIONS: dict[str, ApiVersion] = {name: replace(traits, name=name) for name, traits in _TABLE.items()}
 SUPPORTED_API_VERSIONS = tuple(API_VERSIONS)
-# The version ARM-level refusals (before any api-version is known) are rendered in: the one the operator uses.
+# The version ARM-level refusals (before any api-version is known) are rendered in, and the default of callers
+# that name none (the operator itself asks at 2025-12-01).
 DEFAULT = API_VERSIONS["2020-08-01"]
 
 
