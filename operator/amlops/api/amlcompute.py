@@ -15,6 +15,7 @@ from amlops.api.common import (
     Credentials,
     ManagementPolicy,
     ProvisioningError,
+    Relaxed,
     SecretRef,
     StatusBase,
     WorkspaceRef,
@@ -30,6 +31,7 @@ from amlops.api.kind import (
     Definition,
     Names,
     PrinterColumn,
+    Rule,
     ScaleSubresource,
 )
 
@@ -127,7 +129,8 @@ class Identity(ApiModel):
 
 
 # Azure sets these when it creates the cluster and cannot change them afterwards; adding or removing one later
-# is a change too.
+# is a change too. Under ``updatePolicy: Recreate`` all but NAMES_THE_CLUSTER may change: amlops re-creates the
+# cluster with the new values (external/amlcompute_recreate.py records them from these keys).
 IMMUTABLE = {
     "workspace": "create the AmlCompute anew in the other workspace and delete this one",
     "computeName": "create a new AmlCompute with the other name and delete this one",
@@ -137,10 +140,25 @@ IMMUTABLE = {
     "location": "create a new AmlCompute in the other region and delete this one",
     "adminUser": "admin credentials are set when the cluster is created: create a new AmlCompute and delete this one",
 }
+# Which cluster this object is: a re-create keeps both (another name or workspace is another cluster: a new
+# AmlCompute object, and deleting this one, says it, with nothing for amlops to track between the two).
+NAMES_THE_CLUSTER = frozenset({"workspace", "computeName"})
+UpdatePolicy = Literal["Refuse", "Recreate"]
+RECREATE = Relaxed(
+    when="has(self.updatePolicy) && self.updatePolicy == 'Recreate'",
+    hint="set updatePolicy: Recreate to have amlops delete the cluster and create it anew once no node is busy",
+    except_=NAMES_THE_CLUSTER,
+)
+PROTECTED_NOT_RECREATED = Rule(
+    "!(has(self.spec.deletionProtection) && self.spec.deletionProtection && has(self.spec.updatePolicy) "
+    "&& self.spec.updatePolicy == 'Recreate')",
+    "updatePolicy Recreate deletes the cluster in Azure, which deletionProtection forbids: set one of them to "
+    "its default (deletionProtection false, or updatePolicy Refuse)",
+)
 
 
 class AmlComputeSpec(ApiModel):
-    model_config = ConfigDict(json_schema_extra=frozen(IMMUTABLE))
+    model_config = ConfigDict(json_schema_extra=frozen(IMMUTABLE, RECREATE))
 
     workspace: WorkspaceRef = Field(
         description="Seed: workspace. The Azure ML workspace that owns the cluster (immutable)."
@@ -156,19 +174,22 @@ class AmlComputeSpec(ApiModel):
         default="STANDARD_DS3_V2",
         min_length=1,
         max_length=64,
-        description="Seed: vm_size. Azure VM size of the nodes (immutable: Azure silently ignores a change).",
+        description="Seed: vm_size. Azure VM size of the nodes (create-only: Azure silently ignores a change; "
+        "see updatePolicy).",
     )
     vm_priority: Literal["Dedicated", "LowPriority"] = Field(
         default="Dedicated",
-        description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (immutable).",
+        description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (create-only: see updatePolicy).",
     )
     scale_settings: ScaleSettings = Field(default_factory=ScaleSettings, description="Seed: min/max nodes.")
     admin_user: AdminUser | None = Field(
-        default=None, description="Seed: admin_username/password/ssh key (immutable: set when the cluster is created)."
+        default=None,
+        description="Seed: admin_username/password/ssh key (create-only: set when the cluster is created; see "
+        "updatePolicy).",
     )
     subnet: Subnet | None = Field(
         default=None,
-        description="Seed: vnet_resourcegroup_name, vnet_name, subnet_name (immutable).",
+        description="Seed: vnet_resourcegroup_name, vnet_name, subnet_name (create-only: see updatePolicy).",
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Seed: tags. Azure tags of the compute.")
     description: str | None = Field(default=None, max_length=256, description="Seed: description.")
@@ -179,7 +200,8 @@ class AmlComputeSpec(ApiModel):
     location: str | None = Field(
         default=None,
         max_length=64,
-        description="Seed: location. Azure region of the nodes; defaults to the workspace's (immutable).",
+        description="Seed: location. Azure region of the nodes; defaults to the workspace's (create-only: see "
+        "updatePolicy).",
     )
     enable_node_public_ip: bool = Field(default=True, description="Seed: enable_node_public_ip.")
     management_policy: ManagementPolicy = Field(
@@ -198,6 +220,18 @@ class AmlComputeSpec(ApiModel):
         ),
     )
     deletion_protection: bool = deletion_protection_field()
+    update_policy: UpdatePolicy = Field(
+        default="Refuse",
+        description=(
+            "What a change of a create-only field (vmSize, vmPriority, subnet, location, adminUser, and the others "
+            "Azure sets only when it creates a cluster) does. Refuse (default): the apiserver refuses it. Recreate: "
+            "amlops deletes the cluster and creates it anew with the new values, once no node is running or "
+            "preparing a job (Reconciling WaitingForIdleCluster until then), with an Event for each step. "
+            "workspace and computeName stay refused (another cluster: create a new AmlCompute). Only a cluster "
+            "amlops owns, never under ObserveOnly; refused together with deletionProtection. deletionPolicy "
+            "Orphan only decides what deleting this object leaves: the re-created cluster is then left."
+        ),
+    )
     report_nodes: bool = Field(default=False, description="Seed: list_nodes. Report nodes in status.nodes.")
 
 
@@ -288,6 +322,18 @@ class AmlComputeStatus(StatusBase):
     )
     node_count: int | None = Field(default=None, description="Total nodes listNodes returned (status.nodes is capped).")
     last_sync_time: datetime | None = Field(default=None, description="When amlops last read the cluster from Azure.")
+    create_only_fields: dict[str, str] | None = Field(
+        default=None,
+        description="The create-only spec fields the cluster in Azure was created with, each as a digest of its "
+        "value (never a secret: a Secret is named, not read), fields at their default left out. Set once amlops "
+        "knows them: from the amlops.io-create-digest tag it puts on a cluster it creates, or for an older "
+        "cluster from the spec when Azure's own values (vmSize, vmPriority, subnet, location) agree with it.",
+    )
+    recreating: str | None = Field(
+        default=None,
+        description="updatePolicy Recreate: the changes a re-create of the cluster is applying (waiting for idle "
+        "nodes, deleting, creating); cleared once the new cluster has succeeded.",
+    )
 
 
 class AmlCompute(CustomResource):
@@ -306,6 +352,6 @@ class AmlCompute(CustomResource):
             REASON_COLUMN,
             AGE_COLUMN,
         ),
-        rules=(COMPUTE_NAME_RULE,),
+        rules=(COMPUTE_NAME_RULE, PROTECTED_NOT_RECREATED),
         scale=ScaleSubresource(".spec.scaleSettings.maxNodeCount", ".status.targetNodeCount"),
     )
