@@ -322,9 +322,9 @@ class AmlComputeStatus(StatusBase):
     )
     node_count: int | None = Field(default=None, description="Total nodes listNodes returned (status.nodes is capped).")
     last_sync_time: datetime | None = Field(default=None, description="When amlops last read the cluster from Azure.")
-    create_only_fields: dict[str, str] | None = Field(
+    create_only_fields: list[str] | None = Field(
         default=None,
-        description="The create-only spec fields the cluster in Azure was created with, each as a digest of its "
+        description="The create-only spec fields the cluster in Azure was created with, each as name=digest of its "
         "value (never a secret: a Secret is named, not read), fields at their default left out. Set once amlops "
         "knows them: from the amlops.io-create-digest tag it puts on a cluster it creates, or for an older "
         "cluster from the spec when Azure's own values (vmSize, vmPriority, subnet, location) agree with it.",

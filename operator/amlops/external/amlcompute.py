@@ -13,6 +13,7 @@ from amlops.azure.errors import VM_SIZE_NOT_AVAILABLE
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external import amlcompute_observe as o
+from amlops.external import amlcompute_recreate as r
 from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, secret_value
 from amlops.external.ownership import owner_exists
@@ -98,6 +99,8 @@ class AmlComputeClient:
         s = self._clients.settings
         state = str(mr.status.get("provisioningState") or "").lower()
         converging = mr.status.get("pendingOperation") or state in m.TRANSITIONAL_PROVISIONING or state == ""
+        # A re-create waiting for idle nodes looks often: the nodes' jobs may end at any moment.
+        converging = converging or mr.status.get("recreating")
         resizing = str(mr.status.get("allocationState") or "").lower() == "resizing"
         return s.poll_floor_seconds if converging or resizing else s.poll_ceiling_seconds
 
@@ -118,7 +121,9 @@ class AmlComputeClient:
         quota, sufficient = (None, None) if mr.deleting else await self._preflight(ml, mr, location)
         sync = {"lastSyncTime": now_iso(), "quota": quota}
         if body is None:
-            return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
+            return o.observation(
+                mr.spec, None, sync=sync, quota=o.quota_condition(sufficient), status=mr.status, deleting=mr.deleting
+            )
         if (other := foreign_type(body, "AmlCompute")) is not None:
             return Observation(True, foreign_type=other, owner=owner_of(body))
         pending = _pending_from(mr.status)
@@ -130,7 +135,14 @@ class AmlComputeClient:
         if o.reports_nodes(mr.spec, progress.transitional):
             nodes = await ml.list_nodes(ws, name, self._clients.settings.nodes_report_limit)
         return o.observation(
-            mr.spec, body, sync=sync, quota=o.quota_condition(sufficient), progress_=progress, nodes=nodes
+            mr.spec,
+            body,
+            sync=sync,
+            quota=o.quota_condition(sufficient),
+            progress_=progress,
+            nodes=nodes,
+            status=mr.status,
+            deleting=mr.deleting,
         )
 
     async def create(self, mr: Mr) -> Pending | None:
@@ -138,11 +150,20 @@ class AmlComputeClient:
         ws = workspace_of(mr.spec)
         password = await self._admin_password(mr)
         body = m.to_arm(mr.spec, owner=mr.owner, location=await self._location(ml, mr), admin_password=password)
+        # The record of the create-only values travels in the same PUT as the cluster (updatePolicy Recreate).
+        body["tags"] = {**body["tags"], **r.create_tags(mr.spec)}
         pending = await ml.begin_put_compute(ws, compute_name(mr), body)
         self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
+        if observation.intent == o.RECREATE:
+            # updatePolicy Recreate, with no node busy: the old cluster goes; once Azure has it gone the engine
+            # creates the new one (the cluster absent). A crash after this DELETE finds the cluster Deleting or
+            # gone, never the DELETE to send again.
+            pending = await self.delete(mr)
+            metrics.COMPUTE_RECREATES.labels(mr.namespace, mr.name).inc()
+            return pending
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         body = await ml.get_compute(ws, compute_name(mr))
