@@ -21,7 +21,7 @@ from amlops.external.ports import ObjectReader, SecretReader
 from amlops.reconcile.errors import ReconcileError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
-from amlops.status import now_iso
+from amlops.status import ConditionUpdate, now_iso
 
 REASON_VM_SIZE_NOT_AVAILABLE = VM_SIZE_NOT_AVAILABLE  # the same reason as Azure's own refusal of a size
 REASON_SECRET_MISSING = "SecretNotFound"
@@ -108,7 +108,8 @@ class AmlComputeClient:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         name = compute_name(mr)
-        if _never_observed(mr.status):
+        fresh = _never_observed(mr.status)
+        if fresh:
             # A new object: its compute is most likely absent, and absence is confirmed with a GET before
             # anything is created anyway. Asking the poller first would only wait for a listing (twenty pages
             # for a thousand computes, while every other new object waits for the same one).
@@ -120,12 +121,24 @@ class AmlComputeClient:
         # would otherwise keep the finalizer of an object that never created anything).
         quota, sufficient = (None, None) if mr.deleting else await self._preflight(ml, mr, location)
         sync = {"lastSyncTime": now_iso(), "quota": quota}
+        observation = await self._observed(ml, mr, body, sync, o.quota_condition(sufficient))
+        if observation.intent == o.RECREATE and not fresh:
+            # The cluster is to be deleted (updatePolicy Recreate): decided on the listing, which may be a poll
+            # interval old, and a job that started since must not lose its node. Decided again on a GET.
+            body = await ml.get_compute(ws, name)
+            self._clients.workspace_poller(key, ml, ws, user=mr.uid).remember(name, body)
+            observation = await self._observed(ml, mr, body, sync, o.quota_condition(sufficient))
+        return observation
+
+    async def _observed(
+        self, ml: MlClient, mr: Mr, body: dict[str, Any] | None, sync: dict[str, Any], quota: ConditionUpdate | None
+    ) -> Observation:
+        """The observation of the compute Azure answered ``body`` for (None: absent)."""
         if body is None:
-            return o.observation(
-                mr.spec, None, sync=sync, quota=o.quota_condition(sufficient), status=mr.status, deleting=mr.deleting
-            )
+            return o.observation(mr.spec, None, sync=sync, quota=quota, status=mr.status, deleting=mr.deleting)
         if (other := foreign_type(body, "AmlCompute")) is not None:
             return Observation(True, foreign_type=other, owner=owner_of(body))
+        ws, name = workspace_of(mr.spec), compute_name(mr)
         pending = _pending_from(mr.status)
         state = None
         if pending is not None and o.needs_operation_state(pending, body):
@@ -138,7 +151,7 @@ class AmlComputeClient:
             mr.spec,
             body,
             sync=sync,
-            quota=o.quota_condition(sufficient),
+            quota=quota,
             progress_=progress,
             nodes=nodes,
             status=mr.status,
@@ -158,12 +171,7 @@ class AmlComputeClient:
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
         if observation.intent == o.RECREATE:
-            # updatePolicy Recreate, with no node busy: the old cluster goes; once Azure has it gone the engine
-            # creates the new one (the cluster absent). A crash after this DELETE finds the cluster Deleting or
-            # gone, never the DELETE to send again.
-            pending = await self.delete(mr)
-            metrics.COMPUTE_RECREATES.labels(mr.namespace, mr.name).inc()
-            return pending
+            return await self._recreate(mr)
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         body = await ml.get_compute(ws, compute_name(mr))
@@ -174,6 +182,14 @@ class AmlComputeClient:
             return None
         pending = await ml.begin_patch_compute(ws, compute_name(mr), patch)
         self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
+        return pending
+
+    async def _recreate(self, mr: Mr) -> Pending | None:
+        """updatePolicy Recreate, no node busy (``observe`` decided it on a fresh GET): DELETE the old cluster;
+        once Azure has it gone, the engine creates the new one (the cluster absent). A crash after this DELETE
+        finds the cluster Deleting or gone, never the DELETE to send again."""
+        pending = await self.delete(mr)
+        metrics.COMPUTE_RECREATES.labels(mr.namespace, mr.name).inc()
         return pending
 
     async def delete(self, mr: Mr) -> Pending | None:

@@ -119,7 +119,7 @@ def observation(
     status_["nodes"] = [m.node_to_status(n) for n in nodes[0]] if nodes else None
     status_["nodeCount"] = nodes[1] if nodes else None
     record = r.compare(spec, body, r.from_status((status or {}).get("createOnlyFields")))
-    step = r.next_step(spec, body, record.changes, deleting=deleting)
+    step = r.next_step(spec, body, record.changes, deleting=deleting, converging=p.transitional)
     status_["createOnlyFields"] = r.to_status(record.fields)
     patch, changes = m.diff(spec, body)
     failure = p.failure
@@ -150,7 +150,9 @@ def recreate_step(
 ) -> Observation:
     """The observation of a re-create's step (``updatePolicy: Recreate``), from the plain one. While one is under
     way, ``status.recreating`` names its changes (each step is decided from Azure again: it only serves the
-    Events and humans); each step posts its Event once, when ``status.recreating`` first shows it."""
+    Events and humans). Events: Recreating when the DELETE goes, Deleted once the old cluster is gone, Recreated
+    once the new one has settled; waiting, deleting and creating are said by the Reconciling condition's reason
+    (WaitingForIdleCluster, Deleting, Creating), whose changes post Events of their own."""
     what = "; ".join(changes)
     status = dict(plain.at_provider)
     if step is r.Step.NONE:
@@ -172,14 +174,13 @@ def recreate_step(
             f"updatePolicy Recreate: waiting for {busy} running or preparing node(s) to finish their jobs before "
             f"deleting and creating the cluster anew: {what}"
         )
-        events = () if recreating == what else (EventRecord("Normal", REASON_WAITING_FOR_IDLE, message),)
+        # No Event of its own: the Reconciling condition's new reason posts one (status.set_conditions).
         return replace(
             plain,
             resource_up_to_date=True,
             transitional=True,
             transitional_reason=REASON_WAITING_FOR_IDLE,
             message=message,
-            events=events,
         )
     message = f"updatePolicy Recreate: deleting the cluster to create it anew: {what}"
     return replace(

@@ -157,21 +157,20 @@ class Step(Enum):
     DELETE = "delete"
 
 
-RECREATE_TRANSITIONAL = frozenset({"creating", "updating", "deleting"})
-
-
 def busy_nodes(body: JSON) -> int:
     """Nodes running or preparing a job: a re-create would kill their jobs."""
     counts = _compute_props(body).get("nodeStateCounts") or {}
     return sum(int(counts.get(key) or 0) for key in ("runningNodeCount", "preparingNodeCount"))
 
 
-def next_step(spec: AmlComputeSpec, body: JSON, changes: tuple[str, ...], *, deleting: bool) -> Step:
+def next_step(spec: AmlComputeSpec, body: JSON, changes: tuple[str, ...], *, deleting: bool, converging: bool) -> Step:
     """The decision table of a re-create, in order: no change, Refuse, ObserveOnly, or the object going →
-    nothing; Azure busy with the cluster → wait for it; a node busy → wait for idle; else delete."""
+    nothing; Azure busy with the cluster (``converging``: Creating, Updating, Deleting, or an operation amlops
+    saved still running, which a listing older than the DELETE does not show yet) → wait for it; a node busy →
+    wait for idle; else delete."""
     if not changes or spec.update_policy != "Recreate" or spec.management_policy != "Manage" or deleting:
         return Step.NONE
-    if m.provisioning_state(body).lower() in RECREATE_TRANSITIONAL:
+    if converging:
         return Step.WAIT_FOR_AZURE
     if busy_nodes(body) > 0:
         return Step.WAIT_FOR_IDLE
