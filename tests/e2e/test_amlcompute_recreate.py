@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import amlops_testbed as testbed
+from amlops.external.amlcompute_recreate import CREATE_ONLY
 from tests.support.objects import apply, condition, events, find_condition, observed, wait_for
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
@@ -120,7 +121,7 @@ def test_recreate_waits_for_busy_nodes_then_replaces_the_cluster_with_events(
     obj = testbed.get_object(k8s, "amlcompute", "rc", namespace)
     assert obj is not None
     recorded = obj["status"]["createOnlyFields"]
-    assert [entry.split("=")[0] for entry in recorded] == ["adminUser"], "fields at their default are left out"
+    assert [entry.split("=")[0] for entry in recorded] == sorted(CREATE_ONLY), "every create-only field"
     assert KEY_1 not in json.dumps(obj["status"]), "digests, never values"
 
     # A job runs on one node (the emulator's workload control): the re-create must wait for it.

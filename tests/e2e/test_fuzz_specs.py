@@ -217,6 +217,7 @@ def amlcompute_specs() -> st.SearchStrategy[dict[str, Any]]:
             "deletionPolicy": enum("Delete", "Orphan"),
             "adopt": booleans(),
             "deletionProtection": booleans(),
+            "updatePolicy": enum("Refuse", "Recreate"),
             "reportNodes": booleans(),
         },
     ).flatmap(lambda spec: unknown_fields().map(lambda extra: {**spec, **extra}))
@@ -467,22 +468,28 @@ def model_refusal(kind: str, spec: Any) -> str | None:
     return None
 
 
+def amlcompute_cel_refusals(spec: Mapping[str, Any]) -> list[str]:
+    broken: list[str] = []
+    scale = spec.get("scaleSettings") or {}
+    if scale.get("minNodeCount", 0) > scale.get("maxNodeCount", 4):
+        broken.append("minNodeCount must be <= maxNodeCount")
+    identity = spec.get("identity")
+    if identity is not None:
+        user = "UserAssigned" in identity.get("type", "None")
+        ids = identity.get("userAssignedIdentities") or []
+        if not user and ids:
+            broken.append("userAssignedIdentities are only allowed with type UserAssigned")
+        if user and not ids:
+            broken.append("type UserAssigned needs at least one entry in userAssignedIdentities")
+    if spec.get("deletionProtection") is True and spec.get("updatePolicy") == "Recreate":
+        broken.append("updatePolicy Recreate deletes the cluster in Azure, which deletionProtection forbids")
+    return broken
+
+
 def cel_refusals(kind: str, name: str, spec: Mapping[str, Any]) -> list[str]:
     """The messages of the CRD's CEL rules (and list-map keys) that a create of ``spec`` breaks (a spec the model
     accepts; defaults as the CRD has them). The rules are CEL in the CRD; this is their reading for one create."""
-    broken: list[str] = []
-    if kind == "AmlCompute":
-        scale = spec.get("scaleSettings") or {}
-        if scale.get("minNodeCount", 0) > scale.get("maxNodeCount", 4):
-            broken.append("minNodeCount must be <= maxNodeCount")
-        identity = spec.get("identity")
-        if identity is not None:
-            user = "UserAssigned" in identity.get("type", "None")
-            ids = identity.get("userAssignedIdentities") or []
-            if not user and ids:
-                broken.append("userAssignedIdentities are only allowed with type UserAssigned")
-            if user and not ids:
-                broken.append("type UserAssigned needs at least one entry in userAssignedIdentities")
+    broken = amlcompute_cel_refusals(spec) if kind == "AmlCompute" else []
     if kind in ("AmlCompute", "BatchCompute") and "computeName" not in spec and not COMPUTE_NAME_RE.match(name):
         broken.append("metadata.name is not a valid Azure compute name")
     if kind == "BatchCompute":

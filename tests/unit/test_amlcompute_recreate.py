@@ -7,6 +7,7 @@ vmPriority, subnet.id and location echoed; userAccountCredentials without the pa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +77,7 @@ class DigestCase:
 
 
 DIGEST_CASES = [
-    DigestCase("defaults are left out: an explicit default is the same record", {}, {"vmSize": "STANDARD_DS3_V2"},
-               True),
+    DigestCase("an explicit default is the same record", {}, {"vmSize": "STANDARD_DS3_V2"}, True),
     DigestCase("a mutable field is not recorded", {}, {"scaleSettings": {"maxNodeCount": 9}}, True),
     DigestCase("updatePolicy itself is not recorded", {}, {"updatePolicy": "Refuse"}, True),
     DigestCase("vmSize is", {}, {"vmSize": "STANDARD_D2_V2"}, False),
@@ -101,15 +101,23 @@ def test_record_digest(case: DigestCase) -> None:
 
 
 def test_the_record_holds_digests_never_values() -> None:
-    fields = r.field_digests(spec(adminUser={"username": "admin", "sshPublicKey": KEY}, vmSize="STANDARD_D2_V2"))
-    assert set(fields) == {"adminUser", "vmSize"}
-    assert all(len(v) == 16 and "admin" not in v and "D2" not in v for v in fields.values())
+    fields = r.field_digests(spec(adminUser={"username": "root-7", "sshPublicKey": KEY}, vmSize="STANDARD_D2_V2"))
+    assert set(fields) == set(r.CREATE_ONLY)
+    assert all(len(v) == 16 for v in fields.values())
+    assert "root-7" not in json.dumps(fields)
+    assert "D2" not in json.dumps(fields)
 
 
 OLD = spec()
 NEW_SIZE = spec(vmSize="STANDARD_D2_V2")
 WITH_KEY = spec(adminUser={"username": "admin", "sshPublicKey": KEY})
 KEY_CHANGED = spec(adminUser={"username": "admin", "sshPublicKey": KEY + "2"})
+
+
+# A cluster an older amlops made, when adminUser was not yet create-only: its record and tag lack the field.
+BEFORE_ADMIN_USER = {k: v for k, v in r.field_digests(WITH_KEY).items() if k != "adminUser"}
+OLDER_OPERATOR = body()
+OLDER_OPERATOR["tags"] = {**OLDER_OPERATOR["tags"], r.CREATE_DIGEST_TAG: r.record_digest(BEFORE_ADMIN_USER)}
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,10 @@ COMPARE_CASES = [
         "location removed: the workspace's region is not known here, so it counts as a change",
         OLD, body(created_from=spec(location="eastus"), location="eastus"), r.field_digests(spec(location="eastus")),
         ("location",), r.field_digests(spec(location="eastus")),
+    ),
+    CompareCase(
+        "a field the record lacks became create-only since the cluster was made: no re-create for it",
+        KEY_CHANGED, OLDER_OPERATOR, BEFORE_ADMIN_USER, (), BEFORE_ADMIN_USER,
     ),
     CompareCase(
         "vmSize only in another case: Azure has it, nothing to re-create for",

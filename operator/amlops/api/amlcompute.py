@@ -325,7 +325,7 @@ class AmlComputeStatus(StatusBase):
     create_only_fields: list[str] | None = Field(
         default=None,
         description="The create-only spec fields the cluster in Azure was created with, each as name=digest of its "
-        "value (never a secret: a Secret is named, not read), fields at their default left out. Set once amlops "
+        "value (never a secret: a Secret is named, not read). Set once amlops "
         "knows them: from the amlops.io-create-digest tag it puts on a cluster it creates, or for an older "
         "cluster from the spec when Azure's own values (vmSize, vmPriority, subnet, location) agree with it.",
     )

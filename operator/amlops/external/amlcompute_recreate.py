@@ -41,10 +41,10 @@ def _digest(value: Any) -> str:
 
 
 def field_digests(spec: AmlComputeSpec) -> dict[str, str]:
-    """The record of ``spec``: each create-only field set to other than its default, as a digest of its value.
-    Defaults are left out so that a field a later amlops adds (at its default) leaves every record unchanged."""
-    values = spec.model_dump(by_alias=True, mode="json", exclude_defaults=True)
-    return {name: _digest(values[name]) for name in CREATE_ONLY if name in values}
+    """The record of ``spec``: every create-only field, as a digest of its value (its default included: a field
+    a record lacks is one that was not create-only when the cluster was made, see :func:`compare`)."""
+    values = spec.model_dump(by_alias=True, mode="json")
+    return {name: _digest(values.get(name)) for name in CREATE_ONLY}
 
 
 def record_digest(fields: Mapping[str, str]) -> str:
@@ -136,7 +136,10 @@ def compare(spec: AmlComputeSpec, body: JSON, recorded: Mapping[str, str] | None
     elif known is None:
         return Record(None, tuple(echoed.values())) if echoed else Record(wanted, ())
     assert known is not None
-    changed = [n for n in CREATE_ONLY if known.get(n) != wanted.get(n)]
+    # A field the record lacks became create-only (a key added to IMMUTABLE) after the cluster was made: what it
+    # was then is not known, and an operator upgrade must not re-create every cluster. It counts from the next
+    # re-create on.
+    changed = [n for n in CREATE_ONLY if n in known and known[n] != wanted[n]]
     texts = tuple(echoed.get(n, n) for n in changed if not _agrees(spec, body, n))
     return Record(known, texts)
 
