@@ -322,3 +322,12 @@ def test_a_delete_amlops_saved_still_running_is_waited_for_though_a_listing_show
     assert obs.intent is None
     assert obs.events == ()
     assert obs.transitional
+
+
+def test_a_new_cluster_azure_failed_ends_the_recreate_without_saying_it_was_created() -> None:
+    failed = body(created_from=NEW_SIZE, state="Failed", vmSize="STANDARD_D2_V2")
+    failed["properties"]["provisioningErrors"] = [{"error": {"code": "QuotaExceeded", "message": "no cores"}}]
+    obs = observe(NEW_SIZE, failed, {"recreating": "vmSize a → b", "createOnlyFields": RECORD})
+    assert obs.failure is not None
+    assert obs.events == ()
+    assert obs.at_provider["recreating"] is None

@@ -157,10 +157,11 @@ def recreate_step(
     status = dict(plain.at_provider)
     if step is r.Step.NONE:
         if recreating and not changes and not plain.transitional:
-            # The new cluster has settled: the re-create is done.
+            # The new cluster has settled: the re-create is done. Failed, it is Stalled with Azure's reason,
+            # whose condition posts a Warning of its own.
             status["recreating"] = None
             done = EventRecord("Normal", EVENT_RECREATED, f"the cluster is created anew: {recreating}")
-            return replace(plain, at_provider=status, events=(done,))
+            return replace(plain, at_provider=status, events=() if plain.failure else (done,))
         status["recreating"] = recreating if recreating and not changes else None
         return replace(plain, at_provider=status)
     status["recreating"] = what
