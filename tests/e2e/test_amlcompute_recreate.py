@@ -200,3 +200,41 @@ def test_operator_killed_at_each_step_of_a_recreate_finishes_it_exactly_once(
     assert azure.operations()["MachineLearningCompute_Delete"] == 1
     assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 2
     assert len(events(k8s, namespace, "Recreated")) == 1
+
+
+def test_a_cluster_made_before_the_record_is_taken_as_the_spec_when_azure_agrees_then_recreated(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
+) -> None:
+    """A cluster amlops did not create (no amlops.io-create-digest tag: made before this feature, or outside
+    amlops and adopted) is not re-created on sight: its vmSize, vmPriority, subnet and location as Azure reports
+    them agree with the spec, so the spec becomes its record, and a later change is re-created as any other."""
+    azure = start_azure(speed=0)
+    cname = compute_name()
+    settings = {"minNodeCount": 0, "maxNodeCount": 2, "nodeIdleTimeBeforeScaleDown": "PT1800S"}
+    compute = {"computeType": "AmlCompute", "properties": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": settings}}
+    code, answer = azure.arm("PUT", f"{WS_PATH}/computes/{cname}", {"location": "westeurope", "properties": compute})
+    assert code in (200, 201), answer
+    _advance(azure)
+    testbed.eventually(lambda: _state(azure, cname) == "Succeeded", what="the cluster made outside amlops")
+
+    start_operator(namespace, extra_env=azure.operator_env())
+    scale = {"minNodeCount": 0, "maxNodeCount": 2}
+    apply(k8s, namespace, manifest("old", cname, adopt=True, updatePolicy="Recreate", scaleSettings=scale))
+    obj = wait_for(k8s, "amlcompute", "old", namespace, _recreated, what="adopted and Ready")
+    assert [entry.split("=")[0] for entry in obj["status"]["createOnlyFields"]] == sorted(CREATE_ONLY)
+    body = _azure(azure, cname)
+    assert body is not None
+    assert DIGEST_TAG not in (body.get("tags") or {})
+    assert azure.operations().get("MachineLearningCompute_Delete") is None, "Azure agrees with the spec"
+
+    _patch(k8s, namespace, "old", {"vmPriority": "LowPriority"})
+    testbed.eventually(lambda: _state(azure, cname) == "Deleting", what="DELETE reached Azure")
+    _advance(azure)
+    testbed.eventually(lambda: _state(azure, cname) == "Creating", what="the new cluster's PUT reached Azure")
+    _advance(azure)
+    wait_for(k8s, "amlcompute", "old", namespace, _recreated, what="re-created and Ready")
+    body = _azure(azure, cname)
+    assert body is not None
+    assert body["properties"]["properties"]["vmPriority"] == "LowPriority"
+    assert DIGEST_TAG in body["tags"], "the new cluster is amlops' own, with its record"
+    assert azure.operations()["MachineLearningCompute_Delete"] == 1
