@@ -58,6 +58,13 @@ def _refusal(k8s: testbed.Testbed, namespace: str, name: str, spec: dict[str, An
     return str(refused.value.stderr)
 
 
+def _story(k8s: testbed.Testbed, namespace: str, azure: EmulatorProcess, name: str) -> str:
+    """What a failed assertion needs to be understood: Azure's operations, the Events, the object's status."""
+    obj = testbed.get_object(k8s, "amlcompute", name, namespace) or {}
+    posted = [f"{e.get('lastTimestamp')} {e['reason']}: {e.get('message')}" for e in events(k8s, namespace)]
+    return f"operations {azure.operations()}\nevents {posted}\nstatus {obj.get('status')}"
+
+
 def _reconciling(reason: str) -> Any:
     def ready(obj: dict[str, Any]) -> bool:
         found = find_condition(obj, "Reconciling")
@@ -181,7 +188,7 @@ def test_operator_killed_at_each_step_of_a_recreate_finishes_it_exactly_once(
     operator = start_operator(namespace, extra_env=env)
     wait_for(k8s, "amlcompute", "kill", namespace, _reconciling("Deleting"), what="waiting for the delete")
     operator.stop(signal.SIGKILL)
-    assert azure.operations()["MachineLearningCompute_Delete"] == 1
+    assert azure.operations().get("MachineLearningCompute_Delete") == 1, _story(k8s, namespace, azure, "kill")
 
     # 3. Killed right after the new cluster's PUT reached Azure.
     operator = start_operator(namespace, extra_env=env)
@@ -197,9 +204,10 @@ def test_operator_killed_at_each_step_of_a_recreate_finishes_it_exactly_once(
     assert body is not None
     assert body["properties"]["properties"]["vmSize"].lower() == NEW_SIZE.lower()
     assert body["properties"]["properties"]["vmPriority"] == "LowPriority"
-    assert azure.operations()["MachineLearningCompute_Delete"] == 1
-    assert azure.operations()["MachineLearningCompute_CreateOrUpdate"] == 2
-    assert len(events(k8s, namespace, "Recreated")) == 1
+    story = _story(k8s, namespace, azure, "kill")
+    assert azure.operations().get("MachineLearningCompute_Delete") == 1, story
+    assert azure.operations().get("MachineLearningCompute_CreateOrUpdate") == 2, story
+    assert len(events(k8s, namespace, "Recreated")) == 1, story
 
 
 def test_a_cluster_made_before_the_record_is_taken_as_the_spec_when_azure_agrees_then_recreated(
