@@ -67,6 +67,11 @@ QUOTA_USAGE_CORES = Gauge(
     "priority (dedicated, lowPriority), as a WorkspaceQuota last read it.",
     ["subscription", "location", "workspace", "family", "priority"],
 )
+COMPUTE_RECREATES = Counter(
+    "amlops_compute_recreates_total",
+    "Clusters deleted to be created anew with new create-only values (AmlCompute updatePolicy Recreate).",
+    ["namespace", "name"],
+)
 PARALLELJOB_MINIBATCHES = Gauge(
     "amlops_paralleljob_minibatches", "Mini-batches of a ParallelJob by state.", ["namespace", "name", "state"]
 )
@@ -74,7 +79,14 @@ PARALLELJOB_ITEMS = Gauge(
     "amlops_paralleljob_items", "Items of a ParallelJob by state (processed, failed).", ["namespace", "name", "state"]
 )
 
-_PER_RESOURCE = (RESOURCE_READY, COMPUTE_NODES, COMPUTE_TARGET_NODES, PARALLELJOB_MINIBATCHES, PARALLELJOB_ITEMS)
+_PER_RESOURCE = (
+    RESOURCE_READY,
+    COMPUTE_NODES,
+    COMPUTE_TARGET_NODES,
+    COMPUTE_RECREATES,
+    PARALLELJOB_MINIBATCHES,
+    PARALLELJOB_ITEMS,
+)
 
 
 def forget(kind: str, namespace: str, name: str) -> None:

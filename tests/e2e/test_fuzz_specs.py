@@ -225,6 +225,7 @@ def amlcompute_specs() -> st.SearchStrategy[dict[str, Any]]:
             "deletionPolicy": enum("Delete", "Orphan"),
             "adopt": booleans(),
             "deletionProtection": booleans(),
+            "updatePolicy": enum("Refuse", "Recreate"),
             "reportNodes": booleans(),
         },
     ).flatmap(lambda spec: unknown_fields().map(lambda extra: {**spec, **extra}))
@@ -475,8 +476,8 @@ def model_refusal(kind: str, spec: Any) -> str | None:
     return None
 
 
-def _amlcompute_cel(spec: Mapping[str, Any]) -> list[str]:
-    """The messages of AmlCompute's own CEL rules (scale settings, identity, subnet) that ``spec`` breaks."""
+def amlcompute_cel_refusals(spec: Mapping[str, Any]) -> list[str]:
+    """The messages of AmlCompute's own CEL rules (scale settings, identity, subnet, policy) that ``spec`` breaks."""
     broken: list[str] = []
     scale = spec.get("scaleSettings") or {}
     if scale.get("minNodeCount", 0) > scale.get("maxNodeCount", 4):
@@ -494,13 +495,15 @@ def _amlcompute_cel(spec: Mapping[str, Any]) -> list[str]:
         names = ("vnetName" in subnet, "subnetName" in subnet, "vnetResourceGroup" in subnet)
         if any(names) if "subnetId" in subnet else not all(names[:2]):
             broken.append("set subnet.subnetId, or subnet.vnetName and subnet.subnetName")
+    if spec.get("deletionProtection") is True and spec.get("updatePolicy") == "Recreate":
+        broken.append("updatePolicy Recreate deletes the cluster in Azure, which deletionProtection forbids")
     return broken
 
 
 def cel_refusals(kind: str, name: str, spec: Mapping[str, Any]) -> list[str]:
     """The messages of the CRD's CEL rules (and list-map keys) that a create of ``spec`` breaks (a spec the model
     accepts; defaults as the CRD has them). The rules are CEL in the CRD; this is their reading for one create."""
-    broken: list[str] = _amlcompute_cel(spec) if kind == "AmlCompute" else []
+    broken = amlcompute_cel_refusals(spec) if kind == "AmlCompute" else []
     if kind in ("AmlCompute", "BatchCompute") and "computeName" not in spec and not COMPUTE_NAME_RE.match(name):
         broken.append("metadata.name is not a valid Azure compute name")
     if kind == "BatchCompute":

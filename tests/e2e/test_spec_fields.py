@@ -56,6 +56,7 @@ ARM = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-aml
 IDENTITY_1 = f"{ARM}/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
 IDENTITY_2 = f"{ARM}/Microsoft.ManagedIdentity/userAssignedIdentities/id2"
 SUBNET_ID = f"{ARM}/Microsoft.Network/virtualNetworks/vnet/subnets/default"
+VM_IMAGE_ID = f"{ARM}/Microsoft.Compute/galleries/gallery/images/image/versions/1.0.0"
 SSH_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 walk@amlops"
 OTHER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000002"
 TIMEOUT = 120.0
@@ -192,6 +193,12 @@ AMLCOMPUTE: list[Row] = [
     refused("remoteLoginPortPublicAccess", "Enabled", "remoteLoginPortPublicAccess is immutable: Azure sets"),
     refused("enableNodePublicIp", True, "enableNodePublicIp is immutable: Azure gives the nodes public IPs"),
     refused("location", "westus", "location is immutable: create a new AmlCompute in the other region"),
+    # api-version 2025-12-01's create-only properties (unset at creation: adding one is a change too).
+    refused("osType", "Windows", "osType is immutable: the OS is chosen when the cluster is created"),
+    refused("virtualMachineImage.id", VM_IMAGE_ID, "virtualMachineImage is immutable: the node image is chosen"),
+    refused("isolatedNetwork", True, "isolatedNetwork is immutable: network isolation is set when"),
+    refused("disableLocalAuth", True, "disableLocalAuth is immutable: local authentication is set when"),
+    refused("propertyBag", {"k": "v"}, "propertyBag is immutable: Azure reads the property bag only when"),
     applied(
         "scaleSettings.maxNodeCount",
         {"scaleSettings.maxNodeCount": 3},
@@ -742,6 +749,7 @@ SCHEMA_REFUSALS = [
     ),
     ("subnet.subnetId", aml(subnet={"subnetId": NOT_AN_ID}), "should match"),
     ("resourceId", batchc(resourceId=NOT_AN_ID), "should match"),
+    ("virtualMachineImage.id", aml(virtualMachineImage={"id": NOT_AN_ID}), "should match"),
     # An id of another type of resource is no better.
     ("subnet.subnetId (an identity's id)", aml(subnet={"subnetId": IDENTITY_1}), "should match"),
     # Half a subnet was sent as none: the cluster became Ready outside the network.

@@ -69,3 +69,15 @@ def test_a_workspace_quota_reading_exports_limits_usage_and_headroom_per_family(
         ("amlops_quota_usage_cores", f, "westeurope", "lowPriority", ""): 2,
         ("amlops_quota_headroom_cores", f, "westeurope"): 14,
     }
+
+
+def test_forget_drops_a_computes_recreate_count() -> None:
+    """``amlops_compute_recreates_total`` is one series per AmlCompute: it goes with the object."""
+
+    def recreates() -> float | None:
+        return REGISTRY.get_sample_value("amlops_compute_recreates_total", {"namespace": NAMESPACE, "name": NAME})
+
+    metrics.COMPUTE_RECREATES.labels(NAMESPACE, NAME).inc()
+    assert recreates() == 1.0
+    metrics.forget(KIND, NAMESPACE, NAME)
+    assert recreates() is None

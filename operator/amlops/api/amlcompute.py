@@ -16,6 +16,7 @@ from amlops.api.common import (
     Credentials,
     ManagementPolicy,
     ProvisioningError,
+    Relaxed,
     SecretRef,
     StatusBase,
     TagValue,
@@ -33,6 +34,7 @@ from amlops.api.kind import (
     Definition,
     Names,
     PrinterColumn,
+    Rule,
     ScaleSubresource,
 )
 
@@ -88,16 +90,19 @@ class AdminUser(ApiModel):
     """Azure sets these only when it creates the cluster: every field is immutable."""
 
     username: str = Field(
-        min_length=1, max_length=64, description="Seed: admin_username. Admin account on the nodes (immutable)."
+        min_length=1,
+        max_length=64,
+        description="Seed: admin_username. Admin account on the nodes (create-only: see updatePolicy).",
     )
     password_secret_ref: SecretKeyRef | None = Field(
         default=None,
         description="Seed: admin_user_password, read from a Secret when the cluster is created; never logged "
-        "(immutable). Azure sets the password only then: a new password in the same Secret is not applied, and "
-        "the AdminCredentialsCurrent condition turns False (SecretChangedSinceCreate) once the Secret changes.",
+        "(create-only: see updatePolicy). Azure sets the password only then: a new password in the same Secret "
+        "is not applied, and the AdminCredentialsCurrent condition turns False (SecretChangedSinceCreate) once "
+        "the Secret changes.",
     )
     ssh_public_key: str | None = Field(
-        default=None, max_length=8192, description="Seed: admin_user_ssh_key (immutable)."
+        default=None, max_length=8192, description="Seed: admin_user_ssh_key (create-only: see updatePolicy)."
     )
 
 
@@ -180,7 +185,8 @@ PropertyBag = Annotated[
 # is a change too. Its update (PATCH, ClusterUpdateParameters) takes scaleSettings, and identity; a PUT on an
 # existing compute is accepted and its property changes ignored (Azure/bicep#17617, azure-rest-api-specs#18889;
 # Terraform azurerm and Pulumi: "it can only be created and deleted"). So every other field is refused here,
-# never accepted and silently not applied.
+# never accepted and silently not applied. Under ``updatePolicy: Recreate`` all but NAMES_THE_CLUSTER may change:
+# amlops re-creates the cluster with the new values (external/amlcompute_recreate.py records them from these keys).
 IMMUTABLE = {
     "workspace": "create the AmlCompute anew in the other workspace and delete this one",
     "computeName": "create a new AmlCompute with the other name and delete this one",
@@ -211,10 +217,25 @@ IMMUTABLE = {
     "propertyBag": "Azure reads the property bag only when it creates the cluster: create a new AmlCompute with "
     "the new bag and delete this one",
 }
+# Which cluster this object is: a re-create keeps both (another name or workspace is another cluster: a new
+# AmlCompute object, and deleting this one, says it, with nothing for amlops to track between the two).
+NAMES_THE_CLUSTER = frozenset({"workspace", "computeName"})
+UpdatePolicy = Literal["Refuse", "Recreate"]
+RECREATE = Relaxed(
+    when="has(self.updatePolicy) && self.updatePolicy == 'Recreate'",
+    hint="set updatePolicy: Recreate to have amlops delete the cluster and create it anew once no node is busy",
+    except_=NAMES_THE_CLUSTER,
+)
+PROTECTED_NOT_RECREATED = Rule(
+    "!(has(self.spec.deletionProtection) && self.spec.deletionProtection && has(self.spec.updatePolicy) "
+    "&& self.spec.updatePolicy == 'Recreate')",
+    "updatePolicy Recreate deletes the cluster in Azure, which deletionProtection forbids: set one of them to "
+    "its default (deletionProtection false, or updatePolicy Refuse)",
+)
 
 
 class AmlComputeSpec(ApiModel):
-    model_config = ConfigDict(json_schema_extra=frozen(IMMUTABLE))
+    model_config = ConfigDict(json_schema_extra=frozen(IMMUTABLE, RECREATE))
 
     workspace: WorkspaceRef = Field(
         description="Seed: workspace. The Azure ML workspace that owns the cluster (immutable)."
@@ -230,11 +251,12 @@ class AmlComputeSpec(ApiModel):
         default="STANDARD_DS3_V2",
         min_length=1,
         max_length=64,
-        description="Seed: vm_size. Azure VM size of the nodes (immutable: Azure silently ignores a change).",
+        description="Seed: vm_size. Azure VM size of the nodes (create-only: Azure silently ignores a change; "
+        "see updatePolicy).",
     )
     vm_priority: Literal["Dedicated", "LowPriority"] = Field(
         default="Dedicated",
-        description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (immutable).",
+        description="Seed: vm_priority. Dedicated or LowPriority (preemptible) nodes (create-only: see updatePolicy).",
     )
     # A schema default makes the apiserver store the default counts at create: `kubectl scale` (the scale
     # subresource) of an object written without scaleSettings then sets maxNodeCount beside them, where the
@@ -245,19 +267,21 @@ class AmlComputeSpec(ApiModel):
         description="Seed: min/max nodes. Changes are applied (PATCH).",
     )
     admin_user: AdminUser | None = Field(
-        default=None, description="Seed: admin_username/password/ssh key (immutable: set when the cluster is created)."
+        default=None,
+        description="Seed: admin_username/password/ssh key (create-only: set when the cluster is created; see "
+        "updatePolicy).",
     )
     subnet: Subnet | None = Field(
         default=None,
-        description="Seed: vnet_resourcegroup_name, vnet_name, subnet_name (immutable).",
+        description="Seed: vnet_resourcegroup_name, vnet_name, subnet_name (create-only: see updatePolicy).",
     )
-    tags: dict[str, TagValue] = tags_field("Seed: tags. Azure tags of the compute (immutable: set at creation).")
+    tags: dict[str, TagValue] = tags_field("Seed: tags. Azure tags of the compute (create-only: see updatePolicy).")
     description: str | None = Field(
-        default=None, max_length=256, description="Seed: description (immutable: set at creation)."
+        default=None, max_length=256, description="Seed: description (create-only: see updatePolicy)."
     )
     remote_login_port_public_access: Literal["Enabled", "Disabled", "NotSpecified"] = Field(
         default="NotSpecified",
-        description="Seed: remote_login_port_public_access. Public SSH port state (immutable: set at creation).",
+        description="Seed: remote_login_port_public_access. Public SSH port state (create-only: see updatePolicy).",
     )
     identity: Identity | None = Field(
         default=None,
@@ -269,39 +293,40 @@ class AmlComputeSpec(ApiModel):
         pattern=LOCATION,
         max_length=64,
         description="Seed: location. Azure region of the nodes, e.g. westeurope; defaults to the workspace's "
-        "(immutable).",
+        "(create-only: see updatePolicy).",
     )
     enable_node_public_ip: bool = Field(
         default=True,
         description="Seed: enable_node_public_ip. Whether the nodes get public IP addresses (Azure: "
-        "properties.properties.enableNodePublicIp; Azure's default is true) (immutable: set at creation).",
+        "properties.properties.enableNodePublicIp; Azure's default is true) (create-only: see updatePolicy).",
     )
     os_type: Literal["Linux", "Windows"] | None = Field(
         default=None,
         description="OS of the nodes, Linux or Windows (Azure: properties.properties.osType); unset: not sent, "
-        "Azure's default applies (Linux) (immutable).",
+        "Azure's default applies (Linux) (create-only: see updatePolicy).",
     )
     virtual_machine_image: VirtualMachineImage | None = Field(
         default=None,
         description="A custom image for the nodes instead of Azure's (Azure: properties.properties."
         'virtualMachineImage, which its API reference describes as "windows only": use it with osType Windows); '
-        "unset: not sent, Azure's own image (immutable).",
+        "unset: not sent, Azure's own image (create-only: see updatePolicy).",
     )
     isolated_network: bool | None = Field(
         default=None,
         description="Whether the cluster's network is isolated (Azure: properties.properties.isolatedNetwork); "
-        "unset: not sent, Azure's default applies (false) (immutable).",
+        "unset: not sent, Azure's default applies (false) (create-only: see updatePolicy).",
     )
     disable_local_auth: bool | None = Field(
         default=None,
         description="Opt out of local authentication, so that only managed identities and Microsoft Entra ID "
         "authenticate to the compute (Azure: properties.disableLocalAuth); unset: not sent, Azure's default "
-        "applies (immutable).",
+        "applies (create-only: see updatePolicy).",
     )
     property_bag: PropertyBag | None = Field(
         default=None,
         description="Additional properties for Azure, sent as written (Azure: properties.properties.propertyBag, "
-        f"a free-form object); at most {PROPERTY_BAG_MAX} top-level keys; unset: none sent (immutable).",
+        f"a free-form object); at most {PROPERTY_BAG_MAX} top-level keys; unset: none sent (create-only: see "
+        "updatePolicy).",
     )
     management_policy: ManagementPolicy = Field(
         default="Manage", description="Manage writes to Azure; ObserveOnly only reads and reports."
@@ -319,6 +344,18 @@ class AmlComputeSpec(ApiModel):
         ),
     )
     deletion_protection: bool = deletion_protection_field()
+    update_policy: UpdatePolicy = Field(
+        default="Refuse",
+        description=(
+            "What a change of a create-only field (vmSize, vmPriority, subnet, location, adminUser, and the others "
+            "Azure sets only when it creates a cluster) does. Refuse (default): the apiserver refuses it. Recreate: "
+            "amlops deletes the cluster and creates it anew with the new values, once no node is running or "
+            "preparing a job (Reconciling WaitingForIdleCluster until then), with an Event for each step. "
+            "workspace and computeName stay refused (another cluster: create a new AmlCompute). Only a cluster "
+            "amlops owns, never under ObserveOnly; refused together with deletionProtection. deletionPolicy "
+            "Orphan only decides what deleting this object leaves: the re-created cluster is then left."
+        ),
+    )
     report_nodes: bool = Field(default=False, description="Seed: list_nodes. Report nodes in status.nodes.")
 
 
@@ -423,6 +460,18 @@ class AmlComputeStatus(StatusBase):
         "uid and resourceVersion, never its content): Azure sets the password only then, so AdminCredentialsCurrent "
         "turns False when the Secret is no longer that version.",
     )
+    create_only_fields: list[str] | None = Field(
+        default=None,
+        description="The create-only spec fields the cluster in Azure was created with, each as name=digest of its "
+        "value (never a secret: a Secret is named, not read). Set once amlops "
+        "knows them: from the amlops.io-create-digest tag it puts on a cluster it creates, or for an older "
+        "cluster from the spec when Azure's own values (vmSize, vmPriority, subnet, location) agree with it.",
+    )
+    recreating: str | None = Field(
+        default=None,
+        description="updatePolicy Recreate: the changes a re-create of the cluster is applying (waiting for idle "
+        "nodes, deleting, creating); cleared once the new cluster has succeeded.",
+    )
 
 
 class AmlCompute(CustomResource):
@@ -441,6 +490,6 @@ class AmlCompute(CustomResource):
             REASON_COLUMN,
             AGE_COLUMN,
         ),
-        rules=(COMPUTE_NAME_RULE,),
+        rules=(COMPUTE_NAME_RULE, PROTECTED_NOT_RECREATED),
         scale=ScaleSubresource(".spec.scaleSettings.maxNodeCount", ".status.targetNodeCount"),
     )

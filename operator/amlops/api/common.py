@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -160,16 +161,29 @@ def unchanged(field: str) -> str:
     return f"(has(self.{field}) ? has(oldSelf.{field}) && self.{field} == oldSelf.{field} : !has(oldSelf.{field}))"
 
 
-def frozen(fields: Mapping[str, str]) -> Callable[[JsonDict], None]:
+@dataclass(frozen=True)
+class Relaxed:
+    """When an immutable field may change after all: ``when`` is a CEL condition on the new spec (e.g. the
+    object asks for the resource to be re-created), ``hint`` says how to ask for it in the refusal's message,
+    and ``except_`` names the fields it never relaxes (those that say *which* resource this is)."""
+
+    when: str
+    hint: str
+    except_: frozenset[str] = frozenset()
+
+
+def frozen(fields: Mapping[str, str], relaxed: Relaxed | None = None) -> Callable[[JsonDict], None]:
     """``json_schema_extra`` for a spec: one transition rule per immutable field, its message saying what to do
-    instead (``fields``: camelCase name → what to do)."""
+    instead (``fields``: camelCase name → what to do). With ``relaxed``, a field outside ``relaxed.except_`` may
+    change while ``relaxed.when`` holds, and its message says so."""
 
     def extra(schema: JsonDict) -> None:
         rules = schema.setdefault("x-kubernetes-validations", [])
         assert isinstance(rules, list)
         for name, instead in fields.items():
-            rules.append(
-                {"rule": unchanged(name), "message": f"{name} is immutable: {instead}", "fieldPath": f".{name}"}
-            )
+            rule, message = unchanged(name), f"{name} is immutable: {instead}"
+            if relaxed is not None and name not in relaxed.except_:
+                rule, message = f"({relaxed.when}) || {rule}", f"{message}, or {relaxed.hint}"
+            rules.append({"rule": rule, "message": message, "fieldPath": f".{name}"})
 
     return extra

@@ -13,6 +13,7 @@ from amlops.azure.errors import VM_SIZE_NOT_AVAILABLE
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external import amlcompute_observe as o
+from amlops.external import amlcompute_recreate as r
 from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, secret_value
 from amlops.external.ownership import owner_exists
@@ -20,7 +21,7 @@ from amlops.external.ports import ObjectReader, SecretReader, SecretVersion
 from amlops.reconcile.errors import ReconcileError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
-from amlops.status import now_iso
+from amlops.status import ConditionUpdate, now_iso
 
 REASON_VM_SIZE_NOT_AVAILABLE = VM_SIZE_NOT_AVAILABLE  # the same reason as Azure's own refusal of a size
 REASON_SECRET_MISSING = "SecretNotFound"
@@ -98,6 +99,8 @@ class AmlComputeClient:
         s = self._clients.settings
         state = str(mr.status.get("provisioningState") or "").lower()
         converging = mr.status.get("pendingOperation") or state in m.TRANSITIONAL_PROVISIONING or state == ""
+        # A re-create waiting for idle nodes looks often: the nodes' jobs may end at any moment.
+        converging = converging or mr.status.get("recreating")
         resizing = str(mr.status.get("allocationState") or "").lower() == "resizing"
         return s.poll_floor_seconds if converging or resizing else s.poll_ceiling_seconds
 
@@ -105,7 +108,8 @@ class AmlComputeClient:
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         name = compute_name(mr)
-        if _never_observed(mr.status):
+        fresh = _never_observed(mr.status)
+        if fresh:
             # A new object: its compute is most likely absent, and absence is confirmed with a GET before
             # anything is created anyway. Asking the poller first would only wait for a listing (twenty pages
             # for a thousand computes, while every other new object waits for the same one).
@@ -122,12 +126,32 @@ class AmlComputeClient:
         # again: a change in between can only make the condition call a password not applied that was, never the
         # other way round.
         secret = None if mr.deleting else await self._admin_password_secret(mr)
+        observation = await self._observed(ml, mr, body, sync, o.quota_condition(sufficient), secret)
+        if observation.intent == o.RECREATE and not fresh:
+            # The cluster is to be deleted (updatePolicy Recreate): decided on the listing, which may be a poll
+            # interval old, and a job that started since must not lose its node. Decided again on a GET.
+            body = await ml.get_compute(ws, name)
+            self._clients.workspace_poller(key, ml, ws, user=mr.uid).remember(name, body)
+            observation = await self._observed(ml, mr, body, sync, o.quota_condition(sufficient), secret)
+        return observation
+
+    async def _observed(
+        self,
+        ml: MlClient,
+        mr: Mr,
+        body: dict[str, Any] | None,
+        sync: dict[str, Any],
+        quota: ConditionUpdate | None,
+        secret: tuple[str, SecretVersion | None] | None,
+    ) -> Observation:
+        """The observation of the compute Azure answered ``body`` for (None: absent)."""
         if body is None:
             if secret is not None:
-                sync[o.ADMIN_PASSWORD_SECRET] = o.secret_record(*secret)
-            return o.observation(mr.spec, None, sync=sync, quota=o.quota_condition(sufficient))
+                sync = {**sync, o.ADMIN_PASSWORD_SECRET: o.secret_record(*secret)}
+            return o.observation(mr.spec, None, sync=sync, quota=quota, status=mr.status, deleting=mr.deleting)
         if (other := foreign_type(body, "AmlCompute")) is not None:
             return Observation(True, foreign_type=other, owner=owner_of(body))
+        ws, name = workspace_of(mr.spec), compute_name(mr)
         pending = _pending_from(mr.status)
         state = None
         if pending is not None and o.needs_operation_state(pending, body):
@@ -140,10 +164,12 @@ class AmlComputeClient:
             mr.spec,
             body,
             sync=sync,
-            quota=o.quota_condition(sufficient),
+            quota=quota,
             progress_=progress,
             nodes=nodes,
             admin=o.admin_credentials_condition(mr.status.get(o.ADMIN_PASSWORD_SECRET), *secret) if secret else None,
+            status=mr.status,
+            deleting=mr.deleting,
         )
 
     async def create(self, mr: Mr) -> Pending | None:
@@ -151,11 +177,15 @@ class AmlComputeClient:
         ws = workspace_of(mr.spec)
         password = await self._admin_password(mr)
         body = m.to_arm(mr.spec, owner=mr.owner, location=await self._location(ml, mr), admin_password=password)
+        # The record of the create-only values travels in the same PUT as the cluster (updatePolicy Recreate).
+        body["tags"] = {**body["tags"], **r.create_tags(mr.spec)}
         pending = await ml.begin_put_compute(ws, compute_name(mr), body)
         self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
         return pending
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
+        if observation.intent == o.RECREATE:
+            return await self._recreate(mr)
         key, ml = await connect(self._clients, self._secrets, mr.namespace, mr.spec, mr.uid)
         ws = workspace_of(mr.spec)
         body = await ml.get_compute(ws, compute_name(mr))
@@ -166,6 +196,14 @@ class AmlComputeClient:
             return None
         pending = await ml.begin_patch_compute(ws, compute_name(mr), patch)
         self._clients.workspace_poller(key, ml, ws, user=mr.uid).invalidate(compute_name(mr))
+        return pending
+
+    async def _recreate(self, mr: Mr) -> Pending | None:
+        """updatePolicy Recreate, no node busy (``observe`` decided it on a fresh GET): DELETE the old cluster;
+        once Azure has it gone, the engine creates the new one (the cluster absent). A crash after this DELETE
+        finds the cluster Deleting or gone, never the DELETE to send again."""
+        pending = await self.delete(mr)
+        metrics.COMPUTE_RECREATES.labels(mr.namespace, mr.name).inc()
         return pending
 
     async def delete(self, mr: Mr) -> Pending | None:

@@ -8,17 +8,18 @@ operation's state when :func:`needs_operation_state` says so, and the nodes when
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from amlops.api.amlcompute import AmlComputeSpec
 from amlops.azure.errors import failure_reason
 from amlops.azure.ml import OperationState
 from amlops.external import amlcompute_map as m
+from amlops.external import amlcompute_recreate as r
 from amlops.external.compute_arm import owner_of
 from amlops.external.ports import SecretVersion
 from amlops.reconcile.external import Observation, Pending
-from amlops.status import REASON_IMMUTABLE, ConditionUpdate
+from amlops.status import REASON_IMMUTABLE, ConditionUpdate, EventRecord
 
 QUOTA_SUFFICIENT = "QuotaSufficient"
 MIN_NODES_AVAILABLE = "MinNodesAvailable"
@@ -28,6 +29,12 @@ REASON_SECRET_CHANGED = "SecretChangedSinceCreate"
 REASON_SECRET_GONE = "SecretNotFound"
 REASON_NOT_RECORDED = "NotRecorded"
 ADMIN_PASSWORD_SECRET = "adminPasswordSecret"  # status field: the Secret's version the cluster was created with
+# What ``update()`` is to do when observe found a re-create's turn to delete (Observation.intent).
+RECREATE = "recreate"
+REASON_WAITING_FOR_IDLE = "WaitingForIdleCluster"
+EVENT_RECREATING = "Recreating"
+EVENT_DELETED = "Deleted"
+EVENT_RECREATED = "Recreated"
 JSON = dict[str, Any]
 
 
@@ -155,33 +162,97 @@ def observation(
     progress_: Progress | None = None,
     nodes: tuple[list[JSON], int] | None = None,
     admin: ConditionUpdate | None = None,
+    status: Mapping[str, Any] | None = None,
+    deleting: bool = False,
 ) -> Observation:
-    """What the engine needs to decide: exists, up to date, converging, failed (and why), status, conditions."""
+    """What the engine needs to decide: exists, up to date, converging, failed (and why), status, conditions.
+    ``status`` is the object's (its create-only record, a re-create under way); ``deleting``: the object is."""
     conditions = tuple(c for c in (quota, admin) if c is not None)
+    recreating = (status or {}).get("recreating")
     if body is None:
+        if recreating and not deleting:
+            # The old cluster is gone: the engine creates the new one in this same pass.
+            message = f"the old cluster is deleted; creating it anew: {recreating}"
+            event = EventRecord("Normal", EVENT_DELETED, message)
+            return Observation(
+                False, at_provider={**sync, "recreating": recreating}, conditions=conditions, events=(event,)
+            )
         return Observation(resource_exists=False, at_provider=sync, conditions=conditions)
     p = progress_ or progress(None, body, None)
-    status = {**m.from_arm(body), **sync}
-    status["nodes"] = [m.node_to_status(n) for n in nodes[0]] if nodes else None
-    status["nodeCount"] = nodes[1] if nodes else None
+    status_ = {**m.from_arm(body), **sync}
+    status_["nodes"] = [m.node_to_status(n) for n in nodes[0]] if nodes else None
+    status_["nodeCount"] = nodes[1] if nodes else None
+    record = r.compare(spec, body, r.from_status((status or {}).get("createOnlyFields")))
+    step = r.next_step(spec, body, record.changes, deleting=deleting, converging=p.transitional)
+    status_["createOnlyFields"] = r.to_status(record.fields)
     patch, changes = m.diff(spec, body)
     failure = p.failure
-    if failure is None and (mismatch := m.vm_size_mismatch(spec, body)):
+    if step is r.Step.NONE and failure is None and (mismatch := m.vm_size_mismatch(spec, body)):
         failure = (REASON_IMMUTABLE, mismatch)
-    return Observation(
+    plain = Observation(
         resource_exists=True,
         resource_up_to_date=not patch,
         transitional=p.transitional,
         transitional_reason=m.provisioning_state(body) or "WaitingForAzure",
         settling=m.is_resizing(body),
         message=(
-            f"{m.provisioning_state(body)}; allocation {status.get('allocationState')}: "
-            f"{status.get('currentNodeCount')} → {status.get('targetNodeCount')} nodes"
+            f"{m.provisioning_state(body)}; allocation {status_.get('allocationState')}: "
+            f"{status_.get('currentNodeCount')} → {status_.get('targetNodeCount')} nodes"
         ),
         failure=failure,
         owner=owner_of(body),
-        at_provider=status,
-        conditions=(*conditions, min_nodes_condition(spec, int(status.get("currentNodeCount") or 0))),
+        at_provider=status_,
+        conditions=(*conditions, min_nodes_condition(spec, int(status_.get("currentNodeCount") or 0))),
         diff="; ".join(changes),
         pending=p.pending,
+    )
+    return recreate_step(plain, step, record.changes, recreating, body)
+
+
+def recreate_step(
+    plain: Observation, step: r.Step, changes: tuple[str, ...], recreating: str | None, body: JSON
+) -> Observation:
+    """The observation of a re-create's step (``updatePolicy: Recreate``), from the plain one. While one is under
+    way, ``status.recreating`` names its changes (each step is decided from Azure again: it only serves the
+    Events and humans). Events: Recreating when the DELETE goes, Deleted once the old cluster is gone, Recreated
+    once the new one has settled; waiting, deleting and creating are said by the Reconciling condition's reason
+    (WaitingForIdleCluster, Deleting, Creating), whose changes post Events of their own."""
+    what = "; ".join(changes)
+    status = dict(plain.at_provider)
+    if step is r.Step.NONE:
+        if recreating and not changes and not plain.transitional:
+            # The new cluster has settled: the re-create is done. Failed, it is Stalled with Azure's reason,
+            # whose condition posts a Warning of its own.
+            status["recreating"] = None
+            done = EventRecord("Normal", EVENT_RECREATED, f"the cluster is created anew: {recreating}")
+            return replace(plain, at_provider=status, events=() if plain.failure else (done,))
+        status["recreating"] = recreating if recreating and not changes else None
+        return replace(plain, at_provider=status)
+    status["recreating"] = what
+    # Whatever Azure failed before (a cluster Failed for the old values) is what the re-create replaces.
+    plain = replace(plain, at_provider=status, failure=None)
+    if step is r.Step.WAIT_FOR_AZURE:
+        return plain
+    if step is r.Step.WAIT_FOR_IDLE:
+        busy = r.busy_nodes(body)
+        message = (
+            f"updatePolicy Recreate: waiting for {busy} running or preparing node(s) to finish their jobs before "
+            f"deleting and creating the cluster anew: {what}"
+        )
+        # No Event of its own: the Reconciling condition's new reason posts one (status.set_conditions).
+        return replace(
+            plain,
+            resource_up_to_date=True,
+            transitional=True,
+            transitional_reason=REASON_WAITING_FOR_IDLE,
+            message=message,
+        )
+    message = f"updatePolicy Recreate: deleting the cluster to create it anew: {what}"
+    return replace(
+        plain,
+        resource_up_to_date=False,
+        step=True,
+        intent=RECREATE,
+        diff=message,
+        events=(EventRecord("Normal", EVENT_RECREATING, message),),
     )
