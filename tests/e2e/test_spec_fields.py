@@ -143,6 +143,15 @@ def aml_body(walk: Walk) -> dict[str, Any]:
     return dict(body)
 
 
+def aml_recreated(walk: Walk) -> bool:
+    """The cluster in Azure is the re-created one (absent while the re-create deletes it), and the object Ready."""
+    status, body = walk.bed.azure.arm("GET", f"{WS_PATH}/computes/{walk.extra['compute']}")
+    if status == 404:
+        return False
+    assert status == 200, body
+    return body["properties"].get("description") == "re-created by the walk" and ready(walk)
+
+
 def aml_scale(walk: Walk) -> dict[str, Any]:
     return dict(aml_body(walk)["properties"]["properties"]["scaleSettings"])
 
@@ -244,6 +253,13 @@ AMLCOMPUTE: list[Row] = [
     applied("adopt", {"adopt": True}, "stored and handled", operator_acted),
     applied("deletionProtection", {"deletionProtection": True}, "stored and handled", operator_acted),
     applied("reportNodes", {"reportNodes": True}, "status.nodeCount reported", aml_nodes_reported),
+    applied(
+        "updatePolicy",
+        {"updatePolicy": "Recreate", "description": "re-created by the walk"},
+        "Recreate: a create-only change re-creates the cluster, and Azure holds the new description",
+        aml_recreated,
+        restore=False,  # back under Refuse, the old description would be a refused change
+    ),
     applied(
         "deletionPolicy",
         {"deletionPolicy": "Orphan"},
