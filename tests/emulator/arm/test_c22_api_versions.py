@@ -22,7 +22,7 @@ pytestmark = pytest.mark.emulator
 
 LOCATION = f"/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/westeurope"
 UAI = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
-# Every stable folder of the spec, oldest first (the preview folders are not served).
+# Every stable folder of the spec, oldest first.
 STABLE = (
     "2018-11-19",
     "2019-05-01",
@@ -47,6 +47,20 @@ STABLE = (
     "2025-09-01",
     "2025-12-01",
     "2026-07-01",
+)
+# The previews azure-ai-ml 1.35.2 sends (its _ml_client.py: one MachineLearningServicesMgmtClient per api-version),
+# each served as the newest stable version dated on or before it; no other preview is served.
+AZURE_AI_ML_PREVIEWS = (
+    "2022-02-01-preview",
+    "2022-10-01-preview",
+    "2023-02-01-preview",
+    "2023-04-01-preview",
+    "2023-06-01-preview",
+    "2023-08-01-preview",
+    "2024-01-01-preview",
+    "2024-04-01-preview",
+    "2024-10-01-preview",
+    "2025-01-01-preview",
 )
 # The properties later versions added to AmlCompute.properties / Compute, as a client of that version sends them.
 LATER_AML = {
@@ -87,8 +101,9 @@ async def test_c22_unsupported_version_is_no_registered_provider_found(frozen_ar
     are '{...}'." as quoted from the real service in MicrosoftDocs/azure-docs#92520 (type
     'workspaces/batchEndpoints') and microsoft/vscode-tools-for-ai#940 (type 'workspaces/models'). No
     Retry-After (trap 7), so azure-core does not retry it. InvalidApiVersionParameter is what ARM's own
-    Microsoft.Resources endpoints answer (Azure/azure-cli#28038), not a resource provider's types."""
-    supported = ", ".join(STABLE)
+    Microsoft.Resources endpoints answer (Azure/azure-cli#28038), not a resource provider's types. The list is
+    ascending; the previews the emulator serves (those azure-ai-ml sends) are in it, in date order."""
+    supported = ", ".join(sorted(STABLE + AZURE_AI_ML_PREVIEWS))
     status, headers, body = await frozen_arm.call("GET", f"{BASE}/computes/cpu", api_version="2025-10-01")
     assert status == 400
     assert "Retry-After" not in headers
