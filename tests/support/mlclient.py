@@ -63,10 +63,15 @@ def ml_client(
     resource_group: str,
     workspace: str,
     *,
-    storage_endpoint: str = "localhost",
+    storage_endpoint: str = "core.localhost",
     token: str = EMULATOR_TOKEN,
+    polling_interval: float | None = None,
 ) -> MLClient:
-    """An ``MLClient`` on the emulator at ``arm_url`` trusting ``ca_file``, telemetry off."""
+    """An ``MLClient`` on the emulator at ``arm_url`` trusting ``ca_file``, telemetry off. ``storage_endpoint``:
+    the emulator's ``storage.storageEndpointSuffix`` (endpoints.json). ``polling_interval``: seconds between
+    long-running-operation polls (azure-core's ARM default is 30 when, as for computes, the service sends no
+    Retry-After); it reaches every service client through MLClient's keyword arguments."""
+    extra: dict[str, Any] = {} if polling_interval is None else {"polling_interval": polling_interval}
     return MLClient(
         EmulatorTokenCredential(token),
         subscription,
@@ -77,4 +82,20 @@ def ml_client(
         enable_telemetry=False,
         show_progress=False,
         connection_verify=ca_file,
+        **extra,
     )
+
+
+def storage_env(endpoints: dict[str, Any]) -> dict[str, str]:
+    """What the process environment must say for azure-ai-ml's storage clients, which it builds without the
+    MLClient's keyword arguments: reach ``https://{account}.blob.core.localhost:{port}`` through the emulator's
+    loopback proxy (ARM calls to 127.0.0.1 go direct) and trust the emulator's CA, which signed Azurite's
+    certificate. Tests set these with ``monkeypatch`` so nothing outlives the test."""
+    storage = endpoints["storage"]
+    if not storage.get("proxyUrl"):
+        raise ValueError("the emulator runs without --azurite: it has no storage account to reach")
+    return {
+        "HTTPS_PROXY": storage["proxyUrl"],
+        "NO_PROXY": "127.0.0.1",
+        "REQUESTS_CA_BUNDLE": endpoints["caFile"],
+    }

@@ -157,6 +157,11 @@ class MlRoutes:
         properties = body.get("properties")
         if not isinstance(properties, dict):
             raise bad_request("'properties' is required.", code="InvalidRequestContent")
+        tags = properties.get("properties")
+        if isinstance(tags, dict):
+            # ResourceBase.properties is a string map in the swagger: what a client sends as a number is stored
+            # (and filtered on, e.g. hashVersion) as its text.
+            properties = {**properties, "properties": {k: v if isinstance(v, str) else str(v) for k, v in tags.items()}}
         kind = p["kind"]
         field = _PATH_FIELD[kind]
         existing = self.assets.find(ws, kind, p["name"], p["version"])
