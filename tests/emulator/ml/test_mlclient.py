@@ -15,7 +15,7 @@ import pytest
 from azure.ai.ml import MLClient
 from azure.ai.ml.entities import AmlCompute, AzureBlobDatastore, Data, Environment
 from azure.ai.ml.entities._assets import Code
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from amlops_emulator.azurite import DEVSTORE_ACCOUNT, DEVSTORE_KEY
@@ -215,3 +215,23 @@ def test_environment_versions_named_and_anonymous(ml: MLClient) -> None:
     assert len(anonymous.version) == 64
     assert ml.environments.create_or_update(Environment(image="python:3.11-slim")).id == anonymous.id
     assert ml.environments.get("CliV2AnonymousEnvironment", version=anonymous.version).image == "python:3.11-slim"
+
+
+def test_a_versions_path_cannot_change(ml: MLClient) -> None:
+    """A second PUT of an existing data version with another path: 400 ``UserError`` "Asset paths cannot be
+    updated." — the service's text as azure-ai-ml 1.35.2 quotes it (``_artifacts/_constants.py``
+    ``ASSET_PATH_ERROR``); the same path again is an update (200, ``DataVersionBase/createOrUpdate.json``)."""
+    name = _unique("moved")
+    first = ml.data.create_or_update(
+        Data(name=name, version="1", path="azureml://datastores/workspaceblobstore/paths/a/")
+    )
+    again = ml.data.create_or_update(
+        Data(name=name, version="1", path="azureml://datastores/workspaceblobstore/paths/a/")
+    )
+    assert again.id == first.id
+    with pytest.raises(HttpResponseError) as raised:
+        ml.data.create_or_update(Data(name=name, version="1", path="azureml://datastores/workspaceblobstore/paths/b/"))
+    assert raised.value.status_code == 400
+    assert raised.value.error is not None
+    assert (raised.value.error.code, raised.value.error.message) == ("UserError", "Asset paths cannot be updated.")
+    assert ml.data.get(name, version="1").path == first.path

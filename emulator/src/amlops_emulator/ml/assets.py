@@ -4,8 +4,9 @@ A version is stored as its PUT body's ``properties`` with the ARM envelope added
 ``systemData``), as ``stable/2024-10-01/examples/CodeVersion/get.json`` shows it; a container (``codes/{name}``)
 exists once a version of it does and reports ``latestVersion``/``nextVersion``
 (``examples/CodeContainer/get.json``). Versions are immutable where Azure says so: a second PUT of an existing
-version with a different asset path is refused (azure-ai-ml's ``ASSET_PATH_ERROR`` message, which it turns into
-``AssetPathException``).
+version with a different asset path is refused with 400 ``UserError`` "Asset paths cannot be updated." (the
+service's text as azure-ai-ml 1.35.2 quotes it in ``_artifacts/_constants.py`` ``ASSET_PATH_ERROR``, which it
+matches to raise ``AssetPathException``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from amlops_emulator.arm.state import PROVIDER, Workspace
 # The asset kinds, as their path segment under the workspace, and the type names ARM gives their resources.
 KINDS = ("codes", "environments", "data")
 DEFAULT_DATASTORE = "workspaceblobstore"
-# azure-ai-ml's ASSET_PATH_ERROR (constants/_common.py): the service's message when an existing version's path
-# changes; azure-ai-ml compares str(error) with it.
-ASSET_PATH_ERROR = "(UserError) Unable to update asset path for asset version"
+# The service's refusal of a changed path, as azure-ai-ml quotes it (_artifacts/_constants.py ASSET_PATH_ERROR).
+ASSET_PATH_CODE = "UserError"
+ASSET_PATH_MESSAGE = "Asset paths cannot be updated."
 
 
 def workspace_guid(ws: Workspace) -> str:

@@ -14,7 +14,14 @@ from aiohttp import web
 
 from amlops_emulator.arm.errors import ArmError, bad_request, resource_not_found
 from amlops_emulator.arm.state import PROVIDER, ArmState, Workspace
-from amlops_emulator.ml.assets import ASSET_PATH_ERROR, DEFAULT_DATASTORE, Assets, default_container, system_data
+from amlops_emulator.ml.assets import (
+    ASSET_PATH_CODE,
+    ASSET_PATH_MESSAGE,
+    DEFAULT_DATASTORE,
+    Assets,
+    default_container,
+    system_data,
+)
 from amlops_emulator.ml.storage import StorageAccount
 
 if TYPE_CHECKING:
@@ -166,7 +173,7 @@ class MlRoutes:
         field = _PATH_FIELD[kind]
         existing = self.assets.find(ws, kind, p["name"], p["version"])
         if existing is not None and existing.body["properties"].get(field) != properties.get(field):
-            raise bad_request(ASSET_PATH_ERROR.removeprefix("(UserError) "), code="UserError")
+            raise bad_request(ASSET_PATH_MESSAGE, code=ASSET_PATH_CODE)
         stored, created = self.assets.put(ws, kind, p["name"], p["version"], properties, self.state.clock.now())
         return web.json_response(stored.body, status=201 if created else 200)
 
