@@ -91,7 +91,7 @@ def storage_env(endpoints: dict[str, Any]) -> dict[str, str]:
     MLClient's keyword arguments: reach ``https://{account}.blob.core.localhost:{port}`` through the emulator's
     loopback proxy (ARM calls to 127.0.0.1 go direct) and trust the emulator's CA, which signed Azurite's
     certificate. Tests set these with ``monkeypatch`` so nothing outlives the test."""
-    storage = endpoints["storage"]
+    storage = endpoints.get("storage") or {}
     if not storage.get("proxyUrl"):
         raise ValueError("the emulator runs without --azurite: it has no storage account to reach")
     return {

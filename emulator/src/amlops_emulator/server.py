@@ -81,7 +81,7 @@ class EmulatorState:
     throttle: SubscriptionThrottle
     identity: Identity
     assets: Assets = field(default_factory=Assets)
-    storage: StorageAccount = field(default_factory=StorageAccount)
+    storage: StorageAccount | None = None  # the workspaces' storage account: Azurite, with --azurite only
 
     @classmethod
     def create(cls, config: EmulatorConfig, storage: StorageAccount | None = None) -> EmulatorState:
@@ -93,7 +93,7 @@ class EmulatorState:
             arm=ArmState(config.seed, clock, config.arm),
             throttle=SubscriptionThrottle(config.throttle),
             identity=Identity(config.token),
-            storage=storage or StorageAccount(),
+            storage=storage,
         )
         state.platform.reset_hooks += [state.arm.reset, state.throttle.reset, state.assets.reset]
         return state
@@ -191,9 +191,9 @@ async def _start_storage(config: EmulatorConfig, tls: TlsFiles, stack: AsyncExit
     )
 
 
-async def _create_default_containers(state: EmulatorState) -> None:
+async def _create_default_containers(state: EmulatorState, storage: StorageAccount) -> None:
     for ws in state.arm.all_workspaces():
-        await state.storage.create_container(default_container(ws))
+        await storage.create_container(default_container(ws))
 
 
 @asynccontextmanager
@@ -207,7 +207,7 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
         state = EmulatorState.create(config, storage)
         proxy_url = None
         if storage is not None:
-            await _create_default_containers(state)
+            await _create_default_containers(state, storage)
             proxy = await serve_loopback_proxy("127.0.0.1", config.proxy_port)
             proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
         arm_runner = web.AppRunner(build_arm_app(state), access_log=None)
@@ -267,17 +267,23 @@ def _write_endpoints(running: RunningEmulator) -> None:
         "speed": running.state.clock.speed,
         # The workspaces' storage account (Azurite when started with --azurite): azure-ai-ml's
         # cloud_metadata["storage_endpoint"] is storageEndpointSuffix; clients reach it through proxyUrl.
-        "storage": {
-            "accountName": running.state.storage.name,
-            "storageEndpointSuffix": running.state.storage.suffix,
-            "blobUrl": running.state.storage.blob_url,
-            "serviceUrl": running.state.storage.service_url,
-            "proxyUrl": running.proxy_url,
-        },
+        "storage": _storage_endpoints(running.state.storage, running.proxy_url),
     }
     tmp = running.endpoints_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(running.endpoints_file)  # readers never see a half-written file
+
+
+def _storage_endpoints(storage: StorageAccount | None, proxy_url: str | None) -> dict[str, str | None] | None:
+    if storage is None:
+        return None
+    return {
+        "accountName": storage.name,
+        "storageEndpointSuffix": storage.suffix,
+        "blobUrl": storage.blob_url,
+        "serviceUrl": storage.service_url,
+        "proxyUrl": proxy_url,
+    }
 
 
 def throttle_limits(reads: tuple[int, float], writes: tuple[int, float], deletes: tuple[int, float]) -> ThrottleLimits:

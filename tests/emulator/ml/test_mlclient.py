@@ -235,3 +235,43 @@ def test_a_versions_path_cannot_change(ml: MLClient) -> None:
     assert raised.value.error is not None
     assert (raised.value.error.code, raised.value.error.message) == ("UserError", "Asset paths cannot be updated.")
     assert ml.data.get(name, version="1").path == first.path
+
+
+def _kind(path: str) -> str:
+    """The asset kind an asset route's path names ('codes', 'environments', 'data'), else ''."""
+    parts = path.split("/")
+    return next((p for p in ("codes", "environments", "data") if p in parts), "")
+
+
+def test_the_api_versions_azure_ai_ml_sends(ml: MLClient, azure_ml: EmulatorProcess, tmp_path: Path) -> None:
+    """What azure-ai-ml 1.35.2 sends, read from the emulator's record of each call (``/_emulator/stats``): the
+    facts arm/versions.py documents (its ``_ml_client.py`` picks one generated client per api-version). If a new
+    azure-ai-ml changes them, this says which to add."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "job.py").write_text("pass\n")
+    ml.workspaces.get()
+    list(ml.compute.list())
+    list(ml.compute.list_sizes())
+    ml.datastores.get_default()
+    ml.environments.create_or_update(Environment(name=_unique("env"), version="1", image="python:3.11-slim"))
+    ml.data.create_or_update(
+        Data(name=_unique("d"), version="1", path="azureml://datastores/workspaceblobstore/paths/x/")
+    )
+    ml._code.create_or_update(Code(name=_unique("c"), version="1", path=str(tmp_path / "src")))
+
+    seen: dict[tuple[str, str], set[str]] = {}
+    for call in azure_ml.control("GET", "/stats")["recent"]:
+        seen.setdefault((call["operation"], _kind(call["path"])), set()).add(call["apiVersion"])
+    expected = {
+        # workspaces.get; the compute operations read the workspace's location with their own client first.
+        ("Workspaces_Get", ""): {"2024-10-01-preview", "2023-08-01-preview"},
+        ("MachineLearningCompute_ListByWorkspace", ""): {"2023-08-01-preview"},
+        ("VirtualMachineSizes_List", ""): {"2023-08-01-preview"},
+        ("Datastores_List", ""): {"2024-10-01-preview"},
+        ("AssetVersions_CreateOrUpdate", "environments"): {"2023-04-01-preview"},
+        ("AssetVersions_CreateOrUpdate", "data"): {"2023-04-01-preview"},
+        ("AssetVersions_List", "codes"): {"2023-04-01"},
+        ("CodeVersions_CreateOrGetStartPendingUpload", "codes"): {"2023-04-01"},
+        ("AssetVersions_CreateOrUpdate", "codes"): {"2023-04-01"},
+    }
+    assert {key: seen.get(key) for key in expected} == expected

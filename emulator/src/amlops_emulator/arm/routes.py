@@ -50,7 +50,7 @@ class Route:
 class Dispatcher:
     def __init__(self, state: ArmState, storage: StorageAccount | None = None, assets: Assets | None = None) -> None:
         self.state = state
-        self.storage = storage or StorageAccount()
+        self.storage = storage
         self.routes: list[Route] = [
             self._route(_WS, GET=("Workspaces_Get", self.get_workspace)),
             self._route(_WS + r"/computes", GET=("MachineLearningCompute_ListByWorkspace", self.list_computes)),
@@ -80,7 +80,7 @@ class Dispatcher:
             self._route(_LOC + r"/updateQuotas", POST=("Quotas_Update", self.update_quotas)),
         ]
         # The workspace's datastores and asset versions (amlops_emulator.ml), beside the computes.
-        self.routes += MlRoutes(state, self.storage, assets or Assets()).routes(self)
+        self.routes += MlRoutes(state, storage, assets or Assets()).routes(self)
 
     @staticmethod
     def _route(pattern: str, **methods: tuple[str, RouteHandler]) -> Route:
@@ -250,7 +250,8 @@ class Dispatcher:
         """``Workspaces_Get`` as ``stable/2024-10-01/examples/Workspace/get.json`` shows it, with what azure-ai-ml
         reads: ``storageAccount`` (the ARM id of the emulator's storage account), ``discoveryUrl``,
         ``workspaceId``, ``keyVault``, ``applicationInsights``, ``hbiWorkspace``. The discovery URL names this
-        emulator; its run-history surface is not served yet (jobs)."""
+        emulator; its run-history surface is not served yet (jobs). Without a storage account (the emulator
+        started without ``--azurite``) ``storageAccount`` is left out rather than naming one that is not there."""
         ws = self._workspace(p)
         group = f"/subscriptions/{ws.subscription}/resourceGroups/{ws.resource_group}/providers"
         base = f"{request.scheme}://{request.host}"
@@ -267,13 +268,17 @@ class Dispatcher:
                     "provisioningState": "Succeeded",
                     "friendlyName": ws.name,
                     "workspaceId": workspace_guid(ws),
-                    "storageAccount": self.storage.arm_id(ws.subscription, ws.resource_group),
                     "keyVault": f"{group}/Microsoft.KeyVault/vaults/kv-{ws.name}"[:200],
                     "applicationInsights": f"{group}/microsoft.insights/components/ai-{ws.name}",
                     "discoveryUrl": f"{base}/discovery",
                     "hbiWorkspace": False,
                     "publicNetworkAccess": "Enabled",
                     "v1LegacyMode": False,
+                    **(
+                        {"storageAccount": self.storage.arm_id(ws.subscription, ws.resource_group)}
+                        if self.storage is not None
+                        else {}
+                    ),
                 },
             }
         )

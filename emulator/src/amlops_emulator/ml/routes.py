@@ -32,15 +32,24 @@ _WS = (
     r"/workspaces/(?P<ws>[^/]+)"
 )
 _KIND = r"(?P<kind>codes|environments|data)"
+STORAGE_UNAVAILABLE = "WorkspaceStorageUnavailable"  # ours: no Azure counterpart
 # The field of each kind's version properties that names its content (immutable once the version exists).
 _PATH_FIELD = {"codes": "codeUri", "environments": "image", "data": "dataUri"}
 
 
 class MlRoutes:
-    def __init__(self, state: ArmState, storage: StorageAccount, assets: Assets) -> None:
+    def __init__(self, state: ArmState, storage: StorageAccount | None, assets: Assets) -> None:
         self.state = state
-        self.storage = storage
+        self._storage = storage
         self.assets = assets
+
+    @property
+    def storage(self) -> StorageAccount:
+        """The storage account, or a clear refusal when the emulator runs without one (no ``--azurite``): 409,
+        never a 5xx that azure-core would retry."""
+        if self._storage is None:
+            raise ArmError(409, STORAGE_UNAVAILABLE, "The emulator serves no storage account: start it with --azurite.")
+        return self._storage
 
     def routes(self, dispatcher: Dispatcher) -> list[Route]:
         route = dispatcher._route

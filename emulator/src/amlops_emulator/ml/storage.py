@@ -18,18 +18,15 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import BlobServiceClient
 
-from amlops_emulator.azurite import DEVSTORE_ACCOUNT, DEVSTORE_KEY
-
-AZURITE_DEFAULT_SUFFIX = "core.localhost:10000"  # Azurite's default blob port
 SAS_HOURS = 24
 
 
 @dataclass(frozen=True)
 class StorageAccount:
-    name: str = DEVSTORE_ACCOUNT
-    key: str = DEVSTORE_KEY
-    suffix: str = AZURITE_DEFAULT_SUFFIX  # the storage endpoint suffix: https://{name}.blob.{suffix}
-    service_url: str = f"http://127.0.0.1:10000/{DEVSTORE_ACCOUNT}"  # where the emulator reaches Azurite
+    name: str
+    key: str
+    suffix: str  # the storage endpoint suffix: https://{name}.blob.{suffix}, e.g. core.localhost:41234
+    service_url: str  # where the emulator itself reaches Azurite: https://127.0.0.1:{port}/{name}
     ca_file: str | None = None  # the CA Azurite's certificate is checked against (https service_url)
 
     @property
