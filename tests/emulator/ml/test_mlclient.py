@@ -128,7 +128,10 @@ def test_default_datastore_is_azurite(ml: MLClient, azure_ml: EmulatorProcess) -
     """``datastores.get_default()`` (list with ``isDefault=true``), ``datastores.get`` and ``listSecrets``
     (2024-10-01-preview): ``Datastore/get.json`` (AzureBlob, AccountKey credentials whose secrets are not in the
     GET, ``endpoint``, ``protocol`` https) and ``Datastore/listSecrets.json`` (``{secretsType: AccountKey, key}``):
-    the workspace's ``workspaceblobstore`` is the Azurite account's ``azureml-blobstore-{workspaceId}``."""
+    the workspace's ``workspaceblobstore`` is the Azurite account's ``azureml-blobstore-{workspaceId}``, the
+    default container a real workspace's code URI shows (``https://<account>.blob.core.windows.net/
+    azureml-blobstore-<GUID>/code`` in Azure/azure-powershell ``src/MachineLearningServices/
+    MachineLearningServices.Autorest/examples/Get-AzMLWorkspaceCodeVersion.md``)."""
     default = ml.datastores.get_default()
     assert isinstance(default, AzureBlobDatastore)
     assert default.name == "workspaceblobstore"
@@ -177,7 +180,8 @@ def test_code_upload_through_a_pending_upload(
     (``preview/2024-10-01-preview/examples/Workspace/CodeVersion/createOrGetStartPendingUpload.json``: a
     ``blobReferenceForConsumption`` with ``blobUri`` and a SAS ``credential``), uploads there, and PUTs the
     version with that ``codeUri`` (``CodeVersion/createOrUpdate.json``). The same folder again finds the
-    version by its hash and uploads nothing."""
+    version by its hash and uploads nothing. Anonymous code ids: Azure/azure-powershell
+    ``src/MachineLearningServices/MachineLearningServices.Autorest/examples/New-AzMLWorkspaceBatchDeployment.md``."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "train.py").write_text("print('train')\n")
@@ -198,11 +202,20 @@ def test_code_upload_through_a_pending_upload(
     assert again.id == code.id
     assert azure_ml.operations()["CodeVersions_CreateOrGetStartPendingUpload"] == before + 1
 
+    # Anonymous code (what a job's local ``code=`` becomes): a GUID name, version 1, as real ids show it
+    # (``codes/bd430754-fba7-4a63-a6b8-8ea8635767f3/versions/1`` in the same azure-powershell example).
+    anonymous = ml._code.create_or_update(Code(path=str(src)))
+    assert anonymous.version == "1"
+    assert uuid.UUID(str(anonymous.name))
+    assert anonymous.id == f"{WS_ID}/codes/{anonymous.name}/versions/1"
+
 
 def test_environment_versions_named_and_anonymous(ml: MLClient) -> None:
     """Environment versions (2023-04-01-preview): ``EnvironmentVersion/createOrUpdate.json`` and ``get.json``
     (``image``). An environment without a name is registered as azure-ai-ml registers anonymous ones: name
-    ``CliV2AnonymousEnvironment``, version its content hash, so the same image twice is the same version."""
+    ``CliV2AnonymousEnvironment``, version its content hash, so the same image twice is the same version (real
+    ids of that form: ``environments/CliV2AnonymousEnvironment/versions/<hash>`` in Azure/azure-powershell
+    ``src/MachineLearningServices/MachineLearningServices.Autorest/examples/New-AzMLWorkspaceBatchDeployment.md``)."""
     name = _unique("env")
     image = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
     created = ml.environments.create_or_update(Environment(name=name, version="1", image=image))

@@ -32,7 +32,9 @@ def workspace_guid(ws: Workspace) -> str:
 
 
 def default_container(ws: Workspace) -> str:
-    """The default blob container Azure creates with a workspace: ``azureml-blobstore-{workspaceId}``."""
+    """The default blob container Azure creates with a workspace: ``azureml-blobstore-{workspaceId}`` (a real
+    code URI, ``https://<account>.blob.core.windows.net/azureml-blobstore-<GUID>/code``, in Azure/azure-powershell
+    ``src/MachineLearningServices/MachineLearningServices.Autorest/examples/Get-AzMLWorkspaceCodeVersion.md``)."""
     return f"azureml-blobstore-{workspace_guid(ws)}"
 
 
