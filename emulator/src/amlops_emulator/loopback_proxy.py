@@ -57,31 +57,64 @@ async def _answer(writer: asyncio.StreamWriter, status: str) -> None:
     writer.close()
 
 
-async def _handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-    try:
-        head = await client_reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-        client_writer.close()
-        return
-    method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
-    if method.upper() != "CONNECT":
-        await _answer(client_writer, "405 Method Not Allowed")
-        return
-    target = loopback_target(rest.split(" ", 1)[0])
-    if target is None:
-        log.warning("loopback proxy: refused CONNECT %s", rest)
-        await _answer(client_writer, "403 Forbidden")
-        return
-    try:
-        upstream_reader, upstream_writer = await asyncio.open_connection(*target)
-    except OSError:
-        await _answer(client_writer, "502 Bad Gateway")
-        return
-    client_writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-    await client_writer.drain()
-    await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+class LoopbackProxy:
+    """The proxy's server and its open tunnels, all closed by :meth:`close` (a kept-alive tunnel would otherwise
+    hold the server's ``wait_closed`` for ever on Python 3.12+)."""
 
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
-async def serve(host: str, port: int) -> asyncio.Server:
-    """Listen on ``host:port`` (0: any free port); the caller closes the returned server."""
-    return await asyncio.start_server(_handle, host, port, limit=_HEADER_LIMIT)
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the loopback proxy is not listening")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (0: any free port)."""
+        self._server = await asyncio.start_server(self._handle, host, port, limit=_HEADER_LIMIT)
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self._writers.add(client_writer)
+        try:
+            await self._tunnel(client_reader, client_writer)
+        finally:
+            self._writers.discard(client_writer)
+
+    async def _tunnel(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await client_reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            client_writer.close()
+            return
+        method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+        if method.upper() != "CONNECT":
+            await _answer(client_writer, "405 Method Not Allowed")
+            return
+        target = loopback_target(rest.split(" ", 1)[0])
+        if target is None:
+            log.warning("loopback proxy: refused CONNECT %s", rest)
+            await _answer(client_writer, "403 Forbidden")
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*target)
+        except OSError:
+            await _answer(client_writer, "502 Bad Gateway")
+            return
+        self._writers.add(upstream_writer)
+        try:
+            client_writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await client_writer.drain()
+            await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+        finally:
+            self._writers.discard(upstream_writer)

@@ -33,7 +33,7 @@ from amlops_emulator.control import add_control_routes, loopback_only
 from amlops_emulator.credentials import EMULATOR_TOKEN
 from amlops_emulator.identity import DEFAULT_PRINCIPAL, Identity, add_identity_routes
 from amlops_emulator.instrumentation import ErrorRenderer, Platform, middlewares
-from amlops_emulator.loopback_proxy import serve as serve_loopback_proxy
+from amlops_emulator.loopback_proxy import LoopbackProxy
 from amlops_emulator.ml.assets import Assets, default_container
 from amlops_emulator.ml.storage import StorageAccount
 from amlops_emulator.seed import DEFAULT_LOCATION, Seed
@@ -201,15 +201,15 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
     tls = generate(config.state_dir, [config.host, *STORAGE_HOSTS])
     runners: list[web.AppRunner] = []
     stack = AsyncExitStack()
-    proxy: asyncio.Server | None = None
+    proxy = LoopbackProxy()
     try:
         storage = await _start_storage(config, tls, stack) if config.azurite else None
         state = EmulatorState.create(config, storage)
         proxy_url = None
         if storage is not None:
             await _create_default_containers(state, storage)
-            proxy = await serve_loopback_proxy("127.0.0.1", config.proxy_port)
-            proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+            await proxy.start("127.0.0.1", config.proxy_port)
+            proxy_url = proxy.url
         arm_runner = web.AppRunner(build_arm_app(state), access_log=None)
         runners.append(arm_runner)
         await arm_runner.setup()
@@ -241,9 +241,7 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
-        if proxy is not None:
-            proxy.close()
-            await proxy.wait_closed()
+        await proxy.close()
         await stack.aclose()
 
 

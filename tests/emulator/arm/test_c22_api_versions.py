@@ -441,3 +441,27 @@ async def test_c22_usages_and_quotas_in_2025_12_01_names(frozen_arm: Arm) -> Non
     assert {q["id"]: q["limit"] for q in after["value"]}[f"{BASE}/quotas/{name}"] == 8
     _, _, old = await frozen_arm.call("GET", f"{location}/quotas", api_version="2020-08-01")
     assert {q["id"]: q["limit"] for q in old["value"]}[f"{BASE}/quotas/StandardDSv2Family"] == 8
+
+
+@pytest.mark.parametrize(
+    ("preview", "stable_status", "sizes_key"),
+    [
+        ("2022-02-01-preview", 404, "amlCompute"),  # served as 2021-07-01
+        ("2023-08-01-preview", 204, "value"),  # as 2023-04-01: azure-ai-ml's compute operations
+        ("2024-10-01-preview", 204, "value"),  # as 2024-10-01: azure-ai-ml's workspaces and datastores
+    ],
+)
+async def test_c22_a_preview_is_served_as_the_stable_version_before_it(
+    frozen_arm: Arm, preview: str, stable_status: int, sizes_key: str
+) -> None:
+    """The previews azure-ai-ml 1.35.2 sends (AZURE_AI_ML_PREVIEWS) are served with the behaviour of the newest
+    stable version dated on or before them (arm/versions.py), shown here by two of the per-version differences
+    above: DELETE of a missing compute and the vmSizes list key. azure-ai-ml's own generated client at
+    2023-08-01-preview reads ``value`` (tests/emulator/ml: ``compute.list_sizes``)."""
+    got, _, _ = await frozen_arm.call(
+        "DELETE", f"{BASE}/computes/nope", api_version=preview, underlyingResourceAction="Delete"
+    )
+    assert got == stable_status
+    status, _, body = await frozen_arm.call("GET", f"{LOCATION}/vmSizes", api_version=preview)
+    assert status == 200
+    assert list(body) == [sizes_key]
