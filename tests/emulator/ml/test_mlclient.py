@@ -281,10 +281,10 @@ def test_the_api_versions_azure_ai_ml_sends(ml: MLClient, azure_ml: EmulatorProc
         ("MachineLearningCompute_ListByWorkspace", ""): {"2023-08-01-preview"},
         ("VirtualMachineSizes_List", ""): {"2023-08-01-preview"},
         ("Datastores_List", ""): {"2024-10-01-preview"},
-        ("AssetVersions_CreateOrUpdate", "environments"): {"2023-04-01-preview"},
-        ("AssetVersions_CreateOrUpdate", "data"): {"2023-04-01-preview"},
-        ("AssetVersions_List", "codes"): {"2023-04-01"},
+        ("EnvironmentVersions_CreateOrUpdate", "environments"): {"2023-04-01-preview"},
+        ("DataVersions_CreateOrUpdate", "data"): {"2023-04-01-preview"},
+        ("CodeVersions_List", "codes"): {"2023-04-01"},
         ("CodeVersions_CreateOrGetStartPendingUpload", "codes"): {"2023-04-01"},
-        ("AssetVersions_CreateOrUpdate", "codes"): {"2023-04-01"},
+        ("CodeVersions_CreateOrUpdate", "codes"): {"2023-04-01"},
     }
     assert {key: seen.get(key) for key in expected} == expected

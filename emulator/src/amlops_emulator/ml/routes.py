@@ -25,13 +25,14 @@ from amlops_emulator.ml.assets import (
 from amlops_emulator.ml.storage import StorageAccount
 
 if TYPE_CHECKING:
-    from amlops_emulator.arm.routes import Dispatcher, Params, Route
+    from amlops_emulator.arm.routes import Dispatcher, Params, Route, RouteHandler
 
 _WS = (
     r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices"
     r"/workspaces/(?P<ws>[^/]+)"
 )
-_KIND = r"(?P<kind>codes|environments|data)"
+# The asset kinds (their path segment) and the swagger's operation-id prefix of each.
+_OPERATION_PREFIX = {"codes": "Code", "environments": "Environment", "data": "Data"}
 STORAGE_UNAVAILABLE = "WorkspaceStorageUnavailable"  # ours: no Azure counterpart
 # The field of each kind's version properties that names its content (immutable once the version exists).
 _PATH_FIELD = {"codes": "codeUri", "environments": "image", "data": "dataUri"}
@@ -54,22 +55,35 @@ class MlRoutes:
     def routes(self, dispatcher: Dispatcher) -> list[Route]:
         route = dispatcher._route
         self._dispatcher = dispatcher
-        return [
+        routes = [
             route(_WS + r"/datastores", GET=("Datastores_List", self.list_datastores)),
             route(_WS + r"/datastores/(?P<name>[^/]+)", GET=("Datastores_Get", self.get_datastore)),
             route(_WS + r"/datastores/(?P<name>[^/]+)/listSecrets", POST=("Datastores_ListSecrets", self.list_secrets)),
-            route(_WS + rf"/{_KIND}/(?P<name>[^/]+)", GET=("AssetContainers_Get", self.get_container)),
-            route(_WS + rf"/{_KIND}/(?P<name>[^/]+)/versions", GET=("AssetVersions_List", self.list_versions)),
-            route(
-                _WS + rf"/{_KIND}/(?P<name>[^/]+)/versions/(?P<version>[^/]+)",
-                GET=("AssetVersions_Get", self.get_version),
-                PUT=("AssetVersions_CreateOrUpdate", self.put_version),
-            ),
             route(
                 _WS + r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/startPendingUpload",
                 POST=("CodeVersions_CreateOrGetStartPendingUpload", self.start_pending_upload),
             ),
         ]
+        for kind, operation in _OPERATION_PREFIX.items():
+            # One route per kind (not one with a group): the dispatcher derives the resource type that
+            # NoRegisteredProviderFound names from the pattern, e.g. 'workspaces/codes/versions'.
+            versions = f"{operation}Versions"
+            routes += [
+                route(
+                    _WS + rf"/{kind}/(?P<name>[^/]+)",
+                    GET=(f"{operation}Containers_Get", _of_kind(kind, self.get_container)),
+                ),
+                route(
+                    _WS + rf"/{kind}/(?P<name>[^/]+)/versions",
+                    GET=(f"{versions}_List", _of_kind(kind, self.list_versions)),
+                ),
+                route(
+                    _WS + rf"/{kind}/(?P<name>[^/]+)/versions/(?P<version>[^/]+)",
+                    GET=(f"{versions}_Get", _of_kind(kind, self.get_version)),
+                    PUT=(f"{versions}_CreateOrUpdate", _of_kind(kind, self.put_version)),
+                ),
+            ]
+        return routes
 
     def _workspace(self, p: Params) -> Workspace:
         return self.state.workspace(p["sub"], p["rg"], p["ws"])
@@ -211,3 +225,12 @@ class MlRoutes:
                 "pendingUploadType": "TemporaryBlobReference",
             }
         )
+
+
+def _of_kind(kind: str, handler: RouteHandler) -> RouteHandler:
+    """``handler`` with the route's asset kind in its parameters, as ``p["kind"]``."""
+
+    async def handle(request: web.Request, p: Params) -> web.StreamResponse:
+        return await handler(request, {**p, "kind": kind})
+
+    return handle

@@ -1,6 +1,7 @@
-"""An emulator started without ``--azurite`` has no storage account: the routes that need one refuse clearly
-(409, our code ``WorkspaceStorageUnavailable``: not a 5xx, which azure-core would retry) instead of naming an
-account that is not there; the rest of the workspace surface answers as with one."""
+"""The ML routes of an in-process emulator started without ``--azurite``: it has no storage account, so the
+routes that need one refuse clearly (409, our code ``WorkspaceStorageUnavailable``: not a 5xx, which azure-core
+would retry) instead of naming an account that is not there; the rest of the workspace surface answers as with
+one."""
 
 from __future__ import annotations
 
@@ -53,3 +54,11 @@ async def test_storage_routes_refuse_without_azurite(bare: RunningEmulator) -> N
     assert status == 200
     assert "storageAccount" not in body["properties"]
     assert bare.state.storage is None
+
+
+async def test_an_unserved_api_version_names_the_asset_type(bare: RunningEmulator) -> None:
+    """An api-version the RP does not serve, on an asset route: ARM's 400 ``NoRegisteredProviderFound`` naming
+    the resource type as ARM does (tests/emulator/arm/test_c22_api_versions.py cites the quoted messages)."""
+    status, body = await _call(bare, "GET", f"{WS}/codes/src/versions/1", "2099-01-01")
+    assert (status, body["error"]["code"]) == (400, "NoRegisteredProviderFound")
+    assert "API version '2099-01-01' for type 'workspaces/codes/versions'" in body["error"]["message"]
