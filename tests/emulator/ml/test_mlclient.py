@@ -288,3 +288,16 @@ def test_the_api_versions_azure_ai_ml_sends(ml: MLClient, azure_ml: EmulatorProc
         ("CodeVersions_CreateOrUpdate", "codes"): {"2023-04-01"},
     }
     assert {key: seen.get(key) for key in expected} == expected
+
+
+def test_data_versions_without_a_version_count_up(ml: MLClient) -> None:
+    """A data asset created without a version: azure-ai-ml reads the container (``DataContainer/get.json``:
+    ``latestVersion``, ``nextVersion``; 404 before the first version) and PUTs ``nextVersion``; ``label="latest"``
+    reads ``latestVersion``; ``list(name)`` lists every version (``DataVersionBase/list.json``)."""
+    name = _unique("counted")
+    paths = [f"azureml://datastores/workspaceblobstore/paths/{p}/" for p in ("a", "b")]
+    versions = [ml.data.create_or_update(Data(name=name, path=path)).version for path in paths]
+    assert versions == ["1", "2"]
+    latest = ml.data.get(name, label="latest")
+    assert (latest.version, latest.path) == ("2", paths[1])
+    assert sorted(str(d.version) for d in ml.data.list(name)) == ["1", "2"]
