@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -58,9 +59,16 @@ def ensure_installed(tools_dir: Path = DEFAULT_TOOLS_DIR) -> Path:
 
 
 @contextlib.contextmanager
-def azurite_blob(location: Path, tools_dir: Path = DEFAULT_TOOLS_DIR, *, in_memory: bool = False) -> Iterator[Azurite]:
+def azurite_blob(
+    location: Path,
+    tools_dir: Path = DEFAULT_TOOLS_DIR,
+    *,
+    in_memory: bool = False,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> Iterator[Azurite]:
     """Azurite's blob service on a free port, keeping blobs under ``location`` (its log is there too), or in
-    memory with ``in_memory`` (for benches: no disk in the measurement)."""
+    memory with ``in_memory`` (for benches: no disk in the measurement). ``tls`` (certificate, key, CA): serve
+    HTTPS with that certificate (Azurite's ``--cert``/``--key``), checked against the CA while waiting."""
     binary = ensure_installed(tools_dir)
     location.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -70,6 +78,7 @@ def azurite_blob(location: Path, tools_dir: Path = DEFAULT_TOOLS_DIR, *, in_memo
             str(binary),
             *("--blobHost", "127.0.0.1", "--blobPort", str(port)),
             *(["--inMemoryPersistence"] if in_memory else ["--location", str(location)]),
+            *(["--cert", str(tls[0]), "--key", str(tls[1])] if tls else []),
             *("--skipApiVersionCheck", "--loose", "--silent"),
         ],
         stdin=subprocess.DEVNULL,
@@ -78,8 +87,9 @@ def azurite_blob(location: Path, tools_dir: Path = DEFAULT_TOOLS_DIR, *, in_memo
         start_new_session=True,  # node may start helpers: stop the whole group
     )
     try:
-        endpoint = f"http://127.0.0.1:{port}/{DEVSTORE_ACCOUNT}"
-        _wait_until_answering(process, f"{endpoint}?comp=list")
+        endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}/{DEVSTORE_ACCOUNT}"
+        context = ssl.create_default_context(cafile=str(tls[2])) if tls else None
+        _wait_until_answering(process, f"{endpoint}?comp=list", context)
         yield Azurite(blob_endpoint=endpoint)
     finally:
         _stop(process)
@@ -92,13 +102,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_until_answering(process: subprocess.Popen[bytes], url: str) -> None:
+def _wait_until_answering(process: subprocess.Popen[bytes], url: str, context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"azurite-blob exited with code {process.returncode} before answering")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=1, context=context):
                 return
         except urllib.error.HTTPError:
             return  # any HTTP answer (an unsigned list is refused with 403) means it is serving

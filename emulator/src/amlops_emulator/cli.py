@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer other machines on the control routes (/_emulator/...) and the Batch half (whose node agent "
         "runs task command lines on this machine); default: loopback only",
     )
+    parser.add_argument(
+        "--azurite",
+        action="store_true",
+        help="run Azurite (HTTPS) as the workspaces' storage account (default datastore, code uploads), and a "
+        "loopback-only HTTPS proxy that reaches its production-style URL https://{account}.blob.core.localhost:{port}",
+    )
+    parser.add_argument("--proxy-port", type=int, default=0, help="port of that proxy; 0 = any free port")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -69,6 +76,8 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         arm=ArmSettings(page_size=args.page_size, vm_sizes_key_2020_08_01=args.vm_sizes_key),
         serve_batch=not args.no_batch,
         allow_remote_control=args.allow_remote_control,
+        azurite=args.azurite,
+        proxy_port=args.proxy_port,
     )
 
 

@@ -7,29 +7,35 @@ it in-process; ``amlops emulator`` (cli.py) runs it until interrupted.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from amlops_emulator.arm.controls import add_simulator_controls
 from amlops_emulator.arm.middleware import authenticate, envelope, render_error, throttle
 from amlops_emulator.arm.routes import Dispatcher
 from amlops_emulator.arm.state import ArmSettings, ArmState
 from amlops_emulator.arm.throttle import BucketLimit, SubscriptionThrottle, ThrottleLimits
+from amlops_emulator.azurite import azurite_blob
 from amlops_emulator.clock import VirtualClock
 from amlops_emulator.control import add_control_routes, loopback_only
 from amlops_emulator.credentials import EMULATOR_TOKEN
 from amlops_emulator.identity import DEFAULT_PRINCIPAL, Identity, add_identity_routes
 from amlops_emulator.instrumentation import ErrorRenderer, Platform, middlewares
+from amlops_emulator.loopback_proxy import LoopbackProxy
+from amlops_emulator.ml.assets import Assets, default_container
+from amlops_emulator.ml.storage import StorageAccount
 from amlops_emulator.seed import DEFAULT_LOCATION, Seed
 from amlops_emulator.tls import TlsFiles, generate
 
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS_FILE = "endpoints.json"
 BATCH_MODULE = "amlops_emulator.batch"
+# The names Azurite answers to: production-style account hosts under .localhost (amlops_emulator.loopback_proxy).
+STORAGE_HOSTS = ["*.blob.core.localhost"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,10 @@ class EmulatorConfig:
     # False: the control routes, and the whole Batch half (its node agent runs task command lines here), answer
     # only requests from loopback, whatever address the servers listen on.
     allow_remote_control: bool = False
+    # Run Azurite (HTTPS, a certificate of the emulator's CA) as the workspaces' storage account, and the
+    # loopback proxy that makes its production-style URL reachable (amlops_emulator.loopback_proxy).
+    azurite: bool = False
+    proxy_port: int = 0  # the loopback proxy's port; 0: any free port
 
 
 @dataclass
@@ -68,9 +80,11 @@ class EmulatorState:
     arm: ArmState
     throttle: SubscriptionThrottle
     identity: Identity
+    assets: Assets = field(default_factory=Assets)
+    storage: StorageAccount | None = None  # the workspaces' storage account: Azurite, with --azurite only
 
     @classmethod
-    def create(cls, config: EmulatorConfig) -> EmulatorState:
+    def create(cls, config: EmulatorConfig, storage: StorageAccount | None = None) -> EmulatorState:
         clock = VirtualClock(config.speed)
         state = cls(
             config=config,
@@ -79,8 +93,9 @@ class EmulatorState:
             arm=ArmState(config.seed, clock, config.arm),
             throttle=SubscriptionThrottle(config.throttle),
             identity=Identity(config.token),
+            storage=storage,
         )
-        state.platform.reset_hooks += [state.arm.reset, state.throttle.reset]
+        state.platform.reset_hooks += [state.arm.reset, state.throttle.reset, state.assets.reset]
         return state
 
 
@@ -90,7 +105,7 @@ def _region(seed: Seed) -> str:
 
 
 def build_arm_app(state: EmulatorState) -> web.Application:
-    dispatcher = Dispatcher(state.arm)
+    dispatcher = Dispatcher(state.arm, state.storage, state.assets)
     app = web.Application(
         middlewares=[
             envelope(_region(state.config.seed)),
@@ -145,6 +160,7 @@ class RunningEmulator:
     batch_url: str | None
     endpoints_file: Path
     batch_tls_url: str | None = None
+    proxy_url: str | None = None  # the loopback proxy, when Azurite runs
 
     @property
     def control_url(self) -> str:
@@ -161,12 +177,39 @@ def _url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{shown}:{port}"
 
 
+async def _start_storage(config: EmulatorConfig, tls: TlsFiles, stack: AsyncExitStack) -> StorageAccount:
+    """Azurite over HTTPS (the emulator's certificate, valid for ``*.blob.core.localhost``), as the storage account."""
+    location = config.state_dir / "azurite"
+    running = await asyncio.to_thread(stack.enter_context, azurite_blob(location, tls=(tls.cert, tls.key, tls.ca)))
+    port = URL(running.blob_endpoint).port
+    return StorageAccount(
+        name=running.account_name,
+        key=running.account_key,
+        suffix=f"core.localhost:{port}",
+        service_url=running.blob_endpoint,
+        ca_file=str(tls.ca),
+    )
+
+
+async def _create_default_containers(state: EmulatorState, storage: StorageAccount) -> None:
+    for ws in state.arm.all_workspaces():
+        await storage.create_container(default_container(ws))
+
+
 @asynccontextmanager
 async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
-    state = EmulatorState.create(config)
-    tls = generate(config.state_dir, [config.host])
+    tls = generate(config.state_dir, [config.host, *STORAGE_HOSTS])
     runners: list[web.AppRunner] = []
+    stack = AsyncExitStack()
+    proxy = LoopbackProxy()
     try:
+        storage = await _start_storage(config, tls, stack) if config.azurite else None
+        state = EmulatorState.create(config, storage)
+        proxy_url = None
+        if storage is not None:
+            await _create_default_containers(state, storage)
+            await proxy.start("127.0.0.1", config.proxy_port)
+            proxy_url = proxy.url
         arm_runner = web.AppRunner(build_arm_app(state), access_log=None)
         runners.append(arm_runner)
         await arm_runner.setup()
@@ -191,13 +234,15 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
             batch_url = _url("http", config.host, _port(batch_runner))
             batch_tls_url = _url("https", config.host, _port(batch_runner, 1))
         endpoints = config.state_dir / ENDPOINTS_FILE
-        running = RunningEmulator(state, tls, arm_url, batch_url, endpoints, batch_tls_url)
+        running = RunningEmulator(state, tls, arm_url, batch_url, endpoints, batch_tls_url, proxy_url)
         _write_endpoints(running)
         log.info("ARM emulator on %s (CA %s); Batch %s", arm_url, tls.ca, batch_url or "not served")
         yield running
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        await proxy.close()
+        await stack.aclose()
 
 
 def _write_endpoints(running: RunningEmulator) -> None:
@@ -218,10 +263,25 @@ def _write_endpoints(running: RunningEmulator) -> None:
             "AZURE_CLIENT_SECRET": DEFAULT_PRINCIPAL.client_secret,
         },
         "speed": running.state.clock.speed,
+        # The workspaces' storage account (Azurite when started with --azurite): azure-ai-ml's
+        # cloud_metadata["storage_endpoint"] is storageEndpointSuffix; clients reach it through proxyUrl.
+        "storage": _storage_endpoints(running.state.storage, running.proxy_url),
     }
     tmp = running.endpoints_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(running.endpoints_file)  # readers never see a half-written file
+
+
+def _storage_endpoints(storage: StorageAccount | None, proxy_url: str | None) -> dict[str, str | None] | None:
+    if storage is None:
+        return None
+    return {
+        "accountName": storage.name,
+        "storageEndpointSuffix": storage.suffix,
+        "blobUrl": storage.blob_url,
+        "serviceUrl": storage.service_url,
+        "proxyUrl": proxy_url,
+    }
 
 
 def throttle_limits(reads: tuple[int, float], writes: tuple[int, float], deletes: tuple[int, float]) -> ThrottleLimits:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.emulator
 
 LOCATION = f"/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/westeurope"
 UAI = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
-# Every stable folder of the spec, oldest first (the preview folders are not served).
+# Every stable folder of the spec, oldest first.
 STABLE = (
     "2018-11-19",
     "2019-05-01",
@@ -47,6 +47,20 @@ STABLE = (
     "2025-09-01",
     "2025-12-01",
     "2026-07-01",
+)
+# The previews azure-ai-ml 1.35.2 sends (its _ml_client.py: one MachineLearningServicesMgmtClient per api-version),
+# each served as the newest stable version dated on or before it; no other preview is served.
+AZURE_AI_ML_PREVIEWS = (
+    "2022-02-01-preview",
+    "2022-10-01-preview",
+    "2023-02-01-preview",
+    "2023-04-01-preview",
+    "2023-06-01-preview",
+    "2023-08-01-preview",
+    "2024-01-01-preview",
+    "2024-04-01-preview",
+    "2024-10-01-preview",
+    "2025-01-01-preview",
 )
 # The properties later versions added to AmlCompute.properties / Compute, as a client of that version sends them.
 LATER_AML = {
@@ -87,8 +101,9 @@ async def test_c22_unsupported_version_is_no_registered_provider_found(frozen_ar
     are '{...}'." as quoted from the real service in MicrosoftDocs/azure-docs#92520 (type
     'workspaces/batchEndpoints') and microsoft/vscode-tools-for-ai#940 (type 'workspaces/models'). No
     Retry-After (trap 7), so azure-core does not retry it. InvalidApiVersionParameter is what ARM's own
-    Microsoft.Resources endpoints answer (Azure/azure-cli#28038), not a resource provider's types."""
-    supported = ", ".join(STABLE)
+    Microsoft.Resources endpoints answer (Azure/azure-cli#28038), not a resource provider's types. The list is
+    ascending; the previews the emulator serves (those azure-ai-ml sends) are in it, in date order."""
+    supported = ", ".join(sorted(STABLE + AZURE_AI_ML_PREVIEWS))
     status, headers, body = await frozen_arm.call("GET", f"{BASE}/computes/cpu", api_version="2025-10-01")
     assert status == 400
     assert "Retry-After" not in headers
@@ -426,3 +441,27 @@ async def test_c22_usages_and_quotas_in_2025_12_01_names(frozen_arm: Arm) -> Non
     assert {q["id"]: q["limit"] for q in after["value"]}[f"{BASE}/quotas/{name}"] == 8
     _, _, old = await frozen_arm.call("GET", f"{location}/quotas", api_version="2020-08-01")
     assert {q["id"]: q["limit"] for q in old["value"]}[f"{BASE}/quotas/StandardDSv2Family"] == 8
+
+
+@pytest.mark.parametrize(
+    ("preview", "stable_status", "sizes_key"),
+    [
+        ("2022-02-01-preview", 404, "amlCompute"),  # served as 2021-07-01
+        ("2023-08-01-preview", 204, "value"),  # as 2023-04-01: azure-ai-ml's compute operations
+        ("2024-10-01-preview", 204, "value"),  # as 2024-10-01: azure-ai-ml's workspaces and datastores
+    ],
+)
+async def test_c22_a_preview_is_served_as_the_stable_version_before_it(
+    frozen_arm: Arm, preview: str, stable_status: int, sizes_key: str
+) -> None:
+    """The previews azure-ai-ml 1.35.2 sends (AZURE_AI_ML_PREVIEWS) are served with the behaviour of the newest
+    stable version dated on or before them (arm/versions.py), shown here by two of the per-version differences
+    above: DELETE of a missing compute and the vmSizes list key. azure-ai-ml's own generated client at
+    2023-08-01-preview reads ``value`` (tests/emulator/ml: ``compute.list_sizes``)."""
+    got, _, _ = await frozen_arm.call(
+        "DELETE", f"{BASE}/computes/nope", api_version=preview, underlyingResourceAction="Delete"
+    )
+    assert got == stable_status
+    status, _, body = await frozen_arm.call("GET", f"{LOCATION}/vmSizes", api_version=preview)
+    assert status == 200
+    assert list(body) == [sizes_key]

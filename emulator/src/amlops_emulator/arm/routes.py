@@ -24,6 +24,9 @@ from amlops_emulator.arm.errors import ArmError, bad_request
 from amlops_emulator.arm.state import PROVIDER, ArmState, Workspace
 from amlops_emulator.arm.versions import SUPPORTED_API_VERSIONS, ApiVersion, api_version
 from amlops_emulator.instrumentation import ASYNC_FAILURE, DISCARD, OPERATION
+from amlops_emulator.ml.assets import Assets, workspace_guid
+from amlops_emulator.ml.routes import MlRoutes
+from amlops_emulator.ml.storage import StorageAccount
 
 # The request's ApiVersion, set once its api-version is checked.
 API_VERSION = web.RequestKey("amlops_emulator.arm.api_version", ApiVersion)
@@ -45,8 +48,9 @@ class Route:
 
 
 class Dispatcher:
-    def __init__(self, state: ArmState) -> None:
+    def __init__(self, state: ArmState, storage: StorageAccount | None = None, assets: Assets | None = None) -> None:
         self.state = state
+        self.storage = storage
         self.routes: list[Route] = [
             self._route(_WS, GET=("Workspaces_Get", self.get_workspace)),
             self._route(_WS + r"/computes", GET=("MachineLearningCompute_ListByWorkspace", self.list_computes)),
@@ -75,6 +79,8 @@ class Dispatcher:
             self._route(_LOC + r"/quotas", GET=("Quotas_List", self.list_quotas)),
             self._route(_LOC + r"/updateQuotas", POST=("Quotas_Update", self.update_quotas)),
         ]
+        # The workspace's datastores and asset versions (amlops_emulator.ml), beside the computes.
+        self.routes += MlRoutes(state, storage, assets or Assets()).routes(self)
 
     @staticmethod
     def _route(pattern: str, **methods: tuple[str, RouteHandler]) -> Route:
@@ -241,7 +247,14 @@ class Dispatcher:
 
     # -- workspaces ------------------------------------------------------------------------------------------
     async def get_workspace(self, request: web.Request, p: Params) -> web.Response:
+        """``Workspaces_Get`` as ``stable/2024-10-01/examples/Workspace/get.json`` shows it, with what azure-ai-ml
+        reads: ``storageAccount`` (the ARM id of the emulator's storage account), ``discoveryUrl``,
+        ``workspaceId``, ``keyVault``, ``applicationInsights``, ``hbiWorkspace``. The discovery URL names this
+        emulator; its run-history surface is not served yet (jobs). Without a storage account (the emulator
+        started without ``--azurite``) ``storageAccount`` is left out rather than naming one that is not there."""
         ws = self._workspace(p)
+        group = f"/subscriptions/{ws.subscription}/resourceGroups/{ws.resource_group}/providers"
+        base = f"{request.scheme}://{request.host}"
         return web.json_response(
             {
                 "id": ws.arm_id,
@@ -250,7 +263,23 @@ class Dispatcher:
                 "location": ws.location,
                 "identity": {"type": "SystemAssigned"},
                 "sku": {"name": "Basic", "tier": "Basic"},
-                "properties": {"provisioningState": "Succeeded", "friendlyName": ws.name},
+                "kind": "Default",
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "friendlyName": ws.name,
+                    "workspaceId": workspace_guid(ws),
+                    "keyVault": f"{group}/Microsoft.KeyVault/vaults/kv-{ws.name}"[:200],
+                    "applicationInsights": f"{group}/microsoft.insights/components/ai-{ws.name}",
+                    "discoveryUrl": f"{base}/discovery",
+                    "hbiWorkspace": False,
+                    "publicNetworkAccess": "Enabled",
+                    "v1LegacyMode": False,
+                    **(
+                        {"storageAccount": self.storage.arm_id(ws.subscription, ws.resource_group)}
+                        if self.storage is not None
+                        else {}
+                    ),
+                },
             }
         )
 

@@ -175,6 +175,9 @@ class ArmState:
         """Every location the seed knows, as NoRegisteredProviderFound lists them."""
         return sorted({ws.location for ws in self._workspaces.values()} | {rg.location for rg in self._groups.values()})
 
+    def all_workspaces(self) -> list[Workspace]:
+        return list(self._workspaces.values())
+
     def workspaces_in(self, subscription: str, location: str) -> list[Workspace]:
         return [
             ws

@@ -29,6 +29,15 @@ Microsoft.MachineLearningServices/stable/<version>/machineLearningServices.json`
   2025-12-01 was checked through its generated client (azure-ai-ml 1.35.2 ``_restclient/arm_ml_service``, default
   api-version 2025-12-01): ``properties.properties.scaleSettings``, DELETE 200/202/204, ``value``, ``$skip``.
   2026-07-01 (the newest stable folder) is taken as 2025-12-01.
+
+Preview versions: only those azure-ai-ml 1.35.2 sends (its ``_ml_client.py`` builds one
+``MachineLearningServicesMgmtClient`` per api-version, 2022-02-01-preview … 2025-01-01-preview). Seen on the wire
+(tests/emulator/ml): ``workspaces.get`` and datastores at 2024-10-01-preview, ``compute.*`` (and the workspace
+GET before ``list_sizes``/``list_usage``) at 2023-08-01-preview, environment and data versions at
+2023-04-01-preview, code versions and ``startPendingUpload`` at the stable 2023-04-01. A preview is served with the
+behaviour of the newest stable version dated on or before it (for what the emulator serves, each preview swagger
+declares what that stable one does, plus preview-only fields the emulator ignores); any other preview is refused
+like an unknown version.
 """
 
 from __future__ import annotations
@@ -117,8 +126,29 @@ _TABLE: dict[str, ApiVersion] = {
     "2026-07-01": _2022_05,
 }
 
-API_VERSIONS: dict[str, ApiVersion] = {name: replace(traits, name=name) for name, traits in _TABLE.items()}
-SUPPORTED_API_VERSIONS = tuple(API_VERSIONS)
+# The previews azure-ai-ml 1.35.2 sends, each served as the newest stable version dated on or before it.
+PREVIEWS = (
+    "2022-02-01-preview",
+    "2022-10-01-preview",
+    "2023-02-01-preview",
+    "2023-04-01-preview",
+    "2023-06-01-preview",
+    "2023-08-01-preview",
+    "2024-01-01-preview",
+    "2024-04-01-preview",
+    "2024-10-01-preview",
+    "2025-01-01-preview",
+)
+
+
+def _stable_for(preview: str) -> ApiVersion:
+    date = preview.removesuffix("-preview")
+    return _TABLE[max(name for name in _TABLE if name <= date)]
+
+
+_ALL = {**_TABLE, **{name: _stable_for(name) for name in PREVIEWS}}
+API_VERSIONS: dict[str, ApiVersion] = {name: replace(_ALL[name], name=name) for name in sorted(_ALL)}
+SUPPORTED_API_VERSIONS = tuple(API_VERSIONS)  # ascending, previews among the stable ones, as ARM lists them
 # The version ARM-level refusals (before any api-version is known) are rendered in, and the default of callers
 # that name none (the operator itself asks at 2025-12-01).
 DEFAULT = API_VERSIONS["2020-08-01"]

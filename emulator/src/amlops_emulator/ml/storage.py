@@ -1,0 +1,60 @@
+"""The workspace's storage account: an Azurite blob service, named as Azure names a storage account.
+
+Clients reach it at its production-style URL ``https://{account}.blob.{suffix}``: ``suffix`` is what goes in
+azure-ai-ml's ``cloud_metadata["storage_endpoint"]`` and in the datastore's ``endpoint``, e.g.
+``core.localhost:41234``. It keeps ``core.`` because azure-storage-blob finds a shared-key account's name only in
+a host ``{account}.blob.core.{...}`` (as in ``core.windows.net``); :mod:`amlops_emulator.loopback_proxy` says how
+that name reaches Azurite. The emulator itself talks to Azurite at its IP-style URL (``service_url``), to create
+the containers Azure would create: the workspace's default blob container, and one container per pending upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from azure.storage.blob.aio import BlobServiceClient
+
+SAS_HOURS = 24
+
+
+@dataclass(frozen=True)
+class StorageAccount:
+    name: str
+    key: str
+    suffix: str  # the storage endpoint suffix: https://{name}.blob.{suffix}, e.g. core.localhost:41234
+    service_url: str  # where the emulator itself reaches Azurite: https://127.0.0.1:{port}/{name}
+    ca_file: str | None = None  # the CA Azurite's certificate is checked against (https service_url)
+
+    @property
+    def blob_url(self) -> str:
+        """The account URL clients use, as azure-ai-ml builds it (``STORAGE_ACCOUNT_URLS['AzureBlob']``)."""
+        return f"https://{self.name}.blob.{self.suffix}"
+
+    def arm_id(self, subscription: str, resource_group: str) -> str:
+        group = f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
+        return f"{group}/providers/Microsoft.Storage/storageAccounts/{self.name}"
+
+    def container_sas(self, container: str, now: datetime | None = None) -> str:
+        """A container SAS (read, add, create, write, list) as a pending upload hands out."""
+        start = now or datetime.now(UTC)
+        return generate_container_sas(
+            account_name=self.name,
+            container_name=container,
+            account_key=self.key,
+            permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
+            expiry=start + timedelta(hours=SAS_HOURS),
+            start=start - timedelta(minutes=5),
+        )
+
+    async def create_container(self, container: str) -> None:
+        """Create ``container`` in Azurite; one that exists is left as it is."""
+        verify: bool | str = self.ca_file if self.ca_file else True
+        async with BlobServiceClient(
+            self.service_url, credential={"account_name": self.name, "account_key": self.key}, connection_verify=verify
+        ) as client:
+            with contextlib.suppress(ResourceExistsError):
+                await client.create_container(container)

@@ -1,0 +1,58 @@
+"""Fixtures for azure-ai-ml's real ``MLClient`` against the emulator.
+
+- ``azure_ml``: one ``amlops emulator --azurite`` process for the module (Azurite over HTTPS is its storage
+  account); tests use names of their own, so they share it.
+- ``ml``: an ``MLClient`` on it (tests/support/mlclient.py), with the environment azure-ai-ml's storage clients
+  need set for this test only.
+- ``blobs``: azure-storage-blob on the same Azurite, to check what azure-ai-ml uploaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from azure.ai.ml import MLClient
+from azure.storage.blob import BlobServiceClient
+
+import amlops_testbed as testbed
+from amlops_emulator.azurite import DEVSTORE_KEY
+from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
+from tests.support.mlclient import cloud_name, ml_client, storage_env
+from tests.support.processes import EmulatorProcess
+
+
+@pytest.fixture(scope="module")
+def azure_ml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    state = tmp_path_factory.mktemp("emulator") / "state"
+    emulator = EmulatorProcess(testbed.start_emulator(state, "--azurite", "--no-batch", speed=60.0, timeout=90.0))
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def ml(azure_ml: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> MLClient:
+    endpoints = azure_ml.run.endpoints
+    for name, value in storage_env(endpoints).items():
+        monkeypatch.setenv(name, value)
+    # MLClient writes its cloud's name into AZUREML_CURRENT_CLOUD: set here, it is restored after the test.
+    monkeypatch.setenv("AZUREML_CURRENT_CLOUD", cloud_name(azure_ml.arm_url))
+    return ml_client(
+        azure_ml.arm_url,
+        azure_ml.ca_file,
+        DEFAULT_SUBSCRIPTION,
+        DEFAULT_RESOURCE_GROUP,
+        DEFAULT_WORKSPACE,
+        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
+        polling_interval=0.2,  # the emulator's clock runs 60x: a create is done within a second
+    )
+
+
+@pytest.fixture
+def blobs(azure_ml: EmulatorProcess) -> Iterator[BlobServiceClient]:
+    storage = azure_ml.run.endpoints["storage"]
+    credential = {"account_name": storage["accountName"], "account_key": DEVSTORE_KEY}
+    with BlobServiceClient(storage["serviceUrl"], credential=credential, connection_verify=azure_ml.ca_file) as client:
+        yield client

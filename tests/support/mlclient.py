@@ -1,0 +1,101 @@
+"""azure-ai-ml's real ``MLClient`` pointed at the emulator: nothing it sends leaves the machine.
+
+azure-ai-ml reads every endpoint from the cloud it is given (``cloud=``, ``cloud_metadata=``): the keys of
+``azure.ai.ml._azure_environments.EndpointURLS``. All of them name the emulator's ARM URL here, except
+``storage_endpoint``, the suffix azure-ai-ml appends to ``{account}.blob.`` for a datastore's account URL (see
+:func:`storage_suffix`). ``connection_verify`` travels through MLClient's keyword arguments to every ARM service
+client it builds, so the emulator's CA is trusted per client, not through the process environment.
+``enable_telemetry=False``: azure-ai-ml would otherwise send Application Insights events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from azure.ai.ml import MLClient
+from azure.core.credentials import AccessToken
+
+from amlops_emulator.credentials import EMULATOR_TOKEN
+
+
+class EmulatorTokenCredential:
+    """A synchronous ``azure.core.credentials.TokenCredential`` (what MLClient takes) returning the token the
+    emulator accepts."""
+
+    def __init__(self, token: str = EMULATOR_TOKEN) -> None:
+        self._token = token
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+def cloud_metadata(arm_url: str, storage_endpoint: str) -> dict[str, str]:
+    """The ``cloud_metadata`` of an emulator: every ``EndpointURLS`` key, ARM ones at ``arm_url``."""
+    base = arm_url.rstrip("/") + "/"
+    return {
+        "azure_portal": base,
+        "resource_manager": base,
+        "active_directory": base,
+        "aml_resource_id": base,
+        "storage_endpoint": storage_endpoint,
+        "registry_discovery_endpoint": base,
+    }
+
+
+def cloud_name(arm_url: str) -> str:
+    # azure-ai-ml keeps clouds in a process-wide table and refuses to overwrite one: one name per emulator URL.
+    port = arm_url.rstrip("/").rsplit(":", 1)[1]
+    return f"AmlopsEmulator{port}"
+
+
+def ml_client(
+    arm_url: str,
+    ca_file: str,
+    subscription: str,
+    resource_group: str,
+    workspace: str,
+    *,
+    storage_endpoint: str = "core.localhost",
+    token: str = EMULATOR_TOKEN,
+    polling_interval: float | None = None,
+) -> MLClient:
+    """An ``MLClient`` on the emulator at ``arm_url`` trusting ``ca_file``, telemetry off. ``storage_endpoint``:
+    the emulator's ``storage.storageEndpointSuffix`` (endpoints.json). ``polling_interval``: seconds between
+    long-running-operation polls (azure-core's ARM default is 30 when, as for computes, the service sends no
+    Retry-After); it reaches every service client through MLClient's keyword arguments."""
+    extra: dict[str, Any] = {} if polling_interval is None else {"polling_interval": polling_interval}
+    return MLClient(
+        EmulatorTokenCredential(token),
+        subscription,
+        resource_group,
+        workspace,
+        cloud=cloud_name(arm_url),
+        cloud_metadata=cloud_metadata(arm_url, storage_endpoint),
+        enable_telemetry=False,
+        show_progress=False,
+        connection_verify=ca_file,
+        **extra,
+    )
+
+
+def storage_env(endpoints: dict[str, Any]) -> dict[str, str]:
+    """What the process environment must say for azure-ai-ml's storage clients, which it builds without the
+    MLClient's keyword arguments: reach ``https://{account}.blob.core.localhost:{port}`` through the emulator's
+    loopback proxy (ARM calls to 127.0.0.1 go direct) and trust the emulator's CA, which signed Azurite's
+    certificate. Tests set these with ``monkeypatch`` so nothing outlives the test."""
+    storage = endpoints.get("storage") or {}
+    if not storage.get("proxyUrl"):
+        raise ValueError("the emulator runs without --azurite: it has no storage account to reach")
+    return {
+        "HTTPS_PROXY": storage["proxyUrl"],
+        "NO_PROXY": "127.0.0.1",
+        "REQUESTS_CA_BUNDLE": endpoints["caFile"],
+    }
