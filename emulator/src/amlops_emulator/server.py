@@ -30,6 +30,7 @@ from amlops_emulator.control import add_control_routes, loopback_only
 from amlops_emulator.credentials import EMULATOR_TOKEN
 from amlops_emulator.identity import DEFAULT_PRINCIPAL, Identity, add_identity_routes
 from amlops_emulator.instrumentation import ErrorRenderer, Platform, middlewares
+from amlops_emulator.ml.execution import RunExecutor
 from amlops_emulator.seed import DEFAULT_LOCATION, Seed
 from amlops_emulator.tls import TlsFiles, generate
 
@@ -68,19 +69,22 @@ class EmulatorState:
     arm: ArmState
     throttle: SubscriptionThrottle
     identity: Identity
+    runs: RunExecutor  # Azure ML runs on the AmlCompute clusters (started by run_emulator)
 
     @classmethod
     def create(cls, config: EmulatorConfig) -> EmulatorState:
         clock = VirtualClock(config.speed)
+        arm = ArmState(config.seed, clock, config.arm)
         state = cls(
             config=config,
             clock=clock,
             platform=Platform(config.fault_seed),
-            arm=ArmState(config.seed, clock, config.arm),
+            arm=arm,
             throttle=SubscriptionThrottle(config.throttle),
             identity=Identity(config.token),
+            runs=RunExecutor(arm, config.state_dir),
         )
-        state.platform.reset_hooks += [state.arm.reset, state.throttle.reset]
+        state.platform.reset_hooks += [state.runs.reset, state.arm.reset, state.throttle.reset]
         return state
 
 
@@ -166,6 +170,7 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
     state = EmulatorState.create(config)
     tls = generate(config.state_dir, [config.host])
     runners: list[web.AppRunner] = []
+    state.runs.start()
     try:
         arm_runner = web.AppRunner(build_arm_app(state), access_log=None)
         runners.append(arm_runner)
@@ -198,6 +203,7 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        await state.runs.close()
 
 
 def _write_endpoints(running: RunningEmulator) -> None:

@@ -1,0 +1,1 @@
+"""Azure Machine Learning's workspace data plane in the emulator: runs on AmlCompute clusters (execution.py)."""
