@@ -401,7 +401,10 @@ class RunExecutor:
         finally:
             for future in pending:
                 future.cancel()
-            await asyncio.gather(*(p.wait() for p in run._processes), return_exceptions=True)
+            # Also reached on cancellation (emulator shutdown): kill every group (and what outlived its leader).
+            for process in run._processes:
+                kill_group(process.pid)
+            await asyncio.shield(asyncio.gather(*(p.wait() for p in run._processes), return_exceptions=True))
 
     def _after_stop(self, run: Run) -> None:
         if run._stop == _REQUEUE:
