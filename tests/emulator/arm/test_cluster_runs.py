@@ -75,7 +75,8 @@ rank = os.environ["OMPI_COMM_WORLD_RANK"]
 pathlib.Path("outputs", f"rank{rank}.json").write_text(json.dumps({n: os.environ[n] for n in names}))
 """
 
-# Writes its pid (and one line per attempt) to the directory in $PROBE, then waits until $PROBE/go exists.
+# Writes its pid (and one line per attempt) to the directory in $PROBE, then waits until $PROBE/go (or go{RANK})
+# exists and exits with $EXIT_CODE_{RANK} (default 0).
 WAIT_FOR_GO = """
 import os, pathlib, sys, time
 probe = pathlib.Path(os.environ["PROBE"])
@@ -83,7 +84,7 @@ rank = os.environ.get("RANK", "0")
 (probe / f"pid{rank}").write_text(str(os.getpid()))
 with (probe / "attempts").open("a") as attempts:
     attempts.write("attempt\\n")
-while not (probe / "go").exists():
+while not (probe / "go").exists() and not (probe / f"go{rank}").exists():
     time.sleep(0.02)
 pathlib.Path("outputs", "done.txt").write_text("done")
 print("released")
@@ -237,7 +238,6 @@ async def test_a_failing_process_fails_the_run_with_azure_ml_user_error(
     UserError and the common runtime's "Execution failed. User process ... exited with status code 3. Please
     check log file ..." naming the failing process's log and quoting it."""
     await _cluster(frozen_arm, vm_size="Standard_DS2_v2", max_nodes=1)
-    (probe / "go").touch()  # rank 1 goes straight through to its exit code; rank 0 waits for a file never made
     run = _submit(
         frozen,
         "failing",
@@ -247,6 +247,8 @@ async def test_a_failing_process_fails_the_run_with_azure_ml_user_error(
         code=code,
     )
     await frozen_arm.advance(90)
+    await _eventually(lambda: (probe / "pid0").exists() and (probe / "pid1").exists(), "both processes start")
+    (probe / "go1").touch()  # rank 1 goes on to its exit code 3; rank 0 waits for a file never made
     await _finished(run)
     assert _status(run) == RunStatus.FAILED
     assert run.error is not None
@@ -256,6 +258,8 @@ async def test_a_failing_process_fails_the_run_with_azure_ml_user_error(
     assert "Please check log file 'user_logs/std_log_process_1.txt' for error details." in message
     assert message.endswith("released")  # the log's tail
     assert run.exit_codes["user_logs/std_log_process_1.txt"] == 3
+    assert not _alive(int((probe / "pid0").read_text()))
+    assert await _nodes(frozen) == [("idle", None)]
 
 
 async def test_a_single_process_writes_std_log_and_fails_with_its_exit_code(
@@ -273,24 +277,20 @@ async def test_a_single_process_writes_std_log_and_fails_with_its_exit_code(
 
 
 async def test_timeout_kills_the_processes_and_cancels_the_run(
-    frozen: RunningEmulator, frozen_arm: Arm, code: Path, probe: Path
+    frozen: RunningEmulator, frozen_arm: Arm, probe: Path
 ) -> None:
     """limits.timeout (real seconds): the processes are killed and the run ends Canceled, as azure-ai-ml's
     CommandJobLimits says ("after which the job will be cancelled"); its nodes go idle."""
     await _cluster(frozen_arm, vm_size="Standard_DS2_v2", max_nodes=1)
-    run = _submit(
-        frozen,
-        "too-long",
-        f"{PYTHON} wait_for_go.py",
-        environment_variables={"PROBE": str(probe)},
-        code=code,
-        timeout_seconds=1.0,
-    )
+    # The shell records its pid first thing and becomes the sleep (exec): one process, killed by the timeout.
+    command = f'echo $$ > "{probe}/pid0"; exec sleep 600'
+    run = _submit(frozen, "too-long", command, timeout_seconds=1.0)
     await frozen_arm.advance(90)
     await _finished(run)
     assert _status(run) == RunStatus.CANCELED
     assert run.error is not None
     assert run.error["code"] == "JobTimeout"
+    assert run.exit_codes == {"user_logs/std_log.txt": -9}  # SIGKILL
     assert not _alive(int((probe / "pid0").read_text()))
     assert await _nodes(frozen) == [("idle", None)]
 
@@ -315,6 +315,7 @@ async def test_cancel_kills_a_running_run_and_drops_a_queued_one(
     await _finished(running)
     assert _status(running) == RunStatus.CANCELED
     assert running.error is None
+    assert running.exit_codes == {"user_logs/std_log.txt": -9}  # SIGKILL
     assert not _alive(int((probe / "pid0").read_text()))
     assert await _nodes(frozen) == [("idle", None)]
     assert (await _aml(frozen_arm))["targetNodeCount"] == 1
