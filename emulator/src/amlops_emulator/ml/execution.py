@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shlex
 import shutil
@@ -63,6 +64,8 @@ from amlops_emulator.arm.simulator import Cluster, Node
 from amlops_emulator.arm.state import ArmState
 from amlops_emulator.ml.distribution import Distribution, DistributionError, Process, plan
 from amlops_emulator.processes import free_port, kill_group
+
+log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.05  # how often cluster transitions on the virtual clock are looked at when nothing wakes the loop
 LOG_TAIL_CHARS = 2000  # how much of a failed process's log its error quotes
@@ -258,7 +261,10 @@ class RunExecutor:
                 await asyncio.wait_for(self._wakeup.wait(), TICK_SECONDS)
             self._wakeup.clear()
             for run in [r for r in self._runs.values() if not r.done]:
-                self._watch(run)
+                try:
+                    self._watch(run)
+                except Exception:  # one run's fault must not stop every other run's progress
+                    log.exception("watching run %s failed", run.run_id)
 
     def _cluster(self, run: Run) -> Cluster | None:
         with contextlib.suppress(ArmError):
@@ -313,6 +319,7 @@ class RunExecutor:
             self._stop_attempt(run, _LOST)
             raise
         except Exception as exc:  # the emulator must not leave a run hanging on its own fault
+            log.exception("run %s failed in the emulator", run.run_id)
             self._end(run, RunStatus.FAILED, {"code": "SystemError", "message": f"The emulator failed: {exc}"})
         finally:
             for process in run._processes:
