@@ -35,6 +35,7 @@ from amlops_emulator.identity import DEFAULT_PRINCIPAL, Identity, add_identity_r
 from amlops_emulator.instrumentation import ErrorRenderer, Platform, middlewares
 from amlops_emulator.loopback_proxy import LoopbackProxy
 from amlops_emulator.ml.assets import Assets, default_container
+from amlops_emulator.ml.execution import RunExecutor
 from amlops_emulator.ml.storage import StorageAccount
 from amlops_emulator.seed import DEFAULT_LOCATION, Seed
 from amlops_emulator.tls import TlsFiles, generate
@@ -80,22 +81,25 @@ class EmulatorState:
     arm: ArmState
     throttle: SubscriptionThrottle
     identity: Identity
+    runs: RunExecutor  # Azure ML runs on the AmlCompute clusters (started by run_emulator)
     assets: Assets = field(default_factory=Assets)
     storage: StorageAccount | None = None  # the workspaces' storage account: Azurite, with --azurite only
 
     @classmethod
     def create(cls, config: EmulatorConfig, storage: StorageAccount | None = None) -> EmulatorState:
         clock = VirtualClock(config.speed)
+        arm = ArmState(config.seed, clock, config.arm)
         state = cls(
             config=config,
             clock=clock,
             platform=Platform(config.fault_seed),
-            arm=ArmState(config.seed, clock, config.arm),
+            arm=arm,
             throttle=SubscriptionThrottle(config.throttle),
             identity=Identity(config.token),
             storage=storage,
+            runs=RunExecutor(arm, config.state_dir),
         )
-        state.platform.reset_hooks += [state.arm.reset, state.throttle.reset, state.assets.reset]
+        state.platform.reset_hooks += [state.runs.reset, state.arm.reset, state.throttle.reset, state.assets.reset]
         return state
 
 
@@ -202,9 +206,11 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
     runners: list[web.AppRunner] = []
     stack = AsyncExitStack()
     proxy = LoopbackProxy()
+    state: EmulatorState | None = None
     try:
         storage = await _start_storage(config, tls, stack) if config.azurite else None
         state = EmulatorState.create(config, storage)
+        state.runs.start()
         proxy_url = None
         if storage is not None:
             await _create_default_containers(state, storage)
@@ -241,6 +247,8 @@ async def run_emulator(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        if state is not None:
+            await state.runs.close()  # kills the processes of runs still running
         await proxy.close()
         await stack.aclose()
 

@@ -1,13 +1,12 @@
 """``/_emulator/arm/`` routes that drive the cluster simulator: the workload a cluster runs, and preemption.
 
-The ARM surface runs no jobs, so a test says how many nodes are busy; the autoscaler reacts to that as it would
-to queued runs.
+``workload`` sets the simulator's synthetic busy nodes (no process behind them), kept for the tests written
+before runs existed; real work reaches a cluster as runs (``amlops_emulator.ml.execution``), which this adds to.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from aiohttp import web
@@ -15,12 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.arm.state import ArmState
-
-_COMPUTE_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/"
-    r"workspaces/(?P<ws>[^/]+)/computes/(?P<name>[^/]+)$",
-    re.IGNORECASE,
-)
 
 
 class _Workload(BaseModel):
@@ -37,10 +30,9 @@ class _Preempt(BaseModel):
 
 def add_simulator_controls(app: web.Application, state: ArmState) -> None:
     def cluster_of(compute_id: str) -> Any:
-        match = _COMPUTE_ID.match(compute_id)
-        if match is None:
-            raise ArmError(400, "BadRequest", f"'{compute_id}' is not a compute id.")
-        record = state.get(state.workspace(match["sub"], match["rg"], match["ws"]), match["name"])
+        record = state.find_by_id(compute_id)
+        if record is None:
+            raise ArmError(404, "ResourceNotFound", f"The compute '{compute_id}' was not found.")
         if record.cluster is None:
             raise ArmError(409, "Conflict", f"The compute '{record.name}' has no cluster.")
         return record

@@ -4,10 +4,23 @@ State is computed lazily: every read first calls :meth:`Cluster.advance` with th
 replays the due node transitions in time order (a tiny discrete-event simulation). No background task runs, so a
 stopped clock means a frozen cluster and a test can step time exactly.
 
-Scaling follows AmlCompute's autoscaler: the cluster holds ``max(minNodeCount, busy nodes)`` nodes (never more
-than ``maxNodeCount``, never more than the core quota lets it add); a node idle for
-``nodeIdleTimeBeforeScaleDown`` leaves unless ``minNodeCount`` needs it. "Busy" is the workload a test sets
-through ``/_emulator/arm/.../workload``, since the ARM surface itself runs no jobs.
+Scaling follows AmlCompute's autoscaler: the cluster holds ``max(minNodeCount, nodes the work needs)`` nodes
+(never more than ``maxNodeCount``, never more than the core quota lets it add); a node idle for
+``nodeIdleTimeBeforeScaleDown`` leaves unless ``minNodeCount`` or queued work needs it.
+
+The work comes from two sources:
+
+- **Runs** (the real source): :meth:`Cluster.submit` queues a run needing ``instance_count`` nodes. Runs are
+  gang-scheduled first in, first out, as Azure ML's ``Queued`` status describes it ("in BatchAI the job is in
+  queued state, while waiting for all required nodes to be ready", azure-ai-ml's ``JobStatus.QUEUED``): a run
+  takes its nodes only when all of them are idle at once, and a later run never overtakes the head of the
+  queue. Each of its nodes is then ``running`` with the run's id as ``runId`` (listNodes.json: a running node
+  carries ``"runId"``, an idle one none). :meth:`Cluster.release` gives the nodes back (idle) when the run ends.
+  A node of the run that is preempted or evicted takes the whole run back to the queue, in its place: its other
+  nodes go idle and it waits for a full gang again (``Gang.requeues`` counts how often). ``ml/execution.py``
+  runs the processes and watches for that.
+- **The synthetic workload** ``busy`` set through ``/_emulator/arm/workload`` (kept for the tests that predate
+  runs): that many further nodes are ``running`` under a made-up run id, with no process behind them.
 """
 
 from __future__ import annotations
@@ -82,6 +95,16 @@ class Node:
 
 
 @dataclass
+class Gang:
+    """A run queued on the cluster: the nodes it needs, the ones it holds (all of them, or none)."""
+
+    run_id: str
+    size: int
+    node_ids: list[str] = field(default_factory=list)
+    requeues: int = 0  # times it lost a node (preemption, eviction) and went back to the queue
+
+
+@dataclass
 class Cluster:
     """``capacity(cluster)`` answers how many more vCPUs the quotas allow this cluster right now."""
 
@@ -93,6 +116,7 @@ class Cluster:
     capacity: Callable[[Cluster], int]
     nodes: list[Node] = field(default_factory=list)
     busy: int = 0
+    runs: dict[str, Gang] = field(default_factory=dict)  # insertion order is queue order
     errors: list[dict[str, Any]] | None = None
     allocation_state: str = "Steady"
     allocation_changed: datetime | None = None
@@ -112,6 +136,31 @@ class Cluster:
         self.advance(now)
         self.busy = max(0, busy)
         self._reconcile(now)
+
+    def submit(self, now: datetime, run_id: str, size: int) -> Gang:
+        """Queue a run needing ``size`` nodes (at most ``maxNodeCount``: the caller validates)."""
+        self.advance(now)
+        gang = self.runs.setdefault(run_id, Gang(run_id, size))
+        if self.provisioned:  # otherwise the cluster's first advance places it
+            self._reconcile(now)
+        return gang
+
+    def release(self, now: datetime, run_id: str) -> None:
+        """The run ended (or was canceled): its nodes go idle, or it leaves the queue."""
+        self.advance(now)
+        gang = self.runs.pop(run_id, None)
+        if gang is not None:
+            for node in self._nodes_of(gang):
+                node.state, node.since, node.run_id = IDLE, now, None
+        if self.provisioned:
+            self._reconcile(now)
+
+    def holding(self, run_id: str) -> list[Node] | None:
+        """The nodes a run holds, in node order (rank order), or ``None`` while it waits in the queue."""
+        gang = self.runs.get(run_id)
+        if gang is None or not gang.node_ids:
+            return None
+        return self._nodes_of(gang)
 
     def preempt(self, now: datetime, count: int) -> int:
         """Preempt up to ``count`` ready low-priority nodes; dedicated clusters are never preempted."""
@@ -160,8 +209,11 @@ class Cluster:
         return self.vcpus * sum(1 for n in self.nodes if n.state in _HOLDING_CORES)
 
     # -- the simulation -----------------------------------------------------------------------------------------
+    def _demand(self) -> int:
+        return self.busy + sum(g.size for g in self.runs.values())
+
     def _desired(self) -> int:
-        return min(self.scale.max_nodes, max(self.scale.min_nodes, self.busy))
+        return min(self.scale.max_nodes, max(self.scale.min_nodes, self._demand()))
 
     def _next_event(self) -> datetime | None:
         times = [self._transition_time(n) for n in self.nodes]
@@ -215,7 +267,43 @@ class Cluster:
             self.allocation_state, self.allocation_changed = state, now
 
     def _assign_work(self, now: datetime) -> None:
-        running = [n for n in self.nodes if n.state == RUNNING]
+        self._break_gangs(now)
+        self._place_gangs(now)
+        self._place_synthetic(now)
+
+    def _nodes_of(self, gang: Gang) -> list[Node]:
+        wanted = set(gang.node_ids)
+        return sorted((n for n in self.nodes if n.node_id in wanted), key=lambda n: gang.node_ids.index(n.node_id))
+
+    def _break_gangs(self, now: datetime) -> None:
+        """A run that lost a node (preempted, evicted) goes back to the queue; its other nodes go idle."""
+        for gang in self.runs.values():
+            if not gang.node_ids:
+                continue
+            held = self._nodes_of(gang)
+            if len(held) == gang.size and all(n.state == RUNNING and n.run_id == gang.run_id for n in held):
+                continue
+            for node in held:
+                if node.state == RUNNING and node.run_id == gang.run_id:
+                    node.state, node.since, node.run_id = IDLE, now, None
+            gang.node_ids = []
+            gang.requeues += 1
+
+    def _place_gangs(self, now: datetime) -> None:
+        """First in, first out: the head of the queue takes its nodes when all are idle; nobody overtakes it."""
+        for gang in self.runs.values():
+            if gang.node_ids:
+                continue
+            idle = sorted((n for n in self.nodes if n.state == IDLE), key=lambda n: n.index)
+            if len(idle) < gang.size:
+                return
+            for node in idle[: gang.size]:
+                node.state, node.since, node.run_id = RUNNING, now, gang.run_id
+            gang.node_ids = [n.node_id for n in idle[: gang.size]]
+
+    def _place_synthetic(self, now: datetime) -> None:
+        """The ``/_emulator/arm/workload`` nodes: running under a made-up run id, no process behind them."""
+        running = [n for n in self.nodes if n.state == RUNNING and n.run_id not in self.runs]
         idle = sorted((n for n in self.nodes if n.state == IDLE), key=lambda n: n.since, reverse=True)
         for node in running[self.busy :]:
             node.state, node.since, node.run_id = IDLE, now, None

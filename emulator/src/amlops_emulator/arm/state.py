@@ -7,6 +7,7 @@ time, a delete takes effect once its operation has ended, a cluster replays its 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,11 @@ from amlops_emulator.seed import Seed
 
 PROVIDER = "Microsoft.MachineLearningServices"
 _COMPUTE_TYPES = {"amlcompute": AML_COMPUTE, "batch": BATCH}
+_COMPUTE_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/"
+    r"workspaces/(?P<ws>[^/]+)/computes/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,14 @@ class ArmState:
         if record is None:
             raise resource_not_found(f"{PROVIDER}/workspaces/computes", f"{ws.name}/{name}", ws.resource_group)
         return record
+
+    def find_by_id(self, compute_id: str) -> ComputeRecord | None:
+        """The compute an ARM id names, as of now; ``None`` when it does not exist (or is gone)."""
+        match = _COMPUTE_ID.match(compute_id)
+        if match is None:
+            raise bad_request(f"'{compute_id}' is not a compute id.")
+        ws = self.workspace(match["sub"], match["rg"], match["ws"])
+        return self.find(ws, match["name"])
 
     def computes_in(self, ws: Workspace) -> list[ComputeRecord]:
         prefix = _key(ws.subscription, ws.resource_group, ws.name)

@@ -21,7 +21,6 @@ import contextlib
 import heapq
 import os
 import shutil
-import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
@@ -36,6 +35,7 @@ from amlops_emulator.batch import pools
 from amlops_emulator.batch.model import Account, Job, Node, Pool, Task
 from amlops_emulator.batch.wire import JSON, duration_seconds
 from amlops_emulator.clock import VirtualClock
+from amlops_emulator.processes import kill_group
 
 TICK_SECONDS = 0.05  # how often virtual-clock transitions are looked at when nothing else wakes the agent
 
@@ -245,7 +245,7 @@ class NodeAgent:
             )
         run.process = process
         if run.abort is not None:  # terminated or evicted while the process was being spawned
-            _kill_group(process.pid)
+            kill_group(process.pid)
         self.stats.tasks_started += 1
         task.start_time = self._clock.now()
         task.set_state("running", task.start_time)
@@ -254,7 +254,7 @@ class NodeAgent:
             try:
                 exit_code = await asyncio.wait_for(process.wait(), limit)
             except TimeoutError:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 await process.wait()
                 self.stats.tasks_timed_out += 1
                 self._complete(
@@ -265,7 +265,7 @@ class NodeAgent:
                 return
         finally:
             # Reached also on cancellation (emulator shutdown): kill the group and reap the shell.
-            _kill_group(process.pid)
+            kill_group(process.pid)
             if process.returncode is None:
                 await asyncio.shield(process.wait())
         if run.abort is not None:
@@ -338,7 +338,7 @@ class NodeAgent:
             return
         run.abort, run.abort_message = reason, message
         if run.process is not None and run.process.returncode is None:
-            _kill_group(run.process.pid)
+            kill_group(run.process.pid)
 
     # ----------------------------------------------------------------- jobs
 
@@ -542,8 +542,3 @@ def _pick_node(nodes: list[Node], slots: int, pool: Pool) -> Node | None:
     if fill == "pack":
         return min(fitting, key=lambda n: n.free_slots)
     return max(fitting, key=lambda n: n.free_slots)
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,491 @@
+"""Runs on AmlCompute clusters: a queue per cluster that drives its autoscaler, nodes that really run the work.
+
+This is the emulator-internal API the jobs REST surface calls (``RunExecutor.submit``, ``get``, ``runs``,
+``cancel``); a run is what Azure ML calls a job's run, named by the job's name (its ``runId``).
+
+Life of a run, with Azure ML's status names (azure-ai-ml's ``JobStatus`` enum and its descriptions):
+
+- ``NotStarted`` → ``Queued`` at submit: the run waits on its AmlCompute "while waiting for all required nodes
+  to be ready". The cluster (``arm/simulator.py``) counts it in what the autoscaler must provide: nodes from
+  ``minNodeCount`` up to what the queued runs need (≤ ``maxNodeCount``, ≤ the core quota), allocated, prepared,
+  then ``running`` with the run's id as each node's ``runId`` in listNodes. Runs are gang-scheduled first in,
+  first out.
+- ``Preparing`` once its nodes are its own: each node gets a working directory (Azure ML's
+  ``/mnt/azureml/cr/j/{run}/exe/wd``, here ``{state_dir}/aml/nodes/{node}/cr/j/{run}/exe/wd``) holding a copy of
+  the ``code`` folder, ``outputs/`` and ``user_logs/``.
+- ``Running`` (``startTimeUtc``) while the processes run: ``instance_count`` x ``process_count_per_instance``
+  of them (``ml/distribution.py`` says which, with which environment and log name), each
+  ``/bin/sh -c <command>`` in its own process group with stdout and stderr in its ``user_logs/`` file.
+- ``Finalizing`` while the logs and ``outputs/`` of every node are collected into the run's directory
+  (``{state_dir}/aml/runs/{run}/user_logs`` and ``/outputs``): "in output collection state".
+- ``Completed`` when every process exited 0; ``Failed`` as soon as one exits otherwise (the others are
+  killed, as mpirun does), with the error Azure ML's common runtime reports: code ``UserError``, "Execution
+  failed. User process '<program>' exited with status code N. Please check log file '<log>' for error
+  details. Error: <the log's last lines>" (wording as the service shows it in Studio; no public recording of
+  the run-history body holds it). ``endTimeUtc`` either way; the nodes go idle and, after
+  ``nodeIdleTimeBeforeScaleDown``, away.
+- ``limits.timeout``: azure-ai-ml's ``CommandJobLimits`` says "the maximum run duration, in seconds, after which
+  the job will be cancelled": the processes are killed and the run ends ``Canceled``, with an error naming the
+  timeout (the emulator's wording).
+- ``cancel``: ``CancelRequested``, the processes are killed, then ``Canceled``; a queued run leaves the queue.
+- Preemption of a low-priority node the run holds: the processes are killed and the run goes back to
+  ``Queued`` in its place to start again from scratch on a full set of nodes (``requeue_count`` + 1). Azure ML
+  restarts a preempted job: "having the job interrupted and later re-started" (hi-ml's "Using Cheap Low
+  Priority VMs"); batch deployments requeue the lost work "by queuing the failed tasks to the cluster"
+  (learn.microsoft.com, how-to-use-low-priority-batch). The preempted attempt's node directories go with the
+  node; its logs are collected, then replaced by the next attempt's.
+
+Time: the emulator's clock and ``--speed`` govern provisioning, node preparation and scale-down (the cluster);
+user processes and ``limits.timeout`` run in real time. The statuses' times are read from the virtual clock.
+
+Busy nodes: runs are the real source now. The ``/_emulator/arm/workload`` knob still adds synthetic busy nodes
+(no process behind them) for the tests that drive the autoscaler directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from amlops_emulator.arm.compute import AML_COMPUTE, ComputeRecord
+from amlops_emulator.arm.errors import ArmError
+from amlops_emulator.arm.simulator import Cluster, Node
+from amlops_emulator.arm.state import ArmState
+from amlops_emulator.ml.distribution import Distribution, DistributionError, Process, plan
+from amlops_emulator.processes import free_port, kill_group
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.05  # how often cluster transitions on the virtual clock are looked at when nothing wakes the loop
+LOG_TAIL_CHARS = 2000  # how much of a failed process's log its error quotes
+
+
+class RunStatus(StrEnum):
+    NOT_STARTED = "NotStarted"
+    QUEUED = "Queued"
+    PREPARING = "Preparing"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    CANCEL_REQUESTED = "CancelRequested"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+
+TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})
+
+# Why an attempt was stopped from outside its processes.
+_CANCEL = "cancel"
+_REQUEUE = "requeue"
+_LOST = "lost"  # the compute was deleted under it
+
+
+class SubmitError(Exception):
+    """A run Azure ML would refuse at submission: ``status`` and ``code`` for the REST layer's error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    run_id: str
+    compute_id: str  # the AmlCompute's ARM id
+    command: str
+    instance_count: int = 1
+    distribution: Mapping[str, Any] | None = None  # the REST ``distribution`` object
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    code: Path | None = None  # a local folder copied into every node's working directory
+    timeout_seconds: float | None = None  # ``limits.timeout``, real seconds
+
+
+@dataclass
+class Run:
+    request: RunRequest
+    distribution: Distribution
+    directory: Path
+    created: datetime
+    status: RunStatus = RunStatus.NOT_STARTED
+    history: list[tuple[RunStatus, datetime]] = field(default_factory=list)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    error: dict[str, Any] | None = None
+    exit_codes: dict[str, int] = field(default_factory=dict)  # log name → exit code, of the last attempt
+    requeue_count: int = 0
+    node_ids: list[str] = field(default_factory=list)  # the nodes of the current (or last) attempt
+    _attempt: asyncio.Task[None] | None = field(default=None, repr=False)
+    _processes: list[asyncio.subprocess.Process] = field(default_factory=list, repr=False)
+    _stop: str | None = field(default=None, repr=False)
+    _requeues_seen: int = field(default=0, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.request.run_id
+
+    @property
+    def logs(self) -> Path:
+        return self.directory / "user_logs"
+
+    @property
+    def outputs(self) -> Path:
+        return self.directory / "outputs"
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def set_status(self, status: RunStatus, now: datetime) -> None:
+        self.status = status
+        self.history.append((status, now))
+
+
+class RunExecutor:
+    def __init__(self, arm: ArmState, state_dir: Path) -> None:
+        self._arm = arm
+        self._root = state_dir / "aml"
+        self._runs: dict[str, Run] = {}
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="aml-run-executor")
+
+    async def close(self) -> None:
+        """Kill and reap every process; safe to call twice."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        attempts = [run._attempt for run in self._runs.values() if run._attempt is not None]
+        for attempt in attempts:
+            attempt.cancel()
+        await asyncio.gather(*attempts, return_exceptions=True)
+
+    def reset(self) -> None:
+        """``/_emulator/reset``: the computes are gone, so are their runs (processes killed)."""
+        for run in self._runs.values():
+            self._stop_attempt(run, _LOST)
+        self._runs.clear()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # ----------------------------------------------------------------- the API
+
+    def submit(self, request: RunRequest) -> Run:
+        if request.run_id in self._runs:
+            raise SubmitError(409, "UserError", f"A run named '{request.run_id}' already exists.")
+        record = self._compute(request.compute_id)
+        cluster = record.cluster
+        assert cluster is not None
+        assert record.aml is not None
+        try:
+            distribution = Distribution.from_rest(request.distribution)
+            plan(distribution, request.instance_count, lambda: 0)  # validates the layout; ports come at start
+        except DistributionError as exc:
+            raise SubmitError(400, "UserError", str(exc)) from None
+        if request.instance_count > record.aml.scale.max_nodes:
+            raise SubmitError(
+                400,
+                "UserError",
+                f"The job requests {request.instance_count} nodes but the compute '{record.name}' can scale to at "
+                f"most {record.aml.scale.max_nodes} (maxNodeCount).",
+            )
+        if request.code is not None and not request.code.is_dir():
+            raise SubmitError(400, "UserError", f"The code folder '{request.code}' does not exist.")
+        if request.timeout_seconds is not None and request.timeout_seconds <= 0:
+            raise SubmitError(400, "UserError", "limits.timeout must be positive.")
+        now = self._arm.clock.now()
+        run = Run(request, distribution, self._root / "runs" / request.run_id, now)
+        run.set_status(RunStatus.NOT_STARTED, now)
+        self._runs[request.run_id] = run
+        cluster.submit(now, request.run_id, request.instance_count)
+        run.set_status(RunStatus.QUEUED, now)
+        self.wake()
+        return run
+
+    def get(self, run_id: str) -> Run | None:
+        return self._runs.get(run_id)
+
+    def runs(self, compute_id: str | None = None) -> list[Run]:
+        return [
+            r for r in self._runs.values() if compute_id is None or r.request.compute_id.lower() == compute_id.lower()
+        ]
+
+    def cancel(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise SubmitError(404, "UserError", f"The run '{run_id}' was not found.")
+        if run.done or run.status == RunStatus.CANCEL_REQUESTED:
+            return run
+        now = self._arm.clock.now()
+        run.set_status(RunStatus.CANCEL_REQUESTED, now)
+        if run._attempt is None:
+            self._end(run, RunStatus.CANCELED, None)
+        else:
+            self._stop_attempt(run, _CANCEL)
+        return run
+
+    # ----------------------------------------------------------------- the loop
+
+    def _compute(self, compute_id: str) -> ComputeRecord:
+        try:
+            record = self._arm.find_by_id(compute_id)
+        except ArmError as exc:
+            raise SubmitError(exc.status, exc.code, exc.message) from None
+        if record is None:
+            raise SubmitError(404, "UserError", f"The compute '{compute_id.rsplit('/', 1)[-1]}' was not found.")
+        if record.compute_type != AML_COMPUTE or record.cluster is None or record.aml is None:
+            raise SubmitError(
+                400, "UserError", f"The compute '{record.name}' is not an AmlCompute cluster that can run jobs."
+            )
+        return record
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), TICK_SECONDS)
+            self._wakeup.clear()
+            for run in [r for r in self._runs.values() if not r.done]:
+                try:
+                    self._watch(run)
+                except Exception:  # one run's fault must not stop every other run's progress
+                    log.exception("watching run %s failed", run.run_id)
+
+    def _cluster(self, run: Run) -> Cluster | None:
+        with contextlib.suppress(ArmError):
+            record = self._arm.find_by_id(run.request.compute_id)  # advances the cluster to now
+            return record.cluster if record is not None else None
+        return None
+
+    def _watch(self, run: Run) -> None:
+        """Start an attempt when the run holds its nodes; stop it when it lost them or its compute."""
+        cluster = self._cluster(run)
+        if cluster is None:
+            if run._attempt is None and run.status == RunStatus.QUEUED:
+                self._end(run, RunStatus.FAILED, _compute_gone(run))
+            else:
+                self._stop_attempt(run, _LOST)
+            return
+        gang = cluster.runs.get(run.run_id)
+        nodes = cluster.holding(run.run_id)
+        if run._attempt is None:
+            if run.status == RunStatus.QUEUED and nodes is not None and gang is not None:
+                run._requeues_seen = gang.requeues
+                self._start(run, nodes)
+        elif gang is None or gang.requeues != run._requeues_seen:
+            self._stop_attempt(run, _REQUEUE)
+
+    def _start(self, run: Run, nodes: list[Node]) -> None:
+        run._stop = None
+        run.node_ids = [n.node_id for n in nodes]
+        run.set_status(RunStatus.PREPARING, self._arm.clock.now())
+        run._attempt = asyncio.get_running_loop().create_task(self._attempt(run), name=f"run-{run.run_id}")
+
+    def _stop_attempt(self, run: Run, reason: str) -> None:
+        if run._stop is None or reason == _LOST:
+            run._stop = reason
+        _kill(run)
+
+    # ----------------------------------------------------------------- one attempt
+
+    def _workdir(self, run: Run, node_id: str) -> Path:
+        return self._root / "nodes" / node_id / "cr" / "j" / run.run_id / "exe" / "wd"
+
+    async def _attempt(self, run: Run) -> None:
+        workdirs = [self._workdir(run, node_id) for node_id in run.node_ids]
+        try:
+            processes = plan(run.distribution, run.request.instance_count, free_port)
+            await asyncio.to_thread(_prepare, workdirs, run.request.code)
+            if run._stop is None:
+                await self._execute(run, processes, workdirs)
+            else:
+                self._after_stop(run)
+        except asyncio.CancelledError:
+            self._stop_attempt(run, _LOST)
+            raise
+        except Exception as exc:  # the emulator must not leave a run hanging on its own fault
+            log.exception("run %s failed in the emulator", run.run_id)
+            self._end(run, RunStatus.FAILED, {"code": "SystemError", "message": f"The emulator failed: {exc}"})
+        finally:
+            for process in run._processes:
+                kill_group(process.pid)
+                if process.returncode is None:
+                    await asyncio.shield(process.wait())
+            run._processes = []
+            await asyncio.shield(asyncio.to_thread(_remove, workdirs))
+            run._attempt = None
+            self.wake()
+
+    async def _execute(self, run: Run, processes: list[Process], workdirs: list[Path]) -> None:
+        for process in processes:
+            run._processes.append(await self._spawn(run, process, workdirs[process.node_rank]))
+        if run._stop is not None:  # stopped while spawning: reach the processes started after the kill
+            _kill(run)
+        now = self._arm.clock.now()
+        run.start_time = run.start_time or now
+        run.set_status(RunStatus.RUNNING, now)
+        failure, timed_out = await self._wait(run, processes)
+        run.exit_codes = {
+            p.log_name: code
+            for p, proc in zip(processes, run._processes, strict=True)
+            if (code := proc.returncode) is not None
+        }
+        succeeded = run._stop is None and not timed_out and failure is None
+        if succeeded:
+            run.set_status(RunStatus.FINALIZING, self._arm.clock.now())
+        await asyncio.to_thread(_collect, workdirs, run.directory, run._stop != _REQUEUE)
+        if run._stop is not None:
+            self._after_stop(run)
+        elif timed_out:
+            self._end(run, RunStatus.CANCELED, _timeout_error(run.request.timeout_seconds))
+        elif failure is not None:
+            self._end(run, RunStatus.FAILED, _user_error(run, *failure))
+        else:
+            self._end(run, RunStatus.COMPLETED, None)
+
+    async def _spawn(self, run: Run, process: Process, workdir: Path) -> asyncio.subprocess.Process:
+        log = workdir / process.log_name
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(workdir),
+            "AZUREML_RUN_ID": run.run_id,
+            **run.request.environment_variables,
+            **process.env,  # Azure ML owns the distribution's variables
+        }
+        with log.open("ab") as sink:
+            return await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                run.request.command,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: a kill reaches everything the command started
+            )
+
+    async def _wait(self, run: Run, processes: list[Process]) -> tuple[tuple[Process, int] | None, bool]:
+        """Until all exit 0, one fails (the rest are killed), the timeout passes, or the run is stopped.
+        Answers (the first failing process and its exit code, whether the timeout passed)."""
+        loop = asyncio.get_running_loop()
+        limit = run.request.timeout_seconds
+        deadline = None if limit is None else loop.time() + limit
+        waits: dict[asyncio.Future[int], Process] = {
+            asyncio.ensure_future(p.wait()): plan_entry for p, plan_entry in zip(run._processes, processes, strict=True)
+        }
+        pending: set[asyncio.Future[int]] = set(waits)
+        try:
+            while pending:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if run._stop is not None:
+                    return None, False
+                if not done:
+                    _kill(run)
+                    return None, True
+                failed = [(waits[d], d.result()) for d in done if d.result() != 0]
+                if failed:
+                    _kill(run)
+                    return min(failed, key=lambda f: processes.index(f[0])), False
+            return None, False
+        finally:
+            for future in pending:
+                future.cancel()
+            # Also reached on cancellation (emulator shutdown): kill every group (and what outlived its leader).
+            for process in run._processes:
+                kill_group(process.pid)
+            await asyncio.shield(asyncio.gather(*(p.wait() for p in run._processes), return_exceptions=True))
+
+    def _after_stop(self, run: Run) -> None:
+        if run._stop == _REQUEUE:
+            run.requeue_count += 1
+            run.set_status(RunStatus.QUEUED, self._arm.clock.now())
+        elif run._stop == _CANCEL:
+            self._end(run, RunStatus.CANCELED, None)
+        else:
+            self._end(run, RunStatus.FAILED, _compute_gone(run))
+
+    def _end(self, run: Run, status: RunStatus, error: dict[str, Any] | None) -> None:
+        """A terminal status; the run's nodes go idle (or it leaves the queue) at the same instant."""
+        now = self._arm.clock.now()
+        run.error, run.end_time = error, now
+        run.set_status(status, now)
+        self._release(run)
+
+    def _release(self, run: Run) -> None:
+        cluster = self._cluster(run)
+        if cluster is not None:
+            cluster.release(self._arm.clock.now(), run.run_id)
+
+
+def _kill(run: Run) -> None:
+    for process in run._processes:
+        if process.returncode is None:
+            kill_group(process.pid)
+
+
+def _prepare(workdirs: list[Path], code: Path | None) -> None:
+    for workdir in workdirs:
+        shutil.rmtree(workdir, ignore_errors=True)  # a requeued run starts from scratch
+        if code is not None:
+            shutil.copytree(code, workdir)
+        for sub in ("outputs", "user_logs"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _collect(workdirs: list[Path], directory: Path, outputs: bool) -> None:
+    """Every node's ``user_logs/`` (and ``outputs/``, unless the attempt is being thrown away) into the run's."""
+    shutil.rmtree(directory / "user_logs", ignore_errors=True)
+    for workdir in workdirs:
+        for sub in ("user_logs", "outputs") if outputs else ("user_logs",):
+            if (workdir / sub).is_dir():
+                shutil.copytree(workdir / sub, directory / sub, dirs_exist_ok=True)
+    (directory / "user_logs").mkdir(parents=True, exist_ok=True)
+
+
+def _remove(workdirs: list[Path]) -> None:
+    for workdir in workdirs:
+        shutil.rmtree(workdir.parent.parent, ignore_errors=True)  # .../cr/j/{run}
+
+
+def _user_error(run: Run, process: Process, exit_code: int) -> dict[str, Any]:
+    words = shlex.split(run.request.command) or ["sh"]
+    program = Path(words[0]).name
+    log = run.directory / process.log_name
+    tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip() if log.is_file() else ""
+    return {
+        "code": "UserError",
+        "message": (
+            f"Execution failed. User process '{program}' exited with status code {exit_code}. "
+            f"Please check log file '{process.log_name}' for error details. Error: {tail}"
+        ),
+    }
+
+
+def _timeout_error(seconds: float | None) -> dict[str, Any]:
+    return {
+        "code": "JobTimeout",
+        "message": f"The job ran longer than its limits.timeout of {seconds:g} seconds and was canceled.",
+    }
+
+
+def _compute_gone(run: Run) -> dict[str, Any]:
+    name = run.request.compute_id.rsplit("/", 1)[-1]
+    return {"code": "ComputeNotFound", "message": f"The compute '{name}' the job ran on was deleted."}
