@@ -602,7 +602,9 @@ JOB_COMPUTE = "batch"  # the job namespace's only BatchCompute
 
 
 def listing(bed: testbed.Testbed, namespace: str, kind: str) -> dict[str, dict[str, Any]]:
-    status, body = bed.get(f"/apis/{API_VERSION}/namespaces/{namespace}/{plural(kind)}")
+    # Hundreds of objects with full status, listed while the operator writes them on two busy cores: a listing
+    # may take far longer than a readiness probe's few seconds (one took over 5 s at load 9).
+    status, body = bed.get(f"/apis/{API_VERSION}/namespaces/{namespace}/{plural(kind)}", timeout=120)
     assert status == 200, body[:500]
     return {item["metadata"]["name"]: item for item in json.loads(body)["items"]}
 

@@ -125,9 +125,11 @@ class Testbed:
         ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
         return ctx
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
+        """(status, body); (0, b"") when the apiserver does not answer within ``timeout`` (or is not listening:
+        the short default serves readiness probes)."""
         try:
-            with urllib.request.urlopen(self.server + path, context=self.ssl_context(), timeout=5) as response:
+            with urllib.request.urlopen(self.server + path, context=self.ssl_context(), timeout=timeout) as response:
                 return int(response.status), response.read()
         except urllib.error.HTTPError as e:
             return int(e.code), e.read()
