@@ -109,7 +109,9 @@ def _region(seed: Seed) -> str:
 
 
 def build_arm_app(state: EmulatorState) -> web.Application:
-    dispatcher = Dispatcher(state.arm, state.storage, state.assets)
+    dispatcher = Dispatcher(state.arm, state.storage, state.assets, state.runs)
+    if dispatcher.jobs is not None:
+        state.platform.reset_hooks.append(dispatcher.jobs.reset)
     app = web.Application(
         middlewares=[
             envelope(_region(state.config.seed)),
