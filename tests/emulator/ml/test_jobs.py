@@ -276,3 +276,26 @@ def test_more_nodes_than_max_node_count_is_refused(ml: MLClient, cluster: str, s
         )
     assert raised.value.status_code == 400
     assert "maxNodeCount" in str(raised.value.message)
+
+
+def test_timeout_cancels_the_job(ml: MLClient, cluster: str, src: Path, tmp_path: Path) -> None:
+    """``set_limits(timeout=2)`` reaches the service as ``limits.timeout`` "PT2S" (``examples/Job/CommandJob/
+    get.json``: an ISO 8601 duration); azure-ai-ml's ``CommandJobLimits``: "the maximum run duration, in seconds,
+    after which the job will be cancelled": the endless script is killed and the job ends ``Canceled``. The
+    timeout is the user process's own real time: the run needs no other clock to end."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    name = _unique("timeout")
+    job = command(
+        name=name,
+        code=str(src),
+        command="python wait.py",
+        environment=ENVIRONMENT,
+        compute=cluster,
+        environment_variables={"PROBE": str(probe)},
+    )
+    job.set_limits(timeout=2)
+    ml.jobs.create_or_update(job)
+
+    assert _finished(ml, name).status == "Canceled"
+    assert (probe / "started").exists()  # it did run, and was stopped

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,7 @@ from aiohttp import web
 from amlops_emulator.arm.errors import ArmError, bad_request, resource_not_found
 from amlops_emulator.arm.state import PROVIDER, Workspace
 from amlops_emulator.ml.assets import DEFAULT_DATASTORE, default_container, system_data
-from amlops_emulator.ml.execution import Run, RunExecutor, RunRequest, RunStatus, SubmitError
+from amlops_emulator.ml.execution import Run, RunExecutor, RunRequest, SubmitError
 
 if TYPE_CHECKING:
     from amlops_emulator.arm.routes import Params, Route
@@ -55,7 +54,6 @@ _WS = (
     r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices"
     r"/workspaces/(?P<ws>[^/]+)"
 )
-_LOC = r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/locations/(?P<loc>[^/]+)"
 _CODE_ID = re.compile(r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.IGNORECASE)
 _DURATION = re.compile(
     r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
@@ -126,7 +124,6 @@ class JobRoutes:
         self.ml = ml
         self.runs = runs
         self.jobs: dict[str, Job] = {}  # by lower-cased ARM id
-        self.cancels: dict[str, str] = {}  # operation id → job ARM id (lower-cased)
 
     def routes(self, route: Any) -> list[Route]:
         return [
@@ -137,12 +134,10 @@ class JobRoutes:
                 PUT=("Jobs_CreateOrUpdate", self.put_job),
             ),
             route(_WS + r"/jobs/(?P<name>[^/]+)/cancel", POST=("Jobs_Cancel", self.cancel_job)),
-            route(_LOC + r"/mfeOperationResults/(?P<op>[^/]+)", GET=("Jobs_Cancel", self.cancel_result)),
         ]
 
     def reset(self) -> None:
         self.jobs.clear()
-        self.cancels.clear()
 
     def _workspace(self, p: Params) -> Workspace:
         return self.ml.state.workspace(p["sub"], p["rg"], p["ws"])
@@ -278,26 +273,15 @@ class JobRoutes:
                 await storage.upload(run.directory / sub, container, f"ExperimentRun/dcid.{run.run_id}/{sub}")
 
     async def cancel_job(self, request: web.Request, p: Params) -> web.Response:
-        """``Jobs_Cancel``: 202 with a ``Location`` to poll (the swagger's long-running cancel); the poll answers
-        202 while the run is ``CancelRequested``, then 200."""
+        """``Jobs_Cancel`` (``examples/Job/cancel.json``): 202 with a ``location`` naming the job itself, which
+        azure-core's ARM poller then GETs (200: done). The run goes ``CancelRequested`` → ``Canceled`` once its
+        processes are killed; a queued run is ``Canceled`` at once."""
         job = self._job(p)
         try:
             self.runs.cancel(job.run.run_id)
         except SubmitError as exc:
             raise ArmError(exc.status, exc.code, exc.message) from None
-        op = uuid.uuid4().hex
-        self.cancels[op] = job.arm_id.lower()
-        ws = self._workspace(p)
-        location = request.url.with_path(
-            f"/subscriptions/{ws.subscription}/providers/{PROVIDER}/locations/{ws.location}/mfeOperationResults/{op}"
-        ).with_query({"api-version": request.query["api-version"]})
-        return web.Response(status=202, headers={"Location": str(location), "Retry-After": "1"})
-
-    async def cancel_result(self, request: web.Request, p: Params) -> web.Response:
-        key = self.cancels.get(p["op"])
-        job = None if key is None else self.jobs.get(key)
-        if job is None:
-            raise ArmError(404, "NotFound", f"The operation '{p['op']}' was not found.")
-        if job.run.status == RunStatus.CANCEL_REQUESTED:
-            return web.Response(status=202, headers={"Location": str(request.url), "Retry-After": "1"})
-        return web.Response(status=200)
+        # The example's location has no query; a poller needs the api-version to GET it from this ARM.
+        job_path = request.url.path.removesuffix("/").removesuffix("/cancel")
+        location = request.url.with_path(job_path).with_query({"api-version": request.query["api-version"]})
+        return web.Response(status=202, headers={"Location": str(location)})
