@@ -175,6 +175,8 @@ def test_command_job_with_local_code_completes_with_its_output_in_azurite(
     job = _finished(ml, name)
 
     assert job.status == "Completed"
+    # The emulator's own StartTimeUtc/EndTimeUtc (jobs.py says why): started, then ended.
+    assert job.properties["StartTimeUtc"] <= job.properties["EndTimeUtc"]
     assert job.outputs["model"].path == f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/model/"
     assert _blob(blobs, ml, f"azureml/{name}/model/model.txt") == "weights"
     assert "trained into" in _blob(blobs, ml, f"ExperimentRun/dcid.{name}/user_logs/std_log.txt")

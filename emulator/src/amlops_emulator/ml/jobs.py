@@ -19,22 +19,25 @@ A PUT becomes a run on the AmlCompute (``ml/execution.py``); what the job's body
 - ``environmentVariables``, ``distribution``, ``resources.instanceCount``, ``limits.timeout`` (an ISO 8601
   duration): passed on as they are. ``environmentId`` is kept but not used: the processes run with this machine's
   interpreter, not in the environment's image.
-- Finalizing: each named output is uploaded to ``workspaceblobstore`` at the path azure-ai-ml shows for an output
-  without a path, ``azureml://datastores/workspaceblobstore/paths/azureml/{job}/{output}/`` (its
-  ``_get_default_output_path``-free default, as the job's ``outputs.<name>.uri`` then names it), and the run's
-  ``user_logs/`` and ``outputs/`` to ``ExperimentRun/dcid.{job}/`` of the same container. On Azure the latter go
-  to the ``workspaceartifactstore`` datastore; the emulator serves one datastore, so they share its container.
+- Finalizing: each named output is uploaded to ``workspaceblobstore`` at its ``uri``; an output without one gets
+  ``azureml://datastores/workspaceblobstore/paths/azureml/{job}/{output}/`` (the default path Azure ML shows for
+  such an output; no public recording of it was found this session, so it is the emulator's assumption), written
+  back into the job's ``outputs.<name>.uri``. The run's ``user_logs/`` and ``outputs/`` go to
+  ``ExperimentRun/dcid.{job}/`` of the same container: on Azure they go to the ``workspaceartifactstore``
+  datastore; the emulator serves one datastore, so they share its container.
 
-Status: ``properties.status`` is the run's, with Azure ML's names. The swagger's ``CommandJob`` has no start or
-end time and no error field (they live in run history, not served yet): the emulator adds ``StartTimeUtc`` and
-``EndTimeUtc`` to ``properties.properties`` (ours, undocumented there) and, on failure, nothing else in the ARM
-body; the error is in the run and the user logs.
+Status: ``properties.status`` is the run's, with Azure ML's names. The swagger's ``CommandJob``
+(``examples/Job/CommandJob/get.json``) has no start or end time and no error field: Azure keeps them in run
+history, which the emulator does not serve yet. It adds ``StartTimeUtc`` and ``EndTimeUtc`` to the job's
+``properties.properties`` string map (its own choice, so a client of the ARM surface alone sees them); a failed
+run's error (``ml/execution.py``: ``UserError`` quoting the log's tail) is in the user log, not in the ARM body.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,7 +128,7 @@ class JobRoutes:
         self.runs = runs
         self.jobs: dict[str, Job] = {}  # by lower-cased ARM id
 
-    def routes(self, route: Any) -> list[Route]:
+    def routes(self, route: Callable[..., Route]) -> list[Route]:
         return [
             route(_WS + r"/jobs", GET=("Jobs_List", self.list_jobs)),
             route(
