@@ -24,7 +24,13 @@ from azure.ai.ml.entities import AmlCompute, Command, Environment
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
-from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
+from amlops_emulator.seed import (
+    DEFAULT_BATCH_ACCOUNT,
+    DEFAULT_LOCATION,
+    DEFAULT_RESOURCE_GROUP,
+    DEFAULT_SUBSCRIPTION,
+    DEFAULT_WORKSPACE,
+)
 from tests.support.mlclient import ml_client
 from tests.support.processes import EmulatorProcess
 
@@ -264,6 +270,8 @@ def test_unknown_compute_is_refused(ml: MLClient, src: Path) -> None:
             command(code=str(src), command="python train.py", environment=ENVIRONMENT, compute="no-such-cluster")
         )
     assert raised.value.status_code == 404
+    assert raised.value.error is not None
+    assert raised.value.error.code == "UserError"
     assert "no-such-cluster" in str(raised.value.message)
 
 
@@ -278,6 +286,8 @@ def test_more_nodes_than_max_node_count_is_refused(ml: MLClient, cluster: str, s
         )
     assert raised.value.status_code == 400
     assert "maxNodeCount" in str(raised.value.message)
+    assert raised.value.error is not None
+    assert raised.value.error.code == "UserError"
 
 
 def test_timeout_cancels_the_job(ml: MLClient, cluster: str, src: Path, tmp_path: Path) -> None:
@@ -301,3 +311,26 @@ def test_timeout_cancels_the_job(ml: MLClient, cluster: str, src: Path, tmp_path
 
     assert _finished(ml, name).status == "Canceled"
     assert (probe / "started").exists()  # it did run, and was stopped
+
+
+def test_a_compute_that_is_not_an_aml_compute_is_refused(ml: MLClient, azure_ml: EmulatorProcess, src: Path) -> None:
+    """A job on an attached Batch compute (``computeType: Batch``, attached as the operator's BatchCompute does):
+    refused at submission with 400 ``UserError`` (the emulator's wording: command jobs run on AmlCompute here)."""
+    name = _unique("batch")
+    ws = f"/subscriptions/{DEFAULT_SUBSCRIPTION}/resourceGroups/{DEFAULT_RESOURCE_GROUP}"
+    attach = {
+        "computeType": "Batch",
+        "resourceId": f"{ws}/providers/Microsoft.Batch/batchAccounts/{DEFAULT_BATCH_ACCOUNT}",
+    }
+    path = f"{ws}/providers/Microsoft.MachineLearningServices/workspaces/{DEFAULT_WORKSPACE}/computes/{name}"
+    status, body = azure_ml.arm("PUT", path, {"location": DEFAULT_LOCATION, "properties": attach})
+    assert status == 201, body
+
+    with pytest.raises(HttpResponseError) as raised:
+        ml.jobs.create_or_update(
+            command(code=str(src), command="python train.py", environment=ENVIRONMENT, compute=name)
+        )
+    assert raised.value.status_code == 400
+    assert raised.value.error is not None
+    assert raised.value.error.code == "UserError"
+    assert "not an AmlCompute" in str(raised.value.message)
