@@ -96,6 +96,14 @@ out.mkdir(parents=True, exist_ok=True)
 (out / f"rank{rank}.json").write_text(json.dumps(seen))
 """
 
+MPI = """
+import json, os, pathlib, sys
+names = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK")
+out = pathlib.Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+(out / f"rank{os.environ['OMPI_COMM_WORLD_RANK']}.json").write_text(json.dumps({n: os.environ[n] for n in names}))
+"""
+
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -127,6 +135,7 @@ def src(tmp_path: Path) -> Path:
     (folder / "fail.py").write_text(FAIL)
     (folder / "wait.py").write_text(WAIT)
     (folder / "ranks.py").write_text(RANKS)
+    (folder / "mpi.py").write_text(MPI)
     return folder
 
 
@@ -231,12 +240,12 @@ def test_cancel_a_running_job(ml: MLClient, cluster: str, src: Path, tmp_path: P
     assert _finished(ml, name).status == "Canceled"
 
 
-def test_two_node_pytorch_job_ranks_see_their_environment(
+def test_two_by_two_pytorch_job_ranks_see_their_environment(
     ml: MLClient, cluster: str, src: Path, blobs: BlobServiceClient
 ) -> None:
-    """``instance_count=2``, ``distribution=PyTorch(process_count_per_instance=1)``: two ranks, one per node,
+    """``instance_count=2``, ``distribution=PyTorch(process_count_per_instance=2)``: four ranks, two per node,
     with ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``NODE_RANK`` as Azure ML's distributed training guide lists
-    them; rank 1 reaches rank 0 over ``MASTER_ADDR:MASTER_PORT``; both write into the shared output."""
+    them; every other rank reaches rank 0 over ``MASTER_ADDR:MASTER_PORT``; all write into the shared output."""
     name = _unique("torch")
     ml.jobs.create_or_update(
         command(
@@ -246,7 +255,7 @@ def test_two_node_pytorch_job_ranks_see_their_environment(
             environment=ENVIRONMENT,
             compute=cluster,
             instance_count=2,
-            distribution={"type": "pytorch", "process_count_per_instance": 1},
+            distribution={"type": "pytorch", "process_count_per_instance": 2},
             outputs={"ranks": Output(type="uri_folder")},
         )
     )
@@ -254,12 +263,38 @@ def test_two_node_pytorch_job_ranks_see_their_environment(
     job = _finished(ml, name)
 
     assert job.status == "Completed"
-    seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in (0, 1)]
+    seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
     assert [(s["RANK"], s["WORLD_SIZE"], s["LOCAL_RANK"], s["NODE_RANK"]) for s in seen] == [
-        ("0", "2", "0", "0"),
-        ("1", "2", "0", "1"),
+        (str(rank), "4", str(rank % 2), str(rank // 2)) for rank in range(4)
     ]
-    assert seen[0]["peers"] == [1]
+    assert seen[0]["peers"] == [1, 2, 3]
+
+
+def test_two_by_two_mpi_job_ranks_see_their_environment(
+    ml: MLClient, cluster: str, src: Path, blobs: BlobServiceClient
+) -> None:
+    """``distribution=MpiDistribution(process_count_per_instance=2)`` on 2 nodes: every process sees
+    ``OMPI_COMM_WORLD_RANK``/``SIZE``/``LOCAL_RANK`` as Open MPI sets them for Azure ML's launcher (the
+    distributed training guide)."""
+    name = _unique("mpi")
+    ml.jobs.create_or_update(
+        command(
+            name=name,
+            code=str(src),
+            command="python mpi.py ${{outputs.ranks}}",
+            environment=ENVIRONMENT,
+            compute=cluster,
+            instance_count=2,
+            distribution={"type": "mpi", "process_count_per_instance": 2},
+            outputs={"ranks": Output(type="uri_folder")},
+        )
+    )
+
+    assert _finished(ml, name).status == "Completed"
+    seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
+    assert [(s["OMPI_COMM_WORLD_RANK"], s["OMPI_COMM_WORLD_SIZE"], s["OMPI_COMM_WORLD_LOCAL_RANK"]) for s in seen] == [
+        (str(rank), "4", str(rank % 2)) for rank in range(4)
+    ]
 
 
 def test_unknown_compute_is_refused(ml: MLClient, src: Path) -> None:
