@@ -14,6 +14,7 @@ tests wait on the job's status with a deadline, never on a sleep.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import MLClient, Output, command
 from azure.ai.ml.entities import AmlCompute, Command, Environment
+from azure.ai.ml.exceptions import JobException
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
@@ -369,3 +371,72 @@ def test_a_compute_that_is_not_an_aml_compute_is_refused(ml: MLClient, azure_ml:
     assert raised.value.error is not None
     assert raised.value.error.code == "UserError"
     assert "not an AmlCompute" in str(raised.value.message)
+
+
+def _details_reads(azure_ml: EmulatorProcess, job: str) -> int:
+    """How many run-history ``details`` reads of ``job`` the emulator has served (its recent calls)."""
+    recent = azure_ml.control("GET", "/stats")["recent"]
+    return sum(1 for call in recent if call["path"].endswith(f"/runs/{job}/details"))
+
+
+def test_stream_prints_the_user_log_and_raises_on_failure(
+    ml: MLClient,
+    azure_ml: EmulatorProcess,
+    cluster: str,
+    src: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``jobs.stream`` (the workspace's discovery document, then run history's ``runs/{id}/details`` polled until
+    the run ends, ``logFiles`` downloaded; ``ml/history.py``): a job that runs until released prints its
+    ``user_logs/std_log.txt`` and its summary; a failing one raises azure-ai-ml's ``JobException`` carrying the
+    run's error (``UserError``: "Execution failed. User process 'python' exited with status code 3 ...", the
+    wording ``ml/execution.py`` documents)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (src / "released.py").write_text(
+        "import os, pathlib, time\n"
+        "probe = pathlib.Path(os.environ['PROBE'])\n"
+        "(probe / 'started').write_text('yes')\n"
+        "while not (probe / 'go').exists():\n"
+        "    time.sleep(0.05)\n"
+        "print('streamed line')\n"
+    )
+    name = _unique("stream")
+    ml.jobs.create_or_update(
+        command(
+            name=name,
+            code=str(src),
+            command="python released.py",
+            environment=ENVIRONMENT,
+            compute=cluster,
+            environment_variables={"PROBE": str(probe)},
+        )
+    )
+    deadline = time.monotonic() + WITHIN
+    while not (probe / "started").exists():
+        assert time.monotonic() < deadline, "the script never started"
+        time.sleep(0.1)
+    # The script is released only once stream has read the run as running: it then polls until the run ends
+    # and prints the log it finds (a run already over at stream's first read prints no log, on Azure too).
+    streaming = threading.Thread(target=ml.jobs.stream, args=(name,), daemon=True)
+    streaming.start()
+    while _details_reads(azure_ml, name) == 0:
+        assert time.monotonic() < deadline, "stream never read the run"
+        time.sleep(0.1)
+    (probe / "go").write_text("go")
+    streaming.join(WITHIN)
+    assert not streaming.is_alive(), "stream did not return once the job ended"
+    printed = capsys.readouterr().out
+    assert f"RunId: {name}" in printed
+    assert "streamed line" in printed
+    assert "Execution Summary" in printed
+
+    failing = _unique("stream-fail")
+    ml.jobs.create_or_update(
+        command(name=failing, code=str(src), command="python fail.py", environment=ENVIRONMENT, compute=cluster)
+    )
+    with pytest.raises(JobException) as raised:
+        ml.jobs.stream(failing)
+    assert "UserError" in str(raised.value)
+    assert "exited with status code 3" in str(raised.value)

@@ -263,8 +263,9 @@ class Dispatcher:
         """``Workspaces_Get`` as ``stable/2024-10-01/examples/Workspace/get.json`` shows it, with what azure-ai-ml
         reads: ``storageAccount`` (the ARM id of the emulator's storage account), ``discoveryUrl``,
         ``workspaceId``, ``keyVault``, ``applicationInsights``, ``hbiWorkspace``. The discovery URL names this
-        emulator; its run-history surface is not served yet (jobs). Without a storage account (the emulator
-        started without ``--azurite``) ``storageAccount`` is left out rather than naming one that is not there."""
+        emulator, which serves the document and run history's run details (``ml/history.py``). Without a
+        storage account (the emulator started without ``--azurite``) ``storageAccount`` is left out rather than
+        naming one that is not there."""
         ws = self._workspace(p)
         group = f"/subscriptions/{ws.subscription}/resourceGroups/{ws.resource_group}/providers"
         base = f"{request.scheme}://{request.host}"

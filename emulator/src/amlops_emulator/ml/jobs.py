@@ -28,9 +28,9 @@ A PUT becomes a run on the AmlCompute (``ml/execution.py``); what the job's body
 
 Status: ``properties.status`` is the run's, with Azure ML's names. The swagger's ``CommandJob``
 (``examples/Job/CommandJob/get.json``) has no start or end time and no error field: Azure keeps them in run
-history, which the emulator does not serve yet. It adds ``StartTimeUtc`` and ``EndTimeUtc`` to the job's
-``properties.properties`` string map (its own choice, so a client of the ARM surface alone sees them); a failed
-run's error (``ml/execution.py``: ``UserError`` quoting the log's tail) is in the user log, not in the ARM body.
+history (``ml/history.py`` serves a run's details, with the error, for ``jobs.stream``). The emulator also adds
+``StartTimeUtc`` and ``EndTimeUtc`` to the job's ``properties.properties`` string map (its own choice, so a client
+of the ARM surface alone sees them).
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ def parse_duration(text: str) -> float:
     ).total_seconds()
 
 
+def artifact_prefix(job: str) -> str:
+    """Where a run's ``user_logs/`` and ``outputs/`` go in the default container: ``ExperimentRun/dcid.{job}``."""
+    return f"ExperimentRun/dcid.{job}"
+
+
 def default_output_path(job: str, output: str) -> str:
     """The blob path of an output given no ``uri``: ``azureml/{job}/{output}`` in ``workspaceblobstore``."""
     return f"azureml/{job}/{output}"
@@ -99,11 +104,21 @@ def _stamp(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
+def _services(ws: Workspace, job: str, host: str) -> dict[str, Any]:
+    """The job's endpoints as ``examples/Job/CommandJob/get.json`` shapes them (``jobServiceType``, ``endpoint``):
+    Studio and Tracking, both at this emulator (azure-ai-ml's ``jobs.stream`` prints Studio's as "Web View")."""
+    return {
+        "Tracking": {"jobServiceType": "Tracking", "endpoint": f"azureml://{host}/mlflow/v1.0{ws.arm_id}"},
+        "Studio": {"jobServiceType": "Studio", "endpoint": f"https://{host}/runs/{job}?wsid={ws.arm_id}"},
+    }
+
+
 class Job:
     """A submitted command job: its PUT properties and the run it became."""
 
-    def __init__(self, arm_id: str, name: str, properties: dict[str, Any], run: Run, created: datetime) -> None:
-        self.arm_id, self.name, self.properties, self.run, self.created = arm_id, name, properties, run, created
+    def __init__(self, ws: Workspace, name: str, properties: dict[str, Any], run: Run, created: datetime) -> None:
+        self.ws, self.name, self.properties, self.run, self.created = ws, name, properties, run, created
+        self.arm_id = f"{ws.arm_id}/jobs/{name}"
 
     def to_wire(self) -> dict[str, Any]:
         properties = dict(self.properties)
@@ -144,6 +159,10 @@ class JobRoutes:
 
     def _workspace(self, p: Params) -> Workspace:
         return self.ml.state.workspace(p["sub"], p["rg"], p["ws"])
+
+    def find(self, subscription: str, resource_group: str, workspace: str, name: str) -> Job | None:
+        ws = self.ml.state.workspace(subscription, resource_group, workspace)
+        return self.jobs.get(f"{ws.arm_id}/jobs/{name}".lower())
 
     def _job(self, p: Params) -> Job:
         ws = self._workspace(p)
@@ -189,11 +208,11 @@ class JobRoutes:
             raise bad_request(
                 f"The emulator runs command jobs only, not jobType '{properties.get('jobType')}'.", code="UserError"
             )
-        job = await self._submit(ws, arm_id, p["name"], properties)
+        job = await self._submit(ws, p["name"], properties, request.host)
         self.jobs[arm_id.lower()] = job
         return web.json_response(job.to_wire(), status=201)
 
-    async def _submit(self, ws: Workspace, arm_id: str, name: str, properties: dict[str, Any]) -> Job:
+    async def _submit(self, ws: Workspace, name: str, properties: dict[str, Any], host: str) -> Job:
         command = properties.get("command")
         compute_id = properties.get("computeId")
         if not isinstance(command, str) or not command.strip():
@@ -224,8 +243,8 @@ class JobRoutes:
             if code is not None:
                 shutil.rmtree(code, ignore_errors=True)
             raise ArmError(exc.status, exc.code, exc.message) from None
-        stored = {**properties, "outputs": {k: v for k, v in outputs.items()}}
-        return Job(arm_id, name, stored, run, self.ml.state.clock.now())
+        stored = {**properties, "outputs": dict(outputs), "services": _services(ws, name, host)}
+        return Job(ws, name, stored, run, self.ml.state.clock.now())
 
     def _outputs(self, job: str, outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Each output with its ``uri``: the one given (a ``workspaceblobstore`` path) or the default path."""
@@ -273,7 +292,7 @@ class JobRoutes:
                 await storage.upload(folder, container, match["path"].strip("/"))
         for sub in ("user_logs", "outputs"):
             if (run.directory / sub).is_dir():
-                await storage.upload(run.directory / sub, container, f"ExperimentRun/dcid.{run.run_id}/{sub}")
+                await storage.upload(run.directory / sub, container, f"{artifact_prefix(run.run_id)}/{sub}")
 
     async def cancel_job(self, request: web.Request, p: Params) -> web.Response:
         """``Jobs_Cancel`` (``examples/Job/cancel.json``): 202 with a ``location`` naming the job itself, which
