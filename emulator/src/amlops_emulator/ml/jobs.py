@@ -249,6 +249,8 @@ class JobRoutes:
     def _outputs(self, job: str, outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Each output with its ``uri``: the one given (a ``workspaceblobstore`` path) or the default path."""
         resolved: dict[str, dict[str, Any]] = {}
+        if outputs:
+            _ = self.ml.storage  # outputs need the datastore: without one, the 409 WorkspaceStorageUnavailable now
         for name, output in outputs.items():
             output = dict(output or {})
             uri = output.get("uri")
@@ -282,6 +284,10 @@ class JobRoutes:
         return target
 
     async def _finalize(self, ws: Workspace, run: Run, outputs: dict[str, dict[str, Any]]) -> None:
+        """Outputs and logs to the datastore. Without a storage account (no ``--azurite``; a job with outputs
+        was refused at submission) the logs stay in the run's directory only."""
+        if self.ml._storage is None:
+            return
         storage = self.ml.storage
         container = default_container(ws)
         for name, output in outputs.items():
