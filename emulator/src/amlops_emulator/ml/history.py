@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from amlops_emulator.arm.errors import ArmError
+from amlops_emulator.arm.state import Workspace
 from amlops_emulator.ml.assets import default_container
 from amlops_emulator.ml.jobs import JobRoutes, artifact_prefix
 
@@ -59,7 +60,7 @@ def add_history_routes(app: web.Application, jobs: JobRoutes) -> None:
     app.router.add_get(_RUN, run_details)
 
 
-def _details(jobs: JobRoutes, ws: Any, run_id: str, wire: dict[str, Any]) -> dict[str, Any]:
+def _details(jobs: JobRoutes, ws: Workspace, run_id: str, wire: dict[str, Any]) -> dict[str, Any]:
     run = jobs.runs.get(run_id)
     assert run is not None
     storage = jobs.ml.storage
