@@ -36,6 +36,7 @@ from amlops_emulator.instrumentation import ErrorRenderer, Platform, middlewares
 from amlops_emulator.loopback_proxy import LoopbackProxy
 from amlops_emulator.ml.assets import Assets, default_container
 from amlops_emulator.ml.execution import RunExecutor
+from amlops_emulator.ml.history import add_history_routes
 from amlops_emulator.ml.storage import StorageAccount
 from amlops_emulator.seed import DEFAULT_LOCATION, Seed
 from amlops_emulator.tls import TlsFiles, generate
@@ -109,7 +110,9 @@ def _region(seed: Seed) -> str:
 
 
 def build_arm_app(state: EmulatorState) -> web.Application:
-    dispatcher = Dispatcher(state.arm, state.storage, state.assets)
+    dispatcher = Dispatcher(state.arm, state.storage, state.assets, state.runs)
+    if dispatcher.jobs is not None:
+        state.platform.reset_hooks.append(dispatcher.jobs.reset)
     app = web.Application(
         middlewares=[
             envelope(_region(state.config.seed)),
@@ -124,6 +127,8 @@ def build_arm_app(state: EmulatorState) -> web.Application:
     add_control_routes(app, state.platform, state.clock)
     add_simulator_controls(app, state.arm)
     add_identity_routes(app, state.identity)
+    if dispatcher.jobs is not None and state.storage is not None:
+        add_history_routes(app, dispatcher.jobs)  # the discovery document and run history (MLClient.jobs.stream)
     app.router.add_route("*", "/{tail:.*}", dispatcher.handle)  # last: ARM paths are matched by hand
     return app
 

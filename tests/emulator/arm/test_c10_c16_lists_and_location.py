@@ -72,6 +72,8 @@ async def test_c11_list_nodes_pages_and_is_followed_with_get(paged: RunningEmula
         assert page["computeType"] == "AmlCompute"
         assert len(page["nodes"]) == 2
         assert page["nextLink"]
+        # listNodes.json: a running node names its runId; an idle one has no runId key at all (not a null).
+        assert all(("runId" in n) == (n["nodeState"] == "running") for n in page["nodes"])
         nodes = [n async for n in client.machine_learning_compute.list_nodes(RG, WS, "cpu")]
         assert len(nodes) == 3
         assert len({n.node_id for n in nodes}) == 3

@@ -31,12 +31,14 @@ async def bare(tmp_path: Path) -> AsyncIterator[RunningEmulator]:
         yield running
 
 
-async def _call(running: RunningEmulator, method: str, path: str, api_version: str) -> tuple[int, Any]:
+async def _call(
+    running: RunningEmulator, method: str, path: str, api_version: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
     context = ssl.create_default_context(cafile=str(running.tls.ca))
     headers = {"Authorization": f"Bearer {EMULATOR_TOKEN}"}
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context), headers=headers) as session,
-        session.request(method, f"{running.arm_url}{path}?api-version={api_version}", json={}) as response,
+        session.request(method, f"{running.arm_url}{path}?api-version={api_version}", json=body or {}) as response,
     ):
         return response.status, await response.json()
 
@@ -62,3 +64,20 @@ async def test_an_unserved_api_version_names_the_asset_type(bare: RunningEmulato
     status, body = await _call(bare, "GET", f"{WS}/codes/src/versions/1", "2099-01-01")
     assert (status, body["error"]["code"]) == (400, "NoRegisteredProviderFound")
     assert "API version '2099-01-01' for type 'workspaces/codes/versions'" in body["error"]["message"]
+
+
+async def test_a_job_with_outputs_is_refused_without_azurite(bare: RunningEmulator) -> None:
+    """A command job whose outputs would go to the datastore: refused at submission (409
+    ``WorkspaceStorageUnavailable``), before anything is queued."""
+    job = {
+        "properties": {
+            "jobType": "Command",
+            "command": "echo ${{outputs.model}}",
+            "computeId": f"{WS}/computes/cpu",
+            "environmentId": f"{WS}/environments/env/versions/1",
+            "outputs": {"model": {"jobOutputType": "uri_folder"}},
+        }
+    }
+    status, body = await _call(bare, "PUT", f"{WS}/jobs/needs-storage", "2025-01-01-preview", job)
+    assert (status, body["error"]["code"]) == (409, "WorkspaceStorageUnavailable")
+    assert bare.state.runs.get("needs-storage") is None

@@ -80,7 +80,8 @@ def envelope(region: str) -> Middleware:
 def authenticate(identity: Identity) -> Middleware:
     @web.middleware
     async def arm_authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(CONTROL_PREFIX) or is_identity_path(request.path):
+        # The workspace's discovery document is read without a token (azure-ai-ml's _get_workspace_url).
+        if request.path.startswith(CONTROL_PREFIX) or is_identity_path(request.path) or request.path == "/discovery":
             return await handler(request)
         problem = bearer_problem(request.headers.get("Authorization"), identity.valid)
         if problem == "missing":

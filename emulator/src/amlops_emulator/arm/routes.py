@@ -25,6 +25,8 @@ from amlops_emulator.arm.state import PROVIDER, ArmState, Workspace
 from amlops_emulator.arm.versions import SUPPORTED_API_VERSIONS, ApiVersion, api_version
 from amlops_emulator.instrumentation import ASYNC_FAILURE, DISCARD, OPERATION
 from amlops_emulator.ml.assets import Assets, workspace_guid
+from amlops_emulator.ml.execution import RunExecutor
+from amlops_emulator.ml.jobs import JobRoutes
 from amlops_emulator.ml.routes import MlRoutes
 from amlops_emulator.ml.storage import StorageAccount
 
@@ -48,7 +50,13 @@ class Route:
 
 
 class Dispatcher:
-    def __init__(self, state: ArmState, storage: StorageAccount | None = None, assets: Assets | None = None) -> None:
+    def __init__(
+        self,
+        state: ArmState,
+        storage: StorageAccount | None = None,
+        assets: Assets | None = None,
+        runs: RunExecutor | None = None,
+    ) -> None:
         self.state = state
         self.storage = storage
         self.routes: list[Route] = [
@@ -80,7 +88,12 @@ class Dispatcher:
             self._route(_LOC + r"/updateQuotas", POST=("Quotas_Update", self.update_quotas)),
         ]
         # The workspace's datastores and asset versions (amlops_emulator.ml), beside the computes.
-        self.routes += MlRoutes(state, storage, assets or Assets()).routes(self)
+        ml = MlRoutes(state, storage, assets or Assets())
+        self.routes += ml.routes(self)
+        # Jobs run on the AmlCompute clusters: only where the emulator has a run executor.
+        self.jobs = JobRoutes(ml, runs) if runs is not None else None
+        if self.jobs is not None:
+            self.routes += self.jobs.routes(self._route)
 
     @staticmethod
     def _route(pattern: str, **methods: tuple[str, RouteHandler]) -> Route:
@@ -250,8 +263,9 @@ class Dispatcher:
         """``Workspaces_Get`` as ``stable/2024-10-01/examples/Workspace/get.json`` shows it, with what azure-ai-ml
         reads: ``storageAccount`` (the ARM id of the emulator's storage account), ``discoveryUrl``,
         ``workspaceId``, ``keyVault``, ``applicationInsights``, ``hbiWorkspace``. The discovery URL names this
-        emulator; its run-history surface is not served yet (jobs). Without a storage account (the emulator
-        started without ``--azurite``) ``storageAccount`` is left out rather than naming one that is not there."""
+        emulator, which serves the document and run history's run details (``ml/history.py``). Without a
+        storage account (the emulator started without ``--azurite``) ``storageAccount`` is left out rather than
+        naming one that is not there."""
         ws = self._workspace(p)
         group = f"/subscriptions/{ws.subscription}/resourceGroups/{ws.resource_group}/providers"
         base = f"{request.scheme}://{request.host}"

@@ -84,14 +84,17 @@ class Node:
     run_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "nodeId": self.node_id,
             "privateIpAddress": f"10.0.{self.index // 250}.{4 + self.index % 250}",
             "publicIpAddress": f"20.50.{self.index // 250}.{10 + self.index % 250}",
             "port": 50000,
             "nodeState": self.state,
-            "runId": self.run_id,
         }
+        # An idle node has no runId key at all, as in examples/Compute/listNodes.json (not a null).
+        if self.run_id is not None:
+            wire["runId"] = self.run_id
+        return wire
 
 
 @dataclass

@@ -51,7 +51,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -109,6 +109,12 @@ class RunRequest:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     code: Path | None = None  # a local folder copied into every node's working directory
     timeout_seconds: float | None = None  # ``limits.timeout``, real seconds
+    # Named outputs (``${{outputs.<name>}}``): a folder per node, see :func:`output_dir`; collected into
+    # :attr:`Run.named_outputs`.
+    outputs: tuple[str, ...] = ()
+    # Called while the run is Finalizing (and before a failed or timed-out run ends), once its outputs are
+    # collected: the jobs surface uploads them to the datastore here. A fault in it fails the run.
+    finalize: Callable[[Run], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -141,6 +147,12 @@ class Run:
     @property
     def outputs(self) -> Path:
         return self.directory / "outputs"
+
+    @property
+    def named_outputs(self) -> Path:
+        """``{name}/`` per named output, what every node wrote into it (the nodes of one run share the folder,
+        as they share the blob path their mount writes to on Azure)."""
+        return self.directory / "named_outputs"
 
     @property
     def done(self) -> bool:
@@ -183,6 +195,11 @@ class RunExecutor:
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    @property
+    def code_root(self) -> Path:
+        """Where the jobs surface keeps each run's code folder (``{code_root}/{run}``) for the run's life."""
+        return self._root / "code"
 
     # ----------------------------------------------------------------- the API
 
@@ -310,7 +327,7 @@ class RunExecutor:
         workdirs = [self._workdir(run, node_id) for node_id in run.node_ids]
         try:
             processes = plan(run.distribution, run.request.instance_count, free_port)
-            await asyncio.to_thread(_prepare, workdirs, run.request.code)
+            await asyncio.to_thread(_prepare, workdirs, run.request.code, run.request.outputs)
             if run._stop is None:
                 await self._execute(run, processes, workdirs)
             else:
@@ -348,7 +365,9 @@ class RunExecutor:
         succeeded = run._stop is None and not timed_out and failure is None
         if succeeded:
             run.set_status(RunStatus.FINALIZING, self._arm.clock.now())
-        await asyncio.to_thread(_collect, workdirs, run.directory, run._stop != _REQUEUE)
+        await asyncio.to_thread(_collect, workdirs, run.directory, run.request.outputs, run._stop != _REQUEUE)
+        if run._stop is None and run.request.finalize is not None:
+            await run.request.finalize(run)
         if run._stop is not None:
             self._after_stop(run)
         elif timed_out:
@@ -360,19 +379,21 @@ class RunExecutor:
 
     async def _spawn(self, run: Run, process: Process, workdir: Path) -> asyncio.subprocess.Process:
         log = workdir / process.log_name
+        outputs = {name: str(output_dir(workdir, name)) for name in run.request.outputs}
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "HOME": str(workdir),
             "AZUREML_RUN_ID": run.run_id,
             **run.request.environment_variables,
+            **{f"AZURE_ML_OUTPUT_{name}": path for name, path in outputs.items()},
             **process.env,  # Azure ML owns the distribution's variables
         }
         with log.open("ab") as sink:
             return await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 "-c",
-                run.request.command,
+                render_outputs(run.request.command, outputs),
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -441,22 +462,41 @@ def _kill(run: Run) -> None:
             kill_group(process.pid)
 
 
-def _prepare(workdirs: list[Path], code: Path | None) -> None:
+def output_dir(workdir: Path, name: str) -> Path:
+    """Where a node's named output ``name`` lives: beside the working directory, as Azure ML's common runtime
+    mounts it (``/mnt/azureml/cr/j/{run}/cap/data-capability/wd/{name}`` next to ``.../exe/wd``)."""
+    return workdir.parent.parent / "cap" / "data-capability" / "wd" / name
+
+
+def render_outputs(command: str, outputs: Mapping[str, str]) -> str:
+    """``command`` with each ``${{outputs.<name>}}`` replaced by that output's folder on the node."""
+    for name, path in outputs.items():
+        command = command.replace("${{outputs." + name + "}}", path)
+    return command
+
+
+def _prepare(workdirs: list[Path], code: Path | None, outputs: tuple[str, ...] = ()) -> None:
     for workdir in workdirs:
-        shutil.rmtree(workdir, ignore_errors=True)  # a requeued run starts from scratch
+        shutil.rmtree(workdir.parent.parent, ignore_errors=True)  # a requeued run starts from scratch
         if code is not None:
             shutil.copytree(code, workdir)
         for sub in ("outputs", "user_logs"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
+        for name in outputs:
+            output_dir(workdir, name).mkdir(parents=True, exist_ok=True)
 
 
-def _collect(workdirs: list[Path], directory: Path, outputs: bool) -> None:
-    """Every node's ``user_logs/`` (and ``outputs/``, unless the attempt is being thrown away) into the run's."""
+def _collect(workdirs: list[Path], directory: Path, named: tuple[str, ...], outputs: bool) -> None:
+    """Every node's ``user_logs/`` (and ``outputs/`` and named outputs, unless the attempt is being thrown away)
+    into the run's."""
     shutil.rmtree(directory / "user_logs", ignore_errors=True)
     for workdir in workdirs:
         for sub in ("user_logs", "outputs") if outputs else ("user_logs",):
             if (workdir / sub).is_dir():
                 shutil.copytree(workdir / sub, directory / sub, dirs_exist_ok=True)
+        for name in named if outputs else ():
+            if output_dir(workdir, name).is_dir():
+                shutil.copytree(output_dir(workdir, name), directory / "named_outputs" / name, dirs_exist_ok=True)
     (directory / "user_logs").mkdir(parents=True, exist_ok=True)
 
 

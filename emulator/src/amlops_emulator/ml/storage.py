@@ -10,9 +10,11 @@ the containers Azure would create: the workspace's default blob container, and o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -52,9 +54,44 @@ class StorageAccount:
 
     async def create_container(self, container: str) -> None:
         """Create ``container`` in Azurite; one that exists is left as it is."""
-        verify: bool | str = self.ca_file if self.ca_file else True
-        async with BlobServiceClient(
-            self.service_url, credential={"account_name": self.name, "account_key": self.key}, connection_verify=verify
-        ) as client:
+        async with self._client() as client:
             with contextlib.suppress(ResourceExistsError):
                 await client.create_container(container)
+
+    def _client(self) -> BlobServiceClient:
+        verify: bool | str = self.ca_file if self.ca_file else True
+        credential = {"account_name": self.name, "account_key": self.key}
+        return BlobServiceClient(self.service_url, credential=credential, connection_verify=verify)
+
+    def locate(self, uri: str) -> tuple[str, str]:
+        """(container, blob prefix) of a blob URL of this account (``https://{name}.blob.{suffix}/{c}/{p}``)."""
+        if not uri.startswith(self.blob_url + "/"):
+            raise ValueError(f"'{uri}' is not in the storage account '{self.name}'")
+        container, _, prefix = uri.removeprefix(self.blob_url + "/").partition("/")
+        return container, prefix.strip("/")
+
+    async def download(self, container: str, prefix: str, target: Path) -> None:
+        """Every blob under ``prefix`` into ``target``, at its path below the prefix."""
+        async with self._client() as client:
+            blobs = client.get_container_client(container)
+            start = f"{prefix}/" if prefix else ""
+            async for blob in blobs.list_blobs(name_starts_with=start or None):
+                stream = await blobs.download_blob(blob.name)
+                await asyncio.to_thread(_write, target / blob.name.removeprefix(start), await stream.readall())
+
+    async def upload(self, source: Path, container: str, prefix: str) -> None:
+        """Every file under ``source`` to ``{prefix}/{its relative path}`` (overwriting)."""
+        async with self._client() as client:
+            blobs = client.get_container_client(container)
+            for path in await asyncio.to_thread(_files, source):
+                name = f"{prefix.strip('/')}/{path.relative_to(source).as_posix()}"
+                await blobs.upload_blob(name, await asyncio.to_thread(path.read_bytes), overwrite=True)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _write(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)

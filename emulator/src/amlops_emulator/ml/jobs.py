@@ -1,0 +1,315 @@
+"""The workspace's jobs (``.../workspaces/{ws}/jobs/{name}``): command jobs as azure-ai-ml 1.35.2 sends them.
+
+azure-ai-ml's ``jobs.create_or_update`` PUTs a command job at 2025-01-01-preview, ``jobs.get`` and ``jobs.list``
+read at 2024-01-01-preview, ``jobs.begin_cancel`` POSTs ``cancel`` at 2023-02-01-preview (``_job_operations.py``:
+``service_client_01_2025_preview``, ``service_client_01_2024_preview_arm``, ``_operation_2023_02_preview``). The
+body is the swagger's ``JobBase`` with ``CommandJob`` properties (operation ids ``Jobs_CreateOrUpdate``,
+``Jobs_Get``, ``Jobs_List``, ``Jobs_Cancel``).
+
+A PUT becomes a run on the AmlCompute (``ml/execution.py``); what the job's body says maps onto it:
+
+- ``codeId`` (a code version's ARM id): the version's ``codeUri`` in the workspace's storage account is
+  downloaded, then copied into every node's working directory (the executor's ``code``).
+- ``${{inputs.<name>}}``: literal inputs (``jobInputType: literal``) are replaced by their value, as Azure ML
+  does. Data inputs (``uri_folder``, ``uri_file``, ...) are refused with 400 ``UserError`` naming the input: the
+  emulator does not download or mount them yet.
+- ``${{outputs.<name>}}``: replaced by the node's folder for that output, ``/mnt/azureml/cr/j/{run}/cap/
+  data-capability/wd/{name}`` on Azure ML (here under the node's directory in the state dir), also in
+  ``AZURE_ML_OUTPUT_<name>``. Replaced per node by the executor, since each node has its own folder.
+- ``environmentVariables``, ``distribution``, ``resources.instanceCount``, ``limits.timeout`` (an ISO 8601
+  duration): passed on as they are. ``environmentId`` is kept but not used: the processes run with this machine's
+  interpreter, not in the environment's image.
+- Finalizing: each named output is uploaded to ``workspaceblobstore`` at its ``uri``; an output without one gets
+  ``azureml://datastores/workspaceblobstore/paths/azureml/{job}/{output}/`` (the default path Azure ML shows for
+  such an output; no public recording of it was found this session, so it is the emulator's assumption), written
+  back into the job's ``outputs.<name>.uri``. The run's ``user_logs/`` and ``outputs/`` go to
+  ``ExperimentRun/dcid.{job}/`` of the same container: on Azure they go to the ``workspaceartifactstore``
+  datastore; the emulator serves one datastore, so they share its container.
+
+Status: ``properties.status`` is the run's, with Azure ML's names. The swagger's ``CommandJob``
+(``examples/Job/CommandJob/get.json``) has no start or end time and no error field: Azure keeps them in run
+history (``ml/history.py`` serves a run's details, with the error, for ``jobs.stream``). The emulator also adds
+``StartTimeUtc`` and ``EndTimeUtc`` to the job's ``properties.properties`` string map (its own choice, so a client
+of the ARM surface alone sees them).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from amlops_emulator.arm.errors import ArmError, bad_request, resource_not_found
+from amlops_emulator.arm.state import PROVIDER, Workspace
+from amlops_emulator.ml.assets import DEFAULT_DATASTORE, default_container, system_data
+from amlops_emulator.ml.execution import Run, RunExecutor, RunRequest, SubmitError
+
+if TYPE_CHECKING:
+    from amlops_emulator.arm.routes import Params, Route
+    from amlops_emulator.ml.routes import MlRoutes
+
+_WS = (
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices"
+    r"/workspaces/(?P<ws>[^/]+)"
+)
+_CODE_ID = re.compile(r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.IGNORECASE)
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+_DATASTORE_URI = re.compile(r"^azureml://datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
+JOB_TYPE = "Command"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of an ISO 8601 duration as azure-ai-ml sends ``limits.timeout`` (``PT10S``, ``PT1H30M``, ``P1D``)."""
+    match = _DURATION.match(text)
+    if match is None or text in ("P", "PT") or text.endswith("T"):
+        raise bad_request(f"'{text}' is not an ISO 8601 duration.", code="UserError")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v is not None}
+    return timedelta(
+        days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0)
+    ).total_seconds()
+
+
+def artifact_prefix(job: str) -> str:
+    """Where a run's ``user_logs/`` and ``outputs/`` go in the default container: ``ExperimentRun/dcid.{job}``."""
+    return f"ExperimentRun/dcid.{job}"
+
+
+def default_output_path(job: str, output: str) -> str:
+    """The blob path of an output given no ``uri``: ``azureml/{job}/{output}`` in ``workspaceblobstore``."""
+    return f"azureml/{job}/{output}"
+
+
+def render_inputs(command: str, inputs: dict[str, Any]) -> str:
+    """``command`` with each literal ``${{inputs.<name>}}`` replaced by its value; other input kinds are
+    refused (the emulator does not bring data to the nodes yet)."""
+    for name, value in inputs.items():
+        kind = str((value or {}).get("jobInputType", "")).lower()
+        if kind != "literal":
+            raise bad_request(
+                f"Input '{name}' of type '{kind}': the emulator only passes literal inputs to a command job.",
+                code="UserError",
+            )
+        command = command.replace("${{inputs." + name + "}}", str(value.get("value", "")))
+    return command
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _services(ws: Workspace, job: str, host: str) -> dict[str, Any]:
+    """The job's endpoints as ``examples/Job/CommandJob/get.json`` shapes them (``jobServiceType``, ``endpoint``):
+    Studio and Tracking, both at this emulator (azure-ai-ml's ``jobs.stream`` prints Studio's as "Web View")."""
+    return {
+        "Tracking": {"jobServiceType": "Tracking", "endpoint": f"azureml://{host}/mlflow/v1.0{ws.arm_id}"},
+        "Studio": {"jobServiceType": "Studio", "endpoint": f"https://{host}/runs/{job}?wsid={ws.arm_id}"},
+    }
+
+
+class Job:
+    """A submitted command job: its PUT properties and the run it became."""
+
+    def __init__(self, ws: Workspace, name: str, properties: dict[str, Any], run: Run, created: datetime) -> None:
+        self.ws, self.name, self.properties, self.run, self.created = ws, name, properties, run, created
+        self.arm_id = f"{ws.arm_id}/jobs/{name}"
+
+    def to_wire(self) -> dict[str, Any]:
+        properties = dict(self.properties)
+        properties["status"] = str(self.run.status)
+        extra = dict(properties.get("properties") or {})
+        for key, moment in (("StartTimeUtc", self.run.start_time), ("EndTimeUtc", self.run.end_time)):
+            if moment is not None:
+                extra[key] = _stamp(moment)
+        properties["properties"] = extra
+        return {
+            "id": self.arm_id,
+            "name": self.name,
+            "type": f"{PROVIDER}/workspaces/jobs",
+            "properties": properties,
+            "systemData": system_data(self.created),
+        }
+
+
+class JobRoutes:
+    def __init__(self, ml: MlRoutes, runs: RunExecutor) -> None:
+        self.ml = ml
+        self.runs = runs
+        self.jobs: dict[str, Job] = {}  # by lower-cased ARM id
+
+    def routes(self, route: Callable[..., Route]) -> list[Route]:
+        return [
+            route(_WS + r"/jobs", GET=("Jobs_List", self.list_jobs)),
+            route(
+                _WS + r"/jobs/(?P<name>[^/]+)",
+                GET=("Jobs_Get", self.get_job),
+                PUT=("Jobs_CreateOrUpdate", self.put_job),
+            ),
+            route(_WS + r"/jobs/(?P<name>[^/]+)/cancel", POST=("Jobs_Cancel", self.cancel_job)),
+        ]
+
+    def reset(self) -> None:
+        self.jobs.clear()
+
+    def _workspace(self, p: Params) -> Workspace:
+        return self.ml.state.workspace(p["sub"], p["rg"], p["ws"])
+
+    def find(self, subscription: str, resource_group: str, workspace: str, name: str) -> Job | None:
+        ws = self.ml.state.workspace(subscription, resource_group, workspace)
+        return self.jobs.get(f"{ws.arm_id}/jobs/{name}".lower())
+
+    def _job(self, p: Params) -> Job:
+        ws = self._workspace(p)
+        job = self.jobs.get(f"{ws.arm_id}/jobs/{p['name']}".lower())
+        if job is None:
+            raise resource_not_found(f"{PROVIDER}/workspaces/jobs", f"{ws.name}/{p['name']}", ws.resource_group)
+        return job
+
+    async def get_job(self, request: web.Request, p: Params) -> web.Response:
+        """``Jobs_Get``."""
+        return web.json_response(self._job(p).to_wire())
+
+    async def list_jobs(self, request: web.Request, p: Params) -> web.Response:
+        """``Jobs_List``: azure-ai-ml sends ``listViewType`` (no job is archived here, so every view holds them
+        all) and may send ``jobType`` and ``tag``; it filters on neither compute nor status."""
+        ws = self._workspace(p)
+        prefix = f"{ws.arm_id}/jobs/".lower()
+        jobs = [j for key, j in self.jobs.items() if key.startswith(prefix)]
+        job_type = request.query.get("jobType")
+        if job_type is not None and job_type.lower() != JOB_TYPE.lower():
+            jobs = []
+        tag = request.query.get("tag")
+        if tag is not None:
+            jobs = [j for j in jobs if tag in (j.properties.get("tags") or {})]
+        return web.json_response({"value": [j.to_wire() for j in jobs], "nextLink": None})
+
+    async def put_job(self, request: web.Request, p: Params) -> web.Response:
+        """``Jobs_CreateOrUpdate``: 201 with the job on create. A second PUT of the same name changes only what
+        Azure lets change on a submitted job (``tags``, ``description``, ``displayName``), 200."""
+        ws = self._workspace(p)
+        body = await self.ml._dispatcher._body(request)
+        properties = body.get("properties")
+        if not isinstance(properties, dict):
+            raise bad_request("'properties' is required.", code="InvalidRequestContent")
+        arm_id = f"{ws.arm_id}/jobs/{p['name']}"
+        existing = self.jobs.get(arm_id.lower())
+        if existing is not None:
+            for key in ("tags", "description", "displayName"):
+                if key in properties:
+                    existing.properties[key] = properties[key]
+            return web.json_response(existing.to_wire(), status=200)
+        if properties.get("jobType") != JOB_TYPE:
+            raise bad_request(
+                f"The emulator runs command jobs only, not jobType '{properties.get('jobType')}'.", code="UserError"
+            )
+        job = await self._submit(ws, p["name"], properties, request.host)
+        self.jobs[arm_id.lower()] = job
+        return web.json_response(job.to_wire(), status=201)
+
+    async def _submit(self, ws: Workspace, name: str, properties: dict[str, Any], host: str) -> Job:
+        command = properties.get("command")
+        compute_id = properties.get("computeId")
+        if not isinstance(command, str) or not command.strip():
+            raise bad_request("'command' is required.", code="UserError")
+        if not isinstance(compute_id, str) or not compute_id:
+            raise bad_request("'computeId' is required: the emulator runs jobs on an AmlCompute.", code="UserError")
+        command = render_inputs(command, properties.get("inputs") or {})
+        outputs = self._outputs(name, properties.get("outputs") or {})
+        limits = properties.get("limits") or {}
+        timeout = parse_duration(limits["timeout"]) if limits.get("timeout") else None
+        resources = properties.get("resources") or {}
+        code = await self._download_code(ws, name, properties.get("codeId"))
+        request = RunRequest(
+            run_id=name,
+            compute_id=compute_id.removeprefix("azureml:"),
+            command=command,
+            instance_count=int(resources.get("instanceCount") or 1),
+            distribution=properties.get("distribution"),
+            environment_variables={k: str(v) for k, v in (properties.get("environmentVariables") or {}).items()},
+            code=code,
+            timeout_seconds=timeout,
+            outputs=tuple(outputs),
+            finalize=lambda run: self._finalize(ws, run, outputs),
+        )
+        try:
+            run = self.runs.submit(request)
+        except SubmitError as exc:
+            if code is not None:
+                shutil.rmtree(code, ignore_errors=True)
+            raise ArmError(exc.status, exc.code, exc.message) from None
+        stored = {**properties, "outputs": dict(outputs), "services": _services(ws, name, host)}
+        return Job(ws, name, stored, run, self.ml.state.clock.now())
+
+    def _outputs(self, job: str, outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Each output with its ``uri``: the one given (a ``workspaceblobstore`` path) or the default path."""
+        resolved: dict[str, dict[str, Any]] = {}
+        if outputs:
+            _ = self.ml.storage  # outputs need the datastore: without one, the 409 WorkspaceStorageUnavailable now
+        for name, output in outputs.items():
+            output = dict(output or {})
+            uri = output.get("uri")
+            if uri is None:
+                uri = f"azureml://datastores/{DEFAULT_DATASTORE}/paths/{default_output_path(job, name)}/"
+            match = _DATASTORE_URI.match(str(uri))
+            if match is None or match["store"] != DEFAULT_DATASTORE:
+                raise bad_request(
+                    f"Output '{name}': the emulator writes outputs to '{DEFAULT_DATASTORE}' paths only, not '{uri}'.",
+                    code="UserError",
+                )
+            output["uri"] = uri
+            resolved[name] = output
+        return resolved
+
+    async def _download_code(self, ws: Workspace, job: str, code_id: object) -> Path | None:
+        """The code version's files, downloaded once for the run's life (each attempt copies them to its
+        nodes; a requeued run starts again from them)."""
+        if not code_id:
+            return None
+        match = _CODE_ID.search(str(code_id))
+        version = None if match is None else self.ml.assets.find(ws, "codes", match["name"], match["version"])
+        if match is None or version is None:
+            raise bad_request(f"The code '{code_id}' was not found in the workspace.", code="UserError")
+        storage = self.ml.storage
+        container, prefix = storage.locate(str(version.body["properties"]["codeUri"]))
+        target = self.runs.code_root / job
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        await storage.download(container, prefix, target)
+        return target
+
+    async def _finalize(self, ws: Workspace, run: Run, outputs: dict[str, dict[str, Any]]) -> None:
+        """Outputs and logs to the datastore. Without a storage account (no ``--azurite``; a job with outputs
+        was refused at submission) the logs stay in the run's directory only."""
+        if self.ml._storage is None:
+            return
+        storage = self.ml.storage
+        container = default_container(ws)
+        for name, output in outputs.items():
+            match = _DATASTORE_URI.match(str(output["uri"]))
+            assert match is not None  # checked at submit
+            folder = run.named_outputs / name
+            if folder.is_dir():
+                await storage.upload(folder, container, match["path"].strip("/"))
+        for sub in ("user_logs", "outputs"):
+            if (run.directory / sub).is_dir():
+                await storage.upload(run.directory / sub, container, f"{artifact_prefix(run.run_id)}/{sub}")
+
+    async def cancel_job(self, request: web.Request, p: Params) -> web.Response:
+        """``Jobs_Cancel`` (``examples/Job/cancel.json``): 202 with a ``location`` naming the job itself, which
+        azure-core's ARM poller then GETs (200: done). The run goes ``CancelRequested`` → ``Canceled`` once its
+        processes are killed; a queued run is ``Canceled`` at once."""
+        job = self._job(p)
+        try:
+            self.runs.cancel(job.run.run_id)
+        except SubmitError as exc:
+            raise ArmError(exc.status, exc.code, exc.message) from None
+        # The example's location has no query; a poller needs the api-version to GET it from this ARM.
+        job_path = request.url.path.removesuffix("/").removesuffix("/cancel")
+        location = request.url.with_path(job_path).with_query({"api-version": request.query["api-version"]})
+        return web.Response(status=202, headers={"Location": str(location)})
