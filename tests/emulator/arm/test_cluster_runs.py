@@ -81,7 +81,9 @@ WAIT_FOR_GO = """
 import os, pathlib, sys, time
 probe = pathlib.Path(os.environ["PROBE"])
 rank = os.environ.get("RANK", "0")
-(probe / f"pid{rank}").write_text(str(os.getpid()))
+# Written whole, then renamed: a reader that sees the file sees the pid (never an empty file mid-write).
+(probe / f".pid{rank}").write_text(str(os.getpid()))
+os.replace(probe / f".pid{rank}", probe / f"pid{rank}")
 with (probe / "attempts").open("a") as attempts:
     attempts.write("attempt\\n")
 while not (probe / "go").exists() and not (probe / f"go{rank}").exists():
@@ -153,6 +155,12 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def _gone(pid: int) -> None:
+    """The process ``pid`` is dead. SIGKILL is delivered asynchronously, and a process the shell started (a
+    grandchild of the emulator, reparented when the shell dies) is reaped by init, not by the emulator's wait."""
+    await _eventually(lambda: not _alive(pid), f"process {pid} dies after the kill")
 
 
 def _status(run: Run) -> RunStatus:
@@ -258,7 +266,7 @@ async def test_a_failing_process_fails_the_run_with_azure_ml_user_error(
     assert "Please check log file 'user_logs/std_log_process_1.txt' for error details." in message
     assert message.endswith("released")  # the log's tail
     assert run.exit_codes["user_logs/std_log_process_1.txt"] == 3
-    assert not _alive(int((probe / "pid0").read_text()))
+    await _gone(int((probe / "pid0").read_text()))
     assert await _nodes(frozen) == [("idle", None)]
 
 
@@ -283,7 +291,7 @@ async def test_timeout_kills_the_processes_and_cancels_the_run(
     CommandJobLimits says ("after which the job will be cancelled"); its nodes go idle."""
     await _cluster(frozen_arm, vm_size="Standard_DS2_v2", max_nodes=1)
     # The shell records its pid first thing and becomes the sleep (exec): one process, killed by the timeout.
-    command = f'echo $$ > "{probe}/pid0"; exec sleep 600'
+    command = f'echo $$ > "{probe}/.pid0" && mv "{probe}/.pid0" "{probe}/pid0"; exec sleep 600'
     run = _submit(frozen, "too-long", command, timeout_seconds=1.0)
     await frozen_arm.advance(90)
     await _finished(run)
@@ -291,7 +299,7 @@ async def test_timeout_kills_the_processes_and_cancels_the_run(
     assert run.error is not None
     assert run.error["code"] == "JobTimeout"
     assert run.exit_codes == {"user_logs/std_log.txt": -9}  # SIGKILL
-    assert not _alive(int((probe / "pid0").read_text()))
+    await _gone(int((probe / "pid0").read_text()))
     assert await _nodes(frozen) == [("idle", None)]
 
 
@@ -316,7 +324,7 @@ async def test_cancel_kills_a_running_run_and_drops_a_queued_one(
     assert _status(running) == RunStatus.CANCELED
     assert running.error is None
     assert running.exit_codes == {"user_logs/std_log.txt": -9}  # SIGKILL
-    assert not _alive(int((probe / "pid0").read_text()))
+    await _gone(int((probe / "pid0").read_text()))
     assert await _nodes(frozen) == [("idle", None)]
     assert (await _aml(frozen_arm))["targetNodeCount"] == 1
 
@@ -433,4 +441,4 @@ async def test_stopping_the_emulator_kills_the_processes_of_running_runs(
         )
         await arm.advance(90)
         await _eventually(lambda: (probe / "pid0").exists(), "the process starts")
-    assert not _alive(int((probe / "pid0").read_text()))
+    await _gone(int((probe / "pid0").read_text()))
