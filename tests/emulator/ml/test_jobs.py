@@ -166,6 +166,24 @@ def _blob(blobs: BlobServiceClient, ml: MLClient, name: str) -> str:
     return blobs.get_blob_client(container, name).download_blob().readall().decode()
 
 
+def _start_and_wait(ml: MLClient, name: str, src: Path, script: str, cluster: str, probe: Path) -> None:
+    """Submit a command job whose script writes ``$PROBE/started`` first, and wait until it has."""
+    ml.jobs.create_or_update(
+        command(
+            name=name,
+            code=str(src),
+            command=script,
+            environment=ENVIRONMENT,
+            compute=cluster,
+            environment_variables={"PROBE": str(probe)},
+        )
+    )
+    deadline = time.monotonic() + WITHIN
+    while not (probe / "started").exists():
+        assert time.monotonic() < deadline, "the script never started"
+        time.sleep(0.1)
+
+
 def test_command_job_with_local_code_completes_with_its_output_in_azurite(
     ml: MLClient, cluster: str, src: Path, blobs: BlobServiceClient
 ) -> None:
@@ -222,20 +240,7 @@ def test_cancel_a_running_job(ml: MLClient, cluster: str, src: Path, tmp_path: P
     probe = tmp_path / "probe"
     probe.mkdir()
     name = _unique("cancel")
-    ml.jobs.create_or_update(
-        command(
-            name=name,
-            code=str(src),
-            command="python wait.py",
-            environment=ENVIRONMENT,
-            compute=cluster,
-            environment_variables={"PROBE": str(probe)},
-        )
-    )
-    deadline = time.monotonic() + WITHIN
-    while not (probe / "started").exists():
-        assert time.monotonic() < deadline, "the script never started"
-        time.sleep(0.1)
+    _start_and_wait(ml, name, src, "python wait.py", cluster, probe)
 
     ml.jobs.begin_cancel(name).result()
 
@@ -403,24 +408,12 @@ def test_stream_prints_the_user_log_and_raises_on_failure(
         "print('streamed line')\n"
     )
     name = _unique("stream")
-    ml.jobs.create_or_update(
-        command(
-            name=name,
-            code=str(src),
-            command="python released.py",
-            environment=ENVIRONMENT,
-            compute=cluster,
-            environment_variables={"PROBE": str(probe)},
-        )
-    )
-    deadline = time.monotonic() + WITHIN
-    while not (probe / "started").exists():
-        assert time.monotonic() < deadline, "the script never started"
-        time.sleep(0.1)
+    _start_and_wait(ml, name, src, "python released.py", cluster, probe)
     # The script is released only once stream has read the run as running: it then polls until the run ends
     # and prints the log it finds (a run already over at stream's first read prints no log, on Azure too).
     streaming = threading.Thread(target=ml.jobs.stream, args=(name,), daemon=True)
     streaming.start()
+    deadline = time.monotonic() + WITHIN
     while _details_reads(azure_ml, name) == 0:
         assert time.monotonic() < deadline, "stream never read the run"
         time.sleep(0.1)
