@@ -25,6 +25,7 @@ import pytest
 
 from amlops_emulator.ml.execution import Run, RunRequest, RunStatus, SubmitError
 from amlops_emulator.server import EmulatorConfig, RunningEmulator, run_emulator
+from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
 from .conftest import BASE, RG, WS, Arm, aml_body, client_for, session_for
 
@@ -33,47 +34,6 @@ pytestmark = pytest.mark.emulator
 CPU = f"{BASE}/computes/cpu"
 PYTHON = sys.executable
 WITHIN = 60.0  # real seconds a condition may take on a loaded machine
-
-# Rendezvous over MASTER_ADDR:MASTER_PORT: rank 0 listens, every other rank connects and says who it is, then
-# every rank writes what it saw to outputs/. A rank that cannot reach rank 0 fails the run.
-RENDEZVOUS = """
-import json, os, pathlib, socket, time
-rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-address = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
-peers = []
-if rank == 0:
-    server = socket.create_server(address)
-    server.settimeout(60)
-    for _ in range(world - 1):
-        conn, _ = server.accept()
-        peers.append(int(conn.recv(16).decode()))
-        conn.sendall(b"ok")
-        conn.close()
-else:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = socket.create_connection(address, timeout=5)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    conn.sendall(str(rank).encode())
-    assert conn.recv(2) == b"ok"
-names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
-seen = {name: os.environ[name] for name in names}
-seen["peers"] = sorted(peers)
-pathlib.Path("outputs", f"rank{rank}.json").write_text(json.dumps(seen))
-print(f"rank {rank} of {world} done")
-"""
-
-MPI_ENV = """
-import json, os, pathlib
-names = [n for n in os.environ if n.startswith(("OMPI_COMM_WORLD_", "AZ_BATCH"))]
-rank = os.environ["OMPI_COMM_WORLD_RANK"]
-pathlib.Path("outputs", f"rank{rank}.json").write_text(json.dumps({n: os.environ[n] for n in names}))
-"""
 
 # Writes its pid (and one line per attempt) to the directory in $PROBE, then waits until $PROBE/go (or go{RANK})
 # exists and exits with $EXIT_CODE_{RANK} (default 0).

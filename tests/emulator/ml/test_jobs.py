@@ -35,6 +35,7 @@ from amlops_emulator.seed import (
 )
 from tests.support.mlclient import ml_client
 from tests.support.processes import EmulatorProcess
+from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
 pytestmark = pytest.mark.emulator
 
@@ -63,47 +64,6 @@ import os, pathlib, time
 pathlib.Path(os.environ["PROBE"], "started").write_text("yes")
 while True:
     time.sleep(0.05)
-"""
-
-# Each PyTorch rank writes what it sees into the job's output, after reaching rank 0 over MASTER_ADDR:MASTER_PORT.
-RANKS = """
-import json, os, pathlib, socket, sys, time
-rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-address = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
-peers = []
-if rank == 0:
-    server = socket.create_server(address)
-    server.settimeout(60)
-    for _ in range(world - 1):
-        conn, _ = server.accept()
-        peers.append(int(conn.recv(16).decode()))
-        conn.close()
-else:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = socket.create_connection(address, timeout=5)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    conn.sendall(str(rank).encode())
-    conn.close()
-names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK")
-seen = {name: os.environ[name] for name in names}
-seen["peers"] = sorted(peers)
-out = pathlib.Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-(out / f"rank{rank}.json").write_text(json.dumps(seen))
-"""
-
-MPI = """
-import json, os, pathlib, sys
-names = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK")
-out = pathlib.Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-(out / f"rank{os.environ['OMPI_COMM_WORLD_RANK']}.json").write_text(json.dumps({n: os.environ[n] for n in names}))
 """
 
 
@@ -136,8 +96,8 @@ def src(tmp_path: Path) -> Path:
     (folder / "train.py").write_text(TRAIN)
     (folder / "fail.py").write_text(FAIL)
     (folder / "wait.py").write_text(WAIT)
-    (folder / "ranks.py").write_text(RANKS)
-    (folder / "mpi.py").write_text(MPI)
+    (folder / "ranks.py").write_text(RENDEZVOUS)
+    (folder / "mpi.py").write_text(MPI_ENV)
     return folder
 
 
