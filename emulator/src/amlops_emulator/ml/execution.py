@@ -100,6 +100,37 @@ class SubmitError(Exception):
 
 
 @dataclass(frozen=True)
+class RunInput:
+    """A data input of a run (``uri_file``, ``uri_folder``, ``mltable``), already fetched from its datastore into
+    ``source`` (a file or a folder) by the jobs surface; each attempt copies it to every node at
+    :func:`input_dir` before the processes start, as Azure ML's data capability mounts or downloads it."""
+
+    name: str
+    kind: str  # the REST ``jobInputType``: uri_file, uri_folder, mltable
+    source: Path
+
+
+@dataclass(frozen=True)
+class ParallelTask:
+    """What a ``parallel`` node asks of Azure ML's parallel runtime (azure-ai-ml ``parallel_run_function``, the
+    REST parallel component's ``task`` and the node's settings), with the defaults azure-ai-ml documents. A run
+    with a task runs it instead of ``command`` (``ml/parallel.py``)."""
+
+    entry_script: str  # relative to the code folder
+    input_data: str  # the input whose data is split into mini-batches (``${{inputs.<name>}}`` → ``<name>``)
+    program_arguments: str = ""  # ``${{inputs.x}}`` / ``${{outputs.x}}`` are replaced per node, as in commands
+    mini_batch_size: str | None = None  # files (file input) or a size such as "10 MB" (tabular input)
+    partition_keys: tuple[str, ...] = ()  # take precedence over ``mini_batch_size``
+    max_concurrency_per_instance: int = 1
+    error_threshold: int = -1  # -1: ignore every failure
+    mini_batch_error_threshold: int = -1
+    max_retries: int = 3  # ``retry_settings.max_retries``
+    timeout_seconds: float = 60.0  # ``retry_settings.timeout``: per ``run(mini_batch)`` call
+    logging_level: str = "INFO"
+    append_row_to: str | None = None  # an output's name; None = summary only
+
+
+@dataclass(frozen=True)
 class RunRequest:
     run_id: str
     compute_id: str  # the AmlCompute's ARM id
@@ -112,6 +143,8 @@ class RunRequest:
     # Named outputs (``${{outputs.<name>}}``): a folder per node, see :func:`output_dir`; collected into
     # :attr:`Run.named_outputs`.
     outputs: tuple[str, ...] = ()
+    inputs: tuple[RunInput, ...] = ()  # data inputs, copied to every node (``${{inputs.<name>}}`` → its path)
+    parallel: ParallelTask | None = None  # a parallel node's work, run instead of ``command``
     # Called while the run is Finalizing (and before a failed or timed-out run ends), once its outputs are
     # collected: the jobs surface uploads them to the datastore here. A fault in it fails the run.
     finalize: Callable[[Run], Awaitable[None]] | None = field(default=None, compare=False)
@@ -466,6 +499,12 @@ def output_dir(workdir: Path, name: str) -> Path:
     """Where a node's named output ``name`` lives: beside the working directory, as Azure ML's common runtime
     mounts it (``/mnt/azureml/cr/j/{run}/cap/data-capability/wd/{name}`` next to ``.../exe/wd``)."""
     return workdir.parent.parent / "cap" / "data-capability" / "wd" / name
+
+
+def input_dir(workdir: Path, name: str) -> Path:
+    """Where a node's data input ``name`` is: ``/mnt/azureml/cr/j/{run}/cap/data-capability/wd/INPUT_{name}`` on
+    Azure ML (a ``uri_file`` input is the file of that name inside it)."""
+    return workdir.parent.parent / "cap" / "data-capability" / "wd" / f"INPUT_{name}"
 
 
 def render_outputs(command: str, outputs: Mapping[str, str]) -> str:
