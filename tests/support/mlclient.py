@@ -6,10 +6,18 @@ azure-ai-ml reads every endpoint from the cloud it is given (``cloud=``, ``cloud
 :func:`storage_suffix`). ``connection_verify`` travels through MLClient's keyword arguments to every ARM service
 client it builds, so the emulator's CA is trusted per client, not through the process environment.
 ``enable_telemetry=False``: azure-ai-ml would otherwise send Application Insights events.
+
+``aml_resource_id`` is Azure's own audience, ``https://ml.azure.com/`` (``_azure_environments.py``): azure-ai-ml
+uses it only to ask the credential for an Azure ML token, which it sends with a pipeline job in
+``x-azureml-token`` after checking, without verifying a signature, that the token is a JWT for that audience
+(``JobOperations._set_headers_with_user_aml_token``). :class:`EmulatorTokenCredential` answers that scope with
+an unsigned JWT naming the audience; every other scope gets the emulator's token.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -18,10 +26,23 @@ from azure.core.credentials import AccessToken
 
 from amlops_emulator.credentials import EMULATOR_TOKEN
 
+AML_RESOURCE_ID = "https://ml.azure.com/"
+AML_SCOPE = AML_RESOURCE_ID.rstrip("/") + "/.default"
+
+
+def _segment(claims: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+
+def aml_token(expires_on: int) -> str:
+    """An unsigned JWT for the Azure ML audience: what azure-ai-ml checks before submitting a pipeline."""
+    audience = AML_RESOURCE_ID.rstrip("/")
+    return f"{_segment({'alg': 'none', 'typ': 'JWT'})}.{_segment({'aud': audience, 'exp': expires_on})}."
+
 
 class EmulatorTokenCredential:
     """A synchronous ``azure.core.credentials.TokenCredential`` (what MLClient takes) returning the token the
-    emulator accepts."""
+    emulator accepts (and, for the Azure ML scope, :func:`aml_token`)."""
 
     def __init__(self, token: str = EMULATOR_TOKEN) -> None:
         self._token = token
@@ -34,7 +55,10 @@ class EmulatorTokenCredential:
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + 3600)
+        expires_on = int(time.time()) + 3600
+        if scopes and scopes[0] == AML_SCOPE:
+            return AccessToken(aml_token(expires_on), expires_on)
+        return AccessToken(self._token, expires_on)
 
 
 def cloud_metadata(arm_url: str, storage_endpoint: str) -> dict[str, str]:
@@ -44,7 +68,7 @@ def cloud_metadata(arm_url: str, storage_endpoint: str) -> dict[str, str]:
         "azure_portal": base,
         "resource_manager": base,
         "active_directory": base,
-        "aml_resource_id": base,
+        "aml_resource_id": AML_RESOURCE_ID,
         "storage_endpoint": storage_endpoint,
         "registry_discovery_endpoint": base,
     }

@@ -129,6 +129,13 @@ def build_arm_app(state: EmulatorState) -> web.Application:
     add_identity_routes(app, state.identity)
     if dispatcher.jobs is not None and state.storage is not None:
         add_history_routes(app, dispatcher.jobs)  # the discovery document and run history (MLClient.jobs.stream)
+    if dispatcher.jobs is not None:
+        jobs = dispatcher.jobs
+
+        async def stop_pipelines(_: web.Application) -> None:
+            await jobs.close()  # the pipelines' driver tasks, before the runs' processes are killed
+
+        app.on_cleanup.append(stop_pipelines)
     app.router.add_route("*", "/{tail:.*}", dispatcher.handle)  # last: ARM paths are matched by hand
     return app
 

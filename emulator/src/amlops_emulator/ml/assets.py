@@ -19,7 +19,7 @@ from typing import Any
 from amlops_emulator.arm.state import PROVIDER, Workspace
 
 # The asset kinds, as their path segment under the workspace, and the type names ARM gives their resources.
-KINDS = ("codes", "environments", "data")
+KINDS = ("codes", "environments", "data", "components")
 DEFAULT_DATASTORE = "workspaceblobstore"
 # The service's refusal of a changed path, as azure-ai-ml quotes it (_artifacts/_constants.py ASSET_PATH_ERROR).
 ASSET_PATH_CODE = "UserError"

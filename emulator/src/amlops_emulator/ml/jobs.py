@@ -1,4 +1,6 @@
-"""The workspace's jobs (``.../workspaces/{ws}/jobs/{name}``): command jobs as azure-ai-ml 1.35.2 sends them.
+"""The workspace's jobs (``.../workspaces/{ws}/jobs/{name}``): command jobs as azure-ai-ml 1.35.2 sends them, and
+pipeline jobs (``jobType: Pipeline``), which ml/pipelines.py runs, each node through :meth:`JobRoutes.start_run`,
+the path a command job takes.
 
 azure-ai-ml's ``jobs.create_or_update`` PUTs a command job at 2025-01-01-preview, ``jobs.get`` and ``jobs.list``
 read at 2024-01-01-preview, ``jobs.begin_cancel`` POSTs ``cancel`` at 2023-02-01-preview (``_job_operations.py``:
@@ -47,7 +49,8 @@ from aiohttp import web
 from amlops_emulator.arm.errors import ArmError, bad_request, resource_not_found
 from amlops_emulator.arm.state import PROVIDER, Workspace
 from amlops_emulator.ml.assets import DEFAULT_DATASTORE, default_container, system_data
-from amlops_emulator.ml.execution import Run, RunExecutor, RunRequest, SubmitError
+from amlops_emulator.ml.execution import ParallelTask, Run, RunExecutor, RunRequest, SubmitError
+from amlops_emulator.ml.pipelines import PIPELINE, PipelineJob, Pipelines
 
 if TYPE_CHECKING:
     from amlops_emulator.arm.routes import Params, Route
@@ -141,7 +144,8 @@ class JobRoutes:
     def __init__(self, ml: MlRoutes, runs: RunExecutor) -> None:
         self.ml = ml
         self.runs = runs
-        self.jobs: dict[str, Job] = {}  # by lower-cased ARM id
+        self.jobs: dict[str, Job] = {}  # command jobs, by lower-cased ARM id
+        self.pipelines = Pipelines(self)  # pipeline jobs and their children
 
     def routes(self, route: Callable[..., Route]) -> list[Route]:
         return [
@@ -156,6 +160,10 @@ class JobRoutes:
 
     def reset(self) -> None:
         self.jobs.clear()
+        self.pipelines.reset()
+
+    async def close(self) -> None:
+        await self.pipelines.close()
 
     def _workspace(self, p: Params) -> Workspace:
         return self.ml.state.workspace(p["sub"], p["rg"], p["ws"])
@@ -164,15 +172,28 @@ class JobRoutes:
         ws = self.ml.state.workspace(subscription, resource_group, workspace)
         return self.jobs.get(f"{ws.arm_id}/jobs/{name}".lower())
 
-    def _job(self, p: Params) -> Job:
+    def _job(self, p: Params) -> Job | PipelineJob:
         ws = self._workspace(p)
-        job = self.jobs.get(f"{ws.arm_id}/jobs/{p['name']}".lower())
+        job = self.jobs.get(f"{ws.arm_id}/jobs/{p['name']}".lower()) or self.pipelines.find(ws, p["name"])
         if job is None:
             raise resource_not_found(f"{PROVIDER}/workspaces/jobs", f"{ws.name}/{p['name']}", ws.resource_group)
         return job
 
     async def get_job(self, request: web.Request, p: Params) -> web.Response:
-        """``Jobs_Get``."""
+        """``Jobs_Get``. A pipeline's child answers its envelope without ``properties``, as Azure does (the
+        recording in ml/pipelines.py): azure-ai-ml then reads the child from run history."""
+        ws = self._workspace(p)
+        child = self.pipelines.child(ws, p["name"])
+        if child is not None:
+            _, node = child
+            return web.json_response(
+                {
+                    "id": f"{ws.arm_id}/jobs/{node.run_id}",
+                    "name": node.run_id,
+                    "type": f"{PROVIDER}/workspaces/jobs",
+                    "systemData": system_data(node.submitted or child[0].created),
+                }
+            )
         return web.json_response(self._job(p).to_wire())
 
     async def list_jobs(self, request: web.Request, p: Params) -> web.Response:
@@ -180,10 +201,11 @@ class JobRoutes:
         all) and may send ``jobType`` and ``tag``; it filters on neither compute nor status."""
         ws = self._workspace(p)
         prefix = f"{ws.arm_id}/jobs/".lower()
-        jobs = [j for key, j in self.jobs.items() if key.startswith(prefix)]
+        jobs: list[Job | PipelineJob] = [j for key, j in self.jobs.items() if key.startswith(prefix)]
+        jobs += self.pipelines.of_workspace(ws)  # a pipeline's children are in run history, not here
         job_type = request.query.get("jobType")
-        if job_type is not None and job_type.lower() != JOB_TYPE.lower():
-            jobs = []
+        if job_type is not None:
+            jobs = [j for j in jobs if str(j.properties.get("jobType", "")).lower() == job_type.lower()]
         tag = request.query.get("tag")
         if tag is not None:
             jobs = [j for j in jobs if tag in (j.properties.get("tags") or {})]
@@ -198,28 +220,44 @@ class JobRoutes:
         if not isinstance(properties, dict):
             raise bad_request("'properties' is required.", code="InvalidRequestContent")
         arm_id = f"{ws.arm_id}/jobs/{p['name']}"
-        existing = self.jobs.get(arm_id.lower())
+        existing = self.jobs.get(arm_id.lower()) or self.pipelines.find(ws, p["name"])
         if existing is not None:
             for key in ("tags", "description", "displayName"):
                 if key in properties:
                     existing.properties[key] = properties[key]
             return web.json_response(existing.to_wire(), status=200)
+        if properties.get("jobType") == PIPELINE:
+            pipeline = self.pipelines.submit(ws, p["name"], properties, _services(ws, p["name"], request.host))
+            return web.json_response(pipeline.to_wire(), status=201)
         if properties.get("jobType") != JOB_TYPE:
             raise bad_request(
-                f"The emulator runs command jobs only, not jobType '{properties.get('jobType')}'.", code="UserError"
+                f"The emulator runs command and pipeline jobs only, not jobType '{properties.get('jobType')}'.",
+                code="UserError",
             )
         job = await self._submit(ws, p["name"], properties, request.host)
         self.jobs[arm_id.lower()] = job
         return web.json_response(job.to_wire(), status=201)
 
     async def _submit(self, ws: Workspace, name: str, properties: dict[str, Any], host: str) -> Job:
+        run, outputs = await self.start_run(ws, name, properties)
+        stored = {**properties, "outputs": dict(outputs), "services": _services(ws, name, host)}
+        return Job(ws, name, stored, run, self.ml.state.clock.now())
+
+    async def start_run(
+        self, ws: Workspace, name: str, properties: dict[str, Any], *, parallel: ParallelTask | None = None
+    ) -> tuple[Run, dict[str, dict[str, Any]]]:
+        """A run on the AmlCompute from a command job's REST properties (``command``, ``codeId``, ``computeId``,
+        ``inputs``, ``outputs``, ``environmentVariables``, ``distribution``, ``resources``, ``limits``): the path
+        a command job and a pipeline's node share (ml/pipelines.py turns a node into these properties). A
+        parallel node brings its ``parallel`` task instead of a ``command``. Answers the run and its outputs,
+        each with its ``uri``."""
         command = properties.get("command")
         compute_id = properties.get("computeId")
-        if not isinstance(command, str) or not command.strip():
+        if parallel is None and (not isinstance(command, str) or not command.strip()):
             raise bad_request("'command' is required.", code="UserError")
         if not isinstance(compute_id, str) or not compute_id:
             raise bad_request("'computeId' is required: the emulator runs jobs on an AmlCompute.", code="UserError")
-        command = render_inputs(command, properties.get("inputs") or {})
+        command = render_inputs(str(command or ""), properties.get("inputs") or {})
         outputs = self._outputs(name, properties.get("outputs") or {})
         limits = properties.get("limits") or {}
         timeout = parse_duration(limits["timeout"]) if limits.get("timeout") else None
@@ -235,6 +273,7 @@ class JobRoutes:
             code=code,
             timeout_seconds=timeout,
             outputs=tuple(outputs),
+            parallel=parallel,
             finalize=lambda run: self._finalize(ws, run, outputs),
         )
         try:
@@ -243,8 +282,7 @@ class JobRoutes:
             if code is not None:
                 shutil.rmtree(code, ignore_errors=True)
             raise ArmError(exc.status, exc.code, exc.message) from None
-        stored = {**properties, "outputs": dict(outputs), "services": _services(ws, name, host)}
-        return Job(ws, name, stored, run, self.ml.state.clock.now())
+        return run, outputs
 
     def _outputs(self, job: str, outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Each output with its ``uri``: the one given (a ``workspaceblobstore`` path) or the default path."""
@@ -305,10 +343,13 @@ class JobRoutes:
         azure-core's ARM poller then GETs (200: done). The run goes ``CancelRequested`` → ``Canceled`` once its
         processes are killed; a queued run is ``Canceled`` at once."""
         job = self._job(p)
-        try:
-            self.runs.cancel(job.run.run_id)
-        except SubmitError as exc:
-            raise ArmError(exc.status, exc.code, exc.message) from None
+        if isinstance(job, PipelineJob):
+            self.pipelines.cancel(job)
+        else:
+            try:
+                self.runs.cancel(job.run.run_id)
+            except SubmitError as exc:
+                raise ArmError(exc.status, exc.code, exc.message) from None
         # The example's location has no query; a poller needs the api-version to GET it from this ARM.
         job_path = request.url.path.removesuffix("/").removesuffix("/cancel")
         location = request.url.with_path(job_path).with_query({"api-version": request.query["api-version"]})

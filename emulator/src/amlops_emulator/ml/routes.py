@@ -22,6 +22,7 @@ from amlops_emulator.ml.assets import (
     default_container,
     system_data,
 )
+from amlops_emulator.ml.components import check_component
 from amlops_emulator.ml.storage import StorageAccount
 
 if TYPE_CHECKING:
@@ -32,9 +33,10 @@ _WS = (
     r"/workspaces/(?P<ws>[^/]+)"
 )
 # The asset kinds (their path segment) and the swagger's operation-id prefix of each.
-_OPERATION_PREFIX = {"codes": "Code", "environments": "Environment", "data": "Data"}
+_OPERATION_PREFIX = {"codes": "Code", "environments": "Environment", "data": "Data", "components": "Component"}
 STORAGE_UNAVAILABLE = "WorkspaceStorageUnavailable"  # ours: no Azure counterpart
-# The field of each kind's version properties that names its content (immutable once the version exists).
+# The field of each kind's version properties that names its content (immutable once the version exists). A
+# component version has no asset path: its content is its ``componentSpec`` (ml/components.py checks it).
 _PATH_FIELD = {"codes": "codeUri", "environments": "image", "data": "dataUri"}
 
 
@@ -193,10 +195,16 @@ class MlRoutes:
             # (and filtered on, e.g. hashVersion) as its text.
             properties = {**properties, "properties": {k: v if isinstance(v, str) else str(v) for k, v in tags.items()}}
         kind = p["kind"]
-        field = _PATH_FIELD[kind]
+        field = _PATH_FIELD.get(kind)
         existing = self.assets.find(ws, kind, p["name"], p["version"])
-        if existing is not None and existing.body["properties"].get(field) != properties.get(field):
+        if (
+            field is not None
+            and existing is not None
+            and existing.body["properties"].get(field) != properties.get(field)
+        ):
             raise bad_request(ASSET_PATH_MESSAGE, code=ASSET_PATH_CODE)
+        if kind == "components":
+            check_component(properties)
         stored, created = self.assets.put(ws, kind, p["name"], p["version"], properties, self.state.clock.now())
         return web.json_response(stored.body, status=201 if created else 200)
 

@@ -1,0 +1,402 @@
+"""Pipeline jobs through azure-ai-ml 1.35.2's real ``MLClient``: ``@pipeline`` functions of ``command`` and
+``parallel`` nodes, their components registered, each node a child job on the emulator's AmlCompute.
+
+Evidence: azure-ai-ml 1.35.2's ``_job_operations.py`` (a pipeline PUT at 2024-01-01-preview with an Azure ML token
+in ``x-azureml-token``; ``jobs.list(parent_job_name=...)`` reads run history's ``runs/{id}/children``; ``jobs.get``
+of a child, whose ARM body has no ``properties``, reads ``runs/{id}``), ``_component_operations.py`` (anonymous
+components PUT at ``components/azureml_anonymous/versions/{hash}``), the recording ``sdk/ml/azure-ai-ml/tests/
+recordings/pipeline_job/e2etests/test_pipeline_job.pyTestPipelineJobLongRunningtest_pipeline_job_get_child_run.json``
+of azure-sdk-for-python (a pipeline's properties, its children's ``Run`` bodies: GUID ``runId``, ``displayName``
+the node), ``examples/Job/PipelineJob/createOrUpdate.json`` of azure-rest-api-specs ``stable/2024-10-01``
+(``status: NotStarted`` on create), ``JobStatus`` for the status names. The seed is the ``parallel_run_function``
+example of /work/shared/seeds/002_40581eadf274a66d.txt. Where an answer is the emulator's own (how a failure
+stops the other nodes, the pipeline's error wording), ml/pipelines.py says so.
+
+The emulator's clock runs at 60x (conftest), so nodes come within seconds; user processes run in real time:
+tests wait on statuses with a deadline, never on a sleep.
+"""
+
+# No ``from __future__ import annotations``: azure-ai-ml's @pipeline reads its parameters' annotations as types.
+import importlib.util
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.ai.ml import Input, MLClient, Output, command, dsl
+from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.entities import AmlCompute, Environment, Job, PipelineJob
+from azure.ai.ml.parallel import RunFunction, parallel_run_function
+from azure.storage.blob import BlobServiceClient
+
+from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
+from tests.support.mlclient import ml_client
+from tests.support.processes import EmulatorProcess
+
+pytestmark = pytest.mark.emulator
+
+WITHIN = 180.0  # real seconds a pipeline may take on a loaded machine (two nodes one after the other)
+TERMINAL = ("Completed", "Failed", "Canceled")
+ENVIRONMENT = Environment(image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest")
+
+PRODUCE = """
+import pathlib, sys
+out = pathlib.Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "rows.txt").write_text("a\\nb\\nc\\n")
+"""
+CONSUME = """
+import pathlib, sys
+rows = (pathlib.Path(sys.argv[1]) / "rows.txt").read_text().split()
+out = pathlib.Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+(out / "count.txt").write_text(str(len(rows)))
+"""
+FAIL = "import sys\nprint('step failed')\nsys.exit(4)\n"
+WRITE = """
+import pathlib, sys
+out = pathlib.Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "n.txt").write_text(sys.argv[2])
+"""
+WAIT = """
+import os, pathlib, time
+pathlib.Path(os.environ["PROBE"], "started").write_text("yes")
+while True:
+    time.sleep(0.05)
+"""
+SCORE = """
+def init():
+    pass
+
+
+def run(mini_batch):
+    return mini_batch
+"""
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def cluster(azure_ml: EmulatorProcess) -> str:
+    """One AmlCompute (0..2 nodes) for the module's pipelines."""
+    client = ml_client(
+        azure_ml.arm_url,
+        azure_ml.ca_file,
+        DEFAULT_SUBSCRIPTION,
+        DEFAULT_RESOURCE_GROUP,
+        DEFAULT_WORKSPACE,
+        polling_interval=0.2,
+    )
+    name = _unique("cpu")
+    client.compute.begin_create_or_update(
+        AmlCompute(name=name, size="Standard_DS3_v2", min_instances=0, max_instances=2, idle_time_before_scale_down=120)
+    ).result()
+    return name
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for name, text in {
+        "produce.py": PRODUCE,
+        "consume.py": CONSUME,
+        "fail.py": FAIL,
+        "write.py": WRITE,
+        "wait.py": WAIT,
+    }.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def _pipeline(func: Callable[..., Any], **settings: Any) -> Callable[..., PipelineJob]:
+    """``@dsl.pipeline(**settings)`` on ``func``, spelled so that azure-ai-ml's typed overload applies."""
+    return dsl.pipeline(func, **settings)
+
+
+def _named(pipeline: PipelineJob, name: str) -> PipelineJob:
+    pipeline.name = name
+    return pipeline
+
+
+def _finished(ml: MLClient, name: str) -> Job:
+    deadline = time.monotonic() + WITHIN
+    job = ml.jobs.get(name)
+    while job.status not in TERMINAL:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {name} not finished within {WITHIN} s (now {job.status})")
+        time.sleep(0.2)  # polling interval of a wait with a deadline, not a synchronisation
+        job = ml.jobs.get(name)
+    assert isinstance(job, Job)
+    return job
+
+
+def _children(ml: MLClient, pipeline: str) -> dict[str, Job]:
+    """The pipeline's children as azure-ai-ml lists them, by node (their ``display_name``)."""
+    children = {}
+    for child in ml.jobs.list(parent_job_name=pipeline):
+        assert child.display_name is not None
+        children[child.display_name] = child
+    return children
+
+
+def _blob(blobs: BlobServiceClient, ml: MLClient, name: str) -> str:
+    container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
+    return blobs.get_blob_client(container, name).download_blob().readall().decode()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("amlops_emulator.ml.inputs") is None,
+    reason="a node reading another node's output needs the data-input resolver (ml/inputs.py) to fetch it",
+)
+def test_two_step_pipeline_passes_the_first_steps_output_to_the_second(
+    ml: MLClient, cluster: str, src: Path, blobs: BlobServiceClient
+) -> None:
+    """``@pipeline`` of two ``command`` nodes, the second reading the first's ``uri_folder`` output
+    (``${{parent.jobs.first.outputs.rows}}``): the second starts once the first completed and reads what it
+    uploaded; the pipeline goes ``NotStarted`` (the swagger example's status on create) to ``Completed``; both
+    children are listed by ``jobs.list(parent_job_name=...)`` (GUID names, ``display_name`` the node) and
+    readable with ``jobs.get``; the pipeline's output is the second node's."""
+    produce = command(
+        code=str(src),
+        command="python produce.py ${{outputs.rows}}",
+        environment=ENVIRONMENT,
+        outputs={"rows": Output(type="uri_folder")},
+    )
+    consume = command(
+        code=str(src),
+        command="python consume.py ${{inputs.rows}} ${{outputs.count}}",
+        environment=ENVIRONMENT,
+        inputs={"rows": Input(type="uri_folder")},
+        outputs={"count": Output(type="uri_folder")},
+    )
+
+    def two_steps() -> dict[str, Output]:
+        first = produce()
+        second = consume(rows=first.outputs["rows"])
+        return {"count": second.outputs["count"]}
+
+    name = _unique("two-steps")
+    submitted = ml.jobs.create_or_update(_named(_pipeline(two_steps, compute=cluster)(), name))
+    assert isinstance(submitted, PipelineJob)
+    assert submitted.status in ("NotStarted", "Running")
+
+    job = _finished(ml, name)
+
+    assert isinstance(job, PipelineJob)
+    assert job.status == "Completed"
+    children = _children(ml, name)
+    assert sorted(children) == ["first", "second"]
+    assert all(c.status == "Completed" for c in children.values())
+    assert ml.jobs.get(children["second"].name).status == "Completed"
+    second = children["second"].name
+    assert _blob(blobs, ml, f"azureml/{second}/count/count.txt") == "3"
+    output = job.outputs["count"]
+    assert isinstance(output, Output)
+    assert output.path == f"azureml://datastores/workspaceblobstore/paths/azureml/{second}/count/"
+    assert name in [j.name for j in ml.jobs.list()]
+    assert not set(c.name for c in children.values()) & {j.name for j in ml.jobs.list()}  # children: run history
+
+
+def test_failing_node_fails_the_pipeline_and_its_readers_never_start(ml: MLClient, cluster: str, src: Path) -> None:
+    """A node exiting 4: its child ``Failed``, the pipeline ``Failed``; the node reading its output is never
+    made a child job (it never starts), and without ``continue_on_step_failure`` neither is any other node
+    still waiting (``independent`` is after ``failing`` here through nothing but the failure)."""
+    failing = command(
+        code=str(src),
+        command="python fail.py ${{outputs.rows}}",
+        environment=ENVIRONMENT,
+        outputs={"rows": Output(type="uri_folder")},
+    )
+    reader = command(
+        code=str(src),
+        command="echo ${{inputs.rows}}",
+        environment=ENVIRONMENT,
+        inputs={"rows": Input(type="uri_folder")},
+    )
+
+    def fails() -> None:
+        first = failing()
+        reader(rows=first.outputs["rows"]).name = "reader"
+
+    name = _unique("fails")
+    ml.jobs.create_or_update(_named(_pipeline(fails, compute=cluster)(), name))
+
+    assert _finished(ml, name).status == "Failed"
+    children = _children(ml, name)
+    assert sorted(children) == ["first"]
+    assert children["first"].status == "Failed"
+
+
+def test_continue_on_step_failure_runs_the_nodes_that_do_not_read_the_failed_one(
+    ml: MLClient, cluster: str, src: Path, blobs: BlobServiceClient
+) -> None:
+    """``continue_on_step_failure=True``: the failed node's reader never starts, an independent node (a literal
+    input) still runs to ``Completed`` with its output uploaded; the pipeline ends ``Failed``."""
+    failing = command(
+        code=str(src),
+        command="python fail.py ${{outputs.rows}}",
+        environment=ENVIRONMENT,
+        outputs={"rows": Output(type="uri_folder")},
+    )
+    reader = command(
+        code=str(src),
+        command="echo ${{inputs.rows}}",
+        environment=ENVIRONMENT,
+        inputs={"rows": Input(type="uri_folder")},
+    )
+    writer = command(
+        code=str(src),
+        command="python write.py ${{outputs.out}} ${{inputs.n}}",
+        environment=ENVIRONMENT,
+        inputs={"n": Input(type="integer")},
+        outputs={"out": Output(type="uri_folder")},
+    )
+
+    def goes_on(n: int) -> None:
+        first = failing()
+        reader(rows=first.outputs["rows"]).name = "reader"
+        writer(n=n).name = "writer"
+
+    name = _unique("goes-on")
+    ml.jobs.create_or_update(_named(_pipeline(goes_on, compute=cluster, continue_on_step_failure=True)(n=7), name))
+
+    job = _finished(ml, name)
+
+    assert job.status == "Failed"
+    assert job.properties["azureml.continue_on_step_failure"] == "True"
+    children = _children(ml, name)
+    assert sorted(children) == ["first", "writer"]
+    assert (children["first"].status, children["writer"].status) == ("Failed", "Completed")
+    assert _blob(blobs, ml, f"azureml/{children['writer'].name}/out/n.txt") == "7"
+
+
+def test_cancel_cascades_to_the_running_child(ml: MLClient, cluster: str, src: Path, tmp_path: Path) -> None:
+    """``jobs.begin_cancel`` of a pipeline whose node runs an endless script: the child is canceled (its
+    process killed) and the pipeline ends ``Canceled``; the node after it never starts."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    waiting = command(
+        code=str(src),
+        command="python wait.py ${{outputs.rows}}",
+        environment=ENVIRONMENT,
+        environment_variables={"PROBE": str(probe)},
+        outputs={"rows": Output(type="uri_folder")},
+    )
+    reader = command(
+        code=str(src),
+        command="echo ${{inputs.rows}}",
+        environment=ENVIRONMENT,
+        inputs={"rows": Input(type="uri_folder")},
+    )
+
+    def endless() -> None:
+        first = waiting()
+        reader(rows=first.outputs["rows"]).name = "reader"
+
+    name = _unique("endless")
+    ml.jobs.create_or_update(_named(_pipeline(endless, compute=cluster)(), name))
+    deadline = time.monotonic() + WITHIN
+    while not (probe / "started").exists():
+        assert time.monotonic() < deadline, "the node's script never started"
+        time.sleep(0.1)
+    assert ml.jobs.get(name).status == "Running"
+
+    ml.jobs.begin_cancel(name).result()
+
+    assert _finished(ml, name).status == "Canceled"
+    children = _children(ml, name)
+    assert sorted(children) == ["first"]
+    assert children["first"].status == "Canceled"
+
+
+def test_the_seeds_parallel_pipeline_is_accepted(
+    ml: MLClient, cluster: str, tmp_path: Path, blobs: BlobServiceClient
+) -> None:
+    """The seed's ``parallel_run_function`` (mltable ``job_data_path``, uri_folder ``score_model``,
+    ``program_arguments="--model ${{inputs.score_model}}"``, ``append_row_to="${{outputs.job_output_path}}"``)
+    in a ``@pipeline``: azure-ai-ml uploads the task's code, registers its environment and the anonymous parallel
+    component (``components/azureml_anonymous/versions/{hash}``, readable with ``components.get``), the PUT
+    answers 201 (``create_or_update`` returns the job), and the parallel node becomes a child job, listed as
+    azure-ai-ml lists children with run history's ``StepType``. What its run does is the parallel runtime's
+    (``RunRequest.parallel``, its ``ParallelTask`` from test_pipeline_mapping.py)."""
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "tabular_batch_inference.py").write_text(SCORE)
+    (code / "environment_parallel.yml").write_text("name: batch\ndependencies:\n  - python=3.10\n")
+    container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
+    data = blobs.get_container_client(container)
+    data.upload_blob("seed/iris/iris.csv", b"sepal_length\n5.1\n4.9\n", overwrite=True)
+    data.upload_blob(
+        "seed/iris/MLTable", b"paths:\n  - file: ./iris.csv\ntransformations:\n  - read_delimited\n", overwrite=True
+    )
+    data.upload_blob("seed/model/model.txt", b"weights", overwrite=True)
+    parallel_run = parallel_run_function(
+        name="batch_score_with_tabular_input",
+        display_name="Batch Score with Tabular Dataset",
+        description="parallel component for batch score",
+        inputs=dict(
+            job_data_path=Input(type=AssetTypes.MLTABLE, description="The data to be split and scored in parallel"),
+            score_model=Input(type=AssetTypes.URI_FOLDER, description="The model for batch score."),
+        ),
+        outputs=dict(job_output_path=Output(type=AssetTypes.MLTABLE)),
+        input_data="${{inputs.job_data_path}}",
+        max_concurrency_per_instance=2,
+        mini_batch_size="100",
+        mini_batch_error_threshold=5,
+        logging_level="DEBUG",
+        error_threshold=5,
+        retry_settings=dict(max_retries=2, timeout=60),  # type: ignore[arg-type]  # the seed's own dict
+        task=RunFunction(
+            code=str(code),
+            entry_script="tabular_batch_inference.py",
+            environment=Environment(
+                image="mcr.microsoft.com/azureml/openmpi3.1.2-ubuntu18.04",
+                conda_file=str(code / "environment_parallel.yml"),
+            ),
+            program_arguments="--model ${{inputs.score_model}}",
+            append_row_to="${{outputs.job_output_path}}",
+        ),
+    )
+
+    def seed_pipeline(pipeline_job_data_path: Input, pipeline_score_model: Input) -> dict[str, Output]:
+        batch_inference = parallel_run(job_data_path=pipeline_job_data_path, score_model=pipeline_score_model)
+        batch_inference.outputs["job_output_path"].type = "uri_file"
+        return {"pipeline_job_out_file": batch_inference.outputs["job_output_path"]}
+
+    pipeline = _pipeline(seed_pipeline, default_compute=cluster)(
+        pipeline_job_data_path=Input(
+            type=AssetTypes.MLTABLE, path="azureml://datastores/workspaceblobstore/paths/seed/iris/"
+        ),
+        pipeline_score_model=Input(
+            type=AssetTypes.URI_FOLDER, path="azureml://datastores/workspaceblobstore/paths/seed/model/"
+        ),
+    )
+    name = _unique("seed")
+
+    submitted = ml.jobs.create_or_update(_named(pipeline, name), experiment_name="seed")
+
+    assert isinstance(submitted, PipelineJob)
+    assert submitted.name == name
+    node = submitted.jobs["batch_score_with_tabular_input"]
+    # azure-ai-ml shows the node's componentId (an ARM id) as name:version.
+    component_name, version = str(node.component).split(":")
+    assert component_name == "azureml_anonymous"
+    component = ml.components.get(component_name, version)
+    assert component.type == "parallel"
+    assert component.task is not None
+    assert component.task.entry_script == "tabular_batch_inference.py"
+    deadline = time.monotonic() + WITHIN
+    children = _children(ml, name)
+    while "batch_score_with_tabular_input" not in children:
+        assert time.monotonic() < deadline, "the parallel node never became a child job"
+        time.sleep(0.2)
+        children = _children(ml, name)
+    child = ml.jobs.get(children["batch_score_with_tabular_input"].name)
+    assert child.properties["StepType"] == "ParallelRunStep"
+    assert child.properties["azureml.pipeline"] == name
