@@ -28,6 +28,7 @@ import pytest
 from azure.ai.ml import Input, MLClient, Output, command, dsl
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import AmlCompute, Environment, Job, PipelineJob
+from azure.ai.ml.exceptions import JobException
 from azure.ai.ml.parallel import RunFunction, parallel_run_function
 from azure.storage.blob import BlobServiceClient
 
@@ -193,20 +194,17 @@ def test_two_step_pipeline_passes_the_first_steps_output_to_the_second(
     children = _children(ml, name)
     assert sorted(children) == ["first", "second"]
     assert all(c.status == "Completed" for c in children.values())
-    assert ml.jobs.get(children["second"].name).status == "Completed"
     second = children["second"].name
     assert _blob(blobs, ml, f"azureml/{second}/count/count.txt") == "3"
     output = job.outputs["count"]
     assert isinstance(output, Output)
     assert output.path == f"azureml://datastores/workspaceblobstore/paths/azureml/{second}/count/"
-    assert name in [j.name for j in ml.jobs.list()]
-    assert not set(c.name for c in children.values()) & {j.name for j in ml.jobs.list()}  # children: run history
 
 
 def test_failing_node_fails_the_pipeline_and_its_readers_never_start(ml: MLClient, cluster: str, src: Path) -> None:
     """A node exiting 4: its child ``Failed``, the pipeline ``Failed``; the node reading its output is never
-    made a child job (it never starts), and without ``continue_on_step_failure`` neither is any other node
-    still waiting (``independent`` is after ``failing`` here through nothing but the failure)."""
+    made a child job (it never starts). ``jobs.stream`` of the pipeline raises its error, which names the failed
+    node (the emulator's wording)."""
     failing = command(
         code=str(src),
         command="python fail.py ${{outputs.rows}}",
@@ -231,6 +229,9 @@ def test_failing_node_fails_the_pipeline_and_its_readers_never_start(ml: MLClien
     children = _children(ml, name)
     assert sorted(children) == ["first"]
     assert children["first"].status == "Failed"
+    with pytest.raises(JobException) as raised:  # jobs.stream reads the pipeline's run details
+        ml.jobs.stream(name)
+    assert "Failed nodes: /first" in str(raised.value)
 
 
 def test_continue_on_step_failure_runs_the_nodes_that_do_not_read_the_failed_one(
@@ -273,6 +274,10 @@ def test_continue_on_step_failure_runs_the_nodes_that_do_not_read_the_failed_one
     children = _children(ml, name)
     assert sorted(children) == ["first", "writer"]
     assert (children["first"].status, children["writer"].status) == ("Failed", "Completed")
+    assert ml.jobs.get(children["writer"].name).status == "Completed"  # a child, read from run history
+    listed = {j.name for j in ml.jobs.list()}
+    assert name in listed
+    assert not {c.name for c in children.values()} & listed  # children are in run history only
     assert _blob(blobs, ml, f"azureml/{children['writer'].name}/out/n.txt") == "7"
 
 

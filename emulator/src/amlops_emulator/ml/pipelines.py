@@ -489,6 +489,8 @@ class Pipelines:
             while not job.done:
                 self._advance(job)
                 for name in self._ready(job):
+                    if job.cancel_requested:
+                        break
                     await self._start(job, job.nodes[name])
                 self._advance(job)
                 if not job.done:
@@ -516,7 +518,9 @@ class Pipelines:
         statuses = self._statuses(job)
         running = any(s is not None and s not in TERMINAL for s in statuses.values())
         if job.cancel_requested:
-            if not running:
+            if running:  # again each time: a node may have become a child while its code was downloading
+                self._cancel_children(job)
+            else:
                 self._end(job, RunStatus.CANCELED, None)
             return
         status, _ = pipeline_status(statuses, job.graph, continue_on_failure=job.continue_on_failure)
