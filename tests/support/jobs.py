@@ -23,11 +23,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def create_cluster(azure_ml: EmulatorProcess, max_instances: int = 2) -> str:
-    """A new AmlCompute (0..``max_instances`` nodes), created through the MLClient surface; its name. The client
-    names the emulator's storage suffix: azure-ai-ml registers a cloud once per process, the first client's
+def client(azure_ml: EmulatorProcess) -> MLClient:
+    """An ``MLClient`` on ``azure_ml`` for module fixtures (no storage environment: it uploads nothing). It names
+    the emulator's storage suffix: azure-ai-ml registers a cloud once per process, and the first client's
     metadata is what later clients of the same emulator get."""
-    client = ml_client(
+    return ml_client(
         azure_ml.arm_url,
         azure_ml.ca_file,
         DEFAULT_SUBSCRIPTION,
@@ -36,8 +36,12 @@ def create_cluster(azure_ml: EmulatorProcess, max_instances: int = 2) -> str:
         storage_endpoint=azure_ml.run.endpoints["storage"]["storageEndpointSuffix"],
         polling_interval=0.2,
     )
+
+
+def create_cluster(azure_ml: EmulatorProcess, max_instances: int = 2) -> str:
+    """A new AmlCompute (0..``max_instances`` nodes), created through the MLClient surface; its name."""
     name = unique("cpu")
-    client.compute.begin_create_or_update(
+    client(azure_ml).compute.begin_create_or_update(
         AmlCompute(
             name=name,
             size="Standard_DS3_v2",
