@@ -1,21 +1,20 @@
 """What a command job's REST body becomes on the nodes (``ml/jobs.py``, ``ml/execution.py``): pure.
 
 Evidence: the swagger's ``CommandJobLimits.timeout`` is an ISO 8601 duration (``examples/Job/CommandJob/get.json``
-of azure-rest-api-specs ``stable/2024-10-01``: ``"timeout": "PT5M"``); its ``LiteralJobInput`` (``jobInputType:
-literal``, ``value``); Azure ML's common runtime mounts an output under ``/mnt/azureml/cr/j/{run}/cap/
-data-capability/wd/{name}`` beside the working directory ``.../exe/wd``.
+of azure-rest-api-specs ``stable/2024-10-01``: ``"timeout": "PT5M"``); Azure ML's common runtime mounts an output
+under ``/mnt/azureml/cr/j/{run}/cap/data-capability/wd/{name}`` beside the working directory ``.../exe/wd``. Inputs
+(literal and data): test_job_inputs.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.ml.execution import output_dir, render_outputs
-from amlops_emulator.ml.jobs import default_output_path, parse_duration, render_inputs
+from amlops_emulator.ml.jobs import default_output_path, parse_duration
 
 pytestmark = pytest.mark.emulator
 
@@ -39,31 +38,6 @@ def test_malformed_durations_are_refused(text: str) -> None:
     with pytest.raises(ArmError) as raised:
         parse_duration(text)
     assert (raised.value.status, raised.value.code) == (400, "UserError")
-
-
-@pytest.mark.parametrize(
-    ("command", "inputs", "expected"),
-    [
-        (
-            "python a.py --lr ${{inputs.lr}}",
-            {"lr": {"jobInputType": "literal", "value": "0.1"}},
-            "python a.py --lr 0.1",
-        ),
-        ("echo ${{inputs.a}} ${{inputs.a}}", {"a": {"jobInputType": "literal", "value": "x"}}, "echo x x"),  # each use
-        ("python a.py", {}, "python a.py"),  # nothing to replace
-    ],
-)
-def test_literal_inputs_are_replaced(command: str, inputs: dict[str, Any], expected: str) -> None:
-    assert render_inputs(command, inputs) == expected
-
-
-def test_data_inputs_are_refused_by_name() -> None:
-    """The emulator does not bring data inputs to the nodes: a clear 400 naming the input, not a run that
-    fails later on a path that does not exist."""
-    with pytest.raises(ArmError) as raised:
-        render_inputs("python a.py ${{inputs.data}}", {"data": {"jobInputType": "uri_folder", "uri": "azureml://x"}})
-    assert (raised.value.status, raised.value.code) == (400, "UserError")
-    assert "'data'" in raised.value.message
 
 
 def test_outputs_live_beside_the_working_directory() -> None:

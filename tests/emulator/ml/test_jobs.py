@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from azure.ai.ml import MLClient, Output, command
-from azure.ai.ml.entities import AmlCompute, Command, Environment
 from azure.ai.ml.exceptions import JobException
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
@@ -33,14 +31,11 @@ from amlops_emulator.seed import (
     DEFAULT_SUBSCRIPTION,
     DEFAULT_WORKSPACE,
 )
-from tests.support.mlclient import ml_client
+from tests.support.jobs import ENVIRONMENT, WITHIN, create_cluster, finished, unique
 from tests.support.processes import EmulatorProcess
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
 pytestmark = pytest.mark.emulator
-
-WITHIN = 120.0  # real seconds a job may take on a loaded machine (node allocation + preparation + the script)
-TERMINAL = ("Completed", "Failed", "Canceled")
 
 TRAIN = """
 import argparse, pathlib
@@ -67,26 +62,10 @@ while True:
 """
 
 
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture(scope="module")
 def cluster(azure_ml: EmulatorProcess) -> str:
     """One AmlCompute (0..2 nodes) for the module's jobs, created through the same MLClient surface."""
-    client = ml_client(
-        azure_ml.arm_url,
-        azure_ml.ca_file,
-        DEFAULT_SUBSCRIPTION,
-        DEFAULT_RESOURCE_GROUP,
-        DEFAULT_WORKSPACE,
-        polling_interval=0.2,
-    )
-    name = _unique("cpu")
-    client.compute.begin_create_or_update(
-        AmlCompute(name=name, size="Standard_DS3_v2", min_instances=0, max_instances=2, idle_time_before_scale_down=120)
-    ).result()
-    return name
+    return create_cluster(azure_ml)
 
 
 @pytest.fixture
@@ -99,26 +78,6 @@ def src(tmp_path: Path) -> Path:
     (folder / "ranks.py").write_text(RENDEZVOUS)
     (folder / "mpi.py").write_text(MPI_ENV)
     return folder
-
-
-ENVIRONMENT = Environment(image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest")
-
-
-def _get(ml: MLClient, name: str) -> Command:
-    job = ml.jobs.get(name)
-    assert isinstance(job, Command)
-    return job
-
-
-def _finished(ml: MLClient, name: str) -> Command:
-    deadline = time.monotonic() + WITHIN
-    job = _get(ml, name)
-    while job.status not in TERMINAL:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {name} not finished within {WITHIN} s (now {job.status})")
-        time.sleep(0.2)  # polling interval of a wait with a deadline, not a synchronisation
-        job = _get(ml, name)
-    return job
 
 
 def _blob(blobs: BlobServiceClient, ml: MLClient, name: str) -> str:
@@ -152,7 +111,7 @@ def test_command_job_with_local_code_completes_with_its_output_in_azurite(
     anonymous environment and PUTs the job; the job goes through ``Queued`` to ``Completed`` (``JobStatus``),
     its output at ``azureml://datastores/workspaceblobstore/paths/azureml/{job}/model/`` (the emulator's default
     for an output given no path) holds what the script wrote, and ``user_logs/std_log.txt`` its stdout."""
-    name = _unique("train")
+    name = unique("train")
     submitted = ml.jobs.create_or_update(
         command(
             name=name,
@@ -167,7 +126,7 @@ def test_command_job_with_local_code_completes_with_its_output_in_azurite(
     assert submitted.status in ("NotStarted", "Queued", "Preparing", "Running")
     assert submitted.compute == cluster
 
-    job = _finished(ml, name)
+    job = finished(ml, name)
 
     assert job.status == "Completed"
     # The emulator's own StartTimeUtc/EndTimeUtc (jobs.py says why): started, then ended.
@@ -183,12 +142,12 @@ def test_failing_script_fails_the_job_with_its_log(
 ) -> None:
     """A script exiting 3: the job ends ``Failed`` (``JobStatus``); the ARM job body carries no error (the
     swagger's ``Command`` has none), the user log with the script's output is in the artifact folder."""
-    name = _unique("fail")
+    name = unique("fail")
     ml.jobs.create_or_update(
         command(name=name, code=str(src), command="python fail.py", environment=ENVIRONMENT, compute=cluster)
     )
 
-    job = _finished(ml, name)
+    job = finished(ml, name)
 
     assert job.status == "Failed"
     assert "about to fail" in _blob(blobs, ml, f"ExperimentRun/dcid.{name}/user_logs/std_log.txt")
@@ -199,12 +158,12 @@ def test_cancel_a_running_job(ml: MLClient, cluster: str, src: Path, tmp_path: P
     the running script is killed and the job ends ``Canceled``."""
     probe = tmp_path / "probe"
     probe.mkdir()
-    name = _unique("cancel")
+    name = unique("cancel")
     _start_and_wait(ml, name, src, "python wait.py", cluster, probe)
 
     ml.jobs.begin_cancel(name).result()
 
-    assert _finished(ml, name).status == "Canceled"
+    assert finished(ml, name).status == "Canceled"
 
 
 def test_two_by_two_pytorch_job_ranks_see_their_environment(
@@ -213,7 +172,7 @@ def test_two_by_two_pytorch_job_ranks_see_their_environment(
     """``instance_count=2``, ``distribution=PyTorch(process_count_per_instance=2)``: four ranks, two per node,
     with ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``NODE_RANK`` as Azure ML's distributed training guide lists
     them; every other rank reaches rank 0 over ``MASTER_ADDR:MASTER_PORT``; all write into the shared output."""
-    name = _unique("torch")
+    name = unique("torch")
     ml.jobs.create_or_update(
         command(
             name=name,
@@ -227,7 +186,7 @@ def test_two_by_two_pytorch_job_ranks_see_their_environment(
         )
     )
 
-    job = _finished(ml, name)
+    job = finished(ml, name)
 
     assert job.status == "Completed"
     seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
@@ -243,7 +202,7 @@ def test_two_by_two_mpi_job_ranks_see_their_environment(
     """``distribution=MpiDistribution(process_count_per_instance=2)`` on 2 nodes: every process sees
     ``OMPI_COMM_WORLD_RANK``/``SIZE``/``LOCAL_RANK`` as Open MPI sets them for Azure ML's launcher (the
     distributed training guide)."""
-    name = _unique("mpi")
+    name = unique("mpi")
     ml.jobs.create_or_update(
         command(
             name=name,
@@ -257,7 +216,7 @@ def test_two_by_two_mpi_job_ranks_see_their_environment(
         )
     )
 
-    assert _finished(ml, name).status == "Completed"
+    assert finished(ml, name).status == "Completed"
     seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
     assert [(s["OMPI_COMM_WORLD_RANK"], s["OMPI_COMM_WORLD_SIZE"], s["OMPI_COMM_WORLD_LOCAL_RANK"]) for s in seen] == [
         (str(rank), "4", str(rank % 2)) for rank in range(4)
@@ -299,7 +258,7 @@ def test_timeout_cancels_the_job(ml: MLClient, cluster: str, src: Path, tmp_path
     timeout is the user process's own real time: the run needs no other clock to end."""
     probe = tmp_path / "probe"
     probe.mkdir()
-    name = _unique("timeout")
+    name = unique("timeout")
     job = command(
         name=name,
         code=str(src),
@@ -311,14 +270,14 @@ def test_timeout_cancels_the_job(ml: MLClient, cluster: str, src: Path, tmp_path
     job.set_limits(timeout=2)
     ml.jobs.create_or_update(job)
 
-    assert _finished(ml, name).status == "Canceled"
+    assert finished(ml, name).status == "Canceled"
     assert (probe / "started").exists()  # it did run, and was stopped
 
 
 def test_a_compute_that_is_not_an_aml_compute_is_refused(ml: MLClient, azure_ml: EmulatorProcess, src: Path) -> None:
     """A job on an attached Batch compute (``computeType: Batch``, attached as the operator's BatchCompute does):
     refused at submission with 400 ``UserError`` (the emulator's wording: command jobs run on AmlCompute here)."""
-    name = _unique("batch")
+    name = unique("batch")
     ws = f"/subscriptions/{DEFAULT_SUBSCRIPTION}/resourceGroups/{DEFAULT_RESOURCE_GROUP}"
     attach = {
         "computeType": "Batch",
@@ -367,7 +326,7 @@ def test_stream_prints_the_user_log_and_raises_on_failure(
         "    time.sleep(0.05)\n"
         "print('streamed line')\n"
     )
-    name = _unique("stream")
+    name = unique("stream")
     _start_and_wait(ml, name, src, "python released.py", cluster, probe)
     # The script is released only once stream has read the run as running: it then polls until the run ends
     # and prints the log it finds (a run already over at stream's first read prints no log, on Azure too).
@@ -385,7 +344,7 @@ def test_stream_prints_the_user_log_and_raises_on_failure(
     assert "streamed line" in printed
     assert "Execution Summary" in printed
 
-    failing = _unique("stream-fail")
+    failing = unique("stream-fail")
     ml.jobs.create_or_update(
         command(name=failing, code=str(src), command="python fail.py", environment=ENVIRONMENT, compute=cluster)
     )

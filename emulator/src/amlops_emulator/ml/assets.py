@@ -21,6 +21,12 @@ from amlops_emulator.arm.state import PROVIDER, Workspace
 # The asset kinds, as their path segment under the workspace, and the type names ARM gives their resources.
 KINDS = ("codes", "environments", "data", "components")
 DEFAULT_DATASTORE = "workspaceblobstore"
+# Where Azure ML keeps a run's logs and ``outputs/`` (a job's ``outputs.default``: "azureml://datastores/
+# workspaceartifactstore/ExperimentRun/dcid.{job}", Azure/azure-powershell ``Get-AzMLWorkspaceJob.md``). On Azure
+# its container is ``azureml``; the emulator's shares the default container (the emulator's choice: one container
+# holds what a run wrote, as before this datastore was served).
+ARTIFACT_DATASTORE = "workspaceartifactstore"
+DATASTORES = (DEFAULT_DATASTORE, ARTIFACT_DATASTORE)
 # The service's refusal of a changed path, as azure-ai-ml quotes it (_artifacts/_constants.py ASSET_PATH_ERROR).
 ASSET_PATH_CODE = "UserError"
 ASSET_PATH_MESSAGE = "Asset paths cannot be updated."

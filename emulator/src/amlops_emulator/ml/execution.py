@@ -107,7 +107,8 @@ class RunInput:
 
     name: str
     kind: str  # the REST ``jobInputType``: uri_file, uri_folder, mltable
-    source: Path
+    source: Path  # missing when nothing was at the input's path: the run fails as it prepares
+    uri: str = ""  # as the job gave it, for that failure's message
 
 
 @dataclass(frozen=True)
@@ -221,18 +222,27 @@ class RunExecutor:
         await asyncio.gather(*attempts, return_exceptions=True)
 
     def reset(self) -> None:
-        """``/_emulator/reset``: the computes are gone, so are their runs (processes killed)."""
+        """``/_emulator/reset``: the computes are gone, so are their runs (processes killed) and their files."""
         for run in self._runs.values():
             self._stop_attempt(run, _LOST)
         self._runs.clear()
+        for folder in (self.code_root, self.input_root):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def wake(self) -> None:
         self._wakeup.set()
 
     @property
     def code_root(self) -> Path:
-        """Where the jobs surface keeps each run's code folder (``{code_root}/{run}``) for the run's life."""
+        """Where the jobs surface keeps each run's code folder (``{code_root}/{run}``) for the run's life: removed
+        when the run ends."""
         return self._root / "code"
+
+    @property
+    def input_root(self) -> Path:
+        """Where the jobs surface keeps each run's fetched data inputs (``{input_root}/{run}``, ``ml/inputs.py``)
+        for the run's life: removed when the run ends."""
+        return self._root / "inputs"
 
     # ----------------------------------------------------------------- the API
 
@@ -360,7 +370,11 @@ class RunExecutor:
         workdirs = [self._workdir(run, node_id) for node_id in run.node_ids]
         try:
             processes = plan(run.distribution, run.request.instance_count, free_port)
-            await asyncio.to_thread(_prepare, workdirs, run.request.code, run.request.outputs)
+            missing = next((i for i in run.request.inputs if not i.source.exists()), None)
+            if missing is not None:
+                self._end(run, RunStatus.FAILED, _input_not_found(missing))
+                return
+            await asyncio.to_thread(_prepare, workdirs, run.request.code, run.request.outputs, run.request.inputs)
             if run._stop is None:
                 await self._execute(run, processes, workdirs)
             else:
@@ -413,12 +427,14 @@ class RunExecutor:
     async def _spawn(self, run: Run, process: Process, workdir: Path) -> asyncio.subprocess.Process:
         log = workdir / process.log_name
         outputs = {name: str(output_dir(workdir, name)) for name in run.request.outputs}
+        inputs = node_inputs(workdir, run.request.inputs)
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "HOME": str(workdir),
             "AZUREML_RUN_ID": run.run_id,
             **run.request.environment_variables,
+            **{f"AZURE_ML_INPUT_{name}": path for name, path in inputs.items()},
             **{f"AZURE_ML_OUTPUT_{name}": path for name, path in outputs.items()},
             **process.env,  # Azure ML owns the distribution's variables
         }
@@ -426,7 +442,7 @@ class RunExecutor:
             return await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 "-c",
-                render_outputs(run.request.command, outputs),
+                render_inputs(render_outputs(run.request.command, outputs), inputs),
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -482,6 +498,13 @@ class RunExecutor:
         run.error, run.end_time = error, now
         run.set_status(status, now)
         self._release(run)
+        self._discard(run)
+
+    def _discard(self, run: Run) -> None:
+        """The run's copies of its code and data inputs: nothing reads them once it ended (its logs and outputs
+        stay in its directory, for run history). Small folders, removed in line."""
+        for folder in (self.code_root / run.run_id, self.input_root / run.run_id):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _release(self, run: Run) -> None:
         cluster = self._cluster(run)
@@ -507,6 +530,14 @@ def input_dir(workdir: Path, name: str) -> Path:
     return workdir.parent.parent / "cap" / "data-capability" / "wd" / f"INPUT_{name}"
 
 
+def node_inputs(workdir: Path, inputs: tuple[RunInput, ...]) -> dict[str, str]:
+    """Each data input's path on the node of ``workdir``: its folder, or for a file input the file inside it."""
+    return {
+        i.name: str(input_dir(workdir, i.name) / i.source.name if i.source.is_file() else input_dir(workdir, i.name))
+        for i in inputs
+    }
+
+
 def render_outputs(command: str, outputs: Mapping[str, str]) -> str:
     """``command`` with each ``${{outputs.<name>}}`` replaced by that output's folder on the node."""
     for name, path in outputs.items():
@@ -514,7 +545,16 @@ def render_outputs(command: str, outputs: Mapping[str, str]) -> str:
     return command
 
 
-def _prepare(workdirs: list[Path], code: Path | None, outputs: tuple[str, ...] = ()) -> None:
+def render_inputs(command: str, inputs: Mapping[str, str]) -> str:
+    """``command`` with each ``${{inputs.<name>}}`` replaced by that data input's path on the node."""
+    for name, path in inputs.items():
+        command = command.replace("${{inputs." + name + "}}", path)
+    return command
+
+
+def _prepare(
+    workdirs: list[Path], code: Path | None, outputs: tuple[str, ...] = (), inputs: tuple[RunInput, ...] = ()
+) -> None:
     for workdir in workdirs:
         shutil.rmtree(workdir.parent.parent, ignore_errors=True)  # a requeued run starts from scratch
         if code is not None:
@@ -523,6 +563,13 @@ def _prepare(workdirs: list[Path], code: Path | None, outputs: tuple[str, ...] =
             (workdir / sub).mkdir(parents=True, exist_ok=True)
         for name in outputs:
             output_dir(workdir, name).mkdir(parents=True, exist_ok=True)
+        for data in inputs:  # Azure ML mounts or downloads them; the emulator copies (a mount's writes stay local)
+            folder = input_dir(workdir, data.name)
+            if data.source.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(data.source, folder / data.source.name)
+            else:
+                shutil.copytree(data.source, folder)
 
 
 def _collect(workdirs: list[Path], directory: Path, named: tuple[str, ...], outputs: bool) -> None:
@@ -555,6 +602,23 @@ def _user_error(run: Run, process: Process, exit_code: int) -> dict[str, Any]:
             f"Execution failed. User process '{program}' exited with status code {exit_code}. "
             f"Please check log file '{process.log_name}' for error details. Error: {tail}"
         ),
+    }
+
+
+def _input_not_found(data: RunInput) -> dict[str, Any]:
+    """Azure ML's data capability failing to mount or download an input whose path holds nothing: error code
+    ``ScriptExecution.StreamAccess.NotFound``, "The specified file or folder path doesn't exist" (the
+    data-access troubleshooting guide, learn.microsoft.com ``how-to-troubleshoot-data-access``), category
+    ``UserError``, target ``UriMountSession:INPUT_{name}``. As a run-history error: ``code`` the category,
+    ``innerError.code`` the specific code (the nesting is the emulator's choice)."""
+    return {
+        "code": "UserError",
+        "message": (
+            f"The specified file or folder path doesn't exist: input '{data.name}' ({data.uri}). "
+            "Check that the path exists in the datastore."
+        ),
+        "target": f"UriMountSession:INPUT_{data.name}",
+        "innerError": {"code": "ScriptExecution.StreamAccess.NotFound"},
     }
 
 

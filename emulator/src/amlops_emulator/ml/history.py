@@ -18,10 +18,23 @@ A pipeline's children live in run history only (ml/pipelines.py): ``jobs.list(pa
 recordings/pipeline_job/e2etests/test_pipeline_job.pyTestPipelineJobLongRunningtest_pipeline_job_get_child_run.json``
 (``runId``, ``parentRunId``, ``rootRunId``, ``displayName`` the node, ``name`` the component, ``runType``
 ``azureml.StepRun``, ``properties``/``tags`` with ``azureml.nodeid`` and ``azureml.pipeline``, ``StepType``).
+
+``MLClient.jobs.download(name, download_path, output_name=..., all=...)`` (``_job_operations.download``) reads the
+job (ARM), then run history's ``POST .../rundata`` (``RunOperations.get_run_data``: ``runMetadata.outputs``, name →
+``{assetId, type}``), resolves the data assets among them with the data plane's ``POST /data/v1.0/.../dataversion/
+batchGetResolvedUris`` (``{"values": [assetId]}`` → ``{"values": {assetId: {uri, type}}}``, the URIs "in the
+long-form azureml:// format", ``_job_ops_helper.get_job_output_uris_from_dataplane``), takes the artifact folder
+from the job's ``outputs.default`` and downloads each URI's datastore path (datastore GET, ``listSecrets``, blob
+listing) into ``{download_path}/named-outputs/{output}/`` and ``{download_path}/artifacts/``. A named output's
+asset id is ``azureml://locations/{location}/workspaces/{workspaceId}/data/azureml_{job}_output_data_{output}/
+versions/1``, the form Azure registers job outputs under (Azure/azureml-assets parses it with
+``azureml://locations/.+/workspaces/.+/(.+)/azureml_(.+)_output_(.+)/versions/(.+)``, dropping ``data_``). Outputs are
+listed once the run has ended (they are uploaded while it finalizes).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,16 +43,18 @@ from aiohttp import web
 
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.arm.state import Workspace
-from amlops_emulator.ml.assets import default_container
+from amlops_emulator.ml.assets import default_container, workspace_guid
 from amlops_emulator.ml.execution import Run
-from amlops_emulator.ml.jobs import JobRoutes, artifact_prefix
+from amlops_emulator.ml.inputs import datastore_path
+from amlops_emulator.ml.jobs import Job, JobRoutes, artifact_prefix
 from amlops_emulator.ml.pipelines import Node, PipelineJob
 
 DISCOVERY_PATH = "/discovery"
-_RUN = (
-    "/history/v1.0/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices"
-    "/workspaces/{ws}/runs/{run}"
-)
+_WS = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}"
+_RUN = "/history/v1.0" + _WS + "/runs/{run}"
+_RUN_DATA = "/history/v1.0" + _WS + "/rundata"
+_RESOLVE = "/data/v1.0" + _WS + "/dataversion/batchGetResolvedUris"
+_OUTPUT_ASSET = re.compile(r"/data/azureml_(?P<job>.+)_output_data_(?P<output>[^/]+)/versions/1$")
 # The keys of azure-ai-ml's WorkspaceDiscoveryUrlKey: every data-plane service is this emulator.
 _DISCOVERY_KEYS = (
     "api",
@@ -81,10 +96,71 @@ def add_history_routes(app: web.Application, jobs: JobRoutes) -> None:
         children = [] if parent.pipeline is None else _children(jobs, parent.pipeline)
         return web.json_response({"value": [_run(c) for c in children], "continuationToken": None, "nextLink": None})
 
+    async def run_data(request: web.Request) -> web.Response:
+        p = request.match_info
+        body = await request.json()
+        run_id = str(body.get("runId") or "")
+        job = jobs.find(p["sub"], p["rg"], p["ws"], run_id)
+        if job is None:
+            raise ArmError(404, "UserError", f"Run {run_id} was not found.")
+        return web.json_response({"runMetadata": _run_metadata(jobs, job), "runDefinition": None})
+
+    async def resolve_uris(request: web.Request) -> web.Response:
+        p = request.match_info
+        body = await request.json()
+        resolved: dict[str, Any] = {}
+        for asset_id in body.get("values") or []:
+            match = _OUTPUT_ASSET.search(str(asset_id))
+            job = None if match is None else jobs.find(p["sub"], p["rg"], p["ws"], match["job"])
+            if job is not None and match is not None:
+                output = (job.properties.get("outputs") or {}).get(match["output"])
+                if output is not None:
+                    resolved[asset_id] = {"uri": _long_uri(job.ws, str(output["uri"])), "type": _kind(output)}
+        return web.json_response({"values": resolved})
+
     app.router.add_get(DISCOVERY_PATH, discovery)
     app.router.add_get(_RUN + "/details", run_details)
     app.router.add_get(_RUN + "/children", run_children)
     app.router.add_get(_RUN, get_run)
+    app.router.add_post(_RUN_DATA, run_data)
+    app.router.add_post(_RESOLVE, resolve_uris)
+
+
+def output_asset_id(ws: Workspace, job: str, output: str) -> str:
+    """The data asset Azure registers a job's named output as (module doc)."""
+    return (
+        f"azureml://locations/{ws.location}/workspaces/{workspace_guid(ws)}/data/azureml_{job}_output_data_{output}"
+        "/versions/1"
+    )
+
+
+def _kind(output: dict[str, Any]) -> str:
+    return str(output.get("jobOutputType") or "uri_folder")
+
+
+def _long_uri(ws: Workspace, uri: str) -> str:
+    """A short ``azureml://datastores/{store}/paths/{path}`` in the long form the data plane answers."""
+    found = datastore_path(uri)
+    if found is None:
+        return uri
+    store, path = found
+    return (
+        f"azureml://subscriptions/{ws.subscription}/resourcegroups/{ws.resource_group}/workspaces/{ws.name}"
+        f"/datastores/{store}/paths/{path}"
+    )
+
+
+def _run_metadata(jobs: JobRoutes, job: Job) -> dict[str, Any]:
+    """Run history's ``Run`` of a job: its details, with the named outputs once it has ended."""
+    details = _details(jobs, run_view(jobs, job.ws, job.name) or _missing(job.name))
+    outputs = {
+        name: {"assetId": output_asset_id(job.ws, job.name, name), "type": _kind(output)}
+        for name, output in (job.properties.get("outputs") or {}).items()
+        if name != "default" and job.run.done
+    }
+    return {key: details[key] for key in ("runId", "target", "status", "startTimeUtc", "endTimeUtc", "error")} | {
+        "outputs": outputs
+    }
 
 
 @dataclass(frozen=True)
@@ -243,3 +319,7 @@ def _details(jobs: JobRoutes, view: RunView) -> dict[str, Any]:
         "warnings": [],
         "logFiles": logs,
     }
+
+
+def _missing(run_id: str) -> RunView:
+    raise ArmError(404, "UserError", f"Run {run_id} was not found.")

@@ -12,15 +12,20 @@ A PUT becomes a run on the AmlCompute (``ml/execution.py``); what the job's body
 
 - ``codeId`` (a code version's ARM id): the version's ``codeUri`` in the workspace's storage account is
   downloaded, then copied into every node's working directory (the executor's ``code``).
-- ``${{inputs.<name>}}``: literal inputs (``jobInputType: literal``) are replaced by their value, as Azure ML
-  does. Data inputs (``uri_folder``, ``uri_file``, ...) are refused with 400 ``UserError`` naming the input: the
-  emulator does not download or mount them yet.
+- ``inputs`` (``ml/inputs.py``): literal values replace ``${{inputs.<name>}}`` at submission, data inputs
+  (``uri_file``, ``uri_folder``, ``mltable``: datastore paths, data assets, local paths azure-ai-ml uploaded) are
+  downloaded once into ``{input_root}/{job}`` and copied to every node (the executor replaces their placeholders
+  per node); ``$[[...]]`` optional blocks are resolved.
 - ``${{outputs.<name>}}``: replaced by the node's folder for that output, ``/mnt/azureml/cr/j/{run}/cap/
   data-capability/wd/{name}`` on Azure ML (here under the node's directory in the state dir), also in
   ``AZURE_ML_OUTPUT_<name>``. Replaced per node by the executor, since each node has its own folder.
 - ``environmentVariables``, ``distribution``, ``resources.instanceCount``, ``limits.timeout`` (an ISO 8601
   duration): passed on as they are. ``environmentId`` is kept but not used: the processes run with this machine's
   interpreter, not in the environment's image.
+- ``outputs.default``: the job's artifact folder as Azure reports it, ``{"jobOutputType": "uri_folder", "mode":
+  "ReadWriteMount", "uri": "azureml://datastores/workspaceartifactstore/ExperimentRun/dcid.{job}"}``
+  (Azure/azure-powershell ``src/MachineLearningServices/MachineLearningServices.Autorest/examples/
+  Get-AzMLWorkspaceJob.md``; azure-ai-ml's ``jobs.download`` reads it to fetch the logs).
 - Finalizing: each named output is uploaded to ``workspaceblobstore`` at its ``uri``; an output without one gets
   ``azureml://datastores/workspaceblobstore/paths/azureml/{job}/{output}/`` (the default path Azure ML shows for
   such an output; no public recording of it was found this session, so it is the emulator's assumption), written
@@ -48,8 +53,9 @@ from aiohttp import web
 
 from amlops_emulator.arm.errors import ArmError, bad_request, resource_not_found
 from amlops_emulator.arm.state import PROVIDER, Workspace
-from amlops_emulator.ml.assets import DEFAULT_DATASTORE, default_container, system_data
+from amlops_emulator.ml.assets import ARTIFACT_DATASTORE, DEFAULT_DATASTORE, default_container, system_data
 from amlops_emulator.ml.execution import ParallelTask, Run, RunExecutor, RunRequest, SubmitError
+from amlops_emulator.ml.inputs import fetch_inputs
 from amlops_emulator.ml.pipelines import PIPELINE, PipelineJob, Pipelines
 
 if TYPE_CHECKING:
@@ -89,18 +95,13 @@ def default_output_path(job: str, output: str) -> str:
     return f"azureml/{job}/{output}"
 
 
-def render_inputs(command: str, inputs: dict[str, Any]) -> str:
-    """``command`` with each literal ``${{inputs.<name>}}`` replaced by its value; other input kinds are
-    refused (the emulator does not bring data to the nodes yet)."""
-    for name, value in inputs.items():
-        kind = str((value or {}).get("jobInputType", "")).lower()
-        if kind != "literal":
-            raise bad_request(
-                f"Input '{name}' of type '{kind}': the emulator only passes literal inputs to a command job.",
-                code="UserError",
-            )
-        command = command.replace("${{inputs." + name + "}}", str(value.get("value", "")))
-    return command
+def artifact_output(job: str) -> dict[str, Any]:
+    """The ``default`` output Azure adds to a job: its artifact folder (``Get-AzMLWorkspaceJob.md``)."""
+    return {
+        "jobOutputType": "uri_folder",
+        "mode": "ReadWriteMount",
+        "uri": f"azureml://datastores/{ARTIFACT_DATASTORE}/{artifact_prefix(job)}",
+    }
 
 
 def _stamp(moment: datetime | None) -> str | None:
@@ -240,7 +241,11 @@ class JobRoutes:
 
     async def _submit(self, ws: Workspace, name: str, properties: dict[str, Any], host: str) -> Job:
         run, outputs = await self.start_run(ws, name, properties)
-        stored = {**properties, "outputs": dict(outputs), "services": _services(ws, name, host)}
+        stored = {
+            **properties,
+            "outputs": {**outputs, "default": artifact_output(name)},
+            "services": _services(ws, name, host),
+        }
         return Job(ws, name, stored, run, self.ml.state.clock.now())
 
     async def start_run(
@@ -257,32 +262,41 @@ class JobRoutes:
             raise bad_request("'command' is required.", code="UserError")
         if not isinstance(compute_id, str) or not compute_id:
             raise bad_request("'computeId' is required: the emulator runs jobs on an AmlCompute.", code="UserError")
-        command = render_inputs(str(command or ""), properties.get("inputs") or {})
-        outputs = self._outputs(name, properties.get("outputs") or {})
+        outputs = self._outputs(name, {k: v for k, v in (properties.get("outputs") or {}).items() if k != "default"})
         limits = properties.get("limits") or {}
         timeout = parse_duration(limits["timeout"]) if limits.get("timeout") else None
         resources = properties.get("resources") or {}
-        code = await self._download_code(ws, name, properties.get("codeId"))
-        request = RunRequest(
-            run_id=name,
-            compute_id=compute_id.removeprefix("azureml:"),
-            command=command,
-            instance_count=int(resources.get("instanceCount") or 1),
-            distribution=properties.get("distribution"),
-            environment_variables={k: str(v) for k, v in (properties.get("environmentVariables") or {}).items()},
-            code=code,
-            timeout_seconds=timeout,
-            outputs=tuple(outputs),
-            parallel=parallel,
-            finalize=lambda run: self._finalize(ws, run, outputs),
-        )
+        environment = {k: str(v) for k, v in (properties.get("environmentVariables") or {}).items()}
         try:
+            inputs = await fetch_inputs(self.ml, ws, properties.get("inputs") or {}, self.runs.input_root / name)
+            code = await self._download_code(ws, name, properties.get("codeId"))
+            request = RunRequest(
+                run_id=name,
+                compute_id=compute_id.removeprefix("azureml:"),
+                command=inputs.render(str(command or "")),
+                instance_count=int(resources.get("instanceCount") or 1),
+                distribution=properties.get("distribution"),
+                environment_variables={**environment, **inputs.environment},
+                code=code,
+                timeout_seconds=timeout,
+                outputs=tuple(outputs),
+                inputs=inputs.data,
+                parallel=parallel,
+                finalize=lambda run: self._finalize(ws, run, outputs),
+            )
             run = self.runs.submit(request)
         except SubmitError as exc:
-            if code is not None:
-                shutil.rmtree(code, ignore_errors=True)
+            self._discard(name)
             raise ArmError(exc.status, exc.code, exc.message) from None
+        except BaseException:
+            self._discard(name)
+            raise
         return run, outputs
+
+    def _discard(self, job: str) -> None:
+        """What a refused submission had downloaded (a run that ends has the executor remove it)."""
+        for folder in (self.runs.code_root / job, self.runs.input_root / job):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _outputs(self, job: str, outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Each output with its ``uri``: the one given (a ``workspaceblobstore`` path) or the default path."""

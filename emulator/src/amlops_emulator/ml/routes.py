@@ -17,6 +17,7 @@ from amlops_emulator.arm.state import PROVIDER, ArmState, Workspace
 from amlops_emulator.ml.assets import (
     ASSET_PATH_CODE,
     ASSET_PATH_MESSAGE,
+    DATASTORES,
     DEFAULT_DATASTORE,
     Assets,
     default_container,
@@ -91,17 +92,18 @@ class MlRoutes:
         return self.state.workspace(p["sub"], p["rg"], p["ws"])
 
     # -- datastores -----------------------------------------------------------------------------------------
-    def _datastore(self, ws: Workspace) -> dict[str, Any]:
-        """The default ``workspaceblobstore``: ``examples/Datastore/get.json`` (AzureBlob, AccountKey), with
-        ``isDefault`` true and the workspace's storage account and default container."""
+    def _datastore(self, ws: Workspace, name: str = DEFAULT_DATASTORE) -> dict[str, Any]:
+        """The default ``workspaceblobstore`` (or ``workspaceartifactstore``, where run artifacts are):
+        ``examples/Datastore/get.json`` (AzureBlob, AccountKey), ``isDefault`` true for the default one, the
+        workspace's storage account and default container."""
         return {
-            "id": f"{ws.arm_id}/datastores/{DEFAULT_DATASTORE}",
-            "name": DEFAULT_DATASTORE,
+            "id": f"{ws.arm_id}/datastores/{name}",
+            "name": name,
             "type": f"{PROVIDER}/workspaces/datastores",
             "properties": {
                 "description": None,
                 "tags": {},
-                "isDefault": True,
+                "isDefault": name == DEFAULT_DATASTORE,
                 "properties": {},
                 "credentials": {"credentialsType": "AccountKey", "secrets": {"secretsType": "AccountKey"}},
                 "datastoreType": "AzureBlob",
@@ -121,16 +123,16 @@ class MlRoutes:
         ``isDefault=true``."""
         ws = self._workspace(p)
         wanted = request.query.get("isDefault")
-        items = [self._datastore(ws)]
-        if wanted is not None and wanted.lower() == "false":
-            items = []
+        items = [self._datastore(ws, name) for name in DATASTORES]
+        if wanted is not None:
+            items = [item for item in items if item["properties"]["isDefault"] == (wanted.lower() == "true")]
         return web.json_response({"value": items, "nextLink": None})
 
     def _named_datastore(self, p: Params) -> dict[str, Any]:
         ws = self._workspace(p)
-        if p["name"] != DEFAULT_DATASTORE:
+        if p["name"] not in DATASTORES:
             raise resource_not_found(f"{PROVIDER}/workspaces/datastores", f"{ws.name}/{p['name']}", ws.resource_group)
-        return self._datastore(ws)
+        return self._datastore(ws, p["name"])
 
     async def get_datastore(self, request: web.Request, p: Params) -> web.Response:
         """``Datastores_Get`` (``examples/Datastore/get.json``)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import BlobServiceClient
 
@@ -70,14 +70,27 @@ class StorageAccount:
         container, _, prefix = uri.removeprefix(self.blob_url + "/").partition("/")
         return container, prefix.strip("/")
 
-    async def download(self, container: str, prefix: str, target: Path) -> None:
-        """Every blob under ``prefix`` into ``target``, at its path below the prefix."""
+    async def download(self, container: str, prefix: str, target: Path) -> int:
+        """Every blob under ``prefix`` into ``target``, at its path below the prefix; answers how many."""
+        count = 0
         async with self._client() as client:
             blobs = client.get_container_client(container)
             start = f"{prefix}/" if prefix else ""
             async for blob in blobs.list_blobs(name_starts_with=start or None):
                 stream = await blobs.download_blob(blob.name)
                 await asyncio.to_thread(_write, target / blob.name.removeprefix(start), await stream.readall())
+                count += 1
+        return count
+
+    async def download_file(self, container: str, name: str, target: Path) -> bool:
+        """The blob ``name`` into the file ``target``; False (nothing written) when there is no such blob."""
+        async with self._client() as client:
+            try:
+                stream = await client.get_container_client(container).download_blob(name)
+            except ResourceNotFoundError:
+                return False
+            await asyncio.to_thread(_write, target, await stream.readall())
+        return True
 
     async def upload(self, source: Path, container: str, prefix: str) -> None:
         """Every file under ``source`` to ``{prefix}/{its relative path}`` (overwriting)."""
