@@ -234,6 +234,35 @@ def test_failing_node_fails_the_pipeline_and_its_readers_never_start(ml: MLClien
     assert "Failed nodes: /first" in str(raised.value)
 
 
+def test_without_continue_on_step_failure_a_failure_cancels_the_running_siblings(
+    ml: MLClient, cluster: str, src: Path, tmp_path: Path
+) -> None:
+    """Two independent nodes start together; one fails, the other runs an endless script: the pipeline does not
+    wait for it, its child is canceled and the pipeline ends ``Failed``, its error naming only the node that
+    failed (ml/pipelines.py: the emulator's reading of "continue execution of other steps ... if a step
+    fails", off by default)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    failing = command(code=str(src), command="python fail.py", environment=ENVIRONMENT)
+    waiting = command(
+        code=str(src), command="python wait.py", environment=ENVIRONMENT, environment_variables={"PROBE": str(probe)}
+    )
+
+    def stops() -> None:
+        failing().name = "failing"
+        waiting().name = "waiting"
+
+    name = _unique("stops")
+    ml.jobs.create_or_update(_named(_pipeline(stops, compute=cluster)(), name))
+
+    assert _finished(ml, name).status == "Failed"
+    children = _children(ml, name)
+    assert (children["failing"].status, children["waiting"].status) == ("Failed", "Canceled")
+    with pytest.raises(JobException) as raised:
+        ml.jobs.stream(name)
+    assert "Failed nodes: /failing." in str(raised.value)
+
+
 def test_continue_on_step_failure_runs_the_nodes_that_do_not_read_the_failed_one(
     ml: MLClient, cluster: str, src: Path, blobs: BlobServiceClient
 ) -> None:
