@@ -12,7 +12,10 @@ Life of a run, with Azure ML's status names (azure-ai-ml's ``JobStatus`` enum an
   first out.
 - ``Preparing`` once its nodes are its own: each node gets a working directory (Azure ML's
   ``/mnt/azureml/cr/j/{run}/exe/wd``, here ``{state_dir}/aml/nodes/{node}/cr/j/{run}/exe/wd``) holding a copy of
-  the ``code`` folder, ``outputs/`` and ``user_logs/``.
+  the ``code`` folder, ``outputs/`` and ``user_logs/``, and a copy of each data input at :func:`input_dir` (the
+  jobs surface fetched them once, ``ml/inputs.py``). An input with nothing at its path fails the run here, as
+  Azure ML's data capability does (:func:`_input_not_found`). When the run ends, its copies of code and inputs
+  (``{code_root}/{run}``, ``{input_root}/{run}``) are removed.
 - ``Running`` (``startTimeUtc``) while the processes run: ``instance_count`` x ``process_count_per_instance``
   of them (``ml/distribution.py`` says which, with which environment and log name), each
   ``/bin/sh -c <command>`` in its own process group with stdout and stderr in its ``user_logs/`` file.
