@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from amlops_emulator.ml.execution import Run, RunRequest, RunStatus, SubmitError
+from amlops_emulator.ml.execution import Run, RunInput, RunRequest, RunStatus, SubmitError
 from amlops_emulator.server import EmulatorConfig, RunningEmulator, run_emulator
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
@@ -386,6 +386,60 @@ async def test_preemption_requeues_the_run_which_restarts_on_a_new_node(
         "Finalizing",
         "Completed",
     ]
+
+
+async def test_data_inputs_are_copied_to_every_node_and_removed_when_the_run_ends(
+    frozen: RunningEmulator, frozen_arm: Arm
+) -> None:
+    """A folder input and a file input, fetched once under the executor's ``input_root`` (as ``ml/inputs.py``
+    does): each of the two nodes finds its own copy at ``.../cap/data-capability/wd/INPUT_{name}`` (a file input
+    the file inside it), through ``${{inputs.x}}`` and ``AZURE_ML_INPUT_x``; the fetched copy is gone once the run
+    ended."""
+    await _cluster(frozen_arm, max_nodes=2)
+    fetched = frozen.state.runs.input_root / "with-inputs"
+    (fetched / "rows").mkdir(parents=True)
+    (fetched / "rows" / "a.txt").write_text("row\n")
+    (fetched / "model").mkdir()
+    (fetched / "model" / "m.bin").write_text("weights\n")
+    inputs = (
+        RunInput("rows", "uri_folder", fetched / "rows"),
+        RunInput("model", "uri_file", fetched / "model" / "m.bin"),
+    )
+    command = (
+        "cat ${{inputs.rows}}/a.txt ${{inputs.model}} > outputs/seen-$NODE_RANK.txt && "
+        'test "$AZURE_ML_INPUT_model" = ${{inputs.model}} && echo ${{inputs.rows}} >> outputs/seen-$NODE_RANK.txt'
+    )
+    pytorch = {"distributionType": "PyTorch"}
+    run = _submit(frozen, "with-inputs", command, inputs=inputs, instance_count=2, distribution=pytorch)
+    await frozen_arm.advance(90)
+    await _finished(run)
+
+    assert _status(run) == RunStatus.COMPLETED, run.error
+    seen = [(run.outputs / f"seen-{rank}.txt").read_text().splitlines() for rank in range(2)]
+    assert [lines[:2] for lines in seen] == [["row", "weights"]] * 2
+    assert all(lines[2].endswith("/cap/data-capability/wd/INPUT_rows") for lines in seen)
+    assert seen[0][2] != seen[1][2]  # each node its own copy
+    assert not fetched.exists()
+
+
+async def test_an_input_with_nothing_at_its_path_fails_the_run_as_it_prepares(
+    frozen: RunningEmulator, frozen_arm: Arm
+) -> None:
+    """Azure ML's data capability cannot mount a path that holds nothing: the run fails while Preparing, with
+    ``ScriptExecution.StreamAccess.NotFound`` (learn.microsoft.com ``how-to-troubleshoot-data-access``) for the
+    mount target ``UriMountSession:INPUT_{name}``; no process starts."""
+    await _cluster(frozen_arm, max_nodes=1)
+    missing = RunInput("gone", "uri_folder", frozen.state.runs.input_root / "no-data" / "gone", "azureml://x/")
+    run = _submit(frozen, "no-data", "echo ran > outputs/ran.txt", inputs=(missing,))
+    await frozen_arm.advance(90)
+    await _finished(run)
+
+    assert _statuses(run) == ["NotStarted", "Queued", "Preparing", "Failed"]
+    assert run.error is not None
+    assert run.error["code"] == "UserError"
+    assert run.error["innerError"]["code"] == "ScriptExecution.StreamAccess.NotFound"
+    assert run.error["target"] == "UriMountSession:INPUT_gone"
+    assert not (run.outputs / "ran.txt").exists()
 
 
 async def test_stopping_the_emulator_kills_the_processes_of_running_runs(

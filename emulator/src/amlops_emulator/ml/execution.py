@@ -12,7 +12,10 @@ Life of a run, with Azure ML's status names (azure-ai-ml's ``JobStatus`` enum an
   first out.
 - ``Preparing`` once its nodes are its own: each node gets a working directory (Azure ML's
   ``/mnt/azureml/cr/j/{run}/exe/wd``, here ``{state_dir}/aml/nodes/{node}/cr/j/{run}/exe/wd``) holding a copy of
-  the ``code`` folder, ``outputs/`` and ``user_logs/``.
+  the ``code`` folder, ``outputs/`` and ``user_logs/``, and a copy of each data input at :func:`input_dir` (the
+  jobs surface fetched them once, ``ml/inputs.py``). An input with nothing at its path fails the run here, as
+  Azure ML's data capability does (:func:`_input_not_found`). When the run ends, its copies of code and inputs
+  (``{code_root}/{run}``, ``{input_root}/{run}``) are removed.
 - ``Running`` (``startTimeUtc``) while the processes run: ``instance_count`` x ``process_count_per_instance``
   of them (``ml/distribution.py`` says which, with which environment and log name), each
   ``/bin/sh -c <command>`` in its own process group with stdout and stderr in its ``user_logs/`` file.
@@ -21,12 +24,16 @@ Life of a run, with Azure ML's status names (azure-ai-ml's ``JobStatus`` enum an
 - ``Completed`` when every process exited 0; ``Failed`` as soon as one exits otherwise (the others are
   killed, as mpirun does), with the error Azure ML's common runtime reports: code ``UserError``, "Execution
   failed. User process '<program>' exited with status code N. Please check log file '<log>' for error
-  details. Error: <the log's last lines>" (wording as the service shows it in Studio; no public recording of
-  the run-history body holds it). ``endTimeUtc`` either way; the nodes go idle and, after
-  ``nodeIdleTimeBeforeScaleDown``, away.
+  details. Error: <the log's last lines>". Evidence (2026-11-29 pass): no azure-sdk-for-python recording or
+  azureml-examples file holds a failed run's body; a public project's Azure ML troubleshooting guide quotes the
+  service's message as "Execution failed. User process 'python' exited with status code 2. Error: usage: ..."
+  (the prefix, the exit code and the log's tail after "Error:" as here); the "Please check log file ..." sentence
+  is kept from the Studio wording the emulator started with, unconfirmed by a public source. ``endTimeUtc``
+  either way; the nodes go idle and, after ``nodeIdleTimeBeforeScaleDown``, away.
 - ``limits.timeout``: azure-ai-ml's ``CommandJobLimits`` says "the maximum run duration, in seconds, after which
   the job will be cancelled": the processes are killed and the run ends ``Canceled``, with an error naming the
-  timeout (the emulator's wording).
+  timeout (code ``JobTimeout`` and its wording are the emulator's choice: no public failed-run body shows what
+  Azure reports).
 - ``cancel``: ``CancelRequested``, the processes are killed, then ``Canceled``; a queued run leaves the queue.
 - Preemption of a low-priority node the run holds: the processes are killed and the run goes back to
   ``Queued`` in its place to start again from scratch on a full set of nodes (``requeue_count`` + 1). Azure ML
@@ -630,5 +637,7 @@ def _timeout_error(seconds: float | None) -> dict[str, Any]:
 
 
 def _compute_gone(run: Run) -> dict[str, Any]:
+    """The compute deleted under a queued or running run: ``ComputeNotFound`` and its wording are the emulator's
+    choice (no public recording of a run whose compute was deleted was found)."""
     name = run.request.compute_id.rsplit("/", 1)[-1]
     return {"code": "ComputeNotFound", "message": f"The compute '{name}' the job ran on was deleted."}
