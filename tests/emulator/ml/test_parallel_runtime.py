@@ -30,7 +30,7 @@ import pytest
 
 from amlops.external.paralleljob_plan import PlanSpec
 from amlops_emulator.ml.execution import ParallelTask, Run, RunInput, RunRequest, RunStatus, SubmitError
-from amlops_emulator.ml.parallel import plan
+from amlops_emulator.ml.parallel import PlanError, plan, size_bytes
 from amlops_emulator.server import RunningEmulator
 from tests.emulator.arm.conftest import BASE, Arm, aml_body, frozen, frozen_arm, start_emulator
 from tests.emulator.paralleljob.conftest import ParallelRun, azurite, client, emulator, parallel, store
@@ -129,6 +129,30 @@ FLAKY_SCRIPT = script(
             if not name.startswith("short-"):
                 rows.append(name)
         return rows
+    """
+)
+
+# A process that dies inside run() on an item's first try (exit-…), and an init() that raises when $BAD_INIT is set.
+CRASH_SCRIPT = script(
+    """
+    import os, pathlib
+
+    probe = pathlib.Path(os.environ["PROBE"])
+
+    def init():
+        if os.environ.get("BAD_INIT"):
+            raise ValueError("no model here")
+        with (probe / "inits").open("a") as inits:
+            inits.write(f"{os.getpid()}\\n")
+
+    def run(mini_batch):
+        for path in mini_batch:
+            tries = probe / f"tries-{os.path.basename(path)}"
+            with tries.open("a") as count:
+                count.write("x")
+            if os.path.basename(path).startswith("exit-") and len(tries.read_text()) == 1:
+                os._exit(7)
+        return [os.path.basename(p) for p in mini_batch]
     """
 )
 
@@ -553,6 +577,51 @@ async def test_cancel_mid_run_kills_every_process(
         await _eventually(lambda pid=pid: not _alive(pid), f"process {pid} is killed")  # type: ignore[misc]
 
 
+async def test_a_process_that_dies_mid_batch_loses_nothing(
+    frozen: RunningEmulator, frozen_arm: Arm, tmp_path: Path, probe: Path
+) -> None:
+    """A worker process that exits inside run(): its mini-batch goes back to the queue (a failed try, status
+    PROCESS_EXITED) and a new process (its own init()) takes it; every item still gets its row."""
+    await _cluster(frozen_arm)
+    data = _folder(tmp_path, "data", {"exit-a.txt": "a", "ok-b.txt": "b"})
+    task = ParallelTask("score.py", "data", mini_batch_size="1", max_retries=1, append_row_to="out")
+    inputs = (RunInput("data", "uri_folder", data),)
+    run = await _run(frozen, frozen_arm, "crash", task, _code(tmp_path, CRASH_SCRIPT), inputs, probe)
+
+    assert _status(run) == RunStatus.COMPLETED, run.error
+    assert _rows(run) == ["exit-a.txt", "ok-b.txt"]
+    picks = sorted((r["Mini-batch Id"], r["Picked Count"], r["Status"]) for r in _report(run))
+    assert picks == [("0", "1", "PROCESS_EXITED"), ("0", "2", "RUN_DONE"), ("1", "1", "RUN_DONE")]
+    assert len(set((probe / "inits").read_text().split())) == 2
+
+
+async def test_a_failing_init_fails_the_job_naming_it(
+    frozen: RunningEmulator, frozen_arm: Arm, tmp_path: Path, probe: Path
+) -> None:
+    """init() raising fails the job (the emulator's choice: no mini-batch can run) with a UserError naming
+    init() and the process, its traceback in logs/user/error/<ip>/process000.txt."""
+    await _cluster(frozen_arm)
+    data = _folder(tmp_path, "data", {"a.txt": "a"})
+    request = RunRequest(
+        "bad-init",
+        CPU,
+        "",
+        environment_variables={"PROBE": str(probe), "BAD_INIT": "1"},
+        code=_code(tmp_path, CRASH_SCRIPT),
+        inputs=(RunInput("data", "uri_folder", data),),
+        parallel=ParallelTask("score.py", "data"),
+    )
+    run = frozen.state.runs.submit(request)
+    await frozen_arm.advance(90)
+    await _eventually(lambda: run.done, "the run ends")
+
+    assert _status(run) == RunStatus.FAILED
+    assert run.error is not None
+    assert f"init() failed in {FIRST_NODE}/process000: no model here" in run.error["message"]
+    trace = (run.parallel_logs / "user" / "error" / FIRST_NODE / "process000.txt").read_text()
+    assert "ValueError: no model here" in trace
+
+
 async def test_limits_timeout_cancels_a_parallel_run(
     frozen: RunningEmulator, frozen_arm: Arm, tmp_path: Path, probe: Path
 ) -> None:
@@ -596,6 +665,47 @@ async def test_what_azure_ml_refuses_at_submission(frozen: RunningEmulator, froz
             frozen.state.runs.submit(RunRequest(f"bad-{number}", CPU, "", inputs=data, parallel=task))
         assert refused.value.status == 400
         assert words in refused.value.message
+
+
+@dataclass(frozen=True)
+class SizeCase:
+    reason: str
+    text: str
+    size: int | None  # None: refused
+
+
+SIZE_CASES = [
+    SizeCase("a bare number is bytes", "100", 100),
+    SizeCase("KB with a space", "1024 KB", 1 << 20),
+    SizeCase("MB without", "10MB", 10 << 20),
+    SizeCase("lower case, no B", "500kb", 500 << 10),
+    SizeCase("GB", "1GB", 1 << 30),
+    SizeCase("zero is no size", "0", None),
+    SizeCase("an unknown unit", "10 TB", None),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.reason) for c in SIZE_CASES])
+def test_tabular_mini_batch_sizes(case: SizeCase) -> None:
+    """azure-ai-ml: "Example values are 1024, 1024KB, 10MB, and 1GB"; the docs' sample uses "500kb"."""
+    if case.size is None:
+        with pytest.raises(PlanError):
+            size_bytes(case.text)
+    else:
+        assert size_bytes(case.text) == case.size
+
+
+def test_file_partition_keys_are_key_value_folders(tmp_path: Path) -> None:
+    """File inputs partition by ``key=value`` folders in the path (the emulator's choice, as amlops' planner);
+    a file without the key is refused."""
+    files = _folder(tmp_path, "files", {f"region={r}/day={d}/{i}.txt": "x" for r in "ab" for d in "12" for i in "01"})
+    task = ParallelTask("s.py", "d", mini_batch_size="1", partition_keys=("region",))
+    assert [b.files for b in plan(task, "uri_folder", files).batches] == [
+        tuple(f"region={r}/day={d}/{i}.txt" for d in "12" for i in "01") for r in "ab"
+    ]
+    (files / "loose.txt").write_text("x")
+    with pytest.raises(PlanError, match="no partition key 'region'"):
+        plan(task, "uri_folder", files)
 
 
 def test_the_default_mini_batch_size_is_10_files_and_1_mb(tmp_path: Path) -> None:
