@@ -494,6 +494,7 @@ class ThresholdCase:
     error_threshold: int
     mini_batch_error_threshold: int
     failure: str | None  # what the job's error names, None: Completed
+    program_arguments: str = ""
 
 
 THRESHOLD_CASES = [
@@ -502,6 +503,13 @@ THRESHOLD_CASES = [
         "2 failed items, error_threshold 1: one over fails", 1, -1, "failed items (2) exceeded error_threshold (1)"
     ),
     ThresholdCase("2 failed mini-batches, threshold 2: passes", -1, 2, None),
+    ThresholdCase(
+        "--error_threshold 1 among the program arguments, where the docs' table sets it",
+        -1,
+        -1,
+        "failed items (2) exceeded error_threshold (1)",
+        "--error_threshold 1",
+    ),
     ThresholdCase(
         "2 failed mini-batches, threshold 1: fails",
         -1,
@@ -528,6 +536,7 @@ async def test_thresholds_at_the_boundary(
         error_threshold=case.error_threshold,
         mini_batch_error_threshold=case.mini_batch_error_threshold,
         append_row_to="out",
+        program_arguments=case.program_arguments,
     )
     inputs = (RunInput("data", "uri_folder", data),)
     run = await _run(frozen, frozen_arm, "thresholds", task, _code(tmp_path, FLAKY_SCRIPT), inputs, probe)

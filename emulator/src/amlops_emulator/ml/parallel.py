@@ -18,7 +18,8 @@ Evidence (Azure ML documentation, learn.microsoft.com; the MicrosoftDocs/azure-d
   ``retry_settings.max_retries`` ("the number of retries when mini-batch is failed or timeout. If all retries
   are failed, the mini-batch will be marked as failed"; [0, int.max], default 2), ``retry_settings.timeout``
   (per run() call, default 60), the item ``error_threshold`` (failed items = inputs minus returns, "higher
-  than this threshold" fails the job, -1 default), ``logging_level`` (default INFO), ``append_row_to``
+  than this threshold" fails the job, -1 default; "set in program arguments" as
+  ``--error_threshold``: read there when the node does not set it), ``logging_level`` (default INFO), ``append_row_to``
   ("aggregate all returns from each run of mini-batch and output it into this file"); and "check
   job_result.txt to understand why the parallel job is failed", readme.txt beside it.
 - azure-ai-ml 1.35 ``parallel_run_function``: ``mini_batch_size`` "10 files for FileDataset and 1MB for
@@ -59,6 +60,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import json
 import re
 import shlex
@@ -317,6 +319,18 @@ def _ranges(rows: list[_Row]) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(merged)
 
 
+def item_threshold(task: ParallelTask) -> int:
+    """The item ``error_threshold``: the node's setting, else ``--error_threshold N`` among the program
+    arguments, where Azure ML's documentation table says it is set ("Set in program arguments")."""
+    if task.error_threshold >= 0:
+        return task.error_threshold
+    words = shlex.split(task.program_arguments)
+    for flag, value in itertools.pairwise(words):
+        if flag == "--error_threshold" and value.lstrip("-").isdigit():
+            return int(value)
+    return task.error_threshold
+
+
 def render_arguments(arguments: str, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> list[str]:
     """``program_arguments`` with ``${{inputs.x}}`` / ``${{outputs.x}}`` replaced by the node's paths, split as
     a shell would."""
@@ -570,8 +584,8 @@ class Coordinator:
                 f"The number of failed mini-batches ({batches}) exceeded mini_batch_error_threshold "
                 f"({self.task.mini_batch_error_threshold})."
             )
-        elif self.task.error_threshold >= 0 and items > self.task.error_threshold:
-            self._fail(f"The number of failed items ({items}) exceeded error_threshold ({self.task.error_threshold}).")
+        elif (limit := item_threshold(self.task)) >= 0 and items > limit:
+            self._fail(f"The number of failed items ({items}) exceeded error_threshold ({limit}).")
 
     def _fail(self, reason: str) -> None:
         """The job is aborted: no mini-batch starts any more, every worker is killed."""
