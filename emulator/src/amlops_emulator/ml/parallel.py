@@ -464,9 +464,11 @@ class Coordinator:
 
     async def _slot(self, node: NodeLayout, name: str) -> None:
         """Keeps one worker process of ``node`` busy until the queue is drained; a process that died or hung is
-        replaced (its ``init()`` runs again: once per process)."""
+        replaced (its ``init()`` runs again: once per process) while mini-batches remain."""
         try:
-            while not self._over():
+            first = True
+            while not self._over() and (first or self._outstanding > 0):
+                first = False
                 worker = await self._start(node, name)
                 if worker is None:
                     return
