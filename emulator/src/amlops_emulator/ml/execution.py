@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -69,6 +70,7 @@ from amlops_emulator.arm.compute import AML_COMPUTE, ComputeRecord
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.arm.simulator import Cluster, Node
 from amlops_emulator.arm.state import ArmState
+from amlops_emulator.ml import parallel
 from amlops_emulator.ml.distribution import Distribution, DistributionError, Process, plan
 from amlops_emulator.processes import free_port, kill_group
 
@@ -96,6 +98,10 @@ TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED}
 _CANCEL = "cancel"
 _REQUEUE = "requeue"
 _LOST = "lost"  # the compute was deleted under it
+
+
+# A failed attempt's error body, made once the logs are collected (it may quote them).
+Failure = Callable[[], dict[str, Any]]
 
 
 class SubmitError(Exception):
@@ -132,7 +138,7 @@ class ParallelTask:
     max_concurrency_per_instance: int = 1
     error_threshold: int = -1  # -1: ignore every failure
     mini_batch_error_threshold: int = -1
-    max_retries: int = 3  # ``retry_settings.max_retries``
+    max_retries: int = 2  # ``retry_settings.max_retries``: tries after the first (Azure ML's documented default)
     timeout_seconds: float = 60.0  # ``retry_settings.timeout``: per ``run(mini_batch)`` call
     logging_level: str = "INFO"
     append_row_to: str | None = None  # an output's name; None = summary only
@@ -172,6 +178,7 @@ class Run:
     exit_codes: dict[str, int] = field(default_factory=dict)  # log name → exit code, of the last attempt
     requeue_count: int = 0
     node_ids: list[str] = field(default_factory=list)  # the nodes of the current (or last) attempt
+    node_addresses: list[str] = field(default_factory=list)  # their private IP addresses, as listNodes shows them
     _attempt: asyncio.Task[None] | None = field(default=None, repr=False)
     _processes: list[asyncio.subprocess.Process] = field(default_factory=list, repr=False)
     _stop: str | None = field(default=None, repr=False)
@@ -188,6 +195,11 @@ class Run:
     @property
     def outputs(self) -> Path:
         return self.directory / "outputs"
+
+    @property
+    def parallel_logs(self) -> Path:
+        """A parallel run's ``logs/`` (``ml/parallel.py``): progress, job result, reports, per-process logs."""
+        return self.directory / "logs"
 
     @property
     def named_outputs(self) -> Path:
@@ -276,6 +288,8 @@ class RunExecutor:
             raise SubmitError(400, "UserError", f"The code folder '{request.code}' does not exist.")
         if request.timeout_seconds is not None and request.timeout_seconds <= 0:
             raise SubmitError(400, "UserError", "limits.timeout must be positive.")
+        if request.parallel is not None:
+            _check_parallel(request, request.parallel)
         now = self._arm.clock.now()
         run = Run(request, distribution, self._root / "runs" / request.run_id, now)
         run.set_status(RunStatus.NOT_STARTED, now)
@@ -360,6 +374,7 @@ class RunExecutor:
     def _start(self, run: Run, nodes: list[Node]) -> None:
         run._stop = None
         run.node_ids = [n.node_id for n in nodes]
+        run.node_addresses = [str(n.to_wire()["privateIpAddress"]) for n in nodes]
         run.set_status(RunStatus.PREPARING, self._arm.clock.now())
         run._attempt = asyncio.get_running_loop().create_task(self._attempt(run), name=f"run-{run.run_id}")
 
@@ -403,19 +418,10 @@ class RunExecutor:
             self.wake()
 
     async def _execute(self, run: Run, processes: list[Process], workdirs: list[Path]) -> None:
-        for process in processes:
-            run._processes.append(await self._spawn(run, process, workdirs[process.node_rank]))
-        if run._stop is not None:  # stopped while spawning: reach the processes started after the kill
-            _kill(run)
-        now = self._arm.clock.now()
-        run.start_time = run.start_time or now
-        run.set_status(RunStatus.RUNNING, now)
-        failure, timed_out = await self._wait(run, processes)
-        run.exit_codes = {
-            p.log_name: code
-            for p, proc in zip(processes, run._processes, strict=True)
-            if (code := proc.returncode) is not None
-        }
+        if run.request.parallel is None:
+            failure, timed_out = await self._command(run, processes, workdirs)
+        else:
+            failure, timed_out = await self._parallel(run, run.request.parallel, workdirs)
         succeeded = run._stop is None and not timed_out and failure is None
         if succeeded:
             run.set_status(RunStatus.FINALIZING, self._arm.clock.now())
@@ -427,29 +433,76 @@ class RunExecutor:
         elif timed_out:
             self._end(run, RunStatus.CANCELED, _timeout_error(run.request.timeout_seconds))
         elif failure is not None:
-            self._end(run, RunStatus.FAILED, _user_error(run, *failure))
+            self._end(run, RunStatus.FAILED, failure())
         else:
             self._end(run, RunStatus.COMPLETED, None)
+
+    def _running(self, run: Run) -> None:
+        now = self._arm.clock.now()
+        run.start_time = run.start_time or now
+        run.set_status(RunStatus.RUNNING, now)
+
+    async def _command(self, run: Run, processes: list[Process], workdirs: list[Path]) -> tuple[Failure | None, bool]:
+        """The command in every process of the distribution: (the job's error, whether limits.timeout passed)."""
+        for process in processes:
+            run._processes.append(await self._spawn(run, process, workdirs[process.node_rank]))
+        if run._stop is not None:  # stopped while spawning: reach the processes started after the kill
+            _kill(run)
+        self._running(run)
+        failure, timed_out = await self._wait(run, processes)
+        run.exit_codes = {
+            p.log_name: code
+            for p, proc in zip(processes, run._processes, strict=True)
+            if (code := proc.returncode) is not None
+        }
+        return (None if failure is None else functools.partial(_user_error, run, *failure)), timed_out
+
+    async def _parallel(self, run: Run, task: ParallelTask, workdirs: list[Path]) -> tuple[Failure | None, bool]:
+        """Azure ML's parallel runtime instead of a command (``ml/parallel.py``); ``limits.timeout`` bounds it."""
+        source = next(i for i in run.request.inputs if i.name == task.input_data)
+        try:
+            work = await asyncio.to_thread(parallel.plan, task, source.kind, source.source)
+        except (parallel.PlanError, OSError, ValueError) as exc:
+            error = {"code": "UserError", "message": f"The parallel input_data cannot be split: {exc}"}
+            return (lambda: error), False
+        nodes = [
+            parallel.NodeLayout(
+                address,
+                workdir,
+                {n: Path(path) for n, path in node_inputs(workdir, run.request.inputs).items()},
+                {i.name: input_dir(workdir, i.name) for i in run.request.inputs},
+                {name: output_dir(workdir, name) for name in run.request.outputs},
+                _environment(run, workdir),
+            )
+            for address, workdir in zip(run.node_addresses, workdirs, strict=True)
+        ]
+        coordinator = parallel.Coordinator(
+            task, work, nodes, run._processes, lambda: run._stop is not None, self._arm.clock.now
+        )
+        self._running(run)
+        attempt = asyncio.ensure_future(coordinator.run())
+        try:
+            done, _ = await asyncio.wait({attempt}, timeout=run.request.timeout_seconds)
+            if not done:  # limits.timeout: kill everything, let the coordinator see its processes gone
+                coordinator.abandon()
+                _kill(run)
+            failure = await attempt
+            return (None if failure is None else lambda: failure), not done
+        finally:
+            if not attempt.done():  # cancelled (emulator shutdown): the processes go with the run
+                coordinator.abandon()
+                _kill(run)
+                await asyncio.gather(attempt, return_exceptions=True)
 
     async def _spawn(self, run: Run, process: Process, workdir: Path) -> asyncio.subprocess.Process:
         log = workdir / process.log_name
         outputs = {name: str(output_dir(workdir, name)) for name in run.request.outputs}
-        inputs = node_inputs(workdir, run.request.inputs)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "HOME": str(workdir),
-            "AZUREML_RUN_ID": run.run_id,
-            **run.request.environment_variables,
-            **{f"AZURE_ML_INPUT_{name}": path for name, path in inputs.items()},
-            **{f"AZURE_ML_OUTPUT_{name}": path for name, path in outputs.items()},
-            **process.env,  # Azure ML owns the distribution's variables
-        }
+        env = {**_environment(run, workdir), **process.env}  # Azure ML owns the distribution's variables
         with log.open("ab") as sink:
             return await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 "-c",
-                render_inputs(render_outputs(run.request.command, outputs), inputs),
+                render_inputs(render_outputs(run.request.command, outputs), node_inputs(workdir, run.request.inputs)),
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -519,6 +572,40 @@ class RunExecutor:
             cluster.release(self._arm.clock.now(), run.run_id)
 
 
+def _environment(run: Run, workdir: Path) -> dict[str, str]:
+    """What every user process of a run sees, before its distribution's variables."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(workdir),
+        "AZUREML_RUN_ID": run.run_id,
+        **run.request.environment_variables,
+        **{f"AZURE_ML_INPUT_{name}": path for name, path in node_inputs(workdir, run.request.inputs).items()},
+        **{f"AZURE_ML_OUTPUT_{name}": str(output_dir(workdir, name)) for name in run.request.outputs},
+    }
+
+
+def _check_parallel(request: RunRequest, task: ParallelTask) -> None:
+    """What Azure ML refuses of a parallel node before it runs (the emulator's wording)."""
+    if task.input_data not in {i.name for i in request.inputs}:
+        raise SubmitError(400, "UserError", f"input_data '{task.input_data}' is not a data input of the job.")
+    if task.append_row_to is not None and task.append_row_to not in request.outputs:
+        raise SubmitError(400, "UserError", f"append_row_to '{task.append_row_to}' is not an output of the job.")
+    if task.max_concurrency_per_instance < 1 or task.max_retries < 0 or task.timeout_seconds <= 0:
+        raise SubmitError(
+            400,
+            "UserError",
+            "max_concurrency_per_instance must be >= 1, retry_settings.max_retries >= 0 and "
+            "retry_settings.timeout > 0.",
+        )
+    kind = next(i.kind for i in request.inputs if i.name == task.input_data)
+    try:
+        if kind == "uri_folder" and not task.partition_keys:
+            parallel.file_count(task.mini_batch_size)  # an mltable's unit is known once its MLTable is read
+    except parallel.PlanError as exc:
+        raise SubmitError(400, "UserError", str(exc)) from None
+
+
 def _kill(run: Run) -> None:
     for process in run._processes:
         if process.returncode is None:
@@ -570,21 +657,26 @@ def _prepare(
             (workdir / sub).mkdir(parents=True, exist_ok=True)
         for name in outputs:
             output_dir(workdir, name).mkdir(parents=True, exist_ok=True)
-        for data in inputs:  # Azure ML mounts or downloads them; the emulator copies (a mount's writes stay local)
-            folder = input_dir(workdir, data.name)
-            if data.source.is_file():
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(data.source, folder / data.source.name)
-            else:
-                shutil.copytree(data.source, folder)
+        for data in inputs:
+            _copy_input(data, input_dir(workdir, data.name))
+
+
+def _copy_input(data: RunInput, target: Path) -> None:
+    """A data input downloaded to the node: a folder's content into ``target``, a file inside it."""
+    if data.source.is_dir():
+        shutil.copytree(data.source, target)
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(data.source, target / data.source.name)
 
 
 def _collect(workdirs: list[Path], directory: Path, named: tuple[str, ...], outputs: bool) -> None:
     """Every node's ``user_logs/`` (and ``outputs/`` and named outputs, unless the attempt is being thrown away)
     into the run's."""
     shutil.rmtree(directory / "user_logs", ignore_errors=True)
+    shutil.rmtree(directory / "logs", ignore_errors=True)
     for workdir in workdirs:
-        for sub in ("user_logs", "outputs") if outputs else ("user_logs",):
+        for sub in ("user_logs", "logs", "outputs") if outputs else ("user_logs", "logs"):
             if (workdir / sub).is_dir():
                 shutil.copytree(workdir / sub, directory / sub, dirs_exist_ok=True)
         for name in named if outputs else ():

@@ -348,7 +348,7 @@ class JobRoutes:
             folder = run.named_outputs / name
             if folder.is_dir():
                 await storage.upload(folder, container, match["path"].strip("/"))
-        for sub in ("user_logs", "outputs"):
+        for sub in ("user_logs", "logs", "outputs"):  # logs/: a parallel run's (ml/parallel.py)
             if (run.directory / sub).is_dir():
                 await storage.upload(run.directory / sub, container, f"{artifact_prefix(run.run_id)}/{sub}")
 

@@ -300,8 +300,10 @@ def parallel_task(node: Mapping[str, Any], spec: Mapping[str, Any]) -> ParallelT
         ),
         error_threshold=_integer(_setting(node, spec, "error_threshold"), "error_threshold", -1),
         mini_batch_error_threshold=_integer(_setting(node, spec, threshold), threshold, -1),
-        max_retries=_integer(retry.get("max_retries"), "retry_settings.max_retries", 3),
-        timeout_seconds=float(_integer(retry.get("timeout"), "retry_settings.timeout", 60)),
+        max_retries=_integer(retry.get("max_retries"), "retry_settings.max_retries", ParallelTask.max_retries),
+        timeout_seconds=float(
+            _integer(retry.get("timeout"), "retry_settings.timeout", int(ParallelTask.timeout_seconds))
+        ),
         logging_level=str(_setting(node, spec, "logging_level") or "INFO"),
         append_row_to=None if not append_to else _own_name(append_to, "outputs", "append_row_to"),
     )
