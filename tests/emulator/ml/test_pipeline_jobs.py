@@ -451,6 +451,7 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
 
     job = _finished(ml, name)
 
+    assert isinstance(job, PipelineJob)
     assert job.status == "Completed"
     output = job.outputs["pipeline_job_out_file"]
     assert not isinstance(output, str)
