@@ -1,4 +1,4 @@
-"""Command jobs through azure-ai-ml's real ``MLClient`` against the emulator: what the job tests share (a
+"""Command and pipeline jobs through azure-ai-ml's real ``MLClient`` against the emulator: what the job tests share (a
 cluster to run on, a name, a wait for the end with a deadline)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 import uuid
 
 from azure.ai.ml import MLClient
-from azure.ai.ml.entities import AmlCompute, Command, Environment
+from azure.ai.ml.entities import AmlCompute, Command, Environment, Job
 
 from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 from tests.support.mlclient import ml_client
@@ -53,6 +53,19 @@ def create_cluster(azure_ml: EmulatorProcess, max_instances: int = 2) -> str:
     return name
 
 
+def finished_job(ml: MLClient, name: str, within: float = WITHIN) -> Job:
+    """The job (any type) once it reached a terminal status; fails the test after ``within`` real seconds."""
+    deadline = time.monotonic() + within
+    job = ml.jobs.get(name)
+    while job.status not in TERMINAL:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {name} not finished within {within} s (now {job.status})")
+        time.sleep(0.2)  # polling interval of a wait with a deadline, not a synchronisation
+        job = ml.jobs.get(name)
+    assert isinstance(job, Job)
+    return job
+
+
 def get_command(ml: MLClient, name: str) -> Command:
     job = ml.jobs.get(name)
     assert isinstance(job, Command)
@@ -60,12 +73,7 @@ def get_command(ml: MLClient, name: str) -> Command:
 
 
 def finished(ml: MLClient, name: str, within: float = WITHIN) -> Command:
-    """The job once it reached a terminal status; fails the test after ``within`` real seconds."""
-    deadline = time.monotonic() + within
-    job = get_command(ml, name)
-    while job.status not in TERMINAL:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {name} not finished within {within} s (now {job.status})")
-        time.sleep(0.2)  # polling interval of a wait with a deadline, not a synchronisation
-        job = get_command(ml, name)
+    """The command job once it reached a terminal status; fails the test after ``within`` real seconds."""
+    job = finished_job(ml, name, within)
+    assert isinstance(job, Command)
     return job

@@ -13,10 +13,8 @@ User processes run in real time: tests wait on the run's status with a deadline,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import pytest
 from amlops_emulator.ml.execution import Run, RunInput, RunRequest, RunStatus, SubmitError
 from amlops_emulator.server import EmulatorConfig, RunningEmulator, run_emulator
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
+from tests.support.waiting import eventually
 
 from .conftest import BASE, RG, WS, Arm, aml_body, client_for, session_for
 
@@ -72,11 +71,7 @@ def probe(tmp_path: Path) -> Path:
 
 
 async def _eventually(condition: Callable[[], Any], what: str, within: float = WITHIN) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.02)
+    await eventually(condition, what, within)
 
 
 async def _finished(run: Run) -> Run:

@@ -17,10 +17,8 @@ through this runtime, and asserts identical ``parallel_run_step.txt`` rows.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import textwrap
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from amlops_emulator.ml.parallel import PlanError, plan, size_bytes
 from amlops_emulator.server import RunningEmulator
 from tests.emulator.arm.conftest import BASE, Arm, aml_body, frozen, frozen_arm, start_emulator
 from tests.emulator.paralleljob.conftest import ParallelRun, azurite, client, emulator, parallel, store
+from tests.support.waiting import eventually
 
 __all__ = ["azurite", "client", "emulator", "frozen", "frozen_arm", "parallel", "start_emulator", "store"]
 
@@ -218,11 +217,7 @@ def _folder(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
 
 
 async def _eventually(condition: Callable[[], Any], what: str, within: float = WITHIN) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.02)
+    await eventually(condition, what, within)
 
 
 async def _cluster(arm: Arm, max_nodes: int = 1) -> None:

@@ -18,7 +18,6 @@ tests wait on statuses with a deadline, never on a sleep.
 
 # No ``from __future__ import annotations``: azure-ai-ml's @pipeline reads its parameters' annotations as types.
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,17 @@ from typing import Any
 import pytest
 from azure.ai.ml import Input, MLClient, Output, command, dsl
 from azure.ai.ml.constants import AssetTypes
-from azure.ai.ml.entities import AmlCompute, Environment, Job, PipelineJob
+from azure.ai.ml.entities import Environment, Job, PipelineJob
 from azure.ai.ml.exceptions import JobException
 from azure.ai.ml.parallel import RunFunction, parallel_run_function
 from azure.storage.blob import BlobServiceClient
 
-from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
-from tests.support.mlclient import ml_client
+from tests.support.jobs import ENVIRONMENT, create_cluster, finished_job, unique
 from tests.support.processes import EmulatorProcess
 
 pytestmark = pytest.mark.emulator
 
 WITHIN = 180.0  # real seconds a pipeline may take on a loaded machine (two nodes one after the other)
-TERMINAL = ("Completed", "Failed", "Canceled")
-ENVIRONMENT = Environment(image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest")
 
 PRODUCE = """
 import pathlib, sys
@@ -89,26 +85,10 @@ def run(input_data):
 ITEMS = 40  # rows of the seed's tabular input: "100" bytes per mini-batch cuts them into several
 
 
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture(scope="module")
 def cluster(azure_ml: EmulatorProcess) -> str:
     """One AmlCompute (0..2 nodes) for the module's pipelines."""
-    client = ml_client(
-        azure_ml.arm_url,
-        azure_ml.ca_file,
-        DEFAULT_SUBSCRIPTION,
-        DEFAULT_RESOURCE_GROUP,
-        DEFAULT_WORKSPACE,
-        polling_interval=0.2,
-    )
-    name = _unique("cpu")
-    client.compute.begin_create_or_update(
-        AmlCompute(name=name, size="Standard_DS3_v2", min_instances=0, max_instances=2, idle_time_before_scale_down=120)
-    ).result()
-    return name
+    return create_cluster(azure_ml)
 
 
 @pytest.fixture
@@ -137,15 +117,7 @@ def _named(pipeline: PipelineJob, name: str) -> PipelineJob:
 
 
 def _finished(ml: MLClient, name: str) -> Job:
-    deadline = time.monotonic() + WITHIN
-    job = ml.jobs.get(name)
-    while job.status not in TERMINAL:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {name} not finished within {WITHIN} s (now {job.status})")
-        time.sleep(0.2)  # polling interval of a wait with a deadline, not a synchronisation
-        job = ml.jobs.get(name)
-    assert isinstance(job, Job)
-    return job
+    return finished_job(ml, name, WITHIN)
 
 
 def _children(ml: MLClient, pipeline: str) -> dict[str, Job]:
@@ -189,7 +161,7 @@ def test_two_step_pipeline_passes_the_first_steps_output_to_the_second(
         second = consume(rows=first.outputs["rows"])
         return {"count": second.outputs["count"]}
 
-    name = _unique("two-steps")
+    name = unique("two-steps")
     submitted = ml.jobs.create_or_update(_named(_pipeline(two_steps, compute=cluster)(), name))
     assert isinstance(submitted, PipelineJob)
     assert submitted.status in ("NotStarted", "Running")
@@ -229,7 +201,7 @@ def test_failing_node_fails_the_pipeline_and_its_readers_never_start(ml: MLClien
         first = failing()
         reader(rows=first.outputs["rows"]).name = "reader"
 
-    name = _unique("fails")
+    name = unique("fails")
     ml.jobs.create_or_update(_named(_pipeline(fails, compute=cluster)(), name))
 
     assert _finished(ml, name).status == "Failed"
@@ -259,7 +231,7 @@ def test_without_continue_on_step_failure_a_failure_cancels_the_running_siblings
         failing().name = "failing"
         waiting().name = "waiting"
 
-    name = _unique("stops")
+    name = unique("stops")
     ml.jobs.create_or_update(_named(_pipeline(stops, compute=cluster)(), name))
 
     assert _finished(ml, name).status == "Failed"
@@ -300,7 +272,7 @@ def test_continue_on_step_failure_runs_the_nodes_that_do_not_read_the_failed_one
         reader(rows=first.outputs["rows"]).name = "reader"
         writer(n=n).name = "writer"
 
-    name = _unique("goes-on")
+    name = unique("goes-on")
     ml.jobs.create_or_update(_named(_pipeline(goes_on, compute=cluster, continue_on_step_failure=True)(n=7), name))
 
     job = _finished(ml, name)
@@ -340,7 +312,7 @@ def test_cancel_cascades_to_the_running_child(ml: MLClient, cluster: str, src: P
         first = waiting()
         reader(rows=first.outputs["rows"]).name = "reader"
 
-    name = _unique("endless")
+    name = unique("endless")
     ml.jobs.create_or_update(_named(_pipeline(endless, compute=cluster)(), name))
     deadline = time.monotonic() + WITHIN
     while not (probe / "started").exists():
@@ -376,7 +348,7 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
     container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
     data = blobs.get_container_client(container)
     csv = "id,sepal_length\n" + "".join(f"{i},{4 + i / 10:.1f}\n" for i in range(ITEMS))
-    prefix = _unique("seed")
+    prefix = unique("seed")
     data.upload_blob(f"{prefix}/iris/iris.csv", csv.encode(), overwrite=True)
     data.upload_blob(
         f"{prefix}/iris/MLTable",
@@ -425,7 +397,7 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
             type=AssetTypes.URI_FOLDER, path=f"azureml://datastores/workspaceblobstore/paths/{prefix}/model/"
         ),
     )
-    name = _unique("seed")
+    name = unique("seed")
 
     submitted = ml.jobs.create_or_update(_named(pipeline, name), experiment_name="seed")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from amlops_emulator.arm.state import PROVIDER, Workspace
 
@@ -44,15 +44,45 @@ def default_container(ws: Workspace) -> str:
     return f"azureml-blobstore-{workspace_guid(ws)}"
 
 
+@overload
+def stamp(moment: datetime) -> str: ...
+@overload
+def stamp(moment: None) -> None: ...
+def stamp(moment: datetime | None) -> str | None:
+    """A time as Azure ML writes it (``2024-01-01T00:00:00Z``)."""
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
 def system_data(now: datetime) -> dict[str, str]:
-    stamp = now.isoformat().replace("+00:00", "Z")
     return {
-        "createdAt": stamp,
+        "createdAt": stamp(now),
         "createdBy": "amlops emulator",
         "createdByType": "User",
-        "lastModifiedAt": stamp,
+        "lastModifiedAt": stamp(now),
         "lastModifiedBy": "amlops emulator",
         "lastModifiedByType": "User",
+    }
+
+
+def job_resource(
+    arm_id: str,
+    properties: dict[str, Any],
+    status: str,
+    times: tuple[datetime | None, datetime | None],
+    created: datetime,
+) -> dict[str, Any]:
+    """A workspace job's ARM body (command and pipeline jobs alike): its properties with ``status``, and the
+    emulator's ``StartTimeUtc``/``EndTimeUtc`` (``times``) in the ``properties`` string map (ml/jobs.py says why)."""
+    extra = dict(properties.get("properties") or {})
+    for key, moment in zip(("StartTimeUtc", "EndTimeUtc"), times, strict=True):
+        if moment is not None:
+            extra[key] = stamp(moment)
+    return {
+        "id": arm_id,
+        "name": arm_id.rsplit("/", 1)[-1],
+        "type": f"{PROVIDER}/workspaces/jobs",
+        "properties": {**properties, "status": status, "properties": extra},
+        "systemData": system_data(created),
     }
 
 

@@ -43,7 +43,7 @@ from aiohttp import web
 
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.arm.state import Workspace
-from amlops_emulator.ml.assets import default_container, workspace_guid
+from amlops_emulator.ml.assets import default_container, stamp, workspace_guid
 from amlops_emulator.ml.execution import Run
 from amlops_emulator.ml.inputs import datastore_path
 from amlops_emulator.ml.jobs import Job, JobRoutes, artifact_prefix
@@ -253,10 +253,6 @@ def _children(jobs: JobRoutes, pipeline: PipelineJob) -> list[RunView]:
     ]
 
 
-def _stamp(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 def _run(view: RunView) -> dict[str, Any]:
     """A run history ``Run`` (``_restclient/runhistory`` ``Run``), shaped as the recording's children."""
     body: dict[str, Any] = {
@@ -264,9 +260,9 @@ def _run(view: RunView) -> dict[str, Any]:
         "rootRunId": view.parent.name if view.parent is not None else view.run_id,
         "parentRunId": view.parent.name if view.parent is not None else None,
         "status": view.status,
-        "createdUtc": _stamp(view.created),
-        "startTimeUtc": _stamp(view.start_time),
-        "endTimeUtc": _stamp(view.end_time),
+        "createdUtc": stamp(view.created),
+        "startTimeUtc": stamp(view.start_time),
+        "endTimeUtc": stamp(view.end_time),
         "error": {"error": view.error} if view.error is not None else None,
         "target": view.target,
         "dataContainerId": f"dcid.{view.run_id}",
@@ -313,8 +309,8 @@ def _details(jobs: JobRoutes, view: RunView) -> dict[str, Any]:
         "runId": view.run_id,
         "target": view.target,
         "status": view.status,
-        "startTimeUtc": _stamp(view.start_time),
-        "endTimeUtc": _stamp(view.end_time),
+        "startTimeUtc": stamp(view.start_time),
+        "endTimeUtc": stamp(view.end_time),
         "error": {"error": view.error} if view.error is not None else None,
         "warnings": [],
         "logFiles": logs,

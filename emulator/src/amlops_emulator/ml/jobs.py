@@ -53,7 +53,13 @@ from aiohttp import web
 
 from amlops_emulator.arm.errors import ArmError, bad_request, resource_not_found
 from amlops_emulator.arm.state import PROVIDER, Workspace
-from amlops_emulator.ml.assets import ARTIFACT_DATASTORE, DEFAULT_DATASTORE, default_container, system_data
+from amlops_emulator.ml.assets import (
+    ARTIFACT_DATASTORE,
+    DEFAULT_DATASTORE,
+    default_container,
+    job_resource,
+    system_data,
+)
 from amlops_emulator.ml.execution import ParallelTask, Run, RunExecutor, RunRequest, SubmitError
 from amlops_emulator.ml.inputs import fetch_inputs
 from amlops_emulator.ml.pipelines import PIPELINE, PipelineJob, Pipelines
@@ -104,10 +110,6 @@ def artifact_output(job: str) -> dict[str, Any]:
     }
 
 
-def _stamp(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 def _services(ws: Workspace, job: str, host: str) -> dict[str, Any]:
     """The job's endpoints as ``examples/Job/CommandJob/get.json`` shapes them (``jobServiceType``, ``endpoint``):
     Studio and Tracking, both at this emulator (azure-ai-ml's ``jobs.stream`` prints Studio's as "Web View")."""
@@ -125,20 +127,8 @@ class Job:
         self.arm_id = f"{ws.arm_id}/jobs/{name}"
 
     def to_wire(self) -> dict[str, Any]:
-        properties = dict(self.properties)
-        properties["status"] = str(self.run.status)
-        extra = dict(properties.get("properties") or {})
-        for key, moment in (("StartTimeUtc", self.run.start_time), ("EndTimeUtc", self.run.end_time)):
-            if moment is not None:
-                extra[key] = _stamp(moment)
-        properties["properties"] = extra
-        return {
-            "id": self.arm_id,
-            "name": self.name,
-            "type": f"{PROVIDER}/workspaces/jobs",
-            "properties": properties,
-            "systemData": system_data(self.created),
-        }
+        run = self.run
+        return job_resource(self.arm_id, self.properties, str(run.status), (run.start_time, run.end_time), self.created)
 
 
 class JobRoutes:

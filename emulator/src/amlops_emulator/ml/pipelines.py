@@ -61,8 +61,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from amlops_emulator.arm.errors import ArmError, bad_request
-from amlops_emulator.arm.state import PROVIDER, Workspace
-from amlops_emulator.ml.assets import DEFAULT_DATASTORE, system_data
+from amlops_emulator.arm.state import Workspace
+from amlops_emulator.ml.assets import DEFAULT_DATASTORE, job_resource
 from amlops_emulator.ml.components import Component, find_component
 from amlops_emulator.ml.execution import TERMINAL, ParallelTask, Run, RunStatus, SubmitError
 
@@ -312,10 +312,6 @@ def parallel_task(node: Mapping[str, Any], spec: Mapping[str, Any]) -> ParallelT
 # ------------------------------------------------------------------------------------------- the jobs
 
 
-def _stamp(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 @dataclass
 class Node:
     """A pipeline's node and the child job it becomes (``run_id``, a GUID as Azure names children)."""
@@ -364,20 +360,8 @@ class PipelineJob:
         return self.status in TERMINAL
 
     def to_wire(self) -> dict[str, Any]:
-        properties = dict(self.properties)
-        properties["status"] = str(self.status)
-        extra = dict(properties.get("properties") or {})
-        for key, moment in (("StartTimeUtc", self.start_time), ("EndTimeUtc", self.end_time)):
-            if moment is not None:
-                extra[key] = _stamp(moment)
-        properties["properties"] = extra
-        return {
-            "id": self.arm_id,
-            "name": self.name,
-            "type": f"{PROVIDER}/workspaces/jobs",
-            "properties": properties,
-            "systemData": system_data(self.created),
-        }
+        times = (self.start_time, self.end_time)
+        return job_resource(self.arm_id, self.properties, str(self.status), times, self.created)
 
 
 def _compute_arm_id(ws: Workspace, compute: object) -> str | None:
