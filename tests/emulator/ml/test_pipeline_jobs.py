@@ -433,3 +433,84 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
     assert sorted(rows, key=lambda row: int(row.split()[0])) == [
         f"{i} {4 + i / 10:.1f} weights-v1" for i in range(ITEMS)
     ]
+
+
+# Fails every file whose name starts with "bad" (an exception in run(), which Azure ML's runtime counts as the
+# whole mini-batch failed) and returns the others.
+FLAKY = """
+import pathlib
+
+
+def init():
+    pass
+
+
+def run(mini_batch):
+    for path in mini_batch:
+        if pathlib.Path(path).name.startswith("bad"):
+            raise ValueError(f"cannot score {path}")
+    return [pathlib.Path(path).name for path in mini_batch]
+"""
+
+
+@pytest.mark.parametrize(
+    ("threshold", "status"),
+    [
+        pytest.param(2, "Completed", id="two-failed-mini-batches-at-threshold-2"),
+        pytest.param(1, "Failed", id="two-failed-mini-batches-over-threshold-1"),
+    ],
+)
+def test_a_parallel_node_fails_its_pipeline_once_failed_mini_batches_exceed_the_threshold(
+    ml: MLClient, cluster: str, tmp_path: Path, blobs: BlobServiceClient, threshold: int, status: str
+) -> None:
+    """``mini_batch_error_threshold`` at the boundary through the real MLClient ("How to use parallel job in
+    pipeline": "if the count of failed mini-batch is higher than this threshold, the parallel job will be marked
+    as failed"): a local ``uri_folder`` input (azure-ai-ml uploads it) of five files, one per mini-batch, two of
+    which make run() raise, no retries. At threshold 2 the node completes with the three good rows in
+    ``parallel_run_step.txt``; at 1 the node and its pipeline fail, and the node's ``logs/job_result.txt``
+    ("check job_result.txt to understand why the parallel job is failed") names the threshold (the emulator's
+    wording: no public failed parallel job's result was found)."""
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "score.py").write_text(FLAKY)
+    data = tmp_path / "data"
+    data.mkdir()
+    for file in ("a.txt", "bad-1.txt", "b.txt", "bad-2.txt", "c.txt"):
+        (data / file).write_text(file)
+    score = parallel_run_function(
+        inputs={"files": Input(type=AssetTypes.URI_FOLDER)},
+        outputs={"rows": Output(type=AssetTypes.URI_FOLDER)},
+        input_data="${{inputs.files}}",
+        mini_batch_size="1",
+        mini_batch_error_threshold=threshold,
+        retry_settings=dict(max_retries=0, timeout=60),  # type: ignore[arg-type]  # azure-ai-ml takes the dict
+        task=RunFunction(
+            code=str(code), entry_script="score.py", environment=ENVIRONMENT, append_row_to="${{outputs.rows}}"
+        ),
+    )
+
+    def flaky(files: Input) -> dict[str, Output]:
+        node = score(files=files)
+        node.name = "score"
+        return {"rows": node.outputs["rows"]}
+
+    name = unique("threshold")
+    pipeline = _pipeline(flaky, default_compute=cluster)(files=Input(type=AssetTypes.URI_FOLDER, path=str(data)))
+    ml.jobs.create_or_update(_named(pipeline, name))
+
+    job = _finished(ml, name)
+
+    assert isinstance(job, PipelineJob)
+    assert job.status == status
+    assert _children(ml, name)["score"].status == status
+    if status == "Completed":
+        output = job.outputs["rows"]
+        assert not isinstance(output, str)
+        assert output.path is not None
+        path = output.path.removeprefix("azureml://datastores/workspaceblobstore/paths/").rstrip("/")
+        assert sorted(_blob(blobs, ml, f"{path}/parallel_run_step.txt").split()) == ["a.txt", "b.txt", "c.txt"]
+    else:
+        # azure-ai-ml streams no child job (PipelineChildJobError); the docs send the user to job_result.txt.
+        child = _children(ml, name)["score"].name
+        result = _blob(blobs, ml, f"ExperimentRun/dcid.{child}/logs/job_result.txt")
+        assert "exceeded mini_batch_error_threshold (1)" in result
