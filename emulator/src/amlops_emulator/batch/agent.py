@@ -35,7 +35,7 @@ from amlops_emulator.batch import pools
 from amlops_emulator.batch.model import Account, Job, Node, Pool, Task
 from amlops_emulator.batch.wire import JSON, duration_seconds
 from amlops_emulator.clock import VirtualClock
-from amlops_emulator.processes import kill_group
+from amlops_emulator.processes import kill_group, tick
 
 TICK_SECONDS = 0.05  # how often virtual-clock transitions are looked at when nothing else wakes the agent
 
@@ -156,9 +156,7 @@ class NodeAgent:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), TICK_SECONDS)
-            self._wakeup.clear()
+            await tick(self._wakeup, TICK_SECONDS)
             for account in self._accounts.values():
                 self._advance(account)
                 for pool_id in list(account.ready):

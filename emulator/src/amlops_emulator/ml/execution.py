@@ -72,7 +72,7 @@ from amlops_emulator.arm.simulator import Cluster, Node
 from amlops_emulator.arm.state import ArmState
 from amlops_emulator.ml import parallel
 from amlops_emulator.ml.distribution import Distribution, DistributionError, Process, plan
-from amlops_emulator.processes import free_port, kill_group
+from amlops_emulator.processes import free_port, kill_group, tick
 
 log = logging.getLogger(__name__)
 
@@ -338,9 +338,7 @@ class RunExecutor:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), TICK_SECONDS)
-            self._wakeup.clear()
+            await tick(self._wakeup, TICK_SECONDS)
             for run in [r for r in self._runs.values() if not r.done]:
                 try:
                     self._watch(run)
