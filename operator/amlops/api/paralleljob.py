@@ -85,7 +85,12 @@ class JobOutput(ApiModel):
 
 class RetrySettings(ApiModel):
     max_retries: int = Field(
-        default=3, ge=0, le=100, description="Seed: retry_settings.max_retries. Batch maxTaskRetryCount."
+        default=2,
+        ge=0,
+        le=100,
+        description="Seed: retry_settings.max_retries. Retries of a mini-batch whose run() raised or timed out: it "
+        "runs at most 1 + maxRetries times (Batch maxTaskRetryCount; on Azure ML the same). Default 2, Azure ML's "
+        "(azure-ai-ml sends no default). A run() that returned fewer results than items is not retried.",
     )
     timeout: int = Field(
         default=60, ge=1, le=604800, description="Seed: retry_settings.timeout, seconds per run() call."
@@ -210,17 +215,20 @@ class ParallelJobSpec(JobControls):
         pattern=r"^\$\{\{inputs\.[A-Za-z_][A-Za-z0-9_]*\}\}$",
         description="Seed: input_data, e.g. ${{inputs.data}}: the input that is split into mini-batches.",
     )
-    mini_batch_size: str = Field(
-        default="1",
+    mini_batch_size: str | None = Field(
+        default=None,
         max_length=32,
         pattern=r"^\s*[0-9]+\s*([KkMmGg][Bb]?|[Bb])?\s*$",
-        description="Seed: mini_batch_size. Files per mini-batch (10), or for tabular input a size (10MB).",
+        description="Seed: mini_batch_size. Files per mini-batch (e.g. 10), or for tabular input a size (1024, "
+        "512KB, 10MB, 1GB; binary units). Absent: the seed's defaults, 10 files for file input and 1MB for tabular "
+        "input. Ignored with partitionKeys.",
     )
     partition_keys: list[Short] = Field(
         default_factory=list,
         max_length=16,
         description="Seed: partition_keys. File inputs: keys of key=value folder segments; tabular inputs: column "
-        "names. A mini-batch never mixes key values; a key group larger than miniBatchSize is cut into several.",
+        "names. They take precedence over miniBatchSize: each key group is one mini-batch, whatever its size (a "
+        "group of more than 1,000 files or row ranges is refused: PartitionTooLarge).",
     )
     max_concurrency_per_instance: int = Field(
         default=1, ge=1, le=256, description="Seed: max_concurrency_per_instance. taskSlotsPerNode of the pool."
@@ -245,10 +253,10 @@ class ParallelJobSpec(JobControls):
     )
     task: TaskSpec = Field(description="Seed: task (RunFunction).")
     is_deterministic: bool = Field(
-        default=False,
+        default=True,
         description="Seed: is_deterministic. When true and a completed deterministic ParallelJob in this namespace "
         "has the same content hash (spec, input listing etags, code etags), its output is reused and no compute "
-        "runs (status.reusedFrom).",
+        "runs (status.reusedFrom). Default true, as the seed's; set false to always run.",
     )
     storage_credentials: StorageCredentials | None = Field(
         default=None,
@@ -263,8 +271,12 @@ class MiniBatchCounts(ApiModel):
     total: int = 0
     pending: int = Field(default=0, description="Planned, not running yet (not added, or waiting for a slot).")
     running: int = 0
-    succeeded: int = Field(default=0, description="run() returned (some items may still have failed).")
-    failed: int = Field(default=0, description="run() raised or timed out on the last attempt.")
+    succeeded: int = Field(default=0, description="run() returned a result for every item.")
+    failed: int = Field(
+        default=0,
+        description="run() raised or timed out on the last attempt, or returned fewer results than items (as "
+        "Azure ML: such a mini-batch is failed and not retried; its missing items count as failed items).",
+    )
     retried: int = Field(default=0, description="Retries used across all mini-batches.")
 
 

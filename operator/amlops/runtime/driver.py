@@ -17,7 +17,9 @@ The entry-script contract is Azure ML's ParallelRunStep one: ``init()`` once per
 ``run(mini_batch)``. ``mini_batch`` is a list of local file paths for file inputs; for tabular inputs a pandas
 DataFrame when pandas is importable, else a list of dicts (CSV) or of decoded JSON values (JSON Lines).
 ``run()`` returns a list (or DataFrame): each element counts as one successfully processed item, so a result
-shorter than the input counts the missing ones as failed, as Azure ML does.
+shorter than the input counts the missing ones as failed items and the mini-batch as failed, as Azure ML does
+(the operator reads that from the summary; the task still exits 0, so Batch does not retry it: the emulator's
+Azure ML parallel runtime does not retry it either).
 
 Outputs, under the results folder: ``<index>.txt`` (only with ``--rows``, written only when ``run()``
 returned) and always ``<index>.summary.json``. Rows follow what Azure ML's ``parallel_run_step.txt`` holds:

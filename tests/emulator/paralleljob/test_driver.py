@@ -89,14 +89,16 @@ async def test_item_failures_exceptions_and_timeouts_are_counted_and_retried(par
     assert outcome.output.splitlines() == ["ok1", "ok2"]
     totals = outcome.totals
     assert (totals.processed_items, totals.failed_items) == (2, 3)
-    assert totals.failed_mini_batches == (2, 3)
-    assert totals.failed_indexes == "2-3"
+    # A run() that returns fewer results than items fails its mini-batch (Azure ML, "How to use parallel job in
+    # pipeline": mini_batch_error_threshold counts it; the emulator's runtime, amlops_emulator/ml/parallel.py).
+    assert totals.failed_mini_batches == (1, 2, 3)
+    assert totals.failed_indexes == "1-3"
     assert totals.attempts == {2: 2, 3: 2}
     info = {task_id: task.execution_info for task_id, task in outcome.tasks.items()}
     assert all(i is not None for i in info.values())
     assert {k: (i.exit_code, i.retry_count) for k, i in info.items() if i} == {
         "mb-0": (0, 0),
-        "mb-1": (0, 0),  # run() returned, one item short: a failed item, not a failed task
+        "mb-1": (0, 0),  # run() returned, one item short: a failed mini-batch, but not a failed (retried) task
         "mb-2": (1, 1),
         "mb-3": (3, 1),
         "mb-4": (0, 0),
@@ -162,9 +164,10 @@ async def test_run_returning_none_counts_every_item_as_failed(parallel: Parallel
 
     outcome = await parallel.run(inputs, "def run(mini_batch):\n    return None\n", PlanSpec("files", "1"))
 
-    # run() returning None: nothing processed, the item counts as failed, the task still succeeds.
+    # run() returning None: nothing processed, the item and the mini-batch count as failed (Azure ML: fewer
+    # results than items), the task still succeeds (not retried).
     assert (outcome.totals.processed_items, outcome.totals.failed_items) == (0, 1)
-    assert outcome.totals.failed_mini_batches == ()
+    assert outcome.totals.failed_mini_batches == (0,)
     assert outcome.output == ""
     assert outcome.tasks["mb-0"].state == models.BatchTaskState.COMPLETED
 
