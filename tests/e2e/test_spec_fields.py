@@ -370,7 +370,7 @@ PARALLELJOB: list[Row] = [
     pj("task.environment.condaFile", "env.yml"),
     pj("task.environment.pipRequirements", ["six"]),
     pj("task.appendRowTo", None),
-    pj("isDeterministic", True),
+    pj("isDeterministic", False),  # true is the default (the seed's): a change is to false
     pj("storageCredentials.secretRef.name", "other"),
     pj("storageCredentials.secretRef.key", "other"),
     pj("activeDeadlineSeconds", 600),

@@ -159,6 +159,22 @@ def validate(spec: ParallelJobSpec) -> None:
         reference(spec.task.append_row_to, spec.outputs, "outputs")
 
 
+# Settings that decide whether the same rows make a Complete or a Failed job. They are not in the content hash
+# (changing it would stall plans being made across an upgrade), so reuse compares them as well: a job with a
+# stricter errorThreshold must not reuse the output of one that completed with failed items.
+OUTCOME_SETTINGS = ("errorThreshold", "miniBatchErrorThreshold", "retrySettings")
+
+
+def same_outcome_settings(spec: ParallelJobSpec, other: dict[str, Any]) -> bool:
+    """Whether another ParallelJob's spec (as the apiserver returns it) has this one's outcome settings."""
+    try:
+        theirs = ParallelJobSpec.model_validate(other)
+    except ValueError:  # a pydantic ValidationError: not a spec this operator would run, never reused
+        return False
+    mine, dumped = spec.model_dump(mode="json", by_alias=True), theirs.model_dump(mode="json", by_alias=True)
+    return all(mine[k] == dumped[k] for k in OUTCOME_SETTINGS)
+
+
 def reference(value: str, names: dict[str, Any], kind: str) -> str:
     """``${{inputs.data}}`` → ``data``, which must name one of ``names``."""
     name = value.strip().removeprefix("${{").removesuffix("}}").strip().removeprefix(f"{kind}.")
@@ -444,6 +460,7 @@ class ParallelJobClient:
                 and status.get("phase") == "Complete"
                 and status.get("contentHash") == content_hash
                 and not status.get("reusedFrom")
+                and same_outcome_settings(mr.spec, spec)
             ):
                 marker = {
                     "from": other["metadata"]["name"],
