@@ -6,10 +6,11 @@ The spec cannot change once the job exists, except ``suspend`` (a CEL transition
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
-from pydantic.config import JsonDict
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict, JsonValue
 
 from amlops.api.common import (
     OBJECT_NAME,
@@ -69,13 +70,65 @@ class ComputeRef(ApiModel):
     )
 
 
+DATA_TYPES = ("uri_folder", "uri_file", "mltable")
+LITERAL_TYPES = ("string", "integer", "number", "boolean")
+_LITERAL_PATTERNS = {"integer": r"^-?[0-9]+$", "number": r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$",
+                     "boolean": r"^(true|false|True|False)$"}  # fmt: skip
+
+
+def _input_rules() -> list[JsonValue]:
+    data = "[" + ", ".join(f"'{t}'" for t in DATA_TYPES) + "]"
+    rules: list[JsonValue] = [
+        {
+            "rule": f"self.type in {data} ? (has(self.uri) && !has(self.value)) : (has(self.value) && !has(self.uri))",
+            "message": "a data input (uri_folder, uri_file, mltable) sets uri; a literal input (string, integer, "
+            "number, boolean) sets value and its type",
+        }
+    ]
+    for kind, pattern in _LITERAL_PATTERNS.items():
+        rules.append(
+            {
+                "rule": f"self.type != '{kind}' || !has(self.value) || self.value.matches('{pattern}')",
+                "message": f"value is not a literal of type {kind}",
+            }
+        )
+    return rules
+
+
 class JobInput(ApiModel):
-    uri: str = Field(min_length=1, max_length=URI, description="Seed: Input(path). Blob folder or file URI.")
-    type: Literal["uri_folder", "uri_file", "mltable"] = Field(
-        default="uri_folder",
-        description="Seed: Input(type). uri_folder: every file is an item; mltable (a folder of CSV / JSON Lines) "
-        "and uri_file of a .csv/.jsonl: rows are items, split by size.",
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _input_rules()})
+
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI,
+        description="Seed: Input(path). Blob folder or file URI (data inputs).",
     )
+    type: Literal["uri_folder", "uri_file", "mltable", "string", "integer", "number", "boolean"] = Field(
+        default="uri_folder",
+        description="Seed: Input(type). As inputData: uri_folder: every file is an item; mltable: the files its "
+        "MLTable file's paths name (or every CSV / JSON Lines file of the folder without one), rows are items, "
+        "split by size; uri_file of a .csv/.jsonl: rows are items. Any other input is downloaded to each node "
+        "before init() (a folder, an MLTable folder, or one file) and ${{inputs.<name>}} in "
+        "task.programArguments is its path there. string, integer, number, boolean: a literal value, "
+        "${{inputs.<name>}} is the value.",
+    )
+    value: str | None = Field(
+        default=None,
+        min_length=0,
+        max_length=SHORT,
+        description="Seed: a literal input (inputs=dict(n=5)), with type string, integer, number or boolean.",
+    )
+
+    @model_validator(mode="after")
+    def _uri_or_value(self) -> JobInput:
+        """What the CEL rules refuse, refused by the model too."""
+        if (self.type in DATA_TYPES) != (self.uri is not None) or (self.uri is None) == (self.value is None):
+            raise ValueError("a data input sets uri; a literal input sets value and its type")
+        pattern = _LITERAL_PATTERNS.get(self.type)
+        if pattern is not None and self.value is not None and not re.match(pattern, self.value):
+            raise ValueError(f"value is not a literal of type {self.type}")
+        return self
 
 
 class JobOutput(ApiModel):

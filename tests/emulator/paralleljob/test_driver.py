@@ -172,6 +172,57 @@ async def test_run_returning_none_counts_every_item_as_failed(parallel: Parallel
     assert outcome.tasks["mb-0"].state == models.BatchTaskState.COMPLETED
 
 
+MODEL_SCRIPT = script(
+    """
+    import argparse
+    import os
+
+    model = {}
+
+    def init():
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--model")
+        parser.add_argument("--data")
+        parser.add_argument("--factor", type=int)
+        args, _ = parser.parse_known_args()
+        assert os.path.isabs(args.model) and os.path.isabs(args.data), (args.model, args.data)
+        model["weights"] = open(os.path.join(args.model, "weights.txt")).read().strip()
+        model["vocab"] = open(os.path.join(args.model, "nested", "vocab.txt")).read().strip()
+        model["data"] = args.data
+        model["factor"] = args.factor
+
+    def run(mini_batch):
+        assert all(path.startswith(model["data"] + os.sep) for path in mini_batch)
+        return [
+            f"{os.path.basename(p)} {model['weights']} {model['vocab']} {model['factor'] * len(open(p).read())}"
+            for p in mini_batch
+        ]
+    """
+)
+
+
+async def test_every_input_reaches_the_script_and_references_become_node_paths(parallel: ParallelRun) -> None:
+    """Azure ML gives a parallel job's script every input through program_arguments (the seed: ``--model
+    ${{inputs.score_model}}``, read by init()): a folder input other than input_data is on the node before
+    init() as resource files (one read SAS URL per blob), ${{inputs.x}} becomes its absolute path, input_data's
+    is the folder the mini-batch's files are in, and a literal input is its value."""
+    inputs = await parallel.upload_inputs({"a.txt": b"xx", "b.txt": b"xxx"})
+    model = {"weights.txt": b"w-42\n", "nested/vocab.txt": b"v-7\n"}
+
+    outcome = await parallel.run(
+        inputs,
+        MODEL_SCRIPT,
+        PlanSpec("files", None),
+        program_arguments="--model ${{inputs.score_model}} --data=${{ inputs.data }} --factor ${{inputs.factor}}",
+        job_inputs={"score_model": model},
+        literals={"inputs.factor": "10"},
+    )
+
+    assert outcome.plan.count == 1  # miniBatchSize absent: 10 files
+    assert outcome.output.splitlines() == ["a.txt w-42 v-7 20", "b.txt w-42 v-7 30"]
+    assert outcome.totals.failed_mini_batches == ()
+
+
 def test_a_pip_environment_planted_by_another_job_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tasks of every job on a shared pool can write the node's shared folder. A folder another job planted,
     complete mark and all, under the name this job's requirements alone would give (the old key) or under
