@@ -72,7 +72,7 @@ class ComputeRef(ApiModel):
 
 DATA_TYPES = ("uri_folder", "uri_file", "mltable")
 LITERAL_TYPES = ("string", "integer", "number", "boolean")
-_LITERAL_PATTERNS = {"integer": r"^-?[0-9]+$", "number": r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$",
+_LITERAL_PATTERNS = {"integer": r"^-?[0-9]+$", "number": r"^-?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$",
                      "boolean": r"^(true|false|True|False)$"}  # fmt: skip
 
 
