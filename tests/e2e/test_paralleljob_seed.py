@@ -97,18 +97,20 @@ LITERAL = """
 import sys
 
 def init():
-    global factor
+    global factor, offset
     factor = int(sys.argv[sys.argv.index("--factor") + 1])
+    offset = int(open(sys.argv[sys.argv.index("--offset") + 1]).read())  # a uri_file input: the file's path
 
 def run(mini_batch):
-    return [f"{len(open(path).read()) * factor}" for path in mini_batch]
+    return [f"{len(open(path).read()) * factor + offset}" for path in mini_batch]
 """
 
 
 def test_inputs_are_checked_by_the_apiserver_and_references_before_anything_runs(bed: Bed) -> None:
     """A literal input needs its type and a value of that type (CEL on spec.inputs, as azure-ai-ml's Input
     does); ``${{outputs.x}}`` in programArguments is Stalled InvalidSpec before any Batch job exists (files a
-    script writes to an output folder are not collected on Batch); a literal reaches the script as its value."""
+    script writes to an output folder are not collected on Batch), a missing input InputNotFound; a literal
+    reaches the script as its value, a uri_file input as the path of the file on the node."""
     data = {"uri": bed.uri("inputs")}
     with pytest.raises(Refused) as untyped:
         bed.job("untyped", inputs={"data": data, "n": {"value": "3"}})
@@ -126,8 +128,16 @@ def test_inputs_are_checked_by_the_apiserver_and_references_before_anything_runs
 
     bed.upload("literal-code", {"literal.py": textwrap.dedent(LITERAL).lstrip()})
     bed.upload("inputs", {"a.txt": "xx", "b.txt": "xxx"})
-    bed.job("literal", inputs={"data": data, "factor": {"type": "integer", "value": "7"}},
-            task={**code, "programArguments": "--factor ${{inputs.factor}}"})  # fmt: skip
+    bed.upload("offset", {"offset.txt": "100"})
+    arguments = "--factor ${{inputs.factor}} --offset ${{inputs.offset}}"
+    inputs = {"data": data, "factor": {"type": "integer", "value": "7"}}
+    bed.job("missing", inputs={**inputs, "offset": {"uri": bed.uri("offset/nowhere.txt"), "type": "uri_file"}},
+            task={**code, "programArguments": arguments})  # fmt: skip
+    bed.job("literal", inputs={**inputs, "offset": {"uri": bed.uri("offset/offset.txt"), "type": "uri_file"}},
+            task={**code, "programArguments": arguments})  # fmt: skip
     done = bed.wait_phase("literal", "Complete", "Failed", timeout=120)
     assert done["status"]["phase"] == "Complete", done["status"]
-    assert bed.output_rows("literal") == ["14", "21"]
+    assert bed.output_rows("literal") == ["114", "121"]
+    missing = wait_condition(bed.k8s, "paralleljob", "missing", bed.ns, "Stalled", timeout=60)
+    assert condition(missing, "Stalled")["reason"] == "InputNotFound"
+    assert "offset/nowhere.txt" in condition(missing, "Stalled")["message"]

@@ -559,9 +559,16 @@ class ParallelJobClient:
     async def _list_job_inputs(self, layout: Layout, fresh: bool = False) -> dict[str, list[list[str]]]:
         """Name → ``[blob, etag]`` of each input other than input_data, listed once (``fresh``: at planning) and
         kept beside the plan, so every slice of tasks downloads the same files."""
+        if not layout.job_inputs:
+            return {}
         folder = JsonFolder(layout.store, layout.plan)
         if not fresh and (doc := await folder.get_json(JOB_INPUTS_DOC)) is not None:
-            return {str(k): [[str(b), str(e)] for b, e in v] for k, v in doc.items()}
+            try:
+                return {str(k): [[str(b), str(e)] for b, e in v] for k, v in doc.items()}
+            except (ValueError, TypeError, AttributeError):  # edited by hand: not what amlops wrote
+                raise TerminalError(
+                    PLAN_CHANGED, f"{layout.plan.blob(JOB_INPUTS_DOC)} is damaged: delete and recreate the job"
+                ) from None
         listed: dict[str, list[list[str]]] = {}
         for name, (source, only) in sorted(layout.job_inputs.items()):
             if only is not None:
