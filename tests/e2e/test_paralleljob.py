@@ -546,7 +546,8 @@ def test_is_deterministic_reuses_an_identical_completed_job_and_new_code_runs_ag
     tasks_before = sum(n for op, n in bed.azure.operations().items() if op.endswith("/addtaskcollection"))
 
     # Same spec, inputs and code, another output folder: nothing runs, the first job's output is the answer.
-    bed.job("second", isDeterministic=True)
+    # isDeterministic left out: true, the seed's default (parallel_run_function(is_deterministic=True)).
+    bed.job("second")
     second = bed.wait_phase("second", "Complete", "Failed", timeout=60)
     assert second["status"]["reusedFrom"] == "first"
     assert second["status"]["output"] == first["status"]["output"]
@@ -555,7 +556,7 @@ def test_is_deterministic_reuses_an_identical_completed_job_and_new_code_runs_ag
     assert sum(n for op, n in bed.azure.operations().items() if op.endswith("/addtaskcollection")) == tasks_before
 
     # Not deterministic: runs although identical. New code at the same URI: a new hash, so it runs too.
-    bed.job("third")
+    bed.job("third", isDeterministic=False)
     assert "reusedFrom" not in bed.wait_phase("third", "Complete", "Failed", timeout=120)["status"]
     bed.upload("code", {"score.py": textwrap.dedent(SCORE).lstrip() + "\n# changed\n"})
     bed.job("fourth", isDeterministic=True)

@@ -348,6 +348,8 @@ PARALLELJOB: list[Row] = [
     pj("experimentName", "other"),
     pj("inputs{}.uri", "https://elsewhere.example/x"),
     pj("inputs{}.type", "uri_file"),
+    # A value on a data input: the per-input rule refuses it (a literal input has a type of its own and no uri).
+    pj("inputs{}.value", "3", "a data input (uri_folder, uri_file, mltable) sets uri"),
     pj("outputs{}.uri", "https://elsewhere.example/y"),
     # uri_folder is the only type: any other is refused by the schema before the transition rule runs.
     pj("outputs{}.type", "uri_file", 'Unsupported value: "uri_file"'),
@@ -370,7 +372,7 @@ PARALLELJOB: list[Row] = [
     pj("task.environment.condaFile", "env.yml"),
     pj("task.environment.pipRequirements", ["six"]),
     pj("task.appendRowTo", None),
-    pj("isDeterministic", True),
+    pj("isDeterministic", False),  # true is the default (the seed's): a change is to false
     pj("storageCredentials.secretRef.name", "other"),
     pj("storageCredentials.secretRef.key", "other"),
     pj("activeDeadlineSeconds", 600),

@@ -169,6 +169,32 @@ def test_counts_and_status_fields() -> None:
     assert fields["estimatedRemainingSeconds"] == 60  # 3 done in 30 s, 6 to go
 
 
+def short_run(total: int) -> dict[int, m.Finished]:
+    """Mini-batches of 2 items each; 1 and 3 ran and returned one result short, 2 raised."""
+    tasks = [ok(0), ok(1), bad(2), ok(3)][:total]
+    items = {0: (2, 0), 1: (1, 1), 2: (0, 2), 3: (1, 1)}
+    return {t.index: m.finished(t, items[t.index]) for t in tasks}
+
+
+@pytest.mark.parametrize(
+    ("threshold", "action", "why"),
+    [
+        (2, "fail", "N-1: three failed mini-batches (two short, one raised) are above 2"),
+        (3, "finish", "N: not above"),
+        (4, "finish", "N+1"),
+    ],
+)
+def test_a_short_run_is_a_failed_mini_batch(threshold: int, action: str, why: str) -> None:
+    """Azure ML ("How to use parallel job in pipeline", mini_batch_error_threshold): a mini-batch whose run()
+    returns fewer results than inputs is marked failed; the emulator's runtime does the same
+    (amlops_emulator/ml/parallel.py), so miniBatchErrorThreshold counts it on both backends."""
+    base = m.Facts(total=4, added=4, running=0, finished=short_run(4), job_state="active")
+    decision = m.decide(replace(base, mini_batch_error_threshold=threshold))
+    assert decision.action == action, why
+    assert decision.counts.failed_indexes == (1, 2, 3), why
+    assert (decision.counts.items_processed, decision.counts.items_failed) == (4, 4), why
+
+
 @pytest.mark.parametrize(
     ("done", "total", "elapsed", "expected"),
     [

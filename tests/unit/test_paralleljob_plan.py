@@ -12,8 +12,10 @@ import pytest
 from amlops.external.paralleljob_output import compress_ranges
 from amlops.external.paralleljob_plan import (
     INDEX_NAME,
+    MAX_MINI_BATCH_PARTS,
     ByteRange,
     InputItem,
+    Kind,
     MiniBatch,
     PlanHash,
     PlanSpec,
@@ -105,15 +107,49 @@ async def test_partition_keys_never_mix_key_values_and_keep_each_group_together(
 
     groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
     for batch in batches:
-        assert len(batch.files) <= 2
         for name in batch.files:
             assert f"region={dict(batch.partition)['region']}/day={dict(batch.partition)['day']}/" in name
         groups.setdefault(batch.partition, []).extend(batch.files)
     assert sorted(n for names_ in groups.values() for n in names_) == sorted(names)
     assert len(groups) == 4
     assert [b.index for b in batches] == list(range(len(batches)))
-    # 3 files per group, 2 per mini-batch: one full and one partial mini-batch each.
-    assert sorted(len(b.files) for b in batches) == [1, 1, 1, 1, 2, 2, 2, 2]
+    # 3 files per group and miniBatchSize 2: partition keys take precedence ("If both partition_keys and
+    # mini_batch_size are specified, the partition keys will take effect", azure-ai-ml parallel_run_function),
+    # so each group is one mini-batch of 3.
+    assert [len(b.files) for b in batches] == [3, 3, 3, 3]
+
+
+async def test_a_partition_group_too_large_for_one_mini_batch_is_refused_not_cut() -> None:
+    names = [f"region=eu/{i}.txt" for i in range(MAX_MINI_BATCH_PARTS + 1)]
+    with pytest.raises(TerminalError) as caught:
+        await collect(plan(files(*names), PlanSpec("files", "10", partition_keys=("region",))))
+    assert caught.value.reason == "PartitionTooLarge"
+    assert "region=eu" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "items", "expected", "reason"),
+    [
+        ("files", None, 25, [10, 10, 5], "absent: 10 files per mini-batch (the seed's default for file input)"),
+        ("files", "4", 9, [4, 4, 1], "given: as given"),
+    ],
+)
+async def test_default_mini_batch_size(
+    kind: Kind, size: str | None, items: int, expected: list[int], reason: str
+) -> None:
+    spec = PlanSpec(kind, size)
+    batches = await collect(plan(files(*(f"{i:03d}.txt" for i in range(items))), spec))
+    assert [len(b.files) for b in batches] == expected, reason
+
+
+def test_default_tabular_size() -> None:
+    """azure-ai-ml parallel_run_function: mini_batch_size "10 files for FileDataset and 1MB for TabularDataset"."""
+    assert PlanSpec("tabular", None).limit() == 1 << 20
+    assert PlanSpec("files", None).limit() == 10
+    assert PlanSpec("files", None, ("region",)).limit() is None
+    assert PlanSpec("files", None).size == "10"
+    # Absent and the default spelled out are one plan (isDeterministic reuse, resuming a plan).
+    assert PlanHash(PlanSpec("tabular", None)).spec_hash == PlanHash(PlanSpec("tabular", "1MB")).spec_hash
 
 
 async def test_a_file_without_a_partition_key_is_invalid_input() -> None:
@@ -242,17 +278,19 @@ async def test_tabular_partition_keys_group_rows_by_column_values() -> None:
     assert [b.index for b in batches] == list(range(len(batches)))
 
 
-async def test_a_tabular_partition_group_is_cut_at_the_size_limit_and_json_lines_work() -> None:
+async def test_a_tabular_partition_group_is_one_mini_batch_over_the_size_and_json_lines_work() -> None:
+    """partition_keys take precedence over mini_batch_size (azure-ai-ml parallel_run_function docstring): a
+    group of ~600 bytes with miniBatchSize 100 is still one mini-batch."""
     lines = [f'{{"k": {i % 2}, "v": "{"x" * 10}"}}\n'.encode() for i in range(40)]
     reader = MemoryReader({"part.jsonl": b"".join(lines)})
 
     batches = await collect(plan(reader.items(), PlanSpec("tabular", "100", ("k",)), reader))
 
-    assert {b.partition for b in batches} == {(("k", "0"),), (("k", "1"),)}
+    assert [b.partition for b in batches] == [(("k", "0"),), (("k", "1"),)]
     for batch in batches:
         rows = rows_of(reader, list(batch.ranges))
         assert all(f'"k": {dict(batch.partition)["k"]},'.encode() in row for row in rows)
-        assert sum(len(r) for r in rows) < 100 + len(lines[0])
+        assert len(rows) == 20
     assert sorted(r for b in batches for r in rows_of(reader, list(b.ranges))) == sorted(lines)
 
 
@@ -489,8 +527,6 @@ async def test_a_missing_plan_chunk_is_named() -> None:
     [
         ({f"p{i}.csv": b"id\n1\n" for i in range(7)}, PlanSpec("tabular", "1GB"), [3, 3, 1],
          "one range per small file: cut at the parts bound, not at the byte size"),
-        ({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(14))},
-         PlanSpec("tabular", "1GB", ("k",)), [3, 3, 3, 3, 1, 1], "interleaved partition rows, one range each"),
     ],
 )  # fmt: skip
 async def test_a_mini_batch_lists_at_most_the_parts_bound(
@@ -503,6 +539,16 @@ async def test_a_mini_batch_lists_at_most_the_parts_bound(
     assert sum(len(rows_of(reader, list(b.ranges))) for b in batches) == sum(d.count(b"\n") for d in blobs.values()) - (
         len(blobs)
     ), "every row once"
+
+
+async def test_a_partition_group_listing_more_ranges_than_the_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interleaved partition rows are one range each: a group of 7 with a bound of 3 cannot be one mini-batch,
+    and partition keys make each group exactly one (azure-ai-ml parallel_run_function): refused, not cut."""
+    monkeypatch.setattr("amlops.external.paralleljob_plan.MAX_MINI_BATCH_PARTS", 3)
+    reader = MemoryReader({"a.csv": b"id,k\n" + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(14))})
+    with pytest.raises(TerminalError) as caught:
+        await collect(plan(reader.items(), PlanSpec("tabular", "1GB", ("k",)), reader))
+    assert caught.value.reason == "PartitionTooLarge"
 
 
 async def test_utf8_cut_at_the_end_of_the_sample_is_text() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -181,6 +181,49 @@ async def test_each_task_reads_only_its_inputs_code_and_driver_and_writes_only_i
         }
         assert {t.resource for t in [summary, rows, *inputs.values()]} == {"b"}, "never a container token"
         assert "sig=" not in task["commandLine"], "a command line is visible to every task on the node"
+
+
+async def test_inputs_other_than_input_data_are_read_only_resource_files_named_on_the_command_line(
+    layout: Layout,
+) -> None:
+    """The seed's ``--model ${{inputs.score_model}}``: every blob of the model folder is a resource file of every
+    task with its own read-only token (downloaded before the task starts, so before init()), and the command line
+    names only its path on the node (the driver makes it absolute), never a token."""
+    model = BlobFolder("team-a", "models/m1/")
+    lookup = BlobFolder("team-a", "ref/")
+    with_model = replace(layout, job_inputs={"score_model": (model, None), "lookup": (lookup, "table.csv")})
+    pj = ParallelJobSpec.model_validate(
+        {
+            **spec().model_dump(by_alias=True, exclude_none=True),
+            "inputs": {
+                "data": {"uri": f"{AZURITE}/team-a/inputs"},
+                "score_model": {"uri": f"{AZURITE}/team-a/models/m1"},
+                "lookup": {"uri": f"{AZURITE}/team-a/ref/table.csv", "type": "uri_file"},
+                "threshold": {"type": "number", "value": "0.5"},
+            },
+            "task": {"code": f"{AZURITE}/team-a-code/src", "entryScript": "score.py",
+                     "programArguments": "--model ${{inputs.score_model}} --lookup ${{inputs.lookup}} "
+                                         "--threshold ${{inputs.threshold}} --data ${{inputs.data}}"},
+        }
+    )  # fmt: skip
+    files = {"score_model": ["model.pkl", "conf/labels.txt"], "lookup": ["table.csv"]}
+
+    tasks, _ = task_bodies(pj, with_model, BlobSigner(AZURITE, ACCOUNT, KEY, EXPIRY), [], False,
+                           [MiniBatch(0, "files", files=("a.txt",))], files)  # fmt: skip
+
+    resource = {f["filePath"]: token(f["httpUrl"]) for f in tasks[0]["resourceFiles"]}
+    assert {path: (t.blob, t.resource, t.permissions) for path, t in resource.items() if path != "driver.py"} == {
+        "job-inputs/score_model/model.pkl": ("team-a/models/m1/model.pkl", "b", "r"),
+        "job-inputs/score_model/conf/labels.txt": ("team-a/models/m1/conf/labels.txt", "b", "r"),
+        "job-inputs/lookup/table.csv": ("team-a/ref/table.csv", "b", "r"),
+    }
+    command = tasks[0]["commandLine"]
+    assert "sig=" not in command
+    assert command.endswith(
+        "--path inputs.data=inputs --path inputs.lookup=job-inputs/lookup/table.csv "
+        "--path inputs.score_model=job-inputs/score_model -- --model '${{inputs.score_model}}' "
+        "--lookup '${{inputs.lookup}}' --threshold 0.5 --data '${{inputs.data}}'"
+    ), command
 
 
 async def test_without_append_row_no_rows_blob_is_writable(layout: Layout) -> None:

@@ -6,10 +6,11 @@ The spec cannot change once the job exists, except ``suspend`` (a CEL transition
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
-from pydantic.config import JsonDict
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict, JsonValue
 
 from amlops.api.common import (
     OBJECT_NAME,
@@ -69,13 +70,65 @@ class ComputeRef(ApiModel):
     )
 
 
+DATA_TYPES = ("uri_folder", "uri_file", "mltable")
+LITERAL_TYPES = ("string", "integer", "number", "boolean")
+_LITERAL_PATTERNS = {"integer": r"^-?[0-9]+$", "number": r"^-?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$",
+                     "boolean": r"^(true|false|True|False)$"}  # fmt: skip
+
+
+def _input_rules() -> list[JsonValue]:
+    data = "[" + ", ".join(f"'{t}'" for t in DATA_TYPES) + "]"
+    rules: list[JsonValue] = [
+        {
+            "rule": f"self.type in {data} ? (has(self.uri) && !has(self.value)) : (has(self.value) && !has(self.uri))",
+            "message": "a data input (uri_folder, uri_file, mltable) sets uri; a literal input (string, integer, "
+            "number, boolean) sets value and its type",
+        }
+    ]
+    for kind, pattern in _LITERAL_PATTERNS.items():
+        rules.append(
+            {
+                "rule": f"self.type != '{kind}' || !has(self.value) || self.value.matches('{pattern}')",
+                "message": f"value is not a literal of type {kind}",
+            }
+        )
+    return rules
+
+
 class JobInput(ApiModel):
-    uri: str = Field(min_length=1, max_length=URI, description="Seed: Input(path). Blob folder or file URI.")
-    type: Literal["uri_folder", "uri_file", "mltable"] = Field(
-        default="uri_folder",
-        description="Seed: Input(type). uri_folder: every file is an item; mltable (a folder of CSV / JSON Lines) "
-        "and uri_file of a .csv/.jsonl: rows are items, split by size.",
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _input_rules()})
+
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI,
+        description="Seed: Input(path). Blob folder or file URI (data inputs).",
     )
+    type: Literal["uri_folder", "uri_file", "mltable", "string", "integer", "number", "boolean"] = Field(
+        default="uri_folder",
+        description="Seed: Input(type). As inputData: uri_folder: every file is an item; mltable: the files its "
+        "MLTable file's paths name (or every CSV / JSON Lines file of the folder without one), rows are items, "
+        "split by size; uri_file of a .csv/.jsonl: rows are items. Any other input is downloaded to each node "
+        "before init() (a folder, an MLTable folder, or one file) and ${{inputs.<name>}} in "
+        "task.programArguments is its path there. string, integer, number, boolean: a literal value, "
+        "${{inputs.<name>}} is the value.",
+    )
+    value: str | None = Field(
+        default=None,
+        min_length=0,
+        max_length=SHORT,
+        description="Seed: a literal input (inputs=dict(n=5)), with type string, integer, number or boolean.",
+    )
+
+    @model_validator(mode="after")
+    def _uri_or_value(self) -> JobInput:
+        """What the CEL rules refuse, refused by the model too."""
+        if (self.type in DATA_TYPES) != (self.uri is not None) or (self.uri is None) == (self.value is None):
+            raise ValueError("a data input sets uri; a literal input sets value and its type")
+        pattern = _LITERAL_PATTERNS.get(self.type)
+        if pattern is not None and self.value is not None and not re.match(pattern, self.value):
+            raise ValueError(f"value is not a literal of type {self.type}")
+        return self
 
 
 class JobOutput(ApiModel):
@@ -85,7 +138,12 @@ class JobOutput(ApiModel):
 
 class RetrySettings(ApiModel):
     max_retries: int = Field(
-        default=3, ge=0, le=100, description="Seed: retry_settings.max_retries. Batch maxTaskRetryCount."
+        default=2,
+        ge=0,
+        le=100,
+        description="Seed: retry_settings.max_retries. Retries of a mini-batch whose run() raised or timed out: it "
+        "runs at most 1 + maxRetries times (Batch maxTaskRetryCount; on Azure ML the same). Default 2, Azure ML's "
+        "(azure-ai-ml sends no default). A run() that returned fewer results than items is not retried.",
     )
     timeout: int = Field(
         default=60, ge=1, le=604800, description="Seed: retry_settings.timeout, seconds per run() call."
@@ -210,17 +268,20 @@ class ParallelJobSpec(JobControls):
         pattern=r"^\$\{\{inputs\.[A-Za-z_][A-Za-z0-9_]*\}\}$",
         description="Seed: input_data, e.g. ${{inputs.data}}: the input that is split into mini-batches.",
     )
-    mini_batch_size: str = Field(
-        default="1",
+    mini_batch_size: str | None = Field(
+        default=None,
         max_length=32,
         pattern=r"^\s*[0-9]+\s*([KkMmGg][Bb]?|[Bb])?\s*$",
-        description="Seed: mini_batch_size. Files per mini-batch (10), or for tabular input a size (10MB).",
+        description="Seed: mini_batch_size. Files per mini-batch (e.g. 10), or for tabular input a size (1024, "
+        "512KB, 10MB, 1GB; binary units). Absent: the seed's defaults, 10 files for file input and 1MB for tabular "
+        "input. Ignored with partitionKeys.",
     )
     partition_keys: list[Short] = Field(
         default_factory=list,
         max_length=16,
         description="Seed: partition_keys. File inputs: keys of key=value folder segments; tabular inputs: column "
-        "names. A mini-batch never mixes key values; a key group larger than miniBatchSize is cut into several.",
+        "names. They take precedence over miniBatchSize: each key group is one mini-batch, whatever its size (a "
+        "group of more than 1,000 files or row ranges is refused: PartitionTooLarge).",
     )
     max_concurrency_per_instance: int = Field(
         default=1, ge=1, le=256, description="Seed: max_concurrency_per_instance. taskSlotsPerNode of the pool."
@@ -245,10 +306,10 @@ class ParallelJobSpec(JobControls):
     )
     task: TaskSpec = Field(description="Seed: task (RunFunction).")
     is_deterministic: bool = Field(
-        default=False,
+        default=True,
         description="Seed: is_deterministic. When true and a completed deterministic ParallelJob in this namespace "
         "has the same content hash (spec, input listing etags, code etags), its output is reused and no compute "
-        "runs (status.reusedFrom).",
+        "runs (status.reusedFrom). Default true, as the seed's; set false to always run.",
     )
     storage_credentials: StorageCredentials | None = Field(
         default=None,
@@ -263,8 +324,12 @@ class MiniBatchCounts(ApiModel):
     total: int = 0
     pending: int = Field(default=0, description="Planned, not running yet (not added, or waiting for a slot).")
     running: int = 0
-    succeeded: int = Field(default=0, description="run() returned (some items may still have failed).")
-    failed: int = Field(default=0, description="run() raised or timed out on the last attempt.")
+    succeeded: int = Field(default=0, description="run() returned a result for every item.")
+    failed: int = Field(
+        default=0,
+        description="run() raised or timed out on the last attempt, or returned fewer results than items (as "
+        "Azure ML: such a mini-batch is failed and not retried; its missing items count as failed items).",
+    )
     retried: int = Field(default=0, description="Retries used across all mini-batches.")
 
 

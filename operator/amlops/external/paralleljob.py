@@ -22,8 +22,8 @@ import asyncio
 import hashlib
 import json
 import shlex
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,19 @@ from amlops.external.paralleljob_env import (
     pool_mismatch,
     requirements,
     too_large,
+)
+from amlops.external.paralleljob_inputs import (
+    JOB_INPUT_FILES_LIMIT,
+    MAX_MLTABLE_BYTES,
+    MLTABLE_FILE,
+    REASON_INPUT_NOT_FOUND,
+    REASON_JOB_INPUT_TOO_LARGE,
+    check_references,
+    data_inputs,
+    in_table,
+    job_inputs,
+    literals,
+    mltable_paths,
 )
 from amlops.external.paralleljob_output import (
     INVALID_SUMMARY,
@@ -96,6 +109,8 @@ from amlops.runtime.command import (
     driver_command_line,
     driver_environment,
     driver_source,
+    input_paths,
+    job_input_path,
     with_input_urls,
 )
 from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC, EventRecord, now_iso
@@ -118,6 +133,8 @@ SAS_MARGIN = timedelta(minutes=30)
 # Code files are resource files of every task, one SAS URL each: a code folder is small (Batch's 1 MB request
 # body holds 100 tasks with a few dozen files each; the SDK splits larger ones).
 CODE_FILES_LIMIT = 100
+# Beside the plan: the blobs of the inputs other than input_data every task downloads, listed once at planning.
+JOB_INPUTS_DOC = "job-inputs.json"
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
 REUSE_MARKER = "reused.json"
 SUMMARY_WINDOW = 16
@@ -154,9 +171,30 @@ def validate(spec: ParallelJobSpec) -> None:
                 REASON_INVALID_SPEC,
                 f"task.programArguments cannot be split like a shell would ({e}): balance its quotes",
             ) from None
-    reference(spec.input_data, spec.inputs, "inputs")
+    data = reference(spec.input_data, spec.inputs, "inputs")
+    if spec.inputs[data].uri is None:
+        raise TerminalError(
+            REASON_INVALID_SPEC, f"inputData {spec.input_data} is a literal input: it must be a data input (a uri)"
+        )
+    check_references(spec)
     if spec.task.append_row_to:
         reference(spec.task.append_row_to, spec.outputs, "outputs")
+
+
+# Settings that decide whether the same rows make a Complete or a Failed job. They are not in the content hash
+# (changing it would stall plans being made across an upgrade), so reuse compares them as well: a job with a
+# stricter errorThreshold must not reuse the output of one that completed with failed items.
+OUTCOME_SETTINGS = ("errorThreshold", "miniBatchErrorThreshold", "retrySettings")
+
+
+def same_outcome_settings(spec: ParallelJobSpec, other: dict[str, Any]) -> bool:
+    """Whether another ParallelJob's spec (as the apiserver returns it) has this one's outcome settings."""
+    try:
+        theirs = ParallelJobSpec.model_validate(other)
+    except ValueError:  # a pydantic ValidationError: not a spec this operator would run, never reused
+        return False
+    mine, dumped = spec.model_dump(mode="json", by_alias=True), theirs.model_dump(mode="json", by_alias=True)
+    return all(mine[k] == dumped[k] for k in OUTCOME_SETTINGS)
 
 
 def reference(value: str, names: dict[str, Any], kind: str) -> str:
@@ -188,6 +226,9 @@ class Layout:
     plan: BlobFolder
     results: BlobFolder
     code: BlobFolder
+    # The inputs other than input_data: name → (folder, the one blob of a uri_file input or None).
+    job_inputs: Mapping[str, tuple[BlobFolder, str | None]] = field(default_factory=dict)
+    table: bool = False  # input_data is an mltable: its MLTable file names the data
 
     @property
     def output_uri(self) -> str:
@@ -444,6 +485,7 @@ class ParallelJobClient:
                 and status.get("phase") == "Complete"
                 and status.get("contentHash") == content_hash
                 and not status.get("reusedFrom")
+                and same_outcome_settings(mr.spec, spec)
             ):
                 marker = {
                     "from": other["metadata"]["name"],
@@ -508,7 +550,51 @@ class ParallelJobClient:
             "only": layout.only,
             "code": await self._stage_code(mr, layout),
         }
+        # Only when there are any: a spec without them keeps the hash it had before they were read.
+        if layout.job_inputs or literals(mr.spec):
+            fingerprint["jobInputs"] = await self._list_job_inputs(layout, fresh=True)
+            fingerprint["literals"] = literals(mr.spec)
         return PlanSpec(layout.kind, mr.spec.mini_batch_size, tuple(mr.spec.partition_keys), fingerprint)
+
+    async def _list_job_inputs(self, layout: Layout, fresh: bool = False) -> dict[str, list[list[str]]]:
+        """Name → ``[blob, etag]`` of each input other than input_data, listed once (``fresh``: at planning) and
+        kept beside the plan, so every slice of tasks downloads the same files."""
+        if not layout.job_inputs:
+            return {}
+        folder = JsonFolder(layout.store, layout.plan)
+        if not fresh and (doc := await folder.get_json(JOB_INPUTS_DOC)) is not None:
+            try:
+                return {str(k): [[str(b), str(e)] for b, e in v] for k, v in doc.items()}
+            except (ValueError, TypeError, AttributeError):  # edited by hand: not what amlops wrote
+                raise TerminalError(
+                    PLAN_CHANGED, f"{layout.plan.blob(JOB_INPUTS_DOC)} is damaged: delete and recreate the job"
+                ) from None
+        listed: dict[str, list[list[str]]] = {}
+        for name, (source, only) in sorted(layout.job_inputs.items()):
+            if only is not None:
+                found = await layout.store.properties(source, only)
+                if found is None:
+                    raise TerminalError(
+                        REASON_INPUT_NOT_FOUND, f"input {name} ({layout.store.folder_url(source)}{only}) does not exist"
+                    )
+                listed[name] = [[only, found[0]]]
+                continue
+            listed[name] = []
+            async for blob in layout.store.list_folder(source):
+                listed[name].append([blob.name, blob.etag])
+                if sum(len(v) for v in listed.values()) > JOB_INPUT_FILES_LIMIT:
+                    raise TerminalError(
+                        REASON_JOB_INPUT_TOO_LARGE,
+                        f"the inputs other than inputData hold more than {JOB_INPUT_FILES_LIMIT} files "
+                        "(JOB_INPUT_FILES_LIMIT; every task downloads each as a resource file): pack a large model "
+                        "folder into one file (a uri_file input)",
+                    )
+            if not listed[name]:
+                raise TerminalError(
+                    REASON_INPUT_NOT_FOUND, f"input {name} ({layout.store.folder_url(source)}) holds no blob"
+                )
+        await folder.put_json(JOB_INPUTS_DOC, listed)
+        return listed
 
     async def _stage_code(self, mr: Mr, layout: Layout) -> list[list[str]]:
         """The code folder's identity: blob names and etags, or for task.codeConfigMap names and content
@@ -541,9 +627,21 @@ class ParallelJobClient:
         return await asyncio.to_thread(requirements, environment.pip_requirements, environment.conda_file, conda)
 
     async def _listing(self, layout: Layout) -> AsyncIterator[InputItem]:
+        """input_data's blobs: a uri_file's one, an mltable's that its MLTable file's paths name (every one
+        without an MLTable file), a uri_folder's all."""
+        table = await self._mltable(layout) if layout.table else None
         async for blob in layout.store.list_folder(layout.inputs):
-            if layout.only is None or blob.name == layout.only:
-                yield InputItem(blob.name, blob.size, blob.etag)
+            if layout.only is not None and blob.name != layout.only:
+                continue
+            if table is not None and not in_table(blob.name, table):
+                continue
+            yield InputItem(blob.name, blob.size, blob.etag)
+
+    async def _mltable(self, layout: Layout) -> list[dict[str, str]] | None:
+        data = await layout.store.read(layout.inputs, MLTABLE_FILE, 0, MAX_MLTABLE_BYTES + 1)
+        if data is None:
+            return None
+        return mltable_paths(data.decode("utf-8", "replace"))
 
     async def _tasks(self, mr: Mr, layout: Layout, batches: list[MiniBatch]) -> list[dict[str, Any]]:
         """One slice's tasks (see :func:`task_bodies`), signed with tokens that end with the job: each slice
@@ -556,7 +654,8 @@ class ParallelJobClient:
         sign = store.signer(sas_expiry(datetime.now(UTC), spec.active_deadline_seconds, SAS_LIFETIME, SAS_MARGIN))
         # Signing is most of the CPU here (tens of microseconds a token, two or more per task): off the event loop,
         # so one large job's slice does not hold up every other object's reconcile.
-        tasks, documents = await asyncio.to_thread(task_bodies, spec, layout, sign, code, installs, batches)
+        files = {name: [blob for blob, _ in listed] for name, listed in (await self._list_job_inputs(layout)).items()}
+        tasks, documents = await asyncio.to_thread(task_bodies, spec, layout, sign, code, installs, batches, files)
         for name, document in documents.items():  # manifests too large to travel inside their task
             await store.write(layout.plan, name, document, "application/json")
         return tasks
@@ -606,12 +705,20 @@ class ParallelJobClient:
 
     async def _layout(self, mr: Mr) -> Layout:
         store, spec = await self._store(mr), mr.spec
-        source = spec.inputs[reference(spec.input_data, spec.inputs, "inputs")]
+        data = reference(spec.input_data, spec.inputs, "inputs")
+        source = spec.inputs[data]
+        if source.uri is None:  # validate() refuses it before any layout is made
+            raise TerminalError(REASON_INVALID_SPEC, f"inputData {spec.input_data} is a literal input")
         only: str | None = None
         if source.type == "uri_file":
             inputs, only = store.file(source.uri)
         else:
             inputs = store.folder(source.uri)
+        others = {
+            name: store.file(uri) if kind == "uri_file" else (store.folder(uri), None)
+            for name, kind in job_inputs(spec, data).items()
+            if (uri := spec.inputs[name].uri) is not None
+        }
         tabular = source.type == "mltable" or (only is not None and only.lower().endswith(TABULAR_SUFFIXES))
         out_name = (
             reference(spec.task.append_row_to, spec.outputs, "outputs")
@@ -623,7 +730,12 @@ class ParallelJobClient:
         plan = BlobFolder(output.container, manifest_prefix(output.prefix, jid))
         code = store.folder(spec.task.code) if spec.task.code else plan.sub("code/")
         if spec.storage_credentials is None:  # the operator's account, shared by namespaces: only their own containers
-            containers = (inputs.container, output.container, code.container)
+            containers = (
+                inputs.container,
+                output.container,
+                code.container,
+                *(f.container for f, _ in others.values()),
+            )
             refusal = shared_storage_refusal(mr.namespace, self._clients.settings.shared_storage_namespaces, containers)
             if refusal is not None:
                 raise TerminalError(REASON_STORAGE_NOT_ALLOWED, refusal)
@@ -636,6 +748,8 @@ class ParallelJobClient:
             plan=plan,
             results=BlobFolder(output.container, results_prefix(output.prefix, jid)),
             code=code,
+            job_inputs=others,
+            table=source.type == "mltable",
         )
 
 
@@ -658,15 +772,21 @@ def task_bodies(
     code: list[str],
     installs: bool,
     batches: list[MiniBatch],
+    job_input_files: Mapping[str, list[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """The Batch tasks of ``batches``, and the manifest documents (plan blob name → bytes) to write for those
     too large to travel inside their task.
 
     Every blob a task touches has its own SAS token (``BlobSigner``): read on the driver, ``requirements.txt``,
-    each code file and each input the mini-batch names; read + write on its ``<index>.summary.json`` and write
-    on its ``<index>.txt``; nothing container-wide. SAS URLs travel in resource files, the manifest and the
-    task's environment, never on its command line (``ps`` shows command lines to every task on the node)."""
+    each code file, each blob of the inputs other than input_data (``job_input_files``: input name → its blobs,
+    resource files under ``job-inputs/<name>/``) and each input the mini-batch names; read + write on its
+    ``<index>.summary.json`` and write on its ``<index>.txt``; nothing container-wide. SAS URLs travel in
+    resource files, the manifest and the task's environment, never on its command line (``ps`` shows command
+    lines to every task on the node)."""
     append_row = spec.task.append_row_to is not None
+    job_input_files = job_input_files or {}
+    data = reference(spec.input_data, spec.inputs, "inputs")
+    paths = input_paths(data, data_inputs(spec), job_input_files)
 
     def command(mini_batch: str) -> str:
         return driver_command_line(
@@ -677,6 +797,8 @@ def task_bodies(
             append_row=append_row,
             program_arguments=spec.task.program_arguments,
             requirements=REQUIREMENTS_FILE if installs else None,
+            literals=literals(spec),
+            paths=paths,
         )
 
     inline_command, file_command = command(f"env:{MINI_BATCH_VARIABLE}"), command(MANIFEST_FILE)
@@ -686,6 +808,9 @@ def task_bodies(
     ]
     if installs:
         files.append({"httpUrl": sign.url(layout.plan, REQUIREMENTS_FILE), "filePath": REQUIREMENTS_FILE})
+    for name, blobs in sorted(job_input_files.items()):
+        source = layout.job_inputs[name][0]
+        files += [{"httpUrl": sign.url(source, blob), "filePath": job_input_path(name, blob)} for blob in blobs]
     # A backstop only: the driver enforces retrySettings.timeout per run() call itself (exit code 3).
     wall_clock = spec.retry_settings.timeout * 2 + 600
     environment = [{"name": k, "value": v} for k, v in sorted(spec.environment_variables.items())]

@@ -41,6 +41,17 @@ class _AliasFoundError(Exception):
     pass
 
 
+def load_yaml(text: str, *, aliases: TerminalError, what: str) -> Any:
+    """Tenant YAML (a conda file, an MLTable file) without anchors and aliases: ``aliases`` when it has some,
+    ``InvalidSpec`` naming ``what`` when it is not YAML."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader, without aliases
+    except _AliasFoundError:
+        raise aliases from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise TerminalError(REASON_INVALID_SPEC, f"{what} is not YAML: {str(e)[:300]}") from None
+
+
 def too_large(name: str) -> TerminalError:
     return TerminalError(
         REASON_CONDA_FILE_TOO_LARGE,
@@ -99,14 +110,10 @@ def _conda_pip_section(name: str, text: str | None) -> list[str]:
         raise TerminalError(REASON_INVALID_SPEC, f"task.environment.condaFile {name!r} is not in task.code")
     if len(text.encode()) > MAX_CONDA_FILE_BYTES:
         raise too_large(name)
-    try:
-        doc: Any = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader, without aliases
-    except _AliasFoundError:
-        raise TerminalError(
-            REASON_CONDA_FILE_ALIASES, f"condaFile {name!r} uses YAML aliases (*name), which amlops does not expand"
-        ) from None
-    except (yaml.YAMLError, RecursionError) as e:
-        raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} is not YAML: {str(e)[:300]}") from None
+    aliases = TerminalError(
+        REASON_CONDA_FILE_ALIASES, f"condaFile {name!r} uses YAML aliases (*name), which amlops does not expand"
+    )
+    doc = load_yaml(text, aliases=aliases, what=f"condaFile {name!r}")
     dependencies = doc.get("dependencies", []) if isinstance(doc, dict) else None
     if not isinstance(dependencies, list):
         raise TerminalError(REASON_INVALID_SPEC, f"condaFile {name!r} has no dependencies list")

@@ -5,7 +5,8 @@ final summaries, whether the output is written) and carries out the one action d
 turns the :class:`~amlops.reconcile.external.Observation` built here into conditions.
 
 Thresholds follow Azure ML: a job fails when failures go strictly above ``errorThreshold`` (failed items) or
-``miniBatchErrorThreshold`` (failed mini-batches); -1 ignores failures.
+``miniBatchErrorThreshold`` (failed mini-batches: ``run()`` raised, timed out, or returned fewer results than
+items); -1 ignores failures.
 """
 
 from __future__ import annotations
@@ -120,9 +121,13 @@ class Decision:
 
 
 def finished(task: TaskFact, summary: tuple[int, int] | None, summary_valid: bool = True) -> Finished:
-    """A finished task's facts; a summary user code made invalid fails the mini-batch whatever the task's exit."""
+    """A finished task's facts. The mini-batch failed when its task did, when user code made its summary invalid
+    (whatever the task's exit), or when ``run()`` returned fewer results than items: Azure ML marks such a
+    mini-batch failed ("How to use parallel job in pipeline", mini_batch_error_threshold), and so does the
+    emulator's parallel runtime (``amlops_emulator.ml.parallel``), so both backends count it the same."""
     processed, failed_items = summary or (0, 0)
-    return Finished(task.result == "success" and summary_valid, task.retries, processed, failed_items)
+    return Finished(task.result == "success" and summary_valid and failed_items == 0, task.retries, processed,
+                    failed_items)  # fmt: skip
 
 
 def count(facts: Facts) -> Counts:

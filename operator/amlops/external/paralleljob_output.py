@@ -5,7 +5,8 @@ Each driver writes ``<results>/<index>.txt`` (rows, with ``append_row_to``) and 
 time, and streams the row files one after another in ranged reads (never a whole row file in memory), building
 the output as a block blob: blocks are staged (a retry restages the same ids harmlessly) and committed
 conditionally, so the file appears exactly once, whole, however often aggregation is repeated after a crash.
-Only the rows of mini-batches whose final summary reports no error are included.
+Only the rows of mini-batches whose final summary reports no error are included (a mini-batch whose ``run()``
+returned fewer results than items is a failed mini-batch, yet its rows are kept: what it returned succeeded).
 
 Runs may share an output folder. The output carries the writing job in its metadata (``amlopsjob``): a job
 counts only a file it wrote as its output, and replaces an earlier run's file exactly once (``If-Match`` on
@@ -67,7 +68,9 @@ class Totals:
     mini_batches: int
     processed_items: int = 0
     failed_items: int = 0
-    failed_mini_batches: tuple[int, ...] = ()  # run() raised or timed out on its last attempt
+    # run() raised or timed out on its last attempt, or returned fewer results than items (Azure ML: "marked as
+    # failed"; its rows are still in the output)
+    failed_mini_batches: tuple[int, ...] = ()
     missing_mini_batches: tuple[int, ...] = ()  # no summary at all (never ran, or killed before writing one)
     output_written: bool = False  # this call created parallel_run_step.txt
     attempts: dict[int, int] = field(default_factory=dict)  # index → attempts, for those retried
@@ -198,9 +201,9 @@ async def _walk(store: BlobStore, results: BlobFolder, count: int, writer: _Writ
         failed_items += summary.failed
         if summary.attempt > 1:
             attempts[index] = summary.attempt
-        if summary.error is not None:
+        if summary.error is not None or summary.failed > 0:
             failed.append(index)
-        elif writer is not None:
+        if summary.error is None and writer is not None:
             async for rows in store.chunks(results, f"{index}.txt", ROW_CHUNK):
                 await writer.add(rows)
     return Totals(count, processed, failed_items, tuple(failed), tuple(missing), False, attempts)

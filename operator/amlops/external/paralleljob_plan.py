@@ -9,13 +9,18 @@ one is held (with ``partition_keys``, one open mini-batch per key group).
 
 Deliberate differences from Azure ML ``parallel_run_function``:
 
+As Azure ML ``parallel_run_function`` (azure-ai-ml 1.35 docstring): ``mini_batch_size`` absent is 10 files for
+file input and 1 MB for tabular input (:data:`DEFAULT_MINI_BATCH_SIZE`); with ``partition_keys`` it is ignored
+("the partition keys will take effect"): each key group is one mini-batch, whatever its size.
+
+Deliberate differences from Azure ML ``parallel_run_function``:
+
 - ``mini_batch_size`` units (``KB``, ``MB``, ``GB``) are binary (1 KB = 1024 bytes); a bare number is bytes
   for tabular inputs and a file count for file inputs.
-- With ``partition_keys`` Azure ML ignores ``mini_batch_size`` (one mini-batch per key group). Here a group is
-  still cut into mini-batches of ``mini_batch_size`` (files, or bytes of rows), so memory stays bounded; a
-  group never mixes key values. Set a large ``mini_batch_size`` for Azure ML's behaviour.
 - A mini-batch lists at most ``MAX_MINI_BATCH_PARTS`` files or row ranges: a larger file count is refused, and a
   tabular mini-batch is cut there even below ``mini_batch_size`` bytes (so the operator's memory stays bounded).
+  A ``partition_keys`` group that would list more is refused (``PartitionTooLarge``), never cut: Azure ML makes
+  it one mini-batch.
 - Tabular ``partition_keys`` are column names (CSV header, JSON Lines keys). Planning reads every row once to
   learn its key values; a mini-batch lists the byte ranges of its rows, adjacent rows merged into one range,
   so key-clustered data (the usual case) needs few ranges.
@@ -46,6 +51,7 @@ PLAN_BLOB_MISSING = "PlanBlobMissing"
 LINE_TOO_LONG = "LineTooLong"
 TOO_MANY_PARTITIONS = "TooManyPartitions"
 INPUT_NOT_UTF8 = "InputNotUtf8"
+PARTITION_TOO_LARGE = "PartitionTooLarge"
 
 # Bounds on what tenant data may make the shared operator hold or scan (README, ParallelJob: Bounds).
 # A tabular line: partitioning holds one line in memory; cutting looks this far for the next line end.
@@ -63,6 +69,9 @@ INDEX_NAME = "index.json"
 # uploads, and a restart redoes at most one chunk.
 DEFAULT_CHUNK = 500
 
+# The seed's defaults when mini_batch_size is absent (azure-ai-ml parallel_run_function: "10 files for
+# FileDataset and 1MB for TabularDataset").
+DEFAULT_MINI_BATCH_SIZE: dict[Kind, str] = {"files": "10", "tabular": "1MB"}
 _UNITS = {"": 1, "B": 1, "KB": 1 << 10, "K": 1 << 10, "MB": 1 << 20, "M": 1 << 20, "GB": 1 << 30, "G": 1 << 30}
 _SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
 _FORMATS: dict[str, TabularFormat] = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
@@ -142,12 +151,20 @@ class PlanSpec:
     ``isDeterministic`` reuse (code, entry script, program arguments, ...): it only feeds the hash."""
 
     kind: Kind
-    mini_batch_size: str
+    mini_batch_size: str | None  # None: the seed's default for the kind
     partition_keys: tuple[str, ...] = ()
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
 
-    def limit(self) -> int:
-        return parse_mini_batch_size(self.mini_batch_size, self.kind)
+    @property
+    def size(self) -> str:
+        """``mini_batch_size`` as given, or the seed's default for this kind of input."""
+        return DEFAULT_MINI_BATCH_SIZE[self.kind] if self.mini_batch_size is None else self.mini_batch_size
+
+    def limit(self) -> int | None:
+        """Files or bytes per mini-batch; None with ``partition_keys`` (a key group is one mini-batch). The size
+        is checked either way: a spec it refuses is refused with or without partition keys."""
+        limit = parse_mini_batch_size(self.size, self.kind)
+        return None if self.partition_keys else limit
 
 
 @dataclass(frozen=True)
@@ -283,7 +300,7 @@ class PlanHash:
     def __init__(self, spec: PlanSpec) -> None:
         relevant = {
             "kind": spec.kind,
-            "miniBatchSize": spec.mini_batch_size,
+            "miniBatchSize": spec.size,
             "partitionKeys": list(spec.partition_keys),
             "fingerprint": spec.fingerprint,
         }
@@ -313,8 +330,9 @@ async def plan(
     elif reader is None:
         raise ValueError("tabular planning needs a RangeReader")
     elif spec.partition_keys:
-        batches = _plan_tabular_partitioned(_hashed(items, digest), limit, spec.partition_keys, reader)
+        batches = _plan_tabular_partitioned(_hashed(items, digest), spec.partition_keys, reader)
     else:
+        assert limit is not None  # only partition keys lift it
         batches = _plan_tabular(_hashed(items, digest), limit, reader)
     async for batch in batches:
         yield batch
@@ -331,7 +349,9 @@ async def _hashed(items: Items, digest: PlanHash) -> AsyncIterator[InputItem]:
             yield item
 
 
-async def _plan_files(items: AsyncIterator[InputItem], limit: int, keys: tuple[str, ...]) -> AsyncIterator[MiniBatch]:
+async def _plan_files(
+    items: AsyncIterator[InputItem], limit: int | None, keys: tuple[str, ...]
+) -> AsyncIterator[MiniBatch]:
     groups = _Groups[_OpenFiles](limit, _OpenFiles)
     async for item in items:
         if (full := groups.add(partition_values(item.name, keys) if keys else (), item.name)) is not None:
@@ -387,6 +407,15 @@ async def _check_text(reader: RangeReader, item: InputItem) -> None:
         raise TerminalError(INPUT_NOT_UTF8, f"{item.name!r} is not UTF-8 text ({e})") from None
 
 
+def partition_too_large(group: tuple[tuple[str, str], ...]) -> TerminalError:
+    keys = ", ".join(f"{k}={v}" for k, v in group)
+    return TerminalError(
+        PARTITION_TOO_LARGE,
+        f"the partitionKeys group {keys} lists more than {MAX_MINI_BATCH_PARTS} files or row ranges "
+        "(MAX_MINI_BATCH_PARTS); with partitionKeys a group is one mini-batch (as on Azure ML): use finer keys",
+    )
+
+
 def line_too_long(name: str, offset: int) -> TerminalError:
     return TerminalError(
         LINE_TOO_LONG,
@@ -396,11 +425,11 @@ def line_too_long(name: str, offset: int) -> TerminalError:
 
 
 async def _plan_tabular_partitioned(
-    items: AsyncIterator[InputItem], limit: int, keys: tuple[str, ...], reader: RangeReader
+    items: AsyncIterator[InputItem], keys: tuple[str, ...], reader: RangeReader
 ) -> AsyncIterator[MiniBatch]:
-    """Group rows by the values of the ``keys`` columns; one open mini-batch per group, yielded once it holds
-    ``limit`` bytes of rows, the partial ones at the end in key order (like file partitions)."""
-    groups = _Groups[_OpenRanges](limit, _OpenRanges)
+    """Group rows by the values of the ``keys`` columns: one mini-batch per group, in key order (like file
+    partitions)."""
+    groups = _Groups[_OpenRanges](None, _OpenRanges)
     async for item in items:
         file_format = tabular_format(item.name)
         if file_format is None or item.size == 0:
@@ -444,11 +473,12 @@ OpenT = TypeVar("OpenT", bound=_Open)
 
 
 class _Groups(Generic[OpenT]):
-    """One open mini-batch per partition group, cut as soon as it reaches ``limit``. The partial ones left at
-    the end come out in key order, so replaying the same listing gives every mini-batch the same index (what
-    resuming a plan relies on). Memory: one open mini-batch per group."""
+    """One open mini-batch per partition group, cut as soon as it reaches ``limit`` (None: never, a group is one
+    mini-batch, and one that outgrows ``MAX_MINI_BATCH_PARTS`` is ``PartitionTooLarge``). The ones left at the
+    end come out in key order, so replaying the same listing gives every mini-batch the same index (what resuming
+    a plan relies on). Memory: one open mini-batch per group."""
 
-    def __init__(self, limit: int, fresh: Callable[[], OpenT]) -> None:
+    def __init__(self, limit: int | None, fresh: Callable[[], OpenT]) -> None:
         self._limit, self._fresh = limit, fresh
         self._open: dict[Group, OpenT] = {}
         self._index = 0
@@ -462,6 +492,10 @@ class _Groups(Generic[OpenT]):
             )
         batch = self._open.setdefault(group, self._fresh())
         batch.add(part)
+        if self._limit is None:
+            if batch.parts > MAX_MINI_BATCH_PARTS:
+                raise partition_too_large(group)
+            return None
         if batch.size < self._limit and batch.parts < MAX_MINI_BATCH_PARTS:
             return None
         del self._open[group]

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from amlops.runtime.driver import INPUT_URLS
+from amlops.runtime.driver import INPUT_URLS, MINI_BATCH_INPUTS, REFERENCE, render_arguments
 
 DRIVER_FILE = "driver.py"
 MANIFEST_FILE = "minibatch.json"
@@ -23,6 +23,7 @@ MINI_BATCH_VARIABLE = "AMLOPS_MINI_BATCH"  # the manifest inside the task, when 
 SUMMARY_URL_VARIABLE = "AMLOPS_SUMMARY_URL"
 ROWS_URL_VARIABLE = "AMLOPS_ROWS_URL"
 CODE_DIR = "code"
+JOB_INPUTS_DIR = "job-inputs"  # the inputs other than input_data, as resource files: job-inputs/<name>/...
 DRIVER_SOURCE = Path(__file__).with_name(DRIVER_FILE)
 
 
@@ -36,6 +37,8 @@ def driver_command_line(
     append_row: bool = False,
     program_arguments: str | Sequence[str] | None = None,
     requirements: str | None = None,
+    literals: Mapping[str, str] | None = None,
+    paths: Mapping[str, str] | None = None,
     python: Sequence[str] = ("python3",),
 ) -> str:
     """``python3 driver.py ...`` quoted for ``/bin/sh -c`` (how Batch runs a Linux task's command line).
@@ -45,10 +48,17 @@ def driver_command_line(
     environment variable (:func:`driver_environment` sets them), the inputs' travel in the manifest.
     ``append_row`` asks for ``<index>.txt`` (``task.appendRowTo``).
     ``program_arguments`` as a string is split like a shell would (``task.program_arguments``).
-    ``requirements`` is the local path of ``task.environment``'s pip requirements file. ``python`` is
+    ``requirements`` is the local path of ``task.environment``'s pip requirements file. ``literals`` are literal
+    inputs (``inputs.n`` → its value), put in the arguments here; ``paths`` the data inputs' paths relative to
+    the task (``inputs.model`` → ``job-inputs/model``), which the driver makes absolute. ``python`` is
     the interpreter's argv, e.g. ``("python3", "-S")`` to keep site-packages out of the driver's process.
     """
-    extra = shlex.split(program_arguments) if isinstance(program_arguments, str) else list(program_arguments or ())
+    if isinstance(program_arguments, str):
+        # ${{ inputs.x }} with spaces is one reference (as Azure ML reads it), not three arguments once split.
+        extra = shlex.split(REFERENCE.sub(lambda match: "${{" + match.group(1) + "}}", program_arguments))
+    else:
+        extra = list(program_arguments or ())
+    extra = render_arguments(extra, literals or {})
     argv = [
         *python,
         DRIVER_FILE,
@@ -60,6 +70,7 @@ def driver_command_line(
         *("--logging-level", logging_level),
         *(["--rows", f"env:{ROWS_URL_VARIABLE}"] if append_row else []),
         *(["--requirements", requirements] if requirements else []),
+        *(arg for key, path in sorted((paths or {}).items()) for arg in ("--path", f"{key}={path}")),
         "--",
         *extra,
     ]
@@ -76,6 +87,26 @@ def with_input_urls(manifest: Mapping[str, Any], urls: Mapping[str, str]) -> dic
     """The manifest document a task carries: the plan's, plus the read SAS URL of each input it names (the
     driver fetches exactly these: ``driver.input_url``)."""
     return {**manifest, INPUT_URLS: dict(urls)}
+
+
+def input_paths(input_data: str, kinds: Mapping[str, str], files: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Each data input's path on the node, relative to the task: ``input_data`` is where the mini-batch's files
+    are; another ``uri_folder`` / ``mltable`` input its folder of resource files; a ``uri_file`` input the one
+    file (``files`` names it). ``kinds``: input name → type, data inputs only."""
+    paths = {}
+    for name, kind in kinds.items():
+        if name == input_data:
+            paths[f"inputs.{name}"] = MINI_BATCH_INPUTS
+        elif kind == "uri_file" and files.get(name):
+            paths[f"inputs.{name}"] = job_input_path(name, files[name][0])
+        else:
+            paths[f"inputs.{name}"] = f"{JOB_INPUTS_DIR}/{name}"
+    return paths
+
+
+def job_input_path(input_name: str, blob: str) -> str:
+    """Where one blob of an input other than input_data lands in the task directory (a resource file)."""
+    return f"{JOB_INPUTS_DIR}/{input_name}/{blob.lstrip('/')}"
 
 
 def code_file_path(name: str) -> str:

@@ -5,7 +5,7 @@ perhaps no pip packages at all). The command line (built by ``amlops.runtime.com
 
     python3 driver.py --mini-batch <env:AMLOPS_MINI_BATCH, manifest URL or path> --summary env:AMLOPS_SUMMARY_URL
         --code-dir <dir> --entry-script score.py --timeout 60 --logging-level INFO [--rows env:AMLOPS_ROWS_URL]
-        [--requirements requirements.txt] -- <program arguments>
+        [--requirements requirements.txt] [--path inputs.model=job-inputs/model ...] -- <program arguments>
 
 No SAS URL is on it (a command line is visible to every process on the node): ``env:NAME`` names the task's
 environment variable that holds one. Each blob the task may touch has its own token: the manifest maps every
@@ -17,12 +17,20 @@ The entry-script contract is Azure ML's ParallelRunStep one: ``init()`` once per
 ``run(mini_batch)``. ``mini_batch`` is a list of local file paths for file inputs; for tabular inputs a pandas
 DataFrame when pandas is importable, else a list of dicts (CSV) or of decoded JSON values (JSON Lines).
 ``run()`` returns a list (or DataFrame): each element counts as one successfully processed item, so a result
-shorter than the input counts the missing ones as failed, as Azure ML does.
+shorter than the input counts the missing ones as failed items and the mini-batch as failed, as Azure ML does
+(the operator reads that from the summary; the task still exits 0, so Batch does not retry it: the emulator's
+Azure ML parallel runtime does not retry it either).
 
 Outputs, under the results folder: ``<index>.txt`` (only with ``--rows``, written only when ``run()``
 returned) and always ``<index>.summary.json``. Rows follow what Azure ML's ``parallel_run_step.txt`` holds:
 one line per returned element; a string as is, a list/tuple or dict (values) space-joined, a DataFrame row's
 values space-joined without header or index, anything else ``str()``.
+
+``--path inputs.<name>=<relative path>`` (repeated): where each data input is on the node, relative to the task's
+working directory. ``${{inputs.<name>}}`` in the program arguments becomes that path made absolute, as Azure ML
+gives the script its inputs' paths (the seed: ``--model ${{inputs.score_model}}``). The inputs other than the
+mini-batch's are Batch resource files (one read-only SAS URL per blob, downloaded before the task starts, so
+before ``init()``); ``input_data``'s path is the folder the mini-batch's files are downloaded to.
 
 ``--requirements`` (``task.environment``'s pip requirements): installed once per node and job with the node's
 ``python3 -m pip install --target`` into ``$AZ_BATCH_NODE_SHARED_DIR/amlops-envs/<hash of job id and
@@ -48,6 +56,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,6 +85,10 @@ PIP_TIMEOUT = 3600.0
 INPUT_URLS = "urls"  # the manifest's map of input name → read SAS URL (amlops.runtime.command.with_input_urls)
 ENVIRONMENTS = "amlops-envs"
 COMPLETE_MARK = ".amlops-complete"
+
+# ``${{inputs.x}}`` / ``${{outputs.x}}`` inside a program argument (spaces inside the braces allowed, as Azure ML).
+REFERENCE = re.compile(r"\$\{\{\s*((?:inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+MINI_BATCH_INPUTS = "inputs"  # where a file mini-batch is downloaded, relative to the task's working directory
 
 log = logging.getLogger("amlops.driver")
 
@@ -240,7 +253,7 @@ def tabular_mini_batch(manifest: Mapping[str, Any]) -> tuple[Any, int]:
 def materialise(manifest: Mapping[str, Any], workdir: Path) -> tuple[Any, int]:
     """The ``run()`` argument for a manifest, and how many items it holds."""
     if manifest["kind"] == "files":
-        paths = download_files(manifest["files"], manifest, workdir / "inputs")
+        paths = download_files(manifest["files"], manifest, workdir / MINI_BATCH_INPUTS)
         return paths, len(paths)
     return tabular_mini_batch(manifest)
 
@@ -292,6 +305,27 @@ def prepare_environment(requirements: Path, cwd: Path) -> Path:
 def activate(site: Path) -> None:
     sys.path.insert(0, str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+
+
+# ----------------------------------------------------------------------------------------------- arguments
+
+
+def render_arguments(arguments: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Each ``${{inputs.x}}`` / ``${{outputs.x}}`` whose ``inputs.x`` is a key of ``values`` replaced by its value,
+    anywhere in an argument (``--model=${{inputs.m}}`` too); other references are left as they are. Arguments
+    are already split: a value with spaces stays one argument."""
+    return [REFERENCE.sub(lambda match: values.get(match.group(1), match.group(0)), argument) for argument in arguments]
+
+
+def parse_paths(pairs: Sequence[str], root: Path) -> dict[str, str]:
+    """``--path inputs.x=<relative>`` pairs → ``{"inputs.x": "<absolute>"}`` under ``root`` (never outside it)."""
+    paths = {}
+    for pair in pairs:
+        key, sep, relative = pair.partition("=")
+        if not sep or not REFERENCE.fullmatch("${{" + key + "}}"):
+            raise ValueError(f"--path {pair!r} is not inputs.<name>=<relative path>")
+        paths[key] = str(local_input_path(root, relative))
+    return paths
 
 
 # ----------------------------------------------------------------------------------------------- entry script
@@ -380,6 +414,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run() call")
     parser.add_argument("--logging-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     parser.add_argument("--requirements", type=Path, help="pip requirements file of task.environment")
+    parser.add_argument("--path", action="append", default=[], help="inputs.<name>=<path relative to the task>")
     parser.add_argument("program_arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.program_arguments[:1] == ["--"]:
@@ -424,10 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     error: dict[str, str] | None = None
     code = failure_code = EXIT_SETUP_FAILED
     try:
+        (Path.cwd() / MINI_BATCH_INPUTS).mkdir(exist_ok=True)
+        program_arguments = render_arguments(args.program_arguments, parse_paths(args.path, Path.cwd()))
         mini_batch, items = materialise(manifest, Path.cwd())
         if args.requirements is not None:
             activate(prepare_environment(args.requirements, args.code_dir))
-        module = load_entry_script(args.code_dir, args.entry_script, args.program_arguments)
+        module = load_entry_script(args.code_dir, args.entry_script, program_arguments)
         log.info("mini-batch %d: %d item(s), attempt %d", index, items, attempt)
         init = getattr(module, "init", None)
         if callable(init):

@@ -39,6 +39,8 @@ from amlops.runtime.command import (
     driver_command_line,
     driver_environment,
     driver_source,
+    input_paths,
+    job_input_path,
     with_input_urls,
 )
 from amlops_emulator.azurite import Azurite, azurite_blob
@@ -96,7 +98,11 @@ class ParallelRun:
         max_retries: int = 0,
         program_arguments: str = "",
         expiry: datetime | None = None,
+        job_inputs: Mapping[str, Mapping[str, bytes]] | None = None,
+        literals: Mapping[str, str] | None = None,
     ) -> Outcome:
+        """``job_inputs``: the inputs other than input_data (name → files), resource files of every task as the
+        operator makes them; ``literals``: ``inputs.<name>`` → value. ``${{inputs.data}}`` is input_data."""
         job_id = f"pj-{next(_job_numbers)}"
         code = BlobFolder("code", f"{job_id}/src/")
         await self.store.upload_files(code, {"score.py": entry_script})
@@ -114,12 +120,19 @@ class ParallelRun:
         await self.client.create_job(
             models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=job_id))
         )
+        job_inputs = job_inputs or {}
+        sources = {name: BlobFolder("data", f"{job_id}/{name}/") for name in job_inputs}
+        for name, files in job_inputs.items():
+            await self.store.upload_files(sources[name], dict(files))
+        kinds = {"data": "uri_folder", **dict.fromkeys(job_inputs, "uri_folder")}
         command = driver_command_line(
             mini_batch=f"env:{MINI_BATCH_VARIABLE}",
             entry_script="score.py",
             timeout=run_timeout,
             append_row=True,
             program_arguments=program_arguments,
+            literals=literals,
+            paths=input_paths("data", kinds, {}),
             python=("python3", "-S"),
         )
         # As the operator signs them: one read token per input, code file and the driver, read + write on the
@@ -128,6 +141,11 @@ class ParallelRun:
         resource_files = [
             models.ResourceFile(http_url=sign.url(plan_folder, DRIVER_FILE), file_path=DRIVER_FILE),
             models.ResourceFile(http_url=sign.url(code, "score.py"), file_path=code_file_path("score.py")),
+            *(
+                models.ResourceFile(http_url=sign.url(sources[name], blob), file_path=job_input_path(name, blob))
+                for name, files in sorted(job_inputs.items())
+                for blob in sorted(files)
+            ),
         ]
 
         def environment(mini_batch: MiniBatch) -> list[models.EnvironmentSetting]:

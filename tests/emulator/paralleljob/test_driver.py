@@ -89,14 +89,16 @@ async def test_item_failures_exceptions_and_timeouts_are_counted_and_retried(par
     assert outcome.output.splitlines() == ["ok1", "ok2"]
     totals = outcome.totals
     assert (totals.processed_items, totals.failed_items) == (2, 3)
-    assert totals.failed_mini_batches == (2, 3)
-    assert totals.failed_indexes == "2-3"
+    # A run() that returns fewer results than items fails its mini-batch (Azure ML, "How to use parallel job in
+    # pipeline": mini_batch_error_threshold counts it; the emulator's runtime, amlops_emulator/ml/parallel.py).
+    assert totals.failed_mini_batches == (1, 2, 3)
+    assert totals.failed_indexes == "1-3"
     assert totals.attempts == {2: 2, 3: 2}
     info = {task_id: task.execution_info for task_id, task in outcome.tasks.items()}
     assert all(i is not None for i in info.values())
     assert {k: (i.exit_code, i.retry_count) for k, i in info.items() if i} == {
         "mb-0": (0, 0),
-        "mb-1": (0, 0),  # run() returned, one item short: a failed item, not a failed task
+        "mb-1": (0, 0),  # run() returned, one item short: a failed mini-batch, but not a failed (retried) task
         "mb-2": (1, 1),
         "mb-3": (3, 1),
         "mb-4": (0, 0),
@@ -162,11 +164,63 @@ async def test_run_returning_none_counts_every_item_as_failed(parallel: Parallel
 
     outcome = await parallel.run(inputs, "def run(mini_batch):\n    return None\n", PlanSpec("files", "1"))
 
-    # run() returning None: nothing processed, the item counts as failed, the task still succeeds.
+    # run() returning None: nothing processed, the item and the mini-batch count as failed (Azure ML: fewer
+    # results than items), the task still succeeds (not retried).
     assert (outcome.totals.processed_items, outcome.totals.failed_items) == (0, 1)
-    assert outcome.totals.failed_mini_batches == ()
+    assert outcome.totals.failed_mini_batches == (0,)
     assert outcome.output == ""
     assert outcome.tasks["mb-0"].state == models.BatchTaskState.COMPLETED
+
+
+MODEL_SCRIPT = script(
+    """
+    import argparse
+    import os
+
+    model = {}
+
+    def init():
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--model")
+        parser.add_argument("--data")
+        parser.add_argument("--factor", type=int)
+        args, _ = parser.parse_known_args()
+        assert os.path.isabs(args.model) and os.path.isabs(args.data), (args.model, args.data)
+        model["weights"] = open(os.path.join(args.model, "weights.txt")).read().strip()
+        model["vocab"] = open(os.path.join(args.model, "nested", "vocab.txt")).read().strip()
+        model["data"] = args.data
+        model["factor"] = args.factor
+
+    def run(mini_batch):
+        assert all(path.startswith(model["data"] + os.sep) for path in mini_batch)
+        return [
+            f"{os.path.basename(p)} {model['weights']} {model['vocab']} {model['factor'] * len(open(p).read())}"
+            for p in mini_batch
+        ]
+    """
+)
+
+
+async def test_every_input_reaches_the_script_and_references_become_node_paths(parallel: ParallelRun) -> None:
+    """Azure ML gives a parallel job's script every input through program_arguments (the seed: ``--model
+    ${{inputs.score_model}}``, read by init()): a folder input other than input_data is on the node before
+    init() as resource files (one read SAS URL per blob), ${{inputs.x}} becomes its absolute path, input_data's
+    is the folder the mini-batch's files are in, and a literal input is its value."""
+    inputs = await parallel.upload_inputs({"a.txt": b"xx", "b.txt": b"xxx"})
+    model = {"weights.txt": b"w-42\n", "nested/vocab.txt": b"v-7\n"}
+
+    outcome = await parallel.run(
+        inputs,
+        MODEL_SCRIPT,
+        PlanSpec("files", None),
+        program_arguments="--model ${{inputs.score_model}} --data=${{ inputs.data }} --factor ${{inputs.factor}}",
+        job_inputs={"score_model": model},
+        literals={"inputs.factor": "10"},
+    )
+
+    assert outcome.plan.count == 1  # miniBatchSize absent: 10 files
+    assert outcome.output.splitlines() == ["a.txt w-42 v-7 20", "b.txt w-42 v-7 30"]
+    assert outcome.totals.failed_mini_batches == ()
 
 
 def test_a_pip_environment_planted_by_another_job_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
