@@ -15,31 +15,13 @@ import textwrap
 import pytest
 
 from tests.support.objects import Refused, condition, wait_condition
+from tests.support.seed import CONDA_FILE, IRIS_CSV, ITEMS, MLTABLE, MODEL, ROWS, SCORE_SCRIPT
 
 from . import test_paralleljob
 from .test_paralleljob import Bed
 
 pytestmark = pytest.mark.e2e
 bed = test_paralleljob.bed  # a Ready BatchCompute "batch" with pool "scoring", the storage Secret
-
-# The seed's tabular_batch_inference.py, as the emulator's Azure ML runs it (the same text).
-SCORE = """
-import argparse, pathlib
-
-
-def init():
-    global weights
-    parser = argparse.ArgumentParser(allow_abbrev=False, description="ParallelRunStep Agent")
-    parser.add_argument("--model", type=str, default=0)
-    args, _ = parser.parse_known_args()
-    weights = (pathlib.Path(args.model) / "model.txt").read_text()
-
-
-def run(input_data):
-    rows = input_data.to_dict("records") if hasattr(input_data, "to_dict") else input_data
-    return [f"{row['id']} {row['sepal_length']} {weights}" for row in rows]
-"""
-ITEMS = 40
 
 
 def test_the_seeds_tabular_scoring_with_a_model_input_runs_to_complete_with_one_row_per_item(bed: Bed) -> None:
@@ -48,12 +30,9 @@ def test_the_seeds_tabular_scoring_with_a_model_input_runs_to_complete_with_one_
     retry_settings max_retries 2 / timeout 60, logging_level DEBUG, program_arguments "--model
     ${{inputs.score_model}}", append_row_to ${{outputs.job_output_path}}. The MLTable file names the data
     (``paths: - file: ./iris.csv``): a stray CSV beside it is not part of the table."""
-    bed.upload("seed-code", {"tabular_batch_inference.py": textwrap.dedent(SCORE).lstrip(),
-                             "environment_parallel.yml": "name: batch\ndependencies:\n  - python=3.10\n"})  # fmt: skip
-    csv = "id,sepal_length\n" + "".join(f"{i},{4 + i / 10:.1f}\n" for i in range(ITEMS))
-    mltable = "paths:\n  - file: ./iris.csv\ntransformations:\n  - read_delimited\n"
-    bed.upload("iris", {"iris.csv": csv, "MLTable": mltable, "stray.csv": "id,sepal_length\n999,0.0\n"})
-    bed.upload("model", {"model.txt": "weights-v1"})
+    bed.upload("seed-code", {"tabular_batch_inference.py": SCORE_SCRIPT, "environment_parallel.yml": CONDA_FILE})
+    bed.upload("iris", {"iris.csv": IRIS_CSV, "MLTable": MLTABLE, "stray.csv": "id,sepal_length\n999,0.0\n"})
+    bed.upload("model", {"model.txt": MODEL})
 
     bed.job(
         "seed",
@@ -85,7 +64,7 @@ def test_the_seeds_tabular_scoring_with_a_model_input_runs_to_complete_with_one_
     assert status["phase"] == "Complete", status
     assert condition(obj, "Complete")["status"] == "True"
     rows = bed.output_rows("seed")
-    assert rows == [f"{i} {4 + i / 10:.1f} weights-v1" for i in range(ITEMS)]
+    assert rows == ROWS
     assert status["items"] == {"processed": ITEMS, "failed": 0}
     total = status["miniBatches"]["total"]
     assert total > 1, "100 bytes of rows per mini-batch cut 40 rows into several"

@@ -32,6 +32,7 @@ from azure.storage.blob import BlobServiceClient
 
 from tests.support.jobs import ENVIRONMENT, create_cluster, finished_job, unique
 from tests.support.processes import EmulatorProcess
+from tests.support.seed import CONDA_FILE, IRIS_CSV, MLTABLE, MODEL, ROWS, SCORE_SCRIPT
 
 pytestmark = pytest.mark.emulator
 
@@ -63,26 +64,6 @@ pathlib.Path(os.environ["PROBE"], "started").write_text("yes")
 while True:
     time.sleep(0.05)
 """
-# The seed's entry script (azureml-examples sdk/python/jobs/pipelines/1g_pipeline_with_parallel_nodes/src/
-# tabular_batch_inference.py) without mlflow and sklearn: init() reads --model with argparse's
-# parse_known_args, as the seed's does; run() gets a DataFrame when pandas is there, else a list of dicts.
-SCORE = """
-import argparse, pathlib
-
-
-def init():
-    global weights
-    parser = argparse.ArgumentParser(allow_abbrev=False, description="ParallelRunStep Agent")
-    parser.add_argument("--model", type=str, default=0)
-    args, _ = parser.parse_known_args()
-    weights = (pathlib.Path(args.model) / "model.txt").read_text()
-
-
-def run(input_data):
-    rows = input_data.to_dict("records") if hasattr(input_data, "to_dict") else input_data
-    return [f"{row['id']} {row['sepal_length']} {weights}" for row in rows]
-"""
-ITEMS = 40  # rows of the seed's tabular input: "100" bytes per mini-batch cuts them into several
 
 
 @pytest.fixture(scope="module")
@@ -343,19 +324,14 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
     aggregates every run() return into that file)."""
     code = tmp_path / "src"
     code.mkdir()
-    (code / "tabular_batch_inference.py").write_text(SCORE)
-    (code / "environment_parallel.yml").write_text("name: batch\ndependencies:\n  - python=3.10\n")
+    (code / "tabular_batch_inference.py").write_text(SCORE_SCRIPT)
+    (code / "environment_parallel.yml").write_text(CONDA_FILE)
     container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
     data = blobs.get_container_client(container)
-    csv = "id,sepal_length\n" + "".join(f"{i},{4 + i / 10:.1f}\n" for i in range(ITEMS))
     prefix = unique("seed")
-    data.upload_blob(f"{prefix}/iris/iris.csv", csv.encode(), overwrite=True)
-    data.upload_blob(
-        f"{prefix}/iris/MLTable",
-        b"paths:\n  - file: ./iris.csv\ntransformations:\n  - read_delimited\n",
-        overwrite=True,
-    )
-    data.upload_blob(f"{prefix}/model/model.txt", b"weights-v1", overwrite=True)
+    data.upload_blob(f"{prefix}/iris/iris.csv", IRIS_CSV.encode(), overwrite=True)
+    data.upload_blob(f"{prefix}/iris/MLTable", MLTABLE.encode(), overwrite=True)
+    data.upload_blob(f"{prefix}/model/model.txt", MODEL.encode(), overwrite=True)
     parallel_run = parallel_run_function(
         name="batch_score_with_tabular_input",
         display_name="Batch Score with Tabular Dataset",
@@ -430,9 +406,7 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
     assert output.path is not None
     path = output.path.removeprefix("azureml://datastores/workspaceblobstore/paths/").rstrip("/")
     rows = _blob(blobs, ml, f"{path}/parallel_run_step.txt").splitlines()
-    assert sorted(rows, key=lambda row: int(row.split()[0])) == [
-        f"{i} {4 + i / 10:.1f} weights-v1" for i in range(ITEMS)
-    ]
+    assert sorted(rows, key=lambda row: int(row.split()[0])) == ROWS
 
 
 # Fails every file whose name starts with "bad" (an exception in run(), which Azure ML's runtime counts as the
