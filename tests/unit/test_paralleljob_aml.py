@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from amlops.api.paralleljob import NAME, JobInput, JobOutput, ParallelJobSpec
-from amlops.azure.ml_jobs import read_report
 from amlops.external import paralleljob_aml as aml
 from amlops.external.paralleljob_aml_job import build_pipeline_job
+from amlops.external.paralleljob_map import Counts
 from amlops.reconcile.errors import TerminalError
 from tests.e2e.test_fuzz_specs import BLOB, CONTAINER, INDEX, bind, paralleljob_specs, without_nulls
 
@@ -354,39 +354,30 @@ def row(index: int, pick: int, total: int, succeeded: int, status: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected", "why"),
+    ("rows", "total", "counts", "why"),
     [
-        (HEADER, read_report(HEADER), "no row yet: nothing processed"),
+        ([], None, Counts(total=0), "no row yet: nothing processed"),
+        ([], 4, Counts(total=4, pending=4), "planned but none processed: all pending"),
         (
-            HEADER + row(0, 1, 3, 3, "RUN_DONE") + row(1, 1, 3, 2, "RUN_DONE"),
+            [row(0, 1, 3, 3, "RUN_DONE"), row(1, 1, 3, 2, "RUN_DONE")],
             None,
-            "two done mini-batches, one item failed in the second (fewer returns than inputs)",
+            Counts(total=2, succeeded=2, items_processed=5, items_failed=1),
+            "a mini-batch whose run() returned fewer results than inputs succeeded, one item failed",
         ),
-    ],
-)
-def test_report_table_shapes(text: str, expected: Any, why: str) -> None:
-    report = read_report(text)
-    if expected is not None:
-        assert report == expected, why
-        assert report.total_processed == 0, why
-    else:
-        assert (report.succeeded, report.failed, report.items_processed, report.items_failed) == (2, 0, 5, 1), why
-
-
-@pytest.mark.parametrize(
-    ("rows", "counts", "why"),
-    [
-        ([row(0, 1, 2, 0, "RUN_EXCEPTION"), row(0, 2, 2, 2, "RUN_DONE")], (1, 0, 1, (), 2), "a retry that succeeded"),
+        (
+            [row(0, 1, 2, 0, "RUN_EXCEPTION"), row(0, 2, 2, 2, "RUN_DONE")],
+            3,
+            Counts(total=3, pending=2, succeeded=1, retried=1, items_processed=2),
+            "a retry that succeeded: the last pick decides",
+        ),
         (
             [row(0, 1, 2, 0, "RUN_TIMEOUT"), row(0, 2, 2, 0, "RUN_EXCEPTION"), row(3, 1, 1, 1, "RUN_DONE")],
-            (1, 1, 1, (0,), 1),
-            "retries used up: the last pick decides, failed",
+            None,
+            Counts(total=2, succeeded=1, failed=1, retried=1, items_processed=1, items_failed=2, failed_indexes=(0,)),
+            "retries used up: failed, its index named",
         ),
-        (["x,1,p,t,1,1,0,1,1,1,RUN_DONE,,,\n"], (0, 0, 0, (), 0), "a row without a mini-batch id is not counted"),
+        (["x,1,p,t,1,1,0,1,1,1,RUN_DONE,,,\n"], None, Counts(total=0), "a row without a mini-batch id is not counted"),
     ],
 )
-def test_report_counts(rows: list[str], counts: tuple[int, int, int, tuple[int, ...], int], why: str) -> None:
-    report = read_report(HEADER + "".join(rows))
-    assert (report.succeeded, report.failed, report.retried, report.failed_indexes, report.items_processed) == counts, (
-        why
-    )
+def test_report_counts(rows: list[str], total: int | None, counts: Counts, why: str) -> None:
+    assert aml.report_counts(HEADER + "".join(rows), total) == counts, why

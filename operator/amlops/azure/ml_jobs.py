@@ -21,11 +21,11 @@ workspace's default datastore, one row per processing of a mini-batch.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
+import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from azure.ai.ml import MLClient
@@ -36,7 +36,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
-from amlops.azure.errors import azure_errors
+from amlops.azure.errors import azure_errors, failure_reason
 from amlops.azure.ml import WorkspaceId
 from amlops.reconcile.errors import TerminalError
 from amlops.settings import Settings
@@ -52,6 +52,7 @@ REPORT = "logs/sys/job_report/processed_mini-batches.csv"
 TOKEN_WAIT_SECONDS = 60.0
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_USER_ERROR = "UserError"
+_AZURE_CODE = re.compile(r"^Code: ([A-Za-z][A-Za-z0-9]*)$", re.MULTILINE)
 
 
 class LoopCredential:
@@ -97,19 +98,47 @@ def cloud_options(settings: Settings, storage_suffix: str = "core.windows.net") 
     return options
 
 
+def refusal(error: MlException) -> TerminalError:
+    """azure-ai-ml's refusal before or instead of a request. When it wraps Azure's own answer (it resolves the
+    compute, code and environment first: "(ResourceNotFound) ... Code: ResourceNotFound"), Azure's code is the
+    reason; else ``InvalidSpec`` for its validation, ``UserError`` for the rest."""
+    message = _first_error(str(error.message))
+    first_line = message.splitlines()[0][:1000] if message else ""
+    code = _AZURE_CODE.search(message)
+    if code:
+        return TerminalError(*failure_reason(code.group(1), first_line))
+    reason = REASON_INVALID_SPEC if isinstance(error, ValidationException) else REASON_USER_ERROR
+    return TerminalError(reason, first_line)
+
+
+def _first_error(message: str) -> str:
+    """The first error's own message out of azure-ai-ml's JSON summary ("result": "Failed", "errors": [...])."""
+    try:
+        errors = json.loads(message).get("errors") or []
+        return str(errors[0].get("message") or message)
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return message
+
+
 @contextmanager
 def ml_errors() -> Iterator[None]:
     """azure-ai-ml's client-side refusals as the engine's TerminalError, inside the one Azure funnel."""
     with azure_errors():
         try:
             yield
-        except ValidationException as error:
-            raise TerminalError(REASON_INVALID_SPEC, error.message) from error
         except MlException as error:
-            raise TerminalError(REASON_USER_ERROR, error.message) from error
+            raise refusal(error) from error
 
 
 # -- what is read back -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed, as Azure ML's run history says it (code and message)."""
+
+    code: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -128,54 +157,17 @@ class JobState:
     child: ChildJob | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     studio_url: str | None = None
+    error: JobError | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
 
 
-@dataclass(frozen=True)
-class MiniBatchReport:
-    """``processed_mini-batches.csv`` read: the last processing of each mini-batch decides it."""
-
-    total_processed: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    items_processed: int = 0
-    items_failed: int = 0
-    failed_indexes: tuple[int, ...] = ()
-
-
-def read_report(text: str) -> MiniBatchReport:
-    """The parallel runtime's per-processing report → counts (pure). A row per pick of a mini-batch: a mini-batch
-    picked again was retried; its last row's Status decides it (RUN_DONE succeeded, RUN_TIMEOUT/RUN_EXCEPTION
-    failed), its Succeeded/Failed columns count the items."""
-    last: dict[int, dict[str, str]] = {}
-    picks: dict[int, int] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        index = _int(row.get("Mini-batch Id"))
-        if index is None:
-            continue
-        last[index] = row
-        picks[index] = picks.get(index, 0) + 1
-    failed = sorted(i for i, row in last.items() if row.get("Status") != "RUN_DONE")
-    return MiniBatchReport(
-        total_processed=len(last),
-        succeeded=len(last) - len(failed),
-        failed=len(failed),
-        retried=sum(count - 1 for count in picks.values()),
-        items_processed=sum(_int(row.get("Succeeded")) or 0 for row in last.values()),
-        items_failed=sum(_int(row.get("Failed")) or 0 for row in last.values()),
-        failed_indexes=tuple(failed),
-    )
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return None
+def status_of(job: Job) -> str:
+    """A job's status in Azure ML's words ("Completed"): azure-ai-ml gives a string or its ``JobStatus`` enum."""
+    status = job.status
+    return str(getattr(status, "value", status))
 
 
 def job_state(job: Job, children: list[Job]) -> JobState:
@@ -189,8 +181,8 @@ def job_state(job: Job, children: list[Job]) -> JobState:
             outputs[str(key)] = str(path)
     return JobState(
         name=str(job.name),
-        status=str(job.status),
-        child=ChildJob(str(child.name), str(child.status)) if child is not None else None,
+        status=status_of(job),
+        child=ChildJob(str(child.name), status_of(child)) if child is not None else None,
         outputs=outputs,
         studio_url=job.studio_url,
     )
@@ -227,13 +219,25 @@ class MlJobs:
                 job = self._client.jobs.get(name)
             except ResourceNotFoundError:
                 return None
-            return job_state(job, list(self._client.jobs.list(parent_job_name=name)))
+            state = job_state(job, list(self._client.jobs.list(parent_job_name=name)))
+            if state.status != "Failed":
+                return state
+            return replace(state, error=self._error(state.child.name if state.child else name) or self._error(name))
 
         return await self._call(read)
 
+    def _error(self, run: str) -> JobError | None:
+        """A failed run's error from run history: the jobs REST surface carries none (the swagger's job types have
+        no error field); azure-ai-ml's own ``jobs.stream`` reads it there, through this same operation."""
+        details = self._client.jobs._runs_operations.get_run_details(run)
+        error = getattr(getattr(details, "error", None), "error", None)
+        if error is None:
+            return None
+        return JobError(str(getattr(error, "code", None) or "UserError"), str(getattr(error, "message", "") or ""))
+
     async def list_statuses(self) -> dict[str, str]:
         """Every job of the workspace by name → status: one paged list call that many ParallelJobs' polls share."""
-        return await self._call(lambda: {str(job.name): str(job.status) for job in self._client.jobs.list()})
+        return await self._call(lambda: {str(job.name): status_of(job) for job in self._client.jobs.list()})
 
     async def cancel(self, name: str) -> None:
         """Cancel the job; a job that has finished or is gone is left as it is (cancel is idempotent)."""
@@ -243,17 +247,17 @@ class MlJobs:
                 job = self._client.jobs.get(name)
             except ResourceNotFoundError:
                 return
-            if job.status in TERMINAL:
+            if status_of(job) in TERMINAL:
                 return
             self._client.jobs.begin_cancel(name).result()
 
         await self._call(cancel)
 
-    async def report(self, child: str) -> MiniBatchReport | None:
-        """The parallel child's mini-batch report from the workspace's default datastore; None until Azure ML wrote
-        it."""
+    async def report(self, child: str) -> str | None:
+        """The parallel child's ``processed_mini-batches.csv`` from the workspace's default datastore (read with
+        :func:`~amlops.external.paralleljob_aml.report_counts`); None until Azure ML wrote it."""
 
-        def read() -> MiniBatchReport | None:
+        def read() -> str | None:
             store = self._client.datastores.get_default(include_secrets=True)
             account = getattr(store, "account_name", None)
             container = getattr(store, "container_name", None)
@@ -264,10 +268,9 @@ class MlJobs:
             url = f"https://{account}.blob.{suffix}/{container}/ExperimentRun/dcid.{child}/{REPORT}"
             blob = BlobClient.from_blob_url(url, credential={"account_name": account, "account_key": key})
             try:
-                text = blob.download_blob().readall().decode("utf-8", "replace")
+                return blob.download_blob().readall().decode("utf-8", "replace")
             except ResourceNotFoundError:
                 return None
-            return read_report(text)
 
         return await self._call(read)
 

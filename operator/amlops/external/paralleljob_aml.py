@@ -11,11 +11,14 @@ AmlCompute.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from amlops.api.paralleljob import NAME, ParallelJobSpec
+from amlops.external.paralleljob_map import Counts
 from amlops.reconcile.errors import TerminalError
 
 # The node's name inside the pipeline job (and the child job's display name in Azure ML Studio).
@@ -214,3 +217,38 @@ def conda_specification(conda_file: dict[str, Any] | None, pip_requirements: tup
         dependencies.append({"pip": pip})
     conda["dependencies"] = dependencies
     return conda
+
+
+def report_counts(text: str, total: int | None = None) -> Counts:
+    """The parallel runtime's ``logs/sys/job_report/processed_mini-batches.csv`` → the counts the Batch backend
+    reports too (``paralleljob_map.status_fields``/``progress``). A row per pick of a mini-batch: a mini-batch picked
+    again was retried; its last row's Status decides it (RUN_DONE succeeded, RUN_TIMEOUT / RUN_EXCEPTION failed),
+    its Succeeded/Failed columns count the items. ``total``: the mini-batches planned, when known; else the ones
+    the report names (right once the job has finished)."""
+    last: dict[int, dict[str, str]] = {}
+    picks: dict[int, int] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        index = _int(row.get("Mini-batch Id"))
+        if index is None:
+            continue
+        last[index] = row
+        picks[index] = picks.get(index, 0) + 1
+    failed = sorted(i for i, row in last.items() if row.get("Status") != "RUN_DONE")
+    known = max(total or 0, len(last))
+    return Counts(
+        total=known,
+        pending=known - len(last),
+        succeeded=len(last) - len(failed),
+        failed=len(failed),
+        retried=sum(count - 1 for count in picks.values()),
+        items_processed=sum(_int(row.get("Succeeded")) or 0 for row in last.values()),
+        items_failed=sum(_int(row.get("Failed")) or 0 for row in last.values()),
+        failed_indexes=tuple(failed),
+    )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
