@@ -174,11 +174,14 @@ def job_state(job: Job, children: list[Job]) -> JobState:
     """azure-ai-ml's pipeline job and its children → :class:`JobState` (pure over the entities)."""
     # The pipeline job has one node, the parallel one (external/paralleljob_aml.py): its one child.
     child = children[0] if children else None
+    # The parallel node's outputs (bound to the spec's URIs), then the pipeline's own, should it declare any.
+    nodes = list((getattr(job, "jobs", None) or {}).values())
     outputs: dict[str, str] = {}
-    for key, output in (getattr(job, "outputs", None) or {}).items():
-        path = getattr(output, "path", None)
-        if path:
-            outputs[str(key)] = str(path)
+    for holder in [*nodes, job]:
+        for key, output in (getattr(holder, "outputs", None) or {}).items():
+            path = getattr(output, "path", None)
+            if isinstance(path, str) and path:
+                outputs.setdefault(str(key), path)
     return JobState(
         name=str(job.name),
         status=status_of(job),

@@ -172,6 +172,7 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     assert state.status == "Completed"
     assert state.child is not None
     assert state.studio_url
+    assert state.outputs == {"job_output_path": f"azureml://datastores/workspaceblobstore/paths/{prefix}/out/"}
     statuses = await jobs.list_statuses()
     assert statuses[name] == "Completed"
     assert [n for n in statuses if n == name] == [name], "one job of that name"
