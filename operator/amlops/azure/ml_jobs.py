@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+import jwt
 from azure.ai.ml import MLClient
 from azure.ai.ml.entities import Job, PipelineJob
 from azure.ai.ml.exceptions import MlException, ValidationException
@@ -52,6 +53,7 @@ REPORT = "logs/sys/job_report/processed_mini-batches.csv"
 TOKEN_WAIT_SECONDS = 60.0
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_USER_ERROR = "UserError"
+REASON_AUTHENTICATION_FAILED = "AuthenticationFailed"
 _AZURE_CODE = re.compile(r"^Code: ([A-Za-z][A-Za-z0-9]*)$", re.MULTILINE)
 
 
@@ -128,6 +130,14 @@ def ml_errors() -> Iterator[None]:
             yield
         except MlException as error:
             raise refusal(error) from error
+        except jwt.PyJWTError as error:
+            # azure-ai-ml reads the Azure ML token's claims before it submits a pipeline job: a credential that
+            # gives no JWT (a fixed AMLOPS_STATIC_TOKEN) cannot submit one, whatever is retried.
+            raise TerminalError(
+                REASON_AUTHENTICATION_FAILED,
+                f"the credential gives no Azure ML token (a JWT for {AML_RESOURCE_ID}): {error}; use a credentials "
+                "Secret's service principal or the operator's managed identity",
+            ) from error
 
 
 # -- what is read back -----------------------------------------------------------------------------------------

@@ -240,3 +240,25 @@ async def test_an_azure_refusal_leaves_through_the_funnel(jobs: MlJobs, tmp_path
     assert refused.value.reason == "ResourceNotFound"
     assert "no-such-cluster" in refused.value.message
     assert await jobs.get(name) is None
+
+
+async def test_a_credential_without_azure_ml_tokens_is_refused_with_a_reason(
+    azure_ml: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, cluster: str, tmp_path: Path
+) -> None:
+    """The operator's fixed token (``AMLOPS_STATIC_TOKEN``) is no JWT: azure-ai-ml cannot check its audience
+    before it submits a pipeline job. Stalled-worthy ``AuthenticationFailed``, not an internal error."""
+    for key, value in storage_env(azure_ml.run.endpoints).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "")
+    settings = Settings(
+        arm_endpoint=azure_ml.arm_url,
+        ca_bundle=Path(azure_ml.ca_file),
+        storage_endpoint_suffix=azure_ml.run.endpoints["storage"]["storageEndpointSuffix"],
+    )
+    static = await connect(credentials.StaticTokenCredential(azure_ml.token), WS, settings)
+    name = aml.job_name(str(uuid.uuid4()))
+    run = aml.parallel_run(seed_spec(cluster, unique("adapter")), name, code_folder(tmp_path, SCORE))
+    with pytest.raises(TerminalError) as refused:
+        await static.submit(build_pipeline_job(run, None))
+    assert refused.value.reason == "AuthenticationFailed"
+    assert "https://ml.azure.com/" in refused.value.message
