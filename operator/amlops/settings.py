@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         description="Batch account URL when a BatchCompute does not set spec.endpoint.",
     )
     blob_endpoint: str | None = Field(default=None, description="Blob service URL override (Azurite).")
+    storage_endpoint_suffix: str = Field(
+        default="core.windows.net",
+        description="The cloud's storage suffix (a datastore's account URL is https://{account}.blob.{suffix}): "
+        "azure-ai-ml's, for ParallelJobs on an AmlCompute. Another cloud's, or the emulator's.",
+    )
     blob_connection_string: str | None = Field(
         default=None,
         description="Storage connection string for ParallelJobs without spec.storageCredentials (its account key "

@@ -368,7 +368,7 @@ def paralleljob_specs() -> st.SearchStrategy[dict[str, Any]]:
             "miniBatchErrorThreshold": ints(-1, 2**62, (-1, 3)),
             "retrySettings": optional(maxRetries=ints(0, 100, (0, 2)), timeout=ints(1, 604800, (1, 60))),
             "environmentVariables": string_maps(["", "A=B", "PATH"]),
-            "loggingLevel": enum("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+            "loggingLevel": mix(enum("DEBUG", "INFO", "WARNING"), st.sampled_from(["ERROR", "CRITICAL"])),
             "isDeterministic": booleans(),
             "suspend": booleans(),
             "activeDeadlineSeconds": mix(st.integers(1, 600), big_ints | wrong_types),

@@ -3,7 +3,8 @@ models: each key is a field of the model at its place (recursively, ``computeTyp
 subclass), and none is read-only (a field Azure only reports, which it would ignore or refuse in a request).
 
 The models are azure-ai-ml 1.35.2's generated ``azure.ai.ml._restclient.arm_ml_service`` (default api-version
-2025-12-01), a test dependency only: the operator sends raw JSON through SDK 1.0.1's client at that version
+2025-12-01), never imported by the compute path (azure-ai-ml is a runtime dependency for ParallelJobs on an
+AmlCompute only, imported lazily): the operator sends raw JSON through SDK 1.0.1's client at that version
 (``amlops.azure.ml``). A body that sends a key the version does not know, or puts one where the model does not
 have it (2020-08-01's PATCH ``{properties: {scaleSettings}}``, say), fails here."""
 

@@ -16,7 +16,10 @@ AADSTS700016 for an unknown application, AADSTS90002 for an unknown tenant).
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,7 +62,9 @@ class Identity:
         if principal not in self.principals:
             self.principals.append(principal)
 
-    def issue(self, tenant: str, client_id: str, client_secret: str) -> str | tuple[int, str, str]:
+    def issue(
+        self, tenant: str, client_id: str, client_secret: str, scope: str = ARM_SCOPE
+    ) -> str | tuple[int, str, str]:
         """A new access token, or (status, error, AADSTS description) as the identity platform refuses."""
         tenants = {p.tenant_id for p in self.principals}
         if tenant not in tenants:
@@ -80,9 +85,34 @@ class Identity:
                     f"client secret value, not the client secret ID, for a secret added to app '{client_id}'."
                 ),
             )
-        token = f"aad.{secrets.token_urlsafe(32)}"
+        token = access_token(tenant, client_id, scope)
         self._issued[token] = known[0]
         return token
+
+
+def _segment(claims: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+def access_token(tenant: str, client_id: str, scope: str) -> str:
+    """An access token as the identity platform issues one: a JWT whose ``aud`` is the resource of the requested
+    ``scope`` (``https://ml.azure.com/.default`` → ``https://ml.azure.com``), with ``tid``, ``appid``, ``iat``,
+    ``exp`` ("Microsoft identity platform access tokens", access token claims reference). Clients read claims
+    without checking the signature (azure-ai-ml checks ``aud`` before it submits a pipeline job:
+    ``JobOperations._set_headers_with_user_aml_token``); the emulator knows its tokens by value, so the signature
+    segment carries only randomness (``alg: none``)."""
+    now = int(time.time())
+    claims = {
+        "aud": scope.split(" ")[0].removesuffix("/.default"),
+        "iss": f"https://sts.windows.net/{tenant}/",
+        "tid": tenant,
+        "appid": client_id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + TOKEN_LIFETIME,
+        "uti": secrets.token_urlsafe(16),
+    }
+    return f"{_segment({'typ': 'JWT', 'alg': 'none'})}.{_segment(claims)}.{secrets.token_urlsafe(32)}"
 
 
 def add_identity_routes(app: web.Application, identity: Identity) -> None:
@@ -109,7 +139,10 @@ def add_identity_routes(app: web.Application, identity: Identity) -> None:
         if form.get("grant_type") != "client_credentials":
             return _error(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.")
         issued = identity.issue(
-            request.match_info["tenant"], str(form.get("client_id", "")), str(form.get("client_secret", ""))
+            request.match_info["tenant"],
+            str(form.get("client_id", "")),
+            str(form.get("client_secret", "")),
+            str(form.get("scope") or ARM_SCOPE),
         )
         if not isinstance(issued, str):
             return _error(*issued)

@@ -301,9 +301,8 @@ class ParallelJobSpec(JobControls):
     )
     retry_settings: RetrySettings = Field(default_factory=RetrySettings, description="Seed: retry_settings.")
     environment_variables: dict[str, Text] = _strings("Seed: environment_variables. Set for every mini-batch.")
-    logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="Seed: logging_level."
-    )
+    # azure-ai-ml's parallel_run_function takes only these three (its schema refuses ERROR and CRITICAL).
+    logging_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO", description="Seed: logging_level.")
     task: TaskSpec = Field(description="Seed: task (RunFunction).")
     is_deterministic: bool = Field(
         default=True,

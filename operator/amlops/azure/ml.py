@@ -12,7 +12,9 @@ and importing it loads all of azure.ai.ml: 762 modules, 161 MB of RSS and 2.3 s 
 1.0.1's aio client and its pipeline (credential, retries, LRO polling, throttle accounting), sends every request at
 :data:`API_VERSION` (the client's ``api_version`` keyword), writes bodies as raw JSON and reads answers raw, so
 that 1.0.1's 2020-08-01 models never drop a field of the newer version. tests/unit/test_arm_models.py checks every
-body the mappings build against azure-ai-ml's 2025-12-01 models (a test dependency only).
+body the mappings build against azure-ai-ml's 2025-12-01 models. (azure-ai-ml is a runtime dependency since
+issue 18, for ParallelJobs on an AmlCompute only, imported lazily by ``azure/ml_jobs.py``; this module never
+imports it.)
 
 Checked at 2025-12-01 (the examples of ``stable/2025-12-01``, azure-ai-ml's client generated from that swagger, and
 1.0.1's operation code): PUT answers 200/201 (1.0.1 accepts both), PATCH 200 (likewise) with the nested

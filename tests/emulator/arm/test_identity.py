@@ -11,6 +11,7 @@ unknown token: ``InvalidAuthenticationToken`` (azure-rest-api-specs, common erro
 
 from __future__ import annotations
 
+import jwt
 import pytest
 from azure.batch.aio import BatchClient
 from azure.core.exceptions import ClientAuthenticationError
@@ -53,6 +54,24 @@ async def test_a_known_service_principal_gets_a_token_arm_accepts(emulator: Runn
         assert status == 401
         assert body["error"]["code"] == "InvalidAuthenticationToken"
         assert "WWW-Authenticate" in headers
+
+
+async def test_an_access_token_is_a_jwt_for_the_requested_resource(emulator: RunningEmulator) -> None:
+    """The identity platform's access tokens are JWTs whose ``aud`` names the resource of the scope asked for
+    ("Microsoft identity platform access tokens": the ``aud``, ``tid``, ``appid`` claims). azure-ai-ml reads
+    ``aud`` of the Azure ML token (scope ``https://ml.azure.com/.default``) before it submits a pipeline job
+    (``JobOperations._set_headers_with_user_aml_token``): the operator's credential must give one."""
+    async with _credential(emulator) as credential:
+        ml_token = await credential.get_token("https://ml.azure.com/.default")
+        arm_token = await credential.get_token(ARM_SCOPE)
+    ml_claims = jwt.decode(ml_token.token, options={"verify_signature": False})
+    assert ml_claims["aud"] == "https://ml.azure.com"
+    assert ml_claims["tid"] == DEFAULT_PRINCIPAL.tenant_id
+    assert ml_claims["appid"] == DEFAULT_PRINCIPAL.client_id
+    assert jwt.decode(arm_token.token, options={"verify_signature": False})["aud"] == "https://management.azure.com"
+    async with session_for(emulator, token=ml_token.token) as session:
+        status, _, _ = await Arm(emulator, session).call("GET", f"{BASE}/computes")
+        assert status == 200, "ARM accepts every token issued here, as before"
 
 
 @pytest.mark.parametrize(

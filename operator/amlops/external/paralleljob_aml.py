@@ -1,0 +1,254 @@
+"""ParallelJob spec → the arguments of azure-ai-ml's own ``parallel_run_function`` and of the pipeline job around
+it, pure: plain data in azure-ai-ml's parameter names, no SDK object (``azure/ml_jobs.py`` builds those).
+
+A parallel job exists in Azure ML's REST API only as a node of a pipeline job ("How to use parallel job in
+pipeline"): the pipeline job carries the object's identity (name, experiment, display name, description, tags,
+properties, default compute), its one node :data:`NODE` carries everything ``parallel_run_function`` takes.
+
+Nothing here imports azure-ai-ml: its import costs seconds and tens of MB, paid only when a ParallelJob targets an
+AmlCompute.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from amlops.api.paralleljob import NAME, ParallelJobSpec
+from amlops.external.paralleljob_map import Counts
+from amlops.reconcile.errors import TerminalError
+
+# The node's name inside the pipeline job (and the child job's display name in Azure ML Studio).
+NODE = "parallel"
+# azure-ai-ml requires an environment on a parallel task; the spec may leave the image out (the Batch backend then
+# runs on the node's own Python). Azure ML's curated base image of the seed's era (openmpi + Python): what the
+# parallel runtime's own examples use.
+DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+# Azure ML job names: "^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$" (the jobs REST API's name rule).
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
+# What azure-ai-ml takes as a parallel task's code besides a local folder: a URL, or a code asset (name:version).
+_REMOTE_CODE = re.compile(r"^(https://[^\s/]+/\S+|azureml:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+)$")
+REASON_INVALID_SPEC = "InvalidSpec"
+_MINI_BATCH_SIZE = re.compile(r"^\s*([0-9]+)\s*([KkMmGg][Bb]?|[Bb])?\s*$")
+
+
+def job_name(uid: str, attempt: int = 0) -> str:
+    """The Azure ML pipeline job's name, from the object's uid: a submission repeated after a crash finds the job
+    the first one created instead of creating a second one. ``attempt`` > 0: a new job for the same object (a
+    resume after suspend), which must not collide with the canceled one."""
+    if attempt < 0:
+        raise ValueError(f"attempt must be 0 or more, not {attempt}")
+    name = f"pj-{uid}" if attempt == 0 else f"pj-{uid}-{attempt}"
+    if not _JOB_NAME.match(name):
+        raise ValueError(f"{uid!r} makes no Azure ML job name")
+    return name
+
+
+def mini_batch_size(value: str) -> str:
+    """The spec's size ("10", " 5 ", "1kb", "2M", "64B") in azure-ai-ml's own form (``^\\d+([kKmMgG][bB])*$``):
+    a count or bytes as digits, else digits and KB/MB/GB. The schema already refused anything else."""
+    match = _MINI_BATCH_SIZE.match(value)
+    if match is None:
+        raise ValueError(f"miniBatchSize {value!r} is no count or size")
+    digits, unit = match.group(1), (match.group(2) or "").upper()
+    return digits if unit in ("", "B") else f"{digits}{unit[0]}B"
+
+
+@dataclass(frozen=True)
+class Data:
+    """An ``Input``/``Output`` of azure-ai-ml: its asset type and where it is (``https://`` blob URI,
+    ``azureml://datastores/<ds>/paths/<p>``, or an ``azureml:<name>:<version>`` data asset)."""
+
+    type: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Environment:
+    """``azure.ai.ml.entities.Environment``: an image, and a conda file (a path inside the code folder) and pip
+    lines that ``azure/ml_jobs.py`` merges into one conda specification."""
+
+    image: str
+    conda_file: str | None = None
+    pip_requirements: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunFunction:
+    """``azure.ai.ml.parallel.RunFunction``."""
+
+    code: str
+    entry_script: str
+    environment: Environment
+    program_arguments: str | None = None
+    append_row_to: str | None = None
+
+
+@dataclass(frozen=True)
+class ParallelRun:
+    """Everything for ``parallel_run_function(**parallel, task=..., inputs=..., outputs=...)`` and the pipeline
+    job around it (``job``: name, experiment_name, display_name, description, tags, properties, compute)."""
+
+    job: dict[str, Any]
+    parallel: dict[str, Any]
+    task: RunFunction
+    inputs: dict[str, Data] = field(default_factory=dict)
+    outputs: dict[str, Data] = field(default_factory=dict)
+
+
+def remote_code(code: str) -> str:
+    """``task.code`` as azure-ai-ml takes it: an ``https://`` folder URI or an ``azureml:<name>:<version>`` code
+    asset. Anything else azure-ai-ml would read as a local folder of the operator's (or refuse): InvalidSpec before
+    anything is created. (The schema lets any string through today: the one oracle in
+    tests/unit/test_paralleljob_aml.py found it.)"""
+    if not _REMOTE_CODE.match(code):
+        raise TerminalError(
+            REASON_INVALID_SPEC,
+            f"task.code {code[:200]!r} is no https:// folder URI and no azureml:<name>:<version> code asset",
+        )
+    return code
+
+
+def check_io_names(spec: ParallelJobSpec) -> None:
+    """Input and output names azure-ai-ml takes: what ``${{inputs.<name>}}`` can name (the spec's own reference
+    pattern), no two the same but for case (azure-ai-ml's ``Component._validate_io_names``). The schema does not
+    check map keys yet: InvalidSpec here, before anything is built or created."""
+    seen: dict[str, str] = {}
+    for kind, names in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        for name in names:
+            if not re.match(NAME, name):
+                raise TerminalError(REASON_INVALID_SPEC, f"{kind} name {name[:100]!r} is not letters, digits and _")
+            other = seen.setdefault(name.lower(), name)
+            if other != name:
+                raise TerminalError(REASON_INVALID_SPEC, f"names {other!r} and {name!r} differ only by case")
+
+
+def parallel_run(spec: ParallelJobSpec, name: str, local_code: str | None = None) -> ParallelRun:
+    """The seed's ``parallel_run_function`` arguments for ``spec``, as the pipeline job ``name``.
+
+    ``local_code``: the local folder the caller wrote ``task.codeConfigMap``'s files to (azure-ai-ml uploads it to
+    the workspace's datastore); without it, ``task.code`` (:func:`remote_code`)."""
+    check_io_names(spec)
+    code = local_code if local_code is not None else remote_code(spec.task.code or "")
+    return ParallelRun(
+        job=_job(spec, name),
+        parallel=_parallel(spec),
+        task=_task(spec, code),
+        inputs={key: Data(value.type, value.uri) for key, value in spec.inputs.items()},
+        outputs={key: Data(value.type, value.uri) for key, value in spec.outputs.items()},
+    )
+
+
+def _job(spec: ParallelJobSpec, name: str) -> dict[str, Any]:
+    """The pipeline job's own fields: the object's description, tags and properties reach Azure there."""
+    job: dict[str, Any] = {
+        "name": name,
+        "compute": spec.compute.name,
+        "tags": dict(spec.tags),
+        "properties": dict(spec.properties),
+    }
+    for key, value in (
+        ("experiment_name", spec.experiment_name),
+        ("display_name", spec.display_name),
+        ("description", spec.description),
+    ):
+        if value is not None:
+            job[key] = value
+    return job
+
+
+def _parallel(spec: ParallelJobSpec) -> dict[str, Any]:
+    """``parallel_run_function``'s scalar keywords. ``instance_type`` is left to the AmlCompute: a cluster's VM
+    size is fixed (``compute.instanceType`` sizes the pool amlops creates on Batch)."""
+    parallel: dict[str, Any] = {
+        "name": NODE,
+        "display_name": spec.display_name or NODE,
+        "input_data": spec.input_data,
+        "error_threshold": spec.error_threshold,
+        "mini_batch_error_threshold": spec.mini_batch_error_threshold,
+        "retry_settings": {"max_retries": spec.retry_settings.max_retries, "timeout": spec.retry_settings.timeout},
+        "logging_level": spec.logging_level,
+        "max_concurrency_per_instance": spec.max_concurrency_per_instance,
+        "instance_count": spec.instance_count,
+        "environment_variables": dict(spec.environment_variables),
+        "is_deterministic": spec.is_deterministic,
+    }
+    if spec.partition_keys:
+        # azure-ai-ml: "If both partition_keys and mini_batch_size are specified, the partition keys will take
+        # effect": the size is left out rather than sent and ignored.
+        parallel["partition_keys"] = list(spec.partition_keys)
+    else:
+        parallel["mini_batch_size"] = mini_batch_size(spec.mini_batch_size)
+    return parallel
+
+
+def _task(spec: ParallelJobSpec, code: str) -> RunFunction:
+    environment = spec.task.environment
+    return RunFunction(
+        code=code,
+        entry_script=spec.task.entry_script,
+        environment=Environment(
+            image=(environment.image if environment and environment.image else DEFAULT_IMAGE),
+            conda_file=environment.conda_file if environment else None,
+            pip_requirements=tuple(environment.pip_requirements) if environment else (),
+        ),
+        program_arguments=spec.task.program_arguments,
+        append_row_to=spec.task.append_row_to,
+    )
+
+
+def conda_specification(conda_file: dict[str, Any] | None, pip_requirements: tuple[str, ...]) -> dict[str, Any] | None:
+    """One conda specification for azure-ai-ml's ``Environment(conda_file=...)``: the spec's conda file (parsed)
+    with ``pipRequirements`` appended to its ``pip:`` section (Azure ML builds the image from it, so conda
+    packages are honoured there, unlike on Batch). None: neither is given, the image is used as it is."""
+    if conda_file is None and not pip_requirements:
+        return None
+    conda = dict(conda_file or {"name": "amlops-parallel", "dependencies": ["python=3.11", "pip"]})
+    dependencies = list(conda.get("dependencies") or [])
+    if pip_requirements:
+        sections = [d for d in dependencies if isinstance(d, dict) and "pip" in d]
+        pip = [*(sections[0]["pip"] if sections else []), *pip_requirements]
+        dependencies = [d for d in dependencies if not (isinstance(d, dict) and "pip" in d)]
+        if "pip" not in dependencies:
+            dependencies.append("pip")
+        dependencies.append({"pip": pip})
+    conda["dependencies"] = dependencies
+    return conda
+
+
+def report_counts(text: str, total: int | None = None) -> Counts:
+    """The parallel runtime's ``logs/sys/job_report/processed_mini-batches.csv`` → the counts the Batch backend
+    reports too (``paralleljob_map.status_fields``/``progress``). A row per pick of a mini-batch: a mini-batch picked
+    again was retried; its last row's Status decides it (RUN_DONE succeeded, RUN_TIMEOUT / RUN_EXCEPTION failed),
+    its Succeeded/Failed columns count the items. ``total``: the mini-batches planned, when known; else the ones
+    the report names (right once the job has finished)."""
+    last: dict[int, dict[str, str]] = {}
+    picks: dict[int, int] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        index = _int(row.get("Mini-batch Id"))
+        if index is None:
+            continue
+        last[index] = row
+        picks[index] = picks.get(index, 0) + 1
+    failed = sorted(i for i, row in last.items() if row.get("Status") != "RUN_DONE")
+    known = max(total or 0, len(last))
+    return Counts(
+        total=known,
+        pending=known - len(last),
+        succeeded=len(last) - len(failed),
+        failed=len(failed),
+        retried=sum(count - 1 for count in picks.values()),
+        items_processed=sum(_int(row.get("Succeeded")) or 0 for row in last.values()),
+        items_failed=sum(_int(row.get("Failed")) or 0 for row in last.values()),
+        failed_indexes=tuple(failed),
+    )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
