@@ -200,7 +200,8 @@ def test_the_seeds_example_maps_field_by_field() -> None:
     [
         (spec(partitionKeys=["region"]), "partition_keys", ["region"], "partition keys given: they decide"),
         (spec(partitionKeys=["region"]), "mini_batch_size", None, "…and no size is sent to be ignored"),
-        (spec(), "mini_batch_size", "1", "no partition keys: the size"),
+        (spec(miniBatchSize="10MB"), "mini_batch_size", "10MB", "no partition keys: the size"),
+        (spec(), "mini_batch_size", None, "no size: Azure ML's own default (10 files, 1 MB), as on Batch"),
         (spec(), "display_name", aml.NODE, "no displayName: the node's own name in Studio"),
         (spec(), "instance_type", None, "an AmlCompute's VM size is its own: instanceType sizes Batch pools"),
     ],
@@ -250,6 +251,22 @@ def test_the_built_entity_is_the_seeds_parallel_node_in_a_pipeline_job() -> None
     assert node.inputs["data"].path == "azureml://datastores/workspaceblobstore/paths/iris/"
     assert node.task is not None
     assert node.task.append_row_to == "${{outputs.scores}}"
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected", "why"),
+    [
+        ({"type": "integer", "value": "5"}, 5, "an integer literal reaches azure-ai-ml as an int"),
+        ({"type": "number", "value": "0.5"}, 0.5, "a number as a float"),
+        ({"type": "boolean", "value": "True"}, True, "a boolean as a bool, whatever its case"),
+        ({"type": "string", "value": "x y"}, "x y", "a string as it is"),
+    ],
+)
+def test_a_literal_input_is_the_nodes_input_value(declared: dict[str, str], expected: object, why: str) -> None:
+    job = spec(inputs={"data": {"uri": "https://a.blob.core.windows.net/c/in"}, "n": declared})
+    node = build_pipeline_job(aml.parallel_run(job, aml.job_name(UID)), None).jobs[aml.NODE]
+    assert isinstance(node, Parallel)
+    assert node.inputs["n"]._data == expected, why
 
 
 BOUND = {BLOB: "https://acct.blob.core.windows.net", CONTAINER: "c", INDEX: "0"}

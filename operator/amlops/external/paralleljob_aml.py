@@ -60,10 +60,12 @@ def mini_batch_size(value: str) -> str:
 @dataclass(frozen=True)
 class Data:
     """An ``Input``/``Output`` of azure-ai-ml: its asset type and where it is (``https://`` blob URI,
-    ``azureml://datastores/<ds>/paths/<p>``, or an ``azureml:<name>:<version>`` data asset)."""
+    ``azureml://datastores/<ds>/paths/<p>``, or an ``azureml:<name>:<version>`` data asset), or for a literal
+    input (string, integer, number, boolean) its ``value``."""
 
     type: str
-    path: str
+    path: str | None
+    value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def parallel_run(spec: ParallelJobSpec, name: str, local_code: str | None = None
         job=_job(spec, name),
         parallel=_parallel(spec),
         task=_task(spec, code),
-        inputs={key: Data(value.type, value.uri) for key, value in spec.inputs.items()},
+        inputs={key: Data(value.type, value.uri, value.value) for key, value in spec.inputs.items()},
         outputs={key: Data(value.type, value.uri) for key, value in spec.outputs.items()},
     )
 
@@ -180,7 +182,7 @@ def _parallel(spec: ParallelJobSpec) -> dict[str, Any]:
         # azure-ai-ml: "If both partition_keys and mini_batch_size are specified, the partition keys will take
         # effect": the size is left out rather than sent and ignored.
         parallel["partition_keys"] = list(spec.partition_keys)
-    else:
+    elif spec.mini_batch_size is not None:  # absent: azure-ai-ml's (and Azure ML's) default, 10 files or 1 MB
         parallel["mini_batch_size"] = mini_batch_size(spec.mini_batch_size)
     return parallel
 

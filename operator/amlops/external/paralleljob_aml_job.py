@@ -14,7 +14,7 @@ from azure.ai.ml.exceptions import MlException
 from azure.ai.ml.parallel import RunFunction, parallel_run_function
 from marshmallow import ValidationError
 
-from amlops.external.paralleljob_aml import NODE, REASON_INVALID_SPEC, ParallelRun
+from amlops.external.paralleljob_aml import NODE, REASON_INVALID_SPEC, Data, ParallelRun
 from amlops.reconcile.errors import TerminalError
 
 
@@ -30,11 +30,25 @@ def build_pipeline_job(run: ParallelRun, conda: dict[str, Any] | None) -> Pipeli
         raise TerminalError(REASON_INVALID_SPEC, str(error.messages)) from error
 
 
+def _input(data: Data) -> Input | str | int | float | bool:
+    """A data input where it is, or a literal input's value as a Python value: ``parallel_run_function`` makes
+    a literal of the matching type from it (its ``_parse_input``) and binds the value to the node."""
+    if data.value is None:
+        return Input(type=data.type, path=data.path)
+    if data.type == "integer":
+        return int(data.value)
+    if data.type == "number":
+        return float(data.value)
+    if data.type == "boolean":
+        return data.value.lower() == "true"
+    return data.value
+
+
 def _build(run: ParallelRun, conda: dict[str, Any] | None) -> PipelineJob:
     task = run.task
     parallel = parallel_run_function(
         **run.parallel,
-        inputs={key: Input(type=data.type, path=data.path) for key, data in run.inputs.items()},
+        inputs={key: _input(data) for key, data in run.inputs.items()},
         outputs={key: Output(type=data.type, path=data.path) for key, data in run.outputs.items()},
         task=RunFunction(
             code=task.code,

@@ -36,8 +36,7 @@ from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, D
 from tests.support.jobs import WITHIN, create_cluster, unique
 from tests.support.mlclient import storage_env
 from tests.support.processes import EmulatorProcess
-
-from .test_pipeline_jobs import ITEMS, SCORE
+from tests.support.seed import IRIS_CSV, ITEMS, MLTABLE, MODEL, ROWS, SCORE_SCRIPT
 
 pytestmark = pytest.mark.emulator
 
@@ -116,14 +115,9 @@ def seed_spec(cluster: str, prefix: str, code_config_map: bool = True, **overrid
 
 def upload_data(blobs: BlobServiceClient, container: str, prefix: str) -> None:
     data = blobs.get_container_client(container)
-    csv = "id,sepal_length\n" + "".join(f"{i},{4 + i / 10:.1f}\n" for i in range(ITEMS))
-    data.upload_blob(f"{prefix}/iris/iris.csv", csv.encode(), overwrite=True)
-    data.upload_blob(
-        f"{prefix}/iris/MLTable",
-        b"paths:\n  - file: ./iris.csv\ntransformations:\n  - read_delimited\n",
-        overwrite=True,
-    )
-    data.upload_blob(f"{prefix}/model/model.txt", b"weights-v1", overwrite=True)
+    data.upload_blob(f"{prefix}/iris/iris.csv", IRIS_CSV.encode(), overwrite=True)
+    data.upload_blob(f"{prefix}/iris/MLTable", MLTABLE.encode(), overwrite=True)
+    data.upload_blob(f"{prefix}/model/model.txt", MODEL.encode(), overwrite=True)
 
 
 def code_folder(tmp_path: Path, script: str) -> str:
@@ -160,7 +154,7 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     prefix = unique("adapter")
     upload_data(blobs, container, prefix)
     name = aml.job_name(str(uuid.uuid4()))
-    run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, SCORE))
+    run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, SCORE_SCRIPT))
 
     submitted = await jobs.submit(build_pipeline_job(run, None))
     again = await jobs.submit(build_pipeline_job(run, None))  # the operator crashed before recording it
@@ -177,9 +171,7 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     assert statuses[name] == "Completed"
     assert [n for n in statuses if n == name] == [name], "one job of that name"
     rows = blobs.get_blob_client(container, f"{prefix}/out/parallel_run_step.txt").download_blob().readall().decode()
-    assert sorted(rows.splitlines(), key=lambda row: int(row.split()[0])) == [
-        f"{i} {4 + i / 10:.1f} weights-v1" for i in range(ITEMS)
-    ]
+    assert sorted(rows.splitlines(), key=lambda row: int(row.split()[0])) == ROWS
     report = await jobs.report(state.child.name)
     assert report is not None
     counts = aml.report_counts(report)
@@ -217,7 +209,7 @@ async def test_cancel_a_running_job_and_a_missing_one(
     prefix = unique("adapter")
     upload_data(blobs, container, prefix)
     name = aml.job_name(str(uuid.uuid4()))
-    slow = SCORE.replace("def run(input_data):", "def run(input_data):\n    import time; time.sleep(600)")
+    slow = SCORE_SCRIPT.replace("def run(input_data):", "def run(input_data):\n    import time; time.sleep(600)")
     run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, slow))
     await jobs.submit(build_pipeline_job(run, None))
 
@@ -234,7 +226,7 @@ async def test_an_azure_refusal_leaves_through_the_funnel(jobs: MlJobs, tmp_path
     """A compute the workspace does not have: Azure refuses the pipeline job; the adapter raises the engine's
     error with Azure's code, nothing else."""
     name = aml.job_name(str(uuid.uuid4()))
-    run = aml.parallel_run(seed_spec("no-such-cluster", unique("adapter")), name, code_folder(tmp_path, SCORE))
+    run = aml.parallel_run(seed_spec("no-such-cluster", unique("adapter")), name, code_folder(tmp_path, SCORE_SCRIPT))
     with pytest.raises(TerminalError) as refused:
         await jobs.submit(build_pipeline_job(run, None))
     assert refused.value.reason == "ResourceNotFound"
@@ -257,7 +249,7 @@ async def test_a_credential_without_azure_ml_tokens_is_refused_with_a_reason(
     )
     static = await connect(credentials.StaticTokenCredential(azure_ml.token), WS, settings)
     name = aml.job_name(str(uuid.uuid4()))
-    run = aml.parallel_run(seed_spec(cluster, unique("adapter")), name, code_folder(tmp_path, SCORE))
+    run = aml.parallel_run(seed_spec(cluster, unique("adapter")), name, code_folder(tmp_path, SCORE_SCRIPT))
     with pytest.raises(TerminalError) as refused:
         await static.submit(build_pipeline_job(run, None))
     assert refused.value.reason == "AuthenticationFailed"
