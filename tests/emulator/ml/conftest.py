@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,15 +22,25 @@ from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, D
 from tests.support.mlclient import cloud_name, ml_client, storage_env
 from tests.support.processes import EmulatorProcess
 
+CURRENT_CLOUD = "AZUREML_CURRENT_CLOUD"
+
 
 @pytest.fixture(scope="module")
 def azure_ml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     state = tmp_path_factory.mktemp("emulator") / "state"
+    # An MLClient writes its cloud's name into the process's AZUREML_CURRENT_CLOUD; module fixtures build clients
+    # outside a test's monkeypatch, so the module's emulator takes the variable back with it: a later import of
+    # azure.ai.ml in a fresh interpreter (which inherits the environment) would fail on the unknown cloud.
+    cloud = os.environ.get(CURRENT_CLOUD)
     emulator = EmulatorProcess(testbed.start_emulator(state, "--azurite", "--no-batch", speed=60.0, timeout=90.0))
     try:
         yield emulator
     finally:
         emulator.stop()
+        if cloud is None:
+            os.environ.pop(CURRENT_CLOUD, None)
+        else:
+            os.environ[CURRENT_CLOUD] = cloud
 
 
 @pytest.fixture
@@ -38,7 +49,7 @@ def ml(azure_ml: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> MLClient:
     for name, value in storage_env(endpoints).items():
         monkeypatch.setenv(name, value)
     # MLClient writes its cloud's name into AZUREML_CURRENT_CLOUD: set here, it is restored after the test.
-    monkeypatch.setenv("AZUREML_CURRENT_CLOUD", cloud_name(azure_ml.arm_url))
+    monkeypatch.setenv(CURRENT_CLOUD, cloud_name(azure_ml.arm_url))
     return ml_client(
         azure_ml.arm_url,
         azure_ml.ca_file,
