@@ -17,6 +17,13 @@ WITHIN = 120.0  # real seconds a job may take on a loaded machine (node allocati
 TERMINAL = ("Completed", "Failed", "Canceled")
 # The image is not used (processes run with this machine's interpreter); azure-ai-ml needs one to register.
 ENVIRONMENT = Environment(image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest")
+# Says it started ($PROBE/started), then runs until killed: for cancel and timeout tests.
+WAIT_SCRIPT = """
+import os, pathlib, time
+pathlib.Path(os.environ["PROBE"], "started").write_text("yes")
+while True:
+    time.sleep(0.05)
+"""
 
 
 def unique(prefix: str) -> str:

@@ -19,6 +19,7 @@ from azure.storage.blob import BlobServiceClient
 import amlops_testbed as testbed
 from amlops_emulator.azurite import DEVSTORE_KEY
 from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
+from tests.support.jobs import create_cluster
 from tests.support.mlclient import cloud_name, ml_client, storage_env
 from tests.support.processes import EmulatorProcess
 
@@ -67,3 +68,9 @@ def blobs(azure_ml: EmulatorProcess) -> Iterator[BlobServiceClient]:
     credential = {"account_name": storage["accountName"], "account_key": DEVSTORE_KEY}
     with BlobServiceClient(storage["serviceUrl"], credential=credential, connection_verify=azure_ml.ca_file) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def cluster(azure_ml: EmulatorProcess) -> str:
+    """One AmlCompute (0..2 nodes) for a module's jobs, created through the MLClient surface."""
+    return create_cluster(azure_ml)

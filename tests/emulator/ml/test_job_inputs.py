@@ -28,7 +28,7 @@ from azure.storage.blob import BlobServiceClient
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.ml.execution import RunInput, input_dir, node_inputs, render_inputs
 from amlops_emulator.ml.inputs import data_asset, datastore_path, input_mode, render_values, resolve_optional
-from tests.support.jobs import ENVIRONMENT, create_cluster, finished, unique
+from tests.support.jobs import ENVIRONMENT, finished, unique
 from tests.support.processes import EmulatorProcess
 
 pytestmark = pytest.mark.emulator
@@ -150,11 +150,6 @@ seen = {
 out = pathlib.Path(os.environ["AZURE_ML_OUTPUT_seen"])
 (out / f"seen-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(seen))
 """
-
-
-@pytest.fixture(scope="module")
-def cluster(azure_ml: EmulatorProcess) -> str:
-    return create_cluster(azure_ml)
 
 
 @pytest.fixture

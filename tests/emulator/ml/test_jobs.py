@@ -31,7 +31,7 @@ from amlops_emulator.seed import (
     DEFAULT_SUBSCRIPTION,
     DEFAULT_WORKSPACE,
 )
-from tests.support.jobs import ENVIRONMENT, WITHIN, create_cluster, finished, unique
+from tests.support.jobs import ENVIRONMENT, WAIT_SCRIPT, WITHIN, finished, unique
 from tests.support.processes import EmulatorProcess
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
@@ -54,19 +54,6 @@ print("about to fail")
 sys.exit(3)
 """
 
-WAIT = """
-import os, pathlib, time
-pathlib.Path(os.environ["PROBE"], "started").write_text("yes")
-while True:
-    time.sleep(0.05)
-"""
-
-
-@pytest.fixture(scope="module")
-def cluster(azure_ml: EmulatorProcess) -> str:
-    """One AmlCompute (0..2 nodes) for the module's jobs, created through the same MLClient surface."""
-    return create_cluster(azure_ml)
-
 
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
@@ -74,7 +61,7 @@ def src(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "train.py").write_text(TRAIN)
     (folder / "fail.py").write_text(FAIL)
-    (folder / "wait.py").write_text(WAIT)
+    (folder / "wait.py").write_text(WAIT_SCRIPT)
     (folder / "ranks.py").write_text(RENDEZVOUS)
     (folder / "mpi.py").write_text(MPI_ENV)
     return folder

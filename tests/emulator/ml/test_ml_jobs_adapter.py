@@ -33,7 +33,7 @@ from amlops.reconcile.errors import TerminalError
 from amlops.settings import Settings
 from amlops_emulator.identity import DEFAULT_PRINCIPAL
 from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
-from tests.support.jobs import WITHIN, create_cluster, unique
+from tests.support.jobs import WITHIN, unique
 from tests.support.mlclient import storage_env
 from tests.support.processes import EmulatorProcess
 from tests.support.seed import IRIS_CSV, ITEMS, MLTABLE, MODEL, ROWS, SCORE_SCRIPT
@@ -49,11 +49,6 @@ def init():
 def run(mini_batch):
     return mini_batch
 """
-
-
-@pytest.fixture(scope="module")
-def cluster(azure_ml: EmulatorProcess) -> str:
-    return create_cluster(azure_ml)
 
 
 @pytest.fixture

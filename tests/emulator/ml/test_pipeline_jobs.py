@@ -30,8 +30,7 @@ from azure.ai.ml.exceptions import JobException
 from azure.ai.ml.parallel import RunFunction, parallel_run_function
 from azure.storage.blob import BlobServiceClient
 
-from tests.support.jobs import ENVIRONMENT, create_cluster, finished_job, unique
-from tests.support.processes import EmulatorProcess
+from tests.support.jobs import ENVIRONMENT, WAIT_SCRIPT, finished_job, unique
 from tests.support.seed import CONDA_FILE, IRIS_CSV, MLTABLE, MODEL, ROWS, SCORE_SCRIPT
 
 pytestmark = pytest.mark.emulator
@@ -58,18 +57,6 @@ out = pathlib.Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 (out / "n.txt").write_text(sys.argv[2])
 """
-WAIT = """
-import os, pathlib, time
-pathlib.Path(os.environ["PROBE"], "started").write_text("yes")
-while True:
-    time.sleep(0.05)
-"""
-
-
-@pytest.fixture(scope="module")
-def cluster(azure_ml: EmulatorProcess) -> str:
-    """One AmlCompute (0..2 nodes) for the module's pipelines."""
-    return create_cluster(azure_ml)
 
 
 @pytest.fixture
@@ -81,7 +68,7 @@ def src(tmp_path: Path) -> Path:
         "consume.py": CONSUME,
         "fail.py": FAIL,
         "write.py": WRITE,
-        "wait.py": WAIT,
+        "wait.py": WAIT_SCRIPT,
     }.items():
         (folder / name).write_text(text)
     return folder
