@@ -8,6 +8,7 @@ import uuid
 
 from azure.ai.ml import MLClient
 from azure.ai.ml.entities import AmlCompute, Command, Environment, Job
+from azure.storage.blob import BlobServiceClient
 
 from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 from tests.support.mlclient import ml_client
@@ -24,6 +25,16 @@ pathlib.Path(os.environ["PROBE"], "started").write_text("yes")
 while True:
     time.sleep(0.05)
 """
+
+
+def blobstore(ml: MLClient) -> str:
+    """The container of the workspace's ``workspaceblobstore``: ``azureml-blobstore-{workspace id}``."""
+    return f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
+
+
+def blob_text(blobs: BlobServiceClient, ml: MLClient, name: str) -> str:
+    """A blob of ``workspaceblobstore``, as text."""
+    return blobs.get_blob_client(blobstore(ml), name).download_blob().readall().decode()
 
 
 def unique(prefix: str) -> str:

@@ -28,7 +28,7 @@ from azure.storage.blob import BlobServiceClient
 from amlops_emulator.arm.errors import ArmError
 from amlops_emulator.ml.execution import RunInput, input_dir, node_inputs, render_inputs
 from amlops_emulator.ml.inputs import data_asset, datastore_path, input_mode, render_values, resolve_optional
-from tests.support.jobs import ENVIRONMENT, finished, unique
+from tests.support.jobs import ENVIRONMENT, blob_text, finished, unique
 from tests.support.processes import EmulatorProcess
 
 pytestmark = pytest.mark.emulator
@@ -160,11 +160,6 @@ def src(tmp_path: Path) -> Path:
     return folder
 
 
-def _blob(blobs: BlobServiceClient, ml: MLClient, name: str) -> str:
-    container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
-    return blobs.get_blob_client(container, name).download_blob().readall().decode()
-
-
 def _leftovers(azure_ml: EmulatorProcess) -> list[Path]:
     """What the emulator still keeps of ended runs' code and data inputs."""
     aml = azure_ml.run.state_dir / "aml"
@@ -214,7 +209,7 @@ def test_data_inputs_reach_every_node(
     )
 
     assert finished(ml, name).status == "Completed"
-    seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/seen/seen-{rank}.json")) for rank in range(2)]
+    seen = [json.loads(blob_text(blobs, ml, f"azureml/{name}/seen/seen-{rank}.json")) for rank in range(2)]
     for rank in seen:
         args = rank["args"]
         assert args["--folder"].endswith(f"/cr/j/{name}/cap/data-capability/wd/INPUT_folder")

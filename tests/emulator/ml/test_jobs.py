@@ -31,7 +31,7 @@ from amlops_emulator.seed import (
     DEFAULT_SUBSCRIPTION,
     DEFAULT_WORKSPACE,
 )
-from tests.support.jobs import ENVIRONMENT, WAIT_SCRIPT, WITHIN, finished, unique
+from tests.support.jobs import ENVIRONMENT, WAIT_SCRIPT, WITHIN, blob_text, finished, unique
 from tests.support.processes import EmulatorProcess
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
@@ -65,11 +65,6 @@ def src(tmp_path: Path) -> Path:
     (folder / "ranks.py").write_text(RENDEZVOUS)
     (folder / "mpi.py").write_text(MPI_ENV)
     return folder
-
-
-def _blob(blobs: BlobServiceClient, ml: MLClient, name: str) -> str:
-    container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
-    return blobs.get_blob_client(container, name).download_blob().readall().decode()
 
 
 def _start_and_wait(ml: MLClient, name: str, src: Path, script: str, cluster: str, probe: Path) -> None:
@@ -119,8 +114,8 @@ def test_command_job_with_local_code_completes_with_its_output_in_azurite(
     # The emulator's own StartTimeUtc/EndTimeUtc (jobs.py says why): started, then ended.
     assert job.properties["StartTimeUtc"] <= job.properties["EndTimeUtc"]
     assert job.outputs["model"].path == f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/model/"
-    assert _blob(blobs, ml, f"azureml/{name}/model/model.txt") == "weights"
-    assert "trained into" in _blob(blobs, ml, f"ExperimentRun/dcid.{name}/user_logs/std_log.txt")
+    assert blob_text(blobs, ml, f"azureml/{name}/model/model.txt") == "weights"
+    assert "trained into" in blob_text(blobs, ml, f"ExperimentRun/dcid.{name}/user_logs/std_log.txt")
     assert name in [j.name for j in ml.jobs.list()]
 
 
@@ -137,7 +132,7 @@ def test_failing_script_fails_the_job_with_its_log(
     job = finished(ml, name)
 
     assert job.status == "Failed"
-    assert "about to fail" in _blob(blobs, ml, f"ExperimentRun/dcid.{name}/user_logs/std_log.txt")
+    assert "about to fail" in blob_text(blobs, ml, f"ExperimentRun/dcid.{name}/user_logs/std_log.txt")
 
 
 def test_cancel_a_running_job(ml: MLClient, cluster: str, src: Path, tmp_path: Path) -> None:
@@ -176,7 +171,7 @@ def test_two_by_two_pytorch_job_ranks_see_their_environment(
     job = finished(ml, name)
 
     assert job.status == "Completed"
-    seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
+    seen = [json.loads(blob_text(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
     assert [(s["RANK"], s["WORLD_SIZE"], s["LOCAL_RANK"], s["NODE_RANK"]) for s in seen] == [
         (str(rank), "4", str(rank % 2), str(rank // 2)) for rank in range(4)
     ]
@@ -204,7 +199,7 @@ def test_two_by_two_mpi_job_ranks_see_their_environment(
     )
 
     assert finished(ml, name).status == "Completed"
-    seen = [json.loads(_blob(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
+    seen = [json.loads(blob_text(blobs, ml, f"azureml/{name}/ranks/rank{rank}.json")) for rank in range(4)]
     assert [(s["OMPI_COMM_WORLD_RANK"], s["OMPI_COMM_WORLD_SIZE"], s["OMPI_COMM_WORLD_LOCAL_RANK"]) for s in seen] == [
         (str(rank), "4", str(rank % 2)) for rank in range(4)
     ]

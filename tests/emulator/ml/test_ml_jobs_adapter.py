@@ -33,7 +33,7 @@ from amlops.reconcile.errors import TerminalError
 from amlops.settings import Settings
 from amlops_emulator.identity import DEFAULT_PRINCIPAL
 from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
-from tests.support.jobs import WITHIN, unique
+from tests.support.jobs import WITHIN, blobstore, unique
 from tests.support.mlclient import storage_env
 from tests.support.processes import EmulatorProcess
 from tests.support.seed import IRIS_CSV, ITEMS, MLTABLE, MODEL, ROWS, SCORE_SCRIPT
@@ -134,13 +134,9 @@ async def finished(jobs: MlJobs, name: str) -> JobState:
         await asyncio.sleep(0.2)  # polling interval of a wait with a deadline
 
 
-def container_of(ml: MLClient) -> str:
-    return f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
-
-
 @pytest.fixture
 def container(ml: MLClient) -> str:
-    return container_of(ml)
+    return blobstore(ml)
 
 
 async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a_resubmission_finds_it(

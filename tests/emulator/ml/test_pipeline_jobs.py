@@ -30,7 +30,7 @@ from azure.ai.ml.exceptions import JobException
 from azure.ai.ml.parallel import RunFunction, parallel_run_function
 from azure.storage.blob import BlobServiceClient
 
-from tests.support.jobs import ENVIRONMENT, WAIT_SCRIPT, finished_job, unique
+from tests.support.jobs import ENVIRONMENT, WAIT_SCRIPT, blob_text, blobstore, finished_job, unique
 from tests.support.seed import CONDA_FILE, IRIS_CSV, MLTABLE, MODEL, ROWS, SCORE_SCRIPT
 
 pytestmark = pytest.mark.emulator
@@ -97,11 +97,6 @@ def _children(ml: MLClient, pipeline: str) -> dict[str, Job]:
     return children
 
 
-def _blob(blobs: BlobServiceClient, ml: MLClient, name: str) -> str:
-    container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
-    return blobs.get_blob_client(container, name).download_blob().readall().decode()
-
-
 def test_two_step_pipeline_passes_the_first_steps_output_to_the_second(
     ml: MLClient, cluster: str, src: Path, blobs: BlobServiceClient
 ) -> None:
@@ -142,7 +137,7 @@ def test_two_step_pipeline_passes_the_first_steps_output_to_the_second(
     assert sorted(children) == ["first", "second"]
     assert all(c.status == "Completed" for c in children.values())
     second = children["second"].name
-    assert _blob(blobs, ml, f"azureml/{second}/count/count.txt") == "3"
+    assert blob_text(blobs, ml, f"azureml/{second}/count/count.txt") == "3"
     output = job.outputs["count"]
     assert not isinstance(output, str)  # a PipelineOutput, which has the Output's path
     assert output.path == f"azureml://datastores/workspaceblobstore/paths/azureml/{second}/count/"
@@ -254,7 +249,7 @@ def test_continue_on_step_failure_runs_the_nodes_that_do_not_read_the_failed_one
     listed = {j.name for j in ml.jobs.list()}
     assert name in listed
     assert not {c.name for c in children.values()} & listed  # children are in run history only
-    assert _blob(blobs, ml, f"azureml/{children['writer'].name}/out/n.txt") == "7"
+    assert blob_text(blobs, ml, f"azureml/{children['writer'].name}/out/n.txt") == "7"
 
 
 def test_cancel_cascades_to_the_running_child(ml: MLClient, cluster: str, src: Path, tmp_path: Path) -> None:
@@ -313,7 +308,7 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
     code.mkdir()
     (code / "tabular_batch_inference.py").write_text(SCORE_SCRIPT)
     (code / "environment_parallel.yml").write_text(CONDA_FILE)
-    container = f"azureml-blobstore-{ml.workspaces.get()._workspace_id}"
+    container = blobstore(ml)
     data = blobs.get_container_client(container)
     prefix = unique("seed")
     data.upload_blob(f"{prefix}/iris/iris.csv", IRIS_CSV.encode(), overwrite=True)
@@ -392,7 +387,7 @@ def test_the_seeds_parallel_pipeline_runs_to_completed_with_one_row_per_item(
     assert not isinstance(output, str)
     assert output.path is not None
     path = output.path.removeprefix("azureml://datastores/workspaceblobstore/paths/").rstrip("/")
-    rows = _blob(blobs, ml, f"{path}/parallel_run_step.txt").splitlines()
+    rows = blob_text(blobs, ml, f"{path}/parallel_run_step.txt").splitlines()
     assert sorted(rows, key=lambda row: int(row.split()[0])) == ROWS
 
 
@@ -469,9 +464,9 @@ def test_a_parallel_node_fails_its_pipeline_once_failed_mini_batches_exceed_the_
         assert not isinstance(output, str)
         assert output.path is not None
         path = output.path.removeprefix("azureml://datastores/workspaceblobstore/paths/").rstrip("/")
-        assert sorted(_blob(blobs, ml, f"{path}/parallel_run_step.txt").split()) == ["a.txt", "b.txt", "c.txt"]
+        assert sorted(blob_text(blobs, ml, f"{path}/parallel_run_step.txt").split()) == ["a.txt", "b.txt", "c.txt"]
     else:
         # azure-ai-ml streams no child job (PipelineChildJobError); the docs send the user to job_result.txt.
         child = _children(ml, name)["score"].name
-        result = _blob(blobs, ml, f"ExperimentRun/dcid.{child}/logs/job_result.txt")
+        result = blob_text(blobs, ml, f"ExperimentRun/dcid.{child}/logs/job_result.txt")
         assert "exceeded mini_batch_error_threshold (1)" in result

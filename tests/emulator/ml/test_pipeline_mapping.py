@@ -21,9 +21,9 @@ from amlops_emulator.ml.components import Component
 from amlops_emulator.ml.execution import ParallelTask, RunStatus
 from amlops_emulator.ml.pipelines import (
     bind_node_output,
+    bound_inputs,
     command_properties,
     dependencies,
-    node_inputs,
     node_outputs,
     parallel_task,
     pipeline_status,
@@ -202,7 +202,7 @@ def test_malformed_parallel_nodes_are_refused(spec: dict[str, Any], message: str
 def test_seed_node_inputs_are_the_pipelines_and_its_output_is_the_pipelines() -> None:
     """``${{parent.inputs.x}}`` is the pipeline's input as it was PUT; ``${{parent.outputs.y}}`` promotes the
     node's output to the pipeline's (its declared type: the seed sets ``uri_file``)."""
-    inputs = node_inputs(SEED_NODE, SEED_SPEC, SEED_INPUTS, {})
+    inputs = bound_inputs(SEED_NODE, SEED_SPEC, SEED_INPUTS, {})
     outputs, promoted = node_outputs(SEED_NODE, SEED_SPEC, {"pipeline_job_out_file": {"jobOutputType": "uri_file"}})
 
     assert inputs == {
@@ -223,7 +223,7 @@ def test_node_input_bound_to_an_upstream_output_reads_its_uploaded_data() -> Non
     }
     node = {"inputs": {"data": {"value": "${{parent.jobs.a.outputs.data}}", "job_input_type": "literal"}}}
 
-    assert node_inputs(node, {}, {}, upstream) == {"data": bind_node_output(upstream[("a", "data")])}
+    assert bound_inputs(node, {}, {}, upstream) == {"data": bind_node_output(upstream[("a", "data")])}
     assert bind_node_output(upstream[("a", "data")]) == {
         "jobInputType": "uri_folder",
         "uri": "azureml://datastores/workspaceblobstore/paths/azureml/x/data/",
@@ -244,7 +244,7 @@ def test_literal_inputs_defaults_and_data_inputs_in_command_job_form() -> None:
         }
     }
 
-    assert node_inputs(node, spec, {}, {}) == {
+    assert bound_inputs(node, spec, {}, {}) == {
         "lr": {"jobInputType": "literal", "value": "0.1"},
         "n": {"jobInputType": "literal", "value": "3"},
         "raw": {

@@ -154,7 +154,7 @@ def bind_node_output(output: Mapping[str, Any]) -> dict[str, Any]:
     return {"jobInputType": str(output.get("jobOutputType") or "uri_folder"), "uri": output["uri"]}
 
 
-def node_inputs(
+def bound_inputs(
     node: Mapping[str, Any],
     spec: Mapping[str, Any],
     pipeline_inputs: Mapping[str, Any],
@@ -528,7 +528,7 @@ class Pipelines:
         spec = node.component.spec
         produced = {(n.name, out): o for n in job.nodes.values() for out, o in n.outputs.items()}
         try:
-            inputs = node_inputs(node.body, spec, job.properties.get("inputs") or {}, produced)
+            inputs = bound_inputs(node.body, spec, job.properties.get("inputs") or {}, produced)
             outputs, promoted = node_outputs(node.body, spec, job.properties.get("outputs") or {})
             compute_id = _compute_arm_id(job.ws, node.body.get("computeId")) or job.compute_id
             assert compute_id is not None  # checked at submission
