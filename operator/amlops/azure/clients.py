@@ -3,9 +3,11 @@ names the object: :mod:`amlops.azure.leases`) or when the operator stops."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ssl
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 from azure.batch.aio import BatchClient
@@ -21,8 +23,13 @@ from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, batch_accou
 from amlops.azure.pollers import Pollers, WorkspacePoller
 from amlops.settings import Settings
 
+if TYPE_CHECKING:  # azure-ai-ml is imported only on the way to an Azure ML job (tests/unit/test_lazy_imports.py)
+    from amlops.azure.ml_jobs import MlJobs
+
 DEFAULT_CREDENTIAL = "default"
-Entry = tuple[str, ...]  # ("credential", key), ("ml", key, subscription), ("batch", endpoint, key id), ("poller", ...)
+# ("credential", key), ("ml", key, subscription), ("batch", endpoint, key id), ("poller", key, workspace),
+# ("ml-jobs", key, workspace), ("job-poller", key, workspace)
+Entry = tuple[str, ...]
 
 
 def credential_key(secret_namespace: str, secret_name: str, data: Mapping[str, str]) -> str:
@@ -36,10 +43,14 @@ class AzureClients:
         self.settings = settings
         self.budget = ThrottleBudget()
         self.pollers = Pollers(settings.poll_floor_seconds)
+        # Azure ML jobs of a workspace, listed once for every job object (and AmlCompute activeRuns) that reads it.
+        self.job_pollers = Pollers(settings.poll_floor_seconds)
         self.locations = LocationReads(settings)
         self._credentials: dict[str, AsyncTokenCredential] = {}
         self._ml: dict[tuple[str, str], MlClient] = {}
         self._batch: dict[tuple[str, str], BatchClient] = {}
+        self._ml_jobs: dict[tuple[str, str], MlJobs] = {}
+        self._ml_jobs_lock = asyncio.Lock()
         self._shared_transport: AioHttpTransport | None = None
         self._session: aiohttp.ClientSession | None = None
         self.leases = Leases[Entry]()
@@ -91,10 +102,14 @@ class AzureClients:
             closable = self._ml.pop((key[0], key[1]), None)
         elif kind == "batch":
             closable = self._batch.pop((key[0], key[1]), None)
-        elif kind == "credential" and not any(k == key[0] for k, _ in self._ml):
+        elif kind == "credential" and not any(k == key[0] for k, _ in [*self._ml, *self._ml_jobs]):
             closable = self._credentials.pop(key[0], None)
         elif kind == "poller":
             self.pollers.forget((key[0], key[1]))
+        elif kind == "ml-jobs":
+            self._ml_jobs.pop((key[0], key[1]), None)  # MLClient holds no connection of its own to close
+        elif kind == "job-poller":
+            self.job_pollers.forget((key[0], key[1]))
         if closable is not None:
             await closable.close()
 
@@ -115,6 +130,31 @@ class AzureClients:
         """The shared poller of one workspace, as seen with one credential."""
         self._hold(user, "poller", ("poller", key, ws.arm_id))
         return self.pollers.get((key, ws.arm_id), lambda: ml.list_computes(ws))
+
+    async def ml_jobs(
+        self, key: str, ws: WorkspaceId, secret: Mapping[str, str] | None = None, *, user: str | None = None
+    ) -> MlJobs:
+        """The Azure ML jobs adapter (azure-ai-ml's ``MLClient``) of one workspace with one credential, built once
+        (building one reads the workspace: a second for the same pair would cost a request and ~1 MB)."""
+        self._hold(user, "ml-jobs", ("ml-jobs", key, ws.arm_id))
+        self._hold(user, "ml-jobs-credential", ("credential", key))
+        jobs = self._ml_jobs.get((key, ws.arm_id))
+        if jobs is not None:
+            return jobs
+        from amlops.azure import ml_jobs  # here, not at the top: azure-ai-ml costs ~2 s and ~80 MB to import
+
+        async with self._ml_jobs_lock:
+            jobs = self._ml_jobs.get((key, ws.arm_id))
+            if jobs is None:
+                jobs = await ml_jobs.connect(self.credential(key, secret), ws, self.settings)
+                self._ml_jobs[(key, ws.arm_id)] = jobs
+        return jobs
+
+    def job_poller(self, key: str, jobs: MlJobs, ws: WorkspaceId, *, user: str | None = None) -> WorkspacePoller:
+        """The shared listing of one workspace's Azure ML jobs (``MlJobs.list_jobs``), as seen with one credential:
+        entries by job name, each :func:`~amlops.azure.ml_jobs.job_summary`."""
+        self._hold(user, "job-poller", ("job-poller", key, ws.arm_id))
+        return self.job_pollers.get((key, ws.arm_id), jobs.list_jobs)
 
     def batch(
         self,
@@ -161,6 +201,7 @@ class AzureClients:
         for cred in self._credentials.values():
             await cred.close()
         self._ml.clear()
+        self._ml_jobs.clear()
         self._credentials.clear()
         if self._session is not None:
             await self._session.close()

@@ -40,6 +40,7 @@ from azure.storage.blob import BlobClient
 from amlops.azure.errors import azure_errors, failure_reason
 from amlops.azure.ml import WorkspaceId
 from amlops.reconcile.errors import TerminalError
+from amlops.reconcile.managed import OWNER_TAG
 from amlops.settings import Settings
 
 T = TypeVar("T")
@@ -201,6 +202,22 @@ def job_state(job: Job, children: list[Job]) -> JobState:
     )
 
 
+def job_summary(job: Job) -> dict[str, Any]:
+    """One job of a listing as plain data (the shared poller keeps it by name): name, status, type ("pipeline",
+    "command", ...), the compute's name (its ARM id's last segment; None when serverless), and the amlops object
+    that owns it (the owner tag amlops sets, ``OWNER_TAG``; None for anyone else's job)."""
+    compute = getattr(job, "compute", None)
+    tags = getattr(job, "tags", None) or {}
+    return {
+        "name": str(job.name),
+        "status": status_of(job),
+        "type": str(getattr(job, "type", "") or ""),
+        "compute": str(compute).rstrip("/").rsplit("/", 1)[-1] if compute else None,
+        "owner": tags.get(OWNER_TAG),
+        "displayName": getattr(job, "display_name", None),
+    }
+
+
 # -- the adapter -------------------------------------------------------------------------------------------------
 
 
@@ -249,8 +266,14 @@ class MlJobs:
         return JobError(str(getattr(error, "code", None) or "UserError"), str(getattr(error, "message", "") or ""))
 
     async def list_statuses(self) -> dict[str, str]:
-        """Every job of the workspace by name → status: one paged list call that many ParallelJobs' polls share."""
-        return await self._call(lambda: {str(job.name): status_of(job) for job in self._client.jobs.list()})
+        """Every job of the workspace by name → status (see :meth:`list_jobs`)."""
+        return {str(job["name"]): str(job["status"]) for job in await self.list_jobs()}
+
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        """Every top-level job of the workspace as :func:`job_summary` plain data: one paged list call that the
+        polls of many ParallelJobs and CommandJobs (and AmlCompute's ``activeRuns``) share through one
+        :class:`~amlops.azure.pollers.WorkspacePoller` per workspace (``AzureClients.job_poller``)."""
+        return await self._call(lambda: [job_summary(job) for job in self._client.jobs.list()])
 
     async def cancel(self, name: str) -> None:
         """Cancel the job; a job that has finished or is gone is left as it is (cancel is idempotent)."""

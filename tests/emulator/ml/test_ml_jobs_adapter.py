@@ -153,6 +153,8 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     assert submitted.name == name
     assert again.name == name
     assert name in await jobs.list_statuses()
+    listed = {job["name"]: job for job in await jobs.list_jobs()}[name]
+    assert (listed["type"], listed["compute"], listed["owner"]) == ("pipeline", cluster, None)
     state = await finished(jobs, name)
     assert state.status == "Completed"
     assert state.child is not None
