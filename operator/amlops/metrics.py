@@ -30,6 +30,11 @@ AZURE_REQUESTS = Counter(
 AZURE_REQUEST_DURATION = Histogram(
     "amlops_azure_request_duration_seconds", "Azure request latency.", ["service", "operation"]
 )
+AZURE_PACED_SECONDS = Counter(
+    "amlops_azure_paced_seconds_total",
+    "Seconds requests waited for a token of ARM's request budget (azure/pacing.py), by service and bucket.",
+    ["service", "bucket"],
+)
 AZURE_THROTTLED = Counter("amlops_azure_throttled_total", "Azure 429 answers by service.", ["service"])
 AZURE_RATELIMIT_REMAINING = Gauge(
     "amlops_azure_ratelimit_remaining",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,30 @@ class Settings(BaseSettings):
         "blob_connection_string; they reach only containers named <namespace> or <namespace>-*. Empty: none may "
         "(StorageNotAllowed).",
     )
+    arm_budget_share: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="The share of each ARM request bucket (reads, writes, deletes of a subscription and principal) "
+        "amlops may use: it paces its requests to that share of the refill and leaves the rest of the bucket to the "
+        "team's other tools (Terraform, the portal, CI).",
+    )
+    arm_buckets: str = Field(
+        default="",
+        pattern=r"^((reads|writes|deletes)=[0-9.]+:[0-9.]+(,|$))*$",
+        description="ARM request buckets to assume instead of the documented ones (reads 250 + 25/s, writes and "
+        "deletes 200 + 10/s), as <kind>=<size>:<refill per second>, comma-separated: for a subscription with other "
+        "limits. Larger buckets are also learned from ARM's answers.",
+    )
+
+    @field_validator("arm_buckets")
+    @classmethod
+    def _buckets(cls, value: str) -> str:
+        from amlops.azure.pacing import buckets  # the parser lives with the pacer; the pattern only shapes it
+
+        buckets(value)  # a bucket that says nothing usable stops the operator at start, not at its first request
+        return value
+
     # Shared per-workspace poller: fast while anything converges, slow when steady.
     poll_floor_seconds: float = 2.0
     poll_ceiling_seconds: float = 60.0

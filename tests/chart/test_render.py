@@ -368,8 +368,11 @@ def test_azure_auth_and_endpoint_values_reach_the_pod(helm: Helm) -> None:
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "ca-bundle")
     assert volume["configMap"] == {"name": "amlops-emulator-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
 
-    default = {e["name"] for e in container(helm.render({}))["env"]}
-    assert "AMLOPS_SHARED_STORAGE_NAMESPACES" not in default, "no namespace may use the operator's storage by default"
+    default_env = {e["name"]: e.get("value") for e in container(helm.render({}))["env"]}
+    assert "AMLOPS_SHARED_STORAGE_NAMESPACES" not in default_env, "no namespace may use the operator's storage"
+    assert default_env["AMLOPS_ARM_BUDGET_SHARE"] == "0.8", "a fifth of each ARM bucket is left to other tools"
+    half = {e["name"]: e.get("value") for e in container(helm.render({"azure": {"armBudgetShare": 0.5}}))["env"]}
+    assert Settings(arm_budget_share=half["AMLOPS_ARM_BUDGET_SHARE"]).arm_budget_share == 0.5
 
     secret = helm.render({"azure": {"existingSecret": "azure-sp"}})
     assert container(secret)["envFrom"] == [{"secretRef": {"name": "azure-sp"}}]
@@ -443,6 +446,10 @@ BAD_VALUES = [
     pytest.param(
         BadValues("endpoints are URLs", {"azure": {"endpoints": {"arm": "localhost:8443"}}}, "/azure/endpoints/arm"),
         id="EndpointNotUrl",
+    ),
+    pytest.param(
+        BadValues("a share of ARM's budget is in (0, 1]", {"azure": {"armBudgetShare": 1.5}}, "/azure/armBudgetShare"),
+        id="BudgetShareAboveOne",
     ),
     pytest.param(
         BadValues("Kubernetes pull policies only", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),

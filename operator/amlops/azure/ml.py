@@ -44,6 +44,7 @@ from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtCl
 from azure.mgmt.machinelearningservices.models import QuotaBaseProperties, QuotaUpdateParameters
 
 from amlops.azure.errors import arm_error_text, azure_errors
+from amlops.azure.pacing import Pacer, buckets
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, arm_accounting
 from amlops.reconcile.external import Pending
 from amlops.settings import Settings
@@ -94,13 +95,15 @@ class MlClient:
     ):
         self._settings = settings
         kwargs: dict[str, Any] = {"transport": transport} if transport else {}
+        # One pacer per client: ARM's buckets are per principal and subscription, as this client is.
+        pacer = Pacer(settings.arm_budget_share, buckets(settings.arm_buckets))
         self._client = MachineLearningServicesMgmtClient(
             credential,
             subscription_id,
             base_url=settings.arm_endpoint,
             api_version=API_VERSION,
             polling_interval=settings.lro_polling_interval,
-            per_retry_policies=[arm_accounting(budget)],
+            per_retry_policies=[arm_accounting(budget, pacer)],
             retry_policy=CappedRetryPolicy(),
             **kwargs,
         )

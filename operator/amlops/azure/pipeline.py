@@ -2,9 +2,9 @@
 ARM the rate-limit budget; the retry policy that reads Retry-After through ``amlops.retry_after``.
 
 ARM reports what is left of a subscription's request budget in ``x-ms-ratelimit-remaining-subscription-*``
-headers. We export it, and after a 429 hold back every request of that subscription until ``Retry-After``
-has passed, so one throttled call does not become a storm of them (the SDK's retry policy honours
-Retry-After for the call itself).
+headers. We export it, pace each client's requests to it (``azure/pacing.py``), and after a 429 hold back every
+request of that subscription until ``Retry-After`` has passed, so one throttled call does not become a storm of
+them (the SDK's retry policy honours Retry-After for the call itself).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy
 
 from amlops import metrics, retry_after
+from amlops.azure.pacing import Pacer, kind_of
 
 _SUBSCRIPTION = re.compile(r"/subscriptions/([^/]+)", re.IGNORECASE)
 _RATELIMIT_HEADERS = {
@@ -118,11 +119,14 @@ class AzureAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
     holds back every request of that subscription until Retry-After has passed.
     """
 
-    def __init__(self, service: str, operation: Operation, budget: ThrottleBudget | None = None) -> None:
+    def __init__(
+        self, service: str, operation: Operation, budget: ThrottleBudget | None = None, pacer: Pacer | None = None
+    ) -> None:
         super().__init__()
         self._service = service
         self._operation = operation
         self._budget = budget
+        self._pacer = pacer
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         http = request.http_request
@@ -131,12 +135,17 @@ class AzureAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
         subscription = match.group(1) if match else ""
         if self._budget is not None and (wait := self._budget.wait_time(subscription)):
             await asyncio.sleep(wait)
+        kind = kind_of(http.method)
+        if self._pacer is not None and (paced := await self._pacer.admit(kind)):
+            metrics.AZURE_PACED_SECONDS.labels(self._service, kind).inc(paced)
         operation = self._operation(http.method, url.path, url.query)
         started = time.monotonic()
         try:
             response = await self.next.send(request)
         except Exception:
             self._count(operation, NO_ANSWER, time.monotonic() - started)  # refused, reset, timed out
+            if self._pacer is not None:
+                self._pacer.abandoned(kind)
             raise
         status = response.http_response.status_code
         self._count(operation, str(status), time.monotonic() - started)
@@ -145,7 +154,17 @@ class AzureAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
             metrics.AZURE_THROTTLED.labels(self._service).inc()
         if self._budget is not None:
             self._account(self._budget, subscription, status, headers)
+        if self._pacer is not None:
+            self._pace(self._pacer, kind, status, headers)
         return response
+
+    @staticmethod
+    def _pace(pacer: Pacer, kind: str, status: int, headers: Mapping[str, str]) -> None:
+        value = headers.get(f"x-ms-ratelimit-remaining-subscription-{kind}")
+        pacer.answered(kind, int(value) if value is not None and value.isdigit() else None)
+        if status == 429:
+            delay = retry_after.from_headers(headers)
+            pacer.throttled(kind, 1.0 if delay is None else delay)
 
     def _count(self, operation: str, code: str, elapsed: float) -> None:
         metrics.AZURE_REQUESTS.labels(self._service, operation, code).inc()
@@ -161,8 +180,8 @@ class AzureAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
             budget.hold(subscription, 1.0 if delay is None else delay)
 
 
-def arm_accounting(budget: ThrottleBudget) -> AzureAccounting:
-    return AzureAccounting(ARM, arm_operation, budget)
+def arm_accounting(budget: ThrottleBudget, pacer: Pacer | None = None) -> AzureAccounting:
+    return AzureAccounting(ARM, arm_operation, budget, pacer)
 
 
 def batch_accounting(endpoint: str) -> AzureAccounting:

@@ -1,0 +1,43 @@
+"""ARM pacing end to end (issue 20): with small buckets in the emulator (ARM's token buckets, the request limits
+and throttling page cited in ``amlops_emulator/arm/throttle.py``), a burst of AmlComputes converges and ARM
+answers none of the operator's requests 429: the operator paces itself to the buckets (``azure/pacing.py``)
+instead of learning them from refusals. Not timed: what is asserted is the emulator's count of answers."""
+
+from __future__ import annotations
+
+import pytest
+
+import amlops_testbed as testbed
+from tests.support.objects import apply, wait_condition
+from tests.support.processes import StartAzure, StartOperator
+
+from .test_amlcompute import compute_name, manifest
+
+pytestmark = pytest.mark.e2e
+
+COUNT = 16
+# A tenth of ARM's documented writes bucket (200 + 10/s) and an eighth of its reads one (250 + 25/s): a burst of
+# COUNT creates is more than the writes bucket holds, so an unpaced operator is answered 429.
+BUCKETS = {"writes": (8, 2.0), "reads": (30, 5.0)}
+
+
+def test_a_burst_of_creates_converges_with_no_429_under_small_buckets(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
+) -> None:
+    flags = [f"--{kind}-{what}" for kind in BUCKETS for what in ("bucket", "refill")]
+    values = [str(v) for size, refill in BUCKETS.values() for v in (size, refill)]
+    azure = start_azure(60.0, *[x for pair in zip(flags, values, strict=True) for x in pair])
+    setting = ",".join(f"{kind}={size}:{refill}" for kind, (size, refill) in BUCKETS.items())
+    start_operator(namespace, extra_env={**azure.operator_env(), "AMLOPS_ARM_BUCKETS": setting})
+    azure.control("DELETE", "/stats")
+
+    names = [f"paced-{i}" for i in range(COUNT)]
+    apply(k8s, namespace, "---\n".join(manifest(name, compute_name()) for name in names))
+    for name in names:
+        wait_condition(k8s, "amlcompute", name, namespace, "Ready", timeout=300)
+
+    stats = azure.control("GET", "/stats")["operations"]
+    throttled = {name: op["statuses"]["429"] for name, op in stats.items() if op["statuses"].get("429")}
+    assert throttled == {}, f"answered 429: {throttled}"
+    puts = stats["MachineLearningCompute_CreateOrUpdate"]["count"]
+    assert puts == COUNT, "one PUT per compute: none was refused and sent again"
