@@ -4,12 +4,19 @@ Real parts only: the Kubernetes test bed, the ARM emulator (its write buckets ra
 amlops, not the default ARM throttle), and the operator as a process. Reports wall time to all Ready, ARM
 calls by operation, apiserver requests, the operator's peak RSS, and ARM reads in one steady poll interval.
 
+``--arm-limits real`` runs the emulator with ARM's documented buckets (reads 250 + 25/s, writes and deletes
+200 + 10/s): the operator paces itself to them (``azure/pacing.py``), and the JSON gives the floor the writes
+bucket allows for the share of it amlops may use (``--share``, the chart's ``azure.armBudgetShare``), the 429s ARM
+answered, and PUTs and GETs per create. ``--delete`` then deletes every object and reports the same for deletes.
+``raised`` (the default) lifts the buckets to 100,000 so that the bench measures amlops alone.
+
 "Applied at once" means every object is submitted as fast as the apiserver takes them: server-side apply
 PATCHes over one HTTP/1.1 connection pool with many requests in flight (what a GitOps controller syncing a
 large folder does). One ``kubectl apply -f`` of a thousand documents walks them one by one and is mostly
 kubectl's own time, not the cluster's; ``apply_seconds`` reports the submission alone.
 
     uv run python bench/amlcompute_scale.py --count 1000
+    uv run python bench/amlcompute_scale.py --count 1000 --arm-limits real --delete
 """
 
 from __future__ import annotations
@@ -91,6 +98,46 @@ async def _apply_all(session: aiohttp.ClientSession, base: str, docs: list[dict[
                     raise RuntimeError(f"apply {doc['metadata']['name']}: {response.status} {text}")
 
     await asyncio.gather(*(apply(doc) for doc in docs))
+
+
+# ARM's documented per-subscription buckets (size, refill per second): what ``--arm-limits real`` runs with.
+REAL_BUCKETS = {"reads": (250, 25.0), "writes": (200, 10.0), "deletes": (200, 10.0)}
+RAISED = 100_000
+
+
+def floor_seconds(count: int, kind: str, share: float) -> float:
+    """The least time ``count`` requests of ``kind`` can take when amlops uses ``share`` of the bucket: the share
+    of the bucket at once, the rest at the share of the refill."""
+    size, refill = REAL_BUCKETS[kind]
+    return max(0.0, count - share * size) / (share * refill)
+
+
+def arm_answers(stats: dict[str, Any]) -> dict[str, int]:
+    """Requests and 429 answers over every ARM operation of an emulator's statistics."""
+    operations = stats["operations"].values()
+    return {
+        "requests": sum(int(op["count"]) for op in operations),
+        "answered_429": sum(int(op["statuses"].get("429", 0)) for op in operations),
+    }
+
+
+async def _delete_all(session: aiohttp.ClientSession, base: str, names: list[str], within: float) -> float:
+    """Delete every object at once and wait until the apiserver has none: seconds taken."""
+    gate = asyncio.Semaphore(APPLY_CONCURRENCY)
+    started = time.monotonic()
+
+    async def delete(name: str) -> None:
+        async with gate, session.delete(f"{base}/{name}") as response:
+            if response.status >= 300 and response.status != 404:
+                raise RuntimeError(f"delete {name}: {response.status} {await response.text()}")
+
+    await asyncio.gather(*(delete(name) for name in names))
+    async with asyncio.timeout(within):
+        while True:
+            async with session.get(f"{base}?limit=1") as response:
+                if not (await response.json()).get("items"):
+                    return time.monotonic() - started
+            await asyncio.sleep(1)  # polling interval of a wait with a deadline
 
 
 def _program(proc: subprocess.Popen[bytes]) -> str:
@@ -207,12 +254,36 @@ async def _apply_and_wait(
     return applied, wall, timeline
 
 
+async def _delete_measured(
+    bed: testbed.Testbed, emulator: testbed.EmulatorRun, docs: list[dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    base = f"{bed.server}/apis/amlops.io/v1alpha1/namespaces/bench/amlcomputes"
+    connector = aiohttp.TCPConnector(ssl=bed.ssl_context(), limit=APPLY_CONCURRENCY + 1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        seconds = await _delete_all(session, base, [d["metadata"]["name"] for d in docs], args.timeout)
+    stats = emulator.control("GET", "/stats")
+    answers = arm_answers(stats)
+    deletes = emulator.operations().get("MachineLearningCompute_Delete", 0)
+    return {
+        "wall_seconds_to_all_gone": round(seconds, 2),
+        "arm_requests": answers["requests"],
+        "arm_answered_429": answers["answered_429"],
+        "arm_429_percent": round(100 * answers["answered_429"] / max(1, answers["requests"]), 2),
+        "deletes_per_object": round(deletes / len(docs), 3),
+        "deletes_floor_seconds": round(floor_seconds(len(docs), "deletes", args.share), 1),
+        "arm_calls_by_operation": emulator.operations(),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--poll-interval", type=float, default=10.0, help="steady poll interval (ceiling)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (operator, emulator logs)")
+    parser.add_argument("--arm-limits", choices=("real", "raised"), default="raised", help="ARM buckets (see above)")
+    parser.add_argument("--share", type=float, default=0.8, help="AMLOPS_ARM_BUDGET_SHARE (chart: armBudgetShare)")
+    parser.add_argument("--delete", action="store_true", help="then delete every object and measure that too")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="amlops-bench-"))
     succeeded = False
@@ -221,14 +292,18 @@ def main() -> int:
     try:
         testbed.install_crds(bed, REPO / "crds")
         bed.kubectl("create", "namespace", "bench")
-        buckets = [f"--{kind}-{what}" for kind in ("reads", "writes", "deletes") for what in ("bucket", "refill")]
-        extra = [arg for flag in buckets for arg in (flag, "100000")]
+        extra: list[str] = []
+        for kind, (size, refill) in REAL_BUCKETS.items():
+            raised = args.arm_limits == "raised"
+            extra += [f"--{kind}-bucket", str(RAISED if raised else size)]
+            extra += [f"--{kind}-refill", str(RAISED if raised else refill)]
         emulator = testbed.start_emulator(work / "emulator", "--no-batch", *extra, speed=600)
         procs.append(emulator.proc)
         env = emulator.operator_env(
             AMLOPS_POLL_FLOOR_SECONDS="1",
             AMLOPS_POLL_CEILING_SECONDS=str(args.poll_interval),
             AMLOPS_REQUEUE_SECONDS="2",
+            AMLOPS_ARM_BUDGET_SHARE=str(args.share),
         )
         launched = time.monotonic()
         operator = testbed.start_operator(bed, work / "operator.log", "-n", "bench", env=env, wait=False)
@@ -256,6 +331,7 @@ def main() -> int:
         cpu_before = {name: testbed.cpu_seconds(pid) for name, pid in cpu_of.items()}
         machine_before = _machine_seconds()
         applied, wall, timeline = asyncio.run(_apply_and_wait(bed, "bench", docs, args.timeout))
+        stats_to_ready = emulator.control("GET", "/stats")
         calls = emulator.operations()
         machine = {k: round(v - machine_before[k], 1) for k, v in _machine_seconds().items()}
         cpu_to_ready = {name: round(testbed.cpu_seconds(pid) - cpu_before[name], 1) for name, pid in cpu_of.items()}
@@ -268,9 +344,23 @@ def main() -> int:
         steady = emulator.operations()
         pages_per_call = -(-args.count // 50)
         list_calls = steady.get("MachineLearningCompute_ListByWorkspace", 0) / pages_per_call
+        answers = arm_answers(stats_to_ready)
         result = {
             "bench": "amlcompute_scale",
             "count": args.count,
+            "arm_limits": args.arm_limits,
+            "arm_budget_share": args.share,
+            "arm_requests_to_all_ready": answers["requests"],
+            "arm_answered_429_to_all_ready": answers["answered_429"],
+            "arm_429_percent": round(100 * answers["answered_429"] / max(1, answers["requests"]), 2),
+            "puts_per_create": round(calls.get("MachineLearningCompute_CreateOrUpdate", 0) / args.count, 3),
+            "gets_per_create": round(calls.get("MachineLearningCompute_Get", 0) / args.count, 3),
+            # The least time the writes bucket allows: for the share amlops may use, and for the whole bucket.
+            "writes_floor_seconds": round(floor_seconds(args.count, "writes", args.share), 1),
+            "writes_floor_seconds_whole_bucket": round(floor_seconds(args.count, "writes", 1.0), 1),
+            "wall_over_floor": round(wall / max(1e-9, floor_seconds(args.count, "writes", args.share)), 2)
+            if args.arm_limits == "real"
+            else None,
             "operator_startup_seconds": round(startup, 2),
             "apply_seconds": round(applied, 2),
             "wall_seconds_to_all_ready": round(wall, 2),
@@ -288,6 +378,9 @@ def main() -> int:
             "steady_list_calls_per_workspace_per_interval": round(list_calls * args.poll_interval / window, 2),
             "targets": {"wall_seconds": 30, "steady_list_calls_per_workspace_per_interval": 1, "rss_mb": 300},
         }
+        if args.delete:
+            emulator.control("DELETE", "/stats")
+            result["delete"] = asyncio.run(_delete_measured(bed, emulator, docs, args))
         if args.keep:
             result["work"] = str(work)
         print(json.dumps(result))

@@ -39,17 +39,27 @@ def workspace_of(spec: Any) -> WorkspaceId:
 
 
 async def read_compute(
-    clients: AzureClients, key: str, ml: MlClient, mr: Managed[Any], name: str, max_age: float
+    clients: AzureClients,
+    key: str,
+    ml: MlClient,
+    mr: Managed[Any],
+    name: str,
+    max_age: float,
+    *,
+    trust_absence: bool = False,
 ) -> dict[str, Any] | None:
     """Compute ``name`` of ``mr``'s workspace: from the shared listing when it is at most ``max_age`` old, by its
     own GET when a refresh is asked for (``amlops.io/reconcile-requested-at``, the seed's ``refresh_state()``)
     or when the listing lacks it (it may be a poll interval old: absence is confirmed before anything is
-    created). The poller keeps what a GET read, fresher than its listing."""
+    created), unless ``trust_absence`` (the listing was asked to be fresh). The poller keeps what a GET read,
+    fresher than its listing."""
     ws = workspace_of(mr.spec)
     poller = clients.workspace_poller(key, ml, ws, user=mr.uid)
     body = None
     if not mr.refresh_requested:
         _, body = await poller.get(name, max_age)
+        if body is None and trust_absence:
+            return None
     if body is None:
         body = await ml.get_compute(ws, name)
         poller.remember(name, body)
@@ -109,13 +119,12 @@ class AmlComputeClient:
         ws = workspace_of(mr.spec)
         name = compute_name(mr)
         fresh = _never_observed(mr.status)
-        if fresh:
-            # A new object: its compute is most likely absent, and absence is confirmed with a GET before
-            # anything is created anyway. Asking the poller first would only wait for a listing (twenty pages
-            # for a thousand computes, while every other new object waits for the same one).
-            body = await ml.get_compute(ws, name)
-        else:
-            body = await read_compute(self._clients, key, ml, mr, name, self._poller_max_age(mr))
+        # A new object learns whether its compute exists from a listing at most a poll floor old, shared by every
+        # new object of the workspace (one listing of twenty pages for a thousand of them, not a thousand 404
+        # GETs from the subscription's read budget). A foreign compute of the same name created in those seconds
+        # is the same race a GET has between its answer and the PUT, only longer by the floor.
+        max_age = self._clients.settings.poll_floor_seconds if fresh else self._poller_max_age(mr)
+        body = await read_compute(self._clients, key, ml, mr, name, max_age, trust_absence=fresh)
         location = (body or {}).get("location") or await self._location(ml, mr)
         # The size and quota pre-flight judges a create or an update; a deletion needs neither (an unknown vmSize
         # would otherwise keep the finalizer of an object that never created anything).
