@@ -374,6 +374,7 @@ def test_every_accepted_spec_builds_the_seeds_parallel_run_function(
         ({"": {"uri": "https://a/c/in"}}, {}, "names are letters", "an empty name: azure-ai-ml refuses it"),
         ({"a-b": {"uri": "https://a/c/in"}}, {}, "names are letters", "${{inputs.a-b}} cannot be written"),
         ({"ä": {"uri": "https://a/c/in"}}, {}, "names are letters", "azure-ai-ml's names are ASCII"),
+        ({"x\n": {"uri": "https://a/c/in"}}, {}, "names are letters", "a final newline: CEL's RE2 $ refuses it"),
         ({"Data": {"uri": "https://a/c/in"}}, {}, "differ only by case", "azure-ai-ml: equal ignoring case"),
         ({}, {"Scores": {"uri": "https://a/c/o"}}, "differ only by case", "an output like an input"),
     ],

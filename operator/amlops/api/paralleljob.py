@@ -330,10 +330,11 @@ def _immutable_except_suspend(schema: JsonDict) -> None:
 
 MUTABLE = ("suspend", "deletionProtection")
 # azure-ai-ml refuses input and output names equal but for case (Component._validate_io_names), across both maps.
+# (outputs is required; has() keeps the rule from failing on its own when it is missing.)
 CASE_UNIQUE_RULE = (
     "(!has(self.inputs) || self.inputs.all(a, self.inputs.exists_one(b, b.lowerAscii() == a.lowerAscii()) && "
-    "!self.outputs.exists(o, o.lowerAscii() == a.lowerAscii()))) && "
-    "self.outputs.all(a, self.outputs.exists_one(b, b.lowerAscii() == a.lowerAscii()))"
+    "!(has(self.outputs) && self.outputs.exists(o, o.lowerAscii() == a.lowerAscii())))) && "
+    "(!has(self.outputs) || self.outputs.all(a, self.outputs.exists_one(b, b.lowerAscii() == a.lowerAscii())))"
 )
 CASE_UNIQUE_MESSAGE = "no two names of inputs and outputs may differ only by case (azure-ai-ml refuses them)"
 IO_NAME_RULES: list[JsonValue] = [
@@ -348,7 +349,7 @@ def _io_names(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
     """What the name rules refuse (:data:`IO_NAME_RULES`, :data:`CASE_UNIQUE_RULE`), refused by the model too."""
     seen: dict[str, str] = {}
     for name in [*inputs, *outputs]:
-        if not re.match(NAME, name):
+        if not re.fullmatch(NAME, name):  # not match: Python's $ also matches before a final newline, RE2's not
             raise ValueError(f"{name[:100]!r}: names are letters, digits and _, not starting with a digit")
         if seen.setdefault(name.lower(), name) != name:
             raise ValueError(f"{seen[name.lower()]!r} and {name!r}: {CASE_UNIQUE_MESSAGE}")
