@@ -49,6 +49,7 @@ REFUSED = [
     ("an input name starting with a digit", manifest(inputs=data(**{"1x": {"uri": f"{BLOB}/x"}})), "names are"),
     ("a non-ASCII output name", manifest(outputs={"scores": {"uri": f"{BLOB}/o"}, "ä": {"uri": f"{BLOB}/p"}}), "names"),
     ("an empty output name", manifest(outputs={"": {"uri": f"{BLOB}/o"}}), "names are letters"),
+    ("a name ending in a newline", manifest(inputs=data(**{"x\n": {"uri": f"{BLOB}/x"}})), "names are letters"),
     ("two inputs equal but for case", manifest(inputs=data(Data={"uri": f"{BLOB}/x"})), "differ only by case"),
     (
         "an output equal to an input but for case",
