@@ -335,6 +335,26 @@ def paralleljob_specs() -> st.SearchStrategy[dict[str, Any]]:
             "appendRowTo": mix(st.sampled_from(["${{outputs.scores}}", "${{outputs.none}}"]), bad("${{inputs.data}}")),
         },
     ).flatmap(lambda spec: one_of_them(code | config_map, code_or_both).map(lambda source: {**spec, **source}))
+    resources = optional(
+        instanceType=mix(st.sampled_from(["Standard_NC6s_v3", "STANDARD_D2S_V3"]), bad("t" * 257)),
+        shmSize=mix(st.sampled_from(["2g", "512m", "1G", "64k"]), bad("2", "0g", "2gb", "-1m")),
+        dockerArgs=mix(st.sampled_from(["--ipc=host", "--cap-add SYS_PTRACE"]), bad("a" * 4097)),
+    )
+    uuid = st.sampled_from(["11111111-2222-3333-4444-555555555555"])
+    identity = st.fixed_dictionaries(
+        {"type": enum("managed", "user_identity", "aml_token")},
+        optional={
+            "clientId": mix(uuid, bad("not-a-uuid")),
+            "objectId": mix(uuid, bad("0")),
+            "resourceId": mix(
+                st.just(
+                    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
+                    "Microsoft.ManagedIdentity/userAssignedIdentities/scorer"
+                ),
+                bad("/subscriptions/x"),
+            ),
+        },
+    )
     return st.fixed_dictionaries(
         {
             "compute": compute,
@@ -374,6 +394,9 @@ def paralleljob_specs() -> st.SearchStrategy[dict[str, Any]]:
             "activeDeadlineSeconds": mix(st.integers(1, 600), big_ints | wrong_types),
             "ttlSecondsAfterFinished": mix(st.integers(0, 30), big_ints | wrong_types),
             "deletionProtection": booleans(),
+            # Azure ML backend only: mostly absent, so most jobs still run on Batch (which refuses them).
+            "resources": mix(st.just(None), resources, 30),
+            "identity": mix(st.just(None), identity, 30),
         },
     ).flatmap(lambda spec: unknown_fields().map(lambda extra: {**spec, **extra}))
 

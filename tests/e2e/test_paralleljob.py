@@ -147,7 +147,7 @@ class Bed:
         return blobs(self.azurite, names)
 
     def job(self, name: str, **spec: Any) -> None:
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "amlops.io/v1alpha1",
             "kind": "ParallelJob",
             "metadata": {"name": name},
@@ -163,6 +163,10 @@ class Bed:
                 **spec,
             },
         }
+        if body["spec"]["compute"].get("poolId") == "scoring":
+            # The whole shared pool (2 nodes, 4 slots each) unless a test says otherwise: on a given pool the job
+            # runs at most instanceCount times maxConcurrencyPerInstance mini-batches at once, as the seed's.
+            body["spec"] = {"instanceCount": 2, "maxConcurrencyPerInstance": 4, **body["spec"]}
         apply(self.k8s, self.ns, yaml.safe_dump(body))
 
     def get(self, name: str) -> dict[str, Any]:
@@ -237,8 +241,19 @@ class Watcher:
 
 
 def test_files_run_to_complete_with_rows_in_order_and_progress(bed: Bed) -> None:
+    """Also: the seed's description, experiment_name, tags and properties reach the Batch job's metadata (after
+    the owner tag), its display_name the job's displayName, and on the shared pool the job's maxParallelTasks is
+    instanceCount times maxConcurrencyPerInstance (2 x 4)."""
     bed.upload("inputs", files(1000))
-    bed.job("score", environmentVariables={"DELAY": "0.01"})
+    bed.job(
+        "score",
+        environmentVariables={"DELAY": "0.01"},
+        displayName="Score files",
+        description="parallel component for batch score",
+        experimentName="seed",
+        tags={"team": "ml"},
+        properties={"origin": "seed"},
+    )
     watcher = Watcher(bed, "score")
     obj = bed.wait_phase("score", "Complete", "Failed", timeout=240)
     seen = watcher.stop()
@@ -267,6 +282,16 @@ def test_files_run_to_complete_with_rows_in_order_and_progress(bed: Bed) -> None
     assert condition(obj, "Running")["status"] == "False"
     # The Batch job has ended; every mini-batch ran exactly once.
     assert all(s["attempt"] == 1 for s in bed.summaries("score"))
+    batch_job = batch(bed.azure, lambda client: client.get_job(status["jobId"]))
+    assert batch_job.display_name == "Score files"
+    assert batch_job.max_parallel_tasks == 8
+    assert [(item.name, item.value) for item in batch_job.metadata or []][1:] == [
+        ("description", "parallel component for batch score"),
+        ("experimentName", "seed"),
+        ("tag:team", "ml"),
+        ("property:origin", "seed"),
+    ]
+    assert (batch_job.metadata or [])[0].value == f"{bed.ns}.score.{obj['metadata']['uid']}", "the owner tag first"
 
 
 def test_a_task_can_write_only_its_own_result_blobs(bed: Bed) -> None:
@@ -707,12 +732,21 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
     bed.job(
         "laughs", compute=own, task={**tabular, "entryScript": "score.py", "environment": {"condaFile": "laughs.yml"}}
     )
+    # Only Azure ML honours these; on the shared pool, more than the pool is refused rather than ignored.
+    bed.job("gpu", compute=own, resources={"instanceType": "Standard_NC6s_v3", "shmSize": "2g"})
+    bed.job("token", identity={"type": "aml_token"})
+    bed.job("bigger", compute={"name": "batch", "poolId": "scoring", "instanceType": "STANDARD_D4S_V3"})
+    bed.job("wide", maxConcurrencyPerInstance=5)
     expected = {
         "quotes": "InvalidSpec",
         "garbage": "InvalidConnectionString",
         "latin": "InputNotUtf8",
         "long": "LineTooLong",
         "laughs": "CondaFileHasAliases",
+        "gpu": "RequiresAmlCompute",
+        "token": "RequiresAmlCompute",
+        "bigger": "InvalidSpec",
+        "wide": "InvalidSpec",
     }
     for name, reason in expected.items():
         found = testbed.eventually(partial(stalled, bed, name), timeout=60, what=f"{name} Stalled")
@@ -720,6 +754,12 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
     assert "balance its quotes" in condition(bed.get("quotes"), "Stalled")["message"]
     assert "not a connection" not in condition(bed.get("garbage"), "Stalled")["message"], "never echo the secret"
     assert "a.csv" in condition(bed.get("latin"), "Stalled")["message"]
+    assert (
+        "resources.instanceType, resources.shmSize need an AmlCompute"
+        in condition(bed.get("gpu"), "Stalled")["message"]
+    )
+    assert "is not the vmSize of pool scoring" in condition(bed.get("bigger"), "Stalled")["message"]
+    assert "more than the 4 task slots" in condition(bed.get("wide"), "Stalled")["message"]
 
     async def ours(client: BatchClient) -> tuple[list[str], list[str]]:
         jobs = [j.id async for j in client.list_jobs()]

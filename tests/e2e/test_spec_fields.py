@@ -320,6 +320,7 @@ def job_suspended(walk: Walk) -> bool:
     return bool(batch(walk.bed.azure, lambda c: c.get_job(obj["status"]["jobId"])).state == "disabled")
 
 
+PJ_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 PJ_IMMUTABLE = "a ParallelJob's spec is immutable except suspend and deletionProtection: create a new ParallelJob"
 
 
@@ -356,8 +357,8 @@ PARALLELJOB: list[Row] = [
     pj("inputData", "${{inputs.other}}"),
     pj("miniBatchSize", "2"),
     pj("partitionKeys", ["region"]),
-    pj("maxConcurrencyPerInstance", 2),
-    pj("instanceCount", 2),
+    pj("maxConcurrencyPerInstance", 3),
+    pj("instanceCount", 1),
     pj("errorThreshold", 5),
     pj("miniBatchErrorThreshold", 5),
     pj("retrySettings.maxRetries", 1),
@@ -377,6 +378,13 @@ PARALLELJOB: list[Row] = [
     pj("storageCredentials.secretRef.key", "other"),
     pj("activeDeadlineSeconds", 600),
     pj("ttlSecondsAfterFinished", 60),
+    pj("resources.instanceType", "Standard_NC6s_v3"),
+    pj("resources.shmSize", "2g"),
+    pj("resources.dockerArgs", "--ipc=host"),
+    pj("identity.type", "aml_token"),
+    pj("identity.clientId", PJ_CLIENT_ID, identity__type="managed"),
+    pj("identity.objectId", PJ_CLIENT_ID, identity__type="managed"),
+    pj("identity.resourceId", IDENTITY_1, identity__type="managed"),
     applied("deletionProtection", {"deletionProtection": True}, "stored and handled", operator_acted),
 ]
 

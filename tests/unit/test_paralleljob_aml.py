@@ -4,17 +4,21 @@ apiserver accepts builds the seed's own entity."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
-from azure.ai.ml.entities import PipelineJob
+from azure.ai.ml.entities import (
+    AmlTokenConfiguration,
+    ManagedIdentityConfiguration,
+    PipelineJob,
+    UserIdentityConfiguration,
+)
 from azure.ai.ml.entities._builders.parallel import Parallel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from amlops.api.paralleljob import NAME, JobInput, JobOutput, ParallelJobSpec
+from amlops.api.paralleljob import ParallelJobSpec
 from amlops.external import paralleljob_aml as aml
 from amlops.external.paralleljob_aml_job import build_pipeline_job
 from amlops.external.paralleljob_map import Counts
@@ -203,7 +207,25 @@ def test_the_seeds_example_maps_field_by_field() -> None:
         (spec(miniBatchSize="10MB"), "mini_batch_size", "10MB", "no partition keys: the size"),
         (spec(), "mini_batch_size", None, "no size: Azure ML's own default (10 files, 1 MB), as on Batch"),
         (spec(), "display_name", aml.NODE, "no displayName: the node's own name in Studio"),
-        (spec(), "instance_type", None, "an AmlCompute's VM size is its own: instanceType sizes Batch pools"),
+        (spec(), "instance_type", None, "no resources.instanceType: the AmlCompute's own VM size"),
+        (
+            spec(compute={"name": "cpu-cluster", "instanceType": "STANDARD_D4S_V3"}),
+            "instance_type",
+            None,
+            "compute.instanceType sizes Batch pools: never sent to Azure ML",
+        ),
+        (spec(resources={"instanceType": "Standard_NC6s_v3"}), "instance_type", "Standard_NC6s_v3", "as given"),
+        (spec(resources={"shmSize": "2g"}), "shm_size", "2g", "as given: the schema took Azure ML's form"),
+        (spec(resources={"dockerArgs": "--ipc=host"}), "docker_args", "--ipc=host", "as given"),
+        (spec(resources={"dockerArgs": "--ipc=host"}), "shm_size", None, "one resource given, not the others"),
+        (spec(), "identity", None, "no identity: Azure ML's default (the compute's)"),
+        (spec(identity={"type": "aml_token"}), "identity", {"type": "aml_token"}, "a type alone"),
+        (
+            spec(identity={"type": "managed", "clientId": "11111111-2222-3333-4444-555555555555"}),
+            "identity",
+            {"type": "managed", "client_id": "11111111-2222-3333-4444-555555555555"},
+            "a user-assigned identity: only the ids given",
+        ),
     ],
 )
 def test_parallel_keywords(job: ParallelJobSpec, key: str, expected: Any, why: str) -> None:
@@ -253,6 +275,39 @@ def test_the_built_entity_is_the_seeds_parallel_node_in_a_pipeline_job() -> None
     assert node.task.append_row_to == "${{outputs.scores}}"
 
 
+def test_resources_and_identity_reach_the_parallel_node() -> None:
+    """azure-ai-ml's ``parallel_run_function(instance_type=, shm_size=, docker_args=, identity=)`` as the node
+    has them: its ``resources`` (JobResourceConfiguration) and its identity configuration."""
+    client_id = "11111111-2222-3333-4444-555555555555"
+    job = spec(
+        instanceCount=2,
+        resources={"instanceType": "Standard_NC6s_v3", "shmSize": "2g", "dockerArgs": "--ipc=host"},
+        identity={"type": "managed", "clientId": client_id},
+    )
+    node = build_pipeline_job(aml.parallel_run(job, aml.job_name(UID)), None).jobs[aml.NODE]
+    assert isinstance(node, Parallel)
+    assert node.resources is not None
+    resources = node.resources
+    assert (resources.instance_count, resources.instance_type) == (2, "Standard_NC6s_v3")
+    assert (resources.shm_size, resources.docker_args) == ("2g", "--ipc=host")
+    assert isinstance(node.identity, ManagedIdentityConfiguration)
+    assert node.identity.client_id == client_id
+
+
+@pytest.mark.parametrize(
+    ("declared", "kind", "why"),
+    [
+        ({"type": "user_identity"}, UserIdentityConfiguration, "the submitting user's identity"),
+        ({"type": "aml_token"}, AmlTokenConfiguration, "an Azure ML token"),
+        ({"type": "managed"}, ManagedIdentityConfiguration, "no id: the compute's system-assigned identity"),
+    ],
+)
+def test_each_identity_type_is_azure_ai_mls_own(declared: dict[str, str], kind: type, why: str) -> None:
+    node = build_pipeline_job(aml.parallel_run(spec(identity=declared), "n"), None).jobs[aml.NODE]
+    assert isinstance(node, Parallel)
+    assert isinstance(node.identity, kind), why
+
+
 @pytest.mark.parametrize(
     ("declared", "expected", "why"),
     [
@@ -297,15 +352,14 @@ def test_every_accepted_spec_builds_the_seeds_parallel_run_function(
     """One oracle: the fuzz test's own spec generator (valid and invalid values field by field); for every spec
     the schema accepts, azure-ai-ml's ``parallel_run_function`` in a pipeline job builds and passes azure-ai-ml's
     own client-side validation (what ``jobs.create_or_update`` runs before sending anything) — or, for a
-    ``task.code`` azure-ai-ml cannot take or an input/output name it refuses (the schema checks neither yet), the
-    mapping refuses it with ``InvalidSpec`` before anything is built or created."""
+    ``task.code`` azure-ai-ml cannot take (the schema does not check it yet), the mapping refuses it with
+    ``InvalidSpec`` before anything is built or created. The generator sets resources (instanceType, shmSize,
+    dockerArgs) and identity (each type, with and without ids) too."""
     job = accepted(raw)
     if job is None:
         return
     local = code_folder if job.task.code_config_map else None
-    names = [*job.inputs, *job.outputs]
-    well_named = all(re.match(NAME, n) for n in names) and len({n.lower() for n in names}) == len(set(names))
-    if not well_named or (local is None and not aml._REMOTE_CODE.match(job.task.code or "")):
+    if local is None and not aml._REMOTE_CODE.match(job.task.code or ""):
         with pytest.raises(TerminalError) as refused:
             aml.parallel_run(job, aml.job_name(UID, attempt))
         assert refused.value.reason == "InvalidSpec"
@@ -317,24 +371,25 @@ def test_every_accepted_spec_builds_the_seeds_parallel_run_function(
 @pytest.mark.parametrize(
     ("inputs", "outputs", "message", "why"),
     [
-        ({"": {"uri": "https://a/c/in"}}, {}, "is not letters", "an empty name: azure-ai-ml refuses it"),
-        ({"a-b": {"uri": "https://a/c/in"}}, {}, "is not letters", "${{inputs.a-b}} cannot be written"),
-        ({"ä": {"uri": "https://a/c/in"}}, {}, "is not letters", "azure-ai-ml's names are ASCII"),
+        ({"": {"uri": "https://a/c/in"}}, {}, "names are letters", "an empty name: azure-ai-ml refuses it"),
+        ({"a-b": {"uri": "https://a/c/in"}}, {}, "names are letters", "${{inputs.a-b}} cannot be written"),
+        ({"ä": {"uri": "https://a/c/in"}}, {}, "names are letters", "azure-ai-ml's names are ASCII"),
+        ({"x\n": {"uri": "https://a/c/in"}}, {}, "names are letters", "a final newline: CEL's RE2 $ refuses it"),
         ({"Data": {"uri": "https://a/c/in"}}, {}, "differ only by case", "azure-ai-ml: equal ignoring case"),
         ({}, {"Scores": {"uri": "https://a/c/o"}}, "differ only by case", "an output like an input"),
     ],
 )
-def test_io_names_azure_ai_ml_refuses(inputs: dict[str, Any], outputs: dict[str, Any], message: str, why: str) -> None:
-    job = spec()
-    job = job.model_copy(
-        update={
-            "inputs": {**job.inputs, **{k: JobInput.model_validate(v) for k, v in inputs.items()}},
-            "outputs": {**job.outputs, **{k: JobOutput.model_validate(v) for k, v in outputs.items()}},
-        }
-    )
-    with pytest.raises(TerminalError, match=message) as refused:
-        aml.parallel_run(job, "n")
-    assert refused.value.reason == "InvalidSpec", why
+def test_io_names_azure_ai_ml_refuses_are_refused_by_the_model(
+    inputs: dict[str, Any], outputs: dict[str, Any], message: str, why: str
+) -> None:
+    """The schema refuses them at apply time (tests/e2e/test_paralleljob_schema.py), the model as well: no spec
+    azure-ai-ml would refuse for its names reaches the mapping."""
+    with pytest.raises(ValidationError, match=message):
+        spec(
+            inputs={"data": {"uri": "https://a/c/in"}, **inputs},
+            outputs={"scores": {"uri": "https://a/c/o"}, **outputs},
+        )
+    assert why
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from amlops.api.paralleljob import ParallelJobSpec
 from amlops.external import paralleljob_map as m
 from amlops.reconcile import job
+from amlops.reconcile.managed import OWNER_TAG
 
 pytestmark = pytest.mark.unit
 
@@ -280,3 +282,142 @@ def test_task_ids_round_trip_and_foreign_tasks_are_ignored() -> None:
         {"id": "mb-x", "state": "running"},
     ]
     assert m.task_facts(tasks) == [m.TaskFact(7, "completed", "failure", 2)]
+
+
+# -- the Batch job's body from the spec ----------------------------------------------------------------------
+
+CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+
+
+def spec(**overrides: Any) -> ParallelJobSpec:
+    return ParallelJobSpec.model_validate(
+        {
+            "compute": {"name": "batch", **overrides.pop("compute", {})},
+            "inputs": {"data": {"uri": "https://a.blob.core.windows.net/c/in"}},
+            "outputs": {"scores": {"uri": "https://a.blob.core.windows.net/c/out"}},
+            "inputData": "${{inputs.data}}",
+            "task": {"code": "https://a.blob.core.windows.net/c/code", "entryScript": "score.py"},
+            **overrides,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("job", "named", "why"),
+    [
+        (spec(), None, "nothing only Azure ML honours: Batch runs it"),
+        (spec(resources={}), None, "an empty resources asks for nothing"),
+        (spec(resources={"instanceType": "Standard_NC6s_v3"}), "resources.instanceType needs", "a VM type: refused"),
+        (spec(resources={"shmSize": "2g"}), "resources.shmSize needs", "shared memory Batch tasks do not size"),
+        (spec(resources={"dockerArgs": "--ipc=host"}), "resources.dockerArgs needs", "docker run arguments"),
+        (spec(identity={"type": "aml_token"}), "identity needs", "an identity the Batch tasks cannot take"),
+        (
+            spec(resources={"shmSize": "2g", "dockerArgs": "-x"}, identity={"type": "managed", "clientId": CLIENT_ID}),
+            "resources.shmSize, resources.dockerArgs, identity need",
+            "every field named, not only the first",
+        ),
+    ],
+)
+def test_azure_ml_only(job: ParallelJobSpec, named: str | None, why: str) -> None:
+    refusal = m.azure_ml_only(job)
+    if named is None:
+        assert refusal is None, why
+        return
+    assert refusal is not None, why
+    assert refusal.startswith(named), why
+    assert "AmlCompute" in refusal, "says what to do instead"
+    assert "compute.instanceType" in refusal, "and where a Batch pool's VM size goes"
+
+
+POOL = {"id": "scoring", "vmSize": "standard_d2s_v3", "taskSlotsPerNode": 4}
+
+
+@pytest.mark.parametrize(
+    ("job", "refused", "why"),
+    [
+        (spec(), None, "nothing asked of the pool: its VM size and slots are used"),
+        (spec(compute={"instanceType": "STANDARD_D2S_V3"}), None, "the pool's VM size, whatever its case"),
+        (spec(compute={"instanceType": "STANDARD_D4S_V3"}), "is not the vmSize", "another VM size: never ignored"),
+        (spec(maxConcurrencyPerInstance=4), None, "as many as the pool's slots"),
+        (spec(maxConcurrencyPerInstance=5), "more than the 4 task slots", "more than the pool's slots"),
+    ],
+)
+def test_shared_pool_refusal(job: ParallelJobSpec, refused: str | None, why: str) -> None:
+    refusal = m.shared_pool_refusal(job, POOL)
+    assert (refusal is None) == (refused is None), why
+    if refused is not None:
+        assert refused in str(refusal), why
+
+
+def test_a_pool_without_task_slots_has_one_per_node() -> None:
+    """Batch's default taskSlotsPerNode is 1 (a pool as listed may leave it out)."""
+    assert m.shared_pool_refusal(spec(maxConcurrencyPerInstance=2), {"id": "p", "vmSize": "x"}) is not None
+
+
+@pytest.mark.parametrize(
+    ("job", "vm_size", "why"),
+    [
+        (spec(), "STANDARD_D2S_V3", "absent: the default size"),
+        (spec(compute={"instanceType": "STANDARD_D4S_V3"}), "STANDARD_D4S_V3", "as given"),
+    ],
+)
+def test_vm_size(job: ParallelJobSpec, vm_size: str, why: str) -> None:
+    assert m.vm_size(job) == vm_size, why
+
+
+@pytest.mark.parametrize(
+    ("job", "shared", "cap", "why"),
+    [
+        (spec(), True, 1, "the seed's defaults: one node, one mini-batch at a time"),
+        (spec(instanceCount=2, maxConcurrencyPerInstance=4), True, 8, "instanceCount times maxConcurrencyPerInstance"),
+        (spec(instanceCount=2, maxConcurrencyPerInstance=4), False, None, "a pool of its own is already that size"),
+    ],
+)
+def test_max_parallel_tasks_on_a_shared_pool(job: ParallelJobSpec, shared: bool, cap: int | None, why: str) -> None:
+    body = m.job_body(job, "pj-u", "scoring", "ns.n.u", "ns/n", shared)
+    assert body.get("maxParallelTasks") == cap, why
+
+
+def test_the_job_body_carries_the_seeds_identity_fields() -> None:
+    """description, experimentName, tags and properties reach the Batch job's metadata after the owner tag;
+    displayName is the job's own displayName."""
+    job = spec(
+        displayName="Score",
+        description="parallel component for batch score",
+        experimentName="seed",
+        tags={"team": "ml", "a": "1"},
+        properties={"origin": "seed"},
+    )
+    body = m.job_body(job, "pj-u", "pj-u", "ns.n.u", "ns/n", False)
+    assert body == {
+        "id": "pj-u",
+        "displayName": "Score",
+        "poolInfo": {"poolId": "pj-u"},
+        "metadata": [
+            {"name": OWNER_TAG, "value": "ns.n.u"},
+            {"name": "description", "value": "parallel component for batch score"},
+            {"name": "experimentName", "value": "seed"},
+            {"name": "tag:a", "value": "1"},
+            {"name": "tag:team", "value": "ml"},
+            {"name": "property:origin", "value": "seed"},
+        ],
+    }
+
+
+def test_the_job_body_without_them_is_the_owner_tag_and_a_fallback_name() -> None:
+    body = m.job_body(spec(), "pj-u", "pj-u", "ns.n.u", "ns/n", False)
+    assert body["displayName"] == "ns/n"
+    assert body["metadata"] == [{"name": OWNER_TAG, "value": "ns.n.u"}]
+
+
+@pytest.mark.parametrize(
+    ("tags", "fits", "why"),
+    [
+        ({"a": "v" * 4096}, True, "the largest value the schema allows fits easily"),
+        ({f"k{n}": "v" * 4096 for n in range(64)}, True, "every tag at its largest: 262 KB"),
+        ({f"{'k' * 12_000}{n}": "v" * 4096 for n in range(64)}, False, "keys are unbounded: over Batch's 1 MB"),
+    ],
+)
+def test_oversized(tags: dict[str, str], fits: bool, why: str) -> None:
+    body = m.job_body(spec(tags=tags), "pj-u", "pj-u", "ns.n.u", "ns/n", False)
+    assert (m.oversized(body) is None) == fits, why

@@ -39,6 +39,15 @@ TEXT = 4096
 MAP_ENTRIES = 64
 REFERENCE = r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$"
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# The VM size of the pool amlops creates for a job on a BatchCompute when compute.instanceType is absent.
+DEFAULT_VM_SIZE = "STANDARD_D2S_V3"
+# Azure ML's JobResourceConfiguration.shmSize: (number)(unit), the number above 0, the unit b, k, m or g.
+SHM_SIZE = r"^0*[1-9][0-9]{0,11}[bBkKmMgG]$"
+UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# A user-assigned managed identity's ARM resource id.
+IDENTITY_ID = (
+    r"^/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$"
+)
 
 
 # Bounded in the model itself (not only in the CRD's schema), so the model refuses what the apiserver refuses.
@@ -60,10 +69,13 @@ class ComputeRef(ApiModel):
         "amlops creates a pool for this job (instanceType, instanceCount, lowPriority) and deletes it when the job "
         "ends or is deleted.",
     )
-    instance_type: str = Field(
-        default="STANDARD_D2S_V3",
+    instance_type: str | None = Field(
+        default=None,
+        min_length=1,
         max_length=SHORT,
-        description="Seed: instance_type (resources). vmSize of the pool amlops creates when poolId is absent.",
+        description="Batch backend: vmSize of the pool amlops creates when poolId is absent (absent: "
+        f"{DEFAULT_VM_SIZE}). With poolId: must be that pool's vmSize (else InvalidSpec), or absent. The Azure ML "
+        "backend's VM size is resources.instanceType.",
     )
     low_priority: bool = Field(
         default=False, description="The pool amlops creates uses low-priority (Spot) nodes instead of dedicated ones."
@@ -217,6 +229,76 @@ class TaskSpec(ApiModel):
     )
 
 
+class Resources(ApiModel):
+    """What azure-ai-ml's ``parallel_run_function`` takes besides ``instance_count`` for the job's compute
+    (``JobResourceConfiguration``). Only the Azure ML backend honours them: on a BatchCompute they are refused
+    (RequiresAmlCompute) rather than ignored."""
+
+    instance_type: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=SHORT,
+        description="Seed: instance_type. The VM type Azure ML runs the job on, as the AmlCompute supports it. "
+        "Azure ML backend only (a BatchCompute's pool size is compute.instanceType).",
+    )
+    shm_size: str | None = Field(
+        default=None,
+        pattern=SHM_SIZE,
+        max_length=16,
+        description="Seed: shm_size. Size of the container's shared memory block: a number above 0 and a unit, "
+        "b, k, m or g (e.g. 2g). Azure ML backend only.",
+    )
+    docker_args: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=TEXT,
+        description="Seed: docker_args. Extra arguments of the docker run command; they override what Azure ML "
+        "sets. Azure ML backend only.",
+    )
+
+
+IDENTITY_TYPES = ("managed", "user_identity", "aml_token")
+_MANAGED_ONLY = "!has(self.clientId) && !has(self.objectId) && !has(self.resourceId)"
+IDENTITY_MESSAGE = "clientId, objectId and resourceId name a managed identity: set them only with type managed"
+
+
+class Identity(ApiModel):
+    """azure-ai-ml's ``identity``: ManagedIdentityConfiguration, UserIdentityConfiguration or
+    AmlTokenConfiguration, by ``type`` as azure-ai-ml's YAML spells it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.type == 'managed' || ({_MANAGED_ONLY})",
+                    "message": IDENTITY_MESSAGE,
+                }
+            ]
+        }
+    )
+
+    type: Literal["managed", "user_identity", "aml_token"] = Field(
+        description="Seed: identity. managed: a managed identity of the compute (ManagedIdentityConfiguration; "
+        "none of clientId, objectId, resourceId: the system-assigned one); user_identity: the submitting user's "
+        "(UserIdentityConfiguration); aml_token: an Azure ML token (AmlTokenConfiguration). Azure ML backend only.",
+    )
+    client_id: str | None = Field(default=None, pattern=UUID, description="A user-assigned identity's client id.")
+    object_id: str | None = Field(default=None, pattern=UUID, description="A user-assigned identity's object id.")
+    resource_id: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=IDENTITY_ID,
+        description="A user-assigned identity's ARM resource id (/subscriptions/.../userAssignedIdentities/<name>).",
+    )
+
+    @model_validator(mode="after")
+    def _managed_only(self) -> Identity:
+        """What the CEL rule refuses, refused by the model too."""
+        if self.type != "managed" and (self.client_id, self.object_id, self.resource_id) != (None, None, None):
+            raise ValueError(IDENTITY_MESSAGE)
+        return self
+
+
 class StorageSecretRef(ApiModel):
     name: str = object_name("Name of a Secret in this namespace (another namespace cannot be named).")
     key: str = data_key("connectionString", "Key holding the connection string.")
@@ -241,11 +323,36 @@ def _immutable_except_suspend(schema: JsonDict) -> None:
             "rule": rule,
             "message": "a ParallelJob's spec is immutable except suspend and deletionProtection: "
             "create a new ParallelJob instead",
-        }
+        },
+        {"rule": CASE_UNIQUE_RULE, "message": CASE_UNIQUE_MESSAGE},
     ]
 
 
 MUTABLE = ("suspend", "deletionProtection")
+# azure-ai-ml refuses input and output names equal but for case (Component._validate_io_names), across both maps.
+# (outputs is required; has() keeps the rule from failing on its own when it is missing.)
+CASE_UNIQUE_RULE = (
+    "(!has(self.inputs) || self.inputs.all(a, self.inputs.exists_one(b, b.lowerAscii() == a.lowerAscii()) && "
+    "!(has(self.outputs) && self.outputs.exists(o, o.lowerAscii() == a.lowerAscii())))) && "
+    "(!has(self.outputs) || self.outputs.all(a, self.outputs.exists_one(b, b.lowerAscii() == a.lowerAscii())))"
+)
+CASE_UNIQUE_MESSAGE = "no two names of inputs and outputs may differ only by case (azure-ai-ml refuses them)"
+IO_NAME_RULES: list[JsonValue] = [
+    {
+        "rule": f"self.all(k, k.matches('{NAME}'))",
+        "message": "names are letters, digits and _, not starting with a digit: what ${{inputs.<name>}} can name",
+    }
+]
+
+
+def _io_names(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """What the name rules refuse (:data:`IO_NAME_RULES`, :data:`CASE_UNIQUE_RULE`), refused by the model too."""
+    seen: dict[str, str] = {}
+    for name in [*inputs, *outputs]:
+        if not re.fullmatch(NAME, name):  # not match: Python's $ also matches before a final newline, RE2's not
+            raise ValueError(f"{name[:100]!r}: names are letters, digits and _, not starting with a digit")
+        if seen.setdefault(name.lower(), name) != name:
+            raise ValueError(f"{seen[name.lower()]!r} and {name!r}: {CASE_UNIQUE_MESSAGE}")
 
 
 class ParallelJobSpec(JobControls):
@@ -257,10 +364,17 @@ class ParallelJobSpec(JobControls):
     tags: dict[str, Text] = _strings("Seed: tags.")
     properties: dict[str, Text] = _strings("Seed: properties.")
     experiment_name: str | None = Field(default=None, max_length=SHORT, description="Seed: experiment_name.")
-    inputs: dict[str, JobInput] = Field(default_factory=dict, max_length=MAP_ENTRIES, description="Seed: inputs.")
+    inputs: dict[str, JobInput] = Field(
+        default_factory=dict,
+        max_length=MAP_ENTRIES,
+        description="Seed: inputs. Names are letters, digits and _ (not starting with a digit); no two names of "
+        "inputs and outputs differ only by case.",
+        json_schema_extra={"x-kubernetes-validations": IO_NAME_RULES},
+    )
     outputs: dict[str, JobOutput] = Field(
         min_length=1,
         max_length=MAP_ENTRIES,
+        json_schema_extra={"x-kubernetes-validations": IO_NAME_RULES},
         description="Seed: outputs. At least one: the results (parallel_run_step.txt, per-mini-batch summaries) "
         "are written to appendRowTo's output, or the first by name.",
     )
@@ -284,9 +398,20 @@ class ParallelJobSpec(JobControls):
         "group of more than 1,000 files or row ranges is refused: PartitionTooLarge).",
     )
     max_concurrency_per_instance: int = Field(
-        default=1, ge=1, le=256, description="Seed: max_concurrency_per_instance. taskSlotsPerNode of the pool."
+        default=1,
+        ge=1,
+        le=256,
+        description="Seed: max_concurrency_per_instance. Mini-batches run at once per node. Batch: taskSlotsPerNode "
+        "of the pool amlops creates; with compute.poolId, at most that pool's taskSlotsPerNode (else InvalidSpec).",
     )
-    instance_count: int = Field(default=1, ge=1, le=1000, description="Seed: instance_count. Nodes of the pool.")
+    instance_count: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Seed: instance_count. Nodes the job runs on. Batch: nodes of the pool amlops creates; with "
+        "compute.poolId, the job runs at most instanceCount times maxConcurrencyPerInstance mini-batches at once "
+        "(the Batch job's maxParallelTasks), on whichever of the pool's nodes Batch picks.",
+    )
     error_threshold: int = Field(
         default=-1,
         ge=-1,
@@ -316,7 +441,20 @@ class ParallelJobSpec(JobControls):
         "(AMLOPS_BLOB_CONNECTION_STRING), only for namespaces the operator lists in "
         "AMLOPS_SHARED_STORAGE_NAMESPACES and only in containers named <namespace> or <namespace>-*.",
     )
+    resources: Resources | None = Field(
+        default=None,
+        description="Seed: instance_type, shm_size, docker_args. Azure ML backend only (RequiresAmlCompute on a "
+        "BatchCompute).",
+    )
+    identity: Identity | None = Field(
+        default=None, description="Seed: identity. Azure ML backend only (RequiresAmlCompute on a BatchCompute)."
+    )
     deletion_protection: bool = deletion_protection_field()
+
+    @model_validator(mode="after")
+    def _names(self) -> ParallelJobSpec:
+        _io_names(self.inputs, self.outputs)
+        return self
 
 
 class MiniBatchCounts(ApiModel):

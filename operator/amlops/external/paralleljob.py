@@ -99,7 +99,7 @@ from amlops.external.ports import ClusterObjects, SecretReader
 from amlops.reconcile import job
 from amlops.reconcile.errors import RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
-from amlops.reconcile.managed import OWNER_TAG, Managed
+from amlops.reconcile.managed import Managed
 from amlops.runtime.command import (
     DRIVER_FILE,
     MANIFEST_FILE,
@@ -179,6 +179,8 @@ def validate(spec: ParallelJobSpec) -> None:
     check_references(spec)
     if spec.task.append_row_to:
         reference(spec.task.append_row_to, spec.outputs, "outputs")
+    if (why := m.azure_ml_only(spec)) is not None:
+        raise TerminalError(m.REASON_REQUIRES_AML_COMPUTE, why)
 
 
 # Settings that decide whether the same rows make a Complete or a Failed job. They are not in the content hash
@@ -406,17 +408,12 @@ class ParallelJobClient:
         await layout.store.write(layout.plan, DRIVER_FILE, driver_source(), "text/x-python")
         if (text := await self._requirements(mr, layout)) is not None:
             await layout.store.write(layout.plan, REQUIREMENTS_FILE, text.encode())
+        body = m.job_body(mr.spec, job_id(mr), pool_id(mr), mr.owner, f"{mr.namespace}/{mr.name}", not owns_pool(mr))
+        if (why := m.oversized(body)) is not None:  # before a pool of ours bills
+            raise TerminalError(REASON_INVALID_SPEC, why)
         if owns_pool(mr):
             await batch.create_pool(client, self._pool_body(mr))
-        await batch_jobs.create_job(
-            client,
-            {
-                "id": job_id(mr),
-                "displayName": (mr.spec.display_name or f"{mr.namespace}/{mr.name}")[:1024],
-                "poolInfo": {"poolId": pool_id(mr)},
-                "metadata": [{"name": OWNER_TAG, "value": mr.owner}],
-            },
-        )
+        await batch_jobs.create_job(client, body)
         return None
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
@@ -523,7 +520,7 @@ class ParallelJobClient:
         nodes = mr.spec.instance_count
         pool = ManagedPool(
             id=pool_id(mr),
-            vm_size=mr.spec.compute.instance_type,
+            vm_size=m.vm_size(mr.spec),
             target_dedicated_nodes=0 if mr.spec.compute.low_priority else nodes,
             target_low_priority_nodes=nodes if mr.spec.compute.low_priority else 0,
             task_slots_per_node=mr.spec.max_concurrency_per_instance,
@@ -532,13 +529,14 @@ class ParallelJobClient:
         return container_pool(pool_body(pool, mr.owner), image) if image else pool_body(pool, mr.owner)
 
     async def _check_pool(self, mr: Mr, client: BatchClient) -> None:
-        """A given pool must exist and run the kind of tasks this job has (containers or not)."""
+        """A given pool must exist, run the kind of tasks this job has (containers or not), and be what the spec
+        asks for (its VM size, enough task slots per node)."""
         pool = next((p for p in await batch.list_pools(client) if p.get("id") == pool_id(mr)), None)
         if pool is None:
             raise TerminalError(
                 REASON_POOL_NOT_FOUND, f"BatchCompute {mr.spec.compute.name} has no pool {pool_id(mr)} (compute.poolId)"
             )
-        if (why := pool_mismatch(pool, _image(mr.spec))) is not None:
+        if (why := pool_mismatch(pool, _image(mr.spec)) or m.shared_pool_refusal(mr.spec, pool)) is not None:
             raise TerminalError(REASON_INVALID_SPEC, why)
 
     async def _plan_spec(self, mr: Mr, layout: Layout) -> PlanSpec:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from amlops.api.paralleljob import NAME, ParallelJobSpec
+from amlops.api.paralleljob import ParallelJobSpec
 from amlops.external.paralleljob_map import Counts
 from amlops.reconcile.errors import TerminalError
 
@@ -114,26 +114,11 @@ def remote_code(code: str) -> str:
     return code
 
 
-def check_io_names(spec: ParallelJobSpec) -> None:
-    """Input and output names azure-ai-ml takes: what ``${{inputs.<name>}}`` can name (the spec's own reference
-    pattern), no two the same but for case (azure-ai-ml's ``Component._validate_io_names``). The schema does not
-    check map keys yet: InvalidSpec here, before anything is built or created."""
-    seen: dict[str, str] = {}
-    for kind, names in (("inputs", spec.inputs), ("outputs", spec.outputs)):
-        for name in names:
-            if not re.match(NAME, name):
-                raise TerminalError(REASON_INVALID_SPEC, f"{kind} name {name[:100]!r} is not letters, digits and _")
-            other = seen.setdefault(name.lower(), name)
-            if other != name:
-                raise TerminalError(REASON_INVALID_SPEC, f"names {other!r} and {name!r} differ only by case")
-
-
 def parallel_run(spec: ParallelJobSpec, name: str, local_code: str | None = None) -> ParallelRun:
     """The seed's ``parallel_run_function`` arguments for ``spec``, as the pipeline job ``name``.
 
     ``local_code``: the local folder the caller wrote ``task.codeConfigMap``'s files to (azure-ai-ml uploads it to
     the workspace's datastore); without it, ``task.code`` (:func:`remote_code`)."""
-    check_io_names(spec)
     code = local_code if local_code is not None else remote_code(spec.task.code or "")
     return ParallelRun(
         job=_job(spec, name),
@@ -163,8 +148,9 @@ def _job(spec: ParallelJobSpec, name: str) -> dict[str, Any]:
 
 
 def _parallel(spec: ParallelJobSpec) -> dict[str, Any]:
-    """``parallel_run_function``'s scalar keywords. ``instance_type`` is left to the AmlCompute: a cluster's VM
-    size is fixed (``compute.instanceType`` sizes the pool amlops creates on Batch)."""
+    """``parallel_run_function``'s scalar keywords, and ``resources`` and ``identity`` when given (absent: Azure
+    ML's own choice, as the seed's). ``identity`` is plain data here (:func:`identity`); azure-ai-ml's entity is
+    built in ``paralleljob_aml_job.py``. ``compute.instanceType`` is the Batch backend's, never sent."""
     parallel: dict[str, Any] = {
         "name": NODE,
         "display_name": spec.display_name or NODE,
@@ -178,6 +164,15 @@ def _parallel(spec: ParallelJobSpec) -> dict[str, Any]:
         "environment_variables": dict(spec.environment_variables),
         "is_deterministic": spec.is_deterministic,
     }
+    resources = spec.resources
+    for key, value in (
+        ("instance_type", resources.instance_type if resources else None),
+        ("shm_size", resources.shm_size if resources else None),
+        ("docker_args", resources.docker_args if resources else None),
+        ("identity", identity(spec)),
+    ):
+        if value is not None:
+            parallel[key] = value
     if spec.partition_keys:
         # azure-ai-ml: "If both partition_keys and mini_batch_size are specified, the partition keys will take
         # effect": the size is left out rather than sent and ignored.
@@ -185,6 +180,16 @@ def _parallel(spec: ParallelJobSpec) -> dict[str, Any]:
     elif spec.mini_batch_size is not None:  # absent: azure-ai-ml's (and Azure ML's) default, 10 files or 1 MB
         parallel["mini_batch_size"] = mini_batch_size(spec.mini_batch_size)
     return parallel
+
+
+def identity(spec: ParallelJobSpec) -> dict[str, str] | None:
+    """``identity`` in azure-ai-ml's YAML form: ``type`` (managed, user_identity, aml_token) and, for a
+    user-assigned managed identity, the ids given (``client_id``, ``object_id``, ``resource_id``)."""
+    given = spec.identity
+    if given is None:
+        return None
+    ids = {"client_id": given.client_id, "object_id": given.object_id, "resource_id": given.resource_id}
+    return {"type": given.type, **{k: v for k, v in ids.items() if v is not None}}
 
 
 def _task(spec: ParallelJobSpec, code: str) -> RunFunction:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from azure.ai.ml import Input, Output
-from azure.ai.ml.entities import Environment, PipelineJob, PipelineJobSettings
+from azure.ai.ml.entities import (
+    AmlTokenConfiguration,
+    Environment,
+    ManagedIdentityConfiguration,
+    PipelineJob,
+    PipelineJobSettings,
+    UserIdentityConfiguration,
+)
 from azure.ai.ml.exceptions import MlException
 from azure.ai.ml.parallel import RunFunction, parallel_run_function
 from marshmallow import ValidationError
@@ -44,10 +51,26 @@ def _input(data: Data) -> Input | str | int | float | bool:
     return data.value
 
 
+Identity = ManagedIdentityConfiguration | UserIdentityConfiguration | AmlTokenConfiguration
+
+
+def _identity(given: dict[str, str]) -> Identity:
+    """:func:`~amlops.external.paralleljob_aml.identity`'s plain form → azure-ai-ml's identity configuration."""
+    ids = {k: v for k, v in given.items() if k != "type"}
+    if given["type"] == "managed":
+        return ManagedIdentityConfiguration(**ids)
+    if given["type"] == "user_identity":
+        return UserIdentityConfiguration()
+    return AmlTokenConfiguration()
+
+
 def _build(run: ParallelRun, conda: dict[str, Any] | None) -> PipelineJob:
     task = run.task
+    keywords = dict(run.parallel)
+    if (given := keywords.pop("identity", None)) is not None:
+        keywords["identity"] = _identity(given)
     parallel = parallel_run_function(
-        **run.parallel,
+        **keywords,
         inputs={key: _input(data) for key, data in run.inputs.items()},
         outputs={key: Output(type=data.type, path=data.path) for key, data in run.outputs.items()},
         task=RunFunction(

@@ -11,15 +11,18 @@ items); -1 ignores failures.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from amlops.api.job import JobPhase
+from amlops.api.paralleljob import DEFAULT_VM_SIZE, ParallelJobSpec
 from amlops.external.paralleljob_output import compress_ranges
 from amlops.reconcile import job
 from amlops.reconcile.external import Observation
 from amlops.reconcile.job import REASON_RUNNING, REASON_SUCCEEDED, REASON_SUSPENDED, SUSPENDED_MESSAGE, TERMINAL
+from amlops.reconcile.managed import OWNER_TAG
 
 Action = Literal["add", "suspend", "resume", "fail", "finish", "release"]
 
@@ -29,6 +32,10 @@ REASON_ERROR_THRESHOLD = "ErrorThresholdExceeded"
 REASON_MINI_BATCH_ERROR_THRESHOLD = "MiniBatchErrorThresholdExceeded"
 REASON_JOB_TERMINATED = "JobTerminated"
 REASON_POOL_NOT_MANAGED = "PoolNotManaged"
+REASON_REQUIRES_AML_COMPUTE = "RequiresAmlCompute"
+# Batch refuses a request body of 1 MB or more (RequestBodyTooLarge; azure-batch's BatchTaskGroup: "The total
+# serialized size of this collection must be less than 1MB"): a job whose metadata alone would not fit is refused.
+MAX_REQUEST_BYTES = 1_000_000
 
 # Batch job states in which the job can still run tasks (and so can be terminated, disabled or enabled).
 _LIVE = frozenset({"active", "disabling", "disabled", "enabling"})
@@ -256,4 +263,101 @@ def unmanaged_pool(pool_id: str | None, managed: Iterable[str], compute: str) ->
     return (
         f"pool {pool_id} (compute.poolId) is not one of BatchCompute {compute}'s spec.pools ({sorted(managed)}): "
         "a job runs only on a pool that BatchCompute manages, or on a pool of its own (omit poolId)"
+    )
+
+
+def azure_ml_only(spec: ParallelJobSpec) -> str | None:
+    """Why a spec cannot run on a BatchCompute (None: it can): the fields only Azure ML honours. Refused rather
+    than ignored: a job asked for a GPU type, a shared memory size or an identity must not run without them."""
+    resources = spec.resources
+    given = [
+        name
+        for name, value in (
+            ("resources.instanceType", resources.instance_type if resources else None),
+            ("resources.shmSize", resources.shm_size if resources else None),
+            ("resources.dockerArgs", resources.docker_args if resources else None),
+            ("identity", spec.identity),
+        )
+        if value is not None
+    ]
+    if not given:
+        return None
+    return (
+        f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} an AmlCompute (the Azure ML backend): "
+        f"BatchCompute {spec.compute.name} runs Batch tasks, which cannot honour "
+        f"{'it' if len(given) == 1 else 'them'}; remove {'it' if len(given) == 1 else 'them'} or name an AmlCompute "
+        "in compute.name (a Batch pool's VM size is compute.instanceType)"
+    )
+
+
+def vm_size(spec: ParallelJobSpec) -> str:
+    """The vmSize of the pool amlops creates for the job."""
+    return spec.compute.instance_type or DEFAULT_VM_SIZE
+
+
+def shared_pool_refusal(spec: ParallelJobSpec, pool: Mapping[str, Any]) -> str | None:
+    """Why the job cannot run as its spec says on the given pool ``compute.poolId`` (None: it can). The pool's
+    VM size and task slots are the pool's: a compute.instanceType that differs from its vmSize (Batch compares
+    VM sizes ignoring case), or more mini-batches per node than it has slots, would be silently ignored."""
+    pool_size = str(pool.get("vmSize") or "")
+    wanted = spec.compute.instance_type
+    if wanted is not None and wanted.lower() != pool_size.lower():
+        return (
+            f"compute.instanceType {wanted} is not the vmSize of pool {pool.get('id')} ({pool_size}): remove it "
+            "(the pool's VM size is used) or omit compute.poolId (amlops creates a pool of that size)"
+        )
+    slots = int(pool.get("taskSlotsPerNode") or 1)
+    if spec.max_concurrency_per_instance > slots:
+        return (
+            f"maxConcurrencyPerInstance {spec.max_concurrency_per_instance} is more than the {slots} task slots per "
+            f"node of pool {pool.get('id')}: at most {slots}, or omit compute.poolId"
+        )
+    return None
+
+
+def max_parallel_tasks(spec: ParallelJobSpec) -> int:
+    """At most instanceCount times maxConcurrencyPerInstance mini-batches at once, as on Azure ML (instance_count
+    nodes, max_concurrency_per_instance processes each): the Batch job's maxParallelTasks on a shared pool."""
+    return spec.instance_count * spec.max_concurrency_per_instance
+
+
+def job_metadata(spec: ParallelJobSpec, owner: str) -> list[dict[str, str]]:
+    """The Batch job's metadata (name/value pairs Batch keeps and returns, giving them no meaning): the owner
+    tag first, then the seed's description, experiment_name, tags (``tag:<key>``) and properties
+    (``property:<key>``), so they reach Azure rather than staying on the object. display_name is the job's own
+    displayName."""
+    items = [{"name": OWNER_TAG, "value": owner}]
+    for name, value in (("description", spec.description), ("experimentName", spec.experiment_name)):
+        if value is not None:
+            items.append({"name": name, "value": value})
+    items += [{"name": f"tag:{k}", "value": v} for k, v in sorted(spec.tags.items())]
+    items += [{"name": f"property:{k}", "value": v} for k, v in sorted(spec.properties.items())]
+    return items
+
+
+def job_body(
+    spec: ParallelJobSpec, job_id: str, pool_id: str, owner: str, fallback_name: str, shared_pool: bool
+) -> dict[str, Any]:
+    """The Batch job amlops creates (``JobAddParameter``). On a pool amlops creates for the job, the pool's
+    nodes and slots already are instanceCount times maxConcurrencyPerInstance; on a shared pool, maxParallelTasks
+    caps the job at that many running mini-batches."""
+    body: dict[str, Any] = {
+        "id": job_id,
+        "displayName": (spec.display_name or fallback_name)[:1024],
+        "poolInfo": {"poolId": pool_id},
+        "metadata": job_metadata(spec, owner),
+    }
+    if shared_pool:
+        body["maxParallelTasks"] = max_parallel_tasks(spec)
+    return body
+
+
+def oversized(body: Mapping[str, Any]) -> str | None:
+    """Why Batch would refuse the job's body for its size (None: it fits)."""
+    size = len(json.dumps(body, separators=(",", ":")).encode())
+    if size < MAX_REQUEST_BYTES:
+        return None
+    return (
+        f"the Batch job would be {size} bytes, mostly tags, properties and description (its metadata): Batch takes "
+        f"less than {MAX_REQUEST_BYTES} bytes; shorten them"
     )

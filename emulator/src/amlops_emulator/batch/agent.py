@@ -186,7 +186,8 @@ class NodeAgent:
             if job.state in ("terminating", "completed", "deleting"):  # never scheduled again
                 queue.popleft()
                 continue
-            if job.state != "active":  # disabling, disabled, enabling: keep the task for later
+            # disabling, disabled, enabling, or as many tasks running as the job's maxParallelTasks: later
+            if job.state != "active" or job.at_max_parallel_tasks:
                 held.append(queue.popleft())
                 continue
             node = _pick_node(nodes, task.required_slots, pool)

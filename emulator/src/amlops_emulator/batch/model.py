@@ -16,6 +16,8 @@ from amlops_emulator.batch.wire import JSON, UNLIMITED_DURATION, iso, new_etag
 
 # Node states in which the node accepts new tasks.
 SCHEDULABLE_NODE_STATES = frozenset({"idle", "running"})
+# Task states that hold a slot on a node (a job's maxParallelTasks counts them).
+RUNNING = frozenset({"preparing", "running"})
 
 
 @dataclass(eq=False)
@@ -167,6 +169,8 @@ class Task:
             return
         # The job counts its completed tasks so that onAllTasksComplete costs O(1) per completion.
         self.job.completed_tasks += (state == "completed") - (self.state == "completed")
+        # ...and its running ones, so that maxParallelTasks costs O(1) per task scheduled.
+        self.job.running_tasks += (state in RUNNING) - (self.state in RUNNING)
         self.previous_state, self.previous_state_since = self.state, self.state_since or self.created
         self.state, self.state_since = state, now
         self.etag, self.last_modified = new_etag(), now
@@ -231,6 +235,15 @@ class Job:
     tasks: dict[str, Task] = field(default_factory=dict)
     task_seq: int = 0
     completed_tasks: int = 0
+    running_tasks: int = 0  # preparing or running
+
+    @property
+    def at_max_parallel_tasks(self) -> bool:
+        """maxParallelTasks (-1: no limit) tasks of this job already run: the next waits, whatever free slots the
+        pool has (azure-batch 15.1.0 BatchJob.max_parallel_tasks: "The maximum number of tasks that can be executed
+        in parallel for the job")."""
+        limit = int(self.spec.get("maxParallelTasks", -1))
+        return 0 < limit <= self.running_tasks
 
     @property
     def all_tasks_complete(self) -> bool:

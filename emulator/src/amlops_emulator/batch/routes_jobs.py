@@ -22,7 +22,7 @@ from amlops_emulator.batch.responses import (
     updated,
 )
 from amlops_emulator.batch.validation import durations, integer, not_emulated, require, require_id
-from amlops_emulator.batch.wire import JSON, BatchError, already_exists, not_found
+from amlops_emulator.batch.wire import JSON, BatchError, already_exists, invalid_property, not_found
 
 ON_ALL_TASKS_COMPLETE = ("noaction", "terminatejob")
 ON_TASK_FAILURE = ("noaction", "performexitoptionsjobaction")
@@ -75,9 +75,18 @@ def _validate_mutable(body: JSON) -> None:
     if "onTaskFailure" in body and body["onTaskFailure"] not in ON_TASK_FAILURE:
         raise not_emulated("onTaskFailure", body["onTaskFailure"])
     integer(body, "priority", 0, -1000, 1000)
+    _max_parallel_tasks(body)
     constraints = body.get("constraints") or {}
     durations(constraints, "maxWallClockTime")
     integer(constraints, "maxTaskRetryCount", 0, -1, 1_000_000)
+
+
+def _max_parallel_tasks(body: JSON) -> None:
+    """``maxParallelTasks``: -1 (no limit, the default) or more than 0 (azure-batch 15.1.0's BatchJobCreateOptions
+    and BatchJobUpdateOptions: "must be -1 or greater than 0 if specified"; REST api-version 2020-09-01.12.0+)."""
+    value = integer(body, "maxParallelTasks", -1, -1, 2**31 - 1)
+    if value == 0:
+        raise invalid_property("maxParallelTasks", value, "The value must be -1 or greater than 0.")
 
 
 def _require_writable(job: Job) -> None:
