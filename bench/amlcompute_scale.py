@@ -26,7 +26,9 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -284,6 +286,11 @@ def main() -> int:
     parser.add_argument("--arm-limits", choices=("real", "raised"), default="raised", help="ARM buckets (see above)")
     parser.add_argument("--share", type=float, default=0.8, help="AMLOPS_ARM_BUDGET_SHARE (chart: armBudgetShare)")
     parser.add_argument("--delete", action="store_true", help="then delete every object and measure that too")
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="run the operator under tracemalloc (bench/memory_probe.py; slower) and report where its memory is",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="amlops-bench-"))
     succeeded = False
@@ -306,7 +313,15 @@ def main() -> int:
             AMLOPS_ARM_BUDGET_SHARE=str(args.share),
         )
         launched = time.monotonic()
-        operator = testbed.start_operator(bed, work / "operator.log", "-n", "bench", env=env, wait=False)
+        probe = work / "memory.json"
+        command = (
+            (sys.executable, "-X", "tracemalloc=8", str(REPO / "bench" / "memory_probe.py"), str(probe), "run")
+            if args.trace_memory
+            else testbed.OPERATOR_COMMAND
+        )
+        operator = testbed.start_operator(
+            bed, work / "operator.log", "-n", "bench", env=env, wait=False, command=command
+        )
         procs.append(operator.proc)
         docs = [
             {
@@ -378,6 +393,10 @@ def main() -> int:
             "steady_list_calls_per_workspace_per_interval": round(list_calls * args.poll_interval / window, 2),
             "targets": {"wall_seconds": 30, "steady_list_calls_per_workspace_per_interval": 1, "rss_mb": 300},
         }
+        if args.trace_memory:
+            operator.proc.send_signal(signal.SIGUSR2)
+            testbed.eventually(probe.exists, what="the operator's memory dump", timeout=120)
+            result["memory"] = json.loads(probe.read_text())
         if args.delete:
             emulator.control("DELETE", "/stats")
             result["delete"] = asyncio.run(_delete_measured(bed, emulator, docs, args))

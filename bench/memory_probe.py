@@ -1,0 +1,70 @@
+"""Run ``amlops run`` with tracemalloc, and write where its memory is whenever it gets SIGUSR2.
+
+A bench tool, not part of the operator: ``python -X tracemalloc=8 bench/memory_probe.py <dump.json> run ...``.
+On SIGUSR2 the operator's live allocations, grouped by file (the package they belong to) and by line, are
+written to ``<dump.json>`` as JSON: the bench compares two dumps (N and 2N objects) to say where the memory per
+object goes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import tracemalloc
+from pathlib import Path
+from types import FrameType
+
+TOP = 40
+
+
+def _package(filename: str) -> str:
+    """``.../site-packages/azure/mgmt/...`` → ``azure/mgmt``; the operator's own files by module folder."""
+    parts = Path(filename).parts
+    for anchor in ("site-packages", "amlops", "lib"):
+        if anchor in parts:
+            rest = parts[parts.index(anchor) + 1 :]
+            prefix = ("amlops",) if anchor == "amlops" else ()
+            return "/".join((*prefix, *rest[:2])) if rest else anchor
+    return filename
+
+
+def dump(path: Path) -> None:
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    by_package: dict[str, int] = {}
+    for stat in snapshot.statistics("filename"):
+        key = _package(stat.traceback[0].filename)
+        by_package[key] = by_package.get(key, 0) + stat.size
+    lines = [
+        {"where": f"{s.traceback[0].filename}:{s.traceback[0].lineno}", "kb": round(s.size / 1024), "count": s.count}
+        for s in snapshot.statistics("lineno")[:TOP]
+    ]
+    traced, peak = tracemalloc.get_traced_memory()
+    partial = path.with_suffix(".partial")
+    partial.write_text(
+        json.dumps(
+            {
+                "traced_mb": round(traced / 2**20, 1),
+                "peak_mb": round(peak / 2**20, 1),
+                "by_package_kb": {k: round(v / 1024) for k, v in sorted(by_package.items(), key=lambda kv: -kv[1])},
+                "top_lines": lines,
+            }
+        )
+    )
+    partial.rename(path)  # whole or absent: the bench waits for the name
+
+
+def main() -> int:
+    target = Path(sys.argv[1])
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        dump(target)
+
+    signal.signal(signal.SIGUSR2, on_signal)
+    from amlops.cli import main as amlops  # after the handler: the import is part of what is measured
+
+    return amlops(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
