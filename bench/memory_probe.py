@@ -39,6 +39,14 @@ def dump(path: Path) -> None:
         {"where": f"{s.traceback[0].filename}:{s.traceback[0].lineno}", "kb": round(s.size / 1024), "count": s.count}
         for s in snapshot.statistics("lineno")[:TOP]
     ]
+    # Who called the biggest allocators (a JSON decode says little; its caller says whose data it is).
+    stacks = [
+        {
+            "kb": round(s.size / 1024),
+            "stack": [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in s.traceback],
+        }
+        for s in snapshot.statistics("traceback")[:8]
+    ]
     traced, peak = tracemalloc.get_traced_memory()
     partial = path.with_suffix(".partial")
     partial.write_text(
@@ -48,6 +56,7 @@ def dump(path: Path) -> None:
                 "peak_mb": round(peak / 2**20, 1),
                 "by_package_kb": {k: round(v / 1024) for k, v in sorted(by_package.items(), key=lambda kv: -kv[1])},
                 "top_lines": lines,
+                "top_stacks": stacks,
             }
         )
     )

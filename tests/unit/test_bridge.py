@@ -13,7 +13,7 @@ import pytest
 
 from amlops import status as st
 from amlops.handlers.app import RoutineObjectLogs
-from amlops.handlers.bridge import StatusHistory, next_status
+from amlops.handlers.bridge import StatusHistory, fingerprint, next_status
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.reconcile.outcome import Outcome
 
@@ -57,7 +57,19 @@ def test_history_keeps_only_the_last_few_replaced_statuses() -> None:
 def test_history_remembers_each_status_once() -> None:
     """The body had caught up with the last write when the next one replaced it: one slot, not two."""
     history = StatusHistory().wrote(replaced={}, written=CREATING).wrote(replaced=CREATING, written=READY)
-    assert history.superseded == (CREATING, {})
+    assert history.superseded == (fingerprint(CREATING), fingerprint({}))
+
+
+def test_history_is_done_once_the_body_shows_the_last_write() -> None:
+    history = StatusHistory().wrote(replaced={}, written=CREATING)
+    assert not history.caught_up({})
+    assert history.caught_up(CREATING)
+    assert not StatusHistory().caught_up({})
+
+
+def test_fingerprints_tell_statuses_apart_whatever_their_key_order() -> None:
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint(CREATING) != fingerprint(READY)
 
 
 def _synced(ago: timedelta) -> str:
