@@ -276,8 +276,10 @@ class AzureMlParallelJobClient:
             fields["completionTime"] = now_iso()
         if decision.action == "resume":  # the next job's name and Studio link, written before it is submitted
             fields.update(azureJobName=job_name(mr.uid, attempt + 1), attempt=attempt + 1, studioUrl=None)
-        owner = summary.get("owner")  # the owner tag amlops set: a job of this name tagged for another is not ours
-        return replace(m.observation(decision, fields, owner), intent=Step(decision, attempt))
+        observation = m.observation(decision, fields, mr.owner)
+        # The owner tag as Azure ML has it (amlops sets it on submit): a job of this name tagged otherwise is not ours.
+        owner = summary.get("owner")
+        return replace(observation, owner=str(owner) if owner else None, intent=Step(decision, attempt))
 
     async def _observe_deleting(
         self, mr: Mr, target: MlTarget, name: str, summary: Mapping[str, Any] | None
