@@ -57,6 +57,8 @@ WAIT_FOR_COMPUTE_SECONDS = 5.0
 # Azure ML's job statuses (azure-ai-ml ``JobStatus``): the ones after which nothing runs any more.
 TERMINAL: Final = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
 CANCELING: Final = frozenset({"CancelRequested"})
+# Ended by itself: its error and report are read (a canceled job's counts would say nothing about the rows).
+FINISHED: Final = frozenset({"Completed", "Failed"})
 
 
 # ------------------------------------------------------------------------------------------- pure decisions
@@ -241,7 +243,7 @@ class AzureMlParallelJobClient:
         studio = mr.status.get("studioUrl") if mr.status.get("azureJobName") == name else None
         error: tuple[str, str] | None = None
         counts: m.Counts | None = None
-        if studio is None or status in TERMINAL:  # once per job, and once it has finished
+        if studio is None or status in FINISHED:  # once per job, and once it has run to its end
             state = await target.jobs.get(name)
             if state is not None:
                 status, studio = state.status, state.studio_url
