@@ -258,10 +258,13 @@ def test_the_seed_on_an_amlcompute_completes_with_the_batch_rows_and_status_and_
 
 def test_thresholds_fail_above_and_complete_at_the_limit_as_azure_ml_says(bed: AmlBed) -> None:
     """Three rows get no result: three failed items. errorThreshold 2 (N-1): Failed with Azure ML's error
-    (UserError, naming error_threshold); errorThreshold 3 (N): Complete, the three items counted as failed."""
+    (UserError, naming error_threshold); errorThreshold 3 (N): Complete, the three items counted as failed. A
+    third job with ttlSecondsAfterFinished 0 deletes itself once Complete, as on Batch; its Azure ML job stays."""
     bad = {"BAD": "3,17,31", "PROBE": str(bed.probe)}
     bed.job("over", script="failing.py", errorThreshold=2, miniBatchErrorThreshold=-1, environmentVariables=bad)
     bed.job("at", script="failing.py", errorThreshold=3, miniBatchErrorThreshold=-1, environmentVariables=bad)
+    bed.job("brief", ttlSecondsAfterFinished=0)
+    uid = bed.get("brief")["metadata"]["uid"]
 
     over = bed.wait_phase("over", "Complete", "Failed")
     at = bed.wait_phase("at", "Complete", "Failed")
@@ -274,6 +277,9 @@ def test_thresholds_fail_above_and_complete_at_the_limit_as_azure_ml_says(bed: A
     assert at["status"]["items"] == {"processed": ITEMS - 3, "failed": 3}
     assert at["status"]["failedMiniBatches"]
     assert len(bed.rows("at")) == ITEMS - 3
+    wait_gone(bed.k8s, "paralleljob", "brief", bed.ns, timeout=180)
+    assert bed.jobs_of(uid) == {f"pj-{uid}": "Completed"}
+    assert bed.rows("brief") == ROWS
 
 
 def test_suspend_cancels_the_azure_ml_job_and_resume_submits_a_new_one_that_completes(bed: AmlBed) -> None:
@@ -322,3 +328,16 @@ def test_a_restarted_operator_finds_the_job_it_submitted_before_it_was_killed(be
     assert done["status"]["azureJobName"] == f"pj-{uid}"
     assert bed.jobs_of(uid) == {f"pj-{uid}": "Completed"}
     assert bed.rows("crash") == ROWS
+
+
+def test_active_deadline_cancels_the_azure_ml_job_and_fails_as_on_batch(bed: AmlBed) -> None:
+    """activeDeadlineSeconds passes while run() waits: the job is canceled in Azure ML and the ParallelJob is
+    Failed with the reason the Batch backend uses (DeadlineExceeded)."""
+    bed.job("late", script="waiting.py", activeDeadlineSeconds=5)
+    failed = bed.wait_phase("late", "Complete", "Failed")
+    uid = failed["metadata"]["uid"]
+
+    assert failed["status"]["phase"] == "Failed", failed["status"]
+    assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"
+    assert failed["status"]["completionTime"]
+    assert finished_job(bed.ml, f"pj-{uid}").status == "Canceled"
