@@ -177,3 +177,51 @@ def test_the_output_is_parallel_run_step_txt_in_the_append_row_to_output() -> No
     assert azml.output_uri(spec()) == "azureml://datastores/workspaceblobstore/paths/out/parallel_run_step.txt"
     no_rows = spec(task={"codeConfigMap": "code", "entryScript": "score.py"})
     assert azml.output_uri(no_rows) is None
+
+
+CONDA = b"name: batch\ndependencies:\n  - python=3.10\n"
+
+
+@pytest.mark.parametrize(
+    ("environment", "files", "expected", "reason"),
+    [
+        pytest.param(None, {"score.py": b""}, None, None, id="no environment: the image as it is"),
+        pytest.param({"pipRequirements": ["pandas"]}, None, None, None, id="pip only: no conda file to read"),
+        pytest.param({"condaFile": "env.yml"}, {"env.yml": CONDA}, CONDA, None, id="read from the ConfigMap"),
+        pytest.param(
+            {"condaFile": "env.yml"}, None, None, "InvalidSpec", id="task.code: amlops cannot read it, refused"
+        ),
+        pytest.param({"condaFile": "env.yml"}, {"other.yml": CONDA}, None, "InvalidSpec", id="not a ConfigMap key"),
+        pytest.param(
+            {"condaFile": "env.yml"},
+            {"env.yml": b"#" * (256 * 1024 + 1)},
+            None,
+            "CondaFileTooLarge",
+            id="larger than the Batch backend's bound too",
+        ),
+    ],
+)
+def test_the_conda_file_comes_from_the_code_config_map(
+    environment: dict[str, Any] | None, files: dict[str, bytes] | None, expected: bytes | None, reason: str | None
+) -> None:
+    job = spec(task={"codeConfigMap": "code", "entryScript": "score.py", "environment": environment})
+    if reason is None:
+        assert azml.conda_file(job, files) == expected
+        return
+    with pytest.raises(TerminalError) as refused:
+        azml.conda_file(job, files)
+    assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        pytest.param(b"a: &x [1]\nb: *x\n", "CondaFileHasAliases", id="aliases are not expanded (tenant YAML)"),
+        pytest.param(b"- just\n- a list\n", "InvalidSpec", id="not a mapping"),
+        pytest.param(b"a: [\n", "InvalidSpec", id="not YAML"),
+    ],
+)
+def test_a_conda_file_is_parsed_as_on_batch(text: bytes, reason: str) -> None:
+    with pytest.raises(TerminalError) as refused:
+        azml.conda_document("env.yml", text)
+    assert refused.value.reason == reason

@@ -27,15 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from amlops.api.paralleljob import ParallelJobSpec
 from amlops.azure.clients import AzureClients
 from amlops.external import paralleljob_map as m
 from amlops.external.ml_target import MlTarget, aml_compute, ml_target
 from amlops.external.ownership import owner_exists
 from amlops.external.paralleljob_aml import conda_specification, job_name, parallel_run, report_counts
-from amlops.external.paralleljob_env import MAX_CONDA_FILE_BYTES, too_large
+from amlops.external.paralleljob_env import MAX_CONDA_FILE_BYTES, REASON_CONDA_FILE_ALIASES, load_yaml, too_large
 from amlops.external.paralleljob_output import OUTPUT_FILE
 from amlops.external.ports import ClusterObjects, SecretReader
 from amlops.reconcile import job
@@ -379,36 +377,44 @@ class AzureMlParallelJobClient:
         return files
 
     async def _conda(self, spec: ParallelJobSpec, files: Mapping[str, bytes] | None) -> dict[str, Any] | None:
-        """The conda specification Azure ML builds the job's image from: the conda file of the code folder (only a
-        codeConfigMap's can be read here) with pipRequirements added."""
+        """The conda specification Azure ML builds the job's image from (:func:`conda_file`, parsed off the event
+        loop) with pipRequirements added; None: the image as it is."""
         environment = spec.task.environment
         if environment is None:
             return None
-        document: dict[str, Any] | None = None
-        if environment.conda_file is not None:
-            if files is None:
-                raise TerminalError(
-                    REASON_INVALID_SPEC,
-                    "task.environment.condaFile on an AmlCompute needs task.codeConfigMap (amlops reads the file to "
-                    "give Azure ML the environment); with task.code use pipRequirements or an image",
-                )
-            data = files.get(environment.conda_file)
-            if data is None:
-                raise TerminalError(
-                    REASON_INVALID_SPEC,
-                    f"task.environment.condaFile {environment.conda_file} is not a key of task.codeConfigMap",
-                )
-            if len(data) > MAX_CONDA_FILE_BYTES:
-                raise too_large(environment.conda_file)
-            document = await asyncio.to_thread(_conda_document, environment.conda_file, data)
+        data = conda_file(spec, files)
+        document = None if data is None else await asyncio.to_thread(conda_document, str(environment.conda_file), data)
         return conda_specification(document, tuple(environment.pip_requirements))
 
 
-def _conda_document(path: str, data: bytes) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(data.decode("utf-8", "replace"))
-    except yaml.YAMLError as e:
-        raise TerminalError(REASON_INVALID_SPEC, f"{path} is no YAML: {e}") from None
+def conda_file(spec: ParallelJobSpec, files: Mapping[str, bytes] | None) -> bytes | None:
+    """``environment.condaFile``'s bytes from ``task.codeConfigMap``'s ``files`` (None: no conda file). Only a
+    ConfigMap's can be read here: with ``task.code`` (or a key the ConfigMap lacks) it is InvalidSpec."""
+    environment = spec.task.environment
+    if environment is None or environment.conda_file is None:
+        return None
+    if files is None:
+        raise TerminalError(
+            REASON_INVALID_SPEC,
+            "task.environment.condaFile on an AmlCompute needs task.codeConfigMap (amlops reads the file to give "
+            "Azure ML the environment); with task.code use pipRequirements or an image",
+        )
+    data = files.get(environment.conda_file)
+    if data is None:
+        raise TerminalError(
+            REASON_INVALID_SPEC,
+            f"task.environment.condaFile {environment.conda_file} is not a key of task.codeConfigMap",
+        )
+    if len(data) > MAX_CONDA_FILE_BYTES:
+        raise too_large(environment.conda_file)
+    return data
+
+
+def conda_document(path: str, data: bytes) -> dict[str, Any]:
+    """Tenant YAML parsed as the Batch backend parses it: no aliases (``CondaFileHasAliases``), InvalidSpec when
+    it is no YAML or no mapping."""
+    aliases = TerminalError(REASON_CONDA_FILE_ALIASES, f"condaFile {path!r} uses YAML aliases (*name)")
+    document = load_yaml(data.decode("utf-8", "replace"), aliases=aliases, what=f"condaFile {path!r}")
     if not isinstance(document, dict):
         raise TerminalError(REASON_INVALID_SPEC, f"{path} is no conda environment (a mapping with dependencies)")
     return document
