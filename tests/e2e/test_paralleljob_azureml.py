@@ -283,9 +283,14 @@ def test_thresholds_fail_above_and_complete_at_the_limit_as_azure_ml_says(bed: A
 
 
 def test_suspend_cancels_the_azure_ml_job_and_resume_submits_a_new_one_that_completes(bed: AmlBed) -> None:
+    """A running job suspended: its Azure ML job is canceled; resumed: a second job (pj-<uid>-1) runs every
+    mini-batch again. A job created suspended submits nothing until it is resumed (as a batch/v1 Job)."""
+    bed.job("held", suspend=True)
     bed.job("pause", script="waiting.py")
     testbed.eventually(lambda: (bed.probe / "started").exists(), timeout=180, what="run() started")
     uid = bed.get("pause")["metadata"]["uid"]
+    held = bed.wait_phase("held", "Suspended")
+    assert bed.jobs_of(held["metadata"]["uid"]) == {}, "nothing submitted while suspended"
 
     bed.k8s.kubectl("patch", "paralleljob/pause", "-n", bed.ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
     suspended = bed.wait_phase("pause", "Suspended")
@@ -300,6 +305,10 @@ def test_suspend_cancels_the_azure_ml_job_and_resume_submits_a_new_one_that_comp
     assert (done["status"]["attempt"], done["status"]["azureJobName"]) == (1, f"pj-{uid}-1")
     assert bed.rows("pause") == ROWS
     assert bed.jobs_of(uid) == {f"pj-{uid}": "Canceled", f"pj-{uid}-1": "Completed"}
+    bed.k8s.kubectl("patch", "paralleljob/held", "-n", bed.ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    resumed = bed.wait_phase("held", "Complete", "Failed")
+    assert resumed["status"]["phase"] == "Complete", resumed["status"]
+    assert bed.jobs_of(held["metadata"]["uid"]) == {f"pj-{held['metadata']['uid']}": "Completed"}
 
 
 def test_deleting_a_running_job_cancels_it_in_azure_ml(bed: AmlBed) -> None:

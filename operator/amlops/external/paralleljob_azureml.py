@@ -225,6 +225,8 @@ class AzureMlParallelJobClient:
         if mr.deleting:
             return await self._observe_deleting(mr, target, name, summary)
         if summary is None:
+            if mr.spec.suspend:  # created suspended (or suspended before its submission): nothing to submit yet
+                return job.suspended({"phase": "Suspended", "azureJobName": name, "attempt": attempt}, mr.owner)
             if not target.ready:
                 raise RetryableError(
                     REASON_WAITING_FOR_COMPUTE,
