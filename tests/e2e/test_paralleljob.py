@@ -539,7 +539,7 @@ def test_tabular_input_is_split_by_size(bed: Bed) -> None:
     assert output == {f"r{i:03d}": regions[i % 3] for i in range(150)}, "each mini-batch holds one region"
 
 
-def test_compute_not_ready_waits_and_amlcompute_is_refused(bed: Bed) -> None:
+def test_compute_not_ready_waits_and_batch_only_fields_on_an_amlcompute_are_refused(bed: Bed) -> None:
     bed.upload("inputs", files(2))
     bed.job("nowhere", compute={"name": "later", "poolId": "scoring"})
     apply(bed.k8s, bed.ns, aml_manifest("cpu", compute_name()))
@@ -555,7 +555,9 @@ def test_compute_not_ready_waits_and_amlcompute_is_refused(bed: Bed) -> None:
     bed.job("image", task=task)
 
     testbed.eventually(lambda: reason("nowhere", "Reconciling") == "WaitingForCompute", what="waiting for compute")
-    testbed.eventually(lambda: reason("on-aml", "Stalled") == "UnsupportedCompute", what="AmlCompute refused")
+    # On an AmlCompute the job runs through Azure ML, where Batch-only fields would be ignored: refused by name.
+    testbed.eventually(lambda: reason("on-aml", "Stalled") == "InvalidSpec", what="Batch-only fields refused")
+    assert "storageCredentials" in condition(bed.get("on-aml"), "Stalled")["message"]
     testbed.eventually(lambda: reason("no-pool", "Stalled") == "PoolNotManaged", what="unmanaged pool refused")
     testbed.eventually(lambda: reason("image", "Stalled") == "InvalidSpec", what="image on a plain pool refused")
     assert "has no containerConfiguration" in condition(bed.get("image"), "Stalled")["message"]

@@ -123,3 +123,13 @@ def storage_env(endpoints: dict[str, Any]) -> dict[str, str]:
         "NO_PROXY": "127.0.0.1",
         "REQUESTS_CA_BUNDLE": endpoints["caFile"],
     }
+
+
+def operator_env(endpoints: dict[str, Any]) -> dict[str, str]:
+    """What an operator process needs on top of ``EmulatorRun.operator_env`` for ParallelJobs on the emulator's
+    Azure ML: azure-ai-ml's storage clients reach Azurite (:func:`storage_env`) and datastore URLs end in the
+    emulator's storage suffix. Start the operator without ``AZUREML_CURRENT_CLOUD`` in this process's environment
+    (a test's MLClient writes it, a started process inherits it): azure-ai-ml would look up a cloud the operator
+    never registered (``Unknown cloud environment``)."""
+    suffix = (endpoints.get("storage") or {}).get("storageEndpointSuffix") or ""
+    return {**storage_env(endpoints), "AMLOPS_STORAGE_ENDPOINT_SUFFIX": suffix}

@@ -433,8 +433,9 @@ def row(index: int, pick: int, total: int, succeeded: int, status: str) -> str:
         (
             [row(0, 1, 3, 3, "RUN_DONE"), row(1, 1, 3, 2, "RUN_DONE")],
             None,
-            Counts(total=2, succeeded=2, items_processed=5, items_failed=1),
-            "a mini-batch whose run() returned fewer results than inputs succeeded, one item failed",
+            Counts(total=2, succeeded=1, failed=1, items_processed=5, items_failed=1, failed_indexes=(1,)),
+            "a mini-batch whose run() returned fewer results than inputs failed (Azure ML: it counts against "
+            "mini_batch_error_threshold; the Batch backend's paralleljob_map.finished says the same), one item failed",
         ),
         (
             [row(0, 1, 2, 0, "RUN_EXCEPTION"), row(0, 2, 2, 2, "RUN_DONE")],

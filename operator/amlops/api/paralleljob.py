@@ -1,4 +1,5 @@
-"""ParallelJob: azure-ai-ml ``parallel_run_function`` run on a BatchCompute's account.
+"""ParallelJob: azure-ai-ml ``parallel_run_function`` run through Azure ML on an AmlCompute, or on a BatchCompute's
+account.
 
 Field descriptions name the seed parameter of ``azure.ai.ml.parallel.parallel_run_function`` each maps to.
 The spec cannot change once the job exists, except ``suspend`` (a CEL transition rule on the spec).
@@ -61,7 +62,10 @@ def _strings(description: str) -> Any:
 
 
 class ComputeRef(ApiModel):
-    name: str = object_name("Seed: compute. Name of a BatchCompute in this namespace.")
+    name: str = object_name(
+        "Seed: compute. Name of an AmlCompute (the job runs through Azure ML) or a BatchCompute (on its Azure Batch "
+        "account) in this namespace."
+    )
     pool_id: str | None = Field(
         default=None,
         pattern=r"^[a-zA-Z0-9_-]{1,64}$",
@@ -476,8 +480,25 @@ class ItemCounts(ApiModel):
 
 
 class ParallelJobStatus(JobStatus):
-    job_id: str | None = Field(default=None, description="Azure Batch job id.")
-    pool_id: str | None = Field(default=None, description="Azure Batch pool the job runs on.")
+    backend: Literal["AzureML", "Batch"] | None = Field(
+        default=None,
+        description="Where the job runs, decided once by the kind of compute.name when the job was first seen: "
+        "AzureML (an AmlCompute: an Azure ML pipeline job with one parallel node) or Batch (a BatchCompute). It "
+        "never changes afterwards, whatever object of that name appears later.",
+    )
+    job_id: str | None = Field(default=None, description="Azure Batch job id (backend Batch).")
+    pool_id: str | None = Field(default=None, description="Azure Batch pool the job runs on (backend Batch).")
+    azure_job_name: str | None = Field(
+        default=None,
+        description="Name of the Azure ML pipeline job (backend AzureML): pj-<uid>, then pj-<uid>-<attempt> for "
+        "each resume after a suspend.",
+    )
+    studio_url: str | None = Field(default=None, description="The Azure ML job in Azure ML Studio (backend AzureML).")
+    attempt: int | None = Field(
+        default=None,
+        description="Resumes after a suspend so far (backend AzureML): suspend cancels the Azure ML job, and each "
+        "resume submits a new one, pj-<uid>-<attempt>, that runs every mini-batch again.",
+    )
     mini_batches: MiniBatchCounts | None = None
     items: ItemCounts | None = None
     progress: str | None = Field(default=None, description="Finished/total mini-batches, N/M.")
@@ -505,7 +526,8 @@ class ParallelJob(CustomResource):
     status_model: ClassVar = ParallelJobStatus
     definition: ClassVar = Definition(
         names=Names("ParallelJob", "paralleljobs", "paralleljob", ("pj",)),
-        description="A parallel run (azure-ai-ml parallel_run_function) executed on a BatchCompute's account.",
+        description="A parallel run (azure-ai-ml parallel_run_function) executed through Azure ML on an AmlCompute, or "
+        "on a BatchCompute's account.",
         printer_columns=(
             PrinterColumn("Compute", ".spec.compute.name"),
             PrinterColumn("Phase", ".status.phase"),

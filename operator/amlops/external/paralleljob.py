@@ -1,4 +1,5 @@
-"""ParallelJob's ExternalClient: one Azure Batch job per ParallelJob, one task per mini-batch.
+"""ParallelJob's ExternalClient on a BatchCompute: one Azure Batch job per ParallelJob, one task per mini-batch
+(``paralleljob_backend`` chooses it; ``paralleljob_azureml`` is the one on an AmlCompute).
 
 - ``create``: plan the input into the manifest (resumable: a restarted operator continues the plan), upload the
   node driver, create the pool amlops owns for the job (when ``compute.poolId`` is absent) and the Batch job
@@ -118,7 +119,6 @@ from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC, Event
 Mr = Managed[ParallelJobSpec]
 
 REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
-REASON_UNSUPPORTED_COMPUTE = "UnsupportedCompute"
 REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 REASON_POOL_NOT_FOUND = "PoolNotFound"
 REASON_COMPUTE_GONE = "ComputeGone"
@@ -676,12 +676,6 @@ class ParallelJobClient:
             return access
         if mr.deleting:
             return None
-        missing = await self._objects.get("batchcomputes", mr.namespace, name) is None
-        if missing and await self._objects.get("amlcomputes", mr.namespace, name) is not None:
-            raise TerminalError(
-                REASON_UNSUPPORTED_COMPUTE,
-                f"{name} is an AmlCompute; ParallelJobs run on a BatchCompute's Azure Batch account",
-            )
         raise RetryableError(REASON_WAITING_FOR_COMPUTE, access.message, WAIT_FOR_COMPUTE_SECONDS)
 
     async def _store(self, mr: Mr) -> BlobStore:

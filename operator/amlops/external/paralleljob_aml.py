@@ -229,9 +229,9 @@ def conda_specification(conda_file: dict[str, Any] | None, pip_requirements: tup
 def report_counts(text: str, total: int | None = None) -> Counts:
     """The parallel runtime's ``logs/sys/job_report/processed_mini-batches.csv`` → the counts the Batch backend
     reports too (``paralleljob_map.status_fields``/``progress``). A row per pick of a mini-batch: a mini-batch picked
-    again was retried; its last row's Status decides it (RUN_DONE succeeded, RUN_TIMEOUT / RUN_EXCEPTION failed),
-    its Succeeded/Failed columns count the items. ``total``: the mini-batches planned, when known; else the ones
-    the report names (right once the job has finished)."""
+    again was retried; its last row decides it (RUN_DONE with no failed item succeeded; RUN_TIMEOUT / RUN_EXCEPTION,
+    or fewer results than items, failed), its Succeeded/Failed columns count the items. ``total``: the mini-batches
+    planned, when known; else the ones the report names (right once the job has finished)."""
     last: dict[int, dict[str, str]] = {}
     picks: dict[int, int] = {}
     for row in csv.DictReader(io.StringIO(text)):
@@ -240,7 +240,9 @@ def report_counts(text: str, total: int | None = None) -> Counts:
             continue
         last[index] = row
         picks[index] = picks.get(index, 0) + 1
-    failed = sorted(i for i, row in last.items() if row.get("Status") != "RUN_DONE")
+    # A mini-batch whose run() returned fewer results than items failed too ("How to use parallel job in pipeline":
+    # it counts against mini_batch_error_threshold), as on the Batch backend (paralleljob_map.finished).
+    failed = sorted(i for i, row in last.items() if row.get("Status") != "RUN_DONE" or (_int(row.get("Failed")) or 0))
     known = max(total or 0, len(last))
     return Counts(
         total=known,

@@ -23,7 +23,7 @@ from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.azure.clients import AzureClients
 from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
-from amlops.external.paralleljob import ParallelJobClient
+from amlops.external.paralleljob_backend import ParallelJobRouter
 from amlops.external.workspacequota import WorkspaceQuotaClient
 from amlops.handlers import credentials_in_use, ttl
 from amlops.handlers.bridge import (
@@ -81,10 +81,10 @@ REGISTRY: tuple[KindHandlers[Any], ...] = (
     KindHandlers(BatchCompute, lambda clients, kube: BatchComputeClient(clients, kube, kube)),
     KindHandlers(
         ParallelJob,
-        lambda clients, kube: ParallelJobClient(clients, kube, kube),
+        lambda clients, kube: ParallelJobRouter(clients, kube, kube),
         after_pass=collect_ttl,
-        forget=ParallelJobClient.release,
-        close=ParallelJobClient.close,
+        forget=ParallelJobRouter.release,
+        close=ParallelJobRouter.close,
     ),
     KindHandlers(WorkspaceQuota, lambda clients, kube: WorkspaceQuotaClient(clients, kube)),
 )
