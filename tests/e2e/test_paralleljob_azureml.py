@@ -322,6 +322,24 @@ def test_deleting_a_running_job_cancels_it_in_azure_ml(bed: AmlBed) -> None:
     assert finished_job(bed.ml, f"pj-{uid}").status == "Canceled"
 
 
+def test_an_amlcompute_is_deleted_only_after_the_parallel_job_running_on_it(bed: AmlBed) -> None:
+    """Deleting the cluster first (a namespace deletion deletes both at once): it waits for the ParallelJob, which
+    cancels its Azure ML job with the AmlCompute's credentials, then goes."""
+    bed.job("riding", script="waiting.py")
+    testbed.eventually(lambda: (bed.probe / "started").exists(), timeout=180, what="run() started")
+    uid = bed.get("riding")["metadata"]["uid"]
+
+    bed.k8s.kubectl("delete", "amlcompute/cpu", "-n", bed.ns, "--wait=false")
+    waiting = wait_condition(bed.k8s, "amlcompute", "cpu", bed.ns, "Reconciling")
+    assert condition(waiting, "Reconciling")["reason"] == "WaitingForDependents"
+    assert "ParallelJob riding" in condition(waiting, "Reconciling")["message"]
+
+    bed.k8s.kubectl("delete", "paralleljob/riding", "-n", bed.ns, "--wait=false")
+    wait_gone(bed.k8s, "paralleljob", "riding", bed.ns, timeout=120)
+    wait_gone(bed.k8s, "amlcompute", "cpu", bed.ns, timeout=120)
+    assert finished_job(bed.ml, f"pj-{uid}").status == "Canceled"
+
+
 def test_a_restarted_operator_finds_the_job_it_submitted_before_it_was_killed(bed: AmlBed) -> None:
     """SIGKILL as soon as Azure ML has the job (its status may not be written yet): the restarted operator finds
     the job by its uid-derived name; exactly one job of that name prefix exists, and it runs to Complete."""

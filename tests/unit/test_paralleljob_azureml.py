@@ -10,7 +10,8 @@ import pytest
 
 from amlops.api.paralleljob import ParallelJobSpec
 from amlops.external import paralleljob_azureml as azml
-from amlops.external.paralleljob_backend import AZURE_ML, BATCH, REASON_AMBIGUOUS_COMPUTE, choose
+from amlops.external.backends import AZURE_ML, BATCH, Backend, parallel_jobs_on
+from amlops.external.paralleljob_backend import REASON_AMBIGUOUS_COMPUTE, choose
 from amlops.external.paralleljob_map import Counts
 from amlops.reconcile.errors import TerminalError
 
@@ -230,3 +231,33 @@ def test_a_conda_file_is_parsed_as_on_batch(text: bytes, reason: str) -> None:
     with pytest.raises(TerminalError) as refused:
         azml.conda_document("env.yml", text)
     assert refused.value.reason == reason
+
+
+def _job(name: str, compute: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"compute": {"name": compute}}, "status": status}
+
+
+JOBS = [
+    _job("aml-run", "cpu", backend="AzureML"),
+    _job("batch-run", "cpu", backend="Batch"),
+    _job("old-batch", "cpu", jobId="pj-1"),  # from before status.backend was recorded
+    _job("pending", "cpu"),  # nothing created anywhere yet
+    _job("elsewhere", "gpu", backend="AzureML"),
+]
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        pytest.param(AZURE_ML, ("ParallelJob aml-run",), id="an AmlCompute waits for its Azure ML runs only"),
+        pytest.param(
+            BATCH,
+            ("ParallelJob batch-run", "ParallelJob old-batch", "ParallelJob pending"),
+            id="a BatchCompute waits for the rest that name it (a pending one may still need its account)",
+        ),
+    ],
+)
+def test_a_computes_deletion_waits_for_the_parallel_jobs_that_run_on_it(
+    backend: Backend, expected: tuple[str, ...]
+) -> None:
+    assert parallel_jobs_on(JOBS, "cpu", backend) == expected

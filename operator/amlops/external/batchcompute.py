@@ -17,6 +17,7 @@ from amlops.azure.clients import AzureClients
 from amlops.azure.errors import INSECURE_ENDPOINT
 from amlops.external import batchcompute_map as m
 from amlops.external.amlcompute import read_compute, workspace_of
+from amlops.external.backends import BATCH, parallel_jobs_on
 from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, resolve, secret_value
 from amlops.external.ownership import owner_exists
@@ -113,11 +114,7 @@ class BatchComputeClient:
     async def dependents(self, mr: Mr) -> tuple[str, ...]:
         """The ParallelJobs of this namespace that run on this BatchCompute: each must delete its Batch job and
         pool through this account before the account's access goes (a namespace deletion deletes all at once)."""
-        jobs = await self._objects.list("paralleljobs", mr.namespace)
-        names = sorted(
-            str(j["metadata"]["name"]) for j in jobs if (j.get("spec") or {}).get("compute", {}).get("name") == mr.name
-        )
-        return tuple(f"ParallelJob {name}" for name in names)
+        return parallel_jobs_on(await self._objects.list("paralleljobs", mr.namespace), mr.name, BATCH)
 
     async def _plan(self, mr: Mr, pools: list[dict[str, Any]]) -> m.PoolPlan:
         foreign = m.foreign_owners(mr.spec, pools, mr.owner)

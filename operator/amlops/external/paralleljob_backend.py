@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 from amlops.api.paralleljob import ParallelJobSpec
 from amlops.azure.clients import AzureClients
+from amlops.external.backends import AZURE_ML, BATCH, Backend, recorded
 from amlops.external.ownership import owner_exists
 from amlops.external.paralleljob import ParallelJobClient
 from amlops.external.paralleljob_azureml import REASON_WAITING_FOR_COMPUTE, AzureMlParallelJobClient
@@ -24,24 +25,8 @@ from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
 
 Mr = Managed[ParallelJobSpec]
-Backend = Literal["AzureML", "Batch"]
-
-AZURE_ML: Backend = "AzureML"
-BATCH: Backend = "Batch"
 REASON_AMBIGUOUS_COMPUTE = "AmbiguousCompute"
 WAIT_FOR_COMPUTE_SECONDS = 5.0
-
-
-def recorded(status: Mapping[str, Any]) -> Backend | None:
-    """The backend the status names: ``backend``, or for a job from before it was recorded, its Batch job id."""
-    backend = status.get("backend")
-    if backend in (AZURE_ML, BATCH):
-        return AZURE_ML if backend == AZURE_ML else BATCH
-    if status.get("jobId"):
-        return BATCH
-    if status.get("azureJobName"):
-        return AZURE_ML
-    return None
 
 
 def choose(status: Mapping[str, Any], compute: str, aml: bool, batch: bool) -> Backend | None:
