@@ -21,8 +21,7 @@ from azure.ai.ml import command
 from azure.ai.ml.entities import Command, Environment
 
 import amlops_testbed as testbed
-from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
-from tests.support.mlclient import cloud_name, ml_client, storage_env
+from tests.support.mlclient import workspace_client
 from tests.support.objects import apply, wait_condition, wait_for
 from tests.support.processes import StartAzure, StartOperator
 
@@ -61,19 +60,7 @@ def test_a_job_through_mlclient_scales_the_cluster_up_then_down(
     wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready")
     wait_for(k8s, "amlcompute", "cpu", namespace, lambda o: _counts(o)[0] == 0, what="an empty cluster")
 
-    endpoints = azure.run.endpoints
-    for name, value in storage_env(endpoints).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AZUREML_CURRENT_CLOUD", cloud_name(azure.arm_url))
-    ml = ml_client(
-        azure.arm_url,
-        azure.ca_file,
-        DEFAULT_SUBSCRIPTION,
-        DEFAULT_RESOURCE_GROUP,
-        DEFAULT_WORKSPACE,
-        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
-        polling_interval=0.2,
-    )
+    ml = workspace_client(azure, monkeypatch)
     src = tmp_path / "src"
     src.mkdir()
     (src / "wait.py").write_text(WAIT_FOR_GO)

@@ -31,9 +31,8 @@ import amlops_testbed as testbed
 from amlops.azure.ml_jobs import status_of
 from amlops_emulator.azurite import DEVSTORE_KEY
 from amlops_emulator.identity import DEFAULT_PRINCIPAL
-from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 from tests.support.jobs import blobstore, finished_job
-from tests.support.mlclient import cloud_name, ml_client, storage_env
+from tests.support.mlclient import CURRENT_CLOUD, workspace_client
 from tests.support.mlclient import operator_env as ml_operator_env
 from tests.support.objects import apply, condition, wait_condition, wait_for, wait_gone
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
@@ -46,7 +45,6 @@ pytestmark = pytest.mark.e2e
 
 STORE = "azureml://datastores/workspaceblobstore/paths"
 CREDENTIALS = "aml-sp"
-CURRENT_CLOUD = "AZUREML_CURRENT_CLOUD"
 # The seed's script, but run() first waits for $PROBE/go (written by the test), saying it started.
 WAITING_SCORE = SCORE_SCRIPT.replace(
     "def run(input_data):",
@@ -187,19 +185,8 @@ def bed(
     apply(k8s, namespace, manifest)
     wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready", timeout=120)
 
+    ml = workspace_client(azure, monkeypatch)
     endpoints = azure.run.endpoints
-    for name, value in storage_env(endpoints).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv(CURRENT_CLOUD, cloud_name(azure.arm_url))
-    ml = ml_client(
-        azure.arm_url,
-        azure.ca_file,
-        DEFAULT_SUBSCRIPTION,
-        DEFAULT_RESOURCE_GROUP,
-        DEFAULT_WORKSPACE,
-        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
-        polling_interval=0.2,
-    )
     storage = endpoints["storage"]
     credential = {"account_name": storage["accountName"], "account_key": DEVSTORE_KEY}
     prefix = f"pj-{uuid.uuid4().hex[:8]}"

@@ -21,12 +21,16 @@ import json
 import time
 from typing import Any
 
+import pytest
 from azure.ai.ml import MLClient
 from azure.core.credentials import AccessToken
 
 from amlops_emulator.credentials import EMULATOR_TOKEN
+from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
+from tests.support.processes import EmulatorProcess
 
 AML_RESOURCE_ID = "https://ml.azure.com/"
+CURRENT_CLOUD = "AZUREML_CURRENT_CLOUD"
 AML_SCOPE = AML_RESOURCE_ID.rstrip("/") + "/.default"
 
 
@@ -133,3 +137,23 @@ def operator_env(endpoints: dict[str, Any]) -> dict[str, str]:
     never registered (``Unknown cloud environment``)."""
     suffix = (endpoints.get("storage") or {}).get("storageEndpointSuffix") or ""
     return {**storage_env(endpoints), "AMLOPS_STORAGE_ENDPOINT_SUFFIX": suffix}
+
+
+def workspace_client(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> MLClient:
+    """An ``MLClient`` on the emulator's default workspace for one test: :func:`storage_env` and the cloud's name,
+    which MLClient writes into ``AZUREML_CURRENT_CLOUD``, are set with ``monkeypatch`` (restored after the test).
+    Long-running operations are polled every 0.2 s: the emulator's clock runs 60x, a create is done within a
+    second."""
+    endpoints = emulator.run.endpoints
+    for name, value in storage_env(endpoints).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(CURRENT_CLOUD, cloud_name(emulator.arm_url))
+    return ml_client(
+        emulator.arm_url,
+        emulator.ca_file,
+        DEFAULT_SUBSCRIPTION,
+        DEFAULT_RESOURCE_GROUP,
+        DEFAULT_WORKSPACE,
+        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
+        polling_interval=0.2,
+    )

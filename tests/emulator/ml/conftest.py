@@ -18,12 +18,9 @@ from azure.storage.blob import BlobServiceClient
 
 import amlops_testbed as testbed
 from amlops_emulator.azurite import DEVSTORE_KEY
-from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 from tests.support.jobs import create_cluster
-from tests.support.mlclient import cloud_name, ml_client, storage_env
+from tests.support.mlclient import CURRENT_CLOUD, workspace_client
 from tests.support.processes import EmulatorProcess
-
-CURRENT_CLOUD = "AZUREML_CURRENT_CLOUD"
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +43,7 @@ def azure_ml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
 
 @pytest.fixture
 def ml(azure_ml: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> MLClient:
-    endpoints = azure_ml.run.endpoints
-    for name, value in storage_env(endpoints).items():
-        monkeypatch.setenv(name, value)
-    # MLClient writes its cloud's name into AZUREML_CURRENT_CLOUD: set here, it is restored after the test.
-    monkeypatch.setenv(CURRENT_CLOUD, cloud_name(azure_ml.arm_url))
-    return ml_client(
-        azure_ml.arm_url,
-        azure_ml.ca_file,
-        DEFAULT_SUBSCRIPTION,
-        DEFAULT_RESOURCE_GROUP,
-        DEFAULT_WORKSPACE,
-        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
-        polling_interval=0.2,  # the emulator's clock runs 60x: a create is done within a second
-    )
+    return workspace_client(azure_ml, monkeypatch)
 
 
 @pytest.fixture
