@@ -99,7 +99,7 @@ from amlops.external.paralleljob_plan import (
 from amlops.external.ports import ClusterObjects, SecretReader
 from amlops.reconcile import job
 from amlops.reconcile.errors import RetryableError, TerminalError
-from amlops.reconcile.external import Observation, Pending
+from amlops.reconcile.external import Observation, Pending, intent_of
 from amlops.reconcile.managed import Managed
 from amlops.runtime.command import (
     DRIVER_FILE,
@@ -417,11 +417,9 @@ class ParallelJobClient:
         return None
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
-        step = observation.intent
-        if not isinstance(step, Step):  # observed by someone else than observe(): look first
-            step = (await self.observe(mr)).intent
-            if not isinstance(step, Step):
-                return None
+        step = await intent_of(observation, Step, lambda: self.observe(mr))
+        if step is None:
+            return None
         decision, added, index = step.decision, step.added, step.index
         client = await self._batch(mr)
         if client is None:

@@ -38,7 +38,7 @@ from amlops.external.paralleljob_output import OUTPUT_FILE
 from amlops.external.ports import ClusterObjects, SecretReader
 from amlops.reconcile import job
 from amlops.reconcile.errors import RetryableError, TerminalError
-from amlops.reconcile.external import Observation, Pending
+from amlops.reconcile.external import Observation, Pending, intent_of
 from amlops.reconcile.managed import OWNER_TAG, Managed
 from amlops.status import REASON_INVALID_SPEC, EventRecord, now_iso
 
@@ -325,11 +325,9 @@ class AzureMlParallelJobClient:
         return None
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
-        step = observation.intent
-        if not isinstance(step, Step):  # observed by someone else than observe(): look first
-            step = (await self.observe(mr)).intent
-            if not isinstance(step, Step):
-                return None
+        step = await intent_of(observation, Step, lambda: self.observe(mr))
+        if step is None:
+            return None
         target = await self._target(mr)
         if target is None:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"AmlCompute {mr.spec.compute.name} is gone")

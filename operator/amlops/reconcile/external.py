@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +21,7 @@ from amlops.reconcile.managed import Managed
 from amlops.status import ConditionUpdate, EventRecord
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
+IntentT = TypeVar("IntentT")
 
 
 @dataclass(frozen=True)
@@ -97,3 +98,14 @@ class ExternalClient(Protocol[SpecT]):
         """Objects that still need this one's Azure access (ParallelJobs on a BatchCompute); its deletion waits
         for them, as Kubernetes keeps a PersistentVolumeClaim while a Pod uses it."""
         ...
+
+
+async def intent_of(
+    observation: Observation, kind: type[IntentT], observe: Callable[[], Awaitable[Observation]]
+) -> IntentT | None:
+    """What ``update()`` is to do as ``observe()`` decided it; observed afresh when the observation came from
+    elsewhere and carries none (None: still nothing to do)."""
+    if isinstance(observation.intent, kind):
+        return observation.intent
+    fresh = (await observe()).intent
+    return fresh if isinstance(fresh, kind) else None
