@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from amlops.api.commandjob import CommandJobSpec
 from amlops.api.paralleljob import NAME, ParallelJobSpec
 from amlops.external.paralleljob_map import Counts
 from amlops.reconcile.errors import TerminalError
@@ -114,7 +115,7 @@ def remote_code(code: str) -> str:
     return code
 
 
-def check_io_names(spec: ParallelJobSpec) -> None:
+def check_io_names(spec: ParallelJobSpec | CommandJobSpec) -> None:
     """Input and output names azure-ai-ml takes: what ``${{inputs.<name>}}`` can name (the spec's own reference
     pattern), no two the same but for case (azure-ai-ml's ``Component._validate_io_names``). The schema does not
     check map keys yet: InvalidSpec here, before anything is built or created."""
