@@ -1,0 +1,237 @@
+"""CommandJob end to end (issue 19's acceptance): the real apiserver, the operator process, the emulator with Azurite;
+the operator builds the job with azure-ai-ml's own ``command()`` and submits it with its ``MLClient``.
+
+Evidence for what Azure ML answers: the emulator's command jobs (``emulator/src/amlops_emulator/ml/jobs.py``,
+``execution.py``): azure-ai-ml 1.35.2's ``JobStatus`` names; an output given no path lands at
+``azureml://datastores/workspaceblobstore/paths/azureml/{job}/{output}/`` (the emulator's assumption, said there);
+a failed run's error in run history is ``UserError`` "Execution failed. User process 'python' exited with status
+code N ..." (a public troubleshooting guide quotes that wording, execution.py cites it); a run's logs are under
+``ExperimentRun/dcid.{job}/user_logs/``, named as azure-ai-ml's ``COMMON_RUNTIME_STREAM_LOG_PATTERN`` reads them;
+the distributed environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ...) is Azure ML's "Distributed GPU training
+guide"'s.
+
+The emulator's clock runs 60x (nodes come within seconds); the scripts run in real time. Every wait is on the
+object's status with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+import amlops_testbed as testbed
+from amlops_emulator.azurite import DEVSTORE_KEY
+from tests.support.mlclient import storage_env
+from tests.support.objects import apply, condition, wait_condition, wait_for
+from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
+from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
+
+from .test_amlcompute import WORKSPACE, WS_PATH
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+JOB_WITHIN = 180.0  # real seconds: node allocation at 60x, preparation, azure-ai-ml's code upload, the script
+TRAIN = """
+import argparse, pathlib
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int)
+parser.add_argument("--out")
+args = parser.parse_args()
+out = pathlib.Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+(out / "model.txt").write_text(f"weights after {args.epochs} epochs")
+print("trained into", out)
+"""
+FAIL = """
+import sys
+print("loading data")
+print("about to fail: no data here")
+sys.exit(3)
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """An operator on an emulator with Azurite, an AmlCompute ``cpu`` (0..2 nodes) Ready in ``namespace``, the
+    training scripts in ConfigMap ``train-code``; ``container``: workspaceblobstore's container in Azurite."""
+
+    k8s: testbed.Testbed
+    namespace: str
+    azure: EmulatorProcess
+    container: ContainerClient
+
+    def blob(self, name: str) -> str:
+        return self.container.get_blob_client(name).download_blob().readall().decode()
+
+
+@pytest.fixture
+def workspace(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
+) -> Iterator[Workspace]:
+    azure = start_azure(60.0, "--azurite")
+    endpoints = azure.run.endpoints
+    storage = endpoints["storage"]
+    start_operator(
+        namespace,
+        extra_env={
+            **azure.operator_env(),
+            **storage_env(endpoints),  # azure-ai-ml's storage clients (the code upload) reach Azurite through it
+            "AMLOPS_STORAGE_ENDPOINT_SUFFIX": storage["storageEndpointSuffix"],
+        },
+    )
+    # azure-ai-ml asks for an Azure ML token (a JWT) on submission: a service principal's, as the emulator's
+    # identity platform issues them (a static token is no JWT).
+    k8s.kubectl("create", "secret", "generic", "azure-sp", "-n", namespace,
+                *(f"--from-literal={k}={v}" for k, v in endpoints["servicePrincipal"].items()))  # fmt: skip
+    apply(k8s, namespace, _aml_compute())
+    code = {"train.py": TRAIN, "fail.py": FAIL, "ranks.py": RENDEZVOUS, "mpi.py": MPI_ENV}
+    apply(k8s, namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "train-code"}, "data": code})
+    wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready")
+    credential = {"account_name": storage["accountName"], "account_key": DEVSTORE_KEY}
+    with BlobServiceClient(storage["serviceUrl"], credential=credential, connection_verify=azure.ca_file) as blobs:
+        [store] = [c.name for c in blobs.list_containers(name_starts_with="azureml-blobstore-")]
+        yield Workspace(k8s, namespace, azure, blobs.get_container_client(store))
+
+
+def _aml_compute() -> str:
+    body = {
+        "apiVersion": "amlops.io/v1alpha1",
+        "kind": "AmlCompute",
+        "metadata": {"name": "cpu"},
+        "spec": {
+            "workspace": WORKSPACE,
+            "computeName": "c" + uuid.uuid4().hex[:8],
+            "vmSize": "STANDARD_DS3_V2",
+            "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 2, "nodeIdleTimeBeforeScaleDown": 120},
+            "credentials": {"secretRef": {"name": "azure-sp"}},
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def command_job(name: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "amlops.io/v1alpha1",
+        "kind": "CommandJob",
+        "metadata": {"name": name},
+        "spec": {"compute": "cpu", "codeConfigMap": "train-code", "environment": {"image": IMAGE}, **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def wait_phase(ws: Workspace, name: str, phase: str) -> dict[str, Any]:
+    """The CommandJob once its phase is ``phase`` (failing fast, with its status, if it ends otherwise)."""
+
+    def reached(obj: dict[str, Any]) -> bool:
+        now = (obj.get("status") or {}).get("phase")
+        assert not (now in ("Complete", "Failed") and now != phase), f"ended {now}: {obj.get('status')}"
+        return bool(now == phase)
+
+    return wait_for(ws.k8s, "commandjob", name, ws.namespace, reached, what=f"phase {phase}", timeout=JOB_WITHIN)
+
+
+def test_a_training_script_writes_its_model_to_its_output(workspace: Workspace) -> None:
+    """The Estimator's classic: ``source_directory`` (here a ConfigMap), ``entry_script`` with ``script_params``
+    (an integer input), an output folder: Complete, the model file is in Azurite at the output Azure ML reports,
+    and the status has the Azure ML job's name, its Studio link and its times."""
+    ws = workspace
+    apply(
+        ws.k8s,
+        ws.namespace,
+        command_job(
+            "train",
+            command="python train.py --epochs ${{inputs.epochs}} --out ${{outputs.model}}",
+            inputs={"epochs": {"type": "integer", "value": "3"}},
+            outputs={"model": {}},
+            experimentName="amlops-e2e",
+            tags={"team": "vision"},
+        ),
+    )
+
+    obj = wait_phase(ws, "train", "Complete")
+
+    status, uid = obj["status"], obj["metadata"]["uid"]
+    assert status["azureJobName"] == f"cj-{uid}"
+    assert status["azureStatus"] == "Completed"
+    assert condition(obj, "Complete")["status"] == "True"
+    assert condition(obj, "Ready")["status"] == "True"
+    assert f"/runs/cj-{uid}?wsid={WS_PATH}" in status["studioUrl"]
+    assert status["startTime"] <= status["completionTime"]
+    assert status["outputs"]["model"] == f"azureml://datastores/workspaceblobstore/paths/azureml/cj-{uid}/model/"
+    assert ws.blob(f"azureml/cj-{uid}/model/model.txt") == "weights after 3 epochs"
+    assert "trained into" in ws.blob(f"ExperimentRun/dcid.cj-{uid}/user_logs/std_log.txt")
+    assert status.get("error") is None
+    assert status.get("logTail") is None
+
+
+def test_a_failing_script_fails_with_azures_error_and_the_log_tail(workspace: Workspace) -> None:
+    """``sys.exit(3)``: Failed, Stalled with Azure's error code (``UserError``) and message, the driver log's last
+    lines in ``status.logTail``, a Warning Event."""
+    ws = workspace
+    apply(ws.k8s, ws.namespace, command_job("broken", command="python fail.py"))
+
+    obj = wait_phase(ws, "broken", "Failed")
+
+    status = obj["status"]
+    assert status["azureStatus"] == "Failed"
+    assert status["error"]["code"] == "UserError"
+    assert "exited with status code 3" in status["error"]["message"]
+    assert status["logTail"].splitlines()[-1] == "about to fail: no data here"
+    failed, stalled = condition(obj, "Failed"), condition(obj, "Stalled")
+    assert (failed["status"], failed["reason"]) == ("True", "UserError")
+    assert (stalled["status"], stalled["reason"]) == ("True", "UserError")
+    assert condition(obj, "Ready")["status"] == "False"
+
+
+@pytest.mark.parametrize(
+    ("distribution", "script", "seen"),
+    [
+        pytest.param(
+            "PyTorch",
+            "ranks.py",
+            lambda s: (s["RANK"], s["WORLD_SIZE"], s["LOCAL_RANK"], s["NODE_RANK"]),
+            id="pytorch: ranks meet over MASTER_ADDR:MASTER_PORT",
+        ),
+        pytest.param(
+            "Mpi",
+            "mpi.py",
+            lambda s: (s["OMPI_COMM_WORLD_RANK"], s["OMPI_COMM_WORLD_SIZE"], s["OMPI_COMM_WORLD_LOCAL_RANK"], None),
+            id="mpi: Open MPI's world",
+        ),
+    ],
+)
+def test_two_nodes_by_two_processes(
+    workspace: Workspace, distribution: str, script: str, seen: Callable[[dict[str, str]], tuple[Any, ...]]
+) -> None:
+    """The Estimator's ``node_count=2``, ``process_count_per_node=2``, ``distributed_training``: four ranks on two
+    nodes of the AmlCompute, each writing what it saw into the shared output."""
+    ws = workspace
+    apply(
+        ws.k8s,
+        ws.namespace,
+        command_job(
+            "dist",
+            command=f"python {script} ${{{{outputs.ranks}}}}",
+            outputs={"ranks": {}},
+            resources={"instanceCount": 2},
+            distribution={"type": distribution, "processCountPerInstance": 2},
+        ),
+    )
+
+    obj = wait_phase(ws, "dist", "Complete")
+
+    uid = obj["metadata"]["uid"]
+    ranks = [json.loads(ws.blob(f"azureml/cj-{uid}/ranks/rank{rank}.json")) for rank in range(4)]
+    node_rank = (lambda r: str(r // 2)) if distribution == "PyTorch" else (lambda r: None)
+    expected = [(str(r), "4", str(r % 2), node_rank(r)) for r in range(4)]
+    assert [seen(s) for s in ranks] == expected
+    if distribution == "PyTorch":
+        assert ranks[0]["peers"] == [1, 2, 3], "every other rank reached rank 0"
