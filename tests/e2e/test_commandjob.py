@@ -20,6 +20,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 import amlops_testbed as testbed
 from amlops_emulator.azurite import DEVSTORE_KEY
 from tests.support.mlclient import storage_env
-from tests.support.objects import apply, condition, wait_condition, wait_for
+from tests.support.objects import apply, condition, wait_condition, wait_for, wait_gone
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
@@ -49,6 +50,15 @@ out = pathlib.Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 (out / "model.txt").write_text(f"weights after {args.epochs} epochs")
 print("trained into", out)
+"""
+# Says it started ($PROBE/started-<attempt's job>), then runs until the test writes $PROBE/go.
+WAIT_FOR_GO = """
+import os, pathlib, time
+probe = pathlib.Path(os.environ["PROBE"])
+(probe / ("started-" + os.environ.get("AZUREML_RUN_ID", "run"))).write_text("yes")
+while not (probe / "go").exists():
+    time.sleep(0.05)
+print("released")
 """
 FAIL = """
 import sys
@@ -92,7 +102,7 @@ def workspace(
     k8s.kubectl("create", "secret", "generic", "azure-sp", "-n", namespace,
                 *(f"--from-literal={k}={v}" for k, v in endpoints["servicePrincipal"].items()))  # fmt: skip
     apply(k8s, namespace, _aml_compute())
-    code = {"train.py": TRAIN, "fail.py": FAIL, "ranks.py": RENDEZVOUS, "mpi.py": MPI_ENV}
+    code = {"train.py": TRAIN, "fail.py": FAIL, "ranks.py": RENDEZVOUS, "mpi.py": MPI_ENV, "wait.py": WAIT_FOR_GO}
     apply(k8s, namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "train-code"}, "data": code})
     wait_condition(k8s, "amlcompute", "cpu", namespace, "Ready")
     credential = {"account_name": storage["accountName"], "account_key": DEVSTORE_KEY}
@@ -235,3 +245,85 @@ def test_two_nodes_by_two_processes(
     assert [seen(s) for s in ranks] == expected
     if distribution == "PyTorch":
         assert ranks[0]["peers"] == [1, 2, 3], "every other rank reached rank 0"
+
+
+def azure_job(ws: Workspace, name: str) -> dict[str, Any]:
+    """The Azure ML job as the jobs REST API answers it (``Jobs_Get``)."""
+    code, body = ws.azure.arm("GET", f"{WS_PATH}/jobs/{name}", api_version="2024-01-01-preview")
+    assert code == 200, body
+    assert isinstance(body, dict)
+    return body
+
+
+def waiting_job(ws: Workspace, name: str, probe: Path, **spec: Any) -> dict[str, Any]:
+    """A CommandJob running wait.py, once its script has started; the object as it was then."""
+    apply(ws.k8s, ws.namespace, command_job(name, command="python wait.py",
+                                             environmentVariables={"PROBE": str(probe)}, **spec))  # fmt: skip
+    obj = wait_phase(ws, name, "Running")
+    started = probe / f"started-cj-{obj['metadata']['uid']}"
+    testbed.eventually(started.exists, timeout=JOB_WITHIN, what="the script started")
+    return obj
+
+
+def patch_spec(ws: Workspace, name: str, **spec: Any) -> None:
+    ws.k8s.kubectl("patch", f"commandjob/{name}", "-n", ws.namespace, "--type=merge", "-p",
+                   json.dumps({"spec": spec}))  # fmt: skip
+
+
+def test_suspend_cancels_the_job_and_resume_submits_it_anew(workspace: Workspace, tmp_path: Path) -> None:
+    """batch/v1 Job's ``suspend``: true cancels the running Azure ML job (Suspended, not Ready); false submits a new
+    attempt (``cj-<uid>-1``: the canceled job keeps its name and history), which runs to Complete."""
+    ws, probe = workspace, tmp_path / "probe"
+    probe.mkdir()
+    uid = waiting_job(ws, "long", probe)["metadata"]["uid"]
+
+    patch_spec(ws, "long", suspend=True)
+    obj = wait_condition(ws.k8s, "commandjob", "long", ws.namespace, "Suspended")
+    obj = wait_for(ws.k8s, "commandjob", "long", ws.namespace, lambda o: o["status"].get("azureStatus") == "Canceled",
+                   what="its Azure ML job canceled")  # fmt: skip
+    assert obj["status"]["phase"] == "Suspended"
+    assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Canceled"
+    assert condition(obj, "Suspended")["status"] == "True"
+    assert condition(obj, "Ready")["status"] == "False"
+
+    patch_spec(ws, "long", suspend=False)
+    testbed.eventually((probe / f"started-cj-{uid}-1").exists, timeout=JOB_WITHIN, what="the next attempt started")
+    (probe / "go").write_text("go")
+    obj = wait_phase(ws, "long", "Complete")
+
+    assert (obj["status"]["azureJobName"], obj["status"]["attempt"]) == (f"cj-{uid}-1", 1)
+    assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Canceled", "the first attempt stays canceled"
+
+
+def test_deleting_the_object_cancels_its_running_job(workspace: Workspace, tmp_path: Path) -> None:
+    """deletionPolicy Delete (the default): the finalizer is released once the Azure ML job is canceled."""
+    ws, probe = workspace, tmp_path / "probe"
+    probe.mkdir()
+    uid = waiting_job(ws, "doomed", probe)["metadata"]["uid"]
+
+    ws.k8s.kubectl("delete", "commandjob/doomed", "-n", ws.namespace, "--wait=false")
+    wait_gone(ws.k8s, "commandjob", "doomed", ws.namespace, timeout=JOB_WITHIN)
+
+    assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Canceled"
+
+
+def test_active_deadline_cancels_and_fails_the_job(workspace: Workspace, tmp_path: Path) -> None:
+    """``activeDeadlineSeconds`` (batch/v1 Job's, counted from startTime): past it, amlops cancels the Azure ML job
+    and the object is Failed DeadlineExceeded."""
+    ws, probe = workspace, tmp_path / "probe"
+    probe.mkdir()
+    uid = waiting_job(ws, "slow", probe, activeDeadlineSeconds=2)["metadata"]["uid"]
+
+    obj = wait_phase(ws, "slow", "Failed")
+
+    assert condition(obj, "Failed")["reason"] == "DeadlineExceeded"
+    assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Canceled"
+
+
+def test_a_finished_job_goes_after_its_ttl(workspace: Workspace) -> None:
+    """``ttlSecondsAfterFinished: 0``: the object deletes itself once Complete, as a batch/v1 Job does."""
+    ws = workspace
+    apply(ws.k8s, ws.namespace, command_job("brief", command="python train.py --epochs 1 --out outputs",
+                                             ttlSecondsAfterFinished=0))  # fmt: skip
+
+    wait_gone(ws.k8s, "commandjob", "brief", ws.namespace, timeout=JOB_WITHIN)
