@@ -122,6 +122,7 @@ def _aml_compute() -> str:
             "vmSize": "STANDARD_DS3_V2",
             "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 2, "nodeIdleTimeBeforeScaleDown": 120},
             "credentials": {"secretRef": {"name": "azure-sp"}},
+            "reportActiveRuns": True,
         },
     }
     return yaml.safe_dump(body)
@@ -295,16 +296,30 @@ def test_suspend_cancels_the_job_and_resume_submits_it_anew(workspace: Workspace
     assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Canceled", "the first attempt stays canceled"
 
 
-def test_deleting_the_object_cancels_its_running_job(workspace: Workspace, tmp_path: Path) -> None:
-    """deletionPolicy Delete (the default): the finalizer is released once the Azure ML job is canceled."""
+def test_the_compute_lists_the_running_job_and_deleting_the_object_cancels_it(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """While the job runs, its AmlCompute has scaled up for it and lists it in ``status.activeRuns`` (the seed's
+    ``get_active_runs``) with the object that owns it. deletionPolicy Delete (the default): the finalizer is
+    released once the Azure ML job is canceled, and the job leaves activeRuns."""
     ws, probe = workspace, tmp_path / "probe"
     probe.mkdir()
     uid = waiting_job(ws, "doomed", probe)["metadata"]["uid"]
+    run = {"name": f"cj-{uid}", "type": "command", "status": "Running", "owner": f"{ws.namespace}/doomed"}
+    compute = wait_for(ws.k8s, "amlcompute", "cpu", ws.namespace, lambda o: run in _runs(o), what="the job listed")
+    assert compute["status"]["currentNodeCount"] >= 1
 
     ws.k8s.kubectl("delete", "commandjob/doomed", "-n", ws.namespace, "--wait=false")
     wait_gone(ws.k8s, "commandjob", "doomed", ws.namespace, timeout=JOB_WITHIN)
 
     assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Canceled"
+    wait_for(ws.k8s, "amlcompute", "cpu", ws.namespace, lambda o: _runs(o) == [], what="no active run left")
+
+
+def _runs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """An AmlCompute's activeRuns without their display names (Azure ML's default one is the job's own)."""
+    runs = (obj.get("status") or {}).get("activeRuns") or []
+    return [{k: v for k, v in run.items() if k != "displayName"} for run in runs]
 
 
 def test_active_deadline_cancels_and_fails_the_job(workspace: Workspace, tmp_path: Path) -> None:
