@@ -30,7 +30,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 import amlops_testbed as testbed
 from amlops_emulator.azurite import DEVSTORE_KEY
 from tests.support.mlclient import storage_env
-from tests.support.objects import apply, condition, wait_condition, wait_for, wait_gone
+from tests.support.objects import apply, condition, try_apply, wait_condition, wait_for, wait_gone
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
@@ -342,3 +342,34 @@ def test_a_finished_job_goes_after_its_ttl(workspace: Workspace) -> None:
                                              ttlSecondsAfterFinished=0))  # fmt: skip
 
     wait_gone(ws.k8s, "commandjob", "brief", ws.namespace, timeout=JOB_WITHIN)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message", "why"),
+    [
+        ({"useDocker": True}, "useDocker (Estimator: use_docker): Azure ML v2 runs every job in a container",
+         "an Estimator parameter v2 dropped: refused with its replacement, not pruned in silence"),
+        ({"nodeCount": 2}, "nodeCount (Estimator: node_count): use resources.instanceCount", "renamed in v2"),
+        ({"code": "azureml:train:1"}, "set exactly one of code", "both code and codeConfigMap"),
+        ({"environment": {"name": "azureml:sklearn:1", "image": IMAGE}}, "set exactly one of environment.name",
+         "a registered environment and an image"),
+        ({"distribution": {"type": "TensorFlow", "processCountPerInstance": 2}}, "processCountPerInstance is",
+         "a count of another distribution type"),
+    ],
+)  # fmt: skip
+def test_the_apiserver_refuses(
+    k8s: testbed.Testbed, namespace: str, spec: dict[str, Any], message: str, why: str
+) -> None:
+    """The schema's CEL rules, on the real apiserver: nothing reaches the operator."""
+    refused = try_apply(k8s, namespace, command_job("bad", command="python train.py", **spec))
+    assert refused.returncode != 0, why
+    assert message in refused.stderr, refused.stderr
+
+
+def test_the_spec_is_immutable_but_suspend(k8s: testbed.Testbed, namespace: str) -> None:
+    """Once applied only suspend and deletionProtection change (no operator runs: the apiserver decides)."""
+    apply(k8s, namespace, command_job("fixed", command="python train.py"))
+    changed = try_apply(k8s, namespace, command_job("fixed", command="python other.py"))
+    assert changed.returncode != 0
+    assert "a CommandJob's spec is immutable except suspend and deletionProtection" in changed.stderr
+    apply(k8s, namespace, command_job("fixed", command="python train.py", suspend=True, deletionProtection=True))

@@ -214,9 +214,12 @@ def test_refused_before_anything_is_built(overrides: dict[str, Any], message: st
         ({"resources": {"shmSize": "2 GB"}}, "no docker shm size"),
         ({"resources": {"instanceCount": 0}}, "no node"),
         ({"limits": {"timeout": 0}}, "no run time"),
+        ({"useDocker": True}, "an Estimator parameter v2 dropped: refused with its replacement"),
+        ({"pipPackages": ["numpy"]}, "the Estimator's list form: environment.pipRequirements instead"),
     ],
 )
 def test_the_model_refuses(overrides: dict[str, Any], why: str) -> None:
+    """What the schema and its CEL rules refuse (tests/e2e/test_commandjob.py applies them to the apiserver)."""
     raw = {"compute": "cpu", "code": "azureml:c:1", "command": "python t.py", "environment": {"image": IMAGE}}
     raw.update(overrides)
     raw = {k: v for k, v in raw.items() if v is not None}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 
 from amlops.api.common import OBJECT_NAME, ApiModel, deletion_protection_field, object_name, unchanged
 from amlops.api.job import INT32_MAX, JobControls, JobStatus
@@ -198,12 +198,66 @@ class Limits(ApiModel):
     )
 
 
-def _immutable_except_suspend(schema: JsonDict) -> None:
-    """One transition rule over every field but suspend and deletionProtection (as ParallelJob's)."""
+# The Estimator's parameters that are no field of a CommandJob (azure-ai-ml v2 has no such parameter, or another
+# field holds it): camelCase name → (the Estimator's parameter, what to write instead). Each is in the schema only to
+# be refused with its replacement, rather than pruned in silence by the apiserver.
+ESTIMATOR_ONLY: dict[str, tuple[str, str]] = {
+    "sourceDirectory": ("source_directory", "use code (a folder URI or code asset) or codeConfigMap"),
+    "sourceDirectoryDataStore": ("source_directory_data_store", "name the folder in code as azureml://datastores/<datastore>/paths/<path>"),
+    "computeTarget": ("compute_target", "use compute (an AmlCompute of this namespace)"),
+    "entryScript": ("entry_script", "write the script into command: python <script> <arguments>"),
+    "scriptParams": ("script_params", "write the arguments into command, inputs as ${{inputs.<name>}}"),
+    "arguments": ("arguments", "write the arguments into command, inputs as ${{inputs.<name>}}"),
+    "nodeCount": ("node_count", "use resources.instanceCount"),
+    "processCountPerNode": ("process_count_per_node", "use distribution.processCountPerInstance"),
+    "distributedTraining": ("distributed_training", "use distribution (type PyTorch, Mpi or TensorFlow)"),
+    "environmentDefinition": ("environment_definition", "use environment.name (azureml:<name>:<version>)"),
+    "customDockerImage": ("custom_docker_image", "use environment.image"),
+    "condaPackages": ("conda_packages", "list them in environment.condaFile's dependencies"),
+    "pipPackages": ("pip_packages", "use environment.pipRequirements"),
+    "condaDependenciesFile": ("conda_dependencies_file", "put the file's content in environment.condaFile"),
+    "pipRequirementsFile": ("pip_requirements_file", "put its lines in environment.pipRequirements"),
+    "useGpu": ("use_gpu", "Azure ML v2 has no such switch: a GPU image in environment.image, on a GPU AmlCompute"),
+    "useDocker": ("use_docker", "Azure ML v2 runs every job in a container: set environment.image or environment.name"),
+    "userManaged": ("user_managed", "Azure ML v2 has no such switch: an environment.image without condaFile or "
+                    "pipRequirements is used as it is"),
+    "imageRegistryDetails": ("image_registry_details", "give the workspace access to the registry in Azure (no "
+                             "credentials in the job); set environment.image"),
+    "shmSize": ("shm_size", "use resources.shmSize"),
+    "maxRunDurationSeconds": ("max_run_duration_seconds", "use limits.timeout"),
+    "resumeFrom": ("resume_from", "declare the checkpoint folder as an input; the script reads ${{inputs.<name>}}"),
+}  # fmt: skip
+# The JSON type each Estimator parameter had (CEL sees only typed fields): a value of the right type gets the
+# refusal that names the replacement.
+_ESTIMATOR_TYPES: dict[str, str] = {
+    "scriptParams": "object", "distributedTraining": "object", "environmentDefinition": "object",
+    "imageRegistryDetails": "object", "arguments": "strings", "condaPackages": "strings", "pipPackages": "strings",
+    "nodeCount": "integer", "processCountPerNode": "integer", "maxRunDurationSeconds": "integer",
+    "useGpu": "boolean", "useDocker": "boolean", "userManaged": "boolean",
+}  # fmt: skip
+
+
+def _estimator_schema(name: str, parameter: str, instead: str) -> JsonDict:
+    kind = _ESTIMATOR_TYPES.get(name, "string")
+    schema: JsonDict = {"description": f"Refused: the Estimator's {parameter} has no field of its own in Azure ML v2: "
+                                       f"{instead}."}  # fmt: skip
+    if kind == "object":
+        schema.update({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    elif kind == "strings":
+        schema.update({"type": "array", "items": {"type": "string"}})
+    else:
+        schema["type"] = kind
+    return schema
+
+
+def _schema_extra(schema: JsonDict) -> None:
+    """One transition rule over every field but suspend and deletionProtection: present in both old and new
+    with the same value, or in neither (as ParallelJob's); code or codeConfigMap; and every Estimator-only
+    parameter (:data:`ESTIMATOR_ONLY`) refused with what to write instead."""
     properties = schema.get("properties")
     assert isinstance(properties, dict)
     frozen = [name for name in properties if name not in MUTABLE]
-    schema["x-kubernetes-validations"] = [
+    rules: list[JsonValue] = [
         {
             "rule": " && ".join(unchanged(f) for f in frozen),
             "message": "a CommandJob's spec is immutable except suspend and deletionProtection: "
@@ -215,13 +269,17 @@ def _immutable_except_suspend(schema: JsonDict) -> None:
             "asset) and codeConfigMap (a ConfigMap in this namespace)",
         },
     ]
+    for name, (parameter, instead) in ESTIMATOR_ONLY.items():
+        properties[name] = _estimator_schema(name, parameter, instead)
+        rules.append({"rule": f"!has(self.{name})", "message": f"{name} (Estimator: {parameter}): {instead}"})
+    schema["x-kubernetes-validations"] = rules
 
 
 MUTABLE = ("suspend", "deletionProtection")
 
 
 class CommandJobSpec(JobControls):
-    model_config = ConfigDict(json_schema_extra=_immutable_except_suspend)
+    model_config = ConfigDict(json_schema_extra=_schema_extra)
 
     compute: str = object_name(
         "Estimator: compute_target. command(compute): name of an AmlCompute in this namespace; the job runs in its "
@@ -296,6 +354,15 @@ class CommandJobSpec(JobControls):
         description="Delete cancels the Azure ML job with the object (if it still runs); Orphan leaves it running.",
     )
     deletion_protection: bool = deletion_protection_field()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_estimator_only(cls, data: Any) -> Any:
+        """What the CEL rules refuse, refused by the model too: an Estimator-only parameter."""
+        for name in set(data) & set(ESTIMATOR_ONLY) if isinstance(data, dict) else ():
+            parameter, instead = ESTIMATOR_ONLY[name]
+            raise ValueError(f"{name} (Estimator: {parameter}): {instead}")
+        return data
 
     @model_validator(mode="after")
     def _one_code(self) -> CommandJobSpec:
