@@ -17,6 +17,7 @@ object's status with a deadline.
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ class Workspace:
     namespace: str
     azure: EmulatorProcess
     container: ContainerClient
+    operator: testbed.OperatorRun
+    start_operator: Callable[[], testbed.OperatorRun]  # another operator process with the same environment
 
     def blob(self, name: str) -> str:
         return self.container.get_blob_client(name).download_blob().readall().decode()
@@ -89,14 +92,12 @@ def workspace(
     azure = start_azure(60.0, "--azurite")
     endpoints = azure.run.endpoints
     storage = endpoints["storage"]
-    start_operator(
-        namespace,
-        extra_env={
-            **azure.operator_env(),
-            **storage_env(endpoints),  # azure-ai-ml's storage clients (the code upload) reach Azurite through it
-            "AMLOPS_STORAGE_ENDPOINT_SUFFIX": storage["storageEndpointSuffix"],
-        },
-    )
+    env = {
+        **azure.operator_env(),
+        **storage_env(endpoints),  # azure-ai-ml's storage clients (the code upload) reach Azurite through it
+        "AMLOPS_STORAGE_ENDPOINT_SUFFIX": storage["storageEndpointSuffix"],
+    }
+    operator = start_operator(namespace, extra_env=env)
     # azure-ai-ml asks for an Azure ML token (a JWT) on submission: a service principal's, as the emulator's
     # identity platform issues them (a static token is no JWT).
     k8s.kubectl("create", "secret", "generic", "azure-sp", "-n", namespace,
@@ -108,7 +109,8 @@ def workspace(
     credential = {"account_name": storage["accountName"], "account_key": DEVSTORE_KEY}
     with BlobServiceClient(storage["serviceUrl"], credential=credential, connection_verify=azure.ca_file) as blobs:
         [store] = [c.name for c in blobs.list_containers(name_starts_with="azureml-blobstore-")]
-        yield Workspace(k8s, namespace, azure, blobs.get_container_client(store))
+        container = blobs.get_container_client(store)
+        yield Workspace(k8s, namespace, azure, container, operator, lambda: start_operator(namespace, extra_env=env))
 
 
 def _aml_compute() -> str:
@@ -373,3 +375,37 @@ def test_the_spec_is_immutable_but_suspend(k8s: testbed.Testbed, namespace: str)
     assert changed.returncode != 0
     assert "a CommandJob's spec is immutable except suspend and deletionProtection" in changed.stderr
     apply(k8s, namespace, command_job("fixed", command="python train.py", suspend=True, deletionProtection=True))
+
+
+def test_limits_timeout_fails_the_job_with_azures_error(workspace: Workspace, tmp_path: Path) -> None:
+    """``limits.timeout`` (the Estimator's ``max_run_duration_seconds``): Azure ML cancels the run and says why in
+    run history (``JobTimeout``, the emulator's code: no public failed-run body shows Azure's): Failed with it."""
+    ws, probe = workspace, tmp_path / "probe"
+    probe.mkdir()
+    apply(ws.k8s, ws.namespace, command_job("capped", command="python wait.py", limits={"timeout": 2},
+                                             environmentVariables={"PROBE": str(probe)}))  # fmt: skip
+
+    obj = wait_phase(ws, "capped", "Failed")
+
+    assert obj["status"]["azureStatus"] == "Canceled"
+    assert obj["status"]["error"]["code"] == "JobTimeout"
+    assert condition(obj, "Failed")["reason"] == "JobTimeout"
+
+
+def test_an_operator_killed_after_submitting_submits_no_second_job(workspace: Workspace) -> None:
+    """SIGKILL right after the submission (the Azure ML job exists, the status may not say so yet): the next
+    operator finds the job by its name, ``cj-<uid>``, and follows it to Complete; Azure ML has one job."""
+    ws = workspace
+    obj = apply(ws.k8s, ws.namespace, command_job("once", command="python train.py --epochs 1 --out outputs"))
+    uid = obj["metadata"]["uid"]
+    path = f"{WS_PATH}/jobs/cj-{uid}"
+    testbed.eventually(lambda: ws.azure.arm("GET", path, api_version="2024-01-01-preview")[0] == 200,
+                       timeout=JOB_WITHIN, interval=0.05, what="the job submitted")  # fmt: skip
+    ws.operator.stop(signal.SIGKILL)
+
+    ws.start_operator()
+    wait_phase(ws, "once", "Complete")
+
+    code, listing = ws.azure.arm("GET", f"{WS_PATH}/jobs", api_version="2024-01-01-preview")
+    assert code == 200, listing
+    assert [job["name"] for job in listing["value"] if uid in job["name"]] == [f"cj-{uid}"]

@@ -256,7 +256,8 @@ class MlJobs:
             except ResourceNotFoundError:
                 return None
             state = job_state(job, list(self._client.jobs.list(parent_job_name=name)))
-            if state.status != "Failed":
+            # A canceled job may say why too: Azure ML cancels a command job past its limits.timeout.
+            if state.status not in ("Failed", "Canceled"):
                 return state
             return replace(state, error=self._error(state.child.name if state.child else name) or self._error(name))
 
