@@ -325,13 +325,15 @@ def _runs(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_active_deadline_cancels_and_fails_the_job(workspace: Workspace, tmp_path: Path) -> None:
-    """``activeDeadlineSeconds`` (batch/v1 Job's, counted from startTime): past it, amlops cancels the Azure ML job
-    and the object is Failed DeadlineExceeded."""
+    """``activeDeadlineSeconds`` (batch/v1 Job's, counted from startTime, the submission): past it, amlops cancels
+    the Azure ML job, whether it still waits for nodes or runs, and the object is Failed DeadlineExceeded."""
     ws, probe = workspace, tmp_path / "probe"
     probe.mkdir()
-    uid = waiting_job(ws, "slow", probe, activeDeadlineSeconds=2)["metadata"]["uid"]
+    apply(ws.k8s, ws.namespace, command_job("slow", command="python wait.py", activeDeadlineSeconds=2,
+                                             environmentVariables={"PROBE": str(probe)}))  # fmt: skip
 
     obj = wait_phase(ws, "slow", "Failed")
+    uid = obj["metadata"]["uid"]
 
     assert condition(obj, "Failed")["reason"] == "DeadlineExceeded"
     assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Canceled"

@@ -34,6 +34,20 @@ def facts(
         (facts("Queued", suspend=True), "Suspended", "Suspended", "cancel", "suspend while queued: cancel too"),
         (facts("CancelRequested", suspend=True), "Suspended", "Canceling", "none", "already canceling: no second"),
         (facts("CancelRequested"), "Running", "Canceling", "none", "canceled from outside: wait for Canceled"),
+        (
+            facts("CancelRequested", phase="Suspended"),
+            "Suspended",
+            "Canceling",
+            "none",
+            "suspend lifted while amlops' cancel runs: still Suspended, so Canceled resumes rather than fails",
+        ),
+        (
+            facts("Running", phase="Suspended"),
+            "Suspended",
+            "Suspended",
+            "cancel",
+            "suspend lifted before the cancel shows (a listing from before it): cancel again, resume after",
+        ),
         (facts("Canceled", suspend=True), "Suspended", "Suspended", "none", "canceled for suspend: stays so"),
         (facts("Canceled", phase="Suspended"), "Pending", "Running", "resume", "suspend lifted: the next attempt"),
         (

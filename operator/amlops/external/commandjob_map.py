@@ -61,10 +61,13 @@ def decide(facts: Facts) -> Decision:
         if status == "Canceled" and facts.phase == "Suspended":
             return Decision(job.PENDING, job.REASON_RUNNING, "resumed: submitting the job again", "resume")
         raise ValueError(f"{status} is read by finished()")
+    # Suspended by amlops: the attempt is canceled before anything else, even when suspend was lifted before the
+    # cancel showed (a resume submits the next attempt only once this one has ended).
+    stopping = facts.suspend or facts.phase == "Suspended"
     if status == CANCELING:
-        phase: JobPhase = "Suspended" if facts.suspend else "Running"
+        phase: JobPhase = "Suspended" if stopping else "Running"
         return Decision(phase, REASON_CANCELING, "Azure ML is canceling the job")
-    if facts.suspend:
+    if stopping:
         return Decision("Suspended", job.REASON_SUSPENDED, "suspending: canceling the Azure ML job", "cancel")
     exceeded = job.deadline_exceeded(facts.deadline, facts.elapsed)
     if exceeded is not None:
