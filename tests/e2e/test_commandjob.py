@@ -31,7 +31,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 import amlops_testbed as testbed
 from amlops_emulator.azurite import DEVSTORE_KEY
 from tests.support.mlclient import storage_env
-from tests.support.objects import apply, condition, try_apply, wait_condition, wait_for, wait_gone
+from tests.support.objects import apply, condition, events, try_apply, wait_condition, wait_for, wait_gone
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 from tests.support.rank_scripts import MPI_ENV, RENDEZVOUS
 
@@ -202,6 +202,8 @@ def test_a_failing_script_fails_with_azures_error_and_the_log_tail(workspace: Wo
     assert (failed["status"], failed["reason"]) == ("True", "UserError")
     assert (stalled["status"], stalled["reason"]) == ("True", "UserError")
     assert condition(obj, "Ready")["status"] == "False"
+    warned = testbed.eventually(lambda: events(ws.k8s, ws.namespace, reason="UserError"), what="a UserError Event")
+    assert {(e["type"], e["involvedObject"]["name"]) for e in warned} == {("Warning", "broken")}
 
 
 @pytest.mark.parametrize(
