@@ -320,6 +320,21 @@ def test_the_compute_lists_the_running_job_and_deleting_the_object_cancels_it(
     wait_for(ws.k8s, "amlcompute", "cpu", ws.namespace, lambda o: _runs(o) == [], what="no active run left")
 
 
+def test_deletion_policy_orphan_leaves_the_job_running(workspace: Workspace, tmp_path: Path) -> None:
+    """deletionPolicy Orphan: the object goes at once and its Azure ML job runs on (to Completed here)."""
+    ws, probe = workspace, tmp_path / "probe"
+    probe.mkdir()
+    uid = waiting_job(ws, "left", probe, deletionPolicy="Orphan")["metadata"]["uid"]
+
+    ws.k8s.kubectl("delete", "commandjob/left", "-n", ws.namespace, "--wait=false")
+    wait_gone(ws.k8s, "commandjob", "left", ws.namespace)
+
+    assert azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Running"
+    (probe / "go").write_text("go")
+    testbed.eventually(lambda: azure_job(ws, f"cj-{uid}")["properties"]["status"] == "Completed",
+                       timeout=JOB_WITHIN, what="the orphaned job completed")  # fmt: skip
+
+
 def _runs(obj: dict[str, Any]) -> list[dict[str, Any]]:
     """An AmlCompute's activeRuns without their display names (Azure ML's default one is the job's own)."""
     runs = (obj.get("status") or {}).get("activeRuns") or []
