@@ -1,4 +1,4 @@
--- Argo CD resource actions for every amlops.io job kind (ParallelJob), mirroring argo-cd's batch/Job actions:
+-- Argo CD resource actions for every amlops.io job kind (ParallelJob, CommandJob), as argo-cd's batch/Job's:
 -- suspend a job that is running, resume a suspended one, nothing once it has finished (Complete or Failed
 -- are terminal). There is no "terminate": deleting the job cancels it in Azure.
 local actions = {}

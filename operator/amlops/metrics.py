@@ -6,12 +6,13 @@ resource is deleted (:func:`forget`), so dashboards do not show ghosts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from amlops.reconcile.outcome import Outcome
-from amlops.status import READY, STALLED
+from amlops.status import READY, STALLED, parse_time
 
 RECONCILE_TOTAL = Counter(
     "amlops_reconcile_total", "Reconcile passes by kind and result (ok, retry, stalled, error).", ["kind", "result"]
@@ -84,6 +85,18 @@ PARALLELJOB_ITEMS = Gauge(
     "amlops_paralleljob_items", "Items of a ParallelJob by state (processed, failed).", ["namespace", "name", "state"]
 )
 
+JOB_PHASE = Gauge(
+    "amlops_job_phase",
+    "1 for a job's (ParallelJob, CommandJob) current phase: Pending, Running, Suspended, Complete, Failed; "
+    "sum by (kind, phase) counts jobs by phase.",
+    ["kind", "namespace", "name", "phase"],
+)
+JOB_RUN_SECONDS = Gauge(
+    "amlops_job_run_seconds",
+    "A finished job's run duration, startTime to completionTime (a resumed job counts from its resume).",
+    ["kind", "namespace", "name"],
+)
+
 _PER_RESOURCE = (
     RESOURCE_READY,
     COMPUTE_NODES,
@@ -99,6 +112,8 @@ def forget(kind: str, namespace: str, name: str) -> None:
     RESOURCE_READY.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
     RESOURCE_CONDITION.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
     RESOURCE_STALLED.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+    JOB_PHASE.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+    JOB_RUN_SECONDS.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
     for metric in _PER_RESOURCE[1:]:
         metric.remove_by_labels({"namespace": namespace, "name": name})
 
@@ -115,6 +130,7 @@ def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
             if condition.status == "True":
                 RESOURCE_STALLED.labels(kind, namespace, name, condition.reason).set(1)
     status = outcome.status
+    record_job(kind, namespace, name, status)
     counts = status.get("nodeStateCounts")
     if isinstance(counts, dict):
         for key, value in counts.items():
@@ -129,6 +145,17 @@ def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
     if isinstance(items, dict):
         for state in ("processed", "failed"):
             PARALLELJOB_ITEMS.labels(namespace, name, state).set(int(items.get(state) or 0))
+
+
+def record_job(kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    """A job's phase (one series at most: the current one's) and, once it has ended, its run duration."""
+    phase = status.get("phase")
+    if isinstance(phase, str):
+        JOB_PHASE.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+        JOB_PHASE.labels(kind, namespace, name, phase).set(1)
+    started, ended = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+    if started is not None and ended is not None:
+        JOB_RUN_SECONDS.labels(kind, namespace, name).set(max(0.0, (ended - started).total_seconds()))
 
 
 def record_quota(subscription: str, location: str, workspace: str, families: list[dict[str, Any]]) -> None:

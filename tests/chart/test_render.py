@@ -299,10 +299,13 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
     assert ("", "namespaces", "watch") in rules
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in rules
     # Read one Secret by name, never enumerate them (patch: the in-use finalizer only, held to it by the
-    # secret-guard policy); never delete or create what users own, except a finished ParallelJob that asked for
-    # it (ttlSecondsAfterFinished).
+    # secret-guard policy); never delete or create what users own, except a finished job (ParallelJob,
+    # CommandJob) that asked for it (ttlSecondsAfterFinished).
     assert {verb for group, resource, verb in rules if resource == "secrets"} == {"get", "patch"}
-    assert {(group, resource) for group, resource, verb in rules if verb == "delete"} == {("amlops.io", "paralleljobs")}
+    assert {(group, resource) for group, resource, verb in rules if verb == "delete"} == {
+        ("amlops.io", "paralleljobs"),
+        ("amlops.io", "commandjobs"),
+    }
     # The kinds' rules are generated from the API (templates/_kinds.tpl): every kind, nothing else of the group.
     ours = {resource for group, resource, _ in rules if group == "amlops.io"}
     assert ours == {f"{k.plural()}{sub}" for k in KINDS for sub in ("", "/status")} | {"amlcomputes/scale"}

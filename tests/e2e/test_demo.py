@@ -1,7 +1,7 @@
-"""The README's main command as a user runs it: all three samples converge (the ParallelJob scores the sample
-data on the emulator's Batch node agent), the final table and the output are printed, and Ctrl-C stops
-everything the demo started, each process gracefully (issue 14: children used to inherit a blocked SIGTERM and
-waited out their whole grace period before being killed)."""
+"""The README's main command as a user runs it: every sample converges (the ParallelJob scores the sample data on
+the emulator's Batch node agent, the CommandJob trains on the AmlCompute through azure-ai-ml), the final table and
+the output are printed, and Ctrl-C stops everything the demo started, each process gracefully (issue 14: children
+used to inherit a blocked SIGTERM and waited out their whole grace period before being killed)."""
 
 from __future__ import annotations
 
@@ -43,10 +43,18 @@ def test_demo_runs_to_the_final_table_and_stops_on_ctrl_c(tmp_path: Path) -> Non
     assert "ParallelJob/score: Ready=True (Succeeded) Complete, mini-batches 10/10" in result.stdout
     assert "BatchCompute/batch: Ready=True" in result.stdout
     assert "AmlCompute/cpu-cluster: Ready=True" in result.stdout
+    # The CommandJob sample trained on that cluster through azure-ai-ml; its model is on the workspace's datastore.
+    assert "CommandJob/train: Ready=True (Succeeded) Complete, Azure ML Completed" in result.stdout
+    assert "CommandJob model: azureml://datastores/workspaceblobstore/paths/azureml/cj-" in result.stdout
     assert "parallel_run_step.txt" in result.stdout
     assert "first 5 of 100 rows:" in result.stdout
     assert "item-000.txt" in result.stdout
-    for name in ("amlcompute.amlops.io/cpu-cluster", "batchcompute.amlops.io/batch", "paralleljob.amlops.io/score"):
+    for name in (
+        "amlcompute.amlops.io/cpu-cluster",
+        "batchcompute.amlops.io/batch",
+        "paralleljob.amlops.io/score",
+        "commandjob.amlops.io/train",
+    ):
         assert name in result.stdout
     # Every process the demo started names its work directory in its command line or environment.
     assert testbed.processes_mentioning(str(workdir)) == []

@@ -25,6 +25,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from pydantic import BaseModel
 import amlops_testbed as testbed
 from amlops.api import KINDS, CustomResource
 from amlops.external.amlcompute_map import parse_duration
+from amlops_emulator.azurite import Azurite
 from amlops_emulator.seed import DEFAULT_BATCH_ACCOUNT
 from tests.support.objects import (
     apply,
@@ -44,9 +46,11 @@ from tests.support.objects import (
     wait_condition,
     wait_gone,
 )
+from tests.support.processes import StartOperator
 
 from .test_amlcompute import WORKSPACE, WS_PATH, compute_name
 from .test_batchcompute import batch, pools
+from .test_commandjob import Workspace, waiting_job, workspace  # noqa: F401  (workspace: a fixture)
 from .test_paralleljob import Bed, bed, files  # noqa: F401  (bed: the fixture the walk uses)
 from .test_workspacequota import azure_workspace_limit
 
@@ -181,6 +185,12 @@ def aml_nodes_reported(walk: Walk) -> bool:
     return observed(obj) and (obj.get("status") or {}).get("nodeCount") is not None
 
 
+def aml_active_runs_reported(walk: Walk) -> bool:
+    """status.activeRuns written (a list, empty while no job runs on the cluster)."""
+    obj = walk.get()
+    return observed(obj) and (obj.get("status") or {}).get("activeRuns") is not None
+
+
 AML_IMMUTABLE = "is immutable"
 AMLCOMPUTE: list[Row] = [
     refused("workspace.subscriptionId", OTHER_SUBSCRIPTION, "workspace is immutable: create the AmlCompute anew"),
@@ -253,6 +263,7 @@ AMLCOMPUTE: list[Row] = [
     applied("adopt", {"adopt": True}, "stored and handled", operator_acted),
     applied("deletionProtection", {"deletionProtection": True}, "stored and handled", operator_acted),
     applied("reportNodes", {"reportNodes": True}, "status.nodeCount reported", aml_nodes_reported),
+    applied("reportActiveRuns", {"reportActiveRuns": True}, "status.activeRuns reported", aml_active_runs_reported),
     applied(
         "updatePolicy",
         {"updatePolicy": "Recreate", "description": "re-created by the walk"},
@@ -500,7 +511,62 @@ BATCHCOMPUTE: list[Row] = [
     ),
 ]
 
+# CommandJob -----------------------------------------------------------------------------------------------
+
+
+def commandjob_suspended(walk: Walk) -> bool:
+    """Suspended, its Azure ML job canceled."""
+    status = walk.get().get("status") or {}
+    return status.get("phase") == "Suspended" and status.get("azureStatus") == "Canceled"
+
+
+CJ_IMMUTABLE = "a CommandJob's spec is immutable except suspend and deletionProtection: create a new CommandJob"
+
+
+def cj(path: str, value: Any, **more: Any) -> Row:
+    return refused(path, value, CJ_IMMUTABLE, **more)
+
+
+COMMANDJOB: list[Row] = [
+    # First, while the job runs; it stays suspended (not restored), as ParallelJob's walk.
+    applied(
+        "suspend", {"suspend": True}, "phase Suspended, its Azure ML job canceled", commandjob_suspended, restore=False
+    ),
+    cj("compute", "other"),
+    cj("code", "azureml:other:1"),
+    cj("codeConfigMap", "other-code"),
+    cj("command", "python other.py"),
+    cj("environment.name", "azureml:sklearn:1"),
+    cj("environment.image", "python:3.12"),
+    cj("environment.condaFile", "name: other"),
+    cj("environment.pipRequirements", ["six"]),
+    cj("environmentVariables", {"OTHER": "1"}),
+    cj("inputs{}.uri", "azureml://datastores/workspaceblobstore/paths/other/"),
+    cj("inputs{}.type", "string"),
+    cj("inputs{}.value", "2"),
+    cj("outputs{}.uri", "azureml://datastores/workspaceblobstore/paths/other/"),
+    cj("outputs{}.type", "uri_file"),
+    cj("resources.instanceCount", 2),
+    cj("resources.shmSize", "2g"),
+    cj("resources.dockerArgs", "--ipc=host"),
+    cj("distribution.type", "PyTorch"),
+    cj("distribution.processCountPerInstance", 2, distribution__type="PyTorch"),
+    cj("distribution.workerCount", 2, distribution__type="TensorFlow"),
+    cj("distribution.parameterServerCount", 1, distribution__type="TensorFlow"),
+    cj("limits.timeout", 60),
+    cj("displayName", "other"),
+    cj("experimentName", "other"),
+    cj("description", "other"),
+    cj("tags", {"other": "1"}),
+    cj("properties", {"other": "1"}),
+    cj("deletionPolicy", "Orphan"),
+    cj("activeDeadlineSeconds", 600),
+    cj("ttlSecondsAfterFinished", 60),
+    applied("deletionProtection", {"deletionProtection": True}, "stored and handled", operator_acted),
+]
+
 TABLES: dict[str, list[Row]] = {
+    "CommandJob": COMMANDJOB,
     "AmlCompute": AMLCOMPUTE,
     "BatchCompute": BATCHCOMPUTE,
     "ParallelJob": PARALLELJOB,
@@ -815,3 +881,19 @@ def test_arm_ids_and_names_are_refused_by_the_apiserver(
     assert answer.returncode != 0, f"{what}: accepted"
     assert fragment in answer.stderr, answer.stderr
     assert testbed.get_object(k8s, manifest["kind"].lower(), "ids", namespace) is None
+
+
+def test_every_commandjob_field_is_applied_or_refused(
+    workspace: Workspace,  # noqa: F811  (the fixture)
+    azurite: Azurite,
+    start_operator: StartOperator,
+    tmp_path: Path,
+) -> None:
+    """CommandJob's table on a running job (tests/e2e/test_commandjob.py's workspace: the emulator with Azurite,
+    an AmlCompute, the training scripts)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    waiting_job(workspace, "walk", probe, inputs={"n": {"type": "integer", "value": "1"}}, outputs={"model": {}})
+    b = Bed(workspace.k8s, workspace.namespace, workspace.azure, azurite, "unused", start_operator, workspace.operator)
+    walk_rows(Walk(b, "commandjob", "walk"), COMMANDJOB, settled)
+    (probe / "go").write_text("go")

@@ -25,6 +25,7 @@ def test_discovery_lists_every_kind_in_the_amlops_category(k8s: testbed.Testbed)
     assert sorted(resources.split()) == [
         "amlcomputes.amlops.io",
         "batchcomputes.amlops.io",
+        "commandjobs.amlops.io",
         "paralleljobs.amlops.io",
         "workspacequotas.amlops.io",
     ]
@@ -38,6 +39,7 @@ def test_samples_apply_and_show_in_kubectl_get_amlops(k8s: testbed.Testbed, name
         "amlcompute.amlops.io/cpu-cluster",
         "batchcompute.amlops.io/batch",
         "paralleljob.amlops.io/score",
+        "commandjob.amlops.io/train",
         "workspacequota.amlops.io/team-quota",
     ):
         assert name in table

@@ -80,6 +80,8 @@ def test_samples_dry_run(gitops_bed: testbed.Testbed, namespace: str) -> None:
     assert sorted(applied) == [
         "amlcompute.amlops.io/cpu-cluster",
         "batchcompute.amlops.io/batch",
+        "commandjob.amlops.io/train",
+        "configmap/train-code",
         "paralleljob.amlops.io/score",
         "workspacequota.amlops.io/team-quota",
     ]

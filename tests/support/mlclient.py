@@ -25,6 +25,7 @@ import pytest
 from azure.ai.ml import MLClient
 from azure.core.credentials import AccessToken
 
+import amlops_testbed as testbed
 from amlops_emulator.credentials import EMULATOR_TOKEN
 from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 from tests.support.processes import EmulatorProcess
@@ -115,18 +116,9 @@ def ml_client(
 
 
 def storage_env(endpoints: dict[str, Any]) -> dict[str, str]:
-    """What the process environment must say for azure-ai-ml's storage clients, which it builds without the
-    MLClient's keyword arguments: reach ``https://{account}.blob.core.localhost:{port}`` through the emulator's
-    loopback proxy (ARM calls to 127.0.0.1 go direct) and trust the emulator's CA, which signed Azurite's
-    certificate. Tests set these with ``monkeypatch`` so nothing outlives the test."""
-    storage = endpoints.get("storage") or {}
-    if not storage.get("proxyUrl"):
-        raise ValueError("the emulator runs without --azurite: it has no storage account to reach")
-    return {
-        "HTTPS_PROXY": storage["proxyUrl"],
-        "NO_PROXY": "127.0.0.1",
-        "REQUESTS_CA_BUNDLE": endpoints["caFile"],
-    }
+    """What the process environment must say for azure-ai-ml's storage clients (``testbed.ml_storage_env``: the
+    emulator's loopback proxy and CA). Tests set these with ``monkeypatch`` so nothing outlives the test."""
+    return testbed.ml_storage_env(endpoints)
 
 
 def operator_env(endpoints: dict[str, Any]) -> dict[str, str]:

@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 # The modules that may import azure-ai-ml: imported only on the way to a ParallelJob on an AmlCompute.
-LAZY = ("amlops.azure.ml_jobs", "amlops.external.paralleljob_aml_job")
+LAZY = ("amlops.azure.ml_jobs", "amlops.external.paralleljob_aml_job", "amlops.external.commandjob_aml_job")
 
 # MLClient names its cloud in the process environment (AZUREML_CURRENT_CLOUD), and a cloud registered in another
 # process is unknown here: azure-ai-ml's import would fail on a name an earlier test's MLClient left behind.

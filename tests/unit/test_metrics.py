@@ -81,3 +81,31 @@ def test_forget_drops_a_computes_recreate_count() -> None:
     assert recreates() == 1.0
     metrics.forget(KIND, NAMESPACE, NAME)
     assert recreates() is None
+
+
+def job_samples(kind: str, name: str) -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, sample.labels.get("phase", "")): sample.value
+        for metric in REGISTRY.collect()
+        if metric.name in ("amlops_job_phase", "amlops_job_run_seconds")
+        for sample in metric.samples
+        if (sample.labels["kind"], sample.labels["namespace"], sample.labels["name"]) == (kind, NAMESPACE, name)
+    }
+
+
+def test_a_jobs_phase_and_run_duration() -> None:
+    """Jobs by phase (``sum by (kind, phase) (amlops_job_phase)``): one series per job, its current phase's; the
+    run duration once it has ended; nothing left once the object is gone."""
+    start = "2026-11-29T10:00:00Z"
+    metrics.record("CommandJob", NAMESPACE, "train", Outcome(status={"phase": "Running", "startTime": start}))
+    assert job_samples("CommandJob", "train") == {("amlops_job_phase", "Running"): 1.0}
+    ended = {"phase": "Complete", "startTime": start, "completionTime": "2026-11-29T10:01:30Z"}
+    metrics.record("CommandJob", NAMESPACE, "train", Outcome(status=ended))
+    assert job_samples("CommandJob", "train") == {
+        ("amlops_job_phase", "Complete"): 1.0,
+        ("amlops_job_run_seconds", ""): 90.0,
+    }
+    metrics.record("CommandJob", NAMESPACE, "train", Outcome(status={}))
+    assert job_samples("CommandJob", "train")[("amlops_job_phase", "Complete")] == 1.0, "a pass that writes no phase"
+    metrics.forget("CommandJob", NAMESPACE, "train")
+    assert job_samples("CommandJob", "train") == {}

@@ -124,3 +124,21 @@ async def test_a_get_made_while_a_listing_runs_wins_over_it() -> None:
     poller = WorkspacePoller(listing, floor=1.0, clock=clock)
     _, body = await poller.get("cpu-1", max_age=0)
     assert body == fresh, "the listing started before the GET: it does not bring the older state back"
+
+
+async def test_the_whole_listing_is_shared_and_refreshed_by_age() -> None:
+    """``items`` (an AmlCompute's activeRuns reads every job): the listing the per-name askers share, listed
+    again only once older than ``max_age`` (and never sooner than the floor)."""
+    clock = Clock()
+    workspace = Workspace(clock)
+    poller = WorkspacePoller(workspace.list, floor=1.0, clock=clock)
+
+    assert await poller.items(max_age=10) == workspace.computes
+    await poller.get("cpu-1", max_age=10)
+    clock.now += 0.5
+    await poller.items(max_age=0)
+    assert workspace.calls == 1, "within the floor: no second listing"
+    clock.now += 10
+    workspace.computes = []
+    assert await poller.items(max_age=10) == []
+    assert workspace.calls == 2

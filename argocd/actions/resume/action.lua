@@ -1,3 +1,3 @@
--- Continue a suspended ParallelJob where it stopped.
+-- Continue a suspended job: a ParallelJob where it stopped, a CommandJob submitted anew.
 obj.spec.suspend = false
 return obj

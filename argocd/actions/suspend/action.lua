@@ -1,3 +1,3 @@
--- Stop adding and running mini-batches (the operator sets Suspended=True once Azure has stopped).
+-- Stop the job: a ParallelJob's mini-batches, a CommandJob's Azure ML job (Suspended=True once Azure has stopped).
 obj.spec.suspend = true
 return obj

@@ -357,6 +357,12 @@ class AmlComputeSpec(ApiModel):
         ),
     )
     report_nodes: bool = Field(default=False, description="Seed: list_nodes. Report nodes in status.nodes.")
+    report_active_runs: bool = Field(
+        default=False,
+        description="Seed: get_active_runs. Report the Azure ML jobs queued or running on the cluster in "
+        "status.activeRuns (read from one listing of the workspace's jobs that every job object shares; it loads "
+        "azure-ai-ml in the operator).",
+    )
 
 
 class NodeStateCounts(ApiModel):
@@ -412,6 +418,18 @@ class SecretVersion(ApiModel):
     resource_version: str = Field(description="The Secret's metadata.resourceVersion (any change gives a new one).")
 
 
+class ActiveRun(ApiModel):
+    """An Azure ML job queued or running on the cluster (seed: get_active_runs)."""
+
+    name: str = Field(description="The Azure ML job's name.")
+    type: str = Field(default="", description="The job's type: command, pipeline, ...")
+    status: str = Field(default="", description="Azure ML's status: NotStarted, Queued, Preparing, Running, ...")
+    display_name: str | None = Field(default=None, description="The job's display name.")
+    owner: str | None = Field(
+        default=None, description="The amlops object that submitted it, <namespace>/<name> (its amlops.io-owner tag)."
+    )
+
+
 class AmlComputeStatus(StatusBase):
     resource_id: str | None = Field(default=None, description="ARM id of the compute.")
     provisioning_state: str | None = Field(default=None, description="Creating, Succeeded, Failed, ...")
@@ -453,6 +471,11 @@ class AmlComputeStatus(StatusBase):
         default=None, description="Seed: list_nodes. Up to AMLOPS_NODES_REPORT_LIMIT nodes, when spec.reportNodes."
     )
     node_count: int | None = Field(default=None, description="Total nodes listNodes returned (status.nodes is capped).")
+    active_runs: list[ActiveRun] | None = Field(
+        default=None,
+        description="Seed: get_active_runs. The Azure ML jobs queued or running on the cluster, when "
+        "spec.reportActiveRuns (at most 100).",
+    )
     last_sync_time: datetime | None = Field(default=None, description="When amlops last read the cluster from Azure.")
     admin_password_secret: SecretVersion | None = Field(
         default=None,

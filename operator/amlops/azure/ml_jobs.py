@@ -30,12 +30,12 @@ from typing import Any, TypeVar
 
 import jwt
 from azure.ai.ml import MLClient
-from azure.ai.ml.entities import Job, PipelineJob
+from azure.ai.ml.entities import Job
 from azure.ai.ml.exceptions import MlException, ValidationException
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobClient
+from azure.storage.blob import ContainerClient
 
 from amlops.azure.errors import azure_errors, failure_reason
 from amlops.azure.ml import WorkspaceId
@@ -51,6 +51,11 @@ PUBLIC_ARM = "https://management.azure.com"
 AML_RESOURCE_ID = "https://ml.azure.com/"
 TERMINAL = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
 REPORT = "logs/sys/job_report/processed_mini-batches.csv"
+ARTIFACTS = "ExperimentRun"
+# azure-ai-ml's COMMON_RUNTIME_STREAM_LOG_PATTERN (``_job_ops_helper.py``): the driver logs ``jobs.stream`` shows.
+DRIVER_LOG = re.compile(r"^std_log[\D]*[0]*(?:_ps)?\.txt$")
+LOG_TAIL_LINES = 20
+LOG_TAIL_CHARS = 4096
 TOKEN_WAIT_SECONDS = 60.0
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_USER_ERROR = "UserError"
@@ -232,8 +237,9 @@ class MlJobs:
         with ml_errors():
             return await asyncio.to_thread(call)
 
-    async def submit(self, job: PipelineJob) -> JobState:
-        """Create the pipeline job (built by external/paralleljob_aml_job.py), or return the one of that name
+    async def submit(self, job: Job) -> JobState:
+        """Create the job (a pipeline job built by external/paralleljob_aml_job.py, a command job by
+        external/commandjob_aml_job.py), or return the one of that name
         already there (a submission repeated after a crash finds it: no second job is created)."""
         existing = await self.get(str(job.name))
         if existing is not None:
@@ -250,7 +256,8 @@ class MlJobs:
             except ResourceNotFoundError:
                 return None
             state = job_state(job, list(self._client.jobs.list(parent_job_name=name)))
-            if state.status != "Failed":
+            # A canceled job may say why too: Azure ML cancels a command job past its limits.timeout.
+            if state.status not in ("Failed", "Canceled"):
                 return state
             return replace(state, error=self._error(state.child.name if state.child else name) or self._error(name))
 
@@ -292,23 +299,56 @@ class MlJobs:
     async def report(self, child: str) -> str | None:
         """The parallel child's ``processed_mini-batches.csv`` from the workspace's default datastore (read with
         :func:`~amlops.external.paralleljob_aml.report_counts`); None until Azure ML wrote it."""
+        return await self._call(lambda: self._artifact(child, REPORT))
+
+    async def log_tail(self, job: str, max_lines: int = LOG_TAIL_LINES) -> str | None:
+        """The last ``max_lines`` lines of a job's driver log: the first ``user_logs/`` file azure-ai-ml's own
+        ``jobs.stream`` would show (its ``COMMON_RUNTIME_STREAM_LOG_PATTERN``: ``std_log.txt`` of a single
+        process, ``std_log_process_0.txt`` / ``_00`` of rank 0), from the job's artifact folder
+        ``ExperimentRun/dcid.{job}/``. None when the job wrote none."""
 
         def read() -> str | None:
-            store = self._client.datastores.get_default(include_secrets=True)
-            account = getattr(store, "account_name", None)
-            container = getattr(store, "container_name", None)
-            suffix = getattr(store, "endpoint", None) or "core.windows.net"
-            key = getattr(getattr(store, "credentials", None), "account_key", None)
-            if not (account and container and key):
-                raise TerminalError(REASON_USER_ERROR, "the workspace's default datastore gives no account key")
-            url = f"https://{account}.blob.{suffix}/{container}/ExperimentRun/dcid.{child}/{REPORT}"
-            blob = BlobClient.from_blob_url(url, credential={"account_name": account, "account_key": key})
-            try:
-                return blob.download_blob().readall().decode("utf-8", "replace")
-            except ResourceNotFoundError:
+            container = self._artifact_container()
+            prefix = f"{ARTIFACTS}/dcid.{job}/user_logs/"
+            names = sorted(
+                str(b.name) for b in container.list_blobs(name_starts_with=prefix)
+                if DRIVER_LOG.match(str(b.name)[len(prefix):])
+            )  # fmt: skip
+            if not names:
                 return None
+            text = container.download_blob(names[0]).readall().decode("utf-8", "replace")
+            return last_lines(text, max_lines)
 
         return await self._call(read)
+
+    def _artifact_container(self) -> ContainerClient:
+        """The workspace's default datastore's container (where the emulator, and Azure's artifact store, keep a
+        run's ``ExperimentRun/dcid.{run}/`` folder), with the datastore's account key."""
+        store = self._client.datastores.get_default(include_secrets=True)
+        account = getattr(store, "account_name", None)
+        container = getattr(store, "container_name", None)
+        suffix = getattr(store, "endpoint", None) or "core.windows.net"
+        key = getattr(getattr(store, "credentials", None), "account_key", None)
+        if not (account and container and key):
+            raise TerminalError(REASON_USER_ERROR, "the workspace's default datastore gives no account key")
+        return ContainerClient.from_container_url(
+            f"https://{account}.blob.{suffix}/{container}", credential={"account_name": account, "account_key": key}
+        )
+
+    def _artifact(self, run: str, path: str) -> str | None:
+        """A file of a run's artifact folder as text, or None until Azure ML wrote it."""
+        blob = self._artifact_container().get_blob_client(f"{ARTIFACTS}/dcid.{run}/{path}")
+        try:
+            return blob.download_blob().readall().decode("utf-8", "replace")
+        except ResourceNotFoundError:
+            return None
+
+
+def last_lines(text: str, max_lines: int, max_chars: int = LOG_TAIL_CHARS) -> str:
+    """The end of a log: its last ``max_lines`` non-empty-trailing lines, at most ``max_chars`` characters (a
+    status field, so bounded whatever one line holds)."""
+    tail = "\n".join(text.rstrip().splitlines()[-max_lines:])
+    return tail[-max_chars:]
 
 
 async def connect(credential: AsyncTokenCredential, ws: WorkspaceId, settings: Settings) -> MlJobs:

@@ -73,6 +73,16 @@ class WorkspacePoller:
                     await self._refresh()
         return True, self._computes.get(key)
 
+    async def items(self, max_age: float) -> list[JSON]:
+        """Every entry of the workspace listing, refreshed first when it is older than ``max_age`` (never more
+        often than the floor): for a reader of the whole listing (an AmlCompute's activeRuns)."""
+        floor = max(self._floor, LIST_DUTY * self._took)
+        if self._fetched_at is None or self._clock() - self._fetched_at > max(max_age, floor):
+            async with self._lock:
+                if self._fetched_at is None or self._clock() - self._fetched_at > max(max_age, floor):
+                    await self._refresh()
+        return list(self._computes.values())
+
     async def _refresh(self) -> None:
         started = self._clock()
         items = await self._lister()

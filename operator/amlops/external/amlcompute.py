@@ -4,6 +4,7 @@ DELETE with ``underlyingResourceAction=Delete``. The mappings are pure (``amlcom
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from amlops import metrics
@@ -16,7 +17,7 @@ from amlops.external import amlcompute_observe as o
 from amlops.external import amlcompute_recreate as r
 from amlops.external.backends import AZURE_ML, parallel_jobs_on
 from amlops.external.compute_arm import foreign_type, owner_of
-from amlops.external.credentials import connect, secret_value
+from amlops.external.credentials import connect, resolve, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ObjectReader, SecretReader, SecretVersion
 from amlops.reconcile.errors import ReconcileError, TerminalError
@@ -143,7 +144,19 @@ class AmlComputeClient:
             body = await ml.get_compute(ws, name)
             self._clients.workspace_poller(key, ml, ws, user=mr.uid).remember(name, body)
             observation = await self._observed(ml, mr, body, sync, o.quota_condition(sufficient), secret)
+        if mr.spec.report_active_runs and body is not None and not mr.deleting:
+            runs = await self._active_runs(mr, name)
+            observation = replace(observation, at_provider={**observation.at_provider, "activeRuns": runs})
         return observation
+
+    async def _active_runs(self, mr: Mr, name: str) -> list[dict[str, Any]]:
+        """The jobs queued or running on the cluster, from the workspace's job listing that the job objects of
+        the same credentials share (one list call per workspace per interval)."""
+        credential = await resolve(self._clients, self._secrets, mr.namespace, mr.spec)
+        ws = workspace_of(mr.spec)
+        jobs = await self._clients.ml_jobs(credential.key, ws, credential.secret, user=mr.uid)
+        poller = self._clients.job_poller(credential.key, jobs, ws, user=mr.uid)
+        return o.active_runs(await poller.items(self._poller_max_age(mr)), name)
 
     async def _observed(
         self,

@@ -7,7 +7,7 @@ operation's state when :func:`needs_operation_state` says so, and the nodes when
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +19,7 @@ from amlops.external import amlcompute_recreate as r
 from amlops.external.compute_arm import owner_of
 from amlops.external.ports import SecretVersion
 from amlops.reconcile.external import Observation, Pending
+from amlops.reconcile.managed import parse_owner
 from amlops.status import REASON_IMMUTABLE, ConditionUpdate, EventRecord
 
 QUOTA_SUFFICIENT = "QuotaSufficient"
@@ -256,3 +257,29 @@ def recreate_step(
         diff=message,
         events=(EventRecord("Normal", EVENT_RECREATING, message),),
     )
+
+
+# Azure ML statuses of a job that holds or waits for the cluster's nodes (azure-ai-ml's JobStatus, not ended).
+ENDED_JOB_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+ACTIVE_RUNS_LIMIT = 100
+
+
+def active_runs(jobs: Sequence[Mapping[str, Any]], compute: str) -> list[dict[str, Any]]:
+    """The seed's ``get_active_runs``: the jobs of a workspace listing (``ml_jobs.job_summary``) that run or wait
+    on the cluster ``compute``, by name, at most ``ACTIVE_RUNS_LIMIT``; the amlops object that owns one (its owner
+    tag) as ``<namespace>/<name>``."""
+    runs: list[dict[str, Any]] = []
+    for job in jobs:
+        if str(job.get("compute") or "").lower() != compute.lower() or job.get("status") in ENDED_JOB_STATUSES:
+            continue
+        owner = parse_owner(str(job["owner"])) if job.get("owner") else None
+        runs.append(
+            {
+                "name": str(job["name"]),
+                "type": str(job.get("type") or ""),
+                "status": str(job.get("status") or ""),
+                "displayName": job.get("displayName"),
+                "owner": f"{owner.namespace}/{owner.name}" if owner else None,
+            }
+        )
+    return sorted(runs, key=lambda run: str(run["name"]))[:ACTIVE_RUNS_LIMIT]

@@ -35,13 +35,13 @@ REASON_INVALID_SPEC = "InvalidSpec"
 _MINI_BATCH_SIZE = re.compile(r"^\s*([0-9]+)\s*([KkMmGg][Bb]?|[Bb])?\s*$")
 
 
-def job_name(uid: str, attempt: int = 0) -> str:
-    """The Azure ML pipeline job's name, from the object's uid: a submission repeated after a crash finds the job
-    the first one created instead of creating a second one. ``attempt`` > 0: a new job for the same object (a
-    resume after suspend), which must not collide with the canceled one."""
+def job_name(uid: str, attempt: int = 0, prefix: str = "pj") -> str:
+    """The Azure ML job's name, ``<prefix>-<uid>[-<attempt>]``, from the object's uid: a submission repeated after a
+    crash finds the job the first one created instead of creating a second one. ``attempt`` > 0: a new job for the
+    same object (a resume after suspend), which must not collide with the canceled one."""
     if attempt < 0:
         raise ValueError(f"attempt must be 0 or more, not {attempt}")
-    name = f"pj-{uid}" if attempt == 0 else f"pj-{uid}-{attempt}"
+    name = f"{prefix}-{uid}" if attempt == 0 else f"{prefix}-{uid}-{attempt}"
     if not _JOB_NAME.match(name):
         raise ValueError(f"{uid!r} makes no Azure ML job name")
     return name

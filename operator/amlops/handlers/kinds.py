@@ -17,12 +17,13 @@ from typing import Any, Generic, TypeVar
 import kopf
 
 from amlops import metrics
-from amlops.api import KINDS, AmlCompute, BatchCompute, ParallelJob, WorkspaceQuota
+from amlops.api import KINDS, AmlCompute, BatchCompute, CommandJob, ParallelJob, WorkspaceQuota
 from amlops.api.job import is_job
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.azure.clients import AzureClients
 from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
+from amlops.external.commandjob import CommandJobClient
 from amlops.external.paralleljob_backend import ParallelJobRouter
 from amlops.external.workspacequota import WorkspaceQuotaClient
 from amlops.handlers import credentials_in_use, ttl
@@ -86,6 +87,7 @@ REGISTRY: tuple[KindHandlers[Any], ...] = (
         forget=ParallelJobRouter.release,
         close=ParallelJobRouter.close,
     ),
+    KindHandlers(CommandJob, lambda clients, kube: CommandJobClient(clients, kube, kube), after_pass=collect_ttl),
     KindHandlers(WorkspaceQuota, lambda clients, kube: WorkspaceQuotaClient(clients, kube)),
 )
 assert [h.kind for h in REGISTRY] == list(KINDS), "every kind of the API has its handlers, in the same order"

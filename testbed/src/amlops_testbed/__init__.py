@@ -406,6 +406,17 @@ def offline_azure_env() -> dict[str, str]:
     }
 
 
+def ml_storage_env(endpoints: Mapping[str, Any]) -> dict[str, str]:
+    """What a process's environment must say for azure-ai-ml's storage clients, which it builds without the
+    MLClient's keyword arguments (the operator's code upload, a test's MLClient): reach the emulator's storage
+    account, ``https://{account}.blob.{suffix}:{port}``, through its loopback proxy (ARM calls to 127.0.0.1 go
+    direct) and trust the emulator's CA, which signed Azurite's certificate."""
+    storage = endpoints.get("storage") or {}
+    if not storage.get("proxyUrl"):
+        raise ValueError("the emulator runs without --azurite: it has no storage account to reach")
+    return {"HTTPS_PROXY": storage["proxyUrl"], "NO_PROXY": "127.0.0.1", "REQUESTS_CA_BUNDLE": endpoints["caFile"]}
+
+
 @dataclass
 class EmulatorRun:
     """``amlops emulator`` as a child process (ARM over HTTPS + Batch), as tests, the demo and benches use it."""

@@ -1,9 +1,10 @@
 """``amlops demo``: the whole stack on this machine, one command.
 
-Starts the real Kubernetes test bed and the Azure emulator, installs the CRDs, starts the operator against
-both, applies ``samples/``, shows the resources converging, prints the final ``kubectl get amlops`` table and
-how to reach the cluster, then keeps running until Ctrl-C (or exits at once with ``--exit``, which the test
-of this command uses).
+Starts the real Kubernetes test bed and the Azure emulator (with its Azurite storage account, where Azure ML jobs
+keep their code, outputs and logs), installs the CRDs, starts the operator against both, applies ``samples/``
+(the CommandJob trains on the AmlCompute through azure-ai-ml's MLClient), shows the resources converging,
+prints the final ``kubectl get amlops`` table and how to reach the cluster, then keeps running until Ctrl-C (or
+exits at once with ``--exit``, which the test of this command uses).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ CRDS = testbed.REPO_ROOT / "charts" / "amlops" / "crds"
 SAMPLE_CONTAINER = "amlops"  # what samples/*.yaml say; replaced by the namespace's own container
 SAMPLE_FILES = 100
 SAMPLE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"  # what samples/*.yaml say; replaced by Azurite's URL
+JOB_KINDS = ("ParallelJob", "CommandJob")  # done once Complete
+# The emulator's service principal in this Secret: azure-ai-ml submits a job only with a JWT for Azure ML, which
+# the operator's fixed emulator token is not; every sample without spec.credentials uses it.
+CREDENTIALS_SECRET = "azure-sp"
 
 
 def upload_sample_data(connection_string: str, container_name: str) -> None:
@@ -57,6 +62,8 @@ def _summary_line(item: dict[str, Any]) -> str:
         detail = f"pools {status.get('poolCount', '-')}, dedicated nodes {status.get('dedicatedNodes', '-')}"
     elif kind == "ParallelJob":
         detail = f"{status.get('phase', '-')}, mini-batches {status.get('progress', '-')}"
+    elif kind == "CommandJob":
+        detail = f"{status.get('phase', '-')}, Azure ML {status.get('azureStatus', '-')}"
     elif kind == "WorkspaceQuota":
         detail = f"headroom {status.get('headroomSummary', '-')}"
     return f"{kind}/{name}: Ready={ready.get('status', '-')} ({ready.get('reason', '-')}) {detail}"
@@ -74,7 +81,7 @@ def _done(items: list[dict[str, Any]]) -> bool:
         return is_true((item.get("status") or {}).get("conditions") or [], type_)
 
     samples = len(list(SAMPLES.glob("*.yaml")))
-    return len(items) == samples and all(true(i, "Complete" if i["kind"] == "ParallelJob" else "Ready") for i in items)
+    return len(items) == samples and all(true(i, "Complete" if i["kind"] in JOB_KINDS else "Ready") for i in items)
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -102,8 +109,14 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             print(f"==> kube-apiserver ready at {bed.server}", flush=True)
             testbed.install_crds(bed, CRDS)
             print("==> the chart's CRDs installed and Established", flush=True)
-            emulator = testbed.start_emulator(work / "emulator", speed=30)
-            azure_env = emulator.operator_env(AMLOPS_POLL_FLOOR_SECONDS="1", AMLOPS_REQUEUE_SECONDS="2")
+            emulator = testbed.start_emulator(work / "emulator", "--azurite", speed=30, timeout=90)
+            azure_env = emulator.operator_env(
+                AMLOPS_POLL_FLOOR_SECONDS="1",
+                AMLOPS_REQUEUE_SECONDS="2",
+                AMLOPS_STORAGE_ENDPOINT_SUFFIX=emulator.endpoints["storage"]["storageEndpointSuffix"],
+                AMLOPS_DEFAULT_CREDENTIALS_SECRET=CREDENTIALS_SECRET,
+                **testbed.ml_storage_env(emulator.endpoints),
+            )
             print(f"==> Azure emulator: ARM {azure_env['AMLOPS_ARM_ENDPOINT']}, Batch data plane", flush=True)
             namespace = "amlops-demo"
             upload_sample_data(azurite.connection_string, namespace)
@@ -112,6 +125,8 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             # The emulator's well-known account key (not a secret: the seed's default), as samples/ expects.
             key = f"--from-literal=key={DEFAULT_BATCH_KEY}"
             bed.kubectl("create", "secret", "generic", "amlopsbatch-key", "-n", namespace, key)
+            principal = [f"--from-literal={k}={v}" for k, v in emulator.endpoints["servicePrincipal"].items()]
+            bed.kubectl("create", "secret", "generic", CREDENTIALS_SECRET, "-n", namespace, *principal)
             operator = testbed.start_operator(
                 bed,
                 work / "operator.log",
@@ -154,6 +169,8 @@ def run(*, exit_when_done: bool, timeout: float, workdir: Path | None = None) ->
             output = (job.get("status") or {}).get("output")
             print(f"ParallelJob output: {output}", flush=True)
             _print_head(azurite.connection_string, namespace, output)
+            trained = json.loads(bed.kubectl("get", "commandjob", "train", "-n", namespace, "-o", "json"))
+            print(f"CommandJob model: {((trained.get('status') or {}).get('outputs') or {}).get('model')}", flush=True)
             print(f"KUBECONFIG={bed.kubeconfig} kubectl get amlops -n {namespace}    # to look around", flush=True)
             if exit_when_done:
                 return 0
