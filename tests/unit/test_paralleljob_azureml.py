@@ -10,7 +10,7 @@ import pytest
 
 from amlops.api.paralleljob import ParallelJobSpec
 from amlops.external import paralleljob_azureml as azml
-from amlops.external.backends import AZURE_ML, BATCH, Backend, parallel_jobs_on
+from amlops.external.backends import AZURE_ML, BATCH, Backend, command_jobs_on, parallel_jobs_on
 from amlops.external.paralleljob_backend import REASON_AMBIGUOUS_COMPUTE, choose
 from amlops.external.paralleljob_map import Counts
 from amlops.reconcile.errors import TerminalError
@@ -261,3 +261,12 @@ def test_a_computes_deletion_waits_for_the_parallel_jobs_that_run_on_it(
     backend: Backend, expected: tuple[str, ...]
 ) -> None:
     assert parallel_jobs_on(JOBS, "cpu", backend) == expected
+
+
+def test_an_amlcomputes_deletion_waits_for_the_command_jobs_that_submitted_to_it() -> None:
+    jobs = [
+        {"metadata": {"name": "train"}, "spec": {"compute": "cpu"}, "status": {"azureJobName": "cj-1"}},
+        {"metadata": {"name": "queued"}, "spec": {"compute": "cpu"}, "status": {}},  # nothing submitted yet
+        {"metadata": {"name": "other"}, "spec": {"compute": "gpu"}, "status": {"azureJobName": "cj-2"}},
+    ]
+    assert command_jobs_on(jobs, "cpu") == ("CommandJob train",)

@@ -15,7 +15,7 @@ from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.external import amlcompute_map as m
 from amlops.external import amlcompute_observe as o
 from amlops.external import amlcompute_recreate as r
-from amlops.external.backends import AZURE_ML, parallel_jobs_on
+from amlops.external.backends import AZURE_ML, command_jobs_on, parallel_jobs_on
 from amlops.external.compute_arm import foreign_type, owner_of
 from amlops.external.credentials import connect, resolve, secret_value
 from amlops.external.ownership import owner_exists
@@ -240,9 +240,10 @@ class AmlComputeClient:
         return await owner_exists(self._objects, owner)
 
     async def dependents(self, mr: Mr) -> tuple[str, ...]:
-        """The ParallelJobs of this namespace whose Azure ML jobs run on this cluster: each cancels its job with the
-        credentials this AmlCompute gives it before the cluster (and its access) goes."""
-        return parallel_jobs_on(await self._objects.list("paralleljobs", mr.namespace), mr.name, AZURE_ML)
+        """The ParallelJobs and CommandJobs of this namespace whose Azure ML jobs run on this cluster: each cancels
+        its job with the credentials this AmlCompute gives it before the cluster (and its access) goes."""
+        parallel = parallel_jobs_on(await self._objects.list("paralleljobs", mr.namespace), mr.name, AZURE_ML)
+        return parallel + command_jobs_on(await self._objects.list("commandjobs", mr.namespace), mr.name)
 
     async def _admin_password_secret(self, mr: Mr) -> tuple[str, SecretVersion | None] | None:
         """The name and version of the admin password's Secret (None in the tuple when it does not exist); None

@@ -35,3 +35,14 @@ def parallel_jobs_on(jobs: Iterable[Mapping[str, Any]], compute: str, backend: B
         and ((recorded(job.get("status") or {}) == AZURE_ML) == (backend == AZURE_ML))
     ]
     return tuple(f"ParallelJob {name}" for name in sorted(names))
+
+
+def command_jobs_on(jobs: Iterable[Mapping[str, Any]], compute: str) -> tuple[str, ...]:
+    """The CommandJobs (objects of one namespace) that submitted an Azure ML job to the AmlCompute ``compute``:
+    each cancels its job with the AmlCompute's credentials before the cluster goes."""
+    names = [
+        str(job["metadata"]["name"])
+        for job in jobs
+        if (job.get("spec") or {}).get("compute") == compute and (job.get("status") or {}).get("azureJobName")
+    ]
+    return tuple(f"CommandJob {name}" for name in sorted(names))
