@@ -379,6 +379,15 @@ async def test_kind_conditions_ride_along_with_ready() -> None:
     assert extra in outcome.conditions
 
 
+async def test_kind_conditions_ride_along_with_the_create() -> None:
+    """A new object's QuotaSufficient goes out with its Creating status: one status write and one Event, not two."""
+    extra = ConditionUpdate("QuotaSufficient", "True", "QuotaAvailable", "4 vCPUs free")
+    client = Scripted(observation=Observation(False, conditions=(extra,)))
+    outcome = await reconcile(managed(), client)
+    assert client.calls == ["observe", "create"]
+    assert extra in outcome.conditions
+
+
 async def test_an_observations_events_are_posted_with_the_outcome_even_on_release() -> None:
     warning = EventRecord("Warning", "ComputeGone", "pool pj-1 may remain")
     outcome = await reconcile(managed(deleting=True), Scripted(observation=Observation(False, events=(warning,))))
