@@ -137,6 +137,15 @@ def test_a_ready_cluster_reports_counts_nodes_and_min_nodes() -> None:
     assert not obs.resource_up_to_date
 
 
+def test_a_cluster_azure_is_still_creating_reports_no_min_nodes_yet() -> None:
+    """Counted once Azure has created it: a condition that changes a pass before Ready is one more Event."""
+    b = body(provisioningState="Creating", allocationState="Steady", currentNodeCount=0, targetNodeCount=0)
+    quota = o.quota_condition((True, "4 vCPUs needed, 8 free"))
+    obs = o.observation(spec(), b, sync=SYNC, quota=quota)
+    assert obs.transitional
+    assert [c.type for c in obs.conditions] == ["QuotaSufficient"]
+
+
 def test_nodes_are_listed_only_when_asked_and_settled() -> None:
     assert o.reports_nodes(spec(reportNodes=True), converging=False)
     assert not o.reports_nodes(spec(reportNodes=True), converging=True)

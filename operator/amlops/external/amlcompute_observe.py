@@ -203,7 +203,11 @@ def observation(
         failure=failure,
         owner=owner_of(body),
         at_provider=status_,
-        conditions=(*conditions, min_nodes_condition(spec, int(status_.get("currentNodeCount") or 0))),
+        # Not while Azure creates or deletes the cluster: the nodes are not its to count yet, and the condition
+        # arriving a pass before Ready cost every new object an Event of its own (bench/amlcompute_scale.py).
+        conditions=conditions
+        if p.transitional
+        else (*conditions, min_nodes_condition(spec, int(status_.get("currentNodeCount") or 0))),
         diff="; ".join(changes),
         pending=p.pending,
     )
