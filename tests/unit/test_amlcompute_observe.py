@@ -139,7 +139,7 @@ def test_a_ready_cluster_reports_counts_nodes_and_min_nodes() -> None:
 
 def test_a_cluster_azure_is_still_creating_reports_no_min_nodes_yet() -> None:
     """Counted once Azure has created it: a condition that changes a pass before Ready is one more Event."""
-    b = body(provisioningState="Creating", allocationState="Steady", currentNodeCount=0, targetNodeCount=0)
+    b = body("Creating", allocationState="Steady", currentNodeCount=0, targetNodeCount=0)
     quota = o.quota_condition((True, "4 vCPUs needed, 8 free"))
     obs = o.observation(spec(), b, sync=SYNC, quota=quota)
     assert obs.transitional
