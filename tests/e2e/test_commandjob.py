@@ -376,6 +376,10 @@ def test_a_finished_job_goes_after_its_ttl(workspace: Workspace) -> None:
          "a registered environment and an image"),
         ({"distribution": {"type": "TensorFlow", "processCountPerInstance": 2}}, "processCountPerInstance is",
          "a count of another distribution type"),
+        ({"outputs": {"model": {}, "Model": {}}}, "differ only by case",
+         "azure-ai-ml refuses names equal but for case"),
+        ({"inputs": {"a-b": {"value": "1", "type": "integer"}}}, "names are letters, digits and _",
+         "a name no ${{inputs.x}} can name"),
     ],
 )  # fmt: skip
 def test_the_apiserver_refuses(

@@ -27,7 +27,17 @@ from amlops.api.kind import (
     Names,
     PrinterColumn,
 )
-from amlops.api.paralleljob import MAP_ENTRIES, SHORT, TEXT, URI, JobInput
+from amlops.api.paralleljob import (
+    CASE_UNIQUE_MESSAGE,
+    CASE_UNIQUE_RULE,
+    IO_NAME_RULES,
+    MAP_ENTRIES,
+    SHORT,
+    TEXT,
+    URI,
+    JobInput,
+    io_names,
+)
 
 Text = Annotated[str, Field(max_length=TEXT)]
 Short = Annotated[str, Field(max_length=SHORT)]
@@ -269,6 +279,7 @@ def _schema_extra(schema: JsonDict) -> None:
             "asset) and codeConfigMap (a ConfigMap in this namespace)",
         },
     ]
+    rules.append({"rule": CASE_UNIQUE_RULE, "message": CASE_UNIQUE_MESSAGE})
     for name, (parameter, instead) in ESTIMATOR_ONLY.items():
         properties[name] = _estimator_schema(name, parameter, instead)
         rules.append({"rule": f"!has(self.{name})", "message": f"{name} (Estimator: {parameter}): {instead}"})
@@ -321,13 +332,17 @@ class CommandJobSpec(JobControls):
         default_factory=dict,
         max_length=MAP_ENTRIES,
         description="Estimator: inputs (and resume_from: a checkpoint folder the script reads as an input). "
-        "command(inputs): ${{inputs.<name>}} in command is the input's path on the node, or a literal's value.",
+        "command(inputs): ${{inputs.<name>}} in command is the input's path on the node, or a literal's value. "
+        "Names are letters, digits and _ (not starting with a digit); no two names of inputs and outputs differ "
+        "only by case.",
+        json_schema_extra={"x-kubernetes-validations": IO_NAME_RULES},
     )
     outputs: dict[str, JobOutput] = Field(
         default_factory=dict,
         max_length=MAP_ENTRIES,
         description="command(outputs): ${{outputs.<name>}} in command is a folder on the node whose content Azure "
         "ML uploads to the output's uri when the job ends.",
+        json_schema_extra={"x-kubernetes-validations": IO_NAME_RULES},
     )
     resources: Resources = Field(
         default_factory=Resources, description="command(instance_count, shm_size, docker_args)."
@@ -369,6 +384,7 @@ class CommandJobSpec(JobControls):
         """What the CEL rule refuses, refused by the model too."""
         if (self.code is None) == (self.code_config_map is None):
             raise ValueError("set exactly one of code and codeConfigMap")
+        io_names(self.inputs, self.outputs)
         return self
 
 

@@ -349,7 +349,7 @@ IO_NAME_RULES: list[JsonValue] = [
 ]
 
 
-def _io_names(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+def io_names(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
     """What the name rules refuse (:data:`IO_NAME_RULES`, :data:`CASE_UNIQUE_RULE`), refused by the model too."""
     seen: dict[str, str] = {}
     for name in [*inputs, *outputs]:
@@ -457,7 +457,7 @@ class ParallelJobSpec(JobControls):
 
     @model_validator(mode="after")
     def _names(self) -> ParallelJobSpec:
-        _io_names(self.inputs, self.outputs)
+        io_names(self.inputs, self.outputs)
         return self
 
 

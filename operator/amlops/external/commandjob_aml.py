@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 
 from amlops.api.commandjob import CommandJobSpec, Distribution
-from amlops.api.paralleljob import NAME
 from amlops.external.paralleljob_aml import Data, conda_specification
 from amlops.external.paralleljob_aml import job_name as aml_job_name
 from amlops.reconcile.errors import TerminalError
@@ -24,20 +23,6 @@ from amlops.status import REASON_INVALID_SPEC
 _REFERENCE = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # azure-ai-ml's distribution dicts: its ``type`` key in lower case (``DistributionType``).
 _DISTRIBUTION_TYPES = {"PyTorch": "pytorch", "Mpi": "mpi", "TensorFlow": "tensorflow"}
-
-
-def check_io_names(spec: CommandJobSpec) -> None:
-    """Input and output names azure-ai-ml takes: what ``${{inputs.<name>}}`` can name (the spec's own reference
-    pattern), no two the same but for case (azure-ai-ml's ``Component._validate_io_names``). ParallelJob's schema checks
-    its names (api/paralleljob.py IO_NAME_RULES); a CommandJob's are checked here, before anything is built."""
-    seen: dict[str, str] = {}
-    for kind, names in (("inputs", spec.inputs), ("outputs", spec.outputs)):
-        for name in names:
-            if not re.match(NAME, name):
-                raise TerminalError(REASON_INVALID_SPEC, f"{kind} name {name[:100]!r} is not letters, digits and _")
-            other = seen.setdefault(name.lower(), name)
-            if other != name:
-                raise TerminalError(REASON_INVALID_SPEC, f"names {other!r} and {name!r} differ only by case")
 
 
 def job_name(uid: str, attempt: int = 0) -> str:
@@ -72,7 +57,6 @@ def command_run(spec: CommandJobSpec, name: str, compute: str, owner: str, local
 
     ``local_code``: the local folder the caller wrote ``codeConfigMap``'s files to (azure-ai-ml uploads it to the
     workspace's datastore); without it, ``spec.code`` (an https folder, an azureml:// path or a code asset)."""
-    check_io_names(spec)
     check_references(spec)
     code = local_code if local_code is not None else spec.code
     if code is None:  # the schema requires one of code and codeConfigMap
