@@ -166,6 +166,7 @@ def test_a_training_script_writes_its_model_to_its_output(workspace: Workspace) 
             outputs={"model": {}},
             experimentName="amlops-e2e",
             tags={"team": "vision"},
+            identity={"type": "user_identity"},
         ),
     )
 
@@ -182,6 +183,8 @@ def test_a_training_script_writes_its_model_to_its_output(workspace: Workspace) 
     assert ws.blob(f"azureml/cj-{uid}/model/model.txt") == "weights after 3 epochs"
     assert "trained into" in ws.blob(f"ExperimentRun/dcid.cj-{uid}/user_logs/std_log.txt")
     assert status.get("error") is None
+    # The jobs REST API's identity (IdentityConfiguration: identityType UserIdentity), as azure-ai-ml sends it.
+    assert azure_job(ws, f"cj-{uid}")["properties"]["identity"]["identityType"] == "UserIdentity"
     assert status.get("logTail") is None
 
 

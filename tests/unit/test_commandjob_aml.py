@@ -282,6 +282,10 @@ def _specs() -> st.SearchStrategy[dict[str, Any]]:
             "description": st.text(max_size=10),
             "tags": st.dictionaries(st.sampled_from(["team", "stage"]), st.text(max_size=5), max_size=2),
             "properties": st.dictionaries(st.sampled_from(["p"]), st.text(max_size=5), max_size=1),
+            "identity": st.sampled_from([
+                {"type": "managed"}, {"type": "user_identity"}, {"type": "aml_token"},
+                {"type": "managed", "clientId": "00000000-0000-0000-0000-0000000000c1"},
+            ]),
         },
     )  # fmt: skip
 
@@ -302,6 +306,14 @@ def test_every_accepted_spec_builds_azure_ai_mls_command(raw: dict[str, Any], at
 
     assert isinstance(built, Command)
     assert built.name == aml.job_name(UID, attempt)
+    if job.identity is not None:
+        # azure-ai-ml's entities name the managed identity's type so (its YAML says "managed").
+        expected = {"managed": "managed_identity"}.get(job.identity.type, job.identity.type)
+        assert built.identity is not None
+        assert getattr(built.identity, "type", None) == expected
+        assert getattr(built.identity, "client_id", None) == job.identity.client_id
+    else:
+        assert built.identity is None
     assert built.compute == "cpu-cluster"
     assert built.tags is not None
     assert built.tags[OWNER_TAG] == OWNER

@@ -35,6 +35,7 @@ from amlops.api.paralleljob import (
     SHORT,
     TEXT,
     URI,
+    Identity,
     JobInput,
     io_names,
 )
@@ -364,6 +365,12 @@ class CommandJobSpec(JobControls):
     description: str | None = Field(default=None, max_length=TEXT, description="command(description).")
     tags: dict[str, Text] = _strings("command(tags). amlops adds its owner tag (amlops.io-owner).")
     properties: dict[str, Text] = _strings("command(properties).")
+    identity: Identity | None = Field(
+        default=None,
+        description="command(identity): what the job's code authenticates as to data and other Azure services: "
+        "the compute's managed identity, the submitting identity (user_identity) or an Azure ML token (aml_token). "
+        "Absent: Azure ML's default.",
+    )
     deletion_policy: Literal["Delete", "Orphan"] = Field(
         default="Delete",
         description="Delete cancels the Azure ML job with the object (if it still runs); Orphan leaves it running.",

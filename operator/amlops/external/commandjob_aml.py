@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from amlops.api.commandjob import CommandJobSpec, Distribution
-from amlops.external.paralleljob_aml import Data, conda_specification
+from amlops.external.paralleljob_aml import Data, conda_specification, identity
 from amlops.external.paralleljob_aml import job_name as aml_job_name
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.managed import OWNER_TAG
@@ -105,6 +105,8 @@ def _arguments(spec: CommandJobSpec, name: str, compute: str, owner: str) -> dic
             arguments[key] = value
     if spec.distribution is not None:
         arguments["distribution"] = distribution(spec.distribution)
+    if (given := identity(spec.identity)) is not None:
+        arguments["identity"] = given
     return arguments
 
 

@@ -12,7 +12,7 @@ from azure.ai.ml.exceptions import MlException
 from marshmallow import ValidationError
 
 from amlops.external.commandjob_aml import CommandRun, EnvironmentSource
-from amlops.external.paralleljob_aml_job import _input
+from amlops.external.paralleljob_aml_job import _input, identity_configuration
 from amlops.reconcile.errors import TerminalError
 from amlops.status import REASON_INVALID_SPEC
 
@@ -20,9 +20,12 @@ from amlops.status import REASON_INVALID_SPEC
 def build_command_job(run: CommandRun) -> Command:
     """``command(...)`` for :func:`command_run`'s arguments. Raises azure-ai-ml's own refusals as ``InvalidSpec``:
     what azure-ai-ml refuses, Azure ML never sees."""
+    arguments = dict(run.arguments)
+    if (given := arguments.pop("identity", None)) is not None:
+        arguments["identity"] = identity_configuration(given)
     try:
         return command(
-            **run.arguments,
+            **arguments,
             code=run.code,
             environment=environment(run.environment),
             inputs={key: _input(data) for key, data in run.inputs.items()},

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from amlops.api.paralleljob import ParallelJobSpec
+from amlops.api.paralleljob import Identity, ParallelJobSpec
 from amlops.external.paralleljob_map import Counts
 from amlops.reconcile.errors import TerminalError
 
@@ -169,7 +169,7 @@ def _parallel(spec: ParallelJobSpec) -> dict[str, Any]:
         ("instance_type", resources.instance_type if resources else None),
         ("shm_size", resources.shm_size if resources else None),
         ("docker_args", resources.docker_args if resources else None),
-        ("identity", identity(spec)),
+        ("identity", identity(spec.identity)),
     ):
         if value is not None:
             parallel[key] = value
@@ -182,10 +182,10 @@ def _parallel(spec: ParallelJobSpec) -> dict[str, Any]:
     return parallel
 
 
-def identity(spec: ParallelJobSpec) -> dict[str, str] | None:
-    """``identity`` in azure-ai-ml's YAML form: ``type`` (managed, user_identity, aml_token) and, for a
-    user-assigned managed identity, the ids given (``client_id``, ``object_id``, ``resource_id``)."""
-    given = spec.identity
+def identity(given: Identity | None) -> dict[str, str] | None:
+    """A spec's ``identity`` (ParallelJob's, CommandJob's) in azure-ai-ml's YAML form: ``type`` (managed,
+    user_identity, aml_token) and, for a user-assigned managed identity, the ids given (``client_id``,
+    ``object_id``, ``resource_id``)."""
     if given is None:
         return None
     ids = {"client_id": given.client_id, "object_id": given.object_id, "resource_id": given.resource_id}

@@ -54,7 +54,7 @@ def _input(data: Data) -> Input | str | int | float | bool:
 Identity = ManagedIdentityConfiguration | UserIdentityConfiguration | AmlTokenConfiguration
 
 
-def _identity(given: dict[str, str]) -> Identity:
+def identity_configuration(given: dict[str, str]) -> Identity:
     """:func:`~amlops.external.paralleljob_aml.identity`'s plain form → azure-ai-ml's identity configuration."""
     ids = {k: v for k, v in given.items() if k != "type"}
     if given["type"] == "managed":
@@ -68,7 +68,7 @@ def _build(run: ParallelRun, conda: dict[str, Any] | None) -> PipelineJob:
     task = run.task
     keywords = dict(run.parallel)
     if (given := keywords.pop("identity", None)) is not None:
-        keywords["identity"] = _identity(given)
+        keywords["identity"] = identity_configuration(given)
     parallel = parallel_run_function(
         **keywords,
         inputs={key: _input(data) for key, data in run.inputs.items()},
