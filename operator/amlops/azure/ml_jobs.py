@@ -15,7 +15,8 @@ azure-ai-ml's own client-side refusals (``ValidationException`` and other ``MlEx
 
 What Azure ML writes that this reads (the emulator's ``ml/parallel.py`` cites the documentation): the parallel
 child's ``logs/sys/job_report/processed_mini-batches.csv`` under ``ExperimentRun/dcid.{child}/`` of the
-workspace's default datastore, one row per processing of a mini-batch.
+workspace's default datastore, one row per processing of a mini-batch, and ``logs/job_progress_overview.*.txt``
+beside it (the mini-batches created so far); both while the job runs and once it has finished.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from azure.ai.ml.entities import Job, PipelineJob
 from azure.ai.ml.exceptions import MlException, ValidationException
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobClient
+from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient
 
 from amlops.azure.errors import azure_errors, failure_reason
 from amlops.azure.ml import WorkspaceId
@@ -50,7 +51,9 @@ PUBLIC_ARM = "https://management.azure.com"
 # sends the token with a pipeline job (``x-azureml-token``).
 AML_RESOURCE_ID = "https://ml.azure.com/"
 TERMINAL = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+ARTIFACTS = "ExperimentRun"  # a job's logs and outputs: ExperimentRun/dcid.{run}/ of the default datastore
 REPORT = "logs/sys/job_report/processed_mini-batches.csv"
+OVERVIEW_PREFIX = "logs/job_progress_overview."
 TOKEN_WAIT_SECONDS = 60.0
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_USER_ERROR = "UserError"
@@ -227,6 +230,7 @@ class MlJobs:
 
     def __init__(self, client: MLClient) -> None:
         self._client = client
+        self._store: ArtifactStore | None = None
 
     async def _call(self, call: Callable[[], T]) -> T:
         with ml_errors():
@@ -291,24 +295,63 @@ class MlJobs:
 
     async def report(self, child: str) -> str | None:
         """The parallel child's ``processed_mini-batches.csv`` from the workspace's default datastore (read with
-        :func:`~amlops.external.paralleljob_aml.report_counts`); None until Azure ML wrote it."""
+        :func:`~amlops.external.paralleljob_aml.report_counts`); None until Azure ML wrote it. Azure ML uploads it
+        while the job runs too (the emulator's ml/parallel.py cites why): it is the job's progress so far."""
+        return await self._call(lambda: self._with_store(lambda store: store.read(f"dcid.{child}/{REPORT}")))
 
-        def read() -> str | None:
-            store = self._client.datastores.get_default(include_secrets=True)
-            account = getattr(store, "account_name", None)
-            container = getattr(store, "container_name", None)
-            suffix = getattr(store, "endpoint", None) or "core.windows.net"
-            key = getattr(getattr(store, "credentials", None), "account_key", None)
-            if not (account and container and key):
-                raise TerminalError(REASON_USER_ERROR, "the workspace's default datastore gives no account key")
-            url = f"https://{account}.blob.{suffix}/{container}/ExperimentRun/dcid.{child}/{REPORT}"
-            blob = BlobClient.from_blob_url(url, credential={"account_name": account, "account_key": key})
-            try:
-                return blob.download_blob().readall().decode("utf-8", "replace")
-            except ResourceNotFoundError:
-                return None
+    async def overview(self, child: str) -> str | None:
+        """The parallel child's latest ``logs/job_progress_overview.<yyyymmddhh>.txt`` (the largest timestamp:
+        "you can check the one with the largest timestamp for the latest information", Troubleshooting
+        ParallelRunStep); None until Azure ML wrote one."""
 
-        return await self._call(read)
+        def read(store: ArtifactStore) -> str | None:
+            names = store.names(f"dcid.{child}/{OVERVIEW_PREFIX}")
+            return store.read(max(names)) if names else None
+
+        return await self._call(lambda: self._with_store(read))
+
+    def _with_store(self, use: Callable[[ArtifactStore], T]) -> T:
+        """``use`` on the workspace's artifact store, the datastore's key read once per MlJobs (two ARM calls saved
+        on every read of every job); a refused key (rotated) is read again on the next call."""
+        store = self._store or self._artifact_store()
+        try:
+            result = use(store)
+        except ClientAuthenticationError:
+            self._store = None
+            raise
+        self._store = store
+        return result
+
+    def _artifact_store(self) -> ArtifactStore:
+        store = self._client.datastores.get_default(include_secrets=True)
+        account = getattr(store, "account_name", None)
+        container = getattr(store, "container_name", None)
+        suffix = getattr(store, "endpoint", None) or "core.windows.net"
+        key = getattr(getattr(store, "credentials", None), "account_key", None)
+        if not (account and container and key):
+            raise TerminalError(REASON_USER_ERROR, "the workspace's default datastore gives no account key")
+        return ArtifactStore(ContainerClient(
+            f"https://{account}.blob.{suffix}", container, credential={"account_name": account, "account_key": key}
+        ))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ArtifactStore:
+    """A job's artifacts (``ExperimentRun/dcid.{run}/...``) in the workspace's default datastore's container."""
+
+    container: ContainerClient
+
+    def read(self, name: str) -> str | None:
+        try:
+            data = self.container.download_blob(f"{ARTIFACTS}/{name}").readall()
+        except ResourceNotFoundError:
+            return None
+        return bytes(data).decode("utf-8", "replace")
+
+    def names(self, prefix: str) -> list[str]:
+        """Names (under ``ExperimentRun/``) of the blobs starting with ``prefix``."""
+        found = self.container.list_blobs(name_starts_with=f"{ARTIFACTS}/{prefix}")
+        return [str(blob.name).removeprefix(f"{ARTIFACTS}/") for blob in found]
 
 
 async def connect(credential: AsyncTokenCredential, ws: WorkspaceId, settings: Settings) -> MlJobs:
