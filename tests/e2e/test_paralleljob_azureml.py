@@ -58,6 +58,22 @@ WAITING_SCORE = SCORE_SCRIPT.replace(
                 time.sleep(0.05)"""
     ),
 )
+# The seed's script, but only the first mini-batch to start (whichever process creates $PROBE/first) returns at
+# once; every other waits for $PROBE/go: the job is held with exactly one mini-batch done.
+STEPPING_SCORE = SCORE_SCRIPT.replace(
+    "def run(input_data):",
+    textwrap.dedent(
+        """\
+        def run(input_data):
+            import os, time
+            probe = pathlib.Path(os.environ["PROBE"])
+            try:
+                os.close(os.open(probe / "first", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                while not (probe / "go").exists():
+                    time.sleep(0.05)"""
+    ),
+)
 # The seed's script, but rows whose id is in $BAD return no result: each is a failed item (Azure ML counts the
 # items run() returned fewer results for as failed; ml/parallel.py).
 FAILING_SCORE = SCORE_SCRIPT.replace(
@@ -174,7 +190,12 @@ def bed(
     )  # fmt: skip
     code = tmp_path / "code"
     code.mkdir()
-    scripts = {"score.py": SCORE_SCRIPT, "waiting.py": WAITING_SCORE, "failing.py": FAILING_SCORE}
+    scripts = {
+        "score.py": SCORE_SCRIPT,
+        "waiting.py": WAITING_SCORE,
+        "failing.py": FAILING_SCORE,
+        "stepping.py": STEPPING_SCORE,
+    }
     for name, text in {**scripts, "environment_parallel.yml": CONDA_FILE}.items():
         (code / name).write_text(text)
     k8s.kubectl("create", "configmap", "seed-code", "-n", namespace, f"--from-file={code}")
@@ -342,6 +363,74 @@ def test_a_restarted_operator_finds_the_job_it_submitted_before_it_was_killed(be
     assert done["status"]["azureJobName"] == f"pj-{uid}"
     assert bed.jobs_of(uid) == {f"pj-{uid}": "Completed"}
     assert bed.rows("crash") == ROWS
+
+
+def midway(obj: dict[str, Any]) -> bool:
+    """Running with some but not all mini-batches done, as the status says."""
+    status = obj.get("status") or {}
+    done, total = (status.get("miniBatches") or {}).get("succeeded", 0), (status.get("miniBatches") or {}).get("total")
+    return status.get("phase") == "Running" and bool(total) and 0 < done < total
+
+
+def assert_midway(obj: dict[str, Any]) -> None:
+    status = obj["status"]
+    total = status["miniBatches"]["total"]
+    assert total > 2, "100 bytes of rows per mini-batch cut 40 rows into several"
+    assert status["miniBatches"]["succeeded"] == 1, "one mini-batch returned, the others wait for the test"
+    assert status["miniBatches"]["pending"] == total - 1
+    assert status["progress"] == f"1/{total}"
+    assert 0 < status["progressPercentage"] < 100
+    assert status["estimatedRemainingSeconds"] is not None
+    assert 0 < status["items"]["processed"] < ITEMS
+    assert status.get("completionTime") is None
+
+
+def assert_seed_complete(bed: AmlBed, obj: dict[str, Any], name: str) -> None:
+    status = obj["status"]
+    total = status["miniBatches"]["total"]
+    assert status["phase"] == "Complete", status
+    assert bed.rows(name) == ROWS
+    assert status["items"] == {"processed": ITEMS, "failed": 0}
+    assert status["miniBatches"] == {"total": total, "pending": 0, "running": 0, "succeeded": total, "failed": 0,
+                                     "retried": 0}  # fmt: skip
+    assert (status["progress"], status["progressPercentage"]) == (f"{total}/{total}", 100)
+    assert status["estimatedRemainingSeconds"] == 0
+
+
+def test_progress_moves_while_the_job_runs(bed: AmlBed) -> None:
+    """The parallel runtime uploads its job report and progress overview as mini-batches settle (Troubleshooting
+    ParallelRunStep: "How to check job progress?", the overview's mini-batches "created so far" and "processed so
+    far"; cited in the emulator's ml/parallel.py): with one mini-batch of several done and the others held, the
+    ParallelJob is Running with progress 1/N (0 < percentage < 100, a remaining-time estimate), as on Batch; then
+    Complete with N/N."""
+    bed.job("steps", script="stepping.py")
+    running = wait_for(bed.k8s, "paralleljob", "steps", bed.ns, midway, what="progress between 0/N and N/N",
+                       timeout=240)  # fmt: skip
+    assert_midway(running)
+
+    (bed.probe / "go").write_text("go")
+    done = bed.wait_phase("steps", "Complete", "Failed")
+    assert_seed_complete(bed, done, "steps")
+    assert done["status"]["miniBatches"]["total"] == running["status"]["miniBatches"]["total"]
+
+
+def test_an_operator_killed_mid_run_follows_the_same_job_to_complete(bed: AmlBed) -> None:
+    """SIGKILL while the job runs (one mini-batch done, the others held): the restarted operator finds the same
+    Azure ML job by its uid-derived name (exactly one pj-<uid> job in the workspace) and follows it to Complete
+    with the seed's rows and the Batch status fields."""
+    bed.job("midrun", script="stepping.py")
+    running = wait_for(bed.k8s, "paralleljob", "midrun", bed.ns, midway, what="progress between 0/N and N/N",
+                       timeout=240)  # fmt: skip
+    uid = running["metadata"]["uid"]
+    bed.restart_operator()
+
+    (bed.probe / "go").write_text("go")
+    done = bed.wait_phase("midrun", "Complete", "Failed")
+
+    assert_seed_complete(bed, done, "midrun")
+    assert done["status"]["azureJobName"] == f"pj-{uid}"
+    assert done["status"]["startTime"] == running["status"]["startTime"], "the same run, not a new one"
+    assert bed.jobs_of(uid) == {f"pj-{uid}": "Completed"}
 
 
 def test_active_deadline_cancels_the_azure_ml_job_and_fails_as_on_batch(bed: AmlBed) -> None:

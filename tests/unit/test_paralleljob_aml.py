@@ -454,3 +454,50 @@ def row(index: int, pick: int, total: int, succeeded: int, status: str) -> str:
 )
 def test_report_counts(rows: list[str], total: int | None, counts: Counts, why: str) -> None:
     assert aml.report_counts(HEADER + "".join(rows), total) == counts, why
+
+
+@pytest.mark.parametrize(
+    ("rows", "counts", "why"),
+    [
+        (
+            [row(0, 1, 2, 0, "RUN_EXCEPTION")],
+            Counts(total=3, pending=3, items_processed=0),
+            "raised on its first of 3 tries (max_retries 2): it will be picked again, pending",
+        ),
+        (
+            [row(0, 1, 2, 0, "RUN_TIMEOUT"), row(0, 2, 2, 0, "RUN_EXCEPTION")],
+            Counts(total=3, pending=3, retried=1),
+            "second try failed, one left: still pending, one retry counted",
+        ),
+        (
+            [row(0, 1, 2, 0, "RUN_EXCEPTION"), row(0, 2, 2, 0, "RUN_EXCEPTION"), row(0, 3, 2, 0, "RUN_EXCEPTION")],
+            Counts(total=3, pending=2, failed=1, retried=2, items_failed=2, failed_indexes=(0,)),
+            "the third try was the last: failed for good",
+        ),
+        (
+            [row(1, 1, 3, 2, "RUN_DONE")],
+            Counts(total=3, pending=2, failed=1, items_processed=2, items_failed=1, failed_indexes=(1,)),
+            "fewer results than items is not retried: failed at once",
+        ),
+    ],
+)
+def test_report_counts_while_running(rows: list[str], counts: Counts, why: str) -> None:
+    assert aml.report_counts(HEADER + "".join(rows), 3, max_retries=2) == counts, why
+
+
+@pytest.mark.parametrize(
+    ("text", "total", "why"),
+    [
+        ("", None, "no overview yet"),
+        ("2026-01-01T00:00:00 3 mini-batches created (5 items).\n", 3, "the emulator's first line"),
+        (
+            "t 3 mini-batches created (5 items).\nt 1 of 3 mini-batches processed.\n"
+            "t 7 mini-batches created (9 items).\n",
+            7,
+            "created so far: the last count says it",
+        ),
+        ("t 1 of 3 mini-batches processed.\n", None, "a processed line names no created count"),
+    ],
+)
+def test_overview_total(text: str, total: int | None, why: str) -> None:
+    assert aml.overview_total(text) == total, why

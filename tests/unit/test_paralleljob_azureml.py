@@ -166,8 +166,9 @@ def test_azure_mls_status_decides_the_phase_and_the_one_write(
     assert (decision.phase, decision.action, decision.reason) == (phase, action, reason)
 
 
-def test_a_finished_jobs_status_has_the_batch_contract_and_a_running_one_only_its_phase() -> None:
-    """Azure ML writes the parallel runtime's report when the job finalizes: counts only once it has finished."""
+def test_the_status_has_the_batch_contract_once_the_report_gives_a_total() -> None:
+    """Counts from the parallel runtime's report, finished or running (it is uploaded as mini-batches settle); a
+    job whose report gave no total yet (not started, a new attempt) has only its phase."""
     complete = azml.status_fields(azml.decide(azml.Facts("Completed", counts=DONE)), 12.0)
     assert complete["miniBatches"] == {"total": 4, "pending": 0, "running": 0, "succeeded": 3, "failed": 1,
                                        "retried": 0}  # fmt: skip
@@ -175,8 +176,27 @@ def test_a_finished_jobs_status_has_the_batch_contract_and_a_running_one_only_it
     assert (complete["progress"], complete["progressPercentage"]) == ("4/4", 100)
     assert complete["estimatedRemainingSeconds"] == 0
     assert complete["failedMiniBatches"] == "2"
-    running = azml.status_fields(azml.decide(azml.Facts("Running")), 12.0)
-    assert running == {"phase": "Running", **dict.fromkeys(azml.COUNT_FIELDS)}
+    unknown = azml.status_fields(azml.decide(azml.Facts("Running")), 12.0)
+    assert unknown == {"phase": "Running", **dict.fromkeys(azml.COUNT_FIELDS)}
+    halfway = Counts(total=4, pending=2, succeeded=2, items_processed=20)
+    running = azml.status_fields(azml.decide(azml.Facts("Running", counts=halfway)), 12.0)
+    assert (running["phase"], running["progress"], running["progressPercentage"]) == ("Running", "2/4", 50)
+    assert running["estimatedRemainingSeconds"] == 12  # the rate so far: 2 mini-batches in 12 s, 2 left
+    assert running["miniBatches"]["pending"] == 2
+
+
+@pytest.mark.parametrize(
+    ("read_at", "now", "due", "why"),
+    [
+        (None, 0.0, True, "never read: read now"),
+        (10.0, 14.9, False, "read less than an interval ago: the last counts answer"),
+        (10.0, 15.0, True, "an interval has passed: read again"),
+    ],
+)
+def test_a_running_jobs_report_is_read_at_most_once_per_interval(
+    read_at: float | None, now: float, due: bool, why: str
+) -> None:
+    assert azml.RunningProgress(read_at=read_at).due(now, 5.0) is due, why
 
 
 def test_the_output_is_parallel_run_step_txt_in_the_append_row_to_output() -> None:

@@ -15,7 +15,8 @@ azure-ai-ml's own client-side refusals (``ValidationException`` and other ``MlEx
 
 What Azure ML writes that this reads (the emulator's ``ml/parallel.py`` cites the documentation): the parallel
 child's ``logs/sys/job_report/processed_mini-batches.csv`` under ``ExperimentRun/dcid.{child}/`` of the
-workspace's default datastore, one row per processing of a mini-batch.
+workspace's default datastore, one row per processing of a mini-batch, and ``logs/job_progress_overview.*.txt``
+beside it (the mini-batches created so far); both while the job runs and once it has finished.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from azure.ai.ml.entities import Job
 from azure.ai.ml.exceptions import MlException, ValidationException
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from amlops.azure.errors import azure_errors, failure_reason
@@ -50,12 +51,13 @@ PUBLIC_ARM = "https://management.azure.com"
 # sends the token with a pipeline job (``x-azureml-token``).
 AML_RESOURCE_ID = "https://ml.azure.com/"
 TERMINAL = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+ARTIFACTS = "ExperimentRun"  # a job's logs and outputs: ExperimentRun/dcid.{run}/ of the default datastore
 REPORT = "logs/sys/job_report/processed_mini-batches.csv"
-ARTIFACTS = "ExperimentRun"
 # azure-ai-ml's COMMON_RUNTIME_STREAM_LOG_PATTERN (``_job_ops_helper.py``): the driver logs ``jobs.stream`` shows.
 DRIVER_LOG = re.compile(r"^std_log[\D]*[0]*(?:_ps)?\.txt$")
 LOG_TAIL_LINES = 20
 LOG_TAIL_CHARS = 4096
+OVERVIEW_PREFIX = "logs/job_progress_overview."
 TOKEN_WAIT_SECONDS = 60.0
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_USER_ERROR = "UserError"
@@ -232,6 +234,7 @@ class MlJobs:
 
     def __init__(self, client: MLClient) -> None:
         self._client = client
+        self._store: ArtifactStore | None = None
 
     async def _call(self, call: Callable[[], T]) -> T:
         with ml_errors():
@@ -298,8 +301,9 @@ class MlJobs:
 
     async def report(self, child: str) -> str | None:
         """The parallel child's ``processed_mini-batches.csv`` from the workspace's default datastore (read with
-        :func:`~amlops.external.paralleljob_aml.report_counts`); None until Azure ML wrote it."""
-        return await self._call(lambda: self._artifact(child, REPORT))
+        :func:`~amlops.external.paralleljob_aml.report_counts`); None until Azure ML wrote it. Azure ML uploads it
+        while the job runs too (the emulator's ml/parallel.py cites why): it is the job's progress so far."""
+        return await self._call(lambda: self._with_store(lambda store: store.read(f"dcid.{child}/{REPORT}")))
 
     async def log_tail(self, job: str, max_lines: int = LOG_TAIL_LINES) -> str | None:
         """The last ``max_lines`` lines of a job's driver log: the first ``user_logs/`` file azure-ai-ml's own
@@ -307,23 +311,38 @@ class MlJobs:
         process, ``std_log_process_0.txt`` / ``_00`` of rank 0), from the job's artifact folder
         ``ExperimentRun/dcid.{job}/``. None when the job wrote none."""
 
-        def read() -> str | None:
-            container = self._artifact_container()
-            prefix = f"{ARTIFACTS}/dcid.{job}/user_logs/"
-            names = sorted(
-                str(b.name) for b in container.list_blobs(name_starts_with=prefix)
-                if DRIVER_LOG.match(str(b.name)[len(prefix):])
-            )  # fmt: skip
-            if not names:
-                return None
-            text = container.download_blob(names[0]).readall().decode("utf-8", "replace")
-            return last_lines(text, max_lines)
+        def read(store: ArtifactStore) -> str | None:
+            prefix = f"dcid.{job}/user_logs/"
+            names = sorted(n for n in store.names(prefix) if DRIVER_LOG.match(n[len(prefix) :]))
+            text = store.read(names[0]) if names else None
+            return None if text is None else last_lines(text, max_lines)
 
-        return await self._call(read)
+        return await self._call(lambda: self._with_store(read))
 
-    def _artifact_container(self) -> ContainerClient:
-        """The workspace's default datastore's container (where the emulator, and Azure's artifact store, keep a
-        run's ``ExperimentRun/dcid.{run}/`` folder), with the datastore's account key."""
+    async def overview(self, child: str) -> str | None:
+        """The parallel child's latest ``logs/job_progress_overview.<yyyymmddhh>.txt`` (the largest timestamp:
+        "you can check the one with the largest timestamp for the latest information", Troubleshooting
+        ParallelRunStep); None until Azure ML wrote one."""
+
+        def read(store: ArtifactStore) -> str | None:
+            names = store.names(f"dcid.{child}/{OVERVIEW_PREFIX}")
+            return store.read(max(names)) if names else None
+
+        return await self._call(lambda: self._with_store(read))
+
+    def _with_store(self, use: Callable[[ArtifactStore], T]) -> T:
+        """``use`` on the workspace's artifact store, the datastore's key read once per MlJobs (two ARM calls saved
+        on every read of every job); a refused key (rotated) is read again on the next call."""
+        store = self._store or self._artifact_store()
+        try:
+            result = use(store)
+        except ClientAuthenticationError:
+            self._store = None
+            raise
+        self._store = store
+        return result
+
+    def _artifact_store(self) -> ArtifactStore:
         store = self._client.datastores.get_default(include_secrets=True)
         account = getattr(store, "account_name", None)
         container = getattr(store, "container_name", None)
@@ -331,17 +350,28 @@ class MlJobs:
         key = getattr(getattr(store, "credentials", None), "account_key", None)
         if not (account and container and key):
             raise TerminalError(REASON_USER_ERROR, "the workspace's default datastore gives no account key")
-        return ContainerClient.from_container_url(
-            f"https://{account}.blob.{suffix}/{container}", credential={"account_name": account, "account_key": key}
-        )
+        return ArtifactStore(ContainerClient(
+            f"https://{account}.blob.{suffix}", container, credential={"account_name": account, "account_key": key}
+        ))  # fmt: skip
 
-    def _artifact(self, run: str, path: str) -> str | None:
-        """A file of a run's artifact folder as text, or None until Azure ML wrote it."""
-        blob = self._artifact_container().get_blob_client(f"{ARTIFACTS}/dcid.{run}/{path}")
+
+@dataclass(frozen=True)
+class ArtifactStore:
+    """A job's artifacts (``ExperimentRun/dcid.{run}/...``) in the workspace's default datastore's container."""
+
+    container: ContainerClient
+
+    def read(self, name: str) -> str | None:
         try:
-            return blob.download_blob().readall().decode("utf-8", "replace")
+            data = self.container.download_blob(f"{ARTIFACTS}/{name}").readall()
         except ResourceNotFoundError:
             return None
+        return bytes(data).decode("utf-8", "replace")
+
+    def names(self, prefix: str) -> list[str]:
+        """Names (under ``ExperimentRun/``) of the blobs starting with ``prefix``."""
+        found = self.container.list_blobs(name_starts_with=f"{ARTIFACTS}/{prefix}")
+        return [str(blob.name).removeprefix(f"{ARTIFACTS}/") for blob in found]
 
 
 def last_lines(text: str, max_lines: int, max_chars: int = LOG_TAIL_CHARS) -> str:

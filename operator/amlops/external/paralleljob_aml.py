@@ -226,12 +226,16 @@ def conda_specification(conda_file: dict[str, Any] | None, pip_requirements: tup
     return conda
 
 
-def report_counts(text: str, total: int | None = None) -> Counts:
+def report_counts(text: str, total: int | None = None, max_retries: int | None = None) -> Counts:
     """The parallel runtime's ``logs/sys/job_report/processed_mini-batches.csv`` → the counts the Batch backend
     reports too (``paralleljob_map.status_fields``/``progress``). A row per pick of a mini-batch: a mini-batch picked
     again was retried; its last row decides it (RUN_DONE with no failed item succeeded; RUN_TIMEOUT / RUN_EXCEPTION,
     or fewer results than items, failed), its Succeeded/Failed columns count the items. ``total``: the mini-batches
-    planned, when known; else the ones the report names (right once the job has finished)."""
+    planned, when known; else the ones the report names (right once the job has finished).
+
+    ``max_retries`` (``retry_settings.max_retries``) is given while the job runs: a mini-batch whose last pick
+    failed with tries left will be picked again, so it is still pending, not failed (at most ``1 + max_retries``
+    picks: the emulator's reading of the documentation table, ml/parallel.py)."""
     last: dict[int, dict[str, str]] = {}
     picks: dict[int, int] = {}
     for row in csv.DictReader(io.StringIO(text)):
@@ -240,6 +244,8 @@ def report_counts(text: str, total: int | None = None) -> Counts:
             continue
         last[index] = row
         picks[index] = picks.get(index, 0) + 1
+    if max_retries is not None:
+        last = {i: row for i, row in last.items() if not _retried_later(row, max_retries)}
     # A mini-batch whose run() returned fewer results than items failed too ("How to use parallel job in pipeline":
     # it counts against mini_batch_error_threshold), as on the Batch backend (paralleljob_map.finished).
     failed = sorted(i for i, row in last.items() if row.get("Status") != "RUN_DONE" or (_int(row.get("Failed")) or 0))
@@ -254,6 +260,23 @@ def report_counts(text: str, total: int | None = None) -> Counts:
         items_failed=sum(_int(row.get("Failed")) or 0 for row in last.values()),
         failed_indexes=tuple(failed),
     )
+
+
+def _retried_later(row: dict[str, str], max_retries: int) -> bool:
+    """A pick that raised or timed out with tries left (a run() that returned too few results is not retried)."""
+    return row.get("Status") != "RUN_DONE" and (_int(row.get("Picked Count")) or 1) <= max_retries
+
+
+# The first line of the emulator's progress overview ("<time> N mini-batches created (M items)."): the overview
+# gives "the number of mini-batches (also known as tasks) created so far" (Azure ML's "Troubleshooting
+# ParallelRunStep"); its wording is the emulator's (no public sample of the file was found).
+_CREATED = re.compile(r"\b(\d+) mini-batches created\b")
+
+
+def overview_total(text: str) -> int | None:
+    """The mini-batches created so far, as the progress overview last says it (None: it says nothing of it)."""
+    found = _CREATED.findall(text)
+    return int(found[-1]) if found else None
 
 
 def _int(value: str | None) -> int | None:

@@ -6,9 +6,13 @@
   and submit it as ``pj-<uid>[-<attempt>]``: a submission repeated after a crash finds the job of that name
   instead of creating a second one (``MlJobs.submit``).
 - ``observe``: the job's status from the workspace's shared job listing (one list call per interval for every job
-  of the workspace); ``jobs.get`` once per submitted job (its Studio link) and once it has finished (its error,
-  its parallel child), then the child's ``processed_mini-batches.csv`` (the counts Batch reports too). Finished:
-  answered from the status with no Azure call (``job.sticky``), as on Batch.
+  of the workspace); ``jobs.get`` once per submitted job (its Studio link, its parallel child once Azure ML made
+  it) and once it has finished (its error). While it runs, the child's ``processed_mini-batches.csv`` (and, until
+  it is known, the total from its ``job_progress_overview``), which the parallel runtime uploads as mini-batches
+  settle, give the counts Batch reports too: read at most once per ``requeue_seconds`` per job
+  (:class:`RunningProgress`), one blob read and no Azure ML call, however many jobs the workspace runs; once it
+  has finished, read once more for the final counts. Finished: answered from the status with no Azure call
+  (``job.sticky``), as on Batch.
 - ``update``: cancel (suspend, activeDeadlineSeconds), or submit the next attempt (resume after suspend: Azure
   ML cannot resume a canceled parallel job, the new job runs every mini-batch again).
 - ``delete``: cancel the job (idempotent); the object goes once the job is terminal or gone.
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +37,13 @@ from amlops.azure.clients import AzureClients
 from amlops.external import paralleljob_map as m
 from amlops.external.ml_target import MlTarget, aml_compute, ml_target
 from amlops.external.ownership import owner_exists
-from amlops.external.paralleljob_aml import conda_specification, job_name, parallel_run, report_counts
+from amlops.external.paralleljob_aml import (
+    conda_specification,
+    job_name,
+    overview_total,
+    parallel_run,
+    report_counts,
+)
 from amlops.external.paralleljob_env import MAX_CONDA_FILE_BYTES, REASON_CONDA_FILE_ALIASES, load_yaml, too_large
 from amlops.external.paralleljob_output import OUTPUT_FILE
 from amlops.external.ports import ClusterObjects, SecretReader
@@ -157,17 +168,34 @@ def output_uri(spec: ParallelJobSpec) -> str | None:
     return None if output is None else f"{output.uri.rstrip('/')}/{OUTPUT_FILE}"
 
 
-# Status fields only a finished job's report gives: cleared while a job (a new attempt) runs.
+# Status fields the parallel runtime's report gives: cleared until it is known (a new attempt, a job not started).
 COUNT_FIELDS = ("miniBatches", "items", "progress", "progressPercentage", "estimatedRemainingSeconds",
                 "failedMiniBatches")  # fmt: skip
+# Azure ML statuses before the job's parallel child runs: no report to read yet.
+NOT_RUNNING: Final = frozenset({"NotStarted", "Queued", "Preparing", "Starting", "Provisioning"})
 
 
 def status_fields(decision: m.Decision, elapsed: float | None) -> dict[str, Any]:
-    """The Batch backend's status contract (``paralleljob_map.status_fields``) once the job has finished and its
-    report was read; while it runs only the phase (Azure ML writes the report when the job finalizes)."""
-    if decision.phase in job.TERMINAL and decision.counts.total > 0:
+    """The Batch backend's status contract (``paralleljob_map.status_fields``) once the report says how many
+    mini-batches there are (while the job runs and once it has finished); before that only the phase."""
+    if decision.counts.total > 0:
         return m.status_fields(decision, elapsed)
     return {"phase": decision.phase, **dict.fromkeys(COUNT_FIELDS)}
+
+
+@dataclass
+class RunningProgress:
+    """What is known of one Azure ML job's progress between passes: its parallel child (found once), the
+    mini-batches its overview says were created, the counts last read and when (monotonic seconds)."""
+
+    child: str | None = None
+    total: int | None = None
+    counts: m.Counts | None = None
+    read_at: float | None = None
+
+    def due(self, now: float, interval: float) -> bool:
+        """A read is due: never read, or read ``interval`` seconds ago or more."""
+        return self.read_at is None or now - self.read_at >= interval
 
 
 # ------------------------------------------------------------------------------------------- the client
@@ -182,10 +210,25 @@ class Step:
 
 
 class AzureMlParallelJobClient:
-    def __init__(self, clients: AzureClients, secrets: SecretReader, objects: ClusterObjects) -> None:
+    def __init__(
+        self,
+        clients: AzureClients,
+        secrets: SecretReader,
+        objects: ClusterObjects,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clients = clients
         self._secrets = secrets
         self._objects = objects
+        self._clock = clock
+        # Azure ML job name → its progress (:class:`RunningProgress`): dropped when the job is seen finished and
+        # when its object goes (:meth:`release`).
+        self._progress: dict[str, RunningProgress] = {}
+
+    async def release(self, uid: str) -> None:
+        """The object ``uid`` is gone: forget its jobs' progress (every attempt's)."""
+        for name in [n for n in self._progress if n == job_name(uid) or n.startswith(job_name(uid) + "-")]:
+            del self._progress[name]
 
     async def owner_exists(self, owner: str) -> bool:
         return await owner_exists(self._objects, owner)
@@ -245,14 +288,20 @@ class AzureMlParallelJobClient:
         studio = mr.status.get("studioUrl") if mr.status.get("azureJobName") == name else None
         error: tuple[str, str] | None = None
         counts: m.Counts | None = None
+        progress = self._progress.setdefault(name, RunningProgress())
         if studio is None or status in FINISHED:  # once per job, and once it has run to its end
             state = await target.jobs.get(name)
             if state is not None:
                 status, studio = state.status, state.studio_url
                 error = (state.error.code, state.error.message) if state.error else None
+                progress.child = state.child.name if state.child is not None else progress.child
                 if state.finished and state.child is not None:
                     report = await target.jobs.report(state.child.name)
-                    counts = report_counts(report) if report is not None else None
+                    counts = report_counts(report, progress.total) if report is not None else None
+        if status in TERMINAL:
+            self._progress.pop(name, None)
+        else:
+            counts = await self._running_counts(mr, target, name, status, progress)
         started = mr.status.get("startTime") or now_iso()
         elapsed = job.seconds_since(started, datetime.now(UTC))
         decision = decide(
@@ -284,6 +333,34 @@ class AzureMlParallelJobClient:
         # The owner tag as Azure ML has it (amlops sets it on submit): a job of this name tagged otherwise is not ours.
         owner = summary.get("owner")
         return replace(observation, owner=str(owner) if owner else None, intent=Step(decision, attempt))
+
+    async def _running_counts(
+        self, mr: Mr, target: MlTarget, name: str, status: str, progress: RunningProgress
+    ) -> m.Counts | None:
+        """The counts of a job that runs, from the report its parallel child uploads as mini-batches settle: read
+        at most once per ``requeue_seconds`` (the interval a running object is looked at), the last counts
+        answered in between, so many jobs in one workspace cost one blob read each per interval. The child is
+        found with one ``jobs.get`` (the pipeline job's children), the total from the progress overview until
+        known; without a total the counts stay unknown (a report of finished mini-batches alone cannot say how
+        many are left)."""
+        now = self._clock()
+        if status in NOT_RUNNING or not progress.due(now, self._clients.settings.requeue_seconds):
+            return progress.counts
+        progress.read_at = now
+        if progress.child is None:
+            state = await target.jobs.get(name)
+            if state is None or state.child is None:
+                return progress.counts
+            progress.child = state.child.name
+        if progress.total is None:
+            overview = await target.jobs.overview(progress.child)
+            progress.total = overview_total(overview) if overview is not None else None
+            if progress.total is None:
+                return progress.counts
+        report = await target.jobs.report(progress.child)
+        if report is not None:
+            progress.counts = report_counts(report, progress.total, mr.spec.retry_settings.max_retries)
+        return progress.counts
 
     async def _observe_deleting(
         self, mr: Mr, target: MlTarget, name: str, summary: Mapping[str, Any] | None

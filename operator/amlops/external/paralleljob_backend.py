@@ -58,6 +58,7 @@ class ParallelJobRouter:
 
     async def release(self, uid: str) -> None:
         await self.batch.release(uid)
+        await self.azure_ml.release(uid)
 
     async def owner_exists(self, owner: str) -> bool:
         return await owner_exists(self._objects, owner)

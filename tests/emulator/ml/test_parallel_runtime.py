@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import textwrap
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,7 @@ async def _run(
     instance_count: int = 1,
     outputs: tuple[str, ...] = ("out",),
     wait: bool = True,
+    progress: Callable[[Run, dict[str, bytes]], Awaitable[None]] | None = None,
 ) -> Run:
     request = RunRequest(
         run_id,
@@ -249,6 +250,7 @@ async def _run(
         outputs=outputs,
         inputs=inputs,
         parallel=task,
+        progress=progress,
     )
     run = running.state.runs.submit(request)
     await arm.advance(90)  # nodes allocated and prepared
@@ -558,6 +560,74 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# Each file's mini-batch waits for $PROBE/go-<file name> before it returns the name: the test releases them one by one.
+STEP_SCRIPT = script(
+    """
+    import os, pathlib, time
+
+    probe = pathlib.Path(os.environ["PROBE"])
+
+    def run(mini_batch):
+        for path in mini_batch:
+            while not (probe / f"go-{os.path.basename(path)}").exists():
+                time.sleep(0.02)
+        return [os.path.basename(path) for path in mini_batch]
+    """
+)
+
+
+async def test_progress_is_handed_out_while_the_job_runs_and_the_last_is_the_final_report(
+    frozen: RunningEmulator, frozen_arm: Arm, tmp_path: Path, probe: Path
+) -> None:
+    """While the job runs, the progress overview and the job report grow as mini-batches settle and go to the
+    run's ``progress`` hook (what ``ml/jobs.py`` uploads): "Troubleshooting ParallelRunStep" (How to check job
+    progress?: the count of scheduled/processed mini-batches in ``job_progress_overview.<timestamp>.txt``; files in
+    ``logs`` are uploaded and show in the portal) and the tuning guide ("a user readable text as the job is
+    running"). With one of three mini-batches done: one RUN_DONE row and "1 of 3 mini-batches processed."; at the
+    end the last files handed out are byte for byte the run's final report and overview."""
+    await _cluster(frozen_arm)
+    data = _folder(tmp_path, "data", {"a.txt": "a", "b.txt": "b", "c.txt": "c"})
+    task = ParallelTask("score.py", "data", mini_batch_size="1", append_row_to="out")
+    seen: list[dict[str, bytes]] = []
+
+    async def progress(run: Run, files: dict[str, bytes]) -> None:
+        seen.append(files)
+
+    def report(files: dict[str, bytes]) -> list[dict[str, str]]:
+        text = files.get("sys/job_report/processed_mini-batches.csv", b"").decode()
+        return list(csv.DictReader(text.splitlines()))
+
+    def overview(files: dict[str, bytes]) -> str:
+        return b"".join(v for k, v in files.items() if k.startswith("job_progress_overview.")).decode()
+
+    inputs = (RunInput("data", "uri_folder", data),)
+    code = _code(tmp_path, STEP_SCRIPT)
+    run = await _run(frozen, frozen_arm, "steps", task, code, inputs, probe, wait=False, progress=progress)
+    await _eventually(lambda: seen and "3 mini-batches created (3 items)." in overview(seen[-1]), "the plan is out")
+    assert report(seen[-1]) == []
+    (probe / "go-a.txt").touch()
+    await _eventually(lambda: len(report(seen[-1])) == 1, "the first mini-batch's row is handed out")
+    assert [(r["Mini-batch Id"], r["Status"]) for r in report(seen[-1])] == [("0", "RUN_DONE")]
+    assert "1 of 3 mini-batches processed." in overview(seen[-1])
+    assert not run.done
+
+    (probe / "go-b.txt").touch()
+    (probe / "go-c.txt").touch()
+    await _eventually(lambda: run.done, "the run ends")
+    assert _status(run) == RunStatus.COMPLETED, run.error
+    last = seen[-1]
+    assert (
+        last["sys/job_report/processed_mini-batches.csv"]
+        == (run.parallel_logs / "sys" / "job_report" / "processed_mini-batches.csv").read_bytes()
+    )
+    assert (
+        last["sys/job_report/failed_mini-batches.csv"]
+        == (run.parallel_logs / "sys" / "job_report" / "failed_mini-batches.csv").read_bytes()
+    )
+    assert "3 of 3 mini-batches processed." in overview(last)
+    assert len(report(last)) == 3
 
 
 async def test_cancel_mid_run_kills_every_process(

@@ -162,6 +162,10 @@ class RunRequest:
     # Called while the run is Finalizing (and before a failed or timed-out run ends), once its outputs are
     # collected: the jobs surface uploads them to the datastore here. A fault in it fails the run.
     finalize: Callable[[Run], Awaitable[None]] | None = field(default=None, compare=False)
+    # Called while a parallel run runs, with its progress files (``parallel.progress_files``: path under logs/ →
+    # content) each time they changed: the jobs surface uploads them. Calls never overlap, and none is in flight
+    # once the run finalizes, so the final upload is the last word.
+    progress: Callable[[Run, dict[str, bytes]], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -474,8 +478,9 @@ class RunExecutor:
             )
             for address, workdir in zip(run.node_addresses, workdirs, strict=True)
         ]
+        uploads = ProgressUploads(run, workdirs[0] / "logs")
         coordinator = parallel.Coordinator(
-            task, work, nodes, run._processes, lambda: run._stop is not None, self._arm.clock.now
+            task, work, nodes, run._processes, lambda: run._stop is not None, self._arm.clock.now, uploads.request
         )
         self._running(run)
         attempt = asyncio.ensure_future(coordinator.run())
@@ -491,6 +496,7 @@ class RunExecutor:
                 coordinator.abandon()
                 _kill(run)
                 await asyncio.gather(attempt, return_exceptions=True)
+            await uploads.close()
 
     async def _spawn(self, run: Run, process: Process, workdir: Path) -> asyncio.subprocess.Process:
         log = workdir / process.log_name
@@ -568,6 +574,42 @@ class RunExecutor:
         cluster = self._cluster(run)
         if cluster is not None:
             cluster.release(self._arm.clock.now(), run.run_id)
+
+
+class ProgressUploads:
+    """A parallel run's progress files handed to its ``progress`` hook as they change: one call at a time, and a
+    change during a call makes one more call after it (changes coalesce: a burst of mini-batches costs two
+    uploads, not one each)."""
+
+    def __init__(self, run: Run, logs: Path) -> None:
+        self._run = run
+        self._logs = logs
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+
+    def request(self) -> None:
+        if self._run.request.progress is None:
+            return
+        self._pending = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        hook = self._run.request.progress
+        assert hook is not None
+        while self._pending:
+            self._pending = False
+            try:
+                files = await asyncio.to_thread(parallel.progress_files, self._logs)
+                await hook(self._run, files)
+            except Exception:  # progress is informative: a failed upload leaves the next one (or the final) to tell
+                log.warning("progress upload of run %s failed", self._run.run_id, exc_info=True)
+
+    async def close(self) -> None:
+        """No more calls: the one in flight (if any) ends before the run's logs are collected and finalized."""
+        self._pending = False
+        if self._task is not None:
+            await asyncio.shield(self._task)
 
 
 def _environment(run: Run, workdir: Path) -> dict[str, str]:

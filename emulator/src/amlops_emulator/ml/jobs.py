@@ -31,7 +31,8 @@ A PUT becomes a run on the AmlCompute (``ml/execution.py``); what the job's body
   such an output; no public recording of it was found this session, so it is the emulator's assumption), written
   back into the job's ``outputs.<name>.uri``. The run's ``user_logs/`` and ``outputs/`` go to
   ``ExperimentRun/dcid.{job}/`` of the same container: on Azure they go to the ``workspaceartifactstore``
-  datastore; the emulator serves one datastore, so they share its container.
+  datastore; the emulator serves one datastore, so they share its container. A parallel run's progress overview
+  and job report are also uploaded there while it runs (ml/parallel.py cites why), replaced at each change.
 
 Status: ``properties.status`` is the run's, with Azure ML's names. The swagger's ``CommandJob``
 (``examples/Job/CommandJob/get.json``) has no start or end time and no error field: Azure keeps them in run
@@ -273,6 +274,7 @@ class JobRoutes:
                 inputs=inputs.data,
                 parallel=parallel,
                 finalize=lambda run: self._finalize(ws, run, outputs),
+                progress=lambda run, files: self._upload_progress(ws, run, files),
             )
             run = self.runs.submit(request)
         except SubmitError as exc:
@@ -341,6 +343,13 @@ class JobRoutes:
         for sub in ("user_logs", "logs", "outputs"):  # logs/: a parallel run's (ml/parallel.py)
             if (run.directory / sub).is_dir():
                 await storage.upload(run.directory / sub, container, f"{artifact_prefix(run.run_id)}/{sub}")
+
+    async def _upload_progress(self, ws: Workspace, run: Run, files: dict[str, bytes]) -> None:
+        """A running parallel job's progress overview and job report to ``ExperimentRun/dcid.{job}/logs/``, where
+        the final upload (:meth:`_finalize`) puts them too (ml/parallel.py says when they change)."""
+        if self.ml._storage is None:
+            return
+        await self.ml.storage.upload_files(files, default_container(ws), f"{artifact_prefix(run.run_id)}/logs")
 
     async def cancel_job(self, request: web.Request, p: Params) -> web.Response:
         """``Jobs_Cancel`` (``examples/Job/cancel.json``): 202 with a ``location`` naming the job itself, which

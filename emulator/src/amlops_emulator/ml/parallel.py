@@ -41,8 +41,20 @@ Evidence (Azure ML documentation, learn.microsoft.com; the MicrosoftDocs/azure-d
   script's output), process names ``process000``…; Azure's own perf sample reads
   ``ExperimentRun/dcid.{run}/logs/sys/job_report/processed_mini-batches.csv``: ``logs/`` is uploaded with the
   run's artifacts.
+- While the job runs: the tuning guide says the progress overview "provides a user readable text as the job is
+  running"; "Troubleshooting ParallelRunStep" (how-to-debug-parallel-run-step, "How to check job progress?") that
+  "the count of scheduled/processed mini-batches and the progress of generating output can be viewed in
+  ``~/logs/job_progress_overview.<timestamp>.txt``", which gives "the number of mini-batches (also known as tasks)
+  created so far and number of mini-batches processed so far", and "Files in logs folder will be uploaded and show
+  up in the portal"; the same guide: "A small mini_batch_size help us to know the progress in fine grain" (progress
+  moves a mini-batch at a time). So the overview and the job report grow as mini-batches settle and are uploaded
+  while the job runs (:attr:`Coordinator.on_progress`; ``ml/jobs.py`` uploads), not only when it finalizes.
 
-The emulator's choices (no public evidence): the wording inside ``job_progress_overview``, ``job_result.txt``
+The emulator's choices (no public evidence): when Azure ML uploads ``logs/`` during a run (here: after each
+settled mini-batch, uploads coalescing so at most one is in flight and one waits); that the job report grows row
+by row during the run (its rows are the final report's, in the same order); the wording inside
+``job_progress_overview`` (its first line says "N mini-batches created (M items).", then "K of N mini-batches
+processed." per settled mini-batch), ``job_result.txt``
 and ``readme.txt``, and of the job's error when a threshold is exceeded (code ``UserError``, the message
 naming the threshold and the counts); ``logs/sys/job_report/failed_mini-batches.csv`` (the same columns, the
 final failed pick of each failed mini-batch); a run() that returns fewer results than inputs is not retried
@@ -91,6 +103,8 @@ MLTABLE = "MLTable"
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
+PROCESSED_REPORT = "sys/job_report/processed_mini-batches.csv"  # under logs/
+FAILED_REPORT = "sys/job_report/failed_mini-batches.csv"
 DONE, TIMEOUT, EXCEPTION, EXITED = "RUN_DONE", "RUN_TIMEOUT", "RUN_EXCEPTION", "PROCESS_EXITED"
 REPORT_COLUMNS = (
     "Mini-batch Id", "Picked Count", "Process", "Process Start Time", "Total", "Succeeded", "Failed",
@@ -429,6 +443,10 @@ class Coordinator:
     processes: list[asyncio.subprocess.Process]
     stopped: Callable[[], bool]
     now: Callable[[], datetime]
+    # Called whenever the job report or the progress overview changed (the run's start, each mini-batch
+    # settled): the executor uploads them while the job runs, as Azure ML's progress overview is "a user
+    # readable text as the job is running".
+    on_progress: Callable[[], None] = lambda: None
     _queue: deque[MiniBatch] = field(default_factory=deque)
     _picks: Counter[int] = field(default_factory=Counter)
     _outstanding: int = 0
@@ -449,7 +467,9 @@ class Coordinator:
         self._started = self.now()
         self._queue.extend(self.plan.batches)
         self._outstanding = len(self.plan.batches)
+        await asyncio.to_thread(self._start_report)
         self._progress(f"{len(self.plan.batches)} mini-batches created ({self.plan.items} items).")
+        self.on_progress()
         slots = [
             self._slot(node, f"process{local:03d}")
             for node in self.nodes
@@ -564,6 +584,7 @@ class Coordinator:
     async def _settle(self, pick: _Pick) -> None:
         """Records a pick: done, back in the queue for another try, or failed for good (thresholds checked)."""
         self._report.append(pick)
+        self._append_report(PROCESSED_REPORT, pick)
         retry = pick.error is not None and pick.picked <= self.task.max_retries
         async with self._changed:
             if retry:
@@ -574,10 +595,12 @@ class Coordinator:
                 if failed:
                     self._failed_items += failed
                     self._failed_batches.append(pick)
+                    self._append_report(FAILED_REPORT, pick)
                 done = len(self.plan.batches) - self._outstanding
                 self._progress(f"{done} of {len(self.plan.batches)} mini-batches processed.")
                 self._check_thresholds()
             self._changed.notify_all()
+        self.on_progress()
 
     def _check_thresholds(self) -> None:
         batches, items = len(self._failed_batches), self._failed_items
@@ -636,12 +659,22 @@ class Coordinator:
         with path.open("a") as traces:
             traces.write(f"{self.now().isoformat()} {what}: {error.get('traceback') or error.get('message')}\n")
 
+    def _start_report(self) -> None:
+        """The job report's files with their header row: each settled pick appends its row (as it happens, so
+        the report read while the job runs is the final report's beginning)."""
+        for name in (PROCESSED_REPORT, FAILED_REPORT):
+            path = self._logs() / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_csv(path, [])
+
+    def _append_report(self, name: str, pick: _Pick) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerow(pick.row())
+        with (self._logs() / name).open("a") as report:
+            report.write(text.getvalue())
+
     def _write_results(self) -> None:
         logs = self._logs()
-        report = logs / "sys" / "job_report"
-        report.mkdir(parents=True, exist_ok=True)
-        _write_csv(report / "processed_mini-batches.csv", [p.row() for p in self._report])
-        _write_csv(report / "failed_mini-batches.csv", [p.row() for p in self._failed_batches])
         if self.task.append_row_to is not None and self._error is None:
             target = self.master.outputs[self.task.append_row_to] / APPEND_ROW_FILE
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -677,6 +710,13 @@ def _write_csv(path: Path, rows: list[list[str]]) -> None:
     writer.writerow(REPORT_COLUMNS)
     writer.writerows(rows)
     path.write_text(text.getvalue())
+
+
+def progress_files(logs: Path) -> dict[str, bytes]:
+    """What a running parallel job's progress is read from, by path under ``logs/``: the progress overview(s) and
+    the job report (``sys/job_report/*.csv``). Read whole: each upload replaces the blob with the file so far."""
+    found = [*logs.glob("job_progress_overview.*.txt"), *(logs / "sys" / "job_report").glob("*.csv")]
+    return {p.relative_to(logs).as_posix(): p.read_bytes() for p in sorted(found) if p.is_file()}
 
 
 README = """\

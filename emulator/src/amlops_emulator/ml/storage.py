@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,6 +100,13 @@ class StorageAccount:
             for path in await asyncio.to_thread(_files, source):
                 name = f"{prefix.strip('/')}/{path.relative_to(source).as_posix()}"
                 await blobs.upload_blob(name, await asyncio.to_thread(path.read_bytes), overwrite=True)
+
+    async def upload_files(self, files: Mapping[str, bytes], container: str, prefix: str) -> None:
+        """Each ``files`` entry to ``{prefix}/{its name}`` (overwriting)."""
+        async with self._client() as client:
+            blobs = client.get_container_client(container)
+            for name, content in files.items():
+                await blobs.upload_blob(f"{prefix.strip('/')}/{name}", content, overwrite=True)
 
 
 def _files(folder: Path) -> list[Path]:
