@@ -27,31 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from azure.ai.ml import Input, MLClient, Output, command
+from azure.ai.ml import Input, Output, command
 from azure.ai.ml.entities import AmlCompute, Data
 
 import amlops_testbed as testbed
-from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 from tests.support.jobs import ENVIRONMENT, TERMINAL
-from tests.support.mlclient import cloud_name, ml_client, storage_env
+from tests.support.mlclient import process_client
 
 DEADLINE_SECONDS = 900.0
 COMMAND = "cat ${{inputs.rows}}/part-0.csv > ${{outputs.out}}/copy.csv"
-
-
-def _client(run: testbed.EmulatorRun) -> MLClient:
-    endpoints = run.endpoints
-    os.environ.update(storage_env(endpoints))  # this process is the bench's own: nothing to restore
-    os.environ["AZUREML_CURRENT_CLOUD"] = cloud_name(endpoints["armUrl"])
-    return ml_client(
-        endpoints["armUrl"],
-        endpoints["caFile"],
-        DEFAULT_SUBSCRIPTION,
-        DEFAULT_RESOURCE_GROUP,
-        DEFAULT_WORKSPACE,
-        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
-        polling_interval=0.2,
-    )
 
 
 def _process_usage(pid: int) -> tuple[float, float]:
@@ -73,7 +57,7 @@ def _leftovers(state_dir: Path) -> int:
 def measure(jobs: int, max_nodes: int, speed: float, submitters: int, state_dir: Path) -> dict[str, Any]:
     run = testbed.start_emulator(state_dir / "state", "--azurite", "--no-batch", speed=speed, timeout=90.0)
     try:
-        ml = _client(run)
+        ml = process_client(run, polling_interval=0.2)
         ml.compute.begin_create_or_update(
             AmlCompute(name="bench", size="Standard_D2_v2", min_instances=0, max_instances=max_nodes)
         ).result()

@@ -52,8 +52,8 @@ from amlops_emulator.azurite import DEVSTORE_KEY
 from amlops_emulator.identity import DEFAULT_PRINCIPAL
 from amlops_emulator.seed import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, DEFAULT_WORKSPACE
 from tests.support.jobs import blobstore
-from tests.support.mlclient import cloud_name, ml_client, storage_env
 from tests.support.mlclient import operator_env as ml_operator_env
+from tests.support.mlclient import process_client
 
 NAMESPACE = "bench"
 STORE = "azureml://datastores/workspaceblobstore/paths"
@@ -102,20 +102,6 @@ def _compute(max_nodes: int) -> dict[str, Any]:
             "credentials": {"secretRef": {"name": "aml-sp"}},
         },
     }
-
-
-def _client(run: testbed.EmulatorRun) -> MLClient:
-    endpoints = run.endpoints
-    os.environ.update(storage_env(endpoints))  # this process is the bench's own: nothing to restore
-    os.environ["AZUREML_CURRENT_CLOUD"] = cloud_name(endpoints["armUrl"])
-    return ml_client(
-        endpoints["armUrl"],
-        endpoints["caFile"],
-        DEFAULT_SUBSCRIPTION,
-        DEFAULT_RESOURCE_GROUP,
-        DEFAULT_WORKSPACE,
-        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
-    )
 
 
 def _upload_data(run: testbed.EmulatorRun, ml: MLClient, prefix: str) -> None:
@@ -255,7 +241,7 @@ def main() -> int:
             )
 
         _wait("the AmlCompute Ready", compute_ready, 180)
-        ml = _client(emulator)
+        ml = process_client(emulator)
         prefix = f"bench-{os.getpid()}"
         _upload_data(emulator, ml, prefix)
         hold = work / "hold"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from typing import Any
 
@@ -148,4 +149,21 @@ def workspace_client(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch)
         DEFAULT_WORKSPACE,
         storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
         polling_interval=0.2,
+    )
+
+
+def process_client(run: testbed.EmulatorRun, polling_interval: float | None = None) -> MLClient:
+    """An ``MLClient`` on the emulator's default workspace for a process of its own (a bench): the storage
+    environment and the cloud's name are set in this process's environment for good (nothing to restore)."""
+    endpoints = run.endpoints
+    os.environ.update(storage_env(endpoints))
+    os.environ[CURRENT_CLOUD] = cloud_name(endpoints["armUrl"])
+    return ml_client(
+        endpoints["armUrl"],
+        endpoints["caFile"],
+        DEFAULT_SUBSCRIPTION,
+        DEFAULT_RESOURCE_GROUP,
+        DEFAULT_WORKSPACE,
+        storage_endpoint=endpoints["storage"]["storageEndpointSuffix"],
+        polling_interval=polling_interval,
     )
