@@ -374,6 +374,7 @@ def test_a_finished_job_goes_after_its_ttl(workspace: Workspace) -> None:
         ({"useDocker": True}, "useDocker (Estimator: use_docker): Azure ML v2 runs every job in a container",
          "an Estimator parameter v2 dropped: refused with its replacement, not pruned in silence"),
         ({"nodeCount": 2}, "nodeCount (Estimator: node_count): use resources.instanceCount", "renamed in v2"),
+        ({"vmSize": "STANDARD_NC6"}, "serverless compute is not offered", "vm_size without a target: not pruned"),
         ({"code": "azureml:train:1"}, "set exactly one of code", "both code and codeConfigMap"),
         ({"environment": {"name": "azureml:sklearn:1", "image": IMAGE}}, "set exactly one of environment.name",
          "a registered environment and an image"),
@@ -435,3 +436,32 @@ def test_an_operator_killed_after_submitting_submits_no_second_job(workspace: Wo
     code, listing = ws.azure.arm("GET", f"{WS_PATH}/jobs", api_version="2024-01-01-preview")
     assert code == 200, listing
     assert [job["name"] for job in listing["value"] if uid in job["name"]] == [f"cj-{uid}"]
+
+
+def test_an_operator_killed_mid_run_and_mid_cancel_follows_the_same_job(workspace: Workspace, tmp_path: Path) -> None:
+    """SIGKILL while the job runs: the next operator follows the same job (no second submission) to Complete.
+    Then SIGKILL right after a delete asked for the cancel of another job: the next one finishes the deletion and
+    the Azure ML job is canceled, once."""
+    ws, probe = workspace, tmp_path / "probe"
+    probe.mkdir()
+    uid = waiting_job(ws, "steady", probe)["metadata"]["uid"]
+    ws.operator.stop(signal.SIGKILL)
+    second = ws.start_operator()
+    (probe / "go").write_text("go")
+    obj = wait_phase(ws, "steady", "Complete")
+    assert obj["status"]["azureJobName"] == f"cj-{uid}"
+    code, listing = ws.azure.arm("GET", f"{WS_PATH}/jobs", api_version="2024-01-01-preview")
+    assert code == 200, listing
+    assert [job["name"] for job in listing["value"] if uid in job["name"]] == [f"cj-{uid}"]
+
+    (probe / "go").unlink()
+    other = waiting_job(ws, "doomed", probe)["metadata"]["uid"]
+    ws.k8s.kubectl("delete", "commandjob/doomed", "-n", ws.namespace, "--wait=false")
+    testbed.eventually(
+        lambda: azure_job(ws, f"cj-{other}")["properties"]["status"] in ("CancelRequested", "Canceled"),
+        timeout=JOB_WITHIN, interval=0.05, what="the cancel reached Azure ML",
+    )  # fmt: skip
+    second.stop(signal.SIGKILL)
+    ws.start_operator()
+    wait_gone(ws.k8s, "commandjob", "doomed", ws.namespace, timeout=JOB_WITHIN)
+    assert azure_job(ws, f"cj-{other}")["properties"]["status"] == "Canceled"

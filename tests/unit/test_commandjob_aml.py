@@ -214,6 +214,7 @@ def test_refused_before_anything_is_built(overrides: dict[str, Any], message: st
         ({"limits": {"timeout": 0}}, "no run time"),
         ({"useDocker": True}, "an Estimator parameter v2 dropped: refused with its replacement"),
         ({"pipPackages": ["numpy"]}, "the Estimator's list form: environment.pipRequirements instead"),
+        ({"vmSize": "STANDARD_NC6"}, "serverless compute (vm_size without a target): refused with the way instead"),
         ({"inputs": {"a-b": {"uri": "azureml://datastores/d/paths/p"}}}, "a name no ${{inputs.x}} can name"),
         ({"outputs": {"m": {}, "M": {}}}, "names equal but for case: azure-ai-ml refuses them"),
         ({"inputs": {"data": {"value": "1", "type": "integer"}}, "outputs": {"DATA": {}}}, "across inputs and outputs"),

@@ -216,6 +216,9 @@ ESTIMATOR_ONLY: dict[str, tuple[str, str]] = {
     "sourceDirectory": ("source_directory", "use code (a folder URI or code asset) or codeConfigMap"),
     "sourceDirectoryDataStore": ("source_directory_data_store", "name the folder in code as azureml://datastores/<datastore>/paths/<path>"),
     "computeTarget": ("compute_target", "use compute (an AmlCompute of this namespace)"),
+    "vmSize": ("vm_size", "serverless compute is not offered: name in compute an AmlCompute of that VM size"),
+    "vmPriority": ("vm_priority", "serverless compute is not offered: name in compute an AmlCompute with that "
+                   "vmPriority"),
     "entryScript": ("entry_script", "write the script into command: python <script> <arguments>"),
     "scriptParams": ("script_params", "write the arguments into command, inputs as ${{inputs.<name>}}"),
     "arguments": ("arguments", "write the arguments into command, inputs as ${{inputs.<name>}}"),
