@@ -58,6 +58,29 @@ WAITING_SCORE = SCORE_SCRIPT.replace(
                 time.sleep(0.05)"""
     ),
 )
+# The seed's script, but each mini-batch's first run() raises (a marker per mini-batch in $PROBE): every one is
+# retried once and then succeeds.
+RETRYING_SCORE = SCORE_SCRIPT.replace(
+    "def run(input_data):",
+    textwrap.dedent(
+        """\
+        def run(input_data):
+            import os
+            rows = input_data.to_dict("records") if hasattr(input_data, "to_dict") else input_data
+            marker = pathlib.Path(os.environ["PROBE"]) / f"tried-{rows[0]['id']}"
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                raise RuntimeError("the first try of this mini-batch fails")"""
+    ),
+)
+# The seed's script, but run() never returns within retrySettings.timeout.
+HANGING_SCORE = SCORE_SCRIPT.replace(
+    "def run(input_data):",
+    "def run(input_data):\n    import time\n    time.sleep(600)",
+)
 # The seed's script, but only the first mini-batch to start (whichever process creates $PROBE/first) returns at
 # once; every other waits for $PROBE/go: the job is held with exactly one mini-batch done.
 STEPPING_SCORE = SCORE_SCRIPT.replace(
@@ -195,6 +218,8 @@ def bed(
         "waiting.py": WAITING_SCORE,
         "failing.py": FAILING_SCORE,
         "stepping.py": STEPPING_SCORE,
+        "retrying.py": RETRYING_SCORE,
+        "hanging.py": HANGING_SCORE,
     }
     for name, text in {**scripts, "environment_parallel.yml": CONDA_FILE}.items():
         (code / name).write_text(text)
@@ -288,6 +313,26 @@ def test_thresholds_fail_above_and_complete_at_the_limit_as_azure_ml_says(bed: A
     wait_gone(bed.k8s, "paralleljob", "brief", bed.ns, timeout=180)
     assert bed.jobs_of(uid) == {f"pj-{uid}": "Completed"}
     assert bed.rows("brief") == ROWS
+
+
+def test_retries_and_the_run_timeout_mean_what_azure_ml_says(bed: AmlBed) -> None:
+    """retrySettings reach Azure ML's parallel runtime: a run() that raises once per mini-batch is retried and the
+    job completes with every row (maxRetries 2); a run() that outlives retrySettings.timeout fails its mini-batch
+    on every try, and with miniBatchErrorThreshold 0 the job fails, with Azure ML's error."""
+    bed.job("retried", script="retrying.py", retrySettings={"maxRetries": 2, "timeout": 60})
+    bed.job("hung", script="hanging.py", miniBatchSize="100000", miniBatchErrorThreshold=0,
+            retrySettings={"maxRetries": 1, "timeout": 2})  # fmt: skip
+
+    retried = bed.wait_phase("retried", "Complete", "Failed")
+    hung = bed.wait_phase("hung", "Complete", "Failed")
+
+    assert retried["status"]["phase"] == "Complete", retried["status"]
+    assert bed.rows("retried") == ROWS
+    total = retried["status"]["miniBatches"]["total"]
+    assert retried["status"]["miniBatches"]["retried"] == total, "each mini-batch was tried twice"
+    assert hung["status"]["phase"] == "Failed", hung["status"]
+    assert hung["status"]["miniBatches"]["failed"] == hung["status"]["miniBatches"]["total"] == 1
+    assert condition(hung, "Failed")["reason"] == "UserError"
 
 
 def test_suspend_cancels_the_azure_ml_job_and_resume_submits_a_new_one_that_completes(bed: AmlBed) -> None:
