@@ -275,10 +275,6 @@ class MlJobs:
             return None
         return JobError(str(getattr(error, "code", None) or "UserError"), str(getattr(error, "message", "") or ""))
 
-    async def list_statuses(self) -> dict[str, str]:
-        """Every job of the workspace by name → status (see :meth:`list_jobs`)."""
-        return {str(job["name"]): str(job["status"]) for job in await self.list_jobs()}
-
     async def list_jobs(self) -> list[dict[str, Any]]:
         """Every top-level job of the workspace as :func:`job_summary` plain data: one paged list call that the
         polls of many ParallelJobs and CommandJobs (and AmlCompute's ``activeRuns``) share through one

@@ -25,12 +25,13 @@ from amlops.api.commandjob import CommandJobSpec
 from amlops.azure.clients import AzureClients
 from amlops.azure.errors import failure_reason
 from amlops.external import commandjob_map as m
+from amlops.external.code_config_map import code_files
 from amlops.external.commandjob_aml import command_run, job_name
 from amlops.external.ml_target import MlTarget, aml_compute, ml_target
 from amlops.external.ownership import owner_exists
 from amlops.external.ports import ClusterObjects, SecretReader
 from amlops.reconcile import job
-from amlops.reconcile.errors import RetryableError, TerminalError
+from amlops.reconcile.errors import RetryableError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
 from amlops.status import EventRecord, now_iso
@@ -41,7 +42,6 @@ if TYPE_CHECKING:  # azure-ai-ml is imported only on the way to an Azure ML job
 Mr = Managed[CommandJobSpec]
 
 REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
-REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 REASON_LEFT_RUNNING = "JobLeftRunning"
 WAIT_FOR_COMPUTE_SECONDS = 5.0
 
@@ -52,10 +52,6 @@ class Step:
 
     action: m.Action
     attempt: int
-
-
-def attempt_of(mr: Mr) -> int:
-    return int(mr.status.get("attempt") or 0)
 
 
 class CommandJobClient:
@@ -81,7 +77,7 @@ class CommandJobClient:
         target = await self._target(mr)
         if target is None:  # deleting, and the AmlCompute is gone: its workspace cannot be reached any more
             return Observation(False, events=(self._left_behind(mr),))
-        attempt = attempt_of(mr)
+        attempt = job.attempt(mr.status)
         name = job_name(mr.uid, attempt)
         _, summary = await target.poller.get(name, self._clients.settings.requeue_seconds)
         if mr.deleting:
@@ -166,14 +162,14 @@ class CommandJobClient:
     def _left_behind(self, mr: Mr) -> EventRecord:
         message = (
             f"the AmlCompute {mr.spec.compute} is gone: amlops cannot reach its workspace to cancel the Azure ML job "
-            f"{job_name(mr.uid, attempt_of(mr))} if it still runs"
+            f"{job_name(mr.uid, job.attempt(mr.status))} if it still runs"
         )
         return EventRecord("Warning", REASON_LEFT_RUNNING, message)
 
     # ------------------------------------------------------------------------------------------- writes
 
     async def create(self, mr: Mr) -> Pending | None:
-        await self._submit(mr, attempt_of(mr))
+        await self._submit(mr, job.attempt(mr.status))
         return None
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
@@ -187,7 +183,7 @@ class CommandJobClient:
         return None
 
     async def delete(self, mr: Mr) -> Pending | None:
-        await self._cancel(mr, job_name(mr.uid, attempt_of(mr)))
+        await self._cancel(mr, job_name(mr.uid, job.attempt(mr.status)))
         return None
 
     async def _cancel(self, mr: Mr, name: str) -> None:
@@ -224,11 +220,7 @@ class CommandJobClient:
         name = mr.spec.code_config_map
         if name is None:
             return None
-        files = await self._objects.read_config_map(mr.namespace, name)
-        if files is None:
-            raise TerminalError(
-                REASON_CONFIG_MAP_NOT_FOUND, f"ConfigMap {mr.namespace}/{name} (codeConfigMap) does not exist"
-            )
+        files = await code_files(self._objects, mr.namespace, name, "codeConfigMap")
         root = folder / name
         root.mkdir()
         for key, data in files.items():

@@ -48,6 +48,7 @@ from amlops.azure.leases import Leases
 from amlops.external import paralleljob_map as m
 from amlops.external.batchcompute import AccountAccess, account_access
 from amlops.external.batchcompute_map import pool_body, pool_owner
+from amlops.external.code_config_map import code_files
 from amlops.external.credentials import namespace_listed, secret_value
 from amlops.external.ownership import owner_exists
 from amlops.external.paralleljob_env import (
@@ -119,7 +120,6 @@ from amlops.status import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC, Event
 Mr = Managed[ParallelJobSpec]
 
 REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
-REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 REASON_POOL_NOT_FOUND = "PoolNotFound"
 REASON_COMPUTE_GONE = "ComputeGone"
 REASON_INVALID_CONNECTION_STRING = "InvalidConnectionString"
@@ -600,11 +600,7 @@ class ParallelJobClient:
             listed = sorted([[b.name, b.etag] async for b in layout.store.list_folder(layout.code)])
             check_code_files(len(listed), layout.store.folder_url(layout.code))
             return listed
-        files = await self._objects.read_config_map(mr.namespace, name)
-        if files is None:
-            raise TerminalError(
-                REASON_CONFIG_MAP_NOT_FOUND, f"ConfigMap {mr.namespace}/{name} (task.codeConfigMap) does not exist"
-            )
+        files = await code_files(self._objects, mr.namespace, name, "task.codeConfigMap")
         check_code_files(len(files), f"ConfigMap {mr.namespace}/{name}")
         await layout.store.upload_files(layout.code, files)
         return sorted([[k, hashlib.sha256(v).hexdigest()] for k, v in files.items()])

@@ -35,6 +35,7 @@ from typing import Any, Final
 from amlops.api.paralleljob import ParallelJobSpec
 from amlops.azure.clients import AzureClients
 from amlops.external import paralleljob_map as m
+from amlops.external.code_config_map import code_files
 from amlops.external.ml_target import MlTarget, aml_compute, ml_target
 from amlops.external.ownership import owner_exists
 from amlops.external.paralleljob_aml import (
@@ -56,7 +57,6 @@ from amlops.status import REASON_INVALID_SPEC, EventRecord, now_iso
 Mr = Managed[ParallelJobSpec]
 
 REASON_WAITING_FOR_COMPUTE = "WaitingForCompute"
-REASON_CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
 REASON_COMPUTE_GONE = "ComputeGone"
 # Azure ML ended the job without amlops asking (canceled in Studio or with the CLI): Failed, as a Batch job
 # terminated from outside is (JobTerminated).
@@ -153,10 +153,6 @@ def finished_message(counts: m.Counts) -> str:
         return "the Azure ML job completed"
     text = f"{counts.succeeded} of {counts.total} mini-batches succeeded"
     return text + (f", {counts.failed} failed" if counts.failed else "")
-
-
-def attempt_of(status: Mapping[str, Any]) -> int:
-    return int(status.get("attempt") or 0)
 
 
 def output_uri(spec: ParallelJobSpec) -> str | None:
@@ -264,7 +260,7 @@ class AzureMlParallelJobClient:
                 f"AmlCompute {mr.namespace}/{mr.spec.compute.name} does not exist",
                 WAIT_FOR_COMPUTE_SECONDS,
             )
-        attempt = attempt_of(mr.status)
+        attempt = job.attempt(mr.status)
         name = job_name(mr.uid, attempt)
         summary = await self._summary(mr, target, name)
         if mr.deleting:
@@ -379,7 +375,7 @@ class AzureMlParallelJobClient:
         return Observation(True, transitional=status in CANCELING, transitional_reason="Deleting", owner=owner)
 
     def _left_behind(self, mr: Mr) -> EventRecord:
-        what = f"the Azure ML job {mr.status.get('azureJobName') or job_name(mr.uid, attempt_of(mr.status))}"
+        what = f"the Azure ML job {mr.status.get('azureJobName') or job_name(mr.uid, job.attempt(mr.status))}"
         return EventRecord(
             "Warning",
             REASON_COMPUTE_GONE,
@@ -398,7 +394,7 @@ class AzureMlParallelJobClient:
                 f"AmlCompute {mr.namespace}/{mr.spec.compute.name} is not Ready",
                 WAIT_FOR_COMPUTE_SECONDS,
             )
-        await self._submit(mr, target, attempt_of(mr.status))
+        await self._submit(mr, target, job.attempt(mr.status))
         return None
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
@@ -420,7 +416,7 @@ class AzureMlParallelJobClient:
         target = await self._target(mr)
         if target is None:
             return None
-        name = job_name(mr.uid, attempt_of(mr.status))
+        name = job_name(mr.uid, job.attempt(mr.status))
         await target.jobs.cancel(name)
         target.poller.invalidate(name)
         return None
@@ -448,12 +444,7 @@ class AzureMlParallelJobClient:
         name = mr.spec.task.code_config_map
         if name is None:
             return None
-        files = await self._objects.read_config_map(mr.namespace, name)
-        if files is None:
-            raise TerminalError(
-                REASON_CONFIG_MAP_NOT_FOUND, f"ConfigMap {mr.namespace}/{name} (task.codeConfigMap) does not exist"
-            )
-        return files
+        return await code_files(self._objects, mr.namespace, name, "task.codeConfigMap")
 
     async def _conda(self, spec: ParallelJobSpec, files: Mapping[str, bytes] | None) -> dict[str, Any] | None:
         """The conda specification Azure ML builds the job's image from (:func:`conda_file`, parsed off the event

@@ -141,3 +141,8 @@ def seconds_since(stamp: Any, now: datetime) -> float | None:
     """Seconds from an RFC 3339 ``stamp`` (e.g. startTime) to ``now``, never negative; None without a stamp."""
     started = parse_time(stamp)
     return None if started is None else max(0.0, (now - started).total_seconds())
+
+
+def attempt(status: Mapping[str, Any]) -> int:
+    """``status.attempt``: how many times a job submitted to Azure ML was submitted anew (each resume adds one)."""
+    return int(status.get("attempt") or 0)

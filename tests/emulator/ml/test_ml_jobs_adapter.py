@@ -152,7 +152,7 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
 
     assert submitted.name == name
     assert again.name == name
-    assert name in await jobs.list_statuses()
+    assert name in {job["name"] for job in await jobs.list_jobs()}
     listed = {job["name"]: job for job in await jobs.list_jobs()}[name]
     assert (listed["type"], listed["compute"], listed["owner"]) == ("pipeline", cluster, None)
     state = await finished(jobs, name)
@@ -160,7 +160,7 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     assert state.child is not None
     assert state.studio_url
     assert state.outputs == {"job_output_path": f"azureml://datastores/workspaceblobstore/paths/{prefix}/out/"}
-    statuses = await jobs.list_statuses()
+    statuses = {job["name"]: job["status"] for job in await jobs.list_jobs()}
     assert statuses[name] == "Completed"
     assert [n for n in statuses if n == name] == [name], "one job of that name"
     rows = blobs.get_blob_client(container, f"{prefix}/out/parallel_run_step.txt").download_blob().readall().decode()
