@@ -218,9 +218,10 @@ async def _list(session: aiohttp.ClientSession, base: str, phases: Phases) -> st
 
 
 async def _apply_and_wait(
-    bed: testbed.Testbed, namespace: str, docs: list[dict[str, Any]], within: float
+    bed: testbed.Testbed, namespace: str, docs: list[dict[str, Any]], within: float, ready: int | None = None
 ) -> tuple[float, float, list[dict[str, float]]]:
-    """Apply every document at once and follow them to Ready: (apply seconds, wall seconds, timeline)."""
+    """Apply every document at once and follow them to Ready (``ready`` objects in the namespace: the documents
+    and those applied before them): (apply seconds, wall seconds, timeline)."""
     base = f"{bed.server}/apis/amlops.io/v1alpha1/namespaces/{namespace}/amlcomputes"
     connector = aiohttp.TCPConnector(ssl=bed.ssl_context(), limit=APPLY_CONCURRENCY + 1)
     phases = Phases()
@@ -231,7 +232,8 @@ async def _apply_and_wait(
         def sample() -> None:
             seen = len(phases) - phases.counts["unseen"]
             counts = {p: phases.counts[p] for p in ("creating", "ready")}
-            timeline.append({"seconds": round(time.monotonic() - started, 1), "unseen": len(docs) - seen, **counts})
+            unseen = (ready or len(docs)) - seen
+            timeline.append({"seconds": round(time.monotonic() - started, 1), "unseen": unseen, **counts})
 
         async def every_5_seconds() -> None:
             while True:
@@ -239,7 +241,7 @@ async def _apply_and_wait(
                 sample()
 
         sampler = asyncio.create_task(every_5_seconds())
-        watch = asyncio.create_task(_watch_until_ready(session, base, len(docs), phases))
+        watch = asyncio.create_task(_watch_until_ready(session, base, ready or len(docs), phases))
         await _apply_all(session, base, docs)
         applied = time.monotonic() - started
         try:
@@ -277,6 +279,55 @@ async def _delete_measured(
     }
 
 
+def _rss_mb(pid: int) -> float:
+    """A live process's resident memory now (VmRSS), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _steps(
+    bed: testbed.Testbed, operator: testbed.OperatorRun, docs: list[dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Grow one operator's load step by step (``--steps 1000,2000,4000,10000``: the total after each step) and
+    say what each added object costs: memory and CPU seconds per object added, which should not grow with the
+    count. Each step is measured once its objects are Ready and two steady poll intervals have passed (a
+    measurement window, not synchronisation), so the figures are those of a steady operator of that size."""
+    totals = [int(n) for n in args.steps.split(",")]
+    pid = operator.proc.pid
+    rows: list[dict[str, Any]] = []
+    before = {"count": 0, "rss_mb": _rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
+    for total in totals:
+        new = docs[int(before["count"]) : total]
+        cpu = testbed.cpu_seconds(pid)
+        _, wall, _ = asyncio.run(_apply_and_wait(bed, "bench", new, args.timeout, ready=total))
+        cpu_to_ready = testbed.cpu_seconds(pid) - cpu
+        time.sleep(2 * args.poll_interval)  # a measurement window (steady state), not synchronisation
+        row = {"count": total, "rss_mb": _rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
+        added = total - int(before["count"])
+        rows.append(
+            {
+                **row,
+                "peak_rss_mb": testbed.peak_rss_mb(pid),
+                "wall_seconds_to_all_ready": round(wall, 2),
+                "cpu_seconds_to_all_ready": round(cpu_to_ready, 1),
+                "marginal_kb_per_object": round((row["rss_mb"] - before["rss_mb"]) * 1024 / added, 1),
+                "cpu_ms_per_added_object": round((row["cpu_seconds"] - before["cpu_seconds"]) * 1000 / added, 1),
+            }
+        )
+        before = row
+    return {
+        "bench": "amlcompute_scale_steps",
+        "arm_limits": args.arm_limits,
+        "poll_interval": args.poll_interval,
+        "steps": rows,
+        # The chart's default operator memory limit (charts/amlops/values.yaml resources.limits.memory).
+        "chart_memory_limit_mb": 512,
+        "targets": {"marginal_kb_per_object": 25, "peak_rss_mb_at_10000": 512},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1000)
@@ -286,6 +337,7 @@ def main() -> int:
     parser.add_argument("--arm-limits", choices=("real", "raised"), default="raised", help="ARM buckets (see above)")
     parser.add_argument("--share", type=float, default=0.8, help="AMLOPS_ARM_BUDGET_SHARE (chart: armBudgetShare)")
     parser.add_argument("--delete", action="store_true", help="then delete every object and measure that too")
+    parser.add_argument("--steps", help="totals applied one after another, e.g. 1000,2000,4000,10000 (see _steps)")
     parser.add_argument(
         "--trace-memory",
         action="store_true",
@@ -330,12 +382,16 @@ def main() -> int:
                 "metadata": {"name": f"c{i:05d}"},
                 "spec": {"workspace": WORKSPACE, "vmSize": "STANDARD_D1_V2", "scaleSettings": {"maxNodeCount": 1}},
             }
-            for i in range(args.count)
+            for i in range(max(args.count, *(int(n) for n in (args.steps or "0").split(","))))
         ]
         # The clock starts with a running operator (kopf serves liveness once its startup handlers are done):
         # what is measured is reconciling N objects, not importing the operator.
         operator.wait_live(timeout=120)
         startup = time.monotonic() - launched
+        if args.steps:
+            print(json.dumps({**_steps(bed, operator, docs, args), "operator_startup_seconds": round(startup, 2)}))
+            succeeded = True
+            return 0
         api_before = _apiserver_requests(bed)
         # Every process shares this machine's cores: where the CPU went shows what limits the wall time.
         cpu_of = {

@@ -69,9 +69,9 @@ def test_two_replicas_elect_one_active_operator(
     assert testbed.eventually(reconciled_or_frozen, timeout=60, what="a replica acts") == "reconciled"
 
     def handled() -> list[int]:
-        # Handler activity per replica: kopf logs every handler and timer run ("Handler 'reconcile'
-        # succeeded.", "Timer 'poll' failed temporarily: ...").
-        runs = ("kopf.objects: Handler '", "kopf.objects: Timer '")
+        # Handler activity per replica: kopf logs every handler run ("Handler 'reconcile' succeeded.") and the
+        # work queue every pass ("Pass of AmlCompute ... done").
+        runs = ("kopf.objects: Handler '", "amlops.handlers.workqueue: Pass of ")
         lines = [replica.output().splitlines() for replica in replicas]
         return [sum(1 for line in replica if any(run in line for run in runs)) for replica in lines]
 

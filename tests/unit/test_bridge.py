@@ -180,15 +180,13 @@ def test_the_essence_is_what_kopf_builds_without_copying_the_whole_body() -> Non
     ("message", "level", "kept_quiet", "kept_verbose"),
     [
         ("Handler 'reconcile' succeeded.", logging.INFO, False, True),
-        ("Timer 'poll' succeeded.", logging.INFO, False, True),
+        ("Handler 'queue' succeeded.", logging.INFO, False, True),
         ("Creation is processed: 1 succeeded; 0 failed.", logging.INFO, False, True),
         ("Updating is processed: 0 succeeded; 1 failed.", logging.INFO, True, True),
         ("Deletion is processed: 1 succeeded; 10 failed.", logging.INFO, True, True),
-        ("Timer 'poll' failed temporarily: waiting for kopf to add the finalizer", logging.ERROR, False, True),
-        ("Handler 'reconcile' failed temporarily: converging", logging.ERROR, False, True),
         ("Handler 'finalize' failed temporarily: deleting", logging.ERROR, False, True),
         ("Handler 'reconcile' failed with an exception. Will retry.", logging.ERROR, True, True),
-        ("Timer 'poll' failed temporarily: ConnectionResetError", logging.ERROR, True, True),
+        ("Handler 'reconcile' failed temporarily: ConnectionResetError", logging.ERROR, True, True),
     ],
 )
 def test_routine_object_logs_go_to_debug(message: str, level: int, kept_quiet: bool, kept_verbose: bool) -> None:

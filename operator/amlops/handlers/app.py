@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Sequence
@@ -14,14 +15,17 @@ from amlops import metrics
 from amlops.api import KINDS
 from amlops.api.kind import GROUP
 from amlops.azure.clients import AzureClients
-from amlops.handlers import kinds
-from amlops.handlers.bridge import DELETING, FINALIZER, REQUEUE, TTL_PENDING, WAITING_FOR_FINALIZER
+from amlops.handlers import kinds, peering
+from amlops.handlers.bridge import DELETING, FINALIZER
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.handlers.kube_api import KubeApi, connection_info
+from amlops.handlers.workqueue import WorkQueue
 from amlops.reconcile.engine import Timing
 from amlops.settings import Settings
 
 KOPF_PREFIX = f"kopf.{GROUP}"
+QUEUE_TASK = "workqueue_task"  # operator memo: the task serving the work queue
+QUEUE_PEERING = "workqueue_peering"  # operator memo: what pauses it with kopf
 # Connections kopf may open to the apiserver for requests, beside one per watch stream. kopf's own session is
 # unbounded: at a thousand objects it held some 550 TLS connections, each with asyncio's 256 KiB read buffer
 # (half the operator's peak memory). Requests past the bound wait for a free connection.
@@ -61,10 +65,22 @@ async def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
     memo["timing"] = Timing(short=amlops_settings.requeue_seconds, stalled=amlops_settings.stalled_recheck_seconds)
     memo["kube"] = kube
     memo[kinds.EXTERNAL] = kinds.connect(clients, kube)
+    # Set before any object's memo is made (kopf copies the operator memo into each): every object sees it.
+    queue = memo[kinds.WORK_QUEUE] = WorkQueue(
+        run=kinds.poll, idle=amlops_settings.requeue_seconds, concurrency=amlops_settings.worker_limit
+    )
+    memo[QUEUE_PEERING] = peering.follow(queue)
+    memo[QUEUE_TASK] = asyncio.create_task(queue.serve(), name="amlops work queue")
 
 
 @kopf.on.cleanup()
 async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get(QUEUE_TASK)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if QUEUE_PEERING in memo:
+        peering.unfollow(memo[QUEUE_PEERING])
     await kinds.disconnect(memo)
     clients: AzureClients | None = memo.get("clients")
     if clients is not None:
@@ -104,18 +120,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 class RoutineObjectLogs(logging.Filter):
-    """kopf's per-object lines for routine outcomes, at DEBUG: "Handler 'reconcile' succeeded.", "Timer 'poll'
+    """kopf's per-object lines for routine outcomes, at DEBUG: "Handler 'reconcile' succeeded.", "Handler 'queue'
     succeeded.", and the ERROR kopf logs for every ``kopf.TemporaryError``, which amlops raises only to be
-    called again (converging, deleting, waiting for the finalizer or for a finished job's TTL). At a thousand
-    objects those were most of the log, and an ERROR for every object being created. Failures and our own
-    messages are untouched; the Events, conditions and metrics say what happened."""
+    called again while a deletion is under way. At a thousand objects those were most of the log. Failures and
+    our own messages are untouched; the Events, conditions and metrics say what happened."""
 
     # "Handler 'reconcile' succeeded." and the summary "Creation is processed: 1 succeeded; 0 failed." — a summary
     # that counts a failure stays visible beside the failing handler's own line.
     ROUTINE = (" succeeded.", " 0 failed.")
-    SCHEDULING = tuple(
-        f" failed temporarily: {reason}" for reason in (REQUEUE, WAITING_FOR_FINALIZER, DELETING, TTL_PENDING)
-    )
+    SCHEDULING = (f" failed temporarily: {DELETING}",)
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()

@@ -20,18 +20,16 @@ from amlops.reconcile.outcome import Outcome
 from amlops.status import REASON_INVALID_SPEC, EventRecord, parse_time, set_conditions
 
 FINALIZER = f"{GROUP}/finalizer"
-# The messages of the kopf.TemporaryErrors that only ask kopf to call a handler again.
-REQUEUE = "converging"
-WAITING_FOR_FINALIZER = "waiting for kopf to add the finalizer"
+# The message of the kopf.TemporaryError that only asks kopf to call the deletion handler again.
 DELETING = "deleting"
-TTL_PENDING = "ttlSecondsAfterFinished"
 SYNC_TIME = "lastSyncTime"
 # status.lastSyncTime is exact whenever anything else in the status changes, and never older than this.
 SYNC_TIME_REFRESH = timedelta(minutes=5)
 
 
 def object_lock(memo: kopf.Memo) -> asyncio.Lock:
-    """The per-object lock: kopf serialises an object's change handlers but runs timers as separate tasks.
+    """The per-object lock: kopf serialises an object's change handlers, but the work queue's passes run beside
+    them.
 
     It lives in the per-object memo; never in the operator memo, which kopf shallow-copies into every
     object's memo and would share one lock between all objects (kopf docs/memos.rst).

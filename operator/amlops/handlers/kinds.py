@@ -1,11 +1,12 @@
-"""The kind registry, and the handlers every kind gets: create, update, resume, a timer and delete all call
-the one engine.
+"""The kind registry, and the handlers every kind gets: create, update, resume, the work queue's pass and
+delete all call the one engine.
 
-kopf supplies events, retries and the finalizer; the engine decides. A new or resumed object gets one pass;
-while it converges the poll timer looks again (in memory, no progress annotations); an update pass that is
-still converging raises ``kopf.TemporaryError`` so kopf calls it again after ``requeue_after``. A Stalled pass
-returns (the timer rechecks slowly, so a fix made outside the cluster is seen). Each pass writes its status
-under the object's lock (``bridge.write_outcome``).
+kopf supplies events and the finalizer; the engine decides. A new, resumed or changed object gets one pass at
+once; after every pass the operator's work queue (``workqueue.py``) is told when to look again: after
+``requeue_after`` while it converges, after the steady interval otherwise (a Stalled object too, so a fix made
+outside the cluster is seen). Retries live in memory, never in kopf's progress annotations. Only a deletion
+that is still under way asks kopf to call it again (``kopf.TemporaryError``): kopf holds the finalizer until
+then. Each pass writes its status under the object's lock (``bridge.write_outcome``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from amlops.handlers import credentials_in_use, ttl
 from amlops.handlers.bridge import (
     DELETING,
     FINALIZER,
-    REQUEUE,
-    TTL_PENDING,
-    WAITING_FOR_FINALIZER,
     managed_from,
     object_lock,
     write_outcome,
 )
 from amlops.handlers.kube_api import KubeApi
+from amlops.handlers.workqueue import WorkQueue
 from amlops.reconcile.engine import Timing, reconcile
 from amlops.reconcile.errors import TerminalError
 from amlops.reconcile.external import ExternalClient
@@ -46,6 +45,7 @@ from amlops.settings import Settings
 
 RELEASED = "released"  # per-object memo: the deletion has let go of Azure; no pass acts on the object any more
 EXTERNAL = "external"  # operator memo: kind name → its ExternalClient, built once at start-up (app.connect)
+WORK_QUEUE = "workqueue"  # operator memo: the WorkQueue (app.connect)
 # After a pass: seconds until this object wants another look sooner than the steady timer gives it (None: no
 # need), e.g. a finished job's ttlSecondsAfterFinished.
 AfterPass = Callable[[type[CustomResource], kopf.Body, Outcome, kopf.Memo], Awaitable[float | None]]
@@ -119,10 +119,30 @@ def _engine(handlers: KindHandlers[Any]) -> Callable[..., Awaitable[Outcome]]:
     return run
 
 
+# Each kind's queued pass (``WorkQueue.run`` calls ``poll``): kind name → pass returning the seconds to the next look.
+_POLLS: dict[str, Callable[[kopf.Body, kopf.Memo], Awaitable[float]]] = {}
+
+
+async def poll(kind: str, body: kopf.Body, memo: kopf.Memo) -> float:
+    """The work queue's pass of one object."""
+    return await _POLLS[kind](body, memo)
+
+
 def register(settings: Settings) -> None:
     """Register every kind's handlers with kopf's default registry (``app.run`` calls it once)."""
     for handlers in REGISTRY:
         _register(handlers, settings)
+
+
+def next_look(outcome: Outcome, ttl_left: float | None, steady: float) -> float:
+    """Seconds until an object is looked at again after a pass: soon while it converges (``requeue_after``),
+    when its finished job's TTL runs out if that is sooner than the steady interval, else the steady interval (a
+    Stalled object too: a fix made outside the cluster is seen then)."""
+    if outcome.retry and outcome.requeue_after is not None:
+        return outcome.requeue_after
+    if ttl_left is not None and ttl_left < steady:
+        return max(ttl_left, 0.0)
+    return steady
 
 
 def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
@@ -136,7 +156,7 @@ def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
 
     async def handle(body: kopf.Body, memo: kopf.Memo, deleting: bool = False) -> Outcome:
         # A body marked for deletion is handled as a deletion whichever handler holds it, and nothing acts once
-        # the object has let go of Azure: a timer pass that waited for the lock behind the deletion would
+        # the object has let go of Azure: a queued pass that waited for the lock behind the deletion would
         # otherwise find the Azure resource gone and create it again, for an object about to disappear.
         deleting = deleting or bool(body.metadata.get("deletionTimestamp"))
         async with object_lock(memo):
@@ -151,33 +171,31 @@ def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
         metrics.record(name, body.metadata.namespace or "", body.metadata.name or "", outcome)
         return outcome
 
-    async def collect(body: kopf.Body, outcome: Outcome, memo: kopf.Memo) -> None:
+    async def reconcile_pass(body: kopf.Body, memo: kopf.Memo) -> float:
+        outcome = await handle(body, memo)
         left = await handlers.after_pass(kind, body, outcome, memo) if handlers.after_pass else None
-        if left is not None and left < steady_interval:  # sooner than the steady timer would look again
-            raise kopf.TemporaryError(TTL_PENDING, delay=left)
+        return next_look(outcome, left, steady_interval)
 
     async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        outcome = await handle(body, memo)
-        if outcome.retry and outcome.requeue_after is not None:
-            raise kopf.TemporaryError(REQUEUE, delay=outcome.requeue_after)
-        await collect(body, outcome, memo)
+        # No kopf.TemporaryError while converging: for a change handler kopf keeps retry progress in
+        # annotations, two more PATCHes per object per retry (a thousand objects created at once spent most of
+        # their apiserver writes on it). The work queue looks again when the pass says, and retries in memory.
+        after = await reconcile_pass(body, memo)
+        queue: WorkQueue = memo[WORK_QUEUE]
+        queue.requeue(body.metadata.uid or "", after)
 
-    async def on_arrival(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        # No TemporaryError here while converging: for a change handler kopf keeps retry progress in
-        # annotations, two more PATCHes per object per retry (a thousand objects created at once spent most
-        # of their apiserver writes on it). The poll timer looks again requeue_seconds after the object's last
-        # change instead, and retries in memory.
-        outcome = await handle(body, memo)
-        await collect(body, outcome, memo)
-
-    async def on_poll(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def on_poll(body: kopf.Body, memo: kopf.Memo) -> float:
         if FINALIZER not in (body.metadata.get("finalizers") or []):
             # kopf adds the finalizer first and then runs the create/resume handler, which makes the first
-            # pass. A timer can fire before that (its idle clock starts at the object's creation, and the
-            # finalizer PATCH may still be queued): a pass now would only observe and say "waiting". Look
-            # again soon rather than after a whole steady interval: the timer follows the first pass up.
-            raise kopf.TemporaryError(WAITING_FOR_FINALIZER, delay=requeue_seconds)
-        await on_change(body, memo)
+            # pass. The queue can look before that (an object is queued on its first watch event, and the
+            # finalizer PATCH may still be waiting): a pass now would only observe and say "waiting". Look
+            # again soon rather than after a whole steady interval: the queue follows the first pass up.
+            return requeue_seconds
+        return await reconcile_pass(body, memo)
+
+    async def on_event(body: kopf.Body, memo: kopf.Memo, event: kopf.RawEvent, **_: Any) -> None:
+        queue: WorkQueue = memo[WORK_QUEUE]
+        queue.seen(name, body, memo, gone=event.get("type") == "DELETED")
 
     async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         outcome = await handle(body, memo, deleting=True)
@@ -186,18 +204,18 @@ def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
         metrics.forget(name, body.metadata.namespace or "", body.metadata.name or "")
         uid = body.metadata.uid or ""
         memo["diffbase"].forget(uid)
+        memo[WORK_QUEUE].forget(uid)
         await credentials_in_use.release_unused(memo["kube"], body, memo["settings"].default_credentials_secret)
         # Per-tenant caches (clients, credentials, pollers, stores) this object alone used go with it.
         await memo["clients"].release(uid)
         if handlers.forget is not None:
             await handlers.forget(handlers.client(memo), uid)
 
-    kopf.on.resume(*resource, id="reconcile")(on_arrival)
-    kopf.on.create(*resource, id="reconcile")(on_arrival)
-    # A spec change is rare and usually means Azure work: it retries at once rather than waiting for the timer,
-    # which may be in the middle of a steady interval.
+    _POLLS[name] = on_poll
+    # Every watch event keeps the object's latest body in the work queue, which looks at it again: every
+    # requeue_seconds while it converges, once per steady_interval when steady.
+    kopf.on.event(*resource, id="queue")(on_event)
+    kopf.on.resume(*resource, id="reconcile")(on_change)
+    kopf.on.create(*resource, id="reconcile")(on_change)
     kopf.on.update(*resource, id="reconcile")(on_change)
-    # Converging: every requeue_seconds once the object has been quiet that long (idle keeps it from racing the
-    # change handlers); steady: every steady_interval.
-    kopf.timer(*resource, id="poll", interval=steady_interval, idle=requeue_seconds)(on_poll)
     kopf.on.delete(*resource, id="finalize")(on_delete)
