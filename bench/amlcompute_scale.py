@@ -209,9 +209,17 @@ async def _watch_until_ready(session: aiohttp.ClientSession, base: str, count: i
 
 
 async def _list(session: aiohttp.ClientSession, base: str, phases: Phases) -> str:
-    """Every object's phase now; the list's resourceVersion to watch from."""
-    async with session.get(base) as response:
-        body = await response.json()
+    """Every object's phase now; the list's resourceVersion to watch from. An apiserver busy with the operator's
+    writes may answer 429 or time out: the bench asks again (a few times), it does not fail the run."""
+    for attempt in range(10):
+        async with session.get(base) as response:
+            body = await response.json()
+            if response.status == 200:
+                break
+        print(f"listing answered {response.status}: {body.get('message')}", file=sys.stderr)
+        await asyncio.sleep(1 + attempt)  # back-off before asking again
+    else:
+        raise RuntimeError(f"listing kept failing: {body}")
     for item in body.get("items", []):
         phases.set(item["metadata"]["name"], _phase(item.get("status") or {}))
     return str(body["metadata"]["resourceVersion"])
@@ -287,8 +295,21 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _memory_dump(operator: testbed.OperatorRun, probe: Path) -> dict[str, Any]:
+    """Where the operator's memory is now (bench/memory_probe.py; the operator runs under it)."""
+    probe.unlink(missing_ok=True)
+    operator.proc.send_signal(signal.SIGUSR2)
+    testbed.eventually(probe.exists, what="the operator's memory dump", timeout=120)
+    dumped: dict[str, Any] = json.loads(probe.read_text())
+    return dumped
+
+
 def _steps(
-    bed: testbed.Testbed, operator: testbed.OperatorRun, docs: list[dict[str, Any]], args: argparse.Namespace
+    bed: testbed.Testbed,
+    operator: testbed.OperatorRun,
+    docs: list[dict[str, Any]],
+    args: argparse.Namespace,
+    probe: Path | None,
 ) -> dict[str, Any]:
     """Grow one operator's load step by step (``--steps 1000,2000,4000,10000``: the total after each step) and
     say what each added object costs: memory and CPU seconds per object added, which should not grow with the
@@ -314,6 +335,7 @@ def _steps(
                 "cpu_seconds_to_all_ready": round(cpu_to_ready, 1),
                 "marginal_kb_per_object": round((row["rss_mb"] - before["rss_mb"]) * 1024 / added, 1),
                 "cpu_ms_per_added_object": round((row["cpu_seconds"] - before["cpu_seconds"]) * 1000 / added, 1),
+                **({"memory": _memory_dump(operator, probe)} if probe is not None else {}),
             }
         )
         before = row
@@ -389,7 +411,8 @@ def main() -> int:
         operator.wait_live(timeout=120)
         startup = time.monotonic() - launched
         if args.steps:
-            print(json.dumps({**_steps(bed, operator, docs, args), "operator_startup_seconds": round(startup, 2)}))
+            steps = _steps(bed, operator, docs, args, probe if args.trace_memory else None)
+            print(json.dumps({**steps, "operator_startup_seconds": round(startup, 2)}))
             succeeded = True
             return 0
         api_before = _apiserver_requests(bed)
@@ -450,9 +473,7 @@ def main() -> int:
             "targets": {"wall_seconds": 30, "steady_list_calls_per_workspace_per_interval": 1, "rss_mb": 300},
         }
         if args.trace_memory:
-            operator.proc.send_signal(signal.SIGUSR2)
-            testbed.eventually(probe.exists, what="the operator's memory dump", timeout=120)
-            result["memory"] = json.loads(probe.read_text())
+            result["memory"] = _memory_dump(operator, probe)
         if args.delete:
             emulator.control("DELETE", "/stats")
             result["delete"] = asyncio.run(_delete_measured(bed, emulator, docs, args))

@@ -6,10 +6,14 @@ resource is deleted (:func:`forget`), so dashboards do not show ghosts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Metric, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from amlops.reconcile.outcome import Outcome
 from amlops.status import READY, STALLED, parse_time
@@ -42,20 +46,6 @@ AZURE_RATELIMIT_REMAINING = Gauge(
     "Last x-ms-ratelimit-remaining-subscription-* value by subscription and kind (reads, writes, deletes).",
     ["subscription", "kind"],
 )
-RESOURCE_CONDITION = Gauge(
-    "amlops_resource_condition",
-    "1 while the resource's condition of this type is True, else 0 (Ready, Reconciling, Stalled, job conditions).",
-    ["kind", "namespace", "name", "type"],
-)
-RESOURCE_STALLED = Gauge(
-    "amlops_resource_stalled",
-    "1 while the resource is Stalled, labelled with the Stalled condition's reason (amlops' stable reasons, e.g. "
-    "QuotaExceeded, VmSizeNotAvailable, whatever code Azure used); absent while it is not Stalled.",
-    ["kind", "namespace", "name", "reason"],
-)
-RESOURCE_READY = Gauge("amlops_resource_ready", "1 when the resource is Ready, else 0.", ["kind", "namespace", "name"])
-COMPUTE_NODES = Gauge("amlops_compute_nodes", "Nodes of a compute by node state.", ["namespace", "name", "state"])
-COMPUTE_TARGET_NODES = Gauge("amlops_compute_target_nodes", "Target node count of a compute.", ["namespace", "name"])
 QUOTA_HEADROOM_CORES = Gauge(
     "amlops_quota_headroom_cores",
     "Family vCPU quota minus usage, by subscription, location and VM family.",
@@ -78,84 +68,166 @@ COMPUTE_RECREATES = Counter(
     "Clusters deleted to be created anew with new create-only values (AmlCompute updatePolicy Recreate).",
     ["namespace", "name"],
 )
-PARALLELJOB_MINIBATCHES = Gauge(
-    "amlops_paralleljob_minibatches", "Mini-batches of a ParallelJob by state.", ["namespace", "name", "state"]
-)
-PARALLELJOB_ITEMS = Gauge(
-    "amlops_paralleljob_items", "Items of a ParallelJob by state (processed, failed).", ["namespace", "name", "state"]
-)
 
-JOB_PHASE = Gauge(
+
+@dataclass(frozen=True)
+class ObjectGauge:
+    """A gauge with one series per resource, or a few told apart by one more label (``label``)."""
+
+    name: str
+    documentation: str
+    with_kind: bool = True  # the resource's labels: kind, namespace, name (else namespace, name)
+    label: str | None = None
+
+    def labelnames(self) -> list[str]:
+        return [*(("kind",) if self.with_kind else ()), "namespace", "name", *((self.label,) if self.label else ())]
+
+
+class ResourceGauges(Collector):
+    """Per-resource gauges, kept compactly and exported when Prometheus scrapes (prometheus_client's documented
+    custom-collector API).
+
+    prometheus_client keeps each labelled series as a metric object of its own, ≈ 750 bytes; an AmlCompute has
+    about fifteen (conditions, node states, target nodes): ≈ 11 KB per resource, the largest part of what a
+    resource cost the operator once kopf no longer kept its body (bench/amlcompute_scale.py --trace-memory).
+    Here a resource is one small dict, {(gauge, label value): value}."""
+
+    def __init__(self, *gauges: ObjectGauge) -> None:
+        self._gauges = gauges
+        self._resources: dict[tuple[str, str, str], dict[tuple[str, str], float]] = {}
+        self._lock = threading.Lock()  # prometheus_client serves scrapes from a thread of its own
+
+    def set(self, gauge: ObjectGauge, resource: tuple[str, str, str], value: float, label: str = "") -> None:
+        with self._lock:
+            self._resources.setdefault(resource, {})[(gauge.name, label)] = float(value)
+
+    def clear(self, gauge: ObjectGauge, resource: tuple[str, str, str]) -> None:
+        """Drop every series of ``gauge`` for the resource."""
+        with self._lock:
+            series = self._resources.get(resource)
+            for key in [key for key in series or () if key[0] == gauge.name]:
+                del series[key]  # type: ignore[union-attr]
+
+    def forget(self, resource: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._resources.pop(resource, None)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        for gauge in self._gauges:
+            yield GaugeMetricFamily(gauge.name, gauge.documentation, labels=gauge.labelnames())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            resources = [(resource, list(series.items())) for resource, series in self._resources.items()]
+        families = {g.name: (g, family) for g, family in zip(self._gauges, self.describe(), strict=True)}
+        # A gauge without the kind label could see an AmlCompute and a BatchCompute of one name: one series.
+        seen: set[tuple[str, ...]] = set()
+        for (kind, namespace, name), series in resources:
+            for (gauge_name, label), value in series:
+                gauge, family = families[gauge_name]
+                labels = [*((kind,) if gauge.with_kind else ()), namespace, name, *((label,) if gauge.label else ())]
+                if not gauge.with_kind:
+                    if (gauge_name, *labels) in seen:
+                        continue
+                    seen.add((gauge_name, *labels))
+                family.add_metric(labels, value)
+        for _, family in families.values():
+            yield family
+
+
+RESOURCE_CONDITION = ObjectGauge(
+    "amlops_resource_condition",
+    "1 while the resource's condition of this type is True, else 0 (Ready, Reconciling, Stalled, job conditions).",
+    label="type",
+)
+RESOURCE_STALLED = ObjectGauge(
+    "amlops_resource_stalled",
+    "1 while the resource is Stalled, labelled with the Stalled condition's reason (amlops' stable reasons, e.g. "
+    "QuotaExceeded, VmSizeNotAvailable, whatever code Azure used); absent while it is not Stalled.",
+    label="reason",
+)
+RESOURCE_READY = ObjectGauge("amlops_resource_ready", "1 when the resource is Ready, else 0.")
+COMPUTE_NODES = ObjectGauge("amlops_compute_nodes", "Nodes of a compute by node state.", with_kind=False, label="state")
+COMPUTE_TARGET_NODES = ObjectGauge("amlops_compute_target_nodes", "Target node count of a compute.", with_kind=False)
+PARALLELJOB_MINIBATCHES = ObjectGauge(
+    "amlops_paralleljob_minibatches", "Mini-batches of a ParallelJob by state.", with_kind=False, label="state"
+)
+PARALLELJOB_ITEMS = ObjectGauge(
+    "amlops_paralleljob_items",
+    "Items of a ParallelJob by state (processed, failed).",
+    with_kind=False,
+    label="state",
+)
+JOB_PHASE = ObjectGauge(
     "amlops_job_phase",
     "1 for a job's (ParallelJob, CommandJob) current phase: Pending, Running, Suspended, Complete, Failed; "
     "sum by (kind, phase) counts jobs by phase.",
-    ["kind", "namespace", "name", "phase"],
+    label="phase",
 )
-JOB_RUN_SECONDS = Gauge(
+JOB_RUN_SECONDS = ObjectGauge(
     "amlops_job_run_seconds",
     "A finished job's run duration, startTime to completionTime (a resumed job counts from its resume).",
-    ["kind", "namespace", "name"],
 )
-
-_PER_RESOURCE = (
+RESOURCES = ResourceGauges(
+    RESOURCE_CONDITION,
+    RESOURCE_STALLED,
     RESOURCE_READY,
     COMPUTE_NODES,
     COMPUTE_TARGET_NODES,
-    COMPUTE_RECREATES,
     PARALLELJOB_MINIBATCHES,
     PARALLELJOB_ITEMS,
+    JOB_PHASE,
+    JOB_RUN_SECONDS,
 )
+REGISTRY.register(RESOURCES)
 
 
 def forget(kind: str, namespace: str, name: str) -> None:
     """Drop every series of one resource (called once it is gone from the cluster)."""
-    RESOURCE_READY.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
-    RESOURCE_CONDITION.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
-    RESOURCE_STALLED.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
-    JOB_PHASE.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
-    JOB_RUN_SECONDS.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
-    for metric in _PER_RESOURCE[1:]:
-        metric.remove_by_labels({"namespace": namespace, "name": name})
+    RESOURCES.forget((kind, namespace, name))
+    COMPUTE_RECREATES.remove_by_labels({"namespace": namespace, "name": name})
 
 
 def record(kind: str, namespace: str, name: str, outcome: Outcome) -> None:
     """Per-resource gauges from one reconcile pass's outcome."""
+    resource = (kind, namespace, name)
     for condition in outcome.conditions:
-        RESOURCE_CONDITION.labels(kind, namespace, name, condition.type).set(1 if condition.status == "True" else 0)
+        RESOURCES.set(RESOURCE_CONDITION, resource, condition.status == "True", condition.type)
         if condition.type == READY:
-            RESOURCE_READY.labels(kind, namespace, name).set(1 if condition.status == "True" else 0)
+            RESOURCES.set(RESOURCE_READY, resource, condition.status == "True")
         if condition.type == STALLED:
             # One series at most per resource: the current reason's (an alert can name the reason it fires on).
-            RESOURCE_STALLED.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
+            RESOURCES.clear(RESOURCE_STALLED, resource)
             if condition.status == "True":
-                RESOURCE_STALLED.labels(kind, namespace, name, condition.reason).set(1)
+                RESOURCES.set(RESOURCE_STALLED, resource, 1, condition.reason)
     status = outcome.status
     record_job(kind, namespace, name, status)
     counts = status.get("nodeStateCounts")
     if isinstance(counts, dict):
         for key, value in counts.items():
-            COMPUTE_NODES.labels(namespace, name, key.removesuffix("NodeCount")).set(int(value or 0))
+            RESOURCES.set(COMPUTE_NODES, resource, int(value or 0), key.removesuffix("NodeCount"))
     if isinstance(status.get("targetNodeCount"), int):
-        COMPUTE_TARGET_NODES.labels(namespace, name).set(status["targetNodeCount"])
+        RESOURCES.set(COMPUTE_TARGET_NODES, resource, status["targetNodeCount"])
     mini_batches = status.get("miniBatches")
     if isinstance(mini_batches, dict):
         for state in ("pending", "running", "succeeded", "failed"):
-            PARALLELJOB_MINIBATCHES.labels(namespace, name, state).set(int(mini_batches.get(state) or 0))
+            RESOURCES.set(PARALLELJOB_MINIBATCHES, resource, int(mini_batches.get(state) or 0), state)
     items = status.get("items")
     if isinstance(items, dict):
         for state in ("processed", "failed"):
-            PARALLELJOB_ITEMS.labels(namespace, name, state).set(int(items.get(state) or 0))
+            RESOURCES.set(PARALLELJOB_ITEMS, resource, int(items.get(state) or 0), state)
 
 
 def record_job(kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
     """A job's phase (one series at most: the current one's) and, once it has ended, its run duration."""
+    resource = (kind, namespace, name)
     phase = status.get("phase")
     if isinstance(phase, str):
-        JOB_PHASE.remove_by_labels({"kind": kind, "namespace": namespace, "name": name})
-        JOB_PHASE.labels(kind, namespace, name, phase).set(1)
+        RESOURCES.clear(JOB_PHASE, resource)
+        RESOURCES.set(JOB_PHASE, resource, 1, phase)
     started, ended = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
     if started is not None and ended is not None:
-        JOB_RUN_SECONDS.labels(kind, namespace, name).set(max(0.0, (ended - started).total_seconds()))
+        RESOURCES.set(JOB_RUN_SECONDS, resource, max(0.0, (ended - started).total_seconds()))
 
 
 def record_quota(subscription: str, location: str, workspace: str, families: list[dict[str, Any]]) -> None:

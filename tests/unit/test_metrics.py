@@ -4,7 +4,8 @@ the reason an alert fires on (AmlopsQuotaExceeded reads ``reason="QuotaExceeded"
 from __future__ import annotations
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from amlops import metrics
 from amlops.reconcile.outcome import Outcome
@@ -109,3 +110,28 @@ def test_a_jobs_phase_and_run_duration() -> None:
     assert job_samples("CommandJob", "train")[("amlops_job_phase", "Complete")] == 1.0, "a pass that writes no phase"
     metrics.forget("CommandJob", NAMESPACE, "train")
     assert job_samples("CommandJob", "train") == {}
+
+
+def test_resource_gauges_export_prometheus_text_and_go_with_the_resource() -> None:
+    """Per-resource gauges are kept compactly (metrics.ResourceGauges) but scrape as before: the text exposition
+    parses, each series carries the resource's labels, and a gauge without the kind label exports one series
+    when two kinds share a name (an AmlCompute and a BatchCompute named alike)."""
+    status = {"nodeStateCounts": {"idleNodeCount": 2, "busyNodeCount": 1}, "targetNodeCount": 3}
+    metrics.record("AmlCompute", NAMESPACE, "twin", Outcome(status=status))
+    metrics.record("BatchCompute", NAMESPACE, "twin", Outcome(status={**status, "targetNodeCount": 3}))
+
+    def nodes() -> list[tuple[dict[str, str], float]]:
+        text = generate_latest(REGISTRY).decode()
+        return [
+            (sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "amlops_compute_nodes"
+            for sample in family.samples
+            if sample.labels["name"] == "twin"
+        ]
+
+    assert sorted((labels["state"], value) for labels, value in nodes()) == [("busy", 1.0), ("idle", 2.0)]
+    metrics.forget("AmlCompute", NAMESPACE, "twin")
+    assert len(nodes()) == 2, "the BatchCompute's series stay"
+    metrics.forget("BatchCompute", NAMESPACE, "twin")
+    assert nodes() == []
