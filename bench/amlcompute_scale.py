@@ -324,6 +324,7 @@ def _steps(
         cpu = testbed.cpu_seconds(pid)
         _, wall, _ = asyncio.run(_apply_and_wait(bed, "bench", new, args.timeout, ready=total))
         cpu_to_ready = testbed.cpu_seconds(pid) - cpu
+        print(f"{total} Ready in {wall:.1f} s; steady window", file=sys.stderr, flush=True)
         time.sleep(2 * args.poll_interval)  # a measurement window (steady state), not synchronisation
         row = {"count": total, "rss_mb": _rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
         added = total - int(before["count"])

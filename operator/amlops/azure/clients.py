@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # azure-ai-ml is imported only on the way to an Azure ML job 
     from amlops.azure.ml_jobs import MlJobs
 
 DEFAULT_CREDENTIAL = "default"
+# Connections of the shared transport at most (aiohttp's default is 100). Each TLS connection holds asyncio's
+# 256 KiB read buffer; ARM requests are paced to the subscription's budget anyway (pacing.py) and a Batch job's
+# tasks go 8 collections at a time (batch_jobs.add_tasks).
+ARM_CONNECTIONS = 32
 # ("credential", key), ("ml", key, subscription), ("batch", endpoint, key id), ("poller", key, workspace),
 # ("ml-jobs", key, workspace), ("job-poller", key, workspace)
 Entry = tuple[str, ...]
@@ -78,7 +82,7 @@ class AzureClients:
             return None
         if self._shared_transport is None:
             context = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=100))
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=ARM_CONNECTIONS))
             self._shared_transport = AioHttpTransport(session=session, session_owner=False)
             self._session = session
         return self._shared_transport

@@ -41,6 +41,8 @@ class LocationReads:
         self._sizes = TtlCache(settings.vm_size_cache_seconds)
         self._usages = TtlCache(settings.poll_ceiling_seconds)
         self._locations = TtlCache(settings.vm_size_cache_seconds)
+        # (usages key, filter) → (the full list, the rows kept), filtered once per reading
+        self._filtered: dict[tuple[str, Callable[[JSON], bool]], tuple[list[JSON], list[JSON]]] = {}
 
     async def workspace_location(self, ml: MlClient, ws: WorkspaceId) -> str:
         return str(await self._locations.get(ws.arm_id, lambda: ml.workspace_location(ws)))
@@ -53,3 +55,15 @@ class LocationReads:
     async def usages(self, ml: MlClient, location: str) -> list[JSON]:
         rows: list[JSON] = await self._usages.get(f"{ml.subscription_id}/{location}", lambda: ml.usages(location))
         return rows
+
+    async def usages_where(self, ml: MlClient, location: str, keep: Callable[[JSON], bool]) -> list[JSON]:
+        """The location's usage rows that ``keep``, filtered once per reading. Azure lists a row per family for the
+        subscription, each workspace and each compute (``ListUsages.json``): with thousands of computes, an
+        AmlCompute's quota check scanned thousands of rows on every pass, most of a steady pass's CPU (py-spy,
+        2,000 objects)."""
+        key = (f"{ml.subscription_id}/{location}", keep)
+        rows = await self.usages(ml, location)
+        filtered = self._filtered.get(key)
+        if filtered is None or filtered[0] is not rows:  # a new reading
+            filtered = self._filtered[key] = (rows, [row for row in rows if keep(row)])
+        return filtered[1]

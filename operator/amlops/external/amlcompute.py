@@ -89,7 +89,8 @@ class AmlComputeClient:
         Only a shortcut: Azure judges the size itself when it creates (a failed create, Stalled with the same
         reason). So a size list that cannot be read does not hold the create back: it gives no verdict."""
         sizes = await self._size_list(ml, location)
-        usages = await self._clients.locations.usages(ml, location)
+        # Only the subscription's rows bound a new cluster (m.usage_row); filtered once per reading.
+        usages = await self._clients.locations.usages_where(ml, location, m.subscription_row)
         quota, size_error, sufficient = m.quota_check(mr.spec, sizes, usages)
         if size_error:
             raise TerminalError(REASON_VM_SIZE_NOT_AVAILABLE, size_error)

@@ -264,7 +264,7 @@ def family_key(text: Any) -> str:
     return "".join(c for c in str(text or "").lower() if c.isalnum())
 
 
-def _subscription_row(row: JSON) -> bool:
+def subscription_row(row: JSON) -> bool:
     """A subscription-wide row (``/subscriptions/{s}``, ``/subscriptions/{s}/usages[/...]``), not one of a
     workspace or a compute."""
     return "/resourcegroups/" not in str(row.get("id") or "").lower()
@@ -283,7 +283,7 @@ def usage_row(usages: list[JSON], family: str, low_priority: bool) -> JSON | Non
     low-priority rows are unlimited (-1)."""
     if low_priority:
         totals = ("totallowprioritycores", "totalclusterlowpriorityregionalvcpus")
-        rows = [u for u in usages if _subscription_row(u)]
+        rows = [u for u in usages if subscription_row(u)]
         return next((u for u in rows if family_key((u.get("name") or {}).get("value")) in totals), None)
     return family_usage_row(usages, family, low_priority=False)
 
@@ -304,7 +304,7 @@ def family_usage_row(
     (``{workspace_id}/usages/{family}``; Azure lists it only while clusters of the family exist there)."""
     fam = family_key(family)
     if workspace_id is None:
-        rows = [u for u in usages if _subscription_row(u)]
+        rows = [u for u in usages if subscription_row(u)]
     else:
         prefix = f"{workspace_id.lower()}/usages/"
         rows = [u for u in usages if str(u.get("id") or "").lower().startswith(prefix)]

@@ -18,7 +18,7 @@ from amlops.azure.clients import AzureClients
 from amlops.handlers import kinds, peering
 from amlops.handlers.bridge import DELETING, FINALIZER
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
-from amlops.handlers.kube_api import KubeApi, connection_info
+from amlops.handlers.kube_api import REQUEST_CONNECTIONS, KubeApi, connection_info
 from amlops.handlers.workqueue import WorkQueue
 from amlops.reconcile.engine import Timing
 from amlops.settings import Settings
@@ -28,8 +28,9 @@ QUEUE_TASK = "workqueue_task"  # operator memo: the task serving the work queue
 QUEUE_PEERING = "workqueue_peering"  # operator memo: what pauses it with kopf
 # Connections kopf may open to the apiserver for requests, beside one per watch stream. kopf's own session is
 # unbounded: at a thousand objects it held some 550 TLS connections, each with asyncio's 256 KiB read buffer
-# (half the operator's peak memory). Requests past the bound wait for a free connection.
-KUBE_REQUEST_CONNECTIONS = 24
+# (half the operator's peak memory). Requests past the bound wait for a free connection. Our own client
+# (kube_api) is bounded the same way.
+KUBE_REQUEST_CONNECTIONS = REQUEST_CONNECTIONS
 _watch_streams = len(KINDS) + 2  # the kinds, namespaces and peering; set per namespace in run()
 
 

@@ -28,6 +28,10 @@ from amlops.status import REASON_INVALID_SPEC
 
 Login = Callable[[], kopf.ConnectionInfo | None]
 THROTTLE_RETRIES = 5
+# Connections to the apiserver at most (aiohttp's default is 100). Each TLS connection holds asyncio's 256 KiB
+# read buffer: with hundreds of passes writing status at once, an unbounded pool cost ~25 MB at a thousand
+# objects (bench/amlcompute_scale.py --trace-memory, asyncio/sslproto.py). Requests past it wait for one.
+REQUEST_CONNECTIONS = 24
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 # On a credentials Secret while a resource of its namespace needs it to reach Azure (external/credentials.py).
 CREDENTIALS_FINALIZER = f"{GROUP}/credentials-in-use"
@@ -76,7 +80,7 @@ class KubeApi:
             raise kopf.LoginError("no Kubernetes credentials: neither a service account nor a kubeconfig")
         self._server = info.server.rstrip("/")
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
+            connector=aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=REQUEST_CONNECTIONS),
             headers=info.as_http_headers(),  # bearer token or basic auth; client certificates are in the context
             timeout=self._timeout,
             trust_env=info.trust_env,
