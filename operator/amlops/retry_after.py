@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-# Azure: Retry-After hints beyond five minutes are not honoured as such; the timer looks again by then.
+# Azure: Retry-After hints beyond five minutes are not honoured as such; the work queue looks again by then.
 AZURE_CAP = 300.0
 # Headers Azure sends in milliseconds, preferred over Retry-After when present (azure-core does the same).
 MILLISECOND_HEADERS = ("retry-after-ms", "x-ms-retry-after-ms")

@@ -42,7 +42,7 @@ ARM_CODES: dict[str, Class] = {
     "PoolNotSteady": "retryable",
     # An If-Match write lost to another writer (Batch, Blob storage): read again and decide again.
     "ConditionNotMet": "retryable",
-    # Until a human acts (quota raised, role granted, parent created): the timer rechecks slowly.
+    # Until a human acts (quota raised, role granted, parent created): the work queue rechecks slowly.
     "QuotaExceeded": "terminal",
     "ResourceQuotaExceeded": "terminal",
     "ClusterMinNodesExceedCoreQuota": "terminal",

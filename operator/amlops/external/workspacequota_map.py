@@ -129,7 +129,7 @@ def standing_refusal(
     subscription_id: str,
 ) -> tuple[str, str] | None:
     """Azure's refusal of this generation, while what Azure judged is still so: a limit above the subscription's
-    limit as listed now, or a family the list does not have. Then nothing is sent again (the poll timer would
+    limit as listed now, or a family the list does not have. Then nothing is sent again (the work queue would
     otherwise POST the same refused limits every minute); a subscription limit raised outside the cluster ends
     it, and so does a spec change. Other refusals (below what clusters hold, ``Failure``) are asked again."""
     stall = find(conditions, STALLED)

@@ -46,7 +46,7 @@ from amlops.settings import Settings
 RELEASED = "released"  # per-object memo: the deletion has let go of Azure; no pass acts on the object any more
 EXTERNAL = "external"  # operator memo: kind name → its ExternalClient, built once at start-up (app.connect)
 WORK_QUEUE = "workqueue"  # operator memo: the WorkQueue (app.connect)
-# After a pass: seconds until this object wants another look sooner than the steady timer gives it (None: no
+# After a pass: seconds until this object wants another look sooner than the steady interval gives it (None: no
 # need), e.g. a finished job's ttlSecondsAfterFinished.
 AfterPass = Callable[[type[CustomResource], kopf.Body, Outcome, kopf.Memo], Awaitable[float | None]]
 ClientT = TypeVar("ClientT", bound=ExternalClient[Any])

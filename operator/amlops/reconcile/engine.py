@@ -9,7 +9,7 @@ Linear, and every branch ends alike: an :class:`Outcome` with conditions, status
 4. Deleting: ``delete()`` while the resource exists and is ours; once gone (or when Azure says its parent is
    gone: nothing can be left under it), release the finalizer. Not ours: release without touching it.
 5. ObserveOnly: publish what Azure has and stop.
-6. No Azure write without our finalizer (a timer can run before kopf has added it): look again shortly.
+6. No Azure write without our finalizer (a queued pass can run before kopf has added it): look again shortly.
 7. Missing: ``create()``. Present but not ours: Stalled ``NotOwned`` (``adopt`` takes over only a resource with
    no owner tag, or one whose owner no longer exists).
 8. Failed in Azure: Stalled with Azure's error code.

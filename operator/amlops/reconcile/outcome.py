@@ -21,7 +21,7 @@ class Outcome:
 
     ``status`` holds kind-specific fields (Azure's names, camelCase) merged into ``.status`` (a None value
     removes the field). ``conditions`` are applied with :func:`amlops.status.set_conditions`.
-    ``requeue_after`` is seconds until the next pass (None: the steady timer decides). ``retry`` asks the
+    ``requeue_after`` is seconds until the next pass (None: the steady interval decides). ``retry`` asks the
     handler to run again after ``requeue_after``. Whether the pass stalled, and the metric's ``result``, are
     read from the conditions themselves, so a label can never disagree with them; the constructors
     (:meth:`converging`, :meth:`stalled`, :meth:`error`) keep the flags in line with the conditions too.
@@ -64,7 +64,7 @@ class Outcome:
         status: Mapping[str, Any] | None = None,
         conditions: Iterable[ConditionUpdate] = (),
     ) -> Outcome:
-        """Stalled: progress needs a human; the timer rechecks slowly, so a fix made outside is seen."""
+        """Stalled: progress needs a human; the work queue rechecks slowly, so a fix made outside is seen."""
         return cls(
             conditions=(*stalled(reason, message), *conditions), status=status or {}, requeue_after=requeue_after
         )
