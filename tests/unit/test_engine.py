@@ -85,6 +85,7 @@ class Case:
     conditions: dict[str, tuple[str, str]]  # type -> (status, reason)
     release: bool = False
     retry: bool = False
+    interim: bool = False  # Azure alone converging, amlops did nothing: a status the next pass replaces
 
 
 EXISTS_OURS = Observation(resource_exists=True, owner=OWNER, at_provider={"provisioningState": "Succeeded"})
@@ -126,6 +127,7 @@ CASES = [
         ["observe"],
         {"Reconciling": ("True", "Resizing"), "Ready": ("False", "Resizing")},
         retry=True,
+        interim=True,
     ),
     Case(
         "Drifted: update, Reconciling/Updating",
@@ -208,6 +210,7 @@ CASES = [
         ["observe"],
         {"Reconciling": ("True", "Deleting")},
         retry=True,
+        interim=True,
     ),
     Case(
         "Deleting and gone: release the finalizer",
@@ -353,6 +356,7 @@ async def test_engine(case: Case) -> None:
         assert got.get(type_) == expected, f"{case.reason}: {type_} {got.get(type_)} != {expected}"
     assert outcome.release_finalizer == case.release, case.reason
     assert outcome.retry == case.retry, case.reason
+    assert outcome.interim == case.interim, case.reason
 
 
 async def test_pending_operation_is_published_and_cleared() -> None:
