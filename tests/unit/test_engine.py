@@ -89,6 +89,7 @@ class Case:
 
 
 EXISTS_OURS = Observation(resource_exists=True, owner=OWNER, at_provider={"provisioningState": "Succeeded"})
+CREATING_IN_AZURE = Observation(True, owner=OWNER, transitional=True, transitional_reason="Creating")
 CASES = [
     Case(
         "Paused: no Azure call at all",
@@ -121,11 +122,19 @@ CASES = [
         {"Ready": ("True", "Succeeded"), "Reconciling": ("False", "Succeeded")},
     ),
     Case(
-        "Up to date but Azure converging (Resizing): Reconciling, no write",
+        "Up to date but Azure converging (Resizing): Reconciling, no write; its details are written (a running job)",
         managed(),
         Scripted(observation=Observation(True, owner=OWNER, transitional=True, transitional_reason="Resizing")),
         ["observe"],
         {"Reconciling": ("True", "Resizing"), "Ready": ("False", "Resizing")},
+        retry=True,
+    ),
+    Case(
+        "Azure creating, the observation's details a snapshot (a compute): an interim outcome",
+        managed(),
+        Scripted(observation=replace(CREATING_IN_AZURE, interim=True)),
+        ["observe"],
+        {"Reconciling": ("True", "Creating"), "Ready": ("False", "Creating")},
         retry=True,
         interim=True,
     ),
@@ -206,7 +215,7 @@ CASES = [
     Case(
         "Deleting while Azure is already deleting: no second delete",
         managed(deleting=True),
-        Scripted(observation=Observation(True, owner=OWNER, transitional=True)),
+        Scripted(observation=Observation(True, owner=OWNER, transitional=True, interim=True)),
         ["observe"],
         {"Reconciling": ("True", "Deleting")},
         retry=True,

@@ -27,8 +27,9 @@ class Outcome:
     (:meth:`converging`, :meth:`stalled`, :meth:`error`) keep the flags in line with the conditions too.
     ``release_finalizer`` is set once a deleted object may go. ``events`` are posted besides those of the
     condition changes. ``interim``: the pass did nothing and found Azure still converging on its own (Creating,
-    Updating, Deleting): its status is a snapshot the next pass replaces, written only when a condition changes
-    or it has aged (the handlers' bridge).
+    Updating, Deleting) with an observation that says its details are a snapshot the next pass replaces
+    (``Observation.interim``; not a running job's progress): written only when a condition changes or the status
+    has aged (the handlers' bridge).
     """
 
     conditions: tuple[ConditionUpdate, ...] = ()
