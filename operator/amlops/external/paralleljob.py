@@ -458,9 +458,24 @@ class ParallelJobClient:
         before that slice exists; adding the slice again is harmless (TaskExists is skipped)."""
         start = added // ADD_SLICE * ADD_SLICE
         end = min(index.count, start + ADD_PER_PASS)
-        for low in range(start, end, ADD_SLICE):
-            batches = await self._mini_batches(layout, index, low, min(end, low + ADD_SLICE))
-            await batch_jobs.add_tasks(client, job_id(mr), await self._tasks(mr, layout, batches))
+        slices = [(low, min(end, low + ADD_SLICE)) for low in range(start, end, ADD_SLICE)]
+        if not slices:
+            return
+        # The next slice is read and signed while this one is added: the operator's CPU (signing, most of it) and
+        # Batch's (taking the tasks) overlap instead of taking turns.
+        building = asyncio.create_task(self._slice(mr, layout, index, *slices[0]))
+        try:
+            for following in [*slices[1:], None]:
+                tasks = await building
+                if following is not None:
+                    building = asyncio.create_task(self._slice(mr, layout, index, *following))
+                await batch_jobs.add_tasks(client, job_id(mr), tasks)
+        finally:
+            building.cancel()  # a failed add leaves the next slice unbuilt (done already: a no-op)
+
+    async def _slice(self, mr: Mr, layout: Layout, index: PlanIndex, low: int, high: int) -> list[dict[str, Any]]:
+        """The task bodies of mini-batches ``low`` to ``high`` (excluded)."""
+        return await self._tasks(mr, layout, await self._mini_batches(layout, index, low, high))
 
     async def _mini_batches(self, layout: Layout, index: PlanIndex, low: int, high: int) -> list[MiniBatch]:
         plan = JsonFolder(layout.store, layout.plan)
