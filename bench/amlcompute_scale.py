@@ -51,25 +51,9 @@ WORKSPACE = {
 APPLY_CONCURRENCY = 32
 
 
-def _labels(line: str) -> dict[str, str]:
-    inner = line[line.index("{") + 1 : line.rindex("}")]
-    return {k: v.strip('"') for k, v in (part.split("=", 1) for part in inner.split(",") if "=" in part)}
-
-
 def _apiserver_requests(bed: testbed.Testbed) -> dict[str, int]:
     """apiserver_request_total by resource[/subresource] and verb: ``{"amlcomputes/status PATCH": 1000}``."""
-    _, body = bed.get("/metrics")
-    totals: dict[str, int] = {}
-    for line in body.decode().splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = _labels(line)
-        if labels.get("resource") not in ("amlcomputes", "events"):
-            continue
-        resource = "/".join(filter(None, (labels["resource"], labels.get("subresource"))))
-        key = f"{resource} {labels.get('verb', '')}"
-        totals[key] = totals.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
-    return totals
+    return testbed.apiserver_requests(bed, ("amlcomputes", "events"))
 
 
 def _events_by_reason(bed: testbed.Testbed, namespace: str) -> dict[str, int]:

@@ -18,7 +18,7 @@ import pytest
 
 import amlops_testbed as testbed
 from amlops.external.compute_arm import timestamp
-from tests.support.objects import apply, wait_condition, wait_for
+from tests.support.objects import apply, condition, wait_condition, wait_for
 from tests.support.processes import EmulatorProcess, StartAzure, StartOperator
 
 from .test_amlcompute import WS_PATH, compute_name, manifest
@@ -92,3 +92,51 @@ def test_a_requested_refresh_reads_the_cluster_afresh_and_the_status_shows_its_e
     current = testbed.get_object(k8s, "amlcompute", "cpu", namespace)
     assert current is not None
     assert current["status"] == status, "a pass that learnt nothing new wrote the status (lastSyncTime included)"
+
+
+STATUS_PATCH = "amlcomputes/status PATCH"
+
+
+def _status_patches(k8s: testbed.Testbed) -> int:
+    return testbed.apiserver_requests(k8s, ("amlcomputes",)).get(STATUS_PATCH, 0)
+
+
+def test_apply_to_ready_costs_two_status_patches_however_long_azure_creates(
+    k8s: testbed.Testbed, namespace: str, start_operator: StartOperator, start_azure: StartAzure
+) -> None:
+    """Issue 20 point 3, a quiet apiserver: one status write when the create goes (Reconciling Creating), one
+    when the cluster is Ready. The passes that find Azure still Creating learn only transitional details the
+    Ready pass replaces (provisioningState Creating, the condition messages), and write nothing; at a thousand
+    objects each such write was one more PATCH and one more watch event for every watcher of the kind.
+
+    Azure's clock stands still until the test moves it, so the operator looks at the Creating cluster as many
+    times as the test waits for (counted on the emulator's listings), whatever the machine's speed. The count is
+    the apiserver's own (``apiserver_request_total``): this test's operator is the only writer of AmlComputes."""
+    azure = start_azure(speed=0)
+    start_operator(namespace, extra_env=azure.operator_env())
+    before = _status_patches(k8s)
+    cname = compute_name()
+    apply(k8s, namespace, manifest("quiet", cname))
+    wait_condition(k8s, "amlcompute", "quiet", namespace, "Reconciling")
+    azure.control("DELETE", "/stats")
+    testbed.eventually(
+        lambda: azure.operations().get(LISTS, 0) + azure.operations().get(GETS, 0) >= 3,
+        what="three looks at the Creating cluster",
+    )
+    creating = testbed.get_object(k8s, "amlcompute", "quiet", namespace)
+    assert creating is not None
+    assert condition(creating, "Reconciling")["reason"] == "Creating"
+    assert _status_patches(k8s) - before == 1, "only the create pass wrote while Azure was Creating"
+
+    azure.control("POST", "/clock/advance", {"seconds": 600})
+    ready = wait_condition(k8s, "amlcompute", "quiet", namespace, "Ready")
+    assert _status_patches(k8s) - before == 2
+    # Nothing the user needs is lost: the Ready write has what Azure says, and the transition times are true.
+    status = ready["status"]
+    assert status["provisioningState"] == "Succeeded"
+    assert status["resourceId"]
+    assert status["observedGeneration"] == ready["metadata"]["generation"]
+    reconciling = condition(ready, "Reconciling")
+    assert reconciling["status"] == "False"
+    assert reconciling["lastTransitionTime"] == condition(ready, "Ready")["lastTransitionTime"]
+    assert condition(ready, "Stalled")["lastTransitionTime"] == condition(creating, "Stalled")["lastTransitionTime"]

@@ -143,6 +143,7 @@ def test_a_cluster_azure_is_still_creating_reports_no_min_nodes_yet() -> None:
     quota = o.quota_condition((True, "4 vCPUs needed, 8 free"))
     obs = o.observation(spec(), b, sync=SYNC, quota=quota)
     assert obs.transitional
+    assert obs.interim, "what it reports while Creating is replaced by the pass that finds it created"
     assert [c.type for c in obs.conditions] == ["QuotaSufficient"]
 
 

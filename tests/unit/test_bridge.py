@@ -13,7 +13,7 @@ import pytest
 
 from amlops import status as st
 from amlops.handlers.app import RoutineObjectLogs
-from amlops.handlers.bridge import StatusHistory, fingerprint, next_status
+from amlops.handlers.bridge import StatusHistory, fingerprint, next_status, worth_writing
 from amlops.handlers.diffbase import ProcessDiffBaseStorage
 from amlops.reconcile.outcome import Outcome
 
@@ -105,6 +105,66 @@ def test_a_reconcile_request_is_acknowledged_once() -> None:
     assert first is not None
     assert first["lastHandledReconcileAt"] == "2026-01-01T00:00:00Z"
     assert next_status(Outcome(conditions=tuple(st.ready())), first, 1, "2026-01-01T00:00:00Z") == (None, [])
+
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _at(seconds_ago: float) -> str:
+    return st.now_iso(NOW - timedelta(seconds=seconds_ago))
+
+
+# Azure's details of a cluster it is creating, as a pass that finds it Creating reports them.
+DETAILS = {"lastSyncTime": _at(0), "observedGeneration": 1, "provisioningState": "Creating", "resourceId": "/s/x"}
+SYNCED = {"lastSyncTime": _at(0), "observedGeneration": 1}
+
+
+@pytest.mark.parametrize(
+    ("why", "new", "interim", "synced_ago", "written_ago", "worth"),
+    [
+        ("nothing but lastSyncTime, fresh", SYNCED, False, 10, None, False),
+        ("nothing but lastSyncTime, 5 minutes old: the operator is seen alive", SYNCED, False, 300, None, True),
+        ("nothing moved and no sync time (a kind without one)", {"observedGeneration": 1}, False, 10, None, False),
+        ("not interim: a new field is written at once", DETAILS, False, 10, 10, True),
+        ("interim: Azure's transitional details wait (the next pass replaces them)", DETAILS, True, 10, 10, False),
+        ("interim: a paced create, written long after its read, counts from its write", DETAILS, True, 120, 5, False),
+        ("interim: details a minute behind are written", DETAILS, True, 60, 60, True),
+        ("interim: no write since the operator started, read a minute ago", DETAILS, True, 60, None, True),
+        ("interim: a new generation is handled: written", {**DETAILS, "observedGeneration": 2}, True, 10, 10, True),
+        ("interim: a reconcile request is acknowledged", {**DETAILS, "lastHandledReconcileAt": "r1"}, True, 10, 10,
+         True),
+        ("interim, nothing moved: the lastSyncTime rule", SYNCED, True, 10, 10, False),
+    ],
+)  # fmt: skip
+def test_worth_writing(
+    why: str, new: dict[str, Any], interim: bool, synced_ago: float, written_ago: float | None, worth: bool
+) -> None:
+    """The status the create pass wrote (``pendingOperation`` create) against what a later pass would write."""
+    current = {"lastSyncTime": _at(synced_ago), "observedGeneration": 1, "pendingOperation": {"name": "create"}}
+    new = {"pendingOperation": {"name": "create"}, **new}
+    written_at = None if written_ago is None else NOW - timedelta(seconds=written_ago)
+    assert worth_writing(current, new, interim=interim, written_at=written_at, now=NOW) is worth, why
+
+
+def test_the_passes_that_find_azure_still_creating_fold_into_the_create_passs_write() -> None:
+    """Create pass (written, Event Creating), then a pass that finds the cluster Creating: the same conditions with
+    Azure's details, nothing written; then Ready: written with everything, the transition times true."""
+    created = Outcome.converging(st.REASON_CREATING, "creating in Azure", 5, status={"lastSyncTime": _at(10)})
+    first, events = next_status(created, {}, 1, None, None, NOW - timedelta(seconds=10))
+    assert first is not None
+    assert [e.reason for e in events] == ["Creating"]
+    creating = Outcome.converging(
+        "Creating", "Creating; allocation Steady", 5, status={"lastSyncTime": _at(0), "provisioningState": "Creating"},
+        interim=True,
+    )  # fmt: skip
+    assert next_status(creating, first, 1, None, NOW - timedelta(seconds=10), NOW) == (None, [])
+    ready = Outcome.steady(st.ready(), status={"lastSyncTime": _at(0), "provisioningState": "Succeeded"})
+    last, events = next_status(ready, first, 1, None, NOW - timedelta(seconds=10), NOW)
+    assert last is not None
+    assert [e.reason for e in events] == ["Succeeded"]
+    assert last["provisioningState"] == "Succeeded"
+    times = {c["type"]: c["lastTransitionTime"] for c in last["conditions"]}
+    assert times == {"Reconciling": _at(0), "Stalled": _at(10), "Ready": _at(0)}
 
 
 def _body(uid: str, annotations: dict[str, str] | None = None) -> kopf.Body:

@@ -85,9 +85,11 @@ class Case:
     conditions: dict[str, tuple[str, str]]  # type -> (status, reason)
     release: bool = False
     retry: bool = False
+    interim: bool = False  # Azure alone converging, amlops did nothing: a status the next pass replaces
 
 
 EXISTS_OURS = Observation(resource_exists=True, owner=OWNER, at_provider={"provisioningState": "Succeeded"})
+CREATING_IN_AZURE = Observation(True, owner=OWNER, transitional=True, transitional_reason="Creating")
 CASES = [
     Case(
         "Paused: no Azure call at all",
@@ -120,12 +122,21 @@ CASES = [
         {"Ready": ("True", "Succeeded"), "Reconciling": ("False", "Succeeded")},
     ),
     Case(
-        "Up to date but Azure converging (Resizing): Reconciling, no write",
+        "Up to date but Azure converging (Resizing): Reconciling, no write; its details are written (a running job)",
         managed(),
         Scripted(observation=Observation(True, owner=OWNER, transitional=True, transitional_reason="Resizing")),
         ["observe"],
         {"Reconciling": ("True", "Resizing"), "Ready": ("False", "Resizing")},
         retry=True,
+    ),
+    Case(
+        "Azure creating, the observation's details a snapshot (a compute): an interim outcome",
+        managed(),
+        Scripted(observation=replace(CREATING_IN_AZURE, interim=True)),
+        ["observe"],
+        {"Reconciling": ("True", "Creating"), "Ready": ("False", "Creating")},
+        retry=True,
+        interim=True,
     ),
     Case(
         "Drifted: update, Reconciling/Updating",
@@ -204,10 +215,11 @@ CASES = [
     Case(
         "Deleting while Azure is already deleting: no second delete",
         managed(deleting=True),
-        Scripted(observation=Observation(True, owner=OWNER, transitional=True)),
+        Scripted(observation=Observation(True, owner=OWNER, transitional=True, interim=True)),
         ["observe"],
         {"Reconciling": ("True", "Deleting")},
         retry=True,
+        interim=True,
     ),
     Case(
         "Deleting and gone: release the finalizer",
@@ -353,6 +365,7 @@ async def test_engine(case: Case) -> None:
         assert got.get(type_) == expected, f"{case.reason}: {type_} {got.get(type_)} != {expected}"
     assert outcome.release_finalizer == case.release, case.reason
     assert outcome.retry == case.retry, case.reason
+    assert outcome.interim == case.interim, case.reason
 
 
 async def test_pending_operation_is_published_and_cleared() -> None:

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
+from azure.storage.blob import generate_blob_sas
 
 from amlops.api.paralleljob import ParallelJobSpec
 from amlops.azure.blob import BlobFolder, BlobSigner, BlobStore, sas_expiry, sas_protocol
@@ -113,6 +114,44 @@ def test_a_url_names_one_blob_with_exactly_the_permissions_asked() -> None:
 
     assert read == Token("data/in/sub dir/a#1.txt", "b", "r", "2026-11-29T18:00:00Z", "https")
     assert write == Token("out/r/0.txt", "b", "cw", "2026-11-29T18:00:00Z", "https")
+
+
+@dataclass(frozen=True)
+class SdkCase:
+    reason: str
+    endpoint: str
+    container: str
+    blob: str
+    permission: str
+
+
+SDK_CASES = [
+    SdkCase("a plain read", AZURE, "data", "in/a.txt", "r"),
+    SdkCase("write only, Azurite over http", AZURITE, "out", "r/0.txt", "cw"),
+    SdkCase("read and write", AZURE, "out", "r/0.summary.json", "rcw"),
+    SdkCase("spaces, a hash, a plus and a percent sign in the name", AZURE, "data", "in/sub dir/a#1+b%20.txt", "r"),
+    SdkCase("a name outside ASCII", AZURE, "data", "in/données/é.csv", "r"),
+    SdkCase("a name that holds the placeholder's own text", AZURE, "data", "amlops-sas-placeholder/x", "r"),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.reason) for c in SDK_CASES])
+def test_every_url_is_the_one_the_sdk_signs(case: SdkCase) -> None:
+    """The signer signs each blob itself (HMAC over the SDK's own string to sign, see SasTemplate): each URL must be
+    exactly the one azure-storage-blob's generate_blob_sas gives, however many blobs one template signs."""
+    sign = BlobSigner(case.endpoint, ACCOUNT, KEY, EXPIRY)
+    folder = BlobFolder(case.container, "")
+    sign.url(folder, "warm/the/template", case.permission)
+    sdk = generate_blob_sas(
+        ACCOUNT,
+        case.container,
+        case.blob,
+        account_key=KEY,
+        permission=case.permission,
+        expiry=EXPIRY,
+        protocol=sas_protocol(case.endpoint),
+    )
+    assert sign.url(folder, case.blob, case.permission) == f"{case.endpoint}/{case.container}/{quote(case.blob)}?{sdk}"
 
 
 # ----------------------------------------------------------------------------------------------- tasks

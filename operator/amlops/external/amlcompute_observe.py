@@ -195,6 +195,8 @@ def observation(
         resource_up_to_date=not patch,
         transitional=p.transitional,
         transitional_reason=m.provisioning_state(body) or "WaitingForAzure",
+        # Creating, Updating, Deleting: the pass that finds the cluster settled writes what it is then.
+        interim=True,
         settling=m.is_resizing(body),
         message=(
             f"{m.provisioning_state(body)}; allocation {status_.get('allocationState')}: "

@@ -138,10 +138,12 @@ JOB_INPUTS_DOC = "job-inputs.json"
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
 REUSE_MARKER = "reused.json"
 SUMMARY_WINDOW = 16
-# Tasks built and submitted together (memory holds one slice), and at most this many per pass so a huge job's
-# status moves while it is being added.
+# Tasks built and submitted together (memory holds one slice, and the next one being built), and at most this many
+# per pass so a huge job's status moves while it is being added (every few seconds at Batch's pace). Each pass
+# ends with a status write and the next starts a requeue interval later: 20,000 a pass cost 100,000 mini-batches
+# four such pauses, a fifth of their plan + submit time (bench/paralleljob_plan_submit.py).
 ADD_SLICE = 1_000
-ADD_PER_PASS = 20_000
+ADD_PER_PASS = 50_000
 # A manifest up to this size travels in the task's environment: 100 such tasks stay under Batch's 1 MB body.
 INLINE_MANIFEST_BYTES = 4_096
 WAIT_FOR_COMPUTE_SECONDS = 5.0
@@ -458,9 +460,24 @@ class ParallelJobClient:
         before that slice exists; adding the slice again is harmless (TaskExists is skipped)."""
         start = added // ADD_SLICE * ADD_SLICE
         end = min(index.count, start + ADD_PER_PASS)
-        for low in range(start, end, ADD_SLICE):
-            batches = await self._mini_batches(layout, index, low, min(end, low + ADD_SLICE))
-            await batch_jobs.add_tasks(client, job_id(mr), await self._tasks(mr, layout, batches))
+        slices = [(low, min(end, low + ADD_SLICE)) for low in range(start, end, ADD_SLICE)]
+        if not slices:
+            return
+        # The next slice is read and signed while this one is added: the operator's CPU (signing, most of it) and
+        # Batch's (taking the tasks) overlap instead of taking turns.
+        building = asyncio.create_task(self._slice(mr, layout, index, *slices[0]))
+        try:
+            for following in [*slices[1:], None]:
+                tasks = await building
+                if following is not None:
+                    building = asyncio.create_task(self._slice(mr, layout, index, *following))
+                await batch_jobs.add_tasks(client, job_id(mr), tasks)
+        finally:
+            building.cancel()  # a failed add leaves the next slice unbuilt (done already: a no-op)
+
+    async def _slice(self, mr: Mr, layout: Layout, index: PlanIndex, low: int, high: int) -> list[dict[str, Any]]:
+        """The task bodies of mini-batches ``low`` to ``high`` (excluded)."""
+        return await self._tasks(mr, layout, await self._mini_batches(layout, index, low, high))
 
     async def _mini_batches(self, layout: Layout, index: PlanIndex, low: int, high: int) -> list[MiniBatch]:
         plan = JsonFolder(layout.store, layout.plan)
@@ -644,8 +661,8 @@ class ParallelJobClient:
         code = [blob.name async for blob in store.list_folder(layout.code)]
         check_code_files(len(code), store.folder_url(layout.code))
         sign = store.signer(sas_expiry(datetime.now(UTC), spec.active_deadline_seconds, SAS_LIFETIME, SAS_MARGIN))
-        # Signing is most of the CPU here (tens of microseconds a token, two or more per task): off the event loop,
-        # so one large job's slice does not hold up every other object's reconcile.
+        # Building the bodies and signing their tokens (two or more per task) is most of the CPU here: off the event
+        # loop, so one large job's slice does not hold up every other object's reconcile.
         files = {name: [blob for blob, _ in listed] for name, listed in (await self._list_job_inputs(layout)).items()}
         tasks, documents = await asyncio.to_thread(task_bodies, spec, layout, sign, code, installs, batches, files)
         for name, document in documents.items():  # manifests too large to travel inside their task

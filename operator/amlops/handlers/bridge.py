@@ -25,6 +25,14 @@ DELETING = "deleting"
 SYNC_TIME = "lastSyncTime"
 # status.lastSyncTime is exact whenever anything else in the status changes, and never older than this.
 SYNC_TIME_REFRESH = timedelta(minutes=5)
+# While Azure converges on its own (an interim outcome), the details it reports (provisioningState Creating, the
+# condition messages) are written when a condition changes, or once the status written is this old: a converging
+# object is at most this far behind Azure, and a create that takes Azure's usual half minute costs two status
+# writes (Creating, Ready), not one more per pass that finds it still Creating.
+INTERIM_REFRESH = timedelta(minutes=1)
+# These always make a write: the user (or a tool waiting on kstatus) is told the generation or request is handled.
+ALWAYS_WRITTEN = frozenset({"observedGeneration", "lastHandledReconcileAt"})
+WRITTEN_AT = "status_written_at"  # per-object memo key: when this process last wrote the status
 
 
 def object_lock(memo: kopf.Memo) -> asyncio.Lock:
@@ -79,7 +87,8 @@ async def write_outcome(
 
     Nothing is written when nothing but ``lastSyncTime`` would change and that is fresher than
     ``SYNC_TIME_REFRESH``: a pass that learns nothing new costs no apiserver write, and no watch event that
-    every other watcher of the kind would have to process.
+    every other watcher of the kind would have to process. Nor, within ``INTERIM_REFRESH`` of the last write,
+    when an interim outcome (Azure converging on its own) moves only details the next pass replaces.
 
     The write happens here, under the per-object lock, not through kopf's ``patch`` (which kopf sends after
     the handler returns): the next pass would otherwise start before it, and its write could reach the
@@ -94,28 +103,36 @@ async def write_outcome(
         history = memo[STATUS_HISTORY] = None  # a steady object keeps no history
     status = history.known(current) if history else current
     requested = body.metadata.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
-    new, events = next_status(outcome, status, body.metadata.get("generation"), requested)
+    written_at: datetime | None = memo.get(WRITTEN_AT)
+    new, events = next_status(outcome, status, body.metadata.get("generation"), requested, written_at)
     if new is None:
         return
     meta = body.metadata
     stored = await writer.patch_status(plural, meta.namespace or "", meta.name or "", new)
     if stored is None:
         return  # the object is gone
+    memo[WRITTEN_AT] = datetime.now(UTC)
     memo[STATUS_HISTORY] = (history or StatusHistory()).wrote(replaced=current, written=stored)
     for record in events:
         kopf.event(body, type=record.type, reason=record.reason, message=record.message)
 
 
 def next_status(
-    outcome: Outcome, status: Mapping[str, Any], generation: int | None, reconcile_requested: str | None
+    outcome: Outcome,
+    status: Mapping[str, Any],
+    generation: int | None,
+    reconcile_requested: str | None,
+    written_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> tuple[dict[str, Any] | None, list[EventRecord]]:
-    """The status fields to write after ``outcome`` (None: nothing worth a write) and the Events to post."""
-    conditions, changes = set_conditions(status.get("conditions") or [], outcome.conditions, generation)
+    """The status fields to write after ``outcome`` (None: nothing worth a write) and the Events to post.
+    ``written_at``: when this process last wrote the object's status (None: not since it started)."""
+    conditions, changes = set_conditions(status.get("conditions") or [], outcome.conditions, generation, now)
     events = [*changes, *outcome.events]
     new = {**outcome.status, "conditions": conditions, "observedGeneration": generation}
     if reconcile_requested and status.get("lastHandledReconcileAt") != reconcile_requested:
         new["lastHandledReconcileAt"] = reconcile_requested
-    if not events and _only_sync_time_moved(status, new):
+    if not events and not worth_writing(status, new, interim=outcome.interim, written_at=written_at, now=now):
         return None, []
     return new, events
 
@@ -166,10 +183,30 @@ def fingerprint(status: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-def _only_sync_time_moved(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    if any(current.get(key) != value for key, value in new.items() if key != SYNC_TIME):
-        return False  # a None value removes a field: equal to an absent one
-    if SYNC_TIME not in new:
-        return True
+def worth_writing(
+    current: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    interim: bool,
+    written_at: datetime | None,
+    now: datetime | None = None,
+) -> bool:
+    """Whether ``new``, from a pass that changes no condition's status or reason (no Event), is worth a status
+    write over ``current``:
+
+    - it changes nothing but ``lastSyncTime``: once the one written is ``SYNC_TIME_REFRESH`` old;
+    - it changes a field of ``ALWAYS_WRITTEN``, or the outcome is not interim: yes;
+    - interim, only details change (what Azure reports while it converges, a condition's message): once the
+      status is ``INTERIM_REFRESH`` old, by the later of its ``lastSyncTime`` and ``written_at`` (a create paced to
+      the subscription's budget is written well after the read its lastSyncTime tells of).
+    """
+    at = now or datetime.now(UTC)
+    # A None value removes a field: equal to an absent one.
+    moved = {key for key, value in new.items() if key != SYNC_TIME and current.get(key) != value}
     synced = parse_time(current.get(SYNC_TIME))
-    return synced is not None and datetime.now(UTC) - synced < SYNC_TIME_REFRESH
+    if not moved:
+        return SYNC_TIME in new and (synced is None or at - synced >= SYNC_TIME_REFRESH)
+    if not interim or moved & ALWAYS_WRITTEN:
+        return True
+    since = [t for t in (synced, written_at) if t is not None]
+    return not since or at - max(since) >= INTERIM_REFRESH

@@ -165,7 +165,8 @@ async def _decide(mr: Managed[Any], client: ExternalClient[Any], obs: Observatio
             # Never delete what we do not own; let the object go and leave Azure alone.
             return Outcome(status=status, release_finalizer=True)
         pending = obs.pending if obs.transitional else await client.delete(mr)
-        return _converging(REASON_DELETING, "deleting in Azure", status, pending, t)
+        interim = obs.transitional and obs.interim
+        return _converging(REASON_DELETING, "deleting in Azure", status, pending, t, interim=interim)
 
     if obs.foreign_type:
         message = (
@@ -255,7 +256,7 @@ def _published(obs: Observation) -> dict[str, Any]:
 def _steady(obs: Observation, status: dict[str, Any], t: Timing) -> Outcome:
     if obs.transitional:
         return Outcome.converging(
-            obs.transitional_reason, obs.message, t.short, status=status, conditions=obs.conditions
+            obs.transitional_reason, obs.message, t.short, status=status, conditions=obs.conditions, interim=obs.interim
         )
     if not obs.ready:
         idle = (
@@ -276,7 +277,9 @@ def _converging(
     pending: Pending | None,
     t: Timing,
     conditions: tuple[ConditionUpdate, ...] = (),
+    *,
+    interim: bool = False,
 ) -> Outcome:
     if pending is not None:
         status = {**status, "pendingOperation": pending.to_status()}
-    return Outcome.converging(reason, message, t.short, status=status, conditions=conditions)
+    return Outcome.converging(reason, message, t.short, status=status, conditions=conditions, interim=interim)

@@ -50,6 +50,10 @@ class Observation:
     # Azure is still converging on its own (Creating, Resizing, Deleting): look again soon.
     transitional: bool = False
     transitional_reason: str = "WaitingForAzure"
+    # While transitional, what ``at_provider`` and the message report is a snapshot the pass that ends the
+    # transition replaces (a compute Azure is creating: provisioningState Creating): no status write of its own
+    # (Outcome.interim). Not a running job's: its progress is what users follow.
+    interim: bool = False
     # Usable, but moving (an autoscaling cluster resizing): Ready, and look again soon for fresh numbers.
     settling: bool = False
     # Settled but not usable, and nothing to converge on (a suspended job): Ready=False with ``reason``,

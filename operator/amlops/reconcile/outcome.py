@@ -26,7 +26,10 @@ class Outcome:
     read from the conditions themselves, so a label can never disagree with them; the constructors
     (:meth:`converging`, :meth:`stalled`, :meth:`error`) keep the flags in line with the conditions too.
     ``release_finalizer`` is set once a deleted object may go. ``events`` are posted besides those of the
-    condition changes.
+    condition changes. ``interim``: the pass did nothing and found Azure still converging on its own (Creating,
+    Updating, Deleting) with an observation that says its details are a snapshot the next pass replaces
+    (``Observation.interim``; not a running job's progress): written only when a condition changes or the status
+    has aged (the handlers' bridge).
     """
 
     conditions: tuple[ConditionUpdate, ...] = ()
@@ -35,6 +38,7 @@ class Outcome:
     retry: bool = False
     release_finalizer: bool = False
     events: tuple[EventRecord, ...] = ()
+    interim: bool = False
 
     @classmethod
     def converging(
@@ -45,13 +49,16 @@ class Outcome:
         *,
         status: Mapping[str, Any] | None = None,
         conditions: Iterable[ConditionUpdate] = (),
+        interim: bool = False,
     ) -> Outcome:
-        """Reconciling: amlops or Azure is on its way; look again after ``requeue_after``."""
+        """Reconciling: amlops or Azure is on its way; look again after ``requeue_after``. ``interim``: Azure alone
+        is on its way, and this pass did nothing."""
         return cls(
             conditions=(*progressing(reason, message), *conditions),
             status=status or {},
             requeue_after=requeue_after,
             retry=True,
+            interim=interim,
         )
 
     @classmethod

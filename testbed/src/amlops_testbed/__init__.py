@@ -367,6 +367,25 @@ def running(bin_dir: Path | None = None, workdir: Path | None = None) -> Iterato
         bed.stop()
 
 
+def apiserver_requests(bed: Testbed, resources: Sequence[str]) -> dict[str, int]:
+    """The apiserver's ``apiserver_request_total`` for ``resources`` (plurals), summed by resource[/subresource]
+    and verb since it started: ``{"amlcomputes/status PATCH": 2}``. What a test or bench counts writes by: the
+    apiserver's own counter, which a no-op write moves too (a watch would not see one)."""
+    _, body = bed.get("/metrics")
+    totals: dict[str, int] = {}
+    for line in body.decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        inner = line[line.index("{") + 1 : line.rindex("}")]
+        labels = {k: v.strip('"') for k, v in (part.split("=", 1) for part in inner.split(",") if "=" in part)}
+        if labels.get("resource") not in resources:
+            continue
+        resource = "/".join(filter(None, (labels["resource"], labels.get("subresource"))))
+        key = f"{resource} {labels.get('verb', '')}"
+        totals[key] = totals.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return totals
+
+
 def discovery_has(bed: Testbed, group_version: str, plural: str) -> bool:
     status, body = bed.get(f"/apis/{group_version}")
     return status == 200 and any(r["name"] == plural for r in json.loads(body).get("resources", []))
