@@ -147,8 +147,8 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, SCORE_SCRIPT))
 
-    submitted = await jobs.submit(build_pipeline_job(run, None))
-    again = await jobs.submit(build_pipeline_job(run, None))  # the operator crashed before recording it
+    submitted = await jobs.submit(lambda: build_pipeline_job(run, None))
+    again = await jobs.submit(lambda: build_pipeline_job(run, None))  # the operator crashed before recording it
 
     assert submitted.name == name
     assert again.name == name
@@ -183,7 +183,7 @@ async def test_a_failed_jobs_state_and_cancel_on_a_finished_job(
     upload_data(blobs, container, prefix)
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, FAIL))
-    await jobs.submit(build_pipeline_job(run, None))
+    await jobs.submit(lambda: build_pipeline_job(run, None))
 
     state = await finished(jobs, name)
     await jobs.cancel(name)
@@ -204,7 +204,7 @@ async def test_cancel_a_running_job_and_a_missing_one(
     name = aml.job_name(str(uuid.uuid4()))
     slow = SCORE_SCRIPT.replace("def run(input_data):", "def run(input_data):\n    import time; time.sleep(600)")
     run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, slow))
-    await jobs.submit(build_pipeline_job(run, None))
+    await jobs.submit(lambda: build_pipeline_job(run, None))
 
     await jobs.cancel(name)
     await jobs.cancel(name)  # idempotent
@@ -221,7 +221,7 @@ async def test_an_azure_refusal_leaves_through_the_funnel(jobs: MlJobs, tmp_path
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec("no-such-cluster", unique("adapter")), name, code_folder(tmp_path, SCORE_SCRIPT))
     with pytest.raises(TerminalError) as refused:
-        await jobs.submit(build_pipeline_job(run, None))
+        await jobs.submit(lambda: build_pipeline_job(run, None))
     assert refused.value.reason == "ResourceNotFound"
     assert "no-such-cluster" in refused.value.message
     assert await jobs.get(name) is None
@@ -244,6 +244,6 @@ async def test_a_credential_without_azure_ml_tokens_is_refused_with_a_reason(
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec(cluster, unique("adapter")), name, code_folder(tmp_path, SCORE_SCRIPT))
     with pytest.raises(TerminalError) as refused:
-        await static.submit(build_pipeline_job(run, None))
+        await static.submit(lambda: build_pipeline_job(run, None))
     assert refused.value.reason == "AuthenticationFailed"
     assert "https://ml.azure.com/" in refused.value.message
