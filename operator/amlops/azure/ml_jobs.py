@@ -67,28 +67,31 @@ TOKEN_WAIT_SECONDS = 60.0
 # Threads for azure-ai-ml's blocking calls, process-wide. Its work is mostly Python under the GIL (schemas, entity
 # conversion): more threads add no speed, only contention; a few keep requests in flight while others compute.
 ML_WORKERS = 4
+# The workspaces' job listings have a thread of their own: every job's status waits on its workspace's listing, which
+# must not queue behind hundreds of per-job calls (500 submissions, or the reads of 500 running jobs).
+LISTING_WORKERS = 1
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_USER_ERROR = "UserError"
 REASON_AUTHENTICATION_FAILED = "AuthenticationFailed"
 _AZURE_CODE = re.compile(r"^Code: ([A-Za-z][A-Za-z0-9]*)$", re.MULTILINE)
+_pools: dict[str, ThreadPoolExecutor] = {}
 
 
-_ml_pool: ThreadPoolExecutor | None = None
+def ml_pool(purpose: str = "jobs") -> ThreadPoolExecutor:
+    """The process's pool for azure-ai-ml's calls (``"jobs"``) or its listings (``"listings"``), made on first use:
+    only an operator with Azure ML jobs has them."""
+    pool = _pools.get(purpose)
+    if pool is None:
+        workers = LISTING_WORKERS if purpose == "listings" else ML_WORKERS
+        pool = _pools[purpose] = ThreadPoolExecutor(workers, thread_name_prefix=f"azure-ai-ml-{purpose}")
+    return pool
 
 
-def ml_pool() -> ThreadPoolExecutor:
-    """The process's pool for azure-ai-ml's calls (made on first use: only an operator with Azure ML jobs has it)."""
-    global _ml_pool
-    if _ml_pool is None:
-        _ml_pool = ThreadPoolExecutor(ML_WORKERS, thread_name_prefix="azure-ai-ml")
-    return _ml_pool
-
-
-async def in_ml_thread(call: Callable[[], T]) -> T:
+async def in_ml_thread(call: Callable[[], T], purpose: str = "jobs") -> T:
     """``call()`` (azure-ai-ml's blocking work) in :func:`ml_pool`, awaited on the event loop. Calls queue in the
     order they come: a job's whole submission is one call, so jobs applied together are submitted one after
     another, each as soon as its turn comes (not all of them at the end)."""
-    return await asyncio.get_running_loop().run_in_executor(ml_pool(), call)
+    return await asyncio.get_running_loop().run_in_executor(ml_pool(purpose), call)
 
 
 class LoopCredential:
@@ -262,9 +265,9 @@ class MlJobs:
         self._client = client
         self._store: ArtifactStore | None = None
 
-    async def _call(self, call: Callable[[], T]) -> T:
+    async def _call(self, call: Callable[[], T], purpose: str = "jobs") -> T:
         with ml_errors():
-            return await in_ml_thread(call)
+            return await in_ml_thread(call, purpose)
 
     async def submit(self, build: Callable[[], Job]) -> JobState:
         """Build the job (``build``: a pipeline job from external/paralleljob_aml_job.py, a command job from
@@ -321,7 +324,7 @@ class MlJobs:
         """Every top-level job of the workspace as :func:`job_summary` plain data: one paged list call that the
         polls of many ParallelJobs and CommandJobs (and AmlCompute's ``activeRuns``) share through one
         :class:`~amlops.azure.pollers.WorkspacePoller` per workspace (``AzureClients.job_poller``)."""
-        return await self._call(lambda: [job_summary(job) for job in self._client.jobs.list()])
+        return await self._call(lambda: [job_summary(job) for job in self._client.jobs.list()], "listings")
 
     async def cancel(self, name: str) -> None:
         """Cancel the job; a job that has finished or is gone is left as it is (cancel is idempotent)."""
