@@ -12,9 +12,11 @@ ml/parallel.py: "How to use parallel job in pipeline", the ParallelRunStep perfo
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,32 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     assert counts.items_processed == ITEMS
     assert counts.succeeded == counts.total > 1, "100 bytes per mini-batch cut 40 rows into several"
     assert progress(counts, 10.0)["progress"] == f"{counts.total}/{counts.total}", "the Batch backend's contract"
+
+
+async def test_jobs_submitted_together_need_no_thread_of_the_event_loops_own(
+    jobs: MlJobs, cluster: str, tmp_path: Path
+) -> None:
+    """azure-ai-ml waits in its threads for tokens the operator's async credential fetches on the event loop, and
+    every aiohttp request of the loop first runs its .netrc and proxy lookups in the loop's default executor
+    (``trust_env``). azure-ai-ml's calls therefore run in a pool of their own: in the default executor, jobs
+    submitted together held every thread of it while waiting for a token that needed one (each round ended
+    ``TOKEN_WAIT_SECONDS`` later as "Azure unreachable"). Here the default executor has a single thread and the
+    credential no token yet: four jobs submitted at once are all created."""
+    loop = asyncio.get_running_loop()
+    single = ThreadPoolExecutor(1)
+    loop.set_default_executor(single)
+    try:
+        code = code_folder(tmp_path, SCORE_SCRIPT)
+        runs = [aml.parallel_run(seed_spec(cluster, unique("together")), aml.job_name(str(uuid.uuid4())), code)
+                for _ in range(4)]  # fmt: skip
+        states = await asyncio.gather(*(jobs.submit(functools.partial(build_pipeline_job, run, None)) for run in runs))
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor())
+        single.shutdown(wait=False)
+
+    assert sorted(state.name for state in states) == sorted(run.job["name"] for run in runs)
+    listed = {job["name"] for job in await jobs.list_jobs()}
+    assert {run.job["name"] for run in runs} <= listed
 
 
 async def test_a_failed_jobs_state_and_cancel_on_a_finished_job(
