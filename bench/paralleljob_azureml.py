@@ -1,10 +1,10 @@
-"""Bench: N ParallelJobs on one AmlCompute (the Azure ML backend) applied at once → all Complete. Prints one JSON
-object.
+"""Bench: N Azure ML jobs on one AmlCompute applied at once → all Complete: ParallelJobs on the Azure ML backend
+(``--kind paralleljob``, the default) or CommandJobs (``--kind commandjob``). Prints one JSON object.
 
 Real parts only: the Kubernetes test bed, the operator as a process, the emulator with Azurite (``--azurite``: the
-workspace's default datastore), whose Azure ML runs each job's parallel runtime on the cluster's nodes; the
-operator submits every job with azure-ai-ml's ``MLClient``. Each job has a tiny ``uri_folder`` input (two files, one
-per mini-batch), a fast entry script and an ``appendRowTo`` output.
+workspace's default datastore), whose Azure ML runs each job on the cluster's nodes; the operator submits every job
+with azure-ai-ml's ``MLClient``. A ParallelJob has a tiny ``uri_folder`` input (two files, one per mini-batch), a fast
+entry script and an ``appendRowTo`` output; a CommandJob runs one short script. Both come from one ConfigMap.
 
 Reported:
 
@@ -19,11 +19,12 @@ Reported:
   operation (the emulator's ``/stats``), and per interval: the workspace's job listing (shared by every job) against
   per-job GETs. Report reads go to the datastore (Azurite), not counted here: at most one per running job per
   interval (README, ParallelJob on an AmlCompute).
-- ``operator_peak_rss_mb``, CPU seconds per process.
+- ``operator_peak_rss_mb``, CPU seconds per process, and the operator's per job (apply to all Complete: submission,
+  status, polls).
 
 Run from the repository root as a module (it shares the tests' MLClient helpers in ``tests/support``)::
 
-    uv run python -m bench.paralleljob_azureml [--count 100] [--max-nodes 8]
+    uv run python -m bench.paralleljob_azureml [--kind paralleljob|commandjob] [--count 100] [--max-nodes 8]
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,11 +71,20 @@ def run(mini_batch):
         time.sleep(0.05)
     return [os.path.basename(path) for path in mini_batch]
 """
+# A CommandJob's command: waits while $HOLD exists, as SCRIPT's run() does.
+COMMAND = """\
+import os, time
+
+while os.path.exists(os.environ["HOLD"]):
+    time.sleep(0.05)
+print("released")
+"""
+IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 WORKSPACE = {"subscriptionId": DEFAULT_SUBSCRIPTION, "resourceGroup": DEFAULT_RESOURCE_GROUP, "name": DEFAULT_WORKSPACE}
 LIST_OPERATION = "Jobs_List"
 
 
-def _job(name: str, prefix: str, hold: Path) -> dict[str, Any]:
+def _parallel_job(name: str, prefix: str, hold: Path) -> dict[str, Any]:
     return {
         "apiVersion": "amlops.io/v1alpha1",
         "kind": "ParallelJob",
@@ -87,6 +99,36 @@ def _job(name: str, prefix: str, hold: Path) -> dict[str, Any]:
             "task": {"codeConfigMap": "code", "entryScript": "score.py", "appendRowTo": "${{outputs.out}}"},
         },
     }
+
+
+def _command_job(name: str, prefix: str, hold: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "amlops.io/v1alpha1",
+        "kind": "CommandJob",
+        "metadata": {"name": name},
+        "spec": {
+            "compute": "cpu",
+            "codeConfigMap": "code",
+            "command": "python hold.py",
+            "environment": {"image": IMAGE},
+            "environmentVariables": {"HOLD": str(hold)},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A job kind the bench applies: its resource's plural, its document, its Azure ML jobs' name prefix."""
+
+    plural: str
+    document: Callable[[str, str, Path], dict[str, Any]]
+    azure_prefix: str
+
+
+KINDS = {
+    "paralleljob": Kind("paralleljobs", _parallel_job, "pj-"),
+    "commandjob": Kind("commandjobs", _command_job, "cj-"),
+}
 
 
 def _compute(max_nodes: int) -> dict[str, Any]:
@@ -129,17 +171,17 @@ def _wait(what: str, condition: Any, within: float, every: float = 1.0) -> None:
         time.sleep(every)
 
 
-def _phases(bed: testbed.Testbed) -> dict[str, int]:
+def _phases(bed: testbed.Testbed, plural: str) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for obj in _objects(bed, "paralleljobs"):
+    for obj in _objects(bed, plural):
         phase = str((obj.get("status") or {}).get("phase") or "unseen")
         counts[phase] = counts.get(phase, 0) + 1
     return counts
 
 
-async def _apply(bed: testbed.Testbed, docs: list[dict[str, Any]]) -> dict[str, float]:
+async def _apply(bed: testbed.Testbed, plural: str, docs: list[dict[str, Any]]) -> dict[str, float]:
     """Apply every document at once (server-side apply, as bench/amlcompute_scale.py): name → when answered."""
-    base = f"{bed.server}/apis/amlops.io/v1alpha1/namespaces/{NAMESPACE}/paralleljobs"
+    base = f"{bed.server}/apis/amlops.io/v1alpha1/namespaces/{NAMESPACE}/{plural}"
     answered: dict[str, float] = {}
     connector = aiohttp.TCPConnector(ssl=bed.ssl_context(), limit=APPLY_CONCURRENCY + 1)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -166,14 +208,14 @@ def _percentile(values: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2)
 
 
-def _created_real(ml: MLClient, run: testbed.EmulatorRun) -> dict[str, float]:
-    """Each ``pj-`` job's creation time in real (wall-clock) seconds: the emulator's clock runs at its speed from
-    a known instant, so real = now - (virtual now - created) / speed."""
+def _created_real(ml: MLClient, run: testbed.EmulatorRun, prefix: str) -> dict[str, float]:
+    """Each job's (named ``prefix``...) creation time in real (wall-clock) seconds: the emulator's clock runs at its
+    speed from a known instant, so real = now - (virtual now - created) / speed."""
     clock = run.control("GET", "/clock")
     now_real, now_virtual, speed = time.time(), datetime.fromisoformat(clock["now"]), float(clock["speed"])
     created: dict[str, float] = {}
     for job in ml.jobs.list():
-        if not str(job.name).startswith("pj-"):
+        if not str(job.name).startswith(prefix):
             continue
         at = job.creation_context.created_at
         created[str(job.name)] = now_real - (now_virtual - at).total_seconds() / speed
@@ -182,6 +224,7 @@ def _created_real(ml: MLClient, run: testbed.EmulatorRun) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=tuple(KINDS), default="paralleljob")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--max-nodes", type=int, default=8)
     parser.add_argument("--interval", type=float, default=2.0, help="AMLOPS_REQUEUE_SECONDS: a running job's poll")
@@ -190,6 +233,7 @@ def main() -> int:
     parser.add_argument("--arm-limits", choices=("real", "raised"), default="raised", help="as amlcompute_scale")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (operator, emulator logs)")
     args = parser.parse_args()
+    kind = KINDS[args.kind]
     work = Path(tempfile.mkdtemp(prefix="amlops-bench-"))
     succeeded = False
     bed = testbed.start(testbed.ensure_built(), work / "testbed")
@@ -198,10 +242,10 @@ def main() -> int:
         testbed.install_crds(bed, REPO / "crds")
         bed.kubectl("create", "namespace", NAMESPACE)
         limits: list[str] = []
-        for kind, (size, refill) in REAL_BUCKETS.items():
+        for bucket, (size, refill) in REAL_BUCKETS.items():
             raised = args.arm_limits == "raised"
-            limits += [f"--{kind}-bucket", str(RAISED if raised else size)]
-            limits += [f"--{kind}-refill", str(RAISED if raised else refill)]
+            limits += [f"--{bucket}-bucket", str(RAISED if raised else size)]
+            limits += [f"--{bucket}-refill", str(RAISED if raised else refill)]
         emulator = testbed.start_emulator(
             work / "emulator", "--azurite", "--no-batch", *limits, speed=600, timeout=90.0
         )
@@ -226,6 +270,7 @@ def main() -> int:
         code = work / "code"
         code.mkdir()
         (code / "score.py").write_text(SCRIPT)
+        (code / "hold.py").write_text(COMMAND)
         bed.kubectl("create", "configmap", "code", "-n", NAMESPACE, f"--from-file={code}")
         operator.wait_live(timeout=120)
         compute = work / "compute.json"
@@ -246,42 +291,42 @@ def main() -> int:
         _upload_data(emulator, ml, prefix)
         hold = work / "hold"
         hold.touch()
-        docs = [_job(f"pj{i:04d}", prefix, hold) for i in range(args.count)]
+        docs = [kind.document(f"job{i:04d}", prefix, hold) for i in range(args.count)]
         cpu_of = {"operator": operator.proc.pid, "emulator": emulator.proc.pid}
         cpu_before = {name: testbed.cpu_seconds(pid) for name, pid in cpu_of.items()}
 
         started = time.monotonic()
-        applied = asyncio.run(_apply(bed, docs))
+        applied = asyncio.run(_apply(bed, kind.plural, docs))
         apply_seconds = time.monotonic() - started
 
         def all_submitted() -> bool:
-            return sum(bool((o.get("status") or {}).get("studioUrl")) for o in _objects(bed, "paralleljobs")) == len(
-                docs
-            )
+            return sum(bool((o.get("status") or {}).get("studioUrl")) for o in _objects(bed, kind.plural)) == len(docs)
 
         _wait("every job submitted", all_submitted, args.timeout)
         submitted_seconds = time.monotonic() - started
-        phases_at_window = _phases(bed)
+        phases_at_window = _phases(bed, kind.plural)
         emulator.control("DELETE", "/stats")
         window = args.window * args.interval
         time.sleep(window)  # a measurement window, not synchronisation
         refresh = _by_operation(emulator.operations())
-        phases_after_window = _phases(bed)
+        phases_after_window = _phases(bed, kind.plural)
         hold.unlink()
         released = time.monotonic()
 
-        _wait("every job Complete", lambda: _phases(bed).get("Complete", 0) == len(docs), args.timeout)
+        _wait("every job Complete", lambda: _phases(bed, kind.plural).get("Complete", 0) == len(docs), args.timeout)
         wall = time.monotonic() - started
         after_release = time.monotonic() - released
         answers = arm_answers(emulator.control("GET", "/stats"))
         cpu = {name: round(testbed.cpu_seconds(pid) - cpu_before[name], 1) for name, pid in cpu_of.items()}
-        uids = {o["metadata"]["name"]: o["metadata"]["uid"] for o in _objects(bed, "paralleljobs")}
-        created = _created_real(ml, emulator)
-        latency = [created[f"pj-{uids[name]}"] - at for name, at in applied.items() if f"pj-{uids[name]}" in created]
+        uids = {o["metadata"]["name"]: o["metadata"]["uid"] for o in _objects(bed, kind.plural)}
+        created = _created_real(ml, emulator, kind.azure_prefix)
+        azure_name = {name: f"{kind.azure_prefix}{uids[name]}" for name in applied}
+        latency = [created[azure_name[name]] - at for name, at in applied.items() if azure_name[name] in created]
         intervals = args.window
         gets = {k: v for k, v in refresh.items() if k != LIST_OPERATION}
         result = {
             "bench": "paralleljob_azureml",
+            "kind": args.kind,
             "count": args.count,
             "max_nodes": args.max_nodes,
             "emulator_speed": 600,
@@ -311,6 +356,7 @@ def main() -> int:
             },
             "operator_peak_rss_mb": testbed.peak_rss_mb(operator.proc.pid),
             "cpu_seconds": cpu,
+            "operator_cpu_seconds_per_job": round(cpu["operator"] / args.count, 3),
             "cores": os.cpu_count(),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }

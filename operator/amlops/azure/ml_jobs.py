@@ -7,9 +7,13 @@ the PUT; re-implementing that is re-implementing the SDK. Its price (``import az
 paid only by an operator that has a ParallelJob on an AmlCompute: nothing imports this module at start
 (tests/unit/test_lazy_imports.py).
 
-azure-ai-ml is synchronous: every call runs in a worker thread (:func:`asyncio.to_thread`), and the operator's
-async credential is reached from there through the event loop (:class:`LoopCredential`), so one credential (and
-its token cache) serves ARM, Batch and Azure ML. Errors leave through the one funnel (``azure/errors.py``);
+azure-ai-ml is synchronous: every call runs in a worker thread of a pool of its own (:func:`in_ml_thread`), and the
+operator's async credential is reached from there through the event loop (:class:`LoopCredential`), so one
+credential (and its token cache) serves ARM, Batch and Azure ML. Not the loop's default executor: every aiohttp
+request the loop makes (a token, an ARM call) first runs its ``.netrc`` and proxy lookups there
+(``trust_env``), so azure-ai-ml calls that fill the default executor while they wait for a token on the loop
+would wait for a thread they hold (measured: 100 ParallelJobs applied at once stalled 60 s per round,
+``TOKEN_WAIT_SECONDS``, and took ~800 s to be submitted). Errors leave through the one funnel (``azure/errors.py``);
 azure-ai-ml's own client-side refusals (``ValidationException`` and other ``MlException``) become
 :class:`TerminalError` with reason ``InvalidSpec`` / ``UserError``.
 
@@ -25,13 +29,14 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import jwt
 from azure.ai.ml import MLClient
-from azure.ai.ml.entities import Job
+from azure.ai.ml.entities import Job, PipelineJob
 from azure.ai.ml.exceptions import MlException, ValidationException
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
@@ -59,10 +64,34 @@ LOG_TAIL_LINES = 20
 LOG_TAIL_CHARS = 4096
 OVERVIEW_PREFIX = "logs/job_progress_overview."
 TOKEN_WAIT_SECONDS = 60.0
+# Threads for azure-ai-ml's blocking calls, process-wide. Its work is mostly Python under the GIL (schemas, entity
+# conversion): more threads add no speed, only contention; a few keep requests in flight while others compute.
+ML_WORKERS = 4
+# The workspaces' job listings have a thread of their own: every job's status waits on its workspace's listing, which
+# must not queue behind hundreds of per-job calls (500 submissions, or the reads of 500 running jobs).
+LISTING_WORKERS = 1
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_USER_ERROR = "UserError"
 REASON_AUTHENTICATION_FAILED = "AuthenticationFailed"
 _AZURE_CODE = re.compile(r"^Code: ([A-Za-z][A-Za-z0-9]*)$", re.MULTILINE)
+_pools: dict[str, ThreadPoolExecutor] = {}
+
+
+def ml_pool(purpose: str = "jobs") -> ThreadPoolExecutor:
+    """The process's pool for azure-ai-ml's calls (``"jobs"``) or its listings (``"listings"``), made on first use:
+    only an operator with Azure ML jobs has them."""
+    pool = _pools.get(purpose)
+    if pool is None:
+        workers = LISTING_WORKERS if purpose == "listings" else ML_WORKERS
+        pool = _pools[purpose] = ThreadPoolExecutor(workers, thread_name_prefix=f"azure-ai-ml-{purpose}")
+    return pool
+
+
+async def in_ml_thread(call: Callable[[], T], purpose: str = "jobs") -> T:
+    """``call()`` (azure-ai-ml's blocking work) in :func:`ml_pool`, awaited on the event loop. Calls queue in the
+    order they come: a job's whole submission is one call, so jobs applied together are submitted one after
+    another, each as soon as its turn comes (not all of them at the end)."""
+    return await asyncio.get_running_loop().run_in_executor(ml_pool(purpose), call)
 
 
 class LoopCredential:
@@ -236,35 +265,51 @@ class MlJobs:
         self._client = client
         self._store: ArtifactStore | None = None
 
-    async def _call(self, call: Callable[[], T]) -> T:
+    async def _call(self, call: Callable[[], T], purpose: str = "jobs") -> T:
         with ml_errors():
-            return await asyncio.to_thread(call)
+            return await in_ml_thread(call, purpose)
 
-    async def submit(self, job: Job) -> JobState:
-        """Create the job (a pipeline job built by external/paralleljob_aml_job.py, a command job by
-        external/commandjob_aml_job.py), or return the one of that name
-        already there (a submission repeated after a crash finds it: no second job is created)."""
-        existing = await self.get(str(job.name))
-        if existing is not None:
-            return existing
-        created = await self._call(lambda: self._client.jobs.create_or_update(job))
-        return job_state(created, [])
+    async def submit(self, build: Callable[[], Job]) -> JobState:
+        """Build the job (``build``: a pipeline job from external/paralleljob_aml_job.py, a command job from
+        external/commandjob_aml_job.py) and create it, or return the one of that name already there (a submission
+        repeated after a crash finds it: no second job is created). Building, looking and creating are one call of
+        the pool: a job's submission waits for its turn once, not once per step behind every other job's."""
+
+        def submit() -> JobState:
+            job = build()
+            existing = self._read(str(job.name))
+            if existing is not None:
+                return existing
+            return job_state(self._create(job), [])
+
+        return await self._call(submit)
+
+    def _create(self, job: Job) -> Job:
+        """``jobs.create_or_update``. A pipeline job skips its validation there: its builder ran the same check
+        (``PipelineJob._validate()``, external/paralleljob_aml_job.py), whose schemas are a third of a submission's
+        CPU; what create_or_update's validation adds for a pipeline job, that its compute exists, is asked here as
+        it asks it (one GET; ResourceNotFound is Azure's answer). Anonymous components, code and environments are
+        still resolved and checked as always. A command job's builder does not validate: create_or_update does."""
+        pipeline = isinstance(job, PipelineJob)
+        if pipeline and job.compute:
+            self._client.compute.get(str(job.compute).rstrip("/").rsplit("/", 1)[-1])
+        created: Job = self._client.jobs.create_or_update(job, skip_validation=pipeline)
+        return created
 
     async def get(self, name: str) -> JobState | None:
         """The job with its parallel child, or None when Azure ML has no job of that name."""
+        return await self._call(lambda: self._read(name))
 
-        def read() -> JobState | None:
-            try:
-                job = self._client.jobs.get(name)
-            except ResourceNotFoundError:
-                return None
-            state = job_state(job, list(self._client.jobs.list(parent_job_name=name)))
-            # A canceled job may say why too: Azure ML cancels a command job past its limits.timeout.
-            if state.status not in ("Failed", "Canceled"):
-                return state
-            return replace(state, error=self._error(state.child.name if state.child else name) or self._error(name))
-
-        return await self._call(read)
+    def _read(self, name: str) -> JobState | None:
+        try:
+            job = self._client.jobs.get(name)
+        except ResourceNotFoundError:
+            return None
+        state = job_state(job, list(self._client.jobs.list(parent_job_name=name)))
+        # A canceled job may say why too: Azure ML cancels a command job past its limits.timeout.
+        if state.status not in ("Failed", "Canceled"):
+            return state
+        return replace(state, error=self._error(state.child.name if state.child else name) or self._error(name))
 
     def _error(self, run: str) -> JobError | None:
         """A failed run's error from run history: the jobs REST surface carries none (the swagger's job types have
@@ -279,7 +324,7 @@ class MlJobs:
         """Every top-level job of the workspace as :func:`job_summary` plain data: one paged list call that the
         polls of many ParallelJobs and CommandJobs (and AmlCompute's ``activeRuns``) share through one
         :class:`~amlops.azure.pollers.WorkspacePoller` per workspace (``AzureClients.job_poller``)."""
-        return await self._call(lambda: [job_summary(job) for job in self._client.jobs.list()])
+        return await self._call(lambda: [job_summary(job) for job in self._client.jobs.list()], "listings")
 
     async def cancel(self, name: str) -> None:
         """Cancel the job; a job that has finished or is gone is left as it is (cancel is idempotent)."""
@@ -391,5 +436,5 @@ async def connect(credential: AsyncTokenCredential, ws: WorkspaceId, settings: S
         )
 
     with ml_errors():
-        client = await asyncio.to_thread(build)
+        client = await in_ml_thread(build)
     return MlJobs(client)

@@ -14,7 +14,7 @@ submitted with its ``MLClient`` on the AmlCompute the spec names (``external/ml_
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -210,8 +210,8 @@ class CommandJobClient:
         with tempfile.TemporaryDirectory(prefix="amlops-cj-") as folder:
             local = await self._code_folder(mr, Path(folder))
             run = command_run(mr.spec, name, target.compute, mr.owner, local_code=local)
-            command = await asyncio.to_thread(build_command_job, run)
-            await target.jobs.submit(command)
+            # Built in the submission's own call (azure-ai-ml's pool); it uploads the folder: it must still exist here
+            await target.jobs.submit(functools.partial(build_command_job, run))
         target.poller.invalidate(name)
 
     async def _code_folder(self, mr: Mr, folder: Path) -> str | None:

@@ -24,6 +24,7 @@ amlops' to release, so a finished job has released everything once Azure ML says
 from __future__ import annotations
 
 import asyncio
+import functools
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -436,8 +437,8 @@ class AzureMlParallelJobClient:
             tags = {**run.job["tags"], OWNER_TAG: mr.owner}
             run = replace(run, job={**run.job, "compute": target.compute, "tags": tags})
             conda = await self._conda(spec, files)
-            pipeline = await asyncio.to_thread(build_pipeline_job, run, conda)
-            await target.jobs.submit(pipeline)  # azure-ai-ml uploads the folder: it must still exist here
+            # Built in the submission's own call (azure-ai-ml's pool); it uploads the folder: it must still exist here
+            await target.jobs.submit(functools.partial(build_pipeline_job, run, conda))
         target.poller.invalidate(name)
 
     async def _code_files(self, mr: Mr) -> dict[str, bytes] | None:

@@ -12,9 +12,11 @@ ml/parallel.py: "How to use parallel job in pipeline", the ParallelRunStep perfo
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +149,8 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, SCORE_SCRIPT))
 
-    submitted = await jobs.submit(build_pipeline_job(run, None))
-    again = await jobs.submit(build_pipeline_job(run, None))  # the operator crashed before recording it
+    submitted = await jobs.submit(lambda: build_pipeline_job(run, None))
+    again = await jobs.submit(lambda: build_pipeline_job(run, None))  # the operator crashed before recording it
 
     assert submitted.name == name
     assert again.name == name
@@ -174,6 +176,32 @@ async def test_the_seeds_shape_from_a_spec_completes_with_one_row_per_item_and_a
     assert progress(counts, 10.0)["progress"] == f"{counts.total}/{counts.total}", "the Batch backend's contract"
 
 
+async def test_jobs_submitted_together_need_no_thread_of_the_event_loops_own(
+    jobs: MlJobs, cluster: str, tmp_path: Path
+) -> None:
+    """azure-ai-ml waits in its threads for tokens the operator's async credential fetches on the event loop, and
+    every aiohttp request of the loop first runs its .netrc and proxy lookups in the loop's default executor
+    (``trust_env``). azure-ai-ml's calls therefore run in a pool of their own: in the default executor, jobs
+    submitted together held every thread of it while waiting for a token that needed one (each round ended
+    ``TOKEN_WAIT_SECONDS`` later as "Azure unreachable"). Here the default executor has a single thread and the
+    credential no token yet: four jobs submitted at once are all created."""
+    loop = asyncio.get_running_loop()
+    single = ThreadPoolExecutor(1)
+    loop.set_default_executor(single)
+    try:
+        code = code_folder(tmp_path, SCORE_SCRIPT)
+        runs = [aml.parallel_run(seed_spec(cluster, unique("together")), aml.job_name(str(uuid.uuid4())), code)
+                for _ in range(4)]  # fmt: skip
+        states = await asyncio.gather(*(jobs.submit(functools.partial(build_pipeline_job, run, None)) for run in runs))
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor())
+        single.shutdown(wait=False)
+
+    assert sorted(state.name for state in states) == sorted(run.job["name"] for run in runs)
+    listed = {job["name"] for job in await jobs.list_jobs()}
+    assert {run.job["name"] for run in runs} <= listed
+
+
 async def test_a_failed_jobs_state_and_cancel_on_a_finished_job(
     jobs: MlJobs, cluster: str, tmp_path: Path, blobs: BlobServiceClient, container: str
 ) -> None:
@@ -183,7 +211,7 @@ async def test_a_failed_jobs_state_and_cancel_on_a_finished_job(
     upload_data(blobs, container, prefix)
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, FAIL))
-    await jobs.submit(build_pipeline_job(run, None))
+    await jobs.submit(lambda: build_pipeline_job(run, None))
 
     state = await finished(jobs, name)
     await jobs.cancel(name)
@@ -204,7 +232,7 @@ async def test_cancel_a_running_job_and_a_missing_one(
     name = aml.job_name(str(uuid.uuid4()))
     slow = SCORE_SCRIPT.replace("def run(input_data):", "def run(input_data):\n    import time; time.sleep(600)")
     run = aml.parallel_run(seed_spec(cluster, prefix), name, code_folder(tmp_path, slow))
-    await jobs.submit(build_pipeline_job(run, None))
+    await jobs.submit(lambda: build_pipeline_job(run, None))
 
     await jobs.cancel(name)
     await jobs.cancel(name)  # idempotent
@@ -221,7 +249,7 @@ async def test_an_azure_refusal_leaves_through_the_funnel(jobs: MlJobs, tmp_path
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec("no-such-cluster", unique("adapter")), name, code_folder(tmp_path, SCORE_SCRIPT))
     with pytest.raises(TerminalError) as refused:
-        await jobs.submit(build_pipeline_job(run, None))
+        await jobs.submit(lambda: build_pipeline_job(run, None))
     assert refused.value.reason == "ResourceNotFound"
     assert "no-such-cluster" in refused.value.message
     assert await jobs.get(name) is None
@@ -244,6 +272,6 @@ async def test_a_credential_without_azure_ml_tokens_is_refused_with_a_reason(
     name = aml.job_name(str(uuid.uuid4()))
     run = aml.parallel_run(seed_spec(cluster, unique("adapter")), name, code_folder(tmp_path, SCORE_SCRIPT))
     with pytest.raises(TerminalError) as refused:
-        await static.submit(build_pipeline_job(run, None))
+        await static.submit(lambda: build_pipeline_job(run, None))
     assert refused.value.reason == "AuthenticationFailed"
     assert "https://ml.azure.com/" in refused.value.message
