@@ -376,6 +376,8 @@ def test_a_finished_job_goes_after_its_ttl(workspace: Workspace) -> None:
         ({"nodeCount": 2}, "nodeCount (Estimator: node_count): use resources.instanceCount", "renamed in v2"),
         ({"vmSize": "STANDARD_NC6"}, "serverless compute is not offered", "vm_size without a target: not pruned"),
         ({"code": "azureml:train:1"}, "set exactly one of code", "both code and codeConfigMap"),
+        ({"codeConfigMap": None, "code": "azureml://datastores/workspaceblobstore/paths/src/"},
+         "spec.code in body should match", "azure-ai-ml's job validation refuses a datastore path as code"),
         ({"environment": {"name": "azureml:sklearn:1", "image": IMAGE}}, "set exactly one of environment.name",
          "a registered environment and an image"),
         ({"distribution": {"type": "TensorFlow", "processCountPerInstance": 2}}, "processCountPerInstance is",

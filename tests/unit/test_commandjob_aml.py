@@ -114,7 +114,8 @@ def test_the_estimators_fields_map_one_by_one() -> None:
 
 
 def test_absent_fields_stay_off_the_arguments() -> None:
-    """Azure ML's defaults (experiment from the code folder, no timeout, one process per node) are not restated."""
+    """Azure ML's defaults (experiment from the operator's working directory, no timeout, one process per node) are
+    not restated."""
     assert set(run(spec()).arguments) == {
         "name", "command", "compute", "environment_variables", "instance_count", "tags", "properties",
     }  # fmt: skip

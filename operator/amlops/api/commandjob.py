@@ -44,9 +44,10 @@ Text = Annotated[str, Field(max_length=TEXT)]
 Short = Annotated[str, Field(max_length=SHORT)]
 # A registered environment, as azure-ai-ml takes it: azureml:<name>:<version> or azureml:<name>@latest.
 REGISTERED_ENVIRONMENT = r"^azureml:[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+|@latest)$"
-# What azure-ai-ml takes as a job's code besides a local folder: an https folder URI, an azureml:// datastore
-# path, or a registered code asset (azureml:<name>:<version>).
-REMOTE_CODE = r"^(https://[^\s/]+/\S+|azureml://\S+|azureml:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+)$"
+# What azure-ai-ml takes as a command job's code besides a local folder: an https folder URI or a registered code
+# asset (azureml:<name>:<version>). Not an azureml://datastores/... path: its job validation refuses one ("Not a
+# valid URL"), so the apiserver refuses it first.
+REMOTE_CODE = r"^(https://[^\s/]+/\S+|azureml:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+)$"
 # Docker's --shm-size: a number and an optional unit (b, k, m, g), as azure-ai-ml's shm_size.
 SHM_SIZE = r"^[0-9]+[bkmgBKMG]?$"
 
@@ -214,7 +215,7 @@ class Limits(ApiModel):
 # be refused with its replacement, rather than pruned in silence by the apiserver.
 ESTIMATOR_ONLY: dict[str, tuple[str, str]] = {
     "sourceDirectory": ("source_directory", "use code (a folder URI or code asset) or codeConfigMap"),
-    "sourceDirectoryDataStore": ("source_directory_data_store", "name the folder in code as azureml://datastores/<datastore>/paths/<path>"),
+    "sourceDirectoryDataStore": ("source_directory_data_store", "name the folder in code as its https:// blob URI"),
     "computeTarget": ("compute_target", "use compute (an AmlCompute of this namespace)"),
     "vmSize": ("vm_size", "serverless compute is not offered: name in compute an AmlCompute of that VM size"),
     "vmPriority": ("vm_priority", "serverless compute is not offered: name in compute an AmlCompute with that "
@@ -279,8 +280,8 @@ def _schema_extra(schema: JsonDict) -> None:
         },
         {
             "rule": "has(self.code) != has(self.codeConfigMap)",
-            "message": "set exactly one of code (https:// folder, azureml:// path or azureml:<name>:<version> code "
-            "asset) and codeConfigMap (a ConfigMap in this namespace)",
+            "message": "set exactly one of code (https:// folder or azureml:<name>:<version> code asset) and "
+            "codeConfigMap (a ConfigMap in this namespace)",
         },
     ]
     rules.append({"rule": CASE_UNIQUE_RULE, "message": CASE_UNIQUE_MESSAGE})
@@ -307,8 +308,8 @@ class CommandJobSpec(JobControls):
         max_length=URI,
         pattern=REMOTE_CODE,
         description="Estimator: source_directory (with source_directory_data_store). command(code): an https:// "
-        "blob folder URI, an azureml://datastores/<ds>/paths/<p> folder, or a registered code asset "
-        "azureml:<name>:<version>. Or use codeConfigMap.",
+        "blob folder URI or a registered code asset azureml:<name>:<version> (azure-ai-ml refuses an "
+        "azureml://datastores/ path as a command's code). Or use codeConfigMap.",
     )
     code_config_map: str | None = Field(
         default=None,
@@ -362,8 +363,8 @@ class CommandJobSpec(JobControls):
     experiment_name: str | None = Field(
         default=None,
         max_length=SHORT,
-        description="Estimator: the Experiment it was submitted to. command(experiment_name); absent: Azure ML's "
-        "default (the code folder's name).",
+        description="Estimator: the Experiment it was submitted to. command(experiment_name); absent: azure-ai-ml's "
+        "default, the name of the operator process's working directory (not this object's): set it to group runs.",
     )
     description: str | None = Field(default=None, max_length=TEXT, description="command(description).")
     tags: dict[str, Text] = _strings("command(tags). amlops adds its owner tag (amlops.io-owner).")

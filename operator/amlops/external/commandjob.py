@@ -216,7 +216,7 @@ class CommandJobClient:
 
     async def _code_folder(self, mr: Mr, folder: Path) -> str | None:
         """codeConfigMap's files written to ``folder/<ConfigMap name>`` (azure-ai-ml uploads the folder as the
-        job's code, and names the default experiment after it); None when the spec names remote code."""
+        job's code); None when the spec names remote code."""
         name = mr.spec.code_config_map
         if name is None:
             return None

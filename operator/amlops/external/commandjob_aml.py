@@ -56,7 +56,7 @@ def command_run(spec: CommandJobSpec, name: str, compute: str, owner: str, local
     ``compute``, with amlops' owner tag (``OWNER_TAG``) ``owner``.
 
     ``local_code``: the local folder the caller wrote ``codeConfigMap``'s files to (azure-ai-ml uploads it to the
-    workspace's datastore); without it, ``spec.code`` (an https folder, an azureml:// path or a code asset)."""
+    workspace's datastore); without it, ``spec.code`` (an https folder or a code asset)."""
     check_references(spec)
     code = local_code if local_code is not None else spec.code
     if code is None:  # the schema requires one of code and codeConfigMap
