@@ -142,3 +142,20 @@ async def test_the_whole_listing_is_shared_and_refreshed_by_age() -> None:
     workspace.computes = []
     assert await poller.items(max_age=10) == []
     assert workspace.calls == 2
+
+
+async def test_entries_are_kept_packed_and_each_reader_gets_its_own_copy() -> None:
+    """Entries are held packed (amlops.compact: ten thousand listed computes were ≈ 60 MB as dicts): what a reader
+    gets is the listed body, equal but its own, so changing it changes nothing the next reader sees."""
+    clock = Clock()
+    workspace = Workspace(clock)
+    workspace.computes = [{"name": "CPU-1", "properties": {"properties": {"vmSize": "STANDARD_D1_V2"}}}]
+    poller = WorkspacePoller(workspace.list, floor=1.0, clock=clock)
+
+    _, body = await poller.get("cpu-1", max_age=60)
+    assert body == workspace.computes[0]
+    body["properties"] = {}
+    assert (await poller.get("cpu-1", max_age=60))[1] == workspace.computes[0]
+    assert await poller.items(max_age=60) == workspace.computes
+    poller.remember("cpu-2", {"name": "cpu-2"})
+    assert (await poller.get("CPU-2", max_age=60))[1] == {"name": "cpu-2"}

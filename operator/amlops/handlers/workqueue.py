@@ -23,14 +23,14 @@ import asyncio
 import contextlib
 import contextvars
 import heapq
-import json
 import logging
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+
+from amlops.compact import pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,11 @@ def slim(body: kopf.Body | dict[str, Any]) -> bytes:
         kept["annotations"] = {k: v for k, v in kept["annotations"].items() if k not in DROPPED_ANNOTATIONS}
     doc = {key: body[key] for key in ("apiVersion", "kind", "spec", "status") if key in body}
     doc["metadata"] = kept
-    return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+    return pack(doc)
 
 
 def unslim(data: bytes) -> kopf.Body:
-    return kopf.Body(cast(kopf.RawBody, json.loads(zlib.decompress(data))))
+    return kopf.Body(cast(kopf.RawBody, unpack(data)))
 
 
 @dataclass(slots=True)
