@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from urllib.parse import urlsplit
 
 import kopf
 import pytest
@@ -146,6 +147,61 @@ async def test_patch_status_merges_into_the_status_subresource(k8s: testbed.Test
         assert await api.patch_status("amlcomputes", namespace, "absent", {"allocationState": "x"}) is None
     finally:
         await api.close()
+
+
+class Relay:
+    """A TCP relay to the apiserver that can drop the next request's connection the way an apiserver closes one
+    that sat idle in the client's pool: the bytes arrive, the connection closes, no answer."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.connections = 0
+        self.drop_next = False
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, dropping: bool) -> None:
+            try:
+                while data := await source.read(65536):
+                    if dropping and self.drop_next:
+                        self.drop_next = False
+                        break
+                    sink.write(data)
+                    await sink.drain()
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+                (writer if sink is up_writer else up_writer).close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+
+async def test_a_pooled_connection_the_apiserver_closed_is_retried_on_a_fresh_one(
+    k8s: testbed.Testbed, namespace: str
+) -> None:
+    """A status write on a kept-alive connection the apiserver has closed meanwhile fails with no answer
+    (``ServerDisconnectedError``): it is sent again once on a new connection, not raised to the pass (which logged
+    an ERROR and a traceback for it, seen under load in tests/e2e/test_fuzz_specs.py)."""
+    apply(k8s, namespace, COMPUTE)
+    upstream = urlsplit(k8s.server)
+    relay = Relay(upstream.hostname or "127.0.0.1", upstream.port or 443)
+    server = await asyncio.start_server(relay.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    info = _info(k8s)
+    api = KubeApi(lambda: kopf.ConnectionInfo(**{**vars(info), "server": f"https://127.0.0.1:{port}"}))
+    try:
+        assert await api.get("amlcomputes", namespace, "cpu") is not None
+        assert relay.connections == 1
+        relay.drop_next = True  # the pooled connection goes with the next request
+        stored = await api.patch_status("amlcomputes", namespace, "cpu", {"provisioningState": "Creating"})
+        assert stored == {"provisioningState": "Creating"}
+        assert relay.connections == 2, "sent again on a fresh connection"
+    finally:
+        await api.close()
+        server.close()
 
 
 async def test_a_429_is_retried_after_the_retry_after_it_names(unused_tcp_port: int) -> None:

@@ -93,16 +93,26 @@ class KubeApi:
         """(status, parsed JSON body); 404 and 409 are returned for the caller to judge, others raise.
 
         A 401 (credentials rotated) logs in again once. A 429 (API priority and fairness, or an apiserver whose
-        storage is still initialising) is retried after the Retry-After the apiserver names, a few times.
+        storage is still initialising) is retried after the Retry-After the apiserver names, a few times. A
+        connection the apiserver closed while it sat idle in the pool (``ServerDisconnectedError``, a broken pipe)
+        is retried once on a fresh one: every request here may be sent twice (GETs; a status merge-patch of the
+        same content; a finalizer strategic-merge patch; a DELETE with a uid precondition, whose repeat is a 404).
         """
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if data is not None else None
-        relogged, throttled = False, 0
+        relogged, throttled, reconnected = False, 0, False
         while True:
             session = self._session or self._connect()
             # encoded=True: the path's segments are escaped already; yarl must neither re-quote nor normalise them.
             url = yarl.URL(self._server + path, encoded=True)
-            async with session.request(method, url, data=data, headers=headers) as response:
+            try:
+                request = await session.request(method, url, data=data, headers=headers)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if reconnected:
+                    raise
+                reconnected = True
+                continue
+            async with request as response:
                 text = await response.text()
                 if response.status == 401 and not relogged:
                     relogged = True
