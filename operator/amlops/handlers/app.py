@@ -164,6 +164,10 @@ def run(
     # azure-core logs every request and its headers at INFO: at scale that is most of the log, and most of
     # the time spent logging. Our own accounting (metrics) already counts every call.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # A Batch task collection is added with its answer streamed (azure/batch_jobs.add_tasks): on an error answer
+    # azure-batch's failsafe deserialiser finds the body unread and logs a WARNING with a traceback, every time,
+    # before amlops reads the body itself (batch_jobs.read_batch_error) and reports Batch's code as for any call.
+    logging.getLogger("azure.batch._utils.model_base").setLevel(logging.ERROR)
     logging.getLogger("kopf.objects").addFilter(RoutineObjectLogs(verbose=verbose))
     if metrics_port:
         metrics.serve(metrics_port)
