@@ -271,14 +271,6 @@ async def _delete_measured(
     }
 
 
-def _rss_mb(pid: int) -> float:
-    """A live process's resident memory now (VmRSS), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 def _memory_dump(operator: testbed.OperatorRun, probe: Path) -> dict[str, Any]:
     """Where the operator's memory is now (bench/memory_probe.py; the operator runs under it)."""
     probe.unlink(missing_ok=True)
@@ -302,7 +294,7 @@ def _steps(
     totals = [int(n) for n in args.steps.split(",")]
     pid = operator.proc.pid
     rows: list[dict[str, Any]] = []
-    before = {"count": 0, "rss_mb": _rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
+    before = {"count": 0, "rss_mb": testbed.rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
     for total in totals:
         new = docs[int(before["count"]) : total]
         cpu = testbed.cpu_seconds(pid)
@@ -310,7 +302,7 @@ def _steps(
         cpu_to_ready = testbed.cpu_seconds(pid) - cpu
         print(f"{total} Ready in {wall:.1f} s; steady window", file=sys.stderr, flush=True)
         time.sleep(2 * args.poll_interval)  # a measurement window (steady state), not synchronisation
-        row = {"count": total, "rss_mb": _rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
+        row = {"count": total, "rss_mb": testbed.rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
         added = total - int(before["count"])
         rows.append(
             {

@@ -104,9 +104,9 @@ class ResourceGauges(Collector):
     def clear(self, gauge: ObjectGauge, resource: tuple[str, str, str]) -> None:
         """Drop every series of ``gauge`` for the resource."""
         with self._lock:
-            series = self._resources.get(resource)
-            for key in [key for key in series or () if key[0] == gauge.name]:
-                del series[key]  # type: ignore[union-attr]
+            series = self._resources.get(resource, {})
+            for key in [key for key in series if key[0] == gauge.name]:
+                del series[key]
 
     def forget(self, resource: tuple[str, str, str]) -> None:
         with self._lock:

@@ -28,21 +28,20 @@ QUEUE_TASK = "workqueue_task"  # operator memo: the task serving the work queue
 QUEUE_PEERING = "workqueue_peering"  # operator memo: what pauses it with kopf
 # Connections kopf may open to the apiserver for requests, beside one per watch stream. kopf's own session is
 # unbounded: at a thousand objects it held some 550 TLS connections, each with asyncio's 256 KiB read buffer
-# (half the operator's peak memory). Requests past the bound wait for a free connection. Our own client
-# (kube_api) is bounded the same way.
-KUBE_REQUEST_CONNECTIONS = REQUEST_CONNECTIONS
+# (half the operator's peak memory). Requests past the bound wait for a free connection: the same bound as our
+# own client's (kube_api.REQUEST_CONNECTIONS).
 _watch_streams = len(KINDS) + 2  # the kinds, namespaces and peering; set per namespace in run()
 
 
 @kopf.on.login()
 async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.AiohttpSession | None:
     """kopf and our own Kubernetes client (``kube_api``) log in the same way, to the same cluster; kopf gets a
-    session whose connection pool is bounded (``KUBE_REQUEST_CONNECTIONS``)."""
+    session whose connection pool is bounded (``REQUEST_CONNECTIONS``)."""
     info = connection_info(settings)
     if info is None:
         return None
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=KUBE_REQUEST_CONNECTIONS + _watch_streams, ssl=info.as_ssl_context()),
+        connector=aiohttp.TCPConnector(limit=REQUEST_CONNECTIONS + _watch_streams, ssl=info.as_ssl_context()),
         headers=info.as_http_headers(),
         auth=info.as_aiohttp_basic_auth(),
     )

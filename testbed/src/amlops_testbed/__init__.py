@@ -160,8 +160,17 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0, sig: int = sig
 
 def peak_rss_mb(pid: int) -> float:
     """A live process's peak resident memory (VmHWM), in MiB."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int) -> float:
+    """A live process's resident memory now (VmRSS), in MiB."""
+    return _status_mb(pid, "VmRSS")
+
+
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
