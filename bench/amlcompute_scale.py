@@ -342,6 +342,11 @@ def main() -> int:
         action="store_true",
         help="run the operator under tracemalloc (bench/memory_probe.py; slower) and report where its memory is",
     )
+    parser.add_argument(
+        "--malloc-stats",
+        action="store_true",
+        help="report the allocators' live and free-but-kept memory after each step (bench/memory_probe.py)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="amlops-bench-"))
     succeeded = False
@@ -365,9 +370,11 @@ def main() -> int:
         )
         launched = time.monotonic()
         probe = work / "memory.json"
+        probed = args.trace_memory or args.malloc_stats
+        tracing = ("-X", "tracemalloc=8") if args.trace_memory else ()
         command = (
-            (sys.executable, "-X", "tracemalloc=8", str(REPO / "bench" / "memory_probe.py"), str(probe), "run")
-            if args.trace_memory
+            (sys.executable, *tracing, str(REPO / "bench" / "memory_probe.py"), str(probe), "run")
+            if probed
             else testbed.OPERATOR_COMMAND
         )
         operator = testbed.start_operator(
@@ -388,7 +395,7 @@ def main() -> int:
         operator.wait_live(timeout=120)
         startup = time.monotonic() - launched
         if args.steps:
-            steps = _steps(bed, operator, docs, args, probe if args.trace_memory else None)
+            steps = _steps(bed, operator, docs, args, probe if probed else None)
             print(json.dumps({**steps, "operator_startup_seconds": round(startup, 2)}))
             succeeded = True
             return 0

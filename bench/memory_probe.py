@@ -1,17 +1,20 @@
-"""Run ``amlops run`` with tracemalloc, and write where its memory is whenever it gets SIGUSR2.
+"""Run ``amlops run`` and write where its memory is whenever it gets SIGUSR2.
 
-A bench tool, not part of the operator: ``python -X tracemalloc=8 bench/memory_probe.py <dump.json> run ...``.
-On SIGUSR2 the operator's live allocations, grouped by file (the package they belong to) and by line, are
-written to ``<dump.json>`` as JSON: the bench compares two dumps (N and 2N objects) to say where the memory per
-object goes.
+A bench tool, not part of the operator: ``python [-X tracemalloc=8] bench/memory_probe.py <dump.json> run ...``.
+On SIGUSR2 the allocators' figures (live and free-but-kept memory: ``allocator``) are written to ``<dump.json>``
+as JSON; under tracemalloc also the operator's live allocations, grouped by file (the package they belong to) and
+by line: the bench compares two dumps (N and 2N objects) to say where the memory per object goes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
+import os
 import signal
 import sys
+import tempfile
 import tracemalloc
 from pathlib import Path
 from types import FrameType
@@ -55,7 +58,70 @@ def retainers(sample: int = 30) -> dict[str, int]:
     return {"bodies_alive": len(bodies), **dict(sorted(chains.items(), key=lambda kv: -kv[1])[:15])}
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def allocator() -> dict[str, float]:
+    """How much of the process's heap is live and how much is free but kept: CPython's small-object allocator
+    (``sys._debugmallocstats``, which writes to the C stderr) and glibc's ``mallinfo2`` for everything larger.
+    Live memory far below RSS means fragmentation (freed, not returned), not objects kept."""
+    stats: dict[str, float] = {}
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    wanted = {
+        "arenas allocated current": "pymalloc_arenas",
+        "bytes in allocated blocks": "pymalloc_live_mb",
+        "bytes in available blocks": "pymalloc_free_blocks_mb",
+        "unused pools": "pymalloc_unused_pools_mb",
+    }
+    for line in text.splitlines():
+        for label, key in wanted.items():
+            if label in line and "=" in line:
+                value = float(line.rsplit("=", 1)[1].replace(",", "").strip() or 0)
+                stats[key] = value if key == "pymalloc_arenas" else round(value / 2**20, 1)
+    try:
+        info = ctypes.CDLL("libc.so.6").mallinfo2
+        info.restype = _MallInfo2
+        m = info()
+        stats |= {
+            "glibc_heap_mb": round(m.arena / 2**20, 1),
+            "glibc_mmapped_mb": round(m.hblkhd / 2**20, 1),
+            "glibc_live_mb": round(m.uordblks / 2**20, 1),
+            "glibc_free_mb": round(m.fordblks / 2**20, 1),
+            "glibc_trimmable_mb": round(m.keepcost / 2**20, 1),
+        }
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        pass
+    return stats
+
+
 def dump(path: Path) -> None:
+    if not tracemalloc.is_tracing():
+        _write(path, {"allocator": allocator()})
+        return
     snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     by_package: dict[str, int] = {}
     for stat in snapshot.statistics("filename"):
@@ -74,19 +140,23 @@ def dump(path: Path) -> None:
         for s in snapshot.statistics("traceback")[:8]
     ]
     traced, peak = tracemalloc.get_traced_memory()
-    partial = path.with_suffix(".partial")
-    partial.write_text(
-        json.dumps(
-            {
-                "traced_mb": round(traced / 2**20, 1),
-                "peak_mb": round(peak / 2**20, 1),
-                "by_package_kb": {k: round(v / 1024) for k, v in sorted(by_package.items(), key=lambda kv: -kv[1])},
-                "top_lines": lines,
-                "top_stacks": stacks,
-                "body_retainers": retainers(),
-            }
-        )
+    _write(
+        path,
+        {
+            "traced_mb": round(traced / 2**20, 1),
+            "peak_mb": round(peak / 2**20, 1),
+            "allocator": allocator(),
+            "by_package_kb": {k: round(v / 1024) for k, v in sorted(by_package.items(), key=lambda kv: -kv[1])},
+            "top_lines": lines,
+            "top_stacks": stacks,
+            "body_retainers": retainers(),
+        },
     )
+
+
+def _write(path: Path, doc: dict[str, object]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(doc))
     partial.rename(path)  # whole or absent: the bench waits for the name
 
 

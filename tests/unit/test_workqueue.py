@@ -95,11 +95,13 @@ class Passes:
         self.gate: asyncio.Event | None = None
         self.in_flight = 0
         self.peak = 0
+        self.entered = asyncio.Event()  # a pass in flight
         self.started = asyncio.Event()  # two passes in flight
 
     async def __call__(self, kind: str, body: kopf.Body, memo: kopf.Memo) -> float:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
+        self.entered.set()
         if self.in_flight >= 2:
             self.started.set()
         try:
@@ -158,6 +160,43 @@ async def test_a_pass_says_when_to_look_again_and_a_requeue_overrides_it() -> No
         assert due > 3000
         queue.requeue("u1", 0)  # a change handler's pass said: converging
         await passes.next()
+
+
+async def test_a_change_is_looked_at_at_once_and_no_later_event_postpones_it() -> None:
+    passes = Passes()
+    async with serving(queue_of(passes, idle=3600)) as queue:
+        queue.seen("AmlCompute", _body(), kopf.Memo())  # a watch event: idle before a look
+        queue.act("AmlCompute", _body(status={"provisioningState": "Succeeded"}), kopf.Memo())
+        queue.seen("AmlCompute", _body(status={"provisioningState": "Updating"}), kopf.Memo())  # its status PATCH
+        _, body = await passes.next()
+    assert body.status == {"provisioningState": "Updating"}, "the look reads the latest body"
+
+
+async def test_a_change_during_a_pass_gets_a_pass_of_its_own_right_after() -> None:
+    passes = Passes()
+    passes.gate = asyncio.Event()
+    async with serving(queue_of(passes)) as queue:
+        queue.act("AmlCompute", _body(), kopf.Memo())
+        await asyncio.wait_for(passes.entered.wait(), 30)
+        # The running pass read the body before this change: a steady interval later would be too late.
+        queue.act("AmlCompute", _body(spec={"vmSize": "STANDARD_D2_V2"}), kopf.Memo())
+        passes.gate.set()
+        while len(passes.looks) < 2:
+            await passes.next()
+        _, body = passes.looks[1]
+        assert body.spec == {"vmSize": "STANDARD_D2_V2"}
+        due = queue.due_in("u1")
+        assert due is not None
+        assert due > 3000, "once the change is handled, the pass's own delay holds again"
+
+
+async def test_a_change_of_an_object_being_deleted_is_not_queued() -> None:
+    passes = Passes()
+    async with serving(queue_of(passes)) as queue:
+        raw = dict(_body())
+        raw["metadata"] = {**raw["metadata"], "deletionTimestamp": "2026-11-29T00:00:00Z"}
+        queue.act("AmlCompute", kopf.Body(cast(kopf.RawBody, raw)), kopf.Memo())
+        assert len(queue) == 0
 
 
 async def test_deleted_and_deleting_objects_leave_the_queue() -> None:

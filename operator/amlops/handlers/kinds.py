@@ -1,12 +1,12 @@
-"""The kind registry, and the handlers every kind gets: create, update, resume, the work queue's pass and
-delete all call the one engine.
+"""The kind registry, and the handlers every kind gets: the work queue's pass and delete call the one engine;
+create, update and resume hand the object to the queue.
 
-kopf supplies events and the finalizer; the engine decides. A new, resumed or changed object gets one pass at
-once; after every pass the operator's work queue (``workqueue.py``) is told when to look again: after
-``requeue_after`` while it converges, after the steady interval otherwise (a Stalled object too, so a fix made
-outside the cluster is seen). Retries live in memory, never in kopf's progress annotations. Only a deletion
-that is still under way asks kopf to call it again (``kopf.TemporaryError``): kopf holds the finalizer until
-then. Each pass writes its status under the object's lock (``bridge.write_outcome``).
+kopf supplies events and the finalizer; the engine decides. A new, resumed or changed object is handed to the
+operator's work queue (``workqueue.py``), which makes its pass at once; after every pass the queue is told when
+to look again: after ``requeue_after`` while it converges, after the steady interval otherwise (a Stalled object
+too, so a fix made outside the cluster is seen). Retries live in memory, never in kopf's progress annotations.
+Only a deletion that is still under way asks kopf to call it again (``kopf.TemporaryError``): kopf holds the
+finalizer until then. Each pass writes its status under the object's lock (``bridge.write_outcome``).
 """
 
 from __future__ import annotations
@@ -171,27 +171,25 @@ def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
         metrics.record(name, body.metadata.namespace or "", body.metadata.name or "", outcome)
         return outcome
 
-    async def reconcile_pass(body: kopf.Body, memo: kopf.Memo) -> float:
-        outcome = await handle(body, memo)
-        left = await handlers.after_pass(kind, body, outcome, memo) if handlers.after_pass else None
-        return next_look(outcome, left, steady_interval)
-
     async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        # No kopf.TemporaryError while converging: for a change handler kopf keeps retry progress in
-        # annotations, two more PATCHes per object per retry (a thousand objects created at once spent most of
-        # their apiserver writes on it). The work queue looks again when the pass says, and retries in memory.
-        after = await reconcile_pass(body, memo)
+        # The pass is the work queue's, made as soon as one of its slots is free; this handler returns at once.
+        # kopf runs at most worker_limit handlers at a time and keeps every other object's watch events, whole
+        # bodies, until one is free: passes made here held those slots for their Azure calls, and 6,000 objects
+        # applied at once took the operator past 600 MB. Nor does kopf keep retry progress in annotations (a
+        # kopf.TemporaryError costs two more PATCHes per retry): the queue retries in memory.
         queue: WorkQueue = memo[WORK_QUEUE]
-        queue.requeue(body.metadata.uid or "", after)
+        queue.act(name, body, memo)
 
     async def on_poll(body: kopf.Body, memo: kopf.Memo) -> float:
         if FINALIZER not in (body.metadata.get("finalizers") or []):
-            # kopf adds the finalizer first and then runs the create/resume handler, which makes the first
-            # pass. The queue can look before that (an object is queued on its first watch event, and the
+            # kopf adds the finalizer first and then runs the create/resume handler, which asks the queue for the
+            # first pass. The queue can look before that (an object is queued on its first watch event, and the
             # finalizer PATCH may still be waiting): a pass now would only observe and say "waiting". Look
-            # again soon rather than after a whole steady interval: the queue follows the first pass up.
+            # again soon rather than after a whole steady interval, in case no handler asks.
             return requeue_seconds
-        return await reconcile_pass(body, memo)
+        outcome = await handle(body, memo)
+        left = await handlers.after_pass(kind, body, outcome, memo) if handlers.after_pass else None
+        return next_look(outcome, left, steady_interval)
 
     async def on_event(body: kopf.Body, memo: kopf.Memo, event: kopf.RawEvent, **_: Any) -> None:
         queue: WorkQueue = memo[WORK_QUEUE]

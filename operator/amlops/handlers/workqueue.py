@@ -9,9 +9,15 @@ the task's own frames and loggers on top. Here an object costs one entry: its du
 body of a few KB as Python objects is ten times that). One task pops the entries that are due and runs their
 passes, at most ``concurrency`` at a time, as controller-runtime's rate-limited queue feeds its workers.
 
-The same rules as the timer it replaces:
-- an object is looked at only once it has been quiet for ``idle`` seconds since its last watch event (the
-  change handlers act on an event; the queue must not race them);
+The change handlers make no pass themselves: they hand the object to the queue (``act``), which looks at it as
+soon as a slot is free. A pass made inside a kopf handler holds kopf's worker for that object, and kopf runs at
+most ``worker_limit`` workers: when thousands of objects are applied at once, the watch events of all the others
+wait in kopf's backlog as whole bodies, and the operator's peak memory followed the size of the burst, not the
+number of passes it can make at a time.
+
+The rules of the timer it replaced:
+- after a watch event that is not a change (a status written, a finalizer added), an object is looked at only
+  once it has been quiet for ``idle`` seconds;
 - an object being deleted leaves the queue (the finalizer's handler drives it), as kopf stops a timer then;
 - nothing runs while kopf has paused this operator in favour of a peer (``pause``/``resume``), and the queue
   forgets every object then: kopf lists them all again when it resumes, with bodies as they are by then.
@@ -78,6 +84,9 @@ class _Entry:
     memo: kopf.Memo
     due: float
     running: bool = False
+    # A change handler asked for a pass (``act``) that has not started yet: no event postpones it, and a pass
+    # already running when it was asked is followed by another at once (it read the body before the change).
+    urgent: bool = False
     failures: int = 0
 
 
@@ -114,7 +123,17 @@ class WorkQueue:
             self._entries[uid] = entry = _Entry(kind, slim(body), memo, now + self.idle)
         else:
             entry.body, entry.memo = slim(body), memo
-        self._schedule(uid, entry, max(entry.due, now + self.idle))
+        if not entry.urgent:
+            self._schedule(uid, entry, max(entry.due, now + self.idle))
+
+    def act(self, kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+        """A change handler's object (created, changed, resumed): look at it with this body as soon as a slot is
+        free, and once more right after a pass that is running now."""
+        self.seen(kind, body, memo)
+        entry = self._entries.get(body.metadata.uid or "")
+        if entry is not None:  # not deleting, not paused
+            entry.urgent = True
+            self._schedule(body.metadata.uid or "", entry, self._now())
 
     def requeue(self, uid: str, after: float) -> None:
         """Look at the object again ``after`` seconds from now (a pass has just said when)."""
@@ -158,6 +177,7 @@ class WorkQueue:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _look(self, uid: str, entry: _Entry, slots: asyncio.Semaphore) -> None:
+        entry.urgent = False  # this pass reads the latest body: a change asked for from now on needs another
         try:
             body = unslim(entry.body)
             after = await self.run(entry.kind, body, entry.memo)
@@ -173,7 +193,7 @@ class WorkQueue:
             entry.running = False
             slots.release()
         if self._entries.get(uid) is entry:  # not forgotten (deleted, paused) meanwhile
-            self._schedule(uid, entry, self._now() + after)
+            self._schedule(uid, entry, self._now() + (0.0 if entry.urgent else after))
 
     async def _next_due(self) -> str:
         while True:
