@@ -289,8 +289,9 @@ def _steps(
 ) -> dict[str, Any]:
     """Grow one operator's load step by step (``--steps 1000,2000,4000,10000``: the total after each step) and
     say what each added object costs: memory and CPU seconds per object added, which should not grow with the
-    count. Each step is measured once its objects are Ready and two steady poll intervals have passed (a
-    measurement window, not synchronisation), so the figures are those of a steady operator of that size."""
+    count; and what keeping every object's status fresh costs per object and poll interval. Each step is
+    measured once its objects are Ready and two steady poll intervals have passed (a measurement window, not
+    synchronisation), so the figures are those of a steady operator of that size."""
     totals = [int(n) for n in args.steps.split(",")]
     pid = operator.proc.pid
     rows: list[dict[str, Any]] = []
@@ -301,9 +302,13 @@ def _steps(
         _, wall, _ = asyncio.run(_apply_and_wait(bed, "bench", new, args.timeout, ready=total))
         cpu_to_ready = testbed.cpu_seconds(pid) - cpu
         print(f"{total} Ready in {wall:.1f} s; steady window", file=sys.stderr, flush=True)
+        steady_from = testbed.cpu_seconds(pid)
         time.sleep(2 * args.poll_interval)  # a measurement window (steady state), not synchronisation
         row = {"count": total, "rss_mb": testbed.rss_mb(pid), "cpu_seconds": testbed.cpu_seconds(pid)}
         added = total - int(before["count"])
+        # Keeping every object's status fresh (a pass per object per poll interval) should cost the same per
+        # object at any count.
+        steady_cpu_per_second = (row["cpu_seconds"] - steady_from) / (2 * args.poll_interval)
         rows.append(
             {
                 **row,
@@ -312,6 +317,9 @@ def _steps(
                 "cpu_seconds_to_all_ready": round(cpu_to_ready, 1),
                 "marginal_kb_per_object": round((row["rss_mb"] - before["rss_mb"]) * 1024 / added, 1),
                 "cpu_ms_per_added_object": round((row["cpu_seconds"] - before["cpu_seconds"]) * 1000 / added, 1),
+                "steady_cpu_ms_per_object_per_interval": round(
+                    steady_cpu_per_second * args.poll_interval * 1000 / total, 2
+                ),
                 **({"memory": _memory_dump(operator, probe)} if probe is not None else {}),
             }
         )

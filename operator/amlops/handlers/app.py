@@ -108,12 +108,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
-    # kopf runs one worker per object with events pending, unbounded: a thousand objects applied at once were
-    # a thousand passes in flight, each holding its SDK pipeline and responses, all contending. A worker also
-    # keeps its slot for kopf's idle timeout (5 s) after its last event, which bounded the arrival rate (200
-    # slots: 1,000 objects Ready in 52 s). Measured at 1,000 objects with status written under the object's
-    # lock: 400 slots released after 0.5 s idle took 29-31 s; 200 slots and 5 s, 41 s; 1,000 slots, 41 s;
-    # 400 slots held 1 s, 31 s. Peak memory ~250 MB at 400 (kopf's connections bounded in login()).
+    # kopf runs one worker per object with events pending, unbounded by default; the work queue makes at most
+    # as many passes at a time (app.connect). kopf's handlers only hand objects to the queue (kinds.on_change),
+    # so a worker is busy for an event's bookkeeping alone, and released after 0.5 s idle rather than kopf's 5
+    # s: objects past the limit wait in kopf's backlog, whole watch bodies each, only as long as that.
     own: Settings = memo["settings"]
     settings.queueing.worker_limit = own.worker_limit
     settings.queueing.idle_timeout = own.worker_idle_seconds
