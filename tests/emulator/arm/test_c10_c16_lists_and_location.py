@@ -51,6 +51,23 @@ async def test_c10_list_follows_next_link_with_the_clients_api_version(paged: Ru
         assert len(followed) == 1 + 3  # our raw call, then the SDK's three pages
 
 
+async def test_c10_a_compute_created_between_pages_moves_no_other_across_them(paged: RunningEmulator) -> None:
+    """C10: the skip token is opaque to clients (the SDK follows nextLink verbatim); the emulator's names the last
+    compute of the page, so a compute created or deleted while a client pages neither repeats nor hides one still
+    to come (with an offset, a compute created before the next page's start would repeat one). Not a claim about
+    Azure's order, which no public source gives: a property clients rely on, kept at the cost of a page."""
+    async with session_for(paged) as session:
+        arm = Arm(paged, session)
+        for name in ("cpu1", "cpu3", "cpu5", "cpu7"):
+            await arm.call("PUT", f"{BASE}/computes/{name}", aml_body("Standard_DS2_v2"))
+        _, _, first = await arm.call("GET", f"{BASE}/computes")
+        assert [c["name"] for c in first["value"]] == ["cpu1", "cpu3"]
+        await arm.call("PUT", f"{BASE}/computes/cpu0", aml_body("Standard_DS2_v2"))  # before the next page
+        _, _, second = await arm.call("GET", first["nextLink"].removeprefix(paged.arm_url))
+        assert [c["name"] for c in second["value"]] == ["cpu5", "cpu7"]
+        assert second["nextLink"] is None
+
+
 async def test_c10_empty_workspace_lists_nothing(ml_client: Any) -> None:
     """C10: a collection GET under existing parents is an empty 200, never an error."""
     assert [c async for c in ml_client.machine_learning_compute.list_by_workspace(RG, WS)] == []

@@ -230,21 +230,27 @@ class Dispatcher:
         return body
 
     @staticmethod
-    def _offset(request: web.Request) -> int:
+    def _token(request: web.Request) -> str | None:
+        """The decoded skip token of a nextLink this emulator gave (None: the first page)."""
         token = _query(request, "$skiptoken") or _query(request, "$skip")
         if not token:
-            return 0
+            return None
         try:
-            offset = int(base64.urlsafe_b64decode(token.encode()).decode())
+            return base64.urlsafe_b64decode(token.encode()).decode()
         except (ValueError, binascii.Error, UnicodeDecodeError):
             raise bad_request(f"The skip token '{token}' is invalid.", code="InvalidSkipToken") from None
-        if offset < 0:
+
+    def _offset(self, request: web.Request) -> int:
+        token = self._token(request)
+        if token is None:
+            return 0
+        if not token.isdigit():
             raise bad_request(f"The skip token '{token}' is invalid.", code="InvalidSkipToken")
-        return offset
+        return int(token)
 
     @staticmethod
-    def _next_link(request: web.Request, offset: int, parameter: str) -> str:
-        token = base64.urlsafe_b64encode(str(offset).encode()).decode()
+    def _next_link(request: web.Request, position: int | str, parameter: str) -> str:
+        token = base64.urlsafe_b64encode(str(position).encode()).decode()
         query = {k: v for k, v in request.query.items() if k.lower() not in ("$skiptoken", "$skip")}
         query[parameter] = token
         return str(request.url.with_query(query))
@@ -300,8 +306,14 @@ class Dispatcher:
     # -- computes --------------------------------------------------------------------------------------------
     async def list_computes(self, request: web.Request, p: Params) -> web.Response:
         ws = self._workspace(p)
-        # The list's paging parameter: $skiptoken up to 2021-04-01, PaginationParameter $skip from 2022-05-01.
-        page, next_link = self._page(request, self.state.computes_in(ws), self._version(request).skip_parameter)
+        # The list's paging parameter: $skiptoken up to 2021-04-01, PaginationParameter $skip from 2022-05-01. The
+        # token names the last compute of the page (pages in name order): a page costs the emulator that page, not
+        # the whole workspace (10,000 computes are 200 pages per listing), and a compute created or deleted while
+        # a client pages shifts no other compute into or out of the pages still to come.
+        after = self._token(request)
+        page, more = self.state.computes_page(ws, after, self.state.settings.page_size)
+        parameter = self._version(request).skip_parameter
+        next_link = self._next_link(request, page[-1].name, parameter) if more else None
         return web.json_response({"value": [self._render(request, r) for r in page], "nextLink": next_link})
 
     async def get_compute(self, request: web.Request, p: Params) -> web.Response:

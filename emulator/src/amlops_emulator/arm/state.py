@@ -7,6 +7,7 @@ time, a delete takes effect once its operation has ended, a cluster replays its 
 
 from __future__ import annotations
 
+import heapq
 import re
 import uuid
 from collections.abc import Callable
@@ -225,6 +226,20 @@ class ArmState:
         prefix = _key(ws.subscription, ws.resource_group, ws.name)
         keys = sorted(k for k in self.computes if k[:3] == prefix)
         return [r for k in keys if (r := self._settled(k)) is not None]
+
+    def computes_page(self, ws: Workspace, after: str | None, size: int) -> tuple[list[ComputeRecord], bool]:
+        """The workspace's first ``size`` computes in name order whose names come after ``after``, and whether
+        more follow. Only the candidates for the page are settled (a compute whose deletion has completed leaves
+        the list as it does in ``computes_in``)."""
+        prefix = _key(ws.subscription, ws.resource_group, ws.name)
+        keys = [k for k in self.computes if k[:3] == prefix and (after is None or k[3] > after.lower())]
+        want = size + 1  # one more than the page: is there a next page?
+        while True:
+            candidates = heapq.nsmallest(want, keys)
+            page = [r for k in candidates if (r := self._settled(k)) is not None]
+            if len(page) > size or len(candidates) < want:
+                return page[:size], len(page) > size
+            want *= 2
 
     def all_in(self, subscription: str, location: str) -> list[ComputeRecord]:
         keys = [k for k, r in self.computes.items() if k[0] == subscription.lower()]
