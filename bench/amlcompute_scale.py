@@ -370,11 +370,15 @@ def main() -> int:
             extra += [f"--{kind}-refill", str(RAISED if raised else refill)]
         emulator = testbed.start_emulator(work / "emulator", "--no-batch", *extra, speed=600)
         procs.append(emulator.proc)
+        # Raised buckets are a subscription with larger limits, and the operator is told so (the chart's
+        # azure.armBuckets), as a user of such a subscription would: it paces, and spaces its listings, by them.
+        raised_buckets = ",".join(f"{kind}={RAISED}:{RAISED}" for kind in REAL_BUCKETS)
         env = emulator.operator_env(
             AMLOPS_POLL_FLOOR_SECONDS="1",
             AMLOPS_POLL_CEILING_SECONDS=str(args.poll_interval),
             AMLOPS_REQUEUE_SECONDS="2",
             AMLOPS_ARM_BUDGET_SHARE=str(args.share),
+            **({"AMLOPS_ARM_BUCKETS": raised_buckets} if args.arm_limits == "raised" else {}),
         )
         launched = time.monotonic()
         probe = work / "memory.json"

@@ -376,6 +376,10 @@ def test_azure_auth_and_endpoint_values_reach_the_pod(helm: Helm) -> None:
     assert default_env["AMLOPS_ARM_BUDGET_SHARE"] == "0.8", "a fifth of each ARM bucket is left to other tools"
     half = {e["name"]: e.get("value") for e in container(helm.render({"azure": {"armBudgetShare": 0.5}}))["env"]}
     assert Settings(arm_budget_share=half["AMLOPS_ARM_BUDGET_SHARE"]).arm_budget_share == 0.5
+    assert "AMLOPS_ARM_BUCKETS" not in default_env, "the documented buckets unless told otherwise"
+    larger = {"azure": {"armBuckets": "reads=500:50,writes=400:20"}}
+    told = {e["name"]: e.get("value") for e in container(helm.render(larger))["env"]}
+    assert Settings(arm_buckets=told["AMLOPS_ARM_BUCKETS"]).arm_buckets == "reads=500:50,writes=400:20"
 
     secret = helm.render({"azure": {"existingSecret": "azure-sp"}})
     assert container(secret)["envFrom"] == [{"secretRef": {"name": "azure-sp"}}]
@@ -453,6 +457,10 @@ BAD_VALUES = [
     pytest.param(
         BadValues("a share of ARM's budget is in (0, 1]", {"azure": {"armBudgetShare": 1.5}}, "/azure/armBudgetShare"),
         id="BudgetShareAboveOne",
+    ),
+    pytest.param(
+        BadValues("buckets as <kind>=<size>:<refill>", {"azure": {"armBuckets": "reads=500"}}, "/azure/armBuckets"),
+        id="BucketWithoutRefill",
     ),
     pytest.param(
         BadValues("Kubernetes pull policies only", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from amlops.azure.pollers import LIST_DUTY, WorkspacePoller
+from amlops.azure.pollers import LIST_DUTY, Listing, WorkspacePoller
 
 pytestmark = pytest.mark.unit
 
@@ -82,6 +82,26 @@ async def test_a_slow_listing_stretches_the_floor() -> None:
     await poller.get("cpu-1", max_age=0)
     assert workspace.calls == 1, "a listing is not repeated sooner than LIST_DUTY times what it took"
     clock.now += 1
+    await poller.get("cpu-1", max_age=0)
+    assert workspace.calls == 2
+
+
+async def test_a_listing_of_many_pages_is_spaced_by_the_reads_listings_may_use() -> None:
+    clock = Clock()
+    workspace = Workspace(clock)  # answers at once, as the emulator does
+    pages = 20  # a thousand computes
+
+    async def listing() -> list[dict[str, object]]:
+        return Listing(await workspace.list(), pages)
+
+    poller = WorkspacePoller(listing, floor=1.0, clock=clock, list_reads_per_second=10.0)
+    assert poller.spacing() == 1.0, "nothing listed yet: the floor"
+    await poller.get("cpu-1", max_age=0)
+    assert poller.spacing() == pages / 10.0
+    clock.now += 1.5
+    await poller.get("cpu-1", max_age=0)
+    assert workspace.calls == 1, "twenty reads at ten a second: not again within two seconds"
+    clock.now += 0.6
     await poller.get("cpu-1", max_age=0)
     assert workspace.calls == 2
 

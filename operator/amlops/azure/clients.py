@@ -19,6 +19,7 @@ from amlops.azure import credentials
 from amlops.azure.leases import Leases
 from amlops.azure.location_reads import LocationReads
 from amlops.azure.ml import MlClient, WorkspaceId
+from amlops.azure.pacing import READS, buckets
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, batch_accounting
 from amlops.azure.pollers import Pollers, WorkspacePoller
 from amlops.settings import Settings
@@ -42,11 +43,17 @@ def credential_key(secret_namespace: str, secret_name: str, data: Mapping[str, s
     return f"secret:{secret_namespace}/{secret_name}:{digest}"
 
 
+# Workspaces' compute listings may take this much of the reads amlops may make (its share of the refill of ARM's
+# read bucket); the rest is for the passes' own reads (a GET after a write, usages, quotas, nodes).
+LISTING_READ_SHARE = 0.5
+
+
 class AzureClients:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.budget = ThrottleBudget()
-        self.pollers = Pollers(settings.poll_floor_seconds)
+        read_refill = buckets(settings.arm_buckets)[READS].refill_per_second * settings.arm_budget_share
+        self.pollers = Pollers(settings.poll_floor_seconds, read_refill * LISTING_READ_SHARE)
         # Azure ML jobs of a workspace, listed once for every job object (and AmlCompute activeRuns) that reads it.
         self.job_pollers = Pollers(settings.poll_floor_seconds)
         self.locations = LocationReads(settings)

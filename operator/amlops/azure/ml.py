@@ -46,6 +46,7 @@ from azure.mgmt.machinelearningservices.models import QuotaBaseProperties, Quota
 from amlops.azure.errors import arm_error_text, azure_errors
 from amlops.azure.pacing import Pacer, buckets
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, arm_accounting
+from amlops.azure.pollers import Listing
 from amlops.reconcile.external import Pending
 from amlops.settings import Settings
 from amlops.status import now_iso
@@ -128,7 +129,7 @@ class MlClient:
                 return None
         return body
 
-    async def list_computes(self, ws: WorkspaceId) -> list[JSON]:
+    async def list_computes(self, ws: WorkspaceId) -> Listing:
         """Every compute of the workspace as raw JSON, following nextLink through the SDK's pipeline.
 
         The SDK's pager would build a model per compute only for us to serialize it back; with a thousand
@@ -137,17 +138,19 @@ class MlClient:
 
         return await self._list_raw("GET", f"{ws.arm_id}/computes")
 
-    async def _list_raw(self, method: str, path: str, key: str = "value") -> list[JSON]:
+    async def _list_raw(self, method: str, path: str, key: str = "value") -> Listing:
         """Every item of a paged list (``key``), following ``nextLink`` with GET through the SDK's pipeline, as
         1.0.1's pagers do, without building its models."""
         items: list[JSON] = []
         url: str | None = f"{self._settings.arm_endpoint.rstrip('/')}{path}"
+        requests = 0
         while url:
             with azure_errors():
                 page = await self._send(method, url)
+            requests += 1
             items.extend(item for item in page.get(key) or [] if isinstance(item, dict))
             url, method = page.get("nextLink"), "GET"
-        return items
+        return Listing(items, requests)
 
     async def _send(self, method: str, url: str) -> JSON:
         # nextLink carries its own query; the client's api-version replaces whatever it holds (as the SDK does).

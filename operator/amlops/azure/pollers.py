@@ -8,7 +8,10 @@ workspace that is one list call per workspace per poll interval instead of N GET
 
 The floor stretches with the workspace: a listing is never repeated sooner than ``LIST_DUTY`` times what the
 last one took, so a workspace of a thousand computes (a listing of twenty pages) is not re-listed every
-second while they converge, which would cost more than it tells.
+second while they converge, which would cost more than it tells; nor sooner than its pages take of the reads
+listings may use (``list_reads_per_second``: a share of amlops' share of ARM's read bucket). Azure lists a page in
+a tenth of a second or more, the emulator far quicker, and ten thousand computes are two hundred pages: listed
+every poll interval, they alone would take every read ARM allows the subscription.
 
 Entries are kept packed (``amlops.compact``): ten thousand listed computes held ≈ 60 MB as dicts, 7 MB packed.
 """
@@ -23,6 +26,17 @@ from typing import Any
 from amlops.compact import pack, unpack
 
 JSON = dict[str, Any]
+
+
+class Listing(list[JSON]):
+    """A listing's items, and how many requests (pages) it took."""
+
+    def __init__(self, items: list[JSON], requests: int) -> None:
+        super().__init__(items)
+        self.requests = requests
+
+
+# A listing: a plain list counts as one request (azure-ai-ml's pager does not say how many pages it read).
 Lister = Callable[[], Awaitable[list[JSON]]]
 # A workspace is listed at most half the time: more often and the listing itself is most of the work; less
 # often (a quarter was tried) and a thousand computes converging at once waited seconds for their news.
@@ -30,13 +44,21 @@ LIST_DUTY = 2.0
 
 
 class WorkspacePoller:
-    def __init__(self, lister: Lister, floor: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        lister: Lister,
+        floor: float,
+        clock: Callable[[], float] = time.monotonic,
+        list_reads_per_second: float | None = None,
+    ) -> None:
         self._lister = lister
         self._floor = floor
         self._clock = clock
+        self._list_reads_per_second = list_reads_per_second
         self._computes: dict[str, bytes] = {}  # name → the listed (or read) body, packed
         self._fetched_at: float | None = None
         self._took = 0.0
+        self._requests = 0  # what the last listing cost
         self._written: dict[str, float] = {}  # compute name → when amlops last wrote it
         self._read: dict[str, tuple[float, bytes | None]] = {}  # compute name → when a GET read it, its body packed
         self._lock = asyncio.Lock()
@@ -60,11 +82,16 @@ class WorkspacePoller:
         else:
             self._computes[key] = packed
 
+    def spacing(self) -> float:
+        """The least time between two listings: the floor, stretched by what the last one took and cost."""
+        by_budget = self._requests / self._list_reads_per_second if self._list_reads_per_second else 0.0
+        return max(self._floor, LIST_DUTY * self._took, by_budget)
+
     def _fresh(self, name: str, max_age: float) -> bool:
         if self._fetched_at is None:
             return False
         age = self._clock() - self._fetched_at
-        floor = max(self._floor, LIST_DUTY * self._took)
+        floor = self.spacing()
         if self._written.get(name, -1.0) >= self._fetched_at and age >= floor:
             return False
         return age <= max(max_age, floor)
@@ -82,7 +109,7 @@ class WorkspacePoller:
     async def items(self, max_age: float) -> list[JSON]:
         """Every entry of the workspace listing, refreshed first when it is older than ``max_age`` (never more
         often than the floor): for a reader of the whole listing (an AmlCompute's activeRuns)."""
-        floor = max(self._floor, LIST_DUTY * self._took)
+        floor = self.spacing()
         if self._fetched_at is None or self._clock() - self._fetched_at > max(max_age, floor):
             async with self._lock:
                 if self._fetched_at is None or self._clock() - self._fetched_at > max(max_age, floor):
@@ -95,6 +122,7 @@ class WorkspacePoller:
         self._computes = {str(item.get("name", "")).lower(): pack(item) for item in items}
         self._fetched_at = started
         self._took = self._clock() - started
+        self._requests = items.requests if isinstance(items, Listing) else 1
         # Writes the new listing has seen need no more tracking; GETs made while it ran are newer than it.
         self._written = {k: t for k, t in self._written.items() if t >= started}
         self._read = {k: read for k, read in self._read.items() if read[0] >= started}
@@ -106,8 +134,9 @@ class WorkspacePoller:
 class Pollers:
     """Pollers by (credential key, workspace ARM id); created on first use."""
 
-    def __init__(self, floor: float) -> None:
+    def __init__(self, floor: float, list_reads_per_second: float | None = None) -> None:
         self._floor = floor
+        self._list_reads_per_second = list_reads_per_second
         self._pollers: dict[tuple[str, str], WorkspacePoller] = {}
 
     def forget(self, key: tuple[str, str]) -> None:
@@ -120,5 +149,7 @@ class Pollers:
     def get(self, key: tuple[str, str], lister: Lister) -> WorkspacePoller:
         poller = self._pollers.get(key)
         if poller is None:
-            poller = self._pollers[key] = WorkspacePoller(lister, self._floor)
+            poller = self._pollers[key] = WorkspacePoller(
+                lister, self._floor, list_reads_per_second=self._list_reads_per_second
+            )
         return poller
