@@ -147,7 +147,7 @@ async def test_an_object_is_looked_at_with_its_latest_body() -> None:
     assert len(passes.looks) == 1, "two events within the idle time make one look"
 
 
-async def test_a_pass_says_when_to_look_again_and_a_requeue_overrides_it() -> None:
+async def test_a_pass_says_when_to_look_again_and_a_change_overrides_it() -> None:
     passes = Passes(after=0.0)
     async with serving(queue_of(passes)) as queue:
         queue.seen("AmlCompute", _body(), kopf.Memo())
@@ -158,7 +158,7 @@ async def test_a_pass_says_when_to_look_again_and_a_requeue_overrides_it() -> No
         due = queue.due_in("u1")
         assert due is not None
         assert due > 3000
-        queue.requeue("u1", 0)  # a change handler's pass said: converging
+        queue.act("AmlCompute", _body(), kopf.Memo())  # a change handler: at once
         await passes.next()
 
 
@@ -213,8 +213,6 @@ async def test_deleted_and_deleting_objects_leave_the_queue() -> None:
         queue.forget("c")
         assert len(queue) == 0
         assert queue.due_in("a") is None
-        queue.requeue("a", 0)  # a late pass of a deleted object does not bring it back
-        assert len(queue) == 0
 
 
 async def test_a_failing_pass_backs_off_and_the_object_stays_queued(caplog: pytest.LogCaptureFixture) -> None:
@@ -237,15 +235,15 @@ async def test_passes_run_at_most_concurrency_at_a_time_and_each_object_once() -
         for n in range(6):
             queue.seen("AmlCompute", _body(f"u{n}"), kopf.Memo())
         await asyncio.wait_for(passes.started.wait(), 30)
-        queue.requeue("u0", 0)  # u0 is running: it is not started twice
+        queue.act("AmlCompute", _body("u0"), kopf.Memo())  # u0 is running: looked at again after, not beside
         for _ in range(50):
             await asyncio.sleep(0)
         assert passes.in_flight == 2
         passes.gate.set()
-        while len(passes.looks) < 6:
+        while len(passes.looks) < 7:
             await passes.next()
     assert passes.peak == 2
-    assert sorted(body.metadata.uid or "" for _, body in passes.looks) == [f"u{n}" for n in range(6)]
+    assert sorted(body.metadata.uid or "" for _, body in passes.looks) == ["u0", *(f"u{n}" for n in range(6))]
 
 
 async def test_kopf_pausing_the_operator_stops_the_queue_until_it_resumes() -> None:

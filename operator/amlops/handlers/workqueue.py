@@ -135,12 +135,6 @@ class WorkQueue:
             entry.urgent = True
             self._schedule(body.metadata.uid or "", entry, self._now())
 
-    def requeue(self, uid: str, after: float) -> None:
-        """Look at the object again ``after`` seconds from now (a pass has just said when)."""
-        entry = self._entries.get(uid)
-        if entry is not None:
-            self._schedule(uid, entry, self._now() + after)
-
     def forget(self, uid: str) -> None:
         self._entries.pop(uid, None)
 
