@@ -376,8 +376,15 @@ class SasTemplate:
 
     def token(self, blob_name: str, key: bytes) -> str:
         string_to_sign = f"{self.before}{self.container_resource}{blob_name}{self.after}"
-        digest = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).digest()
-        return self.token_head + quote(base64.b64encode(digest).decode())  # quoted as the SDK quotes it
+        # hmac.digest: the one-shot C HMAC (hmac.new builds a Python object per call, a third of the signing).
+        digest = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256")
+        return self.token_head + quote_base64(base64.b64encode(digest).decode())
+
+
+def quote_base64(text: str) -> str:
+    """``urllib.parse.quote`` of a base64 text, as the SDK quotes a signature (``/`` kept, ``+`` and ``=``
+    escaped), without quote's slow path that the padding ``=`` takes on every signature."""
+    return text.replace("+", "%2B").replace("=", "%3D")
 
 
 def sas_protocol(endpoint: str) -> str | None:
