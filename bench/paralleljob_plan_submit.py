@@ -7,9 +7,7 @@ nothing runs, and the figures are the operator's alone (plan and add every task)
 the operator's peak RSS and CPU seconds, and the Batch calls it made. Uploading the inputs is set-up, not measured.
 On a given pool (``compute.poolId``, as here) with no completed job to reuse, the operator creates the Batch job
 once the plan's first chunk is written and adds tasks while it plans the rest: ``planSeconds`` is then when the plan
-was done, with tasks already being added. The operator runs as the image runs it (no other interpreter flags or
-allocator settings) and with a static token, as against the emulator: it never imports azure-identity, which a
-service principal or the pod's identity loads (about 14 MiB more).
+was done, with tasks already being added.
 
 The emulator's add-task ceiling is measured in the same run, once the operator has stopped: as many of the
 smallest tasks, added through ``create_tasks`` into a job of their own over the same https endpoint and with the
