@@ -1,6 +1,5 @@
 """azure-ai-ml is imported only when a ParallelJob targets an AmlCompute: an operator without one never pays its
-import (~2.3 s, ~80 MB RSS); azure-identity only when a credential of it is made (~14 MiB: an operator given a static
-token never makes one). Checked in a fresh interpreter, since this test process may have imported them."""
+import (~2.3 s, ~80 MB RSS). Checked in a fresh interpreter, since this test process may have imported it."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ names = [m.name for m in pkgutil.walk_packages(amlops.__path__, "amlops.")
          if m.name not in lazy and not m.name.endswith("__main__")]
 for name in names:
     importlib.import_module(name)
-print(json.dumps({"imported": names, "ml": sorted(m for m in sys.modules if m.startswith("azure.ai.ml"))[:5],
-                  "identity": sorted(m for m in sys.modules if m.startswith(("azure.identity", "msal")))[:5]}))
+print(json.dumps({"imported": names, "ml": sorted(m for m in sys.modules if m.startswith("azure.ai.ml"))[:5]}))
 """
 
 
@@ -42,7 +40,6 @@ def test_importing_every_operator_module_but_the_azure_ml_jobs_ones_does_not_imp
     assert "amlops.handlers.app" in result["imported"], "the probe must reach the operator's entry point"
     assert "amlops.external.paralleljob_aml" in result["imported"], "the pure mapping is imported eagerly"
     assert result["ml"] == [], f"imported at start: {result['ml']}"
-    assert result["identity"] == [], f"imported at start: {result['identity']}"
 
 
 def test_the_ml_jobs_adapter_does_import_it() -> None:
@@ -51,14 +48,3 @@ def test_the_ml_jobs_adapter_does_import_it() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=CLEAN)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "True"
-
-
-def test_making_the_default_credential_does_import_azure_identity() -> None:
-    """The probe above can tell: the operator's default credential (no static token) is azure-identity's."""
-    probe = (
-        "import sys\nfrom amlops.azure import credentials\n"
-        "print('azure.identity' in sys.modules, type(credentials.default(None)).__module__)"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=CLEAN)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False azure.identity.aio._credentials.default"

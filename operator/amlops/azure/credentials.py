@@ -1,8 +1,4 @@
-"""Azure credentials: a Secret's service principal, the operator's default identity, or a static token.
-
-azure-identity is imported when a credential of it is made, not with this module: it brings msal and requests
-(~14 MiB of RSS, an eighth of the operator's), which an operator given a static token (the emulator) never
-uses. tests/unit/test_lazy_imports.py checks that starting the operator does not import it."""
+"""Azure credentials: a Secret's service principal, the operator's default identity, or a static token."""
 
 from __future__ import annotations
 
@@ -12,6 +8,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 
 from amlops.reconcile.errors import TerminalError
 
@@ -49,8 +46,6 @@ def from_secret(
     kwargs: dict[str, Any] = {"authority": authority, "disable_instance_discovery": True} if authority else {}
     if ca_bundle:
         kwargs["connection_verify"] = ca_bundle
-    from azure.identity.aio import ClientSecretCredential  # lazily: see the module's docstring
-
     return ClientSecretCredential(
         data["AZURE_TENANT_ID"], data["AZURE_CLIENT_ID"], data["AZURE_CLIENT_SECRET"], **kwargs
     )
@@ -59,6 +54,4 @@ def from_secret(
 def default(static_token: str | None) -> AsyncTokenCredential:
     if static_token:
         return StaticTokenCredential(static_token)
-    from azure.identity.aio import DefaultAzureCredential  # lazily: see the module's docstring
-
     return DefaultAzureCredential()
