@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import shlex
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -140,12 +141,13 @@ JOB_INPUTS_DOC = "job-inputs.json"
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
 REUSE_MARKER = "reused.json"
 SUMMARY_WINDOW = 16
-# Tasks built and submitted together (memory holds one slice, and the next one being built), and at most this many
-# per pass so a huge job's status moves while it is being added (every few seconds at Batch's pace). Each pass
-# ends with a status write and the next starts a requeue interval later: 20,000 a pass cost 100,000 mini-batches
-# four such pauses, a fifth of their plan + submit time (bench/paralleljob_plan_submit.py).
+# Tasks built and submitted together (memory holds one slice, and the next one being built).
 ADD_SLICE = 1_000
-ADD_PER_PASS = 50_000
+# A pass adds slices for at most this long, so a huge job's status moves while it is being added, whatever Batch's
+# pace. Each pass ends with a status write and the next starts a requeue interval later: a count a pass (50,000)
+# cost 100,000 mini-batches such a pause at the emulator's pace, a tenth of their plan + submit time
+# (bench/paralleljob_plan_submit.py), and would leave the status still for minutes at a slower pace.
+ADD_PASS_SECONDS = 15.0
 # The task counts' states of the tasks a job has been given (Batch's job task counts).
 ADDED_STATES = ("active", "running", "completed")
 # A manifest up to this size travels in the task's environment: 100 such tasks stay under Batch's 1 MB body.
@@ -461,7 +463,7 @@ class ParallelJobClient:
         self, mr: Mr, client: BatchClient, layout: Layout, body: dict[str, Any], planning: Planning
     ) -> None:
         """On a given pool, with no completed job to reuse: plan and, as soon as the first chunk of the plan is
-        written, create the job and add its tasks while the rest is planned (a pass's worth, as update() adds them),
+        written, create the job and add its tasks while the rest is planned (a pass, as update() adds them),
         instead of adding only once the whole plan is done (a fifth of 100,000 mini-batches' plan + submit time,
         bench/paralleljob_plan_submit.py).
 
@@ -530,19 +532,20 @@ class ParallelJobClient:
         return None
 
     async def _add(self, mr: Mr, client: BatchClient, layout: Layout, plan: PlanProgress, added: int) -> None:
-        """Add a pass's tasks from the slice the job's task count ends in, as far as the plan has got (waiting for
-        it while it is being written). Slices go one after another, so every task before that slice exists; adding
-        the slice again is harmless (TaskExists is skipped)."""
-        start = added // ADD_SLICE * ADD_SLICE
-        end = start + ADD_PER_PASS
+        """Add a pass's tasks (``ADD_PASS_SECONDS``) from the slice the job's task count ends in, as far as the
+        plan has got (waiting for it while it is being written). Slices go one after another, so every task before
+        that slice exists; adding the slice again is harmless (TaskExists is skipped)."""
+        deadline = time.monotonic() + ADD_PASS_SECONDS
 
         async def build(low: int) -> tuple[int, list[dict[str, Any]]] | None:
-            high = min(end, low + ADD_SLICE, await plan.reached(min(end, low + ADD_SLICE))) if low < end else low
+            if time.monotonic() >= deadline:
+                return None
+            high = min(low + ADD_SLICE, await plan.reached(low + ADD_SLICE))
             return (high, await self._slice(mr, layout, plan.chunk, low, high)) if high > low else None
 
         # The next slice is read and signed while this one is added: the operator's CPU (signing, most of it) and
         # Batch's (taking the tasks) overlap instead of taking turns.
-        building = asyncio.create_task(build(start))
+        building = asyncio.create_task(build(added // ADD_SLICE * ADD_SLICE))
         try:
             while (built := await building) is not None:
                 high, tasks = built
