@@ -30,7 +30,7 @@ from azure.storage.blob import BlobBlock, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient
 
 from amlops.azure.errors import azure_errors
-from amlops.azure.pipeline import blob_accounting
+from amlops.azure.pipeline import blob_accounting, env_settings_in_use
 from amlops.reconcile.errors import RetryableError, TerminalError
 
 NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
@@ -75,7 +75,7 @@ class BlobStore:
         # The storage SDK takes extra policies only through this kwarg; it appends them after its retry policy, so
         # every attempt is counted like ARM's and Batch's (amlops.azure.pipeline).
         service = BlobServiceClient.from_connection_string(
-            connection_string, _additional_pipeline_policies=[blob_accounting()]
+            connection_string, _additional_pipeline_policies=[blob_accounting()], use_env_settings=env_settings_in_use()
         )
         return cls(service)
 
