@@ -248,6 +248,16 @@ class Step:
 
 
 @dataclass(frozen=True)
+class TaskFiles:
+    """What every task of a job downloads besides its mini-batch's inputs: the code folder's blobs, whether there
+    is a requirements.txt, and the blobs of each input other than input_data."""
+
+    installs: bool
+    code: list[str]
+    job_input_files: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
 class Layout:
     """Where everything of one job lives in blob storage."""
 
@@ -536,12 +546,13 @@ class ParallelJobClient:
         plan has got (waiting for it while it is being written). Slices go one after another, so every task before
         that slice exists; adding the slice again is harmless (TaskExists is skipped)."""
         deadline = time.monotonic() + ADD_PASS_SECONDS
+        common = await self._task_files(layout)
 
         async def build(low: int) -> tuple[int, list[dict[str, Any]]] | None:
             if time.monotonic() >= deadline:
                 return None
             high = min(low + ADD_SLICE, await plan.reached(low + ADD_SLICE))
-            return (high, await self._slice(mr, layout, plan.chunk, low, high)) if high > low else None
+            return (high, await self._slice(mr, layout, common, plan.chunk, low, high)) if high > low else None
 
         # The next slice is read and signed while this one is added: the operator's CPU (signing, most of it) and
         # Batch's (taking the tasks) overlap instead of taking turns.
@@ -559,9 +570,11 @@ class ParallelJobClient:
         counts = await batch_jobs.task_counts(client, job_id(mr))
         return sum(int(counts.get(state) or 0) for state in ADDED_STATES)
 
-    async def _slice(self, mr: Mr, layout: Layout, chunk: int, low: int, high: int) -> list[dict[str, Any]]:
+    async def _slice(
+        self, mr: Mr, layout: Layout, common: TaskFiles, chunk: int, low: int, high: int
+    ) -> list[dict[str, Any]]:
         """The task bodies of mini-batches ``low`` to ``high`` (excluded)."""
-        return await self._tasks(mr, layout, await self._mini_batches(layout, chunk, low, high))
+        return await self._tasks(mr, layout, common, await self._mini_batches(layout, chunk, low, high))
 
     async def _mini_batches(self, layout: Layout, chunk: int, low: int, high: int) -> list[MiniBatch]:
         plan = JsonFolder(layout.store, layout.plan)
@@ -745,19 +758,26 @@ class ParallelJobClient:
             return None
         return mltable_paths(data.decode("utf-8", "replace"))
 
-    async def _tasks(self, mr: Mr, layout: Layout, batches: list[MiniBatch]) -> list[dict[str, Any]]:
-        """One slice's tasks (see :func:`task_bodies`), signed with tokens that end with the job: each slice
-        signs afresh, so the tokens of a long job's later tasks are renewed as they are added."""
-        store, spec = layout.store, mr.spec
+    async def _task_files(self, layout: Layout) -> TaskFiles:
+        """What every task downloads besides its inputs, read once a pass (not once a slice)."""
+        store = layout.store
         # create() wrote requirements.txt only when the environment asks for a package: the blob is the answer.
         installs = await store.exists(layout.plan, REQUIREMENTS_FILE)
         code = [blob.name async for blob in store.list_folder(layout.code)]
         check_code_files(len(code), store.folder_url(layout.code))
+        listed = await self._list_job_inputs(layout)
+        return TaskFiles(installs, code, {name: [blob for blob, _ in blobs] for name, blobs in listed.items()})
+
+    async def _tasks(self, mr: Mr, layout: Layout, common: TaskFiles, batches: list[MiniBatch]) -> list[dict[str, Any]]:
+        """One slice's tasks (see :func:`task_bodies`), signed with tokens that end with the job: each slice
+        signs afresh, so the tokens of a long job's later tasks are renewed as they are added."""
+        store, spec = layout.store, mr.spec
         sign = store.signer(sas_expiry(datetime.now(UTC), spec.active_deadline_seconds, SAS_LIFETIME, SAS_MARGIN))
         # Building the bodies and signing their tokens (two or more per task) is most of the CPU here: off the event
         # loop, so one large job's slice does not hold up every other object's reconcile.
-        files = {name: [blob for blob, _ in listed] for name, listed in (await self._list_job_inputs(layout)).items()}
-        tasks, documents = await asyncio.to_thread(task_bodies, spec, layout, sign, code, installs, batches, files)
+        tasks, documents = await asyncio.to_thread(
+            task_bodies, spec, layout, sign, common.code, common.installs, batches, common.job_input_files
+        )
         for name, document in documents.items():  # manifests too large to travel inside their task
             await store.write(layout.plan, name, document, "application/json")
         return tasks
