@@ -2,9 +2,12 @@
 
 Real parts only: the Kubernetes test bed, Azurite (inputs and the plan), the emulator as its own process (ARM
 and Batch), and the operator as a process. The BatchCompute's pool has no nodes, so every task stays queued:
-nothing runs, and the figures are the operator's alone (plan, then add every task). Measured from the apply:
+nothing runs, and the figures are the operator's alone (plan and add every task). Measured from the apply:
 ``planSeconds`` (the plan's index is done), ``planAndSubmitSeconds`` (the Batch job counts every task), tasks/s,
 the operator's peak RSS and CPU seconds, and the Batch calls it made. Uploading the inputs is set-up, not measured.
+On a given pool (``compute.poolId``, as here) with no completed job to reuse, the operator creates the Batch job
+once the plan's first chunk is written and adds tasks while it plans the rest: ``planSeconds`` is then when the plan
+was done, with tasks already being added.
 
 The emulator's add-task ceiling is measured in the same run, once the operator has stopped: as many of the
 smallest tasks, added through ``create_tasks`` into a job of their own over the same https endpoint and with the

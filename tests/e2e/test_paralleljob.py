@@ -775,6 +775,37 @@ def test_specs_that_cannot_run_are_stalled_before_any_pool_or_job_exists(bed: Be
     assert not any(op.endswith("/addtaskcollection") for op in bed.azure.operations()), "no task was added"
 
 
+def test_a_plan_refused_after_its_job_exists_ends_the_job(bed: Bed) -> None:
+    """On a given pool the job is created, and its first tasks added, once the plan's first chunk is written, while
+    the rest is planned (bench/paralleljob_plan_submit.py): a file the plan refuses after that (InputNotUtf8) stalls
+    the object and ends its Batch job, so no task of a plan that cannot run stays queued."""
+    rows = "".join(f"{i},x\n" for i in range(2_100))  # one row a mini-batch: four chunks of 500 before b.csv
+    bed.upload("late", {"a.csv": f"id,v\n{rows}", "b.csv": "id,région\n1,été\n".encode("latin-1")})
+    tabular = {"code": bed.uri("code"), "entryScript": "tabular.py"}
+    bed.job("late", inputs={"data": {"uri": bed.uri("late"), "type": "mltable"}}, miniBatchSize="1", task=tabular)
+
+    found = testbed.eventually(partial(stalled, bed, "late"), timeout=90, what="Stalled")
+    assert found["reason"] == "InputNotUtf8"
+    assert "b.csv" in found["message"]
+    job_id = f"pj-{bed.get('late')['metadata']['uid']}"
+
+    async def state(client: BatchClient) -> tuple[str, str | None]:
+        async for job in client.list_jobs():
+            if job.id == job_id:
+                ended = "completed" if job.state == "completed" else "not yet"
+                return ended, job.execution_info.termination_reason if job.execution_info else None
+        return "absent", None  # refused before the job was created: nothing to end
+
+    def settled() -> tuple[str, str | None] | None:
+        now = batch(bed.azure, state)
+        return now if now[0] in ("absent", "completed") else None
+
+    assert testbed.eventually(settled, timeout=60, what="the Batch job ended") in (
+        ("completed", "InputNotUtf8"),
+        ("absent", None),
+    )
+
+
 def test_a_vanished_plan_document_is_stalled_naming_it(bed: Bed) -> None:
     bed.upload("inputs", files(8))
     bed.job("plan", miniBatchSize="1", environmentVariables={"DELAY": "2"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from amlops.external.paralleljob_plan import (
     Kind,
     MiniBatch,
     PlanHash,
+    PlanIndex,
+    PlanProgress,
     PlanSpec,
     chunk_name,
     parse_mini_batch_size,
@@ -451,6 +454,50 @@ async def test_a_changed_planning_spec_cannot_resume_an_incomplete_plan() -> Non
         await write_manifest(files(*(f"f{i}" for i in range(20))), PlanSpec("files", "3"), store, chunk=2)
 
     assert caught.value.reason == "PlanChanged"
+
+
+async def test_progress_is_told_each_checkpoint_once_its_chunk_is_written_and_the_end() -> None:
+    store = MemoryStore()
+    told: list[tuple[int, bool, bool]] = []
+
+    def seen(index: PlanIndex) -> None:  # every chunk the index counts is in the store already
+        chunks = -(-index.count // index.chunk)
+        told.append((index.count, index.done, all(chunk_name(n) in store.docs for n in range(chunks))))
+
+    await write_manifest(files(*(f"f{i}" for i in range(23))), PlanSpec("files", "5"), store, chunk=2, progress=seen)
+
+    assert told == [(2, False, True), (4, False, True), (5, True, True)]
+
+
+async def test_a_resumed_plan_tells_nothing_before_its_next_checkpoint_and_a_done_one_tells_at_once() -> None:
+    listing = files(*(f"f{i:03d}" for i in range(100)))
+    spec = PlanSpec("files", "3")
+    store = MemoryStore(fail_after=9)
+    with pytest.raises(ConnectionError):
+        await write_manifest(listing, spec, store, chunk=4)
+    store.fail_after = None
+    told: list[int] = []
+
+    done = await write_manifest(listing, spec, store, chunk=4, progress=lambda index: told.append(index.count))
+    # 16 were checkpointed before the crash: the first count told is the next checkpoint's, after the replay.
+    assert told == [20, 24, 28, 32, 34]
+    again: list[PlanIndex] = []
+    await write_manifest(listing, spec, store, chunk=4, progress=again.append)
+    assert again == [done]
+
+
+async def test_plan_progress_waits_for_a_count_or_the_end() -> None:
+    progress = PlanProgress()
+    waiting = asyncio.create_task(progress.reached(4))
+    progress(PlanIndex(2, False, "s", "c", chunk=2))
+    await asyncio.sleep(0)  # a turn of the loop, not a wait for time: the waiter has seen the checkpoint
+    assert not waiting.done()
+    progress(PlanIndex(4, False, "s", "c", chunk=2))
+    assert await waiting == 4
+    assert progress.chunk == 2
+    progress(PlanIndex(5, True, "s", "c", "h", chunk=2))
+    assert await progress.reached(100) == 5  # done: fewer than asked
+    assert await PlanProgress(PlanIndex(0, True, "s", "c", "h")).reached(1) == 0  # an empty plan
 
 
 def test_manifest_documents_round_trip() -> None:

@@ -3,6 +3,8 @@ the operator's shared storage account. Pure: nothing is sent, the tokens are rea
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -14,7 +16,7 @@ import pytest
 from azure.storage.blob import generate_blob_sas
 
 from amlops.api.paralleljob import ParallelJobSpec
-from amlops.azure.blob import BlobFolder, BlobSigner, BlobStore, sas_expiry, sas_protocol
+from amlops.azure.blob import BlobFolder, BlobSigner, BlobStore, quote_base64, sas_expiry, sas_protocol
 from amlops.external.paralleljob import (
     CODE_FILES_LIMIT,
     INLINE_MANIFEST_BYTES,
@@ -152,6 +154,20 @@ def test_every_url_is_the_one_the_sdk_signs(case: SdkCase) -> None:
         protocol=sas_protocol(case.endpoint),
     )
     assert sign.url(folder, case.blob, case.permission) == f"{case.endpoint}/{case.container}/{quote(case.blob)}?{sdk}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",  # no padding
+        b"\xfb\xff",  # "+/8=": both characters quote treats differently, and padding
+        b"\xfb\xef\xbe",  # "++++"
+        *(hashlib.sha256(str(n).encode()).digest() for n in range(64)),  # signatures as SAS tokens carry them
+    ],
+)
+def test_a_signature_is_quoted_as_urllib_quotes_it(raw: bytes) -> None:
+    text = base64.b64encode(raw).decode()
+    assert quote_base64(text) == quote(text)
 
 
 # ----------------------------------------------------------------------------------------------- tasks

@@ -30,7 +30,7 @@ from azure.storage.blob import BlobBlock, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient
 
 from amlops.azure.errors import azure_errors
-from amlops.azure.pipeline import blob_accounting
+from amlops.azure.pipeline import blob_accounting, env_settings_in_use
 from amlops.reconcile.errors import RetryableError, TerminalError
 
 NEWLINE_PROBE = 64 * 1024  # bytes read per step while looking for the next line start
@@ -75,7 +75,7 @@ class BlobStore:
         # The storage SDK takes extra policies only through this kwarg; it appends them after its retry policy, so
         # every attempt is counted like ARM's and Batch's (amlops.azure.pipeline).
         service = BlobServiceClient.from_connection_string(
-            connection_string, _additional_pipeline_policies=[blob_accounting()]
+            connection_string, _additional_pipeline_policies=[blob_accounting()], use_env_settings=env_settings_in_use()
         )
         return cls(service)
 
@@ -376,8 +376,15 @@ class SasTemplate:
 
     def token(self, blob_name: str, key: bytes) -> str:
         string_to_sign = f"{self.before}{self.container_resource}{blob_name}{self.after}"
-        digest = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).digest()
-        return self.token_head + quote(base64.b64encode(digest).decode())  # quoted as the SDK quotes it
+        # hmac.digest: the one-shot C HMAC (hmac.new builds a Python object per call, a third of the signing).
+        digest = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256")
+        return self.token_head + quote_base64(base64.b64encode(digest).decode())
+
+
+def quote_base64(text: str) -> str:
+    """``urllib.parse.quote`` of a base64 text, as the SDK quotes a signature (``/`` kept, ``+`` and ``=``
+    escaped), without quote's slow path that the padding ``=`` takes on every signature."""
+    return text.replace("+", "%2B").replace("=", "%3D")
 
 
 def sas_protocol(endpoint: str) -> str | None:

@@ -20,7 +20,7 @@ from amlops.azure.leases import Leases
 from amlops.azure.location_reads import LocationReads
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.azure.pacing import READS, buckets
-from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, batch_accounting
+from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, batch_accounting, env_settings_in_use
 from amlops.azure.pollers import Pollers, WorkspacePoller
 from amlops.settings import Settings
 
@@ -185,7 +185,8 @@ class AzureClients:
             self._hold(user, "batch-credential", ("credential", credential_key))
         client = self._batch.get((endpoint, key_id))
         if client is None:
-            kwargs: dict[str, object] = {}
+            # Without the shared transport, the SDK's own: trusting the environment only when it says something.
+            kwargs: dict[str, object] = {"use_env_settings": env_settings_in_use()}
             if endpoint.startswith("https://") and (transport := self._transport()) is not None:
                 # The shared transport's one SSLContext: given connection_verify=<path>, every Batch request
                 # built a new one and its own TLS connection (100,000 tasks: 105 → 460 MiB, bench/).

@@ -23,10 +23,12 @@ import asyncio
 import hashlib
 import json
 import shlex
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from azure.batch.aio import BatchClient
 
@@ -88,6 +90,7 @@ from amlops.external.paralleljob_plan import (
     Kind,
     MiniBatch,
     PlanIndex,
+    PlanProgress,
     PlanSpec,
     manifest_prefix,
     mini_batch_name,
@@ -138,16 +141,42 @@ JOB_INPUTS_DOC = "job-inputs.json"
 # Beside the plan: this job reused an identical job's output (isDeterministic); read by observe after a restart.
 REUSE_MARKER = "reused.json"
 SUMMARY_WINDOW = 16
-# Tasks built and submitted together (memory holds one slice, and the next one being built), and at most this many
-# per pass so a huge job's status moves while it is being added (every few seconds at Batch's pace). Each pass
-# ends with a status write and the next starts a requeue interval later: 20,000 a pass cost 100,000 mini-batches
-# four such pauses, a fifth of their plan + submit time (bench/paralleljob_plan_submit.py).
+# Tasks built and submitted together (memory holds one slice, and the next one being built).
 ADD_SLICE = 1_000
-ADD_PER_PASS = 50_000
+# A pass adds slices for at most this long, so a huge job's status moves while it is being added, whatever Batch's
+# pace. Each pass ends with a status write and the next starts a requeue interval later: a count a pass (50,000)
+# cost 100,000 mini-batches such a pause at the emulator's pace, a tenth of their plan + submit time
+# (bench/paralleljob_plan_submit.py), and would leave the status still for minutes at a slower pace.
+ADD_PASS_SECONDS = 15.0
+# The task counts' states of the tasks a job has been given (Batch's job task counts).
+ADDED_STATES = ("active", "running", "completed")
 # A manifest up to this size travels in the task's environment: 100 such tasks stay under Batch's 1 MB body.
 INLINE_MANIFEST_BYTES = 4_096
 WAIT_FOR_COMPUTE_SECONDS = 5.0
+# One encoder for every task's manifest: json.dumps with separators builds a new one per call.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 TABULAR_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+class Planning(Protocol):
+    """``write_manifest`` with everything but its ``progress`` given."""
+
+    def __call__(self, *, progress: Callable[[PlanIndex], None] | None = None) -> Awaitable[PlanIndex]: ...
+
+
+async def together(*steps: Awaitable[object]) -> None:
+    """Run ``steps`` at once until all are done; the first to fail cancels the others and its error is raised as
+    it is (not in an ExceptionGroup: the engine reads RetryableError and TerminalError)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for step in steps:
+                group.create_task(_awaited(step))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+async def _awaited(step: Awaitable[object]) -> None:
+    await step
 
 
 def job_id(mr: Mr) -> str:
@@ -216,6 +245,16 @@ class Step:
     decision: m.Decision
     added: int
     index: PlanIndex | None
+
+
+@dataclass(frozen=True)
+class TaskFiles:
+    """What every task of a job downloads besides its mini-batch's inputs: the code folder's blobs, whether there
+    is a requirements.txt, and the blobs of each input other than input_data."""
+
+    installs: bool
+    code: list[str]
+    job_input_files: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -297,11 +336,11 @@ class ParallelJobClient:
         index = await read_index(JsonFolder(layout.store, layout.plan))
         if index is None:  # create() writes the whole plan before the job: it was there, and is gone
             raise plan_blob_missing(INDEX_NAME)
-        if not index.done:
-            raise RetryableError("Planning", "the Batch job exists but its plan is incomplete", 1.0)
+        if not index.done:  # create() plans on while it adds the first tasks: a restart left it there, it goes on
+            return Observation(False, at_provider={"phase": job.PENDING, "jobId": job_id(mr), "poolId": pool_id(mr)})
         counts = await batch_jobs.task_counts(client, job_id(mr))
         done = await self._finished_tasks(mr, client, layout, int(counts.get("completed") or 0))
-        added = sum(int(counts.get(state) or 0) for state in ("active", "running", "completed"))
+        added = sum(int(counts.get(state) or 0) for state in ADDED_STATES)
         started = mr.status.get("startTime") or batch_job.get("creationTime")
         elapsed = job.seconds_since(started, datetime.now(UTC))
         all_finished = len(done) == index.count
@@ -399,12 +438,27 @@ class ParallelJobClient:
         client = access.client
         layout = await self._layout(mr)
         layout.store.check_signing()  # nodes reach blobs through SAS URLs: refuse now, not after the pool exists
-        index = await write_manifest(
-            self._listing(layout), await self._plan_spec(mr, layout), JsonFolder(layout.store, layout.plan),
-            BlobRangeReader(layout.store, layout.inputs),
+        planning = partial(
+            write_manifest, self._listing(layout), await self._plan_spec(mr, layout),
+            JsonFolder(layout.store, layout.plan), BlobRangeReader(layout.store, layout.inputs),
         )  # fmt: skip
-        if mr.spec.is_deterministic and index.hash and await self._reuse(mr, layout, index.hash):
-            return None  # an identical job's output is reused: no Batch job, no compute
+        reusable = await self._reusable(mr) if mr.spec.is_deterministic else []
+        if reusable or owns_pool(mr):
+            # The whole plan first: reuse needs its hash before anything exists, and a pool of the job's own bills
+            # from its creation, so an input the plan refuses must be refused before it.
+            index = await planning()
+            if index.hash and await self._reuse(layout, index.hash, reusable):
+                return None  # an identical job's output is reused: no Batch job, no compute
+            body = await self._prepare(mr, client, layout)
+            if owns_pool(mr):
+                await batch.create_pool(client, self._pool_body(mr))
+            await batch_jobs.create_job(client, body)
+            return None
+        await self._plan_and_add(mr, client, layout, await self._prepare(mr, client, layout), planning)
+        return None
+
+    async def _prepare(self, mr: Mr, client: BatchClient, layout: Layout) -> dict[str, Any]:
+        """Check the given pool and the job's body, write what every task downloads; the job's body."""
         if not owns_pool(mr):
             await self._check_pool(mr, client)
         await layout.store.write(layout.plan, DRIVER_FILE, driver_source(), "text/x-python")
@@ -413,10 +467,42 @@ class ParallelJobClient:
         body = m.job_body(mr.spec, job_id(mr), pool_id(mr), mr.owner, f"{mr.namespace}/{mr.name}", not owns_pool(mr))
         if (why := m.oversized(body)) is not None:  # before a pool of ours bills
             raise TerminalError(REASON_INVALID_SPEC, why)
-        if owns_pool(mr):
-            await batch.create_pool(client, self._pool_body(mr))
-        await batch_jobs.create_job(client, body)
-        return None
+        return body
+
+    async def _plan_and_add(
+        self, mr: Mr, client: BatchClient, layout: Layout, body: dict[str, Any], planning: Planning
+    ) -> None:
+        """On a given pool, with no completed job to reuse: plan and, as soon as the first chunk of the plan is
+        written, create the job and add its tasks while the rest is planned (a pass, as update() adds them),
+        instead of adding only once the whole plan is done (a fifth of 100,000 mini-batches' plan + submit time,
+        bench/paralleljob_plan_submit.py).
+
+        The job exists only once the plan's index does (observe() reads it), and a job whose plan is incomplete is
+        created again (observe() says so after a restart): the plan resumes and adding goes on from the job's count.
+        A plan refused after the job was created ends the job, so no task of a plan that cannot run keeps running."""
+        progress = PlanProgress()
+        created = False
+        refused: list[TerminalError] = []
+
+        async def plan() -> None:
+            try:
+                await planning(progress=progress)
+            except TerminalError as e:
+                refused.append(e)
+                raise
+
+        async def submit() -> None:
+            nonlocal created
+            await progress.reached(1)
+            created = True
+            added = 0 if await batch_jobs.create_job(client, body) else await self._added(client, mr)
+            await self._add(mr, client, layout, progress, added)
+
+        try:
+            await together(plan(), submit())
+        finally:
+            if refused and created:
+                await batch_jobs.terminate_job(client, job_id(mr), refused[0].reason)
 
     async def update(self, mr: Mr, observation: Observation) -> Pending | None:
         step = await intent_of(observation, Step, lambda: self.observe(mr))
@@ -428,7 +514,7 @@ class ParallelJobClient:
             raise RetryableError(REASON_WAITING_FOR_COMPUTE, f"BatchCompute {mr.spec.compute.name} is gone")
         jid = job_id(mr)
         if decision.action == "add" and index is not None:
-            await self._add(mr, client, await self._layout(mr), index, added)
+            await self._add(mr, client, await self._layout(mr), PlanProgress(index), added)
         elif decision.action == "suspend":
             await batch_jobs.disable_job(client, jid)
         elif decision.action == "resume":
@@ -455,50 +541,70 @@ class ParallelJobClient:
         self._finished.pop(job_id(mr), None)
         return None
 
-    async def _add(self, mr: Mr, client: BatchClient, layout: Layout, index: PlanIndex, added: int) -> None:
-        """Add tasks from the slice the job's task count ends in. Slices go one after another, so every task
-        before that slice exists; adding the slice again is harmless (TaskExists is skipped)."""
-        start = added // ADD_SLICE * ADD_SLICE
-        end = min(index.count, start + ADD_PER_PASS)
-        slices = [(low, min(end, low + ADD_SLICE)) for low in range(start, end, ADD_SLICE)]
-        if not slices:
-            return
+    async def _add(self, mr: Mr, client: BatchClient, layout: Layout, plan: PlanProgress, added: int) -> None:
+        """Add a pass's tasks (``ADD_PASS_SECONDS``) from the slice the job's task count ends in, as far as the
+        plan has got (waiting for it while it is being written). Slices go one after another, so every task before
+        that slice exists; adding the slice again is harmless (TaskExists is skipped)."""
+        deadline = time.monotonic() + ADD_PASS_SECONDS
+        common = await self._task_files(layout)
+
+        async def build(low: int) -> tuple[int, list[dict[str, Any]]] | None:
+            if time.monotonic() >= deadline:
+                return None
+            high = min(low + ADD_SLICE, await plan.reached(low + ADD_SLICE))
+            return (high, await self._slice(mr, layout, common, plan.chunk, low, high)) if high > low else None
+
         # The next slice is read and signed while this one is added: the operator's CPU (signing, most of it) and
         # Batch's (taking the tasks) overlap instead of taking turns.
-        building = asyncio.create_task(self._slice(mr, layout, index, *slices[0]))
+        building = asyncio.create_task(build(added // ADD_SLICE * ADD_SLICE))
         try:
-            for following in [*slices[1:], None]:
-                tasks = await building
-                if following is not None:
-                    building = asyncio.create_task(self._slice(mr, layout, index, *following))
+            while (built := await building) is not None:
+                high, tasks = built
+                building = asyncio.create_task(build(high))
                 await batch_jobs.add_tasks(client, job_id(mr), tasks)
         finally:
             building.cancel()  # a failed add leaves the next slice unbuilt (done already: a no-op)
 
-    async def _slice(self, mr: Mr, layout: Layout, index: PlanIndex, low: int, high: int) -> list[dict[str, Any]]:
-        """The task bodies of mini-batches ``low`` to ``high`` (excluded)."""
-        return await self._tasks(mr, layout, await self._mini_batches(layout, index, low, high))
+    async def _added(self, client: BatchClient, mr: Mr) -> int:
+        """The tasks the job has (active, running or completed)."""
+        counts = await batch_jobs.task_counts(client, job_id(mr))
+        return sum(int(counts.get(state) or 0) for state in ADDED_STATES)
 
-    async def _mini_batches(self, layout: Layout, index: PlanIndex, low: int, high: int) -> list[MiniBatch]:
+    async def _slice(
+        self, mr: Mr, layout: Layout, common: TaskFiles, chunk: int, low: int, high: int
+    ) -> list[dict[str, Any]]:
+        """The task bodies of mini-batches ``low`` to ``high`` (excluded)."""
+        return await self._tasks(mr, layout, common, await self._mini_batches(layout, chunk, low, high))
+
+    async def _mini_batches(self, layout: Layout, chunk: int, low: int, high: int) -> list[MiniBatch]:
         plan = JsonFolder(layout.store, layout.plan)
         found: list[MiniBatch] = []
-        for number in range(low // index.chunk, (high - 1) // index.chunk + 1):
+        for number in range(low // chunk, (high - 1) // chunk + 1):
             found += [b for b in await read_chunk(plan, number) if low <= b.index < high]
         return found
 
-    async def _reuse(self, mr: Mr, layout: Layout, content_hash: str) -> bool:
-        """Find a completed deterministic job with the same content hash; record the reuse in a marker blob
-        beside the plan (restart-safe: observe reads it) and say whether there was one."""
+    async def _reusable(self, mr: Mr) -> list[dict[str, Any]]:
+        """The namespace's ParallelJobs whose output this deterministic one may reuse if its plan has their content
+        hash: completed deterministic ones (not reusing another's), with its outcome settings."""
+        found = []
         for other in await self._objects.list("paralleljobs", mr.namespace):
             status, spec = other.get("status") or {}, other.get("spec") or {}
             if (
                 other["metadata"].get("uid") != mr.uid
                 and spec.get("isDeterministic")
                 and status.get("phase") == "Complete"
-                and status.get("contentHash") == content_hash
                 and not status.get("reusedFrom")
                 and same_outcome_settings(mr.spec, spec)
             ):
+                found.append(other)
+        return found
+
+    async def _reuse(self, layout: Layout, content_hash: str, reusable: list[dict[str, Any]]) -> bool:
+        """Find the reusable job with the same content hash; record the reuse in a marker blob beside the plan
+        (restart-safe: observe reads it) and say whether there was one."""
+        for other in reusable:
+            status = other.get("status") or {}
+            if status.get("contentHash") == content_hash:
                 marker = {
                     "from": other["metadata"]["name"],
                     "contentHash": content_hash,
@@ -652,19 +758,26 @@ class ParallelJobClient:
             return None
         return mltable_paths(data.decode("utf-8", "replace"))
 
-    async def _tasks(self, mr: Mr, layout: Layout, batches: list[MiniBatch]) -> list[dict[str, Any]]:
-        """One slice's tasks (see :func:`task_bodies`), signed with tokens that end with the job: each slice
-        signs afresh, so the tokens of a long job's later tasks are renewed as they are added."""
-        store, spec = layout.store, mr.spec
+    async def _task_files(self, layout: Layout) -> TaskFiles:
+        """What every task downloads besides its inputs, read once a pass (not once a slice)."""
+        store = layout.store
         # create() wrote requirements.txt only when the environment asks for a package: the blob is the answer.
         installs = await store.exists(layout.plan, REQUIREMENTS_FILE)
         code = [blob.name async for blob in store.list_folder(layout.code)]
         check_code_files(len(code), store.folder_url(layout.code))
+        listed = await self._list_job_inputs(layout)
+        return TaskFiles(installs, code, {name: [blob for blob, _ in blobs] for name, blobs in listed.items()})
+
+    async def _tasks(self, mr: Mr, layout: Layout, common: TaskFiles, batches: list[MiniBatch]) -> list[dict[str, Any]]:
+        """One slice's tasks (see :func:`task_bodies`), signed with tokens that end with the job: each slice
+        signs afresh, so the tokens of a long job's later tasks are renewed as they are added."""
+        store, spec = layout.store, mr.spec
         sign = store.signer(sas_expiry(datetime.now(UTC), spec.active_deadline_seconds, SAS_LIFETIME, SAS_MARGIN))
         # Building the bodies and signing their tokens (two or more per task) is most of the CPU here: off the event
         # loop, so one large job's slice does not hold up every other object's reconcile.
-        files = {name: [blob for blob, _ in listed] for name, listed in (await self._list_job_inputs(layout)).items()}
-        tasks, documents = await asyncio.to_thread(task_bodies, spec, layout, sign, code, installs, batches, files)
+        tasks, documents = await asyncio.to_thread(
+            task_bodies, spec, layout, sign, common.code, common.installs, batches, common.job_input_files
+        )
         for name, document in documents.items():  # manifests too large to travel inside their task
             await store.write(layout.plan, name, document, "application/json")
         return tasks
@@ -822,7 +935,7 @@ def task_bodies(
     documents: dict[str, bytes] = {}
     for mini_batch in batches:
         urls = {name: sign.url(layout.inputs, name) for name in input_names(mini_batch)}
-        manifest = json.dumps(with_input_urls(mini_batch.to_json(), urls), separators=(",", ":"))
+        manifest = COMPACT_JSON.encode(with_input_urls(mini_batch.to_json(), urls))
         results = driver_environment(
             sign.url(layout.results, f"{mini_batch.index}.summary.json", READ_WRITE),
             sign.url(layout.results, f"{mini_batch.index}.txt", WRITE) if append_row else None,

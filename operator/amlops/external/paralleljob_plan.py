@@ -28,6 +28,7 @@ Deliberate differences from Azure ML ``parallel_run_function``:
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 import hashlib
@@ -643,6 +644,7 @@ async def write_manifest(
     reader: RangeReader | None = None,
     *,
     chunk: int = DEFAULT_CHUNK,
+    progress: Callable[[PlanIndex], None] | None = None,
 ) -> PlanIndex:
     """Plan every mini-batch into chunk documents of ``chunk`` mini-batches, then the final index; resumable.
 
@@ -651,9 +653,15 @@ async def write_manifest(
     one is continued: planning is deterministic for a given listing, so the plan is replayed, full chunks
     already written are skipped, and the input hash at the last checkpoint must match (else ``InputChanged``:
     the listing changed under a plan whose first mini-batches may already run).
+
+    ``progress`` is told every index written (and a complete one found), so the mini-batches it counts can be used
+    (their tasks added) while the rest is planned: each is in a chunk document already. A resumed plan tells
+    nothing before its next checkpoint: what it resumes from is trusted once the replay has checked the input.
     """
+    tell = progress or (lambda _: None)
     previous = await read_index(store)
     if previous is not None and previous.done:
+        tell(previous)
         return previous
     digest = PlanHash(spec)
     if previous is not None and (previous.spec_hash != digest.spec_hash or previous.chunk != chunk):
@@ -673,13 +681,36 @@ async def write_manifest(
             docs = []
             checkpoint = PlanIndex(count, False, digest.spec_hash, digest.hexdigest(), chunk=chunk)
             await store.put_json(INDEX_NAME, checkpoint.to_json())
+            tell(checkpoint)
     if count < resume_at:
         raise TerminalError(INPUT_CHANGED, "the input folder shrank while the job was being planned")
     if docs:
         await _write_chunk(store, (count - 1) // chunk, docs)
     final = PlanIndex(count, True, digest.spec_hash, digest.hexdigest(), digest.hexdigest(), chunk)
     await store.put_json(INDEX_NAME, final.to_json())
+    tell(final)
     return final
+
+
+class PlanProgress:
+    """How far a plan has been written (its last index), for :func:`write_manifest`'s ``progress``: what uses its
+    mini-batches while it is being planned waits here for them."""
+
+    def __init__(self, index: PlanIndex | None = None) -> None:
+        self.count, self.done = (index.count, index.done) if index else (0, False)
+        self.chunk = index.chunk if index else DEFAULT_CHUNK
+        self._moved = asyncio.Event()
+
+    def __call__(self, index: PlanIndex) -> None:
+        self.count, self.done, self.chunk = index.count, index.done, index.chunk
+        self._moved.set()
+
+    async def reached(self, count: int) -> int:
+        """How many mini-batches are planned, once at least ``count`` are or the plan is done (then maybe fewer)."""
+        while self.count < count and not self.done:
+            self._moved.clear()
+            await self._moved.wait()
+        return self.count
 
 
 async def _write_chunk(store: ManifestStore, number: int, docs: list[JsonDoc]) -> None:

@@ -1,0 +1,74 @@
+"""When the SDK transports trust the environment (``use_env_settings``): only when it has a proxy variable or a
+``.netrc`` for aiohttp's ``trust_env`` to find (otherwise two executor hops a request find nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amlops.azure.blob import BlobStore
+from amlops.azure.pipeline import env_settings_in_use
+
+pytestmark = pytest.mark.unit
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+AZURITE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:1/a;"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    why: str
+    env: dict[str, str] = field(default_factory=dict)
+    home_netrc: bool = False
+    trusted: bool = False
+
+
+CASES = [
+    Case("nothing to find: the hops would find nothing"),
+    Case("a proxy for https", {"HTTPS_PROXY": "http://proxy:3128"}, trusted=True),
+    Case("lower case, as curl writes it", {"https_proxy": "http://proxy:3128"}, trusted=True),
+    Case("only hosts not to proxy: kept, aiohttp reads them", {"NO_PROXY": "127.0.0.1"}, trusted=True),
+    Case("a .netrc in the home directory", home_netrc=True, trusted=True),
+    Case("NETRC names a file", {"NETRC": "{tmp}/creds"}, trusted=True),
+    Case("NETRC names no file, and the home has none", {"NETRC": "{tmp}/missing"}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.why for c in CASES])
+def test_env_settings_in_use(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*PROXY_VARIABLES, *(v.lower() for v in PROXY_VARIABLES), "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "creds").write_text("machine proxy login a password b\n")
+    if case.home_netrc:
+        (tmp_path / ".netrc").write_text("machine proxy login a password b\n")
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+
+    assert env_settings_in_use() is case.trusted
+
+
+def test_a_blob_store_trusts_the_environment_as_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*PROXY_VARIABLES, *(v.lower() for v in PROXY_VARIABLES), "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    async def session_trust() -> list[bool]:
+        trusted = []
+        for proxy in (None, "http://proxy:3128"):
+            if proxy:
+                monkeypatch.setenv("HTTPS_PROXY", proxy)
+            async with BlobStore.from_connection_string(AZURITE) as store:
+                transport: Any = store._service._pipeline._transport  # the SDK's own: nothing public says it
+                while not hasattr(transport, "_use_env_settings"):
+                    transport = transport._transport
+                trusted.append(transport._use_env_settings)
+        return trusted
+
+    assert asyncio.run(session_trust()) == [False, True]
