@@ -118,9 +118,18 @@ def allocator() -> dict[str, float]:
     return stats
 
 
+def census(top: int = 25) -> dict[str, int]:
+    """Live objects by type, most numerous first (what a burst holds while it lasts)."""
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:top])
+
+
 def dump(path: Path) -> None:
     if not tracemalloc.is_tracing():
-        _write(path, {"allocator": allocator()})
+        _write(path, {"allocator": allocator(), "objects": census(), "body_retainers": retainers()})
         return
     snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     by_package: dict[str, int] = {}
