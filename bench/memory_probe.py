@@ -1,9 +1,10 @@
 """Run ``amlops run`` and write where its memory is whenever it gets SIGUSR2.
 
 A bench tool, not part of the operator: ``python [-X tracemalloc=8] bench/memory_probe.py <dump.json> run ...``.
-On SIGUSR2 the allocators' figures (live and free-but-kept memory: ``allocator``) are written to ``<dump.json>``
-as JSON; under tracemalloc also the operator's live allocations, grouped by file (the package they belong to) and
-by line: the bench compares two dumps (N and 2N objects) to say where the memory per object goes.
+On SIGUSR2 the allocators' figures (live and free-but-kept memory: ``allocator``) and what holds the objects'
+bodies are written to ``<dump.json>`` as JSON; without tracemalloc also the live objects by type (``census``), under
+it the operator's live allocations, grouped by file (the package they belong to) and by line: the bench compares
+two dumps (N and 2N objects) to say where the memory per object goes.
 """
 
 from __future__ import annotations
