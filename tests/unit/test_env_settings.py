@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 
 from amlops.azure.blob import BlobStore
+from amlops.azure.clients import AzureClients
 from amlops.azure.pipeline import env_settings_in_use
+from amlops.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -69,6 +72,30 @@ def test_a_blob_store_trusts_the_environment_as_said(tmp_path: Path, monkeypatch
                 while not hasattr(transport, "_use_env_settings"):
                     transport = transport._transport
                 trusted.append(transport._use_env_settings)
+        return trusted
+
+    assert asyncio.run(session_trust()) == [False, True]
+
+
+def test_the_shared_ca_bundle_transport_trusts_the_environment_as_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With AMLOPS_CA_BUNDLE, ARM and Batch requests go through a session of ours, not the SDK's: it must follow a
+    proxy the same way, or a proxied cluster with its own CA would bypass its proxy."""
+    for name in (*PROXY_VARIABLES, *(v.lower() for v in PROXY_VARIABLES), "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    async def session_trust() -> list[bool]:
+        trusted = []
+        for proxy in (None, "http://proxy:3128"):
+            if proxy:
+                monkeypatch.setenv("HTTPS_PROXY", proxy)
+            clients = AzureClients(Settings(ca_bundle=Path(certifi.where())))
+            assert clients._transport() is not None
+            assert clients._session is not None
+            trusted.append(clients._session.trust_env)
+            await clients.close()
         return trusted
 
     assert asyncio.run(session_trust()) == [False, True]

@@ -89,7 +89,11 @@ class AzureClients:
             return None
         if self._shared_transport is None:
             context = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=ARM_CONNECTIONS))
+            # A session of our own reads proxy variables and .netrc only when told to (the SDK's transport does it
+            # with use_env_settings): a cluster behind a proxy with its own CA must still go through its proxy.
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context, limit=ARM_CONNECTIONS), trust_env=env_settings_in_use()
+            )
             self._shared_transport = AioHttpTransport(session=session, session_owner=False)
             self._session = session
         return self._shared_transport
