@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,24 +58,31 @@ def test_env_settings_in_use(case: Case, tmp_path: Path, monkeypatch: pytest.Mon
     assert env_settings_in_use() is case.trusted
 
 
-def test_a_blob_store_trusts_the_environment_as_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _without_then_with_a_proxy(
+    probe: Callable[[], Awaitable[bool]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[bool]:
+    """What ``probe`` says of a transport built with no proxy variable, then with HTTPS_PROXY set."""
     for name in (*PROXY_VARIABLES, *(v.lower() for v in PROXY_VARIABLES), "NETRC"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
 
-    async def session_trust() -> list[bool]:
-        trusted = []
-        for proxy in (None, "http://proxy:3128"):
-            if proxy:
-                monkeypatch.setenv("HTTPS_PROXY", proxy)
-            async with BlobStore.from_connection_string(AZURITE) as store:
-                transport: Any = store._service._pipeline._transport  # the SDK's own: nothing public says it
-                while not hasattr(transport, "_use_env_settings"):
-                    transport = transport._transport
-                trusted.append(transport._use_env_settings)
-        return trusted
+    async def both() -> list[bool]:
+        trusted = [await probe()]
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+        return [*trusted, await probe()]
 
-    assert asyncio.run(session_trust()) == [False, True]
+    return asyncio.run(both())
+
+
+def test_a_blob_store_trusts_the_environment_as_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def probe() -> bool:
+        async with BlobStore.from_connection_string(AZURITE) as store:
+            transport: Any = store._service._pipeline._transport  # the SDK's own: nothing public says it
+            while not hasattr(transport, "_use_env_settings"):
+                transport = transport._transport
+            return bool(transport._use_env_settings)
+
+    assert _without_then_with_a_proxy(probe, tmp_path, monkeypatch) == [False, True]
 
 
 def test_the_shared_ca_bundle_transport_trusts_the_environment_as_said(
@@ -82,20 +90,13 @@ def test_the_shared_ca_bundle_transport_trusts_the_environment_as_said(
 ) -> None:
     """With AMLOPS_CA_BUNDLE, ARM and Batch requests go through a session of ours, not the SDK's: it must follow a
     proxy the same way, or a proxied cluster with its own CA would bypass its proxy."""
-    for name in (*PROXY_VARIABLES, *(v.lower() for v in PROXY_VARIABLES), "NETRC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
 
-    async def session_trust() -> list[bool]:
-        trusted = []
-        for proxy in (None, "http://proxy:3128"):
-            if proxy:
-                monkeypatch.setenv("HTTPS_PROXY", proxy)
-            clients = AzureClients(Settings(ca_bundle=Path(certifi.where())))
-            assert clients._transport() is not None
-            assert clients._session is not None
-            trusted.append(clients._session.trust_env)
-            await clients.close()
+    async def probe() -> bool:
+        clients = AzureClients(Settings(ca_bundle=Path(certifi.where())))
+        assert clients._transport() is not None
+        assert clients._session is not None
+        trusted = clients._session.trust_env
+        await clients.close()
         return trusted
 
-    assert asyncio.run(session_trust()) == [False, True]
+    assert _without_then_with_a_proxy(probe, tmp_path, monkeypatch) == [False, True]
