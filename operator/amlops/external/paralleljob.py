@@ -148,8 +148,6 @@ ADD_SLICE = 1_000
 # cost 100,000 mini-batches such a pause at the emulator's pace, a tenth of their plan + submit time
 # (bench/paralleljob_plan_submit.py), and would leave the status still for minutes at a slower pace.
 ADD_PASS_SECONDS = 15.0
-# The task counts' states of the tasks a job has been given (Batch's job task counts).
-ADDED_STATES = ("active", "running", "completed")
 # A manifest up to this size travels in the task's environment: 100 such tasks stay under Batch's 1 MB body.
 INLINE_MANIFEST_BYTES = 4_096
 WAIT_FOR_COMPUTE_SECONDS = 5.0
@@ -177,6 +175,11 @@ async def together(*steps: Awaitable[object]) -> None:
 
 async def _awaited(step: Awaitable[object]) -> None:
     await step
+
+
+def added_tasks(counts: Mapping[str, Any]) -> int:
+    """The tasks a job has been given, from Batch's job task counts: active, running or completed."""
+    return sum(int(counts.get(state) or 0) for state in ("active", "running", "completed"))
 
 
 def job_id(mr: Mr) -> str:
@@ -340,7 +343,7 @@ class ParallelJobClient:
             return Observation(False, at_provider={"phase": job.PENDING, "jobId": job_id(mr), "poolId": pool_id(mr)})
         counts = await batch_jobs.task_counts(client, job_id(mr))
         done = await self._finished_tasks(mr, client, layout, int(counts.get("completed") or 0))
-        added = sum(int(counts.get(state) or 0) for state in ADDED_STATES)
+        added = added_tasks(counts)
         started = mr.status.get("startTime") or batch_job.get("creationTime")
         elapsed = job.seconds_since(started, datetime.now(UTC))
         all_finished = len(done) == index.count
@@ -495,7 +498,8 @@ class ParallelJobClient:
             nonlocal created
             await progress.reached(1)
             created = True
-            added = 0 if await batch_jobs.create_job(client, body) else await self._added(client, mr)
+            created_now = await batch_jobs.create_job(client, body)
+            added = 0 if created_now else added_tasks(await batch_jobs.task_counts(client, job_id(mr)))
             await self._add(mr, client, layout, progress, added)
 
         try:
@@ -564,11 +568,6 @@ class ParallelJobClient:
                 await batch_jobs.add_tasks(client, job_id(mr), tasks)
         finally:
             building.cancel()  # a failed add leaves the next slice unbuilt (done already: a no-op)
-
-    async def _added(self, client: BatchClient, mr: Mr) -> int:
-        """The tasks the job has (active, running or completed)."""
-        counts = await batch_jobs.task_counts(client, job_id(mr))
-        return sum(int(counts.get(state) or 0) for state in ADDED_STATES)
 
     async def _slice(
         self, mr: Mr, layout: Layout, common: TaskFiles, chunk: int, low: int, high: int
