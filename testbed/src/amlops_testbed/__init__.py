@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -359,11 +360,25 @@ def _write_kubeconfig(bed: Testbed, pki: _Pki) -> None:
     bed.kubeconfig.chmod(0o600)
 
 
+def _lists(bed: Testbed, path: str) -> bool:
+    return bed.get(path)[0] == 200
+
+
 def install_crds(bed: Testbed, crd_dir: Path, timeout: float = 60.0) -> list[str]:
-    """``kubectl apply`` the CRDs and wait until each is Established."""
+    """``kubectl apply`` the CRDs and wait until each is Established and its resource serves a list.
+
+    Established is not enough: the apiserver answers a list of a new resource 429 "storage is (re)initializing"
+    until its watch cache is ready, and kopf, started then, retries its watches after a back-off of seconds, so a
+    test or bench that applied objects at once would measure that back-off."""
     bed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
-    names = [str(yaml.safe_load(p.read_text())["metadata"]["name"]) for p in sorted(crd_dir.glob("*.yaml"))]
+    crds = [yaml.safe_load(p.read_text()) for p in sorted(crd_dir.glob("*.yaml"))]
+    names = [str(crd["metadata"]["name"]) for crd in crds]
     bed.kubectl("wait", "--for=condition=Established", f"--timeout={int(timeout)}s", *(f"crd/{n}" for n in names))
+    for crd in crds:
+        spec = crd["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("served"))
+        path = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1"
+        eventually(functools.partial(_lists, bed, path), timeout=timeout, interval=0.1, what=f"a list of {path}")
     return names
 
 
