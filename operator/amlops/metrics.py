@@ -40,6 +40,12 @@ AZURE_PACED_SECONDS = Counter(
     "Seconds requests waited for a token of ARM's request budget (azure/pacing.py), by service and bucket.",
     ["service", "bucket"],
 )
+AZURE_DEFERRED = Counter(
+    "amlops_azure_deferred_total",
+    "Writes whose token of ARM's request budget was seconds away: their reconcile pass ended, and the object came "
+    "back at its turn (azure/pacing.py), by service and bucket.",
+    ["service", "bucket"],
+)
 AZURE_THROTTLED = Counter("amlops_azure_throttled_total", "Azure 429 answers by service.", ["service"])
 AZURE_RATELIMIT_REMAINING = Gauge(
     "amlops_azure_ratelimit_remaining",

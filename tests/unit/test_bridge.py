@@ -85,6 +85,13 @@ def test_a_pass_that_learns_nothing_new_writes_nothing() -> None:
     assert next_status(again, current, 1, None) == (None, [])
 
 
+@pytest.mark.parametrize("status", [{}, {"observedGeneration": 1, "conditions": []}], ids=["new", "generation 1"])
+def test_a_deferred_pass_writes_nothing_not_even_the_generation(status: dict[str, Any]) -> None:
+    """It handled nothing (its write waits for ARM's budget): observedGeneration 2 would tell kstatus and Argo CD
+    that generation 2 is handled."""
+    assert next_status(Outcome.deferral(5.0), status, 2, "2026-11-30T06:00:00Z") == (None, [])
+
+
 def test_a_stale_sync_time_or_a_new_generation_is_written_without_an_event() -> None:
     first, _ = next_status(Outcome(conditions=tuple(st.ready())), {}, 1, None)
     assert first is not None

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from amlops.reconcile.engine import Timing, internal_error_backoff, next_update_attempts, reconcile
-from amlops.reconcile.errors import RetryableError, TerminalError
+from amlops.reconcile.errors import Deferred, RetryableError, TerminalError
 from amlops.reconcile.external import Observation, Pending
 from amlops.reconcile.managed import Managed
 from amlops.status import ConditionUpdate, EventRecord
@@ -384,6 +384,16 @@ async def test_pending_operation_is_published_and_cleared() -> None:
 async def test_retry_delay_comes_from_the_error() -> None:
     outcome = await reconcile(managed(), Scripted(observe_error=RetryableError("Throttled", "429", delay=7)))
     assert outcome.requeue_after == 7
+
+
+async def test_a_deferred_write_ends_the_pass_with_nothing_to_write() -> None:
+    """A create whose turn in ARM's budget is far off (pacing.deferring): no condition, no status, no Event; the
+    queue looks again at its turn."""
+    client = Scripted(write_error=Deferred(12.5, "ARM's writes budget has a token for this request in 12.5s"))
+    outcome = await reconcile(managed(), client)
+    assert client.calls == ["observe", "create"]
+    assert (outcome.deferred, outcome.conditions, dict(outcome.status), outcome.events) == (True, (), {}, ())
+    assert (outcome.retry, outcome.requeue_after, outcome.result) == (True, 12.5, "retry")
 
 
 async def test_kind_conditions_ride_along_with_ready() -> None:

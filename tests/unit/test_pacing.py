@@ -8,7 +8,19 @@ import asyncio
 
 import pytest
 
-from amlops.azure.pacing import ARM_BUCKETS, DELETES, READS, WRITES, Bucket, Pacer, buckets, kind_of
+from amlops.azure.pacing import (
+    ARM_BUCKETS,
+    DEFER_AFTER,
+    DELETES,
+    READS,
+    WRITES,
+    Bucket,
+    Pacer,
+    buckets,
+    deferring,
+    kind_of,
+)
+from amlops.reconcile.errors import Deferred
 from amlops_emulator.arm.throttle import BucketLimit, SubscriptionThrottle, ThrottleLimits
 
 pytestmark = pytest.mark.unit
@@ -143,6 +155,81 @@ async def test_admission_really_sleeps_with_the_default_sleep() -> None:
     """Without an injected sleep the request waits on the event loop (here: no wait, so it returns at once)."""
     pacer = Pacer(0.8)
     assert await asyncio.wait_for(pacer.admit(READS), 5) == 0.0
+
+
+async def passes(pacer: Pacer, clock: Clock, count: int) -> tuple[list[float], list[int], list[float]]:
+    """``count`` objects' passes, all queued at ``clock.now``, each making one write in :func:`deferring` with the
+    object's own tickets, as the work queue makes them: a deferred pass comes again at its ticket's time. Per
+    object: when its write leaves, how many passes it took, how long its last pass slept."""
+    queue = [(clock.now, n) for n in range(count)]
+    tickets: list[dict[str, float]] = [{} for _ in range(count)]
+    leaves, made, slept = [0.0] * count, [0] * count, [0.0] * count
+    while queue:
+        queue.sort()
+        clock.now, n = queue.pop(0)
+        made[n] += 1
+        try:
+            with deferring(tickets[n]):
+                slept[n] = await pacer.admit(WRITES)
+        except Deferred as e:
+            queue.append((clock.now + e.delay, n))
+            continue
+        leaves[n] = clock.now + slept[n]
+    return leaves, made, slept
+
+
+@pytest.mark.parametrize("share", [0.8, 1.0])
+async def test_passes_whose_writes_are_far_off_end_and_come_back_at_their_turn(share: float) -> None:
+    """1,000 creates in the work queue's passes: those whose token is more than DEFER_AFTER away end their pass and
+    come back once, at their turn, to the token they were given (no pass sleeps long, none comes back twice), and
+    the writes still leave at the floor's pace with no 429."""
+    clock = Clock()
+    arm = SubscriptionThrottle(ThrottleLimits(), clock)
+    pacer = paced(clock, share)
+
+    leaves, made, slept = await passes(pacer, clock, 1000)
+
+    assert send(arm, pacer, clock, WRITES, leaves) == 0
+    floor = (1000 - 200 * share) / (10 * share)
+    assert floor - 1e-6 <= max(leaves) <= floor + 1 / (10 * share) + 1e-6
+    assert max(made) == 2, "a deferred object comes back once, at its turn"
+    assert max(slept) <= DEFER_AFTER, "no pass sleeps longer than DEFER_AFTER"
+    deferred = made.count(2)
+    assert abs(deferred - (1000 - 200 * share - DEFER_AFTER * 10 * share)) <= 2, "every write due later, and no other"
+
+
+async def test_a_pass_that_comes_before_its_turn_is_deferred_again_to_the_same_turn() -> None:
+    """A spec change queues the object early: it keeps its place (its ticket), and takes no second token."""
+    clock = Clock()
+    pacer = paced(clock, 1.0, {**ARM_BUCKETS, WRITES: Bucket(2, 1.0)})  # one token, and the one left for others
+    mine: dict[str, float] = {}
+    await pacer.admit(WRITES)
+    for _ in range(4):
+        await pacer.admit(WRITES)  # others' turns: 1, 2, 3 and 4 s from now
+    with pytest.raises(Deferred) as first, deferring(mine):
+        await pacer.admit(WRITES)
+    assert first.value.delay == 5.0
+    clock.now = 2.5
+    with pytest.raises(Deferred) as again, deferring(mine):
+        await pacer.admit(WRITES)
+    assert again.value.delay == 2.5
+    clock.now = 5.0
+    with deferring(mine):
+        assert await pacer.admit(WRITES) == 0.0
+    assert mine == {}
+    assert await pacer.admit(WRITES) == 1.0, "the next token is the one after this object's, not a second of its"
+
+
+async def test_only_a_pass_s_writes_are_deferred() -> None:
+    """Reads (the shared listings) and requests outside a pass wait for their token as before."""
+    clock = Clock()
+    pacer = paced(clock, 1.0, {READS: Bucket(2, 1.0), WRITES: Bucket(2, 1.0), DELETES: Bucket(2, 1.0)})
+    tickets: dict[str, float] = {}
+    with deferring(tickets):
+        assert [await pacer.admit(READS) for _ in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert [await pacer.admit(DELETES) for _ in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [await pacer.admit(WRITES) for _ in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert tickets == {}
 
 
 @pytest.mark.parametrize("share", [0.0, -0.1, 1.5])

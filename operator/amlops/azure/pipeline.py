@@ -24,6 +24,7 @@ from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy
 
 from amlops import metrics, retry_after
 from amlops.azure.pacing import Pacer, kind_of
+from amlops.reconcile.errors import Deferred
 
 
 def env_settings_in_use() -> bool:
@@ -153,8 +154,14 @@ class AzureAccounting(AsyncHTTPPolicy):  # type: ignore[type-arg]
         if self._budget is not None and (wait := self._budget.wait_time(subscription)):
             await asyncio.sleep(wait)
         kind = kind_of(http.method)
-        if self._pacer is not None and (paced := await self._pacer.admit(kind)):
-            metrics.AZURE_PACED_SECONDS.labels(self._service, kind).inc(paced)
+        if self._pacer is not None:
+            try:
+                paced = await self._pacer.admit(kind)
+            except Deferred:
+                metrics.AZURE_DEFERRED.labels(self._service, kind).inc()
+                raise
+            if paced:
+                metrics.AZURE_PACED_SECONDS.labels(self._service, kind).inc(paced)
         operation = self._operation(http.method, url.path, url.query)
         started = time.monotonic()
         try:

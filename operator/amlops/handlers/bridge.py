@@ -127,6 +127,8 @@ def next_status(
 ) -> tuple[dict[str, Any] | None, list[EventRecord]]:
     """The status fields to write after ``outcome`` (None: nothing worth a write) and the Events to post.
     ``written_at``: when this process last wrote the object's status (None: not since it started)."""
+    if outcome.deferred:
+        return None, []
     conditions, changes = set_conditions(status.get("conditions") or [], outcome.conditions, generation, now)
     events = [*changes, *outcome.events]
     new = {**outcome.status, "conditions": conditions, "observedGeneration": generation}

@@ -22,6 +22,7 @@ from amlops.api import KINDS, AmlCompute, BatchCompute, CommandJob, ParallelJob,
 from amlops.api.job import is_job
 from amlops.api.kind import GROUP, VERSION, CustomResource
 from amlops.azure.clients import AzureClients
+from amlops.azure.pacing import deferring
 from amlops.external.amlcompute import AmlComputeClient
 from amlops.external.batchcompute import BatchComputeClient
 from amlops.external.commandjob import CommandJobClient
@@ -46,6 +47,7 @@ from amlops.settings import Settings
 RELEASED = "released"  # per-object memo: the deletion has let go of Azure; no pass acts on the object any more
 EXTERNAL = "external"  # operator memo: kind name → its ExternalClient, built once at start-up (app.connect)
 WORK_QUEUE = "workqueue"  # operator memo: the WorkQueue (app.connect)
+PACING_TICKETS = "pacing_tickets"  # per-object memo: its writes' tokens kept for a later pass (pacing.deferring)
 # After a pass: seconds until this object wants another look sooner than the steady interval gives it (None: no
 # need), e.g. a finished job's ttlSecondsAfterFinished.
 AfterPass = Callable[[type[CustomResource], kopf.Body, Outcome, kopf.Memo], Awaitable[float | None]]
@@ -187,7 +189,10 @@ def _register(handlers: KindHandlers[Any], settings: Settings) -> None:
             # finalizer PATCH may still be waiting): a pass now would only observe and say "waiting". Look
             # again soon rather than after a whole steady interval, in case no handler asks.
             return requeue_seconds
-        outcome = await handle(body, memo)
+        # A write whose turn in ARM's budget is far off ends the pass (pacing.deferring): the queue's slot is not
+        # held while it waits, and the object's next pass, at its turn, uses the token it was given.
+        with deferring(memo.setdefault(PACING_TICKETS, {})):
+            outcome = await handle(body, memo)
         left = await handlers.after_pass(kind, body, outcome, memo) if handlers.after_pass else None
         return next_look(outcome, left, steady_interval)
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from amlops.reconcile import policy
-from amlops.reconcile.errors import RetryableError, TerminalError
+from amlops.reconcile.errors import Deferred, RetryableError, TerminalError
 from amlops.reconcile.external import ExternalClient, Observation, Pending
 from amlops.reconcile.managed import Managed
 from amlops.reconcile.outcome import REASON_INTERNAL_ERROR, Outcome, internal_error_message
@@ -83,6 +83,8 @@ async def reconcile(mr: Managed[Any], client: ExternalClient[Any], timing: Timin
         )
     try:
         return await _reconcile(mr, client, t)
+    except Deferred as e:
+        return Outcome.deferral(e.delay)
     except RetryableError as e:
         return Outcome.converging(e.reason, e.message, e.delay)
     except TerminalError as e:

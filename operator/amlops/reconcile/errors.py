@@ -26,3 +26,13 @@ class RetryableError(ReconcileError):
 
 class TerminalError(ReconcileError):
     """Needs a human: invalid spec, quota, authorization, a missing parent. ``reason`` is Azure's code."""
+
+
+class Deferred(Exception):  # noqa: N818 (not an error: a pass that ends early on purpose)
+    """Not a failure: the pass cannot go on before ``delay`` seconds (a write whose turn in ARM's budget comes
+    then) and ends without writing anything; the object is looked at again then. Not a :class:`ReconcileError`,
+    so no adapter or client that handles those takes it for one."""
+
+    def __init__(self, delay: float, message: str) -> None:
+        super().__init__(message)
+        self.delay = delay

@@ -29,7 +29,9 @@ class Outcome:
     condition changes. ``interim``: the pass did nothing and found Azure still converging on its own (Creating,
     Updating, Deleting) with an observation that says its details are a snapshot the next pass replaces
     (``Observation.interim``; not a running job's progress): written only when a condition changes or the status
-    has aged (the handlers' bridge).
+    has aged (the handlers' bridge). ``deferred``: the pass ended before it could act (a write waiting for its turn
+    in ARM's budget, :class:`~amlops.reconcile.errors.Deferred`): nothing is written, and the object is looked at
+    again after ``requeue_after``.
     """
 
     conditions: tuple[ConditionUpdate, ...] = ()
@@ -39,6 +41,7 @@ class Outcome:
     release_finalizer: bool = False
     events: tuple[EventRecord, ...] = ()
     interim: bool = False
+    deferred: bool = False
 
     @classmethod
     def converging(
@@ -92,6 +95,11 @@ class Outcome:
             requeue_after=settle_after,
             retry=settle_after is not None,
         )
+
+    @classmethod
+    def deferral(cls, delay: float) -> Outcome:
+        """Nothing done yet, nothing to write: look again after ``delay``."""
+        return cls(requeue_after=delay, retry=True, deferred=True)
 
     @classmethod
     def error(cls, error: BaseException, requeue_after: float) -> Outcome:
