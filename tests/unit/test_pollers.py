@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from amlops.azure.pollers import LIST_DUTY, Listing, WorkspacePoller
+from amlops.compact import unpack
 
 pytestmark = pytest.mark.unit
 
@@ -26,11 +27,11 @@ class Workspace:
         self.clock, self.took, self.calls = clock, took, 0
         self.computes: list[dict[str, object]] = [{"name": "CPU-1", "properties": {}}]
 
-    async def list(self) -> list[dict[str, object]]:
+    async def list(self) -> Listing:
         self.calls += 1
         await asyncio.sleep(0)
         self.clock.now += self.took
-        return self.computes
+        return Listing.of(self.computes)
 
 
 async def test_concurrent_askers_share_one_listing_and_names_ignore_case() -> None:
@@ -91,8 +92,11 @@ async def test_a_listing_of_many_pages_is_spaced_by_the_reads_listings_may_use()
     workspace = Workspace(clock)  # answers at once, as the emulator does
     pages = 20  # a thousand computes
 
-    async def listing() -> list[dict[str, object]]:
-        return Listing(await workspace.list(), pages)
+    async def listing() -> Listing:
+        listed = await workspace.list()
+        for _ in range(pages - 1):
+            listed.add_page([])
+        return listed
 
     poller = WorkspacePoller(listing, floor=1.0, clock=clock, list_reads_per_second=10.0)
     assert poller.spacing() == 1.0, "nothing listed yet: the floor"
@@ -135,11 +139,11 @@ async def test_a_get_made_while_a_listing_runs_wins_over_it() -> None:
     clock = Clock()
     fresh = {"name": "cpu-1", "properties": {"provisioningState": "Updating"}}
 
-    async def listing() -> list[dict[str, object]]:
+    async def listing() -> Listing:
         clock.now += 1
         poller.remember("cpu-1", fresh)  # a GET answered while the listing's pages were read
         clock.now += 1
-        return [{"name": "cpu-1", "properties": {}}]
+        return Listing.of([{"name": "cpu-1", "properties": {}}])
 
     poller = WorkspacePoller(listing, floor=1.0, clock=clock)
     _, body = await poller.get("cpu-1", max_age=0)
@@ -179,3 +183,16 @@ async def test_entries_are_kept_packed_and_each_reader_gets_its_own_copy() -> No
     assert await poller.items(max_age=60) == workspace.computes
     poller.remember("cpu-2", {"name": "cpu-2"})
     assert (await poller.get("CPU-2", max_age=60))[1] == {"name": "cpu-2"}
+
+
+def test_a_listing_packs_each_page_as_it_comes_and_counts_the_pages() -> None:
+    listing = Listing()
+    listing.add_page([{"name": "CPU-1", "properties": {"vmSize": "STANDARD_D1_V2"}}])
+    listing.add_page([])
+    listing.add_page([{"name": "gpu", "properties": {}}])
+    assert listing.requests == 3
+    assert {name: unpack(packed) for name, packed in listing.entries.items()} == {
+        "cpu-1": {"name": "CPU-1", "properties": {"vmSize": "STANDARD_D1_V2"}},
+        "gpu": {"name": "gpu", "properties": {}},
+    }
+    assert all(isinstance(packed, bytes) for packed in listing.entries.values()), "no page is kept as dicts"

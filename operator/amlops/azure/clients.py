@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from azure.batch.aio import BatchClient
@@ -21,7 +21,7 @@ from amlops.azure.location_reads import LocationReads
 from amlops.azure.ml import MlClient, WorkspaceId
 from amlops.azure.pacing import READS, buckets
 from amlops.azure.pipeline import CappedRetryPolicy, ThrottleBudget, batch_accounting, env_settings_in_use
-from amlops.azure.pollers import Pollers, WorkspacePoller
+from amlops.azure.pollers import Listing, Pollers, WorkspacePoller
 from amlops.settings import Settings
 
 if TYPE_CHECKING:  # azure-ai-ml is imported only on the way to an Azure ML job (tests/unit/test_lazy_imports.py)
@@ -35,6 +35,10 @@ ARM_CONNECTIONS = 32
 # ("credential", key), ("ml", key, subscription), ("batch", endpoint, key id), ("poller", key, workspace),
 # ("ml-jobs", key, workspace), ("job-poller", key, workspace)
 Entry = tuple[str, ...]
+
+
+async def _listed(jobs: Awaitable[list[dict[str, Any]]]) -> Listing:
+    return Listing.of(await jobs)
 
 
 def credential_key(secret_namespace: str, secret_name: str, data: Mapping[str, str]) -> str:
@@ -169,7 +173,7 @@ class AzureClients:
         """The shared listing of one workspace's Azure ML jobs (``MlJobs.list_jobs``), as seen with one credential:
         entries by job name, each :func:`~amlops.azure.ml_jobs.job_summary`."""
         self._hold(user, "job-poller", ("job-poller", key, ws.arm_id))
-        return self.job_pollers.get((key, ws.arm_id), jobs.list_jobs)
+        return self.job_pollers.get((key, ws.arm_id), lambda: _listed(jobs.list_jobs()))
 
     def batch(
         self,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -130,27 +130,30 @@ class MlClient:
         return body
 
     async def list_computes(self, ws: WorkspaceId) -> Listing:
-        """Every compute of the workspace as raw JSON, following nextLink through the SDK's pipeline.
+        """Every compute of the workspace as raw JSON, packed page by page, following nextLink through the SDK's
+        pipeline.
 
         The SDK's pager would build a model per compute only for us to serialize it back; with a thousand
         computes polled every few seconds that round trip is most of the operator's CPU.
         """
+        listing = Listing()
+        async for page in self._pages("GET", f"{ws.arm_id}/computes"):
+            listing.add_page(page)
+        return listing
 
-        return await self._list_raw("GET", f"{ws.arm_id}/computes")
+    async def _list_raw(self, method: str, path: str, key: str = "value") -> list[JSON]:
+        """Every item of a paged list (``key``)."""
+        return [item async for page in self._pages(method, path, key) for item in page]
 
-    async def _list_raw(self, method: str, path: str, key: str = "value") -> Listing:
-        """Every item of a paged list (``key``), following ``nextLink`` with GET through the SDK's pipeline, as
-        1.0.1's pagers do, without building its models."""
-        items: list[JSON] = []
+    async def _pages(self, method: str, path: str, key: str = "value") -> AsyncIterator[list[JSON]]:
+        """The items (``key``) of each page of a paged list, following ``nextLink`` with GET through the SDK's
+        pipeline, as 1.0.1's pagers do, without building its models."""
         url: str | None = f"{self._settings.arm_endpoint.rstrip('/')}{path}"
-        requests = 0
         while url:
             with azure_errors():
                 page = await self._send(method, url)
-            requests += 1
-            items.extend(item for item in page.get(key) or [] if isinstance(item, dict))
+            yield [item for item in page.get(key) or [] if isinstance(item, dict)]
             url, method = page.get("nextLink"), "GET"
-        return Listing(items, requests)
 
     async def _send(self, method: str, url: str) -> JSON:
         # nextLink carries its own query; the client's api-version replaces whatever it holds (as the SDK does).

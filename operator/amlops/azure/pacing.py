@@ -17,13 +17,14 @@ A :class:`Pacer` keeps, per operation type, two estimates and admits a request o
 Admission is virtual scheduling: a request takes its token at once (a bucket may go below zero: the queue) and
 sleeps until the moment its token exists, so concurrent requests leave in order and at the rate, with no loop.
 
+A larger bucket than the documented one (an enterprise subscription, the emulator's raised buckets) is learned
+from the headers; a smaller one shows as ``remaining`` lower than expected and is followed the same way.
+
 A write made by an object's pass (:func:`deferring`) does not sleep longer than ``DEFER_AFTER``: it keeps its
 token as a ticket in the object's memory and the pass ends (:class:`~amlops.reconcile.errors.Deferred`); the
 object's next pass, at the ticket's time, uses it. A thousand creates paced over 80 s would otherwise hold the
 work queue's slots while they sleep, and objects whose compute Azure had created waited for a slot to be seen
 Ready (bench/amlcompute_scale.py's timeline: 235 Ready from 10 s to 40 s while Azure created 300 more).
-A larger bucket than the documented one (an enterprise subscription, the emulator's raised buckets) is learned
-from the headers; a smaller one shows as ``remaining`` lower than expected and is followed the same way.
 """
 
 from __future__ import annotations
