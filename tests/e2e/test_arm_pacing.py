@@ -7,13 +7,11 @@ apiserver's of status writes: the creates whose turn is seconds away end their p
 
 from __future__ import annotations
 
-import urllib.request
-
 import pytest
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, events, wait_condition
-from tests.support.processes import StartAzure, StartOperator
+from tests.support.processes import StartAzure, StartOperator, scrape
 
 from .test_amlcompute import compute_name, manifest
 
@@ -47,17 +45,12 @@ def test_a_burst_of_creates_converges_with_no_429_under_small_buckets(
     assert throttled == {}, f"answered 429: {throttled}"
     puts = stats["MachineLearningCompute_CreateOrUpdate"]["count"]
     assert puts == COUNT, "one PUT per compute: none was refused and sent again"
-    deferred = _metric(operator.metrics_url, 'amlops_azure_deferred_total{bucket="writes",service="arm"}')
-    assert deferred > 0, "creates whose turn was seconds away ended their pass (else this test shows nothing)"
+    samples = scrape(operator.metrics_url, "amlops_azure_deferred")
+    deferred = samples.get(("amlops_azure_deferred_total", frozenset({"service": "arm", "bucket": "writes"}.items())))
+    assert deferred, "creates whose turn was seconds away ended their pass (else this test shows nothing)"
     # Issue 20 point 3 under pacing: Creating, then Ready; a pass deferred to its turn writes nothing. (This test's
     # operator is the only writer of AmlComputes.)
     written = testbed.apiserver_requests(k8s, ("amlcomputes",)).get(STATUS_PATCH, 0) - patches
     assert written <= 2 * COUNT, f"{written} status writes for {COUNT} objects"
     posted = sorted((e["involvedObject"]["name"], e["reason"], e.get("count", 1)) for e in events(k8s, namespace))
     assert posted == sorted((name, reason, 1) for name in names for reason in ("Creating", "Succeeded"))
-
-
-def _metric(url: str, series: str) -> float:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))

@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 import amlops_testbed as testbed
 from tests.support.objects import apply, condition, events, find_condition, try_apply, wait_condition, wait_gone
-from tests.support.processes import EmulatorProcess, StartOperator
+from tests.support.processes import EmulatorProcess, StartOperator, scrape
 
 pytestmark = pytest.mark.e2e
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -43,18 +41,6 @@ def azure_workspace_limit(azure: EmulatorProcess, family: str) -> int:
 
 def key(base: dict[str, str], **labels: str) -> frozenset[tuple[str, str]]:
     return frozenset({**base, **labels}.items())
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """The operator's quota gauges: (name, labels) → value."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name.startswith("amlops_quota_")
-        for sample in family.samples
-    }
 
 
 def test_apply_sets_the_limit_reports_limits_usage_and_sizes_and_delete_leaves_it(
@@ -105,7 +91,7 @@ def test_apply_sets_the_limit_reports_limits_usage_and_sizes_and_delete_leaves_i
     assert "standardDSv2Family 16/16, StandardNCFamily 6/6" in table
 
     # The gauges per family, from the operator's /metrics (family in vmSizes' spelling, as AmlCompute's).
-    gauges = scrape(operator.metrics_url)
+    gauges = scrape(operator.metrics_url, "amlops_quota_")
     here = {"subscription": SUB, "location": "westeurope"}
     assert gauges[("amlops_quota_limit_cores", key(here, workspace="ws-amlops", family="standardNCFamily"))] == 6
     assert gauges[("amlops_quota_limit_cores", key(here, workspace="", family="standardNCFamily"))] == 24

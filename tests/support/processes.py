@@ -9,7 +9,21 @@ import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
+from prometheus_client.parser import text_string_to_metric_families
+
 import amlops_testbed as testbed
+
+
+def scrape(url: str, prefix: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The operator's /metrics samples of the families whose names start with ``prefix``: (name, labels) → value."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith(prefix)
+        for sample in family.samples
+    }
 
 
 class StartOperator(Protocol):
