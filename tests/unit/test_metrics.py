@@ -135,3 +135,35 @@ def test_resource_gauges_export_prometheus_text_and_go_with_the_resource() -> No
     assert len(nodes()) == 2, "the BatchCompute's series stay"
     metrics.forget("BatchCompute", NAMESPACE, "twin")
     assert nodes() == []
+
+
+def test_resource_gauges_share_keys_and_whole_values_between_resources() -> None:
+    """Each resource's series keys and small whole values are one shared object, not one per pass (≈ 1.2 KB per
+    AmlCompute at 10,000 objects); other values are kept as given, and scraping is unchanged."""
+    gauges = metrics.ResourceGauges(metrics.COMPUTE_NODES, metrics.JOB_RUN_SECONDS)
+    for name in ("a", "b"):
+        # Label strings as a parsed status gives them: equal, not the same object.
+        gauges.set(metrics.COMPUTE_NODES, ("AmlCompute", NAMESPACE, name), 3, "".join(["id", "le"]))
+        gauges.set(metrics.JOB_RUN_SECONDS, ("AmlCompute", NAMESPACE, name), 12.5)
+        gauges.set(metrics.COMPUTE_NODES, ("AmlCompute", NAMESPACE, name), 5000, "busy")
+    a, b = (gauges._resources[("AmlCompute", NAMESPACE, name)] for name in ("a", "b"))
+    assert (
+        a
+        == b
+        == {
+            ("amlops_compute_nodes", "idle"): 3.0,
+            ("amlops_job_run_seconds", ""): 12.5,
+            ("amlops_compute_nodes", "busy"): 5000.0,
+        }
+    )
+    for key_a, key_b in zip(a, b, strict=True):
+        assert key_a is key_b
+    assert a[("amlops_compute_nodes", "idle")] is b[("amlops_compute_nodes", "idle")]
+    assert len(gauges._values) == 1, "only small whole numbers are shared"
+    samples = {
+        (family.name, sample.labels["name"], sample.labels.get("state")): sample.value
+        for family in gauges.collect()
+        for sample in family.samples
+    }
+    assert samples[("amlops_compute_nodes", "b", "idle")] == 3.0
+    assert samples[("amlops_job_run_seconds", "a", None)] == 12.5
