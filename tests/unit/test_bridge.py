@@ -191,6 +191,20 @@ def test_the_diff_base_is_kept_in_memory_and_never_patched() -> None:
     assert storage.fetch(body=body) is None
 
 
+def test_the_diff_base_is_kept_packed_and_diffs_as_kopf_built_it() -> None:
+    """Essences are held packed (≈ 1 KB each less than as parsed dicts): what kopf reads back equals the essence
+    it stored, and differs from one whose spec changed."""
+    storage = ProcessDiffBaseStorage(prefix="kopf.amlops.io", key="last-handled-configuration")
+    body = _body("u1")
+    essence = storage.build(body=body)
+    storage.store(body=body, patch=kopf.Patch(), essence=essence)
+    assert all(isinstance(packed, bytes) for packed in storage._essences.values())
+    assert storage.fetch(body=body) == storage.build(body=body) == essence
+    changed = _body("u1")
+    changed["spec"]["a"] = "u2"
+    assert storage.fetch(body=changed) != storage.build(body=changed)
+
+
 def test_the_diff_base_drops_the_least_recently_handled_beyond_its_limit() -> None:
     storage = ProcessDiffBaseStorage(prefix="kopf.amlops.io", key="last-handled-configuration", limit=2)
     for uid in ("u1", "u2"):

@@ -6,6 +6,9 @@ watcher of the kind) after every create and update: at a thousand objects applie
 apiserver writes. amlops does not need it to survive a restart: every handler runs the same level-based
 reconcile pass, so an object whose essence is unknown (a new process, a new leader, an evicted entry) is
 treated as created and simply gets one full pass. That makes this a cache: bounded, and safe to lose.
+
+Each essence is kept packed (``amlops.compact``): as parsed dicts it cost ≈ 1 KB per object, kept for as long
+as the object lives, and kopf reads it back only when a watch event for the object arrives.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import kopf
+
+from amlops.compact import pack, unpack
 
 # Entries for more objects than this drop the least recently handled ones (each costs a few hundred bytes).
 LIMIT = 100_000
@@ -26,7 +31,7 @@ class ProcessDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     def __init__(self, *, prefix: str, key: str, limit: int = LIMIT) -> None:
         super().__init__(prefix=prefix, key=key)
         self._limit = limit
-        self._essences: OrderedDict[str, Any] = OrderedDict()
+        self._essences: OrderedDict[str, bytes] = OrderedDict()
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
         """kopf's essence (spec, labels, annotations), built from only those parts: kopf deep-copies the whole
@@ -41,14 +46,15 @@ class ProcessDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         uid = body.metadata.uid or ""
-        essence = self._essences.get(uid)
-        if essence is not None:
-            self._essences.move_to_end(uid)
-        return essence
+        packed = self._essences.get(uid)
+        if packed is None:
+            return None
+        self._essences.move_to_end(uid)
+        return cast(kopf.BodyEssence, unpack(packed))
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         uid = body.metadata.uid or ""
-        self._essences[uid] = essence
+        self._essences[uid] = pack(essence)
         self._essences.move_to_end(uid)
         while len(self._essences) > self._limit:
             self._essences.popitem(last=False)
