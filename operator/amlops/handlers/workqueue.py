@@ -111,29 +111,32 @@ class WorkQueue:
     def seen(self, kind: str, body: kopf.Body, memo: kopf.Memo, *, gone: bool = False) -> None:
         """A watch event of the object: keep its body; look at it no sooner than ``idle`` from now. Called from
         a kopf handler (``kinds.on_event``), whose context the passes then run in."""
+        entry = self._keep(kind, body, memo, gone=gone)
+        if entry is not None and not entry.urgent:
+            self._schedule(body.metadata.uid or "", entry, max(entry.due, self._now() + self.idle))
+
+    def act(self, kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+        """A change handler's object (created, changed, resumed): look at it with this body as soon as a slot is
+        free, and once more right after a pass that is running now."""
+        entry = self._keep(kind, body, memo)
+        if entry is not None:  # not deleting, not paused
+            entry.urgent = True
+            self._schedule(body.metadata.uid or "", entry, self._now())
+
+    def _keep(self, kind: str, body: kopf.Body, memo: kopf.Memo, *, gone: bool = False) -> _Entry | None:
+        """The object's entry with this body (a new one is due ``idle`` from now); None once it is going."""
         if self._context is None:
             self._context = contextvars.copy_context()
         uid = body.metadata.uid or ""
         if gone or body.metadata.get("deletionTimestamp") or self._paused:
             self._entries.pop(uid, None)
-            return
-        now = self._now()
+            return None
         entry = self._entries.get(uid)
         if entry is None:
-            self._entries[uid] = entry = _Entry(kind, slim(body), memo, now + self.idle)
+            self._entries[uid] = entry = _Entry(kind, slim(body), memo, self._now() + self.idle)
         else:
             entry.body, entry.memo = slim(body), memo
-        if not entry.urgent:
-            self._schedule(uid, entry, max(entry.due, now + self.idle))
-
-    def act(self, kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
-        """A change handler's object (created, changed, resumed): look at it with this body as soon as a slot is
-        free, and once more right after a pass that is running now."""
-        self.seen(kind, body, memo)
-        entry = self._entries.get(body.metadata.uid or "")
-        if entry is not None:  # not deleting, not paused
-            entry.urgent = True
-            self._schedule(body.metadata.uid or "", entry, self._now())
+        return entry
 
     def forget(self, uid: str) -> None:
         self._entries.pop(uid, None)
