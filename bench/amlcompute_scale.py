@@ -326,6 +326,8 @@ def _steps(
         before = row
     return {
         "bench": "amlcompute_scale_steps",
+        # The image's (jemalloc) where this machine has it: testbed.allocator_env.
+        "operator_allocator": testbed.allocator_env().get("LD_PRELOAD", "CPython and glibc"),
         "arm_limits": args.arm_limits,
         "poll_interval": args.poll_interval,
         "steps": rows,
@@ -437,6 +439,8 @@ def main() -> int:
         answers = arm_answers(stats_to_ready)
         result = {
             "bench": "amlcompute_scale",
+            # The image's (jemalloc) where this machine has it: testbed.allocator_env.
+            "operator_allocator": testbed.allocator_env().get("LD_PRELOAD", "CPython and glibc"),
             "count": args.count,
             "arm_limits": args.arm_limits,
             "arm_budget_share": args.share,

@@ -79,8 +79,9 @@ class _MallInfo2(ctypes.Structure):
 
 def allocator() -> dict[str, float]:
     """How much of the process's heap is live and how much is free but kept: CPython's small-object allocator
-    (``sys._debugmallocstats``, which writes to the C stderr) and glibc's ``mallinfo2`` for everything larger.
-    Live memory far below RSS means fragmentation (freed, not returned), not objects kept."""
+    (``sys._debugmallocstats``, which writes to the C stderr) and glibc's ``mallinfo2`` for everything larger, or
+    jemalloc's figures when it allocates everything (the image's allocator). Live memory far below RSS means
+    fragmentation (freed, not returned), not objects kept."""
     stats: dict[str, float] = {}
     with tempfile.TemporaryFile() as out:
         saved = os.dup(2)
@@ -103,6 +104,9 @@ def allocator() -> dict[str, float]:
             if label in line and "=" in line:
                 value = float(line.rsplit("=", 1)[1].replace(",", "").strip() or 0)
                 stats[key] = value if key == "pymalloc_arenas" else round(value / 2**20, 1)
+    jemalloc = _jemalloc()
+    if jemalloc:  # the image's allocator (LD_PRELOAD): glibc's heap is then unused
+        return stats | jemalloc
     try:
         info = ctypes.CDLL("libc.so.6").mallinfo2
         info.restype = _MallInfo2
@@ -116,6 +120,23 @@ def allocator() -> dict[str, float]:
         }
     except (OSError, AttributeError):  # not glibc, or older than 2.33
         pass
+    return stats
+
+
+def _jemalloc() -> dict[str, float]:
+    """jemalloc's own figures (``mallctl``) when it is the process's allocator: live (allocated), in pages it
+    uses (active), resident, and kept but returned to the system (retained: not in RSS)."""
+    try:
+        lib = ctypes.CDLL("libjemalloc.so.2", mode=os.RTLD_NOLOAD)
+    except OSError:
+        return {}
+    epoch = ctypes.c_uint64(1)  # refreshes the statistics
+    lib.mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(ctypes.sizeof(epoch)))
+    stats: dict[str, float] = {}
+    for name in ("allocated", "active", "resident", "retained"):
+        value, size = ctypes.c_size_t(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+        if lib.mallctl(f"stats.{name}".encode(), ctypes.byref(value), ctypes.byref(size), None, 0) == 0:
+            stats[f"jemalloc_{name}_mb"] = round(value.value / 2**20, 1)
     return stats
 
 

@@ -122,6 +122,19 @@ def test_image_runs_as_non_root_without_build_tools(image: str, container: str) 
     assert where.stdout.startswith("/opt/amlops/lib/python3.11/site-packages/amlops/"), where.stderr
 
 
+def test_image_runs_python_on_jemalloc(container: str) -> None:
+    """The image's allocator (Dockerfile ENV, as testbed.IMAGE_ALLOCATOR_ENV): jemalloc is preloaded into Python
+    without a loader warning, and Python hands it every allocation."""
+    result = run_in(
+        container, "python", "-c", "import os; print(os.environ['PYTHONMALLOC']); print(open('/proc/self/maps').read())"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cannot be preloaded" not in result.stderr, result.stderr
+    mode, maps = result.stdout.split("\n", 1)
+    assert mode == "malloc"
+    assert "libjemalloc.so.2" in maps
+
+
 def test_image_cannot_run_the_emulator_the_test_bed_or_the_demo(container: str) -> None:
     """The emulator accepts a fixed token and runs task command lines: the image ships without it (and without
     the test bed and the demo, their own workspace packages), and the commands that would start them say why

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes.util
 import functools
 import json
 import os
@@ -516,6 +517,20 @@ def start_emulator(state_dir: Path, *extra_args: str, speed: float = 60.0, timeo
 
 
 OPERATOR_COMMAND = (sys.executable, "-m", "amlops", "run")
+# The memory allocator the operator's image runs with: its Dockerfile sets these (tests/unit/test_image_env.py
+# holds the two together). An operator started here runs with it too where this machine has jemalloc
+# (tools/debian-packages installs it), so that tests and benches run the operator as it ships.
+IMAGE_ALLOCATOR_ENV = {
+    "LD_PRELOAD": "libjemalloc.so.2",
+    "PYTHONMALLOC": "malloc",
+    "MALLOC_CONF": "background_thread:true,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0",
+}
+
+
+def allocator_env() -> dict[str, str]:
+    """``IMAGE_ALLOCATOR_ENV`` if this machine has jemalloc, else nothing (CPython's allocator and glibc's malloc,
+    as an operator installed with pip runs)."""
+    return dict(IMAGE_ALLOCATOR_ENV) if ctypes.util.find_library("jemalloc") else {}
 
 
 @dataclass
@@ -571,7 +586,8 @@ def start_operator(
     liveness_url = f"http://127.0.0.1:{free_port()}/healthz" if liveness else None
     metrics_port = free_port() if metrics else 0
     argv = [*command, "--liveness", liveness_url or "off", "--metrics-port", str(metrics_port), *args]
-    proc = spawn(argv, log, {**bed.env(), **offline_azure_env(), **(env or {})})
+    allocator = allocator_env() if command[0] == sys.executable else {}  # a container has its image's own
+    proc = spawn(argv, log, {**bed.env(), **allocator, **offline_azure_env(), **(env or {})})
     run = OperatorRun(proc, log, liveness_url, metrics_port)
     if wait:
         try:
