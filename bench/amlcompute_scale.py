@@ -326,8 +326,7 @@ def _steps(
         before = row
     return {
         "bench": "amlcompute_scale_steps",
-        # The image's (jemalloc) where this machine has it: testbed.allocator_env.
-        "operator_allocator": testbed.allocator_env().get("LD_PRELOAD", "CPython and glibc"),
+        "operator_allocator": testbed.allocator_name(),
         "arm_limits": args.arm_limits,
         "poll_interval": args.poll_interval,
         "steps": rows,
@@ -439,8 +438,7 @@ def main() -> int:
         answers = arm_answers(stats_to_ready)
         result = {
             "bench": "amlcompute_scale",
-            # The image's (jemalloc) where this machine has it: testbed.allocator_env.
-            "operator_allocator": testbed.allocator_env().get("LD_PRELOAD", "CPython and glibc"),
+            "operator_allocator": testbed.allocator_name(),
             "count": args.count,
             "arm_limits": args.arm_limits,
             "arm_budget_share": args.share,

@@ -204,8 +204,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         bed.stop()
     return {
         "benchmark": "paralleljob_plan_submit",
-        # The image's (jemalloc) where this machine has it: testbed.allocator_env.
-        "operatorAllocator": testbed.allocator_env().get("LD_PRELOAD", "CPython and glibc"),
+        "operatorAllocator": testbed.allocator_name(),
         "miniBatches": total,
         "input": args.input,
         "inputItems": total * args.files_per_mini_batch,

@@ -533,6 +533,11 @@ def allocator_env() -> dict[str, str]:
     return dict(IMAGE_ALLOCATOR_ENV) if ctypes.util.find_library("jemalloc") else {}
 
 
+def allocator_name() -> str:
+    """Which allocator an operator started here runs on, for a bench's JSON."""
+    return "jemalloc" if allocator_env() else "CPython and glibc"
+
+
 @dataclass
 class OperatorRun:
     """``amlops run`` as a child process against a test bed, as tests, the demo and benches run it."""
