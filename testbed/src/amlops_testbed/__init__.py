@@ -527,10 +527,16 @@ IMAGE_ALLOCATOR_ENV = {
 }
 
 
+@functools.cache
+def _has_jemalloc() -> bool:
+    # find_library runs `ldconfig -p`: once a process, not once an operator started.
+    return ctypes.util.find_library("jemalloc") is not None
+
+
 def allocator_env() -> dict[str, str]:
     """``IMAGE_ALLOCATOR_ENV`` if this machine has jemalloc, else nothing (CPython's allocator and glibc's malloc,
     as an operator installed with pip runs)."""
-    return dict(IMAGE_ALLOCATOR_ENV) if ctypes.util.find_library("jemalloc") else {}
+    return dict(IMAGE_ALLOCATOR_ENV) if _has_jemalloc() else {}
 
 
 def allocator_name() -> str:
